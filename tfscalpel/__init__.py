@@ -1,0 +1,1 @@
+"""tfscalpel: hardware-aware pruning for Keras 3."""
