@@ -1,1 +1,28 @@
-"""tfscalpel: hardware-aware pruning for Keras 3."""
+"""tfscalpel: hardware-aware (Scalpel) pruning for Keras 3.
+
+The flow: ``prune`` a trained model, ``fit`` it with ``UpdatePruningStep``, ``strip`` it, then
+export it with ``tflite_export``. See README.md for a tour.
+"""
+from tfscalpel.callbacks import PruningSummaries, UpdatePruningStep
+from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
+from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin, pruned_layers
+from tfscalpel.mask_update import update_pruning
+from tfscalpel.patterns import (
+    GroupPattern,
+    NMPattern,
+    SparsityPattern,
+    UnstructuredPattern,
+    get_pattern,
+)
+from tfscalpel.prune_model import prune
+from tfscalpel.schedules import (
+    ConstantSparsity,
+    IterativePruning,
+    PolynomialDecay,
+    PruningSchedule,
+    StagedThreshold,
+    get_schedule,
+)
+from tfscalpel.strip import LayerReport, StripReport, strip
+
+__version__ = "0.1.0"

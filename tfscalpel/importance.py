@@ -1,0 +1,113 @@
+"""Importance criteria: how much a block of weights matters, one score per block.
+
+A criterion is a callable ``score(blocks, counts) -> (n_blocks, units)`` where ``blocks`` is the
+``(n_blocks, g, units)`` block view of a kernel (ragged tail zero-padded) and ``counts`` the
+real number of weights in each block, so averages over a ragged tail stay honest. Criteria are
+pluggable: subclass :class:`Importance`, register it, and pass it (or its name) to ``prune``.
+"""
+import keras
+from keras import ops
+
+_REGISTRY = {}
+
+
+def _register(name):
+    def wrap(cls):
+        _REGISTRY[name] = cls
+        cls.importance_name = name
+        return keras.saving.register_keras_serializable(package="tfscalpel")(cls)
+
+    return wrap
+
+
+class Importance:
+    """Base class for block importance criteria."""
+
+    importance_name = "base"
+    #: Criteria that only make sense for single weights set this to False.
+    supports_groups = True
+
+    def __call__(self, blocks, counts):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+@_register("magnitude")
+class Magnitude(Importance):
+    """|w| of a single weight: the classic criterion of unstructured and N:M pruning."""
+
+    supports_groups = False
+
+    def __call__(self, blocks, counts):
+        return ops.abs(blocks[:, 0, :])
+
+
+@_register("rms")
+class RMS(Importance):
+    """Root mean square of the group, Scalpel's default: sqrt(sum w^2 / count)."""
+
+    def __call__(self, blocks, counts):
+        return ops.sqrt(ops.sum(ops.square(blocks), axis=1) / counts)
+
+
+@_register("mean_abs")
+class MeanAbs(Importance):
+    """Mean absolute value of the group."""
+
+    def __call__(self, blocks, counts):
+        return ops.sum(ops.abs(blocks), axis=1) / counts
+
+
+@_register("max_abs")
+class MaxAbs(Importance):
+    """Largest absolute value in the group."""
+
+    def __call__(self, blocks, counts):
+        return ops.max(ops.abs(blocks), axis=1)
+
+
+@_register("l1")
+class L1(Importance):
+    """Sum of absolute values (favours full groups over a ragged tail)."""
+
+    def __call__(self, blocks, counts):
+        return ops.sum(ops.abs(blocks), axis=1)
+
+
+@_register("l2")
+class L2(Importance):
+    """Euclidean norm of the group."""
+
+    def __call__(self, blocks, counts):
+        return ops.sqrt(ops.sum(ops.square(blocks), axis=1))
+
+
+def get_importance(spec):
+    """Resolve a criterion from an object, a registered name or a Keras config dict."""
+    if isinstance(spec, Importance):
+        return spec
+    if isinstance(spec, dict):
+        return keras.saving.deserialize_keras_object(spec)
+    if isinstance(spec, str) and spec.strip().lower() in _REGISTRY:
+        return _REGISTRY[spec.strip().lower()]()
+    raise ValueError(
+        f"unknown importance criterion {spec!r}; allowed: an Importance object or one of "
+        f"{sorted(_REGISTRY)}"
+    )
+
+
+def default_importance(pattern):
+    """Magnitude for single-weight patterns, RMS (Scalpel's choice) for groups."""
+    return RMS() if pattern.group_size > 1 else Magnitude()

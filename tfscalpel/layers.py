@@ -1,0 +1,192 @@
+"""Keras layers whose kernels carry a pruning mask.
+
+``GroupPrunedDense`` and ``GroupPrunedConv2D`` are the stock Keras layers plus three
+non-trainable weights: ``pruning_mask`` (same shape as the kernel), ``pruning_step`` (the last
+step the schedule was consulted at, -1 before training) and ``pruning_threshold`` (the last
+score threshold applied, in the units of the layer's block scores). The forward pass uses
+``kernel * pruning_mask``, so pruned weights receive no gradient and contribute exactly zero.
+All of it is saved with the model (``.keras``, checkpoints, ``BackupAndRestore``).
+
+The layers work on their own inside any model (subclassed ones included); masks change only
+through :func:`tfscalpel.update_pruning` (called by the ``UpdatePruningStep`` callback).
+"""
+import keras
+from keras import ops
+
+from tfscalpel.importance import default_importance, get_importance
+from tfscalpel.patterns import get_pattern
+from tfscalpel.schedules import get_schedule
+
+
+def pruning_boundary(scores, keep):
+    """The highest score among pruned blocks (0 when nothing is pruned): the threshold that a
+    sparsity target amounted to, reported to TensorBoard."""
+    pruned = ops.where(keep, ops.zeros_like(scores), scores)
+    return float(ops.max(pruned))
+
+
+class PrunableMixin:
+    """The pruning state and mask logic shared by every pruned layer.
+
+    A layer using it has a ``kernel`` whose last axis is its output units; everything else is
+    flattened into the fan-in in row-major order (the im2col order for convolutions).
+    """
+
+    def _init_pruning(self, pattern, importance, schedule, global_group):
+        self.pattern = get_pattern(pattern)
+        self.importance = (
+            default_importance(self.pattern) if importance is None else get_importance(importance)
+        )
+        if self.pattern.group_size > 1 and not self.importance.supports_groups:
+            raise ValueError(
+                f"layer {self.name!r}: importance {self.importance.importance_name!r} scores "
+                f"single weights, but the pattern {self.pattern.describe()} has groups; use one "
+                "of rms, mean_abs, max_abs, l1, l2"
+            )
+        self.schedule = get_schedule(schedule)
+        if global_group is not None and self.pattern.fixed_sparsity is not None:
+            raise ValueError(
+                f"layer {self.name!r}: a global ranking needs a free sparsity, but the pattern "
+                f"{self.pattern.describe()} fixes it"
+            )
+        self.global_group = global_group
+
+    def _build_pruning_weights(self):
+        self.pruning_mask = self.add_weight(
+            name="pruning_mask", shape=self.kernel.shape, initializer="ones", trainable=False,
+            dtype=self.kernel.dtype,
+        )
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), initializer=keras.initializers.Constant(-1),
+            trainable=False, dtype="int64",
+        )
+        self.pruning_threshold = self.add_weight(
+            name="pruning_threshold", shape=(), initializer="zeros", trainable=False,
+            dtype="float32",
+        )
+
+    # Dense serialises only kernel and bias (its quantization-aware path); pruned layers store
+    # every variable, the pruning state included, in the generic Layer order.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    # -- mask computation -----------------------------------------------------------------------
+    def masked_kernel(self):
+        """The kernel as the forward pass sees it."""
+        return ops.multiply(self.kernel, self.pruning_mask)
+
+    def _kernel2d(self):
+        return ops.reshape(self.masked_kernel(), (-1, self.kernel.shape[-1]))
+
+    def block_scores(self):
+        """Importance of every block of the masked kernel, ``(n_blocks, units)``.
+
+        Scoring the *masked* kernel means pruned blocks score zero, so a block that was pruned
+        stays pruned even if the optimizer's momentum has moved its raw kernel values.
+        """
+        return self.pattern.scores(self._kernel2d(), self.importance)
+
+    def apply_block_mask(self, keep, threshold=0.0):
+        """Install a block decision ``(n_blocks, units)`` as the new mask and zero the pruned
+        kernel entries (so a later unmasking cannot resurrect stale values)."""
+        fan_in = self._kernel2d().shape[0]
+        mask = ops.reshape(self.pattern.expand(keep, fan_in), self.kernel.shape)
+        mask = ops.cast(mask, self.kernel.dtype)
+        self.pruning_mask.assign(mask)
+        self.kernel.assign(ops.multiply(self.kernel, mask))
+        self.pruning_threshold.assign(float(threshold))
+
+    def prune_to(self, sparsity=None, threshold=None):
+        """Recompute the mask now for a target ``sparsity`` or a *raw* score ``threshold``."""
+        scores = self.block_scores()
+        keep = self.pattern.keep_blocks(scores, sparsity=sparsity, threshold=threshold)
+        if threshold is None:
+            threshold = pruning_boundary(scores, keep)
+        self.apply_block_mask(keep, threshold)
+
+    # -- reporting --------------------------------------------------------------------------
+    def mask_sparsity(self):
+        """Fraction of kernel weights currently masked out."""
+        return 1.0 - float(ops.mean(self.pruning_mask))
+
+    def _pruning_config(self):
+        # Serialised as Keras config dicts, which the constructor accepts back as they are.
+        return {
+            "pattern": keras.saving.serialize_keras_object(self.pattern),
+            "importance": keras.saving.serialize_keras_object(self.importance),
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "global_group": self.global_group,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GroupPrunedDense(PrunableMixin, keras.layers.Dense):
+    """A ``keras.layers.Dense`` whose kernel is pruned in the blocks of ``pattern``.
+
+    Args:
+        units, activation, use_bias, ...: as ``keras.layers.Dense``.
+        pattern: a :class:`~tfscalpel.SparsityPattern` or its name (default SIMD groups of 4).
+        importance: block criterion or its name; default RMS for groups, magnitude otherwise.
+        schedule: when and how far to prune (:mod:`tfscalpel.schedules`, or tfmot's).
+        global_group: layers sharing this name are ranked together (one global sparsity).
+    """
+
+    def __init__(self, units, pattern="group", importance=None, schedule=None,
+                 global_group=None, **kwargs):
+        super().__init__(units, **kwargs)
+        if schedule is None:
+            raise ValueError(f"layer {self.name!r}: schedule is required")
+        self._init_pruning(pattern, importance, schedule, global_group)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_pruning_weights()
+
+    def call(self, inputs, training=None):
+        x = ops.matmul(inputs, self.masked_kernel())
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), **self._pruning_config()}
+
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GroupPrunedConv2D(PrunableMixin, keras.layers.Conv2D):
+    """A ``keras.layers.Conv2D`` whose filters are pruned in blocks along the flattened
+    ``kh*kw*cin`` of each filter (the im2col order). Arguments as :class:`GroupPrunedDense`
+    plus those of ``keras.layers.Conv2D``."""
+
+    def __init__(self, filters, kernel_size, pattern="group", importance=None, schedule=None,
+                 global_group=None, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if schedule is None:
+            raise ValueError(f"layer {self.name!r}: schedule is required")
+        self._init_pruning(pattern, importance, schedule, global_group)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_pruning_weights()
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, ops.multiply(kernel, self.pruning_mask))
+
+    def get_config(self):
+        return {**super().get_config(), **self._pruning_config()}
+
+
+
+def pruned_layers(model):
+    """Every pruned layer of ``model``, nested models included, in order."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, PrunableMixin):
+            found.append(layer)
+    return found

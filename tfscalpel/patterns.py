@@ -1,0 +1,189 @@
+"""Sparsity patterns: which weights may be removed together, and how survivors are chosen.
+
+Every pattern works on a *2-D kernel view* ``(fan_in, units)``: a Dense kernel as is, a Conv2D
+kernel ``(kh, kw, cin, cout)`` reshaped row-major to ``(kh*kw*cin, cout)``, which is the order in
+which an im2col kernel walks a filter. The input dimension is cut into *blocks* of
+``group_size`` consecutive weights of one output unit (a Keras block of shape ``(g, 1)``; the
+last block may be ragged). A pattern
+
+1. reduces each block to one score with an importance criterion (:mod:`tfscalpel.importance`),
+2. chooses which blocks survive (``keep_blocks``), either by a target sparsity or a threshold,
+3. expands the block decision back to a per-weight mask (``expand``).
+
+Adding a pattern means subclassing :class:`SparsityPattern`; the layers never change.
+"""
+import math
+
+import keras
+from keras import ops
+
+_REGISTRY = {}
+
+
+def _register(name):
+    def wrap(cls):
+        _REGISTRY[name] = cls
+        cls.pattern_name = name
+        return keras.saving.register_keras_serializable(package="tfscalpel")(cls)
+
+    return wrap
+
+
+class SparsityPattern:
+    """Base class. Subclasses set ``group_size`` and may override ``keep_blocks``."""
+
+    pattern_name = "base"
+    group_size = 1
+    #: Sparsity imposed by the pattern itself (N:M), or None when the schedule decides.
+    fixed_sparsity = None
+
+    # -- block view -------------------------------------------------------------------------
+    def num_blocks(self, fan_in):
+        """Number of blocks along an input dimension of ``fan_in`` weights."""
+        return math.ceil(fan_in / self.group_size)
+
+    def block_view(self, kernel2d):
+        """Return ``(blocks, counts)``: ``blocks`` has shape ``(n_blocks, g, units)`` with the
+        ragged tail zero-padded; ``counts`` ``(n_blocks, 1)`` holds each block's real length."""
+        fan_in, units = kernel2d.shape
+        g = self.group_size
+        n_blocks = self.num_blocks(fan_in)
+        pad = n_blocks * g - fan_in
+        if pad:
+            kernel2d = ops.pad(kernel2d, [[0, pad], [0, 0]])
+        blocks = ops.reshape(kernel2d, (n_blocks, g, units))
+        counts = [g] * n_blocks
+        counts[-1] = g - pad
+        counts = ops.reshape(ops.convert_to_tensor(counts, dtype=kernel2d.dtype), (n_blocks, 1))
+        return blocks, counts
+
+    def scores(self, kernel2d, importance):
+        """One importance score per block: shape ``(n_blocks, units)``."""
+        blocks, counts = self.block_view(kernel2d)
+        return importance(blocks, counts)
+
+    # -- selection --------------------------------------------------------------------------
+    def keep_blocks(self, scores, sparsity=None, threshold=None):
+        """Boolean ``(n_blocks, units)``: True for blocks that survive.
+
+        With ``sparsity``, exactly ``round(sparsity * n)`` lowest-scoring blocks are removed
+        (deterministic for equal inputs). With ``threshold``, blocks
+        whose score is at or below it are removed.
+        """
+        if threshold is not None:
+            return ops.greater(scores, threshold)
+        n = int(scores.shape[0] * scores.shape[1])
+        n_prune = int(round(float(sparsity) * n))
+        flat = ops.reshape(scores, (-1,))
+        if n_prune <= 0:
+            return ops.ones_like(scores, dtype="bool")
+        order = ops.argsort(flat)
+        pruned_idx = ops.expand_dims(order[:n_prune], -1)
+        keep = ops.scatter_update(
+            ops.ones((n,), dtype="bool"), pruned_idx, ops.zeros((n_prune,), dtype="bool")
+        )
+        return ops.reshape(keep, scores.shape)
+
+    def expand(self, keep, fan_in):
+        """Per-weight float mask ``(fan_in, units)`` from the block decision."""
+        mask = ops.repeat(ops.cast(keep, "float32"), self.group_size, axis=0)
+        return mask[:fan_in]
+
+    def describe(self):
+        """Short human-readable name, used in reports."""
+        return self.pattern_name
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@_register("unstructured")
+class UnstructuredPattern(SparsityPattern):
+    """Classic per-weight pruning (Han et al. 2015): every weight is its own block."""
+
+
+@_register("group")
+class GroupPattern(SparsityPattern):
+    """Scalpel's SIMD-aware groups: ``group_size`` consecutive weights along the input
+    dimension of one output unit are kept or removed together, so a kernel loads each surviving
+    group with one SIMD load and needs one index per group."""
+
+    def __init__(self, group_size=4):
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
+        self.group_size = group_size
+
+    def describe(self):
+        return f"group(g={self.group_size})"
+
+    def get_config(self):
+        return {"group_size": self.group_size}
+
+
+@_register("n:m")
+class NMPattern(SparsityPattern):
+    """N:M structured sparsity: in every window of ``m`` consecutive input weights of one
+    output unit, the ``n`` highest-scoring survive (2:4 is what sparse tensor cores run).
+    A ragged last window of ``r < m`` weights keeps ``min(n, r)``."""
+
+    def __init__(self, n=2, m=4):
+        for arg, v in (("n", n), ("m", m)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"N:M pattern: {arg} must be an integer >= 1, got {v!r}")
+        if n > m:
+            raise ValueError(f"N:M pattern: n must be <= m, got n={n}, m={m}")
+        self.n, self.m = n, m
+        self.fixed_sparsity = 1.0 - n / m
+
+    def keep_blocks(self, scores, sparsity=None, threshold=None):
+        # The pattern itself fixes the sparsity; the schedule only says *when* it applies
+        # (a sparsity of 0, e.g. before begin_step, keeps everything).
+        if threshold is None and not sparsity:
+            return ops.ones_like(scores, dtype="bool")
+        fan_in, units = scores.shape
+        n_win = math.ceil(fan_in / self.m)
+        pad = n_win * self.m - fan_in
+        # Padding scores with -inf puts them last, so a ragged window keeps min(n, r) real ones.
+        padded = ops.pad(scores, [[0, pad], [0, 0]], constant_values=-float("inf")) if pad else scores
+        windows = ops.reshape(padded, (n_win, self.m, units))
+        rank = ops.argsort(ops.argsort(windows, axis=1), axis=1)  # 0 = lowest in its window
+        keep = ops.greater_equal(rank, self.m - self.n)
+        return ops.reshape(keep, (n_win * self.m, units))[:fan_in]
+
+    def describe(self):
+        return f"{self.n}:{self.m}"
+
+    def get_config(self):
+        return {"n": self.n, "m": self.m}
+
+
+def get_pattern(spec):
+    """Resolve a pattern from an object, a name (``"unstructured"``, ``"group"``, ``"2:4"``,
+    ``"n:m"``) or a Keras config dict."""
+    if isinstance(spec, SparsityPattern):
+        return spec
+    if isinstance(spec, dict):
+        return keras.saving.deserialize_keras_object(spec)
+    if isinstance(spec, str):
+        name = spec.strip().lower()
+        if name in _REGISTRY:
+            return _REGISTRY[name]()
+        if ":" in name:
+            n, _, m = name.partition(":")
+            if n.isdigit() and m.isdigit():
+                return NMPattern(int(n), int(m))
+    raise ValueError(
+        f"unknown sparsity pattern {spec!r}; allowed: a SparsityPattern object, "
+        f"{sorted(_REGISTRY)} or 'N:M' such as '2:4'"
+    )

@@ -1,0 +1,170 @@
+"""``prune(model, ...)``: turn a trained Keras model into one whose prunable layers carry masks."""
+import warnings
+
+import keras
+
+from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense
+from tfscalpel.patterns import GroupPattern, get_pattern
+from tfscalpel.schedules import ConstantSparsity, get_schedule
+
+#: Layer types tfscalpel prunes, mapped to their pruned twin. Exact types: a subclass may carry
+#: state the twin does not know about.
+PRUNABLE = {keras.layers.Dense: GroupPrunedDense, keras.layers.Conv2D: GroupPrunedConv2D}
+
+_SPEC_KEYS = ("pattern", "group_size", "importance", "schedule", "sparsity")
+_NORMALISATION = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
+
+
+def _resolve_spec(pattern, group_size, importance, schedule, sparsity):
+    """Turn user arguments into ``(pattern, importance, schedule)``; raises ValueError."""
+    if group_size is not None:
+        if pattern not in ("group", None) and not isinstance(pattern, GroupPattern):
+            raise ValueError(f"group_size applies to the 'group' pattern only, not {pattern!r}")
+        pattern = GroupPattern(group_size)
+    pattern = get_pattern("group" if pattern is None else pattern)
+    if (schedule is None) == (sparsity is None):
+        raise ValueError("give exactly one of schedule= or sparsity= (a constant target)")
+    schedule = get_schedule(schedule) if schedule is not None else ConstantSparsity(sparsity)
+    return pattern, importance, schedule
+
+
+def _is_cloneable(model):
+    from keras.src.models.functional import Functional  # no public name for the class
+
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=None,
+          importance=None, layers=None, per_layer=None, global_sparsity=False):
+    """Return a copy of ``model`` whose Dense and Conv2D layers prune as they train.
+
+    The trained weights are kept; ``model`` itself is untouched. Train the result with the
+    :class:`~tfscalpel.UpdatePruningStep` callback, then :func:`~tfscalpel.strip` it.
+
+    Args:
+        model: a Sequential or Functional Keras 3 model. (In a subclassed model, use
+            ``GroupPrunedDense`` / ``GroupPrunedConv2D`` directly.)
+        schedule: a pruning schedule (:mod:`tfscalpel.schedules`, or tfmot's).
+        sparsity: shorthand for ``ConstantSparsity(sparsity)``: prune at step 0, then hold.
+        pattern: ``"group"`` (SIMD groups, default), ``"unstructured"``, ``"2:4"`` or any
+            :class:`~tfscalpel.SparsityPattern`.
+        group_size: width of SIMD groups (default 4) for the group pattern.
+        importance: block criterion (default RMS for groups, magnitude otherwise).
+        layers: names of the layers to prune, or a predicate ``layer -> bool``; default every
+            Dense and Conv2D layer.
+        per_layer: ``{layer_name: {"pattern"|"group_size"|"importance"|"schedule"|"sparsity":
+            value}}`` overriding the arguments above for single layers.
+        global_sparsity: rank all pruned layers together (normalised scores) and apply one
+            sparsity across them, instead of the same sparsity in each layer.
+
+    Raises:
+        ValueError: for a bad argument, naming the layer and the argument and what is allowed.
+    """
+    if not _is_cloneable(model):
+        raise ValueError(
+            f"prune() needs a Sequential or Functional model, got {type(model).__name__}; in a "
+            "subclassed model use tfscalpel.GroupPrunedDense / GroupPrunedConv2D layers directly"
+        )
+    names = [layer.name for layer in model.layers]
+    try:
+        default = _resolve_spec(pattern, group_size, importance, schedule, sparsity)
+    except ValueError as e:
+        raise ValueError(f"prune(): {e}") from None
+
+    selected, unprunable = _select_layers(model, layers)
+    per_layer = dict(per_layer or {})
+    unknown = sorted(set(per_layer) - set(names))
+    if unknown:
+        raise ValueError(f"per_layer names unknown layers {unknown}; the model has {names}")
+    specs = {}
+    for layer in selected:
+        overrides = per_layer.pop(layer.name, {})
+        bad = sorted(set(overrides) - set(_SPEC_KEYS))
+        if bad:
+            raise ValueError(
+                f"layer {layer.name!r}: unknown per_layer keys {bad}; allowed: {list(_SPEC_KEYS)}"
+            )
+        specs[layer.name] = _layer_spec(layer.name, default, overrides)
+    if per_layer:
+        raise ValueError(
+            f"per_layer configures layers that are not pruned: {sorted(per_layer)}; add them to "
+            "layers= (only Dense and Conv2D layers can be pruned)"
+        )
+    if unprunable:
+        warnings.warn(
+            "tfscalpel.prune: these layers cannot be pruned and stay dense: "
+            + ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unprunable),
+            stacklevel=2,
+        )
+
+    global_group = "global" if global_sparsity else None
+
+    def clone(layer):
+        if layer.name not in specs:
+            return layer.__class__.from_config(layer.get_config())
+        p, imp, sched = specs[layer.name]
+        twin = PRUNABLE[type(layer)]
+        try:
+            return twin(**layer.get_config(), pattern=p, importance=imp, schedule=sched,
+                        global_group=global_group)
+        except ValueError as e:
+            message = str(e)
+            if not message.startswith("layer "):
+                message = f"layer {layer.name!r}: {message}"
+            raise ValueError(message) from None
+
+    pruned = keras.models.clone_model(model, clone_function=clone)
+    for source, target in zip(model.layers, pruned.layers):
+        if isinstance(target, (GroupPrunedDense, GroupPrunedConv2D)):
+            target.kernel.assign(source.kernel)
+            if source.bias is not None:
+                target.bias.assign(source.bias)
+        else:
+            target.set_weights(source.get_weights())
+    return pruned
+
+
+def _layer_spec(name, default, overrides):
+    pattern, importance, schedule = default
+    if not overrides:
+        return default
+    try:
+        if "pattern" in overrides or "group_size" in overrides:
+            pattern = overrides.get("pattern", "group")
+        if "schedule" in overrides or "sparsity" in overrides:
+            schedule = None
+        return _resolve_spec(
+            pattern, overrides.get("group_size"), overrides.get("importance", importance),
+            overrides.get("schedule", schedule), overrides.get("sparsity"),
+        )
+    except ValueError as e:
+        raise ValueError(f"layer {name!r}: {e}") from None
+
+
+def _select_layers(model, layers):
+    """Split the model's layers into (to prune, cannot prune)."""
+    by_name = {layer.name: layer for layer in model.layers}
+    if layers is None:
+        chosen = [layer for layer in model.layers if type(layer) in PRUNABLE]
+        rest = [
+            layer for layer in model.layers
+            if type(layer) not in PRUNABLE and layer.trainable_weights
+            and not isinstance(layer, _NORMALISATION)
+        ]
+        return chosen, rest
+    if callable(layers):
+        candidates = [layer for layer in model.layers if layers(layer)]
+    else:
+        if isinstance(layers, str):
+            raise ValueError(f"layers must be a list of names or a predicate, got the string {layers!r}")
+        unknown = [name for name in layers if name not in by_name]
+        if unknown:
+            raise ValueError(f"layers names unknown layers {unknown}; the model has {list(by_name)}")
+        candidates = [by_name[name] for name in layers]
+    chosen = [layer for layer in candidates if type(layer) in PRUNABLE]
+    rest = [layer for layer in candidates if type(layer) not in PRUNABLE]
+    return chosen, rest

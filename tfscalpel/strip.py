@@ -1,0 +1,136 @@
+"""``strip(model)``: a plain Keras model with the masks baked in, and a per-layer report."""
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin
+
+_PLAIN = {GroupPrunedDense: keras.layers.Dense, GroupPrunedConv2D: keras.layers.Conv2D}
+_PRUNING_KEYS = ("pattern", "importance", "schedule", "global_group")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReport:
+    """Sparsity and storage of one stripped layer.
+
+    The kernel is viewed as TFLite stores it, ``rows = units`` (output neurons or filters) by
+    ``cols = fan_in``. Byte counts assume float32 values:
+
+    - dense: 4 bytes per weight;
+    - CSR: ``2*nnz + rows + 1`` numbers of 4 bytes (values, column indices, row pointers);
+    - group-CSR: ``g`` values per stored group, one uint16 column index per group, and
+      ``rows + 1`` int32 row pointers.
+    """
+
+    name: str
+    pattern: str
+    group_size: int
+    rows: int
+    cols: int
+    nonzero: int
+    nonzero_groups: int
+    total_groups: int
+
+    @property
+    def density(self):
+        return self.nonzero / (self.rows * self.cols)
+
+    @property
+    def bytes_dense(self):
+        return 4 * self.rows * self.cols
+
+    @property
+    def bytes_csr(self):
+        return 4 * (2 * self.nonzero + self.rows + 1)
+
+    @property
+    def bytes_group_csr(self):
+        return 4 * self.group_size * self.nonzero_groups + 2 * self.nonzero_groups + 4 * (self.rows + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StripReport:
+    """Per-layer report of :func:`strip`; ``print()`` it for a table."""
+
+    layers: tuple
+
+    def group_sizes(self):
+        """``{layer name: g}``, the hint the TFLite exporter takes."""
+        return {r.name: r.group_size for r in self.layers}
+
+    def to_dicts(self):
+        return [
+            {**dataclasses.asdict(r), "density": r.density, "bytes_dense": r.bytes_dense,
+             "bytes_csr": r.bytes_csr, "bytes_group_csr": r.bytes_group_csr}
+            for r in self.layers
+        ]
+
+    def __str__(self):
+        head = (f"{'layer':<14}{'pattern':<14}{'density':>8}{'groups kept':>18}"
+                f"{'dense B':>11}{'CSR B':>11}{'group-CSR B':>13}")
+        lines = [head, "-" * len(head)]
+        for r in self.layers:
+            lines.append(
+                f"{r.name:<14}{r.pattern:<14}{r.density:>8.2%}"
+                f"{f'{r.nonzero_groups}/{r.total_groups}':>18}"
+                f"{r.bytes_dense:>11,}{r.bytes_csr:>11,}{r.bytes_group_csr:>13,}"
+            )
+        return "\n".join(lines)
+
+
+def layer_report(name, kernel, pattern_name, group_size):
+    """Measure a (masked) kernel: any shape whose last axis is the output units."""
+    w = np.asarray(kernel).reshape(-1, kernel.shape[-1]).T  # TFLite layout [rows, cols]
+    rows, cols = w.shape
+    n_groups = math.ceil(cols / group_size)
+    padded = np.zeros((rows, n_groups * group_size), dtype=w.dtype)
+    padded[:, :cols] = w
+    groups_nonzero = np.any(padded.reshape(rows, n_groups, group_size) != 0, axis=2)
+    return LayerReport(
+        name=name, pattern=pattern_name, group_size=group_size, rows=rows, cols=cols,
+        nonzero=int(np.count_nonzero(w)), nonzero_groups=int(groups_nonzero.sum()),
+        total_groups=rows * n_groups,
+    )
+
+
+def strip(model, return_report=False):
+    """Return a plain Keras model (stock Dense / Conv2D) with the pruning masks multiplied into
+    the kernels; outputs equal the pruned model's. With ``return_report=True``, return
+    ``(model, StripReport)``.
+
+    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand.
+    """
+    from tfscalpel.prune_model import _is_cloneable
+
+    if not _is_cloneable(model):
+        raise ValueError(
+            f"strip() needs a Sequential or Functional model, got {type(model).__name__}"
+        )
+
+    def clone(layer):
+        config = layer.get_config()
+        plain = _PLAIN.get(type(layer))
+        if plain is None:
+            return layer.__class__.from_config(config)
+        for key in _PRUNING_KEYS:
+            config.pop(key)
+        return plain.from_config(config)
+
+    stripped = keras.models.clone_model(model, clone_function=clone)
+    reports = []
+    for source, target in zip(model.layers, stripped.layers):
+        if isinstance(source, PrunableMixin):
+            kernel = keras.ops.convert_to_numpy(source.masked_kernel())
+            target.kernel.assign(kernel)
+            if source.bias is not None:
+                target.bias.assign(source.bias)
+            reports.append(
+                layer_report(source.name, kernel, source.pattern.describe(),
+                             source.pattern.group_size)
+            )
+        else:
+            target.set_weights(source.get_weights())
+    stripped_report = StripReport(tuple(reports))
+    return (stripped, stripped_report) if return_report else stripped
