@@ -18,7 +18,7 @@ setup(
         "ai-edge-litert==2.3.0",
     ],
     extras_require={
-        "dev": ["pytest"],
+        "dev": ["pytest", "tensorflow-model-optimization", "tf-keras~=2.21.0"],
         # Optional: only used lazily (its schedules are accepted) and as a benchmark baseline.
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
     },

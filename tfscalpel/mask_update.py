@@ -34,6 +34,12 @@ def update_pruning(model, step=None):
             "the model has no pruned layers: wrap it with tfscalpel.prune() or use "
             "GroupPrunedDense / GroupPrunedConv2D layers"
         )
+    unbuilt = [layer.name for layer in layers if not layer.built]
+    if unbuilt:
+        raise ValueError(
+            f"pruned layers {unbuilt} are not built yet: call the model on a batch (or "
+            "model.build(input_shape)) before training a subclassed model"
+        )
     if step is None:
         step = int(ops.convert_to_numpy(layers[0].pruning_step.value)) + 1
     step = int(step)

@@ -148,23 +148,23 @@ def _layer_spec(name, default, overrides):
 def _select_layers(model, layers):
     """Split the model's layers into (to prune, cannot prune)."""
     by_name = {layer.name: layer for layer in model.layers}
-    if layers is None:
-        chosen = [layer for layer in model.layers if type(layer) in PRUNABLE]
+    if layers is None or callable(layers):
+        # Implicit choice: complain only about layers with weights that could matter.
+        candidates = [layer for layer in model.layers if layers is None or layers(layer)]
+        chosen = [layer for layer in candidates if type(layer) in PRUNABLE]
         rest = [
-            layer for layer in model.layers
+            layer for layer in candidates
             if type(layer) not in PRUNABLE and layer.trainable_weights
             and not isinstance(layer, _NORMALISATION)
         ]
         return chosen, rest
-    if callable(layers):
-        candidates = [layer for layer in model.layers if layers(layer)]
-    else:
-        if isinstance(layers, str):
-            raise ValueError(f"layers must be a list of names or a predicate, got the string {layers!r}")
-        unknown = [name for name in layers if name not in by_name]
-        if unknown:
-            raise ValueError(f"layers names unknown layers {unknown}; the model has {list(by_name)}")
-        candidates = [by_name[name] for name in layers]
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a list of names or a predicate, got the string {layers!r}")
+    unknown = [name for name in layers if name not in by_name]
+    if unknown:
+        raise ValueError(f"layers names unknown layers {unknown}; the model has {list(by_name)}")
+    # Explicitly named layers that cannot be pruned are all reported.
+    candidates = [by_name[name] for name in layers]
     chosen = [layer for layer in candidates if type(layer) in PRUNABLE]
     rest = [layer for layer in candidates if type(layer) not in PRUNABLE]
     return chosen, rest
