@@ -1,0 +1,145 @@
+"""Per-layer cost model: which format (dense, TFLite block-sparse, custom group-sparse) is fastest.
+
+Every format's batch-1 time is modelled as `fixed_ns + row_ns * out + unit_ns * units` with the
+coefficients of a target profile (see `target_profiles.py` for where they come from). The
+decision is made at batch 1, one thread: the latency case the product targets. A sparse format
+is only chosen when its predicted speedup over dense is at least the profile's `min_speedup`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from tflite_export import target_profiles
+from tflite_export.group_csr import ALLOWED_GROUP_SIZES
+
+DTYPES = ("float32", "int8")
+FORMATS = ("dense", "builtin_sparse", "custom")
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A predicted batch-1 time for one layer in one format."""
+
+    format: str  # "dense" | "builtin_sparse" | "custom"
+    g: int  # group / block width along the input dimension; 0 for dense
+    units: int  # weights (dense), blocks (builtin_sparse) or groups (custom)
+    time_ns: float
+
+
+class CostModel:
+    """Predicts per-layer times from a target profile (a dict in the `target_profiles` layout)."""
+
+    def __init__(self, profile: Mapping):
+        _validate_profile(profile)
+        self.profile = copy.deepcopy(dict(profile))
+        self.name = str(self.profile.get("name", "custom-profile"))
+        self.min_speedup = float(self.profile.get("min_speedup", 1.0))
+
+    def _coeffs(self, fmt: str, dtype: str) -> Mapping:
+        return self.profile["formats"][fmt][dtype]
+
+    def builtin_block(self, dtype: str) -> int:
+        """Block width of TFLite's block-sparse FC for `dtype` (4 float32, 16 int8)."""
+        return int(self._coeffs("builtin_sparse", dtype)["block"])
+
+    def dense(self, dtype: str, in_features: int, out_features: int) -> Estimate:
+        c = self._coeffs("dense", dtype)
+        units = in_features * out_features
+        return Estimate("dense", 0, units, _linear(c, out_features, units, c["unit_ns"]))
+
+    def builtin_sparse(self, dtype: str, out_features: int, n_blocks: int) -> Estimate:
+        c = self._coeffs("builtin_sparse", dtype)
+        t = _linear(c, out_features, n_blocks, c["unit_ns"])
+        return Estimate("builtin_sparse", int(c["block"]), n_blocks, t)
+
+    def custom(self, dtype: str, g: int, out_features: int, n_groups: int) -> Estimate:
+        c = self._coeffs("custom", dtype)
+        unit = c["unit_ns"][str(g)]
+        return Estimate("custom", g, n_groups, _linear(c, out_features, n_groups, unit))
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.profile)
+
+
+def _linear(c: Mapping, rows: int, units: int, unit_ns: float) -> float:
+    return float(c["fixed_ns"]) + float(c["row_ns"]) * rows + float(unit_ns) * units
+
+
+def _validate_profile(profile: Mapping) -> None:
+    try:
+        formats = profile["formats"]
+        for dtype in DTYPES:
+            for key in ("fixed_ns", "row_ns", "unit_ns"):
+                float(formats["dense"][dtype][key])
+                float(formats["builtin_sparse"][dtype][key])
+            int(formats["builtin_sparse"][dtype]["block"])
+            custom = formats["custom"][dtype]
+            float(custom["fixed_ns"])
+            float(custom["row_ns"])
+            for g in ALLOWED_GROUP_SIZES:
+                float(custom["unit_ns"][str(g)])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"invalid target profile: missing or non-numeric entry {e!r}; expected formats "
+            f"{FORMATS} x dtypes {DTYPES} with fixed_ns/row_ns/unit_ns (custom: unit_ns per g "
+            f"in {ALLOWED_GROUP_SIZES})"
+        ) from None
+
+
+def load(target) -> CostModel:
+    """A CostModel for `target`: a built-in name, a path to a JSON profile, a dict, or a CostModel."""
+    if isinstance(target, CostModel):
+        return target
+    if isinstance(target, Mapping):
+        return CostModel(target)
+    if isinstance(target, str):
+        if target in target_profiles.PROFILES:
+            return CostModel(target_profiles.PROFILES[target])
+        if target.endswith(".json") and os.path.isfile(target):
+            with open(target, encoding="utf-8") as f:
+                return CostModel(json.load(f))
+    raise ValueError(
+        f"unknown target {target!r}; allowed: {sorted(target_profiles.PROFILES)}, a path to a "
+        f"JSON profile, a profile dict or a CostModel"
+    )
+
+
+def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None = None) -> CostModel:
+    """Refit a profile's coefficients from measured kernel timings.
+
+    Each measurement is a mapping with `format` ("dense" | "builtin_sparse" | "custom"),
+    `dtype` ("float32" | "int8"), `g` (custom only), `out`, `units` (weights, blocks or groups)
+    and `time_ns`. For every (format, dtype[, g]) with at least three measurements of distinct
+    shapes, `fixed_ns`, `row_ns` and `unit_ns` are least-squares fitted (clipped at 0); the others
+    keep the base profile's values. For the custom op, `fixed_ns`/`row_ns` are shared across g
+    in the profile layout, so the last fitted g's values are kept for them (they are similar).
+    """
+    profile = base.to_dict()
+    groups: dict[tuple, list] = {}
+    for m in measurements:
+        fmt, dtype = m["format"], m["dtype"]
+        if fmt not in FORMATS or dtype not in DTYPES:
+            raise ValueError(f"measurement {dict(m)}: format must be in {FORMATS}, dtype in {DTYPES}")
+        key = (fmt, dtype, int(m.get("g", 0)) if fmt == "custom" else 0)
+        groups.setdefault(key, []).append((float(m["out"]), float(m["units"]), float(m["time_ns"])))
+    for (fmt, dtype, g), rows in sorted(groups.items()):
+        a = np.array([[1.0, r[0], r[1]] for r in rows])
+        y = np.array([r[2] for r in rows])
+        if len(rows) < 3 or np.linalg.matrix_rank(a) < 3:
+            continue
+        fixed, row, unit = np.clip(np.linalg.lstsq(a, y, rcond=None)[0], 0.0, None)
+        c = profile["formats"][fmt][dtype]
+        c["fixed_ns"], c["row_ns"] = float(fixed), float(row)
+        if fmt == "custom":
+            c["unit_ns"][str(g)] = float(unit)
+        else:
+            c["unit_ns"] = float(unit)
+    profile["name"] = name or f"{base.name}-calibrated"
+    profile["source"] = "calibrated from measured kernel timings"
+    return CostModel(profile)
