@@ -1,11 +1,12 @@
 """tflite_export: TFLite export, group-sparse kernels and the host runtime for tfscalpel models."""
 
 # The exporter imports TensorFlow; resolve its names lazily so that importing the package (e.g.
-# only for the runtime) stays light.
+# only for the runtime) stays light. The module is `exporter`, not `export`, so that importing
+# it can never shadow the `export` function as a package attribute.
 _EXPORTER_NAMES = {
-    "export": "tflite_export.export",
-    "rewrite_tflite": "tflite_export.export",
-    "ExportResult": "tflite_export.export",
+    "export": "tflite_export.exporter",
+    "rewrite_tflite": "tflite_export.exporter",
+    "ExportResult": "tflite_export.exporter",
     "ExportReport": "tflite_export.report",
     "LayerReport": "tflite_export.report",
     "CostModel": "tflite_export.cost_model",
