@@ -13,6 +13,7 @@ setup(
         "tensorflow==2.21.*",
         "numpy",
         "absl-py",
+        "tensorboard",  # PruningSummaries writes TensorBoard scalars
         "flatbuffers",
         # Pinned: the C API signatures the runtime relies on changed between patch releases.
         "ai-edge-litert==2.3.0",
