@@ -1,0 +1,145 @@
+"""Convert a stripped Keras model to a group-sparse `.tflite` and a per-layer report.
+
+    python -m tflite_export.convert --model pruned.keras --output model.tflite \\
+        [--target x86-avx2] [--quantize none|int8] [--representative_data calib.npz] \\
+        [--int8_io] [--report report.json]
+
+Prints progress to stdout and the per-layer table at the end. On any failure it prints one line
+`error: ...` to stderr and exits with status 1 (2 for bad flags); the output and report files are
+written atomically, so they are either complete or absent, never partial.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+from absl import app, flags, logging
+
+# TensorFlow's C++ start-up chatter would bury the progress lines; set before TF is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Path to the stripped Keras model (.keras).")
+flags.DEFINE_string("output", None, "Path of the .tflite to write.")
+flags.DEFINE_string("target", "x86-avx2", "Target profile name, or a path to a JSON profile.")
+flags.DEFINE_enum("quantize", "none", ["none", "int8"], "float32 (none) or full int8.")
+flags.DEFINE_string(
+    "representative_data", None,
+    "int8 calibration inputs: a .npy (one input, samples on axis 0) or .npz (one array per input).",
+)
+flags.DEFINE_bool("int8_io", False, "With int8: int8 model inputs/outputs instead of float32.")
+flags.DEFINE_string("report", None, "Optional path of a JSON per-layer report.")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _progress(msg: str) -> None:
+    print(f"[convert] {msg}", flush=True)
+
+
+def _check_paths() -> None:
+    if not FLAGS.model:
+        raise CliError("--model is required (a .keras file)")
+    if not FLAGS.output:
+        raise CliError("--output is required (the .tflite to write)")
+    if not os.path.isfile(FLAGS.model):
+        raise CliError(f"--model: no such file: {FLAGS.model}")
+    for flag in ("output", "report"):
+        path = getattr(FLAGS, flag)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise CliError(f"--{flag}: directory does not exist: {os.path.dirname(os.path.abspath(path))}")
+    if FLAGS.quantize == "int8" and not FLAGS.representative_data:
+        raise CliError("--quantize=int8 needs --representative_data (a .npy or .npz of inputs)")
+    if FLAGS.quantize == "none" and FLAGS.int8_io:
+        raise CliError("--int8_io needs --quantize=int8")
+    if FLAGS.representative_data and not os.path.isfile(FLAGS.representative_data):
+        raise CliError(f"--representative_data: no such file: {FLAGS.representative_data}")
+
+
+def _load_representative(path: str):
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise CliError(f"--representative_data: cannot read {path}: {e}") from None
+    if isinstance(data, np.ndarray):
+        return data
+    with data:  # .npz: keep the file order (arr_0, arr_1, ... or input names)
+        return {k: data[k] for k in data.files}
+
+
+def _run() -> None:
+    _check_paths()
+    from tflite_export import cost_model  # heavy imports (TensorFlow) only after flags are valid
+
+    try:
+        target = cost_model.load(FLAGS.target)
+    except ValueError as e:
+        raise CliError(f"--target: {e}") from None
+    representative = None
+    if FLAGS.quantize == "int8":
+        representative = _load_representative(FLAGS.representative_data)
+
+    _progress(f"loading {FLAGS.model}")
+    import keras
+
+    try:
+        model = keras.models.load_model(FLAGS.model, compile=False)
+    except Exception as e:
+        raise CliError(f"--model: cannot load {FLAGS.model}: {type(e).__name__}: {e}") from None
+
+    from tflite_export import exporter
+    from tflite_export.atomic import write_atomic
+
+    quantize = None if FLAGS.quantize == "none" else "int8"
+    _progress(f"converting ({quantize or 'float32'}) and rewriting for {target.name}")
+    result = exporter.export(model, target=target, quantize=quantize,
+                             representative_data=representative, output=None, int8_io=FLAGS.int8_io)
+    # Report first, model last: the model file only appears once everything has succeeded.
+    if FLAGS.report:
+        write_atomic(FLAGS.report, result.report.to_json())
+        _progress(f"wrote report {FLAGS.report}")
+    write_atomic(FLAGS.output, result.model_bytes)
+    _progress(f"wrote {FLAGS.output} ({len(result.model_bytes)} bytes)")
+    print(result.report.table(), flush=True)
+
+
+def main(argv) -> int:
+    # absl turns Python logging up to INFO; the converter then logs every SavedModel step.
+    logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", module="tensorflow")
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return 1
+    try:
+        _run()
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything else still ends in one clear line and a failure status
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_flags(argv):
+    # absl's default prints a multi-line usage hint; one clear line is easier to act on.
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run() -> None:
+    """Console entry point."""
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()
