@@ -1,5 +1,19 @@
 """tfscalpel: hardware-aware pruning for Keras 3, with TFLite export and sparse kernels."""
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+
+# The C kernels of TFS_GROUP_SPARSE_FC (core + LiteRT adapter) as one shared library, loaded with
+# ctypes by tflite_export.kernels (no Python C API is used). SIMD paths are compiled per function
+# with target attributes and chosen at run time, so no -mavx2 here: the library runs on any x86-64.
+KERNELS = Extension(
+    "tflite_export.kernels._tfs_kernels",
+    sources=[
+        "tflite_export/kernels/tfs_group_sparse_fc.c",
+        "tflite_export/kernels/tfs_litert_adapter.c",
+    ],
+    depends=["tflite_export/kernels/tfs_group_sparse_fc.h"],
+    extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=default"],
+    libraries=["m"],
+)
 
 setup(
     name="tfscalpel",
@@ -9,6 +23,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfscalpel", "tfscalpel.*", "tflite_export", "tflite_export.*"]),
+    ext_modules=[KERNELS],
+    package_data={"tflite_export.kernels": ["*.h", "*.c"]},
     install_requires=[
         "tensorflow==2.21.*",
         "numpy",

@@ -1,0 +1,270 @@
+"""Python access to the C kernels of ``TFS_GROUP_SPARSE_FC`` (validator, compute, timing).
+
+The shared library ``_tfs_kernels`` is built by ``setup.py`` (``pip install -e .``) and loaded
+with ctypes. The LiteRT runtime (``tflite_export.runtime``) uses its adapter entry points; this
+module adds a direct, runtime-free way to validate and run one layer::
+
+    from tflite_export import kernels
+    layer = kernels.GroupSparseFC(values, col_idx, row_ptr, meta, bias)       # float32
+    layer = kernels.GroupSparseFC(values, col_idx, row_ptr, meta, bias,
+                                  out_multiplier, out_shift, out_scale)      # int8
+    y = layer(x)                        # x [batch, in] -> y [batch, out]; impl="auto" by default
+    t = layer.time(x, iterations=1000)  # seconds per call, timed in C
+    kernels.available_impls()           # e.g. ["portable", "avx2"]
+
+An invalid layer raises :class:`KernelFormatError` with the validator's message.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib.machinery
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+__all__ = [
+    "KernelFormatError", "GroupSparseFC", "library", "available_impls", "best_impl", "IMPLS",
+    "set_runtime_impl", "get_runtime_impl", "multiply_by_quantized_multiplier",
+    "time_layer_vs_dense", "FORMAT_VERSION", "META_LEN",
+]
+
+FORMAT_VERSION = 1
+META_LEN = 16
+
+#: Implementation names -> the C enum (TFS_IMPL_*).
+IMPLS: Dict[str, int] = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
+REQUANT = {"fp32": 0, "fixed_point": 1}
+
+# TfLiteType numbering (the C core uses the same).
+_ELEM = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.int8): 9,
+         np.dtype(np.uint16): 17}
+
+
+class KernelFormatError(ValueError):
+    """The group-sparse layer's tensors break FORMAT.md; the message names the rule."""
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("count", ctypes.c_size_t), ("elem", ctypes.c_int)]
+
+
+_LIB = None
+
+
+def _library_path() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(here, "_tfs_kernels" + suffix)
+        if os.path.exists(path):
+            return path
+    found = glob.glob(os.path.join(here, "_tfs_kernels*.so"))
+    if found:
+        return found[0]
+    raise ImportError(
+        f"the compiled kernel library _tfs_kernels is missing from {here}: build it with "
+        "`pip install -e .` (setup.py compiles tflite_export/kernels/*.c)")
+
+
+def library() -> ctypes.CDLL:
+    """The loaded kernel library with every entry point's C signature declared."""
+    global _LIB
+    if _LIB is not None:
+        return _LIB
+    lib = ctypes.CDLL(_library_path())
+    vp, sz, i32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32
+    decl = {
+        "tfs_gsfc_validate_layer": (ctypes.c_int, [ctypes.POINTER(_Tensor), sz, vp, ctypes.c_char_p, sz]),
+        "tfs_gsfc_validate_io": (ctypes.c_int, [vp, ctypes.POINTER(_Tensor), ctypes.POINTER(_Tensor),
+                                                ctypes.POINTER(i32), ctypes.c_char_p, sz]),
+        "tfs_gsfc_workspace_size": (sz, [vp, i32]),
+        "tfs_gsfc_compute": (ctypes.c_int, [vp, vp, vp, i32, vp, ctypes.c_int]),
+        "tfs_gsfc_impl_available": (ctypes.c_int, [ctypes.c_int]),
+        "tfs_gsfc_best_impl": (ctypes.c_int, []),
+        "tfs_multiply_by_quantized_multiplier": (i32, [i32, i32, i32]),
+        "tfs_gsfc_layer_size": (sz, []),
+        "tfs_gsfc_set_requant": (ctypes.c_int, [vp, ctypes.c_int]),
+        "tfs_gsfc_time_compute": (ctypes.c_double, [vp, vp, vp, i32, vp, ctypes.c_int, ctypes.c_int]),
+        "tfs_set_impl": (ctypes.c_int, [ctypes.c_int]),
+        "tfs_get_impl": (ctypes.c_int, []),
+        "tfs_litert_ctx_create": (vp, [vp, vp, vp, vp]),
+        "tfs_litert_ctx_destroy": (None, [vp]),
+        "tfs_litert_ctx_take_error": (ctypes.c_int, [vp, ctypes.c_char_p, sz]),
+        "tfs_litert_ctx_runs": (ctypes.c_longlong, [vp]),
+        "tfs_litert_kernel": (vp, []),
+        "tfs_time_litert_run": (ctypes.c_double, [vp, vp, sz, ctypes.POINTER(vp), sz,
+                                                  ctypes.POINTER(vp), ctypes.c_int]),
+    }
+    for name, (res, args) in decl.items():
+        fn = getattr(lib, name)
+        fn.restype = res
+        fn.argtypes = args
+    _LIB = lib
+    return lib
+
+
+def _impl_code(impl: str) -> int:
+    if impl not in IMPLS:
+        raise ValueError(f"unknown kernel implementation {impl!r}; choose from {sorted(IMPLS)}")
+    return IMPLS[impl]
+
+
+def available_impls() -> List[str]:
+    """Implementations this CPU can run, besides "auto" (always includes "portable")."""
+    lib = library()
+    return [n for n, c in IMPLS.items() if c and lib.tfs_gsfc_impl_available(c)]
+
+
+def best_impl() -> str:
+    """What "auto" resolves to on this CPU."""
+    code = library().tfs_gsfc_best_impl()
+    return next(n for n, c in IMPLS.items() if c == code)
+
+
+def set_runtime_impl(impl: str) -> None:
+    """Force the implementation the LiteRT adapter uses in every Runtime (tests, benchmarks).
+
+    Raises RuntimeError if the CPU lacks it. "auto" restores the default.
+    """
+    if library().tfs_set_impl(_impl_code(impl)) != 0:
+        raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
+
+
+def get_runtime_impl() -> str:
+    code = library().tfs_get_impl()
+    return next(n for n, c in IMPLS.items() if c == code)
+
+
+def multiply_by_quantized_multiplier(acc: int, multiplier: int, shift: int) -> int:
+    """TFLite's fixed-point requantization of one int32 (the C implementation)."""
+    return int(library().tfs_multiply_by_quantized_multiplier(acc, multiplier, shift))
+
+
+def _tensor(arr: Optional[np.ndarray]) -> _Tensor:
+    if arr is None:
+        return _Tensor(None, 0, 0)
+    return _Tensor(arr.ctypes.data if arr.size else None, arr.size, _ELEM.get(arr.dtype, 0))
+
+
+class GroupSparseFC:
+    """One validated group-sparse FC layer, runnable on numpy arrays without LiteRT.
+
+    Arguments are the node's constant inputs 1..8 in FORMAT.md order (the int8-only ones None for
+    float32). Arrays are kept (C-contiguous copies) for the layer's lifetime: the C layer points
+    into them. Raises KernelFormatError on any format violation.
+    """
+
+    def __init__(self, values, col_idx, row_ptr, meta, bias, out_multiplier=None, out_shift=None,
+                 out_scale=None, requant: str = "fp32"):
+        lib = library()
+        arrays = [values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift, out_scale]
+        # Keep the given dtypes (no casting): a wrong dtype is a format error to report.
+        self._arrays = [None if a is None else np.ascontiguousarray(a) for a in arrays]
+        n_inputs = 9 if out_multiplier is not None or out_shift is not None or out_scale is not None else 6
+        tensors = (_Tensor * 9)()
+        for i, a in enumerate(self._arrays[: n_inputs - 1]):
+            tensors[i + 1] = _tensor(a)
+        self._layer = ctypes.create_string_buffer(lib.tfs_gsfc_layer_size())
+        err = ctypes.create_string_buffer(400)
+        if lib.tfs_gsfc_validate_layer(tensors, n_inputs, self._layer, err, len(err)) != 0:
+            raise KernelFormatError(err.value.decode(errors="replace"))
+        if lib.tfs_gsfc_set_requant(self._layer, REQUANT[requant]) != 0:
+            raise ValueError(f"unknown requantization {requant!r}")
+        m = self._arrays[3]
+        self.in_features, self.out_features, self.g = int(m[1]), int(m[2]), int(m[3])
+        self.dtype = np.dtype(np.int8) if int(m[5]) == 1 else np.dtype(np.float32)
+        self._workspace = np.empty(0, np.uint8)
+
+    def _prepare(self, x: np.ndarray):
+        lib = library()
+        x = np.ascontiguousarray(x)
+        batch_shape = x.shape[:-1] if x.ndim > 1 else ()
+        y = np.empty(batch_shape + (self.out_features,), dtype=self.dtype)
+        tx, ty = _tensor(x), _tensor(y)
+        batch = ctypes.c_int32()
+        err = ctypes.create_string_buffer(400)
+        if lib.tfs_gsfc_validate_io(self._layer, ctypes.byref(tx), ctypes.byref(ty),
+                                    ctypes.byref(batch), err, len(err)) != 0:
+            raise KernelFormatError(err.value.decode(errors="replace"))
+        need = lib.tfs_gsfc_workspace_size(self._layer, batch.value)
+        if self._workspace.size < need + 64:
+            self._workspace = np.zeros(need + 64, np.uint8)
+        ws = self._workspace.ctypes.data + ((-self._workspace.ctypes.data) % 64)
+        return x, y, batch.value, ws
+
+    def __call__(self, x: np.ndarray, impl: str = "auto") -> np.ndarray:
+        """y[..., out] for x[..., in] (x's dtype must be the layer's)."""
+        x, y, batch, ws = self._prepare(x)
+        if library().tfs_gsfc_compute(self._layer, x.ctypes.data, y.ctypes.data, batch, ws,
+                                      _impl_code(impl)) != 0:
+            raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
+        return y
+
+    def time(self, x: np.ndarray, iterations: int = 1000, impl: str = "auto") -> float:
+        """Seconds per call on x, measured by a loop in C (best of 3 repetitions)."""
+        x, y, batch, ws = self._prepare(x)
+        lib = library()
+        best = float("inf")
+        for _ in range(3):
+            t = lib.tfs_gsfc_time_compute(self._layer, x.ctypes.data, y.ctypes.data, batch, ws,
+                                          _impl_code(impl), int(iterations))
+            if t < 0:
+                raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
+            best = min(best, t)
+        return best
+
+
+def time_layer_vs_dense(in_features: int, out_features: int, density: float, g: int,
+                        dtype: str = "float32", batch: int = 1, iterations: int = 300,
+                        seed: int = 0) -> Dict[str, float]:
+    """Measured cost-model hook: our kernel on a random layer of this shape / group density.
+
+    Returns ``{"custom_s": seconds per call, "n_groups": ...}`` at one thread, timed in C. The
+    dense baseline is LiteRT/XNNPACK and needs TensorFlow to build the model, so it lives in
+    ``benchmarks/bench_kernels.py``; this function is the cheap part an exporter can call.
+    """
+    from tflite_export import group_csr
+
+    rng = np.random.default_rng(seed)
+    n_col_groups = -(-in_features // g)
+    keep = rng.random((out_features, n_col_groups)) < density
+    w = rng.standard_normal((out_features, n_col_groups * g)).astype(np.float32)
+    w *= np.repeat(keep, g, axis=1)
+    w = w[:, :in_features]
+    layer, x = random_layer_from_dense(w, g, dtype, batch, rng)
+    return {"custom_s": layer.time(x, iterations), "n_groups": float(layer.n_groups)}
+
+
+def random_layer_from_dense(w: np.ndarray, g: int, dtype: str, batch: int, rng,
+                            activation: int = 0):
+    """A GroupSparseFC for dense weights ``w[out, in]`` (float32; int8 gets quantized with random
+    plausible scales) and a random input batch. Used by tests, benchmarks and the cost hook."""
+    from tflite_export import group_csr
+
+    out_features, in_features = w.shape
+    meta = np.zeros(META_LEN, np.int32)
+    if dtype == "float32":
+        csr = group_csr.encode(w.astype(np.float32), g)
+        meta[:7] = [FORMAT_VERSION, in_features, out_features, g, csr.n_groups, 0, activation]
+        bias = rng.standard_normal(out_features).astype(np.float32)
+        layer = GroupSparseFC(csr.values, csr.col_idx, csr.row_ptr, meta, bias)
+        x = rng.standard_normal((batch, in_features)).astype(np.float32)
+    else:
+        w_scale = np.maximum(np.abs(w).max(axis=1), 1e-6) / 127.0
+        wq = np.clip(np.round(w / w_scale[:, None]), -127, 127).astype(np.int8)
+        csr = group_csr.encode(wq, g)
+        in_zp, out_zp = int(rng.integers(-20, 20)), int(rng.integers(-20, 20))
+        in_s, out_s = np.float32(0.05), np.float32(0.1 * np.sqrt(in_features / 64))
+        scale = (in_s * w_scale.astype(np.float32)) / out_s
+        act_min, act_max = (-128, 127) if activation == 0 else (out_zp, 127)
+        meta[:11] = [FORMAT_VERSION, in_features, out_features, g, csr.n_groups, 1, activation,
+                     in_zp, out_zp, act_min, act_max]
+        bias = rng.integers(-2000, 2000, out_features).astype(np.int32)
+        mult = np.full(out_features, 1 << 30, np.int32)
+        shift = np.zeros(out_features, np.int32)
+        layer = GroupSparseFC(csr.values, csr.col_idx, csr.row_ptr, meta, bias, mult, shift,
+                              scale.astype(np.float32))
+        x = rng.integers(-128, 128, (batch, in_features)).astype(np.int8)
+    layer.n_groups = csr.n_groups
+    return layer, x

@@ -1,0 +1,881 @@
+/* TFS_GROUP_SPARSE_FC kernel core: validator, portable reference kernel, x86 SIMD kernels.
+ * See tfs_group_sparse_fc.h for the API and tflite_export/FORMAT.md for the format.
+ *
+ * Layout of the compute (all paths):
+ *   for each block of up to 8 output rows:
+ *     for each batch row b:
+ *       for each of the rows: accumulate its stored groups (all full groups in SIMD, the one
+ *         possible ragged tail group - always the row's last - in scalar code, so no load ever
+ *         reaches past x[b, in-1]);
+ *       reduce, add bias, activation / requantize, store.
+ * Keeping the batch loop inside the row block re-reads the block's weights from L1, not memory.
+ */
+#include "tfs_group_sparse_fc.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TFS_X86 1
+#include <immintrin.h>
+#else
+#define TFS_X86 0
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+static int fail(char* err, size_t err_len, const char* fmt, ...) {
+  if (err != NULL && err_len > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+  }
+  return TFS_ERR_INVALID;
+}
+
+static const char* const kInputNames[TFS_GSFC_NUM_INPUTS_I8] = {
+    "activations", "values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier",
+    "out_shift", "out_scale"};
+
+static size_t elem_size(int elem) {
+  switch (elem) {
+    case TFS_ELEM_FLOAT32: case TFS_ELEM_INT32: return 4;
+    case TFS_ELEM_UINT16: return 2;
+    case TFS_ELEM_INT8: return 1;
+    default: return 0;
+  }
+}
+
+/* Type, count, non-null data and natural alignment of one input. */
+static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count, char* err,
+                        size_t err_len) {
+  const char* name = kInputNames[index];
+  if (t->elem != elem)
+    return fail(err, err_len, "input %d (%s): element type %d, expected %d", index, name,
+                t->elem, elem);
+  if ((int64_t)t->count != count || count < 0)
+    return fail(err, err_len, "input %d (%s): %zu elements, expected %lld", index, name,
+                t->count, (long long)count);
+  if (count > 0 && t->data == NULL)
+    return fail(err, err_len, "input %d (%s): no data", index, name);
+  if (((uintptr_t)t->data) % elem_size(elem) != 0)
+    return fail(err, err_len, "input %d (%s): data not aligned to its element size", index,
+                name);
+  return TFS_OK;
+}
+
+int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_layer* layer,
+                            char* err, size_t err_len) {
+  int rc;
+  if (inputs == NULL || layer == NULL) return fail(err, err_len, "null argument");
+  memset(layer, 0, sizeof *layer);
+  if (n_inputs != TFS_GSFC_NUM_INPUTS_F32 && n_inputs != TFS_GSFC_NUM_INPUTS_I8)
+    return fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
+                TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8);
+
+  /* meta first: every other check depends on it. */
+  if ((rc = check_tensor(&inputs[TFS_GSFC_IN_META], TFS_GSFC_IN_META, TFS_ELEM_INT32,
+                         TFS_GSFC_META_LEN, err, err_len)) != TFS_OK)
+    return rc;
+  const int32_t* meta = (const int32_t*)inputs[TFS_GSFC_IN_META].data;
+  if (meta[TFS_META_VERSION] != TFS_GSFC_FORMAT_VERSION)
+    return fail(err, err_len, "meta: format version %d, this kernel reads version %d",
+                meta[TFS_META_VERSION], TFS_GSFC_FORMAT_VERSION);
+  const int32_t in = meta[TFS_META_IN], out = meta[TFS_META_OUT], g = meta[TFS_META_G];
+  const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
+  const int32_t act = meta[TFS_META_ACTIVATION];
+  /* col_idx is uint16 and every group starts below `in`, so in <= 65536 keeps all reachable. */
+  if (in < 1 || in > 65536) return fail(err, err_len, "meta: in = %d not in [1, 65536]", in);
+  if (out < 1) return fail(err, err_len, "meta: out = %d < 1", out);
+  if (g != 1 && g != 2 && g != 4 && g != 8 && g != 16)
+    return fail(err, err_len, "meta: g = %d not in {1, 2, 4, 8, 16}", g);
+  const int64_t groups_per_row = ((int64_t)in + g - 1) / g;
+  if (n_groups < 0 || (int64_t)n_groups > groups_per_row * out)
+    return fail(err, err_len, "meta: n_groups = %d not in [0, out * ceil(in / g) = %lld]",
+                n_groups, (long long)(groups_per_row * out));
+  if (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8)
+    return fail(err, err_len, "meta: dtype = %d not 0 (float32) or 1 (int8)", dtype);
+  if (act != TFS_ACT_NONE && act != TFS_ACT_RELU && act != TFS_ACT_RELU6)
+    return fail(err, err_len, "meta: fused activation %d not 0, 1 or 3", act);
+  const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
+  const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
+  if (dtype == TFS_DTYPE_I8) {
+    if (in_zp < -128 || in_zp > 127)
+      return fail(err, err_len, "meta: input zero point %d not in [-128, 127]", in_zp);
+    if (out_zp < -128 || out_zp > 127)
+      return fail(err, err_len, "meta: output zero point %d not in [-128, 127]", out_zp);
+    if (act_min < -128 || act_max > 127 || act_min > act_max)
+      return fail(err, err_len, "meta: activation range [%d, %d] not within [-128, 127]",
+                  act_min, act_max);
+  } else if (in_zp != 0 || out_zp != 0 || act_min != 0 || act_max != 0) {
+    return fail(err, err_len, "meta: zero points and activation range must be 0 for float32");
+  }
+  for (int i = TFS_META_RESERVED0; i < TFS_GSFC_META_LEN; ++i)
+    if (meta[i] != 0) return fail(err, err_len, "meta: reserved field %d is %d, not 0", i, meta[i]);
+  const size_t want_inputs = dtype == TFS_DTYPE_I8 ? TFS_GSFC_NUM_INPUTS_I8 : TFS_GSFC_NUM_INPUTS_F32;
+  if (n_inputs != want_inputs)
+    return fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
+                dtype == TFS_DTYPE_I8 ? "int8" : "float32", want_inputs);
+
+  const int wtype = dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
+  if ((rc = check_tensor(&inputs[TFS_GSFC_IN_VALUES], TFS_GSFC_IN_VALUES, wtype,
+                         (int64_t)n_groups * g, err, err_len)) != TFS_OK ||
+      (rc = check_tensor(&inputs[TFS_GSFC_IN_COL_IDX], TFS_GSFC_IN_COL_IDX, TFS_ELEM_UINT16,
+                         n_groups, err, err_len)) != TFS_OK ||
+      (rc = check_tensor(&inputs[TFS_GSFC_IN_ROW_PTR], TFS_GSFC_IN_ROW_PTR, TFS_ELEM_INT32,
+                         (int64_t)out + 1, err, err_len)) != TFS_OK ||
+      (rc = check_tensor(&inputs[TFS_GSFC_IN_BIAS], TFS_GSFC_IN_BIAS,
+                         dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32, out, err,
+                         err_len)) != TFS_OK)
+    return rc;
+
+  const int32_t* row_ptr = (const int32_t*)inputs[TFS_GSFC_IN_ROW_PTR].data;
+  const uint16_t* col = (const uint16_t*)inputs[TFS_GSFC_IN_COL_IDX].data;
+  if (row_ptr[0] != 0) return fail(err, err_len, "row_ptr[0] = %d, not 0", row_ptr[0]);
+  if (row_ptr[out] != n_groups)
+    return fail(err, err_len, "row_ptr[out] = %d, not n_groups = %d", row_ptr[out], n_groups);
+  for (int32_t r = 0; r < out; ++r) {
+    const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
+    /* k0 is already known to be in [0, n_groups] (previous iteration). */
+    if (k1 < k0 || k1 > n_groups)
+      return fail(err, err_len, "row_ptr[%d] = %d not in [row_ptr[%d] = %d, n_groups = %d]",
+                  r + 1, k1, r, k0, n_groups);
+    for (int32_t k = k0; k < k1; ++k) {
+      const int32_t c = col[k];
+      if (c >= in) return fail(err, err_len, "col_idx[%d] = %d >= in = %d (row %d)", k, c, in, r);
+      if (c % g != 0)
+        return fail(err, err_len, "col_idx[%d] = %d not a multiple of g = %d (row %d)", k, c, g, r);
+      if (k > k0 && c <= col[k - 1])
+        return fail(err, err_len, "col_idx not strictly increasing in row %d at group %d", r, k);
+    }
+  }
+
+  if (dtype == TFS_DTYPE_I8) {
+    if ((rc = check_tensor(&inputs[TFS_GSFC_IN_MULTIPLIER], TFS_GSFC_IN_MULTIPLIER,
+                           TFS_ELEM_INT32, out, err, err_len)) != TFS_OK ||
+        (rc = check_tensor(&inputs[TFS_GSFC_IN_SHIFT], TFS_GSFC_IN_SHIFT, TFS_ELEM_INT32, out,
+                           err, err_len)) != TFS_OK ||
+        (rc = check_tensor(&inputs[TFS_GSFC_IN_SCALE], TFS_GSFC_IN_SCALE, TFS_ELEM_FLOAT32, out,
+                           err, err_len)) != TFS_OK)
+      return rc;
+    const int32_t* mul = (const int32_t*)inputs[TFS_GSFC_IN_MULTIPLIER].data;
+    const int32_t* sh = (const int32_t*)inputs[TFS_GSFC_IN_SHIFT].data;
+    const float* sc = (const float*)inputs[TFS_GSFC_IN_SCALE].data;
+    for (int32_t r = 0; r < out; ++r) {
+      if (mul[r] < 0) return fail(err, err_len, "out_multiplier[%d] = %d < 0", r, mul[r]);
+      if (sh[r] < -31 || sh[r] > 30)
+        return fail(err, err_len, "out_shift[%d] = %d not in [-31, 30]", r, sh[r]);
+      /* XNNPACK refuses requantization scales >= 256; NaN fails the comparison too. */
+      if (!(sc[r] > 0.0f && sc[r] < 256.0f))
+        return fail(err, err_len, "out_scale[%d] = %g not in (0, 256)", r, (double)sc[r]);
+    }
+    layer->multiplier = mul;
+    layer->shift = sh;
+    layer->scale = sc;
+  }
+
+  layer->in = in;
+  layer->out = out;
+  layer->g = g;
+  layer->n_groups = n_groups;
+  layer->dtype = dtype;
+  layer->activation = act;
+  layer->in_zp = in_zp;
+  layer->out_zp = out_zp;
+  layer->act_min = act_min;
+  layer->act_max = act_max;
+  layer->in_full = in - in % g;
+  layer->requant = TFS_REQUANT_FP32;
+  layer->values = inputs[TFS_GSFC_IN_VALUES].data;
+  layer->col_idx = col;
+  layer->row_ptr = row_ptr;
+  layer->bias = inputs[TFS_GSFC_IN_BIAS].data;
+  return TFS_OK;
+}
+
+int tfs_gsfc_validate_io(const tfs_gsfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
+                         int32_t* batch, char* err, size_t err_len) {
+  if (layer == NULL || x == NULL || y == NULL || batch == NULL)
+    return fail(err, err_len, "null argument");
+  const int type = layer->dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
+  if (x->elem != type) return fail(err, err_len, "activations: element type %d, expected %d", x->elem, type);
+  if (y->elem != type) return fail(err, err_len, "output: element type %d, expected %d", y->elem, type);
+  if (x->count % (size_t)layer->in != 0)
+    return fail(err, err_len, "activations: %zu elements, not a multiple of in = %d", x->count,
+                layer->in);
+  const size_t b = x->count / (size_t)layer->in;
+  if (b > (size_t)INT32_MAX) return fail(err, err_len, "activations: batch too large");
+  if (b > SIZE_MAX / (size_t)layer->out || y->count != b * (size_t)layer->out)
+    return fail(err, err_len, "output: %zu elements, expected batch %zu * out %d", y->count, b,
+                layer->out);
+  if (b > 0 && (x->data == NULL || y->data == NULL)) return fail(err, err_len, "no data");
+  if (((uintptr_t)x->data | (uintptr_t)y->data) % elem_size(type) != 0)
+    return fail(err, err_len, "activations or output not aligned to the element size");
+  *batch = (int32_t)b;
+  return TFS_OK;
+}
+
+size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch) {
+  if (layer->dtype != TFS_DTYPE_I8 || batch <= 0) return 0;
+  /* int16 (x - input_zp) for the whole batch, plus 32 bytes so a 4-byte gather at the last
+   * element (g = 1) stays inside the workspace. */
+  return (size_t)batch * (size_t)layer->in * sizeof(int16_t) + 32;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared scalar pieces                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline float act_f32(float v, int act) {
+  if (act == TFS_ACT_RELU) return v > 0.0f ? v : 0.0f;
+  if (act == TFS_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+  return v;
+}
+
+/* Round half to even, independent of the FP environment's rounding mode (|v| <= 2^22 here). */
+static inline int32_t round_half_even(float v) {
+  const float f = floorf(v);
+  const float d = v - f; /* exact for |v| < 2^23 */
+  int32_t r = (int32_t)f;
+  if (d > 0.5f || (d == 0.5f && (r & 1) != 0)) r += 1;
+  return r;
+}
+
+int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift) {
+  const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  /* TFLite multiplies in int32; do it modulo 2^32 (defined behaviour, same result). */
+  const int32_t a = (int32_t)((uint32_t)acc << left);
+  int32_t high;
+  if (a == INT32_MIN && multiplier == INT32_MIN) {
+    high = INT32_MAX;
+  } else {
+    const int64_t ab = (int64_t)a * (int64_t)multiplier;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    high = (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* truncating division, as TFLite */
+  }
+  if (right == 0) return high;
+  const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+  const int32_t rem = high & mask;
+  const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+  return (high >> right) + (rem > threshold ? 1 : 0);
+}
+
+/* int32 accumulator (bias included) of output row r -> int8, by the layer's flavour.
+ * FP32 is XNNPACK's: float(acc) * scale, clamp, round half to even, + zero point. */
+static inline int8_t requant_one(const tfs_gsfc_layer* L, int32_t r, int32_t acc) {
+  int32_t v;
+  if (L->requant == TFS_REQUANT_FIXED_POINT) {
+    v = tfs_multiply_by_quantized_multiplier(acc, L->multiplier[r], L->shift[r]) + L->out_zp;
+    if (v < L->act_min) v = L->act_min;
+    if (v > L->act_max) v = L->act_max;
+  } else {
+    float f = (float)acc * L->scale[r];
+    const float lo = (float)(L->act_min - L->out_zp), hi = (float)(L->act_max - L->out_zp);
+    f = f < lo ? lo : (f > hi ? hi : f);
+    v = round_half_even(f) + L->out_zp;
+  }
+  return (int8_t)v;
+}
+
+/* Dot product of the ragged tail group k (the row's last) with x: only in - col terms. */
+static inline float tail_f32(const tfs_gsfc_layer* L, const float* x, int32_t k) {
+  const float* w = (const float*)L->values + (size_t)k * L->g;
+  const int32_t c = L->col_idx[k], n = L->in - c;
+  float s = 0.0f;
+  for (int32_t j = 0; j < n; ++j) s += w[j] * x[c + j];
+  return s;
+}
+
+static inline int32_t tail_i8(const tfs_gsfc_layer* L, const int16_t* xs, int32_t k) {
+  const int8_t* w = (const int8_t*)L->values + (size_t)k * L->g;
+  const int32_t c = L->col_idx[k], n = L->in - c;
+  int32_t s = 0;
+  for (int32_t j = 0; j < n; ++j) s += (int32_t)w[j] * xs[c + j]; /* |s| <= 16 * 32640 */
+  return s;
+}
+
+/* Number of the row's groups that are full (all but a ragged last one). */
+static inline int32_t full_end(const tfs_gsfc_layer* L, int32_t k0, int32_t k1) {
+  return (k1 > k0 && L->col_idx[k1 - 1] >= L->in_full && L->in_full != L->in) ? k1 - 1 : k1;
+}
+
+/* x - input_zp as int16 for the whole batch (the int8 paths multiply int16 x int16). */
+static void widen_input(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, size_t n) {
+  const int16_t zp = (int16_t)L->in_zp;
+  for (size_t i = 0; i < n; ++i) xs[i] = (int16_t)(x[i] - zp);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Portable reference kernel                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+static void ref_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch) {
+  const float* vals = (const float*)L->values;
+  const float* bias = (const float*)L->bias;
+  const int32_t g = L->g, in = L->in;
+  for (int32_t b = 0; b < batch; ++b) {
+    const float* xb = x + (size_t)b * in;
+    for (int32_t r = 0; r < L->out; ++r) {
+      float acc = 0.0f;
+      for (int32_t k = L->row_ptr[r]; k < L->row_ptr[r + 1]; ++k) {
+        const int32_t c = L->col_idx[k];
+        const int32_t n = in - c < g ? in - c : g; /* ragged tail: never read past x[in-1] */
+        const float* w = vals + (size_t)k * g;
+        for (int32_t j = 0; j < n; ++j) acc += w[j] * xb[c + j];
+      }
+      y[(size_t)b * L->out + r] = act_f32(acc + bias[r], L->activation);
+    }
+  }
+}
+
+static void ref_i8(const tfs_gsfc_layer* L, const int16_t* xs, int8_t* y, int32_t batch) {
+  const int8_t* vals = (const int8_t*)L->values;
+  const int32_t* bias = (const int32_t*)L->bias;
+  const int32_t g = L->g, in = L->in;
+  for (int32_t b = 0; b < batch; ++b) {
+    const int16_t* xb = xs + (size_t)b * in;
+    for (int32_t r = 0; r < L->out; ++r) {
+      /* Modulo-2^32 accumulation: defined behaviour, and the result of the SIMD paths and of
+       * TFLite (whose int32 sums wrap the same way) even for adversarial weights. */
+      uint32_t acc = (uint32_t)bias[r];
+      for (int32_t k = L->row_ptr[r]; k < L->row_ptr[r + 1]; ++k) {
+        const int32_t c = L->col_idx[k];
+        const int32_t n = in - c < g ? in - c : g;
+        const int8_t* w = vals + (size_t)k * g;
+        for (int32_t j = 0; j < n; ++j) acc += (uint32_t)((int32_t)w[j] * xb[c + j]);
+      }
+      y[(size_t)b * L->out + r] = requant_one(L, r, (int32_t)acc);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX2 + FMA                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+#if TFS_X86
+#define TFS_AVX2 __attribute__((target("avx2,fma")))
+
+/* Sums of eight vectors, one per lane, in order: result[i] = sum(v[i]). */
+TFS_AVX2 static inline __m256 hsum8_ps(const __m256* v) {
+  const __m256 s01 = _mm256_hadd_ps(v[0], v[1]), s23 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 s45 = _mm256_hadd_ps(v[4], v[5]), s67 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 a = _mm256_hadd_ps(s01, s23), b = _mm256_hadd_ps(s45, s67);
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+TFS_AVX2 static inline __m256i hsum8_epi32(const __m256i* v) {
+  const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i s45 = _mm256_hadd_epi32(v[4], v[5]), s67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i a = _mm256_hadd_epi32(s01, s23), b = _mm256_hadd_epi32(s45, s67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                          _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+TFS_AVX2 static inline float hsum_ps(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+TFS_AVX2 static inline int32_t hsum_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+/* Column indices k .. k+7 as int32 lanes; only the first n (< 8 allowed) are read from col. */
+TFS_AVX2 static inline __m256i load_cols8(const uint16_t* col, int32_t n) {
+  if (n >= 8) return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)col));
+  uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  memcpy(tmp, col, (size_t)n * sizeof(uint16_t));
+  return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)tmp));
+}
+
+TFS_AVX2 static inline __m256i lane_mask8(int32_t n) { /* lanes < n all ones */
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* --- float32 row kernels: sum over full groups [k0, k1) of one row, as 8 partial sums. --- */
+
+TFS_AVX2 static inline __m256 row_f32_g1(const float* x, const float* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int32_t k = k0;
+  for (; k + 16 <= k1; k += 16) {
+    const __m256 x0 = _mm256_i32gather_ps(x, load_cols8(col + k, 8), 4);
+    const __m256 x1 = _mm256_i32gather_ps(x, load_cols8(col + k + 8, 8), 4);
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), x0, a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), x1, a1);
+  }
+  for (; k < k1; k += 8) {
+    const int32_t n = k1 - k < 8 ? k1 - k : 8;
+    const __m256i m = lane_mask8(n);
+    const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, load_cols8(col + k, n),
+                                               _mm256_castsi256_ps(m), 4);
+    a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w + k, m), xv, a0);
+  }
+  return _mm256_add_ps(a0, a1);
+}
+
+TFS_AVX2 static inline __m256 row_f32_g2(const float* x, const float* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  const long long* xq = (const long long*)(const void*)x; /* pairs x[c], x[c+1] as 64 bits */
+  int32_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    const __m256i c8 = load_cols8(col + k, 8);
+    const __m256 x0 = _mm256_castsi256_ps(_mm256_i32gather_epi64(xq, _mm256_castsi256_si128(c8), 4));
+    const __m256 x1 = _mm256_castsi256_ps(_mm256_i32gather_epi64(xq, _mm256_extracti128_si256(c8, 1), 4));
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * k), x0, a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * k + 8), x1, a1);
+  }
+  for (; k < k1; k += 4) {
+    const int32_t n = k1 - k < 4 ? k1 - k : 4;
+    const __m256i c4 = load_cols8(col + k, n);
+    const __m256i m64 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    const __m256 xv = _mm256_castsi256_ps(_mm256_mask_i32gather_epi64(
+        _mm256_setzero_si256(), xq, _mm256_castsi256_si128(c4), m64, 4));
+    a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 2 * k, m64), xv, a0);
+  }
+  return _mm256_add_ps(a0, a1);
+}
+
+TFS_AVX2 static inline __m256 load2x4_ps(const float* p, const float* q) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(q), 1);
+}
+
+TFS_AVX2 static inline __m256 row_f32_g4(const float* x, const float* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int32_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * k), load2x4_ps(x + col[k], x + col[k + 1]), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * k + 8), load2x4_ps(x + col[k + 2], x + col[k + 3]), a1);
+  }
+  if (k + 2 <= k1) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * k), load2x4_ps(x + col[k], x + col[k + 1]), a0);
+    k += 2;
+  }
+  if (k < k1) {
+    const __m128 p = _mm_mul_ps(_mm_loadu_ps(w + 4 * k), _mm_loadu_ps(x + col[k]));
+    a1 = _mm256_add_ps(a1, _mm256_insertf128_ps(_mm256_setzero_ps(), p, 0));
+  }
+  return _mm256_add_ps(a0, a1);
+}
+
+TFS_AVX2 static inline __m256 row_f32_g8(const float* x, const float* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int32_t k = k0;
+  for (; k + 2 <= k1; k += 2) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k), _mm256_loadu_ps(x + col[k]), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k + 8), _mm256_loadu_ps(x + col[k + 1]), a1);
+  }
+  if (k < k1) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k), _mm256_loadu_ps(x + col[k]), a0);
+  return _mm256_add_ps(a0, a1);
+}
+
+TFS_AVX2 static inline __m256 row_f32_g16(const float* x, const float* w, const uint16_t* col,
+                                          int32_t k0, int32_t k1) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (int32_t k = k0; k < k1; ++k) {
+    const float* xp = x + col[k];
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16 * k), _mm256_loadu_ps(xp), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16 * k + 8), _mm256_loadu_ps(xp + 8), a1);
+  }
+  return _mm256_add_ps(a0, a1);
+}
+
+TFS_AVX2 static inline __m256 act_f32_v(__m256 v, int act) {
+  if (act == TFS_ACT_NONE) return v;
+  v = _mm256_max_ps(v, _mm256_setzero_ps());
+  if (act == TFS_ACT_RELU6) v = _mm256_min_ps(v, _mm256_set1_ps(6.0f));
+  return v;
+}
+
+/* One driver per g, so the row kernel inlines into a loop with a constant group width. */
+#define TFS_DEFINE_F32_DRIVER(NAME, ROW, TARGET)                                                \
+  TARGET static void NAME(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch) {    \
+    const float* w = (const float*)L->values;                                                    \
+    const float* bias = (const float*)L->bias;                                                   \
+    const uint16_t* col = L->col_idx;                                                            \
+    const int32_t* rp = L->row_ptr;                                                              \
+    const int32_t in = L->in, out = L->out;                                                      \
+    int32_t r0 = 0;                                                                              \
+    for (; r0 + 8 <= out; r0 += 8) {                                                             \
+      int32_t kend[8];                                                                           \
+      for (int i = 0; i < 8; ++i) kend[i] = full_end(L, rp[r0 + i], rp[r0 + i + 1]);             \
+      for (int32_t b = 0; b < batch; ++b) {                                                      \
+        const float* xb = x + (size_t)b * in;                                                    \
+        __m256 acc[8];                                                                           \
+        float tails[8];                                                                          \
+        for (int i = 0; i < 8; ++i) {                                                            \
+          acc[i] = ROW(xb, w, col, rp[r0 + i], kend[i]);                                         \
+          tails[i] = kend[i] != rp[r0 + i + 1] ? tail_f32(L, xb, kend[i]) : 0.0f;                \
+        }                                                                                        \
+        __m256 s = _mm256_add_ps(hsum8_ps(acc), _mm256_loadu_ps(tails));                         \
+        s = _mm256_add_ps(s, _mm256_loadu_ps(bias + r0));                                        \
+        _mm256_storeu_ps(y + (size_t)b * out + r0, act_f32_v(s, L->activation));                \
+      }                                                                                          \
+    }                                                                                            \
+    for (; r0 < out; ++r0) {                                                                     \
+      const int32_t k0 = rp[r0], k1 = rp[r0 + 1], ke = full_end(L, k0, k1);                      \
+      for (int32_t b = 0; b < batch; ++b) {                                                      \
+        const float* xb = x + (size_t)b * in;                                                    \
+        float s = hsum_ps(ROW(xb, w, col, k0, ke));                                              \
+        if (ke != k1) s += tail_f32(L, xb, ke);                                                  \
+        y[(size_t)b * out + r0] = act_f32(s + bias[r0], L->activation);                          \
+      }                                                                                          \
+    }                                                                                            \
+  }
+
+TFS_DEFINE_F32_DRIVER(avx2_f32_g1, row_f32_g1, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g2, row_f32_g2, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g4, row_f32_g4, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g8, row_f32_g8, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g16, row_f32_g16, TFS_AVX2)
+
+/* --- int8 row kernels over xs = int16 (x - zp): 8 int32 partial sums. madd_epi16 cannot
+ * overflow here: |w| <= 128 and |xs| <= 255, so a pair sums to at most 65280. --- */
+
+TFS_AVX2 static inline __m256i row_i8_g1(const int16_t* xs, const int8_t* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256i acc = _mm256_setzero_si256();
+  const int* xi = (const int*)(const void*)xs;
+  const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+  for (int32_t k = k0; k < k1; k += 8) {
+    const int32_t n = k1 - k < 8 ? k1 - k : 8;
+    /* 32-bit gather at xs + c: lanes hold (xs[c], xs[c+1]); the workspace has slack past the
+     * end so xs[c+1] is always inside it. Weights become (w, 0) int16 pairs so madd yields
+     * xs[c] * w exactly. */
+    __m256i xv;
+    long long wbits = 0;
+    if (n == 8) {
+      xv = _mm256_i32gather_epi32(xi, load_cols8(col + k, 8), 2);
+      memcpy(&wbits, w + k, 8);
+    } else {
+      xv = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), xi, load_cols8(col + k, n),
+                                       lane_mask8(n), 2);
+      memcpy(&wbits, w + k, (size_t)n);
+    }
+    const __m256i wv = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(wbits)), lo16);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+  }
+  return acc;
+}
+
+TFS_AVX2 static inline __m256i row_i8_g2(const int16_t* xs, const int8_t* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  const int* xi = (const int*)(const void*)xs;
+  int32_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    const __m256i xv = _mm256_i32gather_epi32(xi, load_cols8(col + k, 8), 2);
+    const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 2 * k)));
+    if ((k - k0) & 8) a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, wv));
+    else a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, wv));
+  }
+  if (k < k1) {
+    const int32_t n = k1 - k;
+    int8_t wt[16] = {0};
+    memcpy(wt, w + 2 * k, (size_t)(2 * n));
+    const __m256i xv = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), xi,
+                                                   load_cols8(col + k, n), lane_mask8(n), 2);
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)wt))));
+  }
+  return _mm256_add_epi32(a0, a1);
+}
+
+TFS_AVX2 static inline __m128i load_i16x4(const int16_t* p) {
+  return _mm_loadl_epi64((const __m128i*)(const void*)p);
+}
+
+TFS_AVX2 static inline __m256i row_i8_g4(const int16_t* xs, const int8_t* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  int32_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    const __m128i wb = _mm_loadu_si128((const __m128i*)(w + 4 * k));
+    const __m128i wc = _mm_loadu_si128((const __m128i*)(w + 4 * k + 16));
+    const __m128i p01 = _mm_unpacklo_epi64(load_i16x4(xs + col[k]), load_i16x4(xs + col[k + 1]));
+    const __m128i p23 = _mm_unpacklo_epi64(load_i16x4(xs + col[k + 2]), load_i16x4(xs + col[k + 3]));
+    const __m128i p45 = _mm_unpacklo_epi64(load_i16x4(xs + col[k + 4]), load_i16x4(xs + col[k + 5]));
+    const __m128i p67 = _mm_unpacklo_epi64(load_i16x4(xs + col[k + 6]), load_i16x4(xs + col[k + 7]));
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(p01), p23, 1),
+                                                _mm256_cvtepi8_epi16(wb)));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(p45), p67, 1),
+                                                _mm256_cvtepi8_epi16(wc)));
+  }
+  __m128i r = _mm_setzero_si128();
+  for (; k + 2 <= k1; k += 2) {
+    const __m128i p = _mm_unpacklo_epi64(load_i16x4(xs + col[k]), load_i16x4(xs + col[k + 1]));
+    r = _mm_add_epi32(r, _mm_madd_epi16(p, _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i*)(w + 4 * k)))));
+  }
+  if (k < k1) {
+    int32_t wbits;
+    memcpy(&wbits, w + 4 * k, 4);
+    r = _mm_add_epi32(r, _mm_madd_epi16(load_i16x4(xs + col[k]), _mm_cvtepi8_epi16(_mm_cvtsi32_si128(wbits))));
+  }
+  return _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_inserti128_si256(_mm256_setzero_si256(), r, 0));
+}
+
+TFS_AVX2 static inline __m256i row_i8_g8(const int16_t* xs, const int8_t* w, const uint16_t* col,
+                                         int32_t k0, int32_t k1) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  int32_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    const __m256i x01 = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(xs + col[k]))),
+        _mm_loadu_si128((const __m128i*)(xs + col[k + 1])), 1);
+    const __m256i x23 = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(xs + col[k + 2]))),
+        _mm_loadu_si128((const __m128i*)(xs + col[k + 3])), 1);
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(x01, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 8 * k)))));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(x23, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 8 * k + 16)))));
+  }
+  __m128i r = _mm_setzero_si128();
+  for (; k < k1; ++k)
+    r = _mm_add_epi32(r, _mm_madd_epi16(_mm_loadu_si128((const __m128i*)(xs + col[k])),
+                                        _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i*)(w + 8 * k)))));
+  return _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_inserti128_si256(_mm256_setzero_si256(), r, 0));
+}
+
+TFS_AVX2 static inline __m256i row_i8_g16(const int16_t* xs, const int8_t* w, const uint16_t* col,
+                                          int32_t k0, int32_t k1) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  int32_t k = k0;
+  for (; k + 2 <= k1; k += 2) {
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xs + col[k])),
+                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k)))));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xs + col[k + 1])),
+                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k + 16)))));
+  }
+  if (k < k1)
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xs + col[k])),
+                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k)))));
+  return _mm256_add_epi32(a0, a1);
+}
+
+/* 8 accumulators (bias included) of rows r0..r0+7 -> int8, XNNPACK's fp32 requantization. */
+TFS_AVX2 static inline void requant8_fp32(const tfs_gsfc_layer* L, int32_t r0, __m256i acc,
+                                          int8_t* dst) {
+  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(L->scale + r0));
+  f = _mm256_max_ps(f, _mm256_set1_ps((float)(L->act_min - L->out_zp)));
+  f = _mm256_min_ps(f, _mm256_set1_ps((float)(L->act_max - L->out_zp)));
+  f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(L->out_zp));
+  const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64((__m128i*)(void*)dst, _mm_packs_epi16(p16, p16));
+}
+
+#define TFS_DEFINE_I8_DRIVER(NAME, ROW, TARGET)                                                 \
+  TARGET static void NAME(const tfs_gsfc_layer* L, const int16_t* xs, int8_t* y, int32_t batch) { \
+    const int8_t* w = (const int8_t*)L->values;                                                  \
+    const int32_t* bias = (const int32_t*)L->bias;                                               \
+    const uint16_t* col = L->col_idx;                                                            \
+    const int32_t* rp = L->row_ptr;                                                              \
+    const int32_t in = L->in, out = L->out;                                                      \
+    int32_t r0 = 0;                                                                              \
+    for (; r0 + 8 <= out; r0 += 8) {                                                             \
+      int32_t kend[8];                                                                           \
+      for (int i = 0; i < 8; ++i) kend[i] = full_end(L, rp[r0 + i], rp[r0 + i + 1]);             \
+      for (int32_t b = 0; b < batch; ++b) {                                                      \
+        const int16_t* xb = xs + (size_t)b * in;                                                 \
+        __m256i acc[8];                                                                          \
+        int32_t tails[8];                                                                        \
+        for (int i = 0; i < 8; ++i) {                                                            \
+          acc[i] = ROW(xb, w, col, rp[r0 + i], kend[i]);                                         \
+          tails[i] = kend[i] != rp[r0 + i + 1] ? tail_i8(L, xb, kend[i]) : 0;                    \
+        }                                                                                        \
+        __m256i s = _mm256_add_epi32(hsum8_epi32(acc), _mm256_loadu_si256((const __m256i*)tails)); \
+        s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i*)(bias + r0)));                \
+        int8_t* dst = y + (size_t)b * out + r0;                                                  \
+        if (L->requant == TFS_REQUANT_FP32) {                                                    \
+          requant8_fp32(L, r0, s, dst);                                                          \
+        } else {                                                                                 \
+          int32_t a[8];                                                                          \
+          _mm256_storeu_si256((__m256i*)a, s);                                                   \
+          for (int i = 0; i < 8; ++i) dst[i] = requant_one(L, r0 + i, a[i]);                     \
+        }                                                                                        \
+      }                                                                                          \
+    }                                                                                            \
+    for (; r0 < out; ++r0) {                                                                     \
+      const int32_t k0 = rp[r0], k1 = rp[r0 + 1], ke = full_end(L, k0, k1);                      \
+      for (int32_t b = 0; b < batch; ++b) {                                                      \
+        const int16_t* xb = xs + (size_t)b * in;                                                 \
+        uint32_t s = (uint32_t)hsum_epi32(ROW(xb, w, col, k0, ke));                              \
+        if (ke != k1) s += (uint32_t)tail_i8(L, xb, ke);                                         \
+        s += (uint32_t)bias[r0];                                                                 \
+        y[(size_t)b * out + r0] = requant_one(L, r0, (int32_t)s);                                \
+      }                                                                                          \
+    }                                                                                            \
+  }
+
+TFS_DEFINE_I8_DRIVER(avx2_i8_g1, row_i8_g1, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g2, row_i8_g2, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g4, row_i8_g4, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g8, row_i8_g8, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g16, row_i8_g16, TFS_AVX2)
+
+TFS_AVX2 static void avx2_widen(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, size_t n) {
+  const __m256i zp = _mm256_set1_epi16((int16_t)L->in_zp);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256((__m256i*)(void*)(xs + i),
+                        _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(x + i))), zp));
+  widen_input(L, x + i, xs + i, n - i);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX-512 (F + BW): float32 g = 8, 16 and int8 g = 16 get 512-bit row kernels (several groups
+ * per register); every other case runs the AVX2 kernels, whose groups fill a 256-bit register
+ * already. Not exercised on the development machine (no AVX-512): see the tests' report. */
+/* ------------------------------------------------------------------------------------------ */
+#define TFS_AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
+
+TFS_AVX512 static inline __m256 fold512(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+TFS_AVX512 static inline __m256i fold512_epi32(__m512i v) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+TFS_AVX512 static inline __m512 load2x8_ps(const float* p, const float* q) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(p))),
+                                             _mm256_castps_pd(_mm256_loadu_ps(q)), 1));
+}
+
+TFS_AVX512 static inline __m256 row_f32_g8_512(const float* x, const float* w,
+                                               const uint16_t* col, int32_t k0, int32_t k1) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int32_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 8 * k), load2x8_ps(x + col[k], x + col[k + 1]), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 8 * k + 16), load2x8_ps(x + col[k + 2], x + col[k + 3]), a1);
+  }
+  __m256 r = fold512(_mm512_add_ps(a0, a1));
+  for (; k < k1; ++k) r = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k), _mm256_loadu_ps(x + col[k]), r);
+  return r;
+}
+
+TFS_AVX512 static inline __m256 row_f32_g16_512(const float* x, const float* w,
+                                                const uint16_t* col, int32_t k0, int32_t k1) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int32_t k = k0;
+  for (; k + 2 <= k1; k += 2) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k), _mm512_loadu_ps(x + col[k]), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k + 16), _mm512_loadu_ps(x + col[k + 1]), a1);
+  }
+  if (k < k1) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k), _mm512_loadu_ps(x + col[k]), a0);
+  return fold512(_mm512_add_ps(a0, a1));
+}
+
+TFS_AVX512 static inline __m512i load2x16_epi16(const int16_t* p, const int16_t* q) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(const void*)p)),
+                            _mm256_loadu_si256((const __m256i*)(const void*)q), 1);
+}
+
+TFS_AVX512 static inline __m256i row_i8_g16_512(const int16_t* xs, const int8_t* w,
+                                                const uint16_t* col, int32_t k0, int32_t k1) {
+  __m512i a0 = _mm512_setzero_si512();
+  int32_t k = k0;
+  for (; k + 2 <= k1; k += 2)
+    a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(load2x16_epi16(xs + col[k], xs + col[k + 1]),
+                                                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(w + 16 * k)))));
+  __m256i r = fold512_epi32(a0);
+  if (k < k1)
+    r = _mm256_add_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(const void*)(xs + col[k])),
+                                              _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k)))));
+  return r;
+}
+
+TFS_DEFINE_F32_DRIVER(avx512_f32_g8, row_f32_g8_512, TFS_AVX512)
+TFS_DEFINE_F32_DRIVER(avx512_f32_g16, row_f32_g16_512, TFS_AVX512)
+TFS_DEFINE_I8_DRIVER(avx512_i8_g16, row_i8_g16_512, TFS_AVX512)
+
+static int cpu_has_avx2(void) {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static int cpu_has_avx512(void) {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+#else
+static int cpu_has_avx2(void) { return 0; }
+static int cpu_has_avx512(void) { return 0; }
+#endif /* TFS_X86 */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dispatch                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+int tfs_gsfc_impl_available(int impl) {
+  switch (impl) {
+    case TFS_IMPL_AUTO: case TFS_IMPL_PORTABLE: return 1;
+    case TFS_IMPL_AVX2: return cpu_has_avx2();
+    case TFS_IMPL_AVX512: return cpu_has_avx512();
+    default: return 0;
+  }
+}
+
+int tfs_gsfc_best_impl(void) {
+  if (cpu_has_avx512()) return TFS_IMPL_AVX512;
+  if (cpu_has_avx2()) return TFS_IMPL_AVX2;
+  return TFS_IMPL_PORTABLE;
+}
+
+int tfs_gsfc_compute(const tfs_gsfc_layer* L, const void* x, void* y, int32_t batch,
+                     void* workspace, int impl) {
+  if (impl == TFS_IMPL_AUTO) impl = tfs_gsfc_best_impl();
+  if (!tfs_gsfc_impl_available(impl)) return TFS_ERR_UNSUPPORTED;
+  if (batch <= 0) return TFS_OK;
+  if (L->dtype == TFS_DTYPE_F32) {
+    const float* xf = (const float*)x;
+    float* yf = (float*)y;
+#if TFS_X86
+    if (impl == TFS_IMPL_AVX512 && L->g == 8) { avx512_f32_g8(L, xf, yf, batch); return TFS_OK; }
+    if (impl == TFS_IMPL_AVX512 && L->g == 16) { avx512_f32_g16(L, xf, yf, batch); return TFS_OK; }
+    if (impl == TFS_IMPL_AVX2 || impl == TFS_IMPL_AVX512) {
+      switch (L->g) {
+        case 1: avx2_f32_g1(L, xf, yf, batch); return TFS_OK;
+        case 2: avx2_f32_g2(L, xf, yf, batch); return TFS_OK;
+        case 4: avx2_f32_g4(L, xf, yf, batch); return TFS_OK;
+        case 8: avx2_f32_g8(L, xf, yf, batch); return TFS_OK;
+        default: avx2_f32_g16(L, xf, yf, batch); return TFS_OK;
+      }
+    }
+#endif
+    ref_f32(L, xf, yf, batch);
+    return TFS_OK;
+  }
+  /* int8: the workspace holds x - input_zp widened to int16, plus zeroed slack. */
+  int16_t* xs = (int16_t*)workspace;
+  const size_t n = (size_t)batch * (size_t)L->in;
+  memset(xs + n, 0, 32);
+  const int8_t* xi = (const int8_t*)x;
+  int8_t* yi = (int8_t*)y;
+#if TFS_X86
+  if (impl == TFS_IMPL_AVX2 || impl == TFS_IMPL_AVX512) {
+    avx2_widen(L, xi, xs, n);
+    if (impl == TFS_IMPL_AVX512 && L->g == 16) { avx512_i8_g16(L, xs, yi, batch); return TFS_OK; }
+    switch (L->g) {
+      case 1: avx2_i8_g1(L, xs, yi, batch); return TFS_OK;
+      case 2: avx2_i8_g2(L, xs, yi, batch); return TFS_OK;
+      case 4: avx2_i8_g4(L, xs, yi, batch); return TFS_OK;
+      case 8: avx2_i8_g8(L, xs, yi, batch); return TFS_OK;
+      default: avx2_i8_g16(L, xs, yi, batch); return TFS_OK;
+    }
+  }
+#endif
+  widen_input(L, xi, xs, n);
+  ref_i8(L, xs, yi, batch);
+  return TFS_OK;
+}

@@ -1,0 +1,140 @@
+/* TFS_GROUP_SPARSE_FC: the group-sparse fully-connected kernel core (format version 1).
+ *
+ * Runtime-neutral C99: no LiteRT / TFLite types and no allocation in the compute path, so the
+ * same core serves the LiteRT adapter (tfs_litert_adapter.c), a TFLite Micro adapter and a
+ * Cortex-M DSP path. The format is specified in tflite_export/FORMAT.md.
+ *
+ * Use:
+ *   tfs_gsfc_layer layer;
+ *   if (tfs_gsfc_validate_layer(inputs, n_inputs, &layer, err, sizeof err) != 0) reject;
+ *   // once per run (O(1)):
+ *   if (tfs_gsfc_validate_io(&layer, &x, &y, &batch, err, sizeof err) != 0) reject;
+ *   tfs_gsfc_compute(&layer, x.data, y.data, batch, workspace, TFS_IMPL_AUTO);
+ * with a workspace of tfs_gsfc_workspace_size(&layer, batch) bytes (64-byte aligned is best).
+ */
+#ifndef TFS_GROUP_SPARSE_FC_H_
+#define TFS_GROUP_SPARSE_FC_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TFS_GSFC_FORMAT_VERSION 1
+#define TFS_GSFC_META_LEN 16
+
+/* Element types, numbered as TfLiteType / LiteRtElementType so adapters map them 1:1. */
+enum {
+  TFS_ELEM_FLOAT32 = 1,
+  TFS_ELEM_INT32 = 2,
+  TFS_ELEM_INT8 = 9,
+  TFS_ELEM_UINT16 = 17
+};
+
+/* Node input indices (FORMAT.md "Inputs"). */
+enum {
+  TFS_GSFC_IN_X = 0,
+  TFS_GSFC_IN_VALUES = 1,
+  TFS_GSFC_IN_COL_IDX = 2,
+  TFS_GSFC_IN_ROW_PTR = 3,
+  TFS_GSFC_IN_META = 4,
+  TFS_GSFC_IN_BIAS = 5,
+  TFS_GSFC_IN_MULTIPLIER = 6,
+  TFS_GSFC_IN_SHIFT = 7,
+  TFS_GSFC_IN_SCALE = 8,
+  TFS_GSFC_NUM_INPUTS_F32 = 6,
+  TFS_GSFC_NUM_INPUTS_I8 = 9
+};
+
+/* meta[] indices. */
+enum {
+  TFS_META_VERSION = 0,
+  TFS_META_IN = 1,
+  TFS_META_OUT = 2,
+  TFS_META_G = 3,
+  TFS_META_N_GROUPS = 4,
+  TFS_META_DTYPE = 5,
+  TFS_META_ACTIVATION = 6,
+  TFS_META_IN_ZP = 7,
+  TFS_META_OUT_ZP = 8,
+  TFS_META_ACT_MIN = 9,
+  TFS_META_ACT_MAX = 10,
+  TFS_META_RESERVED0 = 11
+};
+
+enum { TFS_DTYPE_F32 = 0, TFS_DTYPE_I8 = 1 };
+enum { TFS_ACT_NONE = 0, TFS_ACT_RELU = 1, TFS_ACT_RELU6 = 3 };
+
+/* int8 requantization flavours. The host runtime's stock int8 FULLY_CONNECTED is XNNPACK's,
+ * which requantizes in float32 (measured bit-exact); TFLite Micro / TFLite's reference kernels
+ * use the fixed-point multiplier and shift. The model carries both (FORMAT.md). */
+enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
+
+/* Compute implementations; TFS_IMPL_AUTO picks the best the CPU supports. */
+enum {
+  TFS_IMPL_AUTO = 0,
+  TFS_IMPL_PORTABLE = 1,
+  TFS_IMPL_AVX2 = 2,   /* AVX2 + FMA */
+  TFS_IMPL_AVX512 = 3  /* AVX-512 F + BW, on top of AVX2 */
+};
+
+/* Error codes (0 = ok). */
+enum { TFS_OK = 0, TFS_ERR_INVALID = 1, TFS_ERR_UNSUPPORTED = 2 };
+
+/* A view of one tensor as a runtime hands it over: data, element count, element type. */
+typedef struct {
+  const void* data;
+  size_t count; /* elements */
+  int elem;     /* TFS_ELEM_* */
+} tfs_tensor;
+
+/* One validated node: meta fields plus typed pointers into the constant tensors. */
+typedef struct {
+  int32_t in, out, g, n_groups, dtype, activation;
+  int32_t in_zp, out_zp, act_min, act_max;
+  int32_t in_full;  /* in rounded down to a multiple of g: a group at col >= in_full is ragged */
+  int32_t requant;  /* TFS_REQUANT_*; validate sets FP32, an adapter may change it */
+  const void* values;          /* float or int8, n_groups * g */
+  const uint16_t* col_idx;     /* n_groups */
+  const int32_t* row_ptr;      /* out + 1 */
+  const void* bias;            /* float or int32, out */
+  const int32_t* multiplier;   /* int8 only, out */
+  const int32_t* shift;        /* int8 only, out */
+  const float* scale;          /* int8 only, out */
+} tfs_gsfc_layer;
+
+/* Validate a node's constant inputs (indices 1.. of `inputs`; inputs[0], the activations, is
+ * not looked at) completely: every rule of FORMAT.md "Validation". O(n_groups + out).
+ * On success fills `layer` and returns TFS_OK; otherwise writes a message into err. */
+int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_layer* layer,
+                            char* err, size_t err_len);
+
+/* Validate the activations and the output against a validated layer, O(1); sets *batch. */
+int tfs_gsfc_validate_io(const tfs_gsfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
+                         int32_t* batch, char* err, size_t err_len);
+
+/* Bytes of scratch memory compute needs (0 for float32). */
+size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch);
+
+/* y[batch, out] = act(x[batch, in] * W^T + bias), W the group-sparse weights. The layer must
+ * have been validated and x/y checked with tfs_gsfc_validate_io. Returns TFS_ERR_UNSUPPORTED if
+ * `impl` is not available on this CPU. No allocation, no I/O. */
+int tfs_gsfc_compute(const tfs_gsfc_layer* layer, const void* x, void* y, int32_t batch,
+                     void* workspace, int impl);
+
+/* 1 if `impl` can run on this CPU (TFS_IMPL_AUTO and PORTABLE always can). */
+int tfs_gsfc_impl_available(int impl);
+
+/* The implementation TFS_IMPL_AUTO resolves to on this CPU. */
+int tfs_gsfc_best_impl(void);
+
+/* TFLite's fixed-point requantization (MultiplyByQuantizedMultiplier), exposed for tests. */
+int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFS_GROUP_SPARSE_FC_H_ */

@@ -1,0 +1,345 @@
+/* LiteRT adapter for TFS_GROUP_SPARSE_FC: the LiteRtCustomOpKernel vtable over the kernel core.
+ *
+ * The wheel ships no headers, so the few LiteRT types used here are declared below and pinned
+ * by static_asserts (facts: shared/notes/litert-custom-ops.md). Nothing links against
+ * libLiteRt.so: the four LiteRt* functions Run needs arrive as pointers from the Python runtime,
+ * which has already loaded the library (a build-time link is fragile under pip's isolation).
+ *
+ * LiteRT ignores the status Run returns (trap 3), so every failure goes into the context's
+ * error slot, which the Python runtime checks after each run. One context (= user_data) is
+ * made per loaded model and shared by all its nodes (trap 4: Run gets no node identity), so
+ * validated layers are cached by the addresses and sizes of their constant tensors; the cache
+ * dies with the context, before the model's memory can be reused.
+ */
+/* clock_gettime under -std=c11 */
+#define _POSIX_C_SOURCE 199309L
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tfs_group_sparse_fc.h"
+
+/* ---- Our own declarations of the LiteRT C API types we touch (ai-edge-litert 2.3.0) ---- */
+typedef int LiteRtStatus;
+typedef void* LiteRtTensorBuffer;
+typedef size_t LiteRtParamIndex;
+
+typedef struct {
+  unsigned int rank : 7;
+  unsigned int has_strides : 1;
+  int32_t dimensions[8];
+  uint32_t strides[8];
+} LiteRtLayout;
+
+typedef struct {
+  int element_type;
+  LiteRtLayout layout;
+} LiteRtRankedTensorType;
+
+typedef struct {
+  LiteRtStatus (*Init)(void* user_data, const void* init_data, size_t init_data_size);
+  LiteRtStatus (*GetOutputLayouts)(void* user_data, size_t num_inputs,
+                                   const LiteRtLayout* input_layouts, size_t num_outputs,
+                                   LiteRtLayout* output_layouts);
+  LiteRtStatus (*Run)(void* user_data, size_t num_inputs, const LiteRtTensorBuffer* inputs,
+                      size_t num_outputs, LiteRtTensorBuffer* outputs);
+  LiteRtStatus (*Destroy)(void* user_data);
+} LiteRtCustomOpKernel;
+
+_Static_assert(sizeof(LiteRtLayout) == 68, "LiteRtLayout must be 68 bytes (ai-edge-litert 2.3.0)");
+_Static_assert(sizeof(LiteRtRankedTensorType) == 72,
+               "LiteRtRankedTensorType must be 72 bytes (ai-edge-litert 2.3.0)");
+
+enum { kLiteRtStatusOk = 0, kLiteRtStatusErrorInvalidArgument = 1, kLiteRtStatusErrorRuntimeFailure = 3 };
+enum { kLockRead = 0, kLockWrite = 1 };
+
+typedef LiteRtStatus (*GetTensorTypeFn)(LiteRtTensorBuffer, LiteRtRankedTensorType*);
+typedef LiteRtStatus (*GetSizeFn)(LiteRtTensorBuffer, size_t*);
+typedef LiteRtStatus (*LockFn)(LiteRtTensorBuffer, void**, int);
+typedef LiteRtStatus (*UnlockFn)(LiteRtTensorBuffer);
+typedef LiteRtStatus (*RunCompiledModelFn)(void*, LiteRtParamIndex, size_t, LiteRtTensorBuffer*,
+                                           size_t, LiteRtTensorBuffer*);
+
+#define TFS_MAX_NODE_INPUTS TFS_GSFC_NUM_INPUTS_I8
+
+/* A validated layer and the identity of the constant tensors it was validated from. */
+typedef struct {
+  tfs_tensor key[TFS_MAX_NODE_INPUTS]; /* [0] unused: activations change every run */
+  size_t n_inputs;
+  tfs_gsfc_layer layer;
+} tfs_cached_layer;
+
+typedef struct {
+  GetTensorTypeFn get_type;
+  GetSizeFn get_size;
+  LockFn lock;
+  UnlockFn unlock;
+  int error;
+  char message[512];
+  tfs_cached_layer* cache;
+  size_t cache_len, cache_cap;
+  void* workspace;
+  size_t workspace_cap;
+  long long runs;
+} tfs_litert_ctx;
+
+/* The compute implementation used by every context (TFS_IMPL_AUTO unless a test forces one). */
+static int g_impl = TFS_IMPL_AUTO;
+
+int tfs_set_impl(int impl) {
+  if (!tfs_gsfc_impl_available(impl)) return TFS_ERR_UNSUPPORTED;
+  g_impl = impl;
+  return TFS_OK;
+}
+
+int tfs_get_impl(void) { return g_impl; }
+
+static void set_error(tfs_litert_ctx* ctx, const char* fmt, const char* detail) {
+  if (ctx->error) return; /* keep the first error: it is the cause */
+  ctx->error = 1;
+  snprintf(ctx->message, sizeof ctx->message, fmt, detail);
+}
+
+void* tfs_litert_ctx_create(void* get_type, void* get_size, void* lock, void* unlock) {
+  if (!get_type || !get_size || !lock || !unlock) return NULL;
+  tfs_litert_ctx* ctx = (tfs_litert_ctx*)calloc(1, sizeof *ctx);
+  if (!ctx) return NULL;
+  ctx->get_type = (GetTensorTypeFn)get_type;
+  ctx->get_size = (GetSizeFn)get_size;
+  ctx->lock = (LockFn)lock;
+  ctx->unlock = (UnlockFn)unlock;
+  return ctx;
+}
+
+void tfs_litert_ctx_destroy(void* p) {
+  tfs_litert_ctx* ctx = (tfs_litert_ctx*)p;
+  if (!ctx) return;
+  free(ctx->cache);
+  free(ctx->workspace);
+  free(ctx);
+}
+
+/* Copies the pending error message into buf and clears it; returns 1 if there was one. */
+int tfs_litert_ctx_take_error(void* p, char* buf, size_t len) {
+  tfs_litert_ctx* ctx = (tfs_litert_ctx*)p;
+  if (!ctx || !ctx->error) return 0;
+  if (buf && len) snprintf(buf, len, "%s", ctx->message);
+  ctx->error = 0;
+  ctx->message[0] = '\0';
+  return 1;
+}
+
+/* Number of custom-op node runs since the context was made (lets tests prove the op ran). */
+long long tfs_litert_ctx_runs(void* p) { return p ? ((tfs_litert_ctx*)p)->runs : -1; }
+
+static LiteRtStatus kernel_init(void* user_data, const void* init_data, size_t init_data_size) {
+  (void)init_data;
+  tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
+  /* Format version 1 keeps every parameter in constant tensors; custom options must be empty. */
+  if (ctx && init_data_size != 0)
+    set_error(ctx, "%s", "custom options must be empty (format version 1)");
+  return kLiteRtStatusOk;
+}
+
+static LiteRtStatus kernel_output_layouts(void* user_data, size_t n_in, const LiteRtLayout* in,
+                                          size_t n_out, LiteRtLayout* out) {
+  tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
+  if (n_out != 1 || (n_in != TFS_GSFC_NUM_INPUTS_F32 && n_in != TFS_GSFC_NUM_INPUTS_I8) ||
+      in[TFS_GSFC_IN_X].rank < 1 || in[TFS_GSFC_IN_X].rank > 8 ||
+      in[TFS_GSFC_IN_BIAS].rank != 1) {
+    if (ctx) set_error(ctx, "%s", "node has the wrong number of inputs/outputs or bad ranks");
+    return kLiteRtStatusErrorInvalidArgument;
+  }
+  /* Output = activations' shape with the last dimension replaced by out = len(bias). */
+  LiteRtLayout o;
+  memset(&o, 0, sizeof o);
+  o.rank = in[TFS_GSFC_IN_X].rank;
+  for (unsigned i = 0; i < o.rank; ++i) o.dimensions[i] = in[TFS_GSFC_IN_X].dimensions[i];
+  o.dimensions[o.rank - 1] = in[TFS_GSFC_IN_BIAS].dimensions[0];
+  out[0] = o;
+  return kLiteRtStatusOk;
+}
+
+/* Element count and byte size of a buffer, checked against the bytes it really has. */
+static int describe(tfs_litert_ctx* ctx, LiteRtTensorBuffer buf, tfs_tensor* t) {
+  LiteRtRankedTensorType type;
+  size_t bytes = 0;
+  if (ctx->get_type(buf, &type) != kLiteRtStatusOk || ctx->get_size(buf, &bytes) != kLiteRtStatusOk)
+    return -1;
+  size_t count = 1;
+  for (unsigned i = 0; i < type.layout.rank; ++i) {
+    const int32_t d = type.layout.dimensions[i];
+    if (d < 0) return -1;
+    if (d != 0 && count > SIZE_MAX / (size_t)d) return -1;
+    count *= (size_t)d;
+  }
+  size_t esize = 0;
+  switch (type.element_type) {
+    case TFS_ELEM_FLOAT32: case TFS_ELEM_INT32: esize = 4; break;
+    case TFS_ELEM_UINT16: esize = 2; break;
+    case TFS_ELEM_INT8: esize = 1; break;
+    default: esize = 0; /* a type we never accept; validation reports it */
+  }
+  if (esize && count > bytes / esize) return -1; /* the layout claims more than the buffer has */
+  t->count = count;
+  t->elem = type.element_type;
+  t->data = NULL;
+  return 0;
+}
+
+static const tfs_gsfc_layer* find_or_validate(tfs_litert_ctx* ctx, const tfs_tensor* t, size_t n) {
+  for (size_t i = 0; i < ctx->cache_len; ++i) {
+    const tfs_cached_layer* c = &ctx->cache[i];
+    if (c->n_inputs == n && memcmp(c->key + 1, t + 1, (n - 1) * sizeof(tfs_tensor)) == 0)
+      return &c->layer;
+  }
+  tfs_gsfc_layer layer;
+  char err[400];
+  if (tfs_gsfc_validate_layer(t, n, &layer, err, sizeof err) != TFS_OK) {
+    set_error(ctx, "invalid node: %s", err);
+    return NULL;
+  }
+  if (ctx->cache_len == ctx->cache_cap) {
+    const size_t cap = ctx->cache_cap ? 2 * ctx->cache_cap : 8;
+    tfs_cached_layer* grown = (tfs_cached_layer*)realloc(ctx->cache, cap * sizeof *grown);
+    if (!grown) {
+      set_error(ctx, "%s", "out of memory");
+      return NULL;
+    }
+    ctx->cache = grown;
+    ctx->cache_cap = cap;
+  }
+  tfs_cached_layer* c = &ctx->cache[ctx->cache_len++];
+  memset(c, 0, sizeof *c);
+  memcpy(c->key, t, n * sizeof(tfs_tensor));
+  c->key[0].data = NULL;
+  c->key[0].count = 0;
+  c->key[0].elem = 0;
+  c->n_inputs = n;
+  c->layer = layer;
+  return &c->layer;
+}
+
+static LiteRtStatus kernel_run(void* user_data, size_t n_in, const LiteRtTensorBuffer* inputs,
+                               size_t n_out, LiteRtTensorBuffer* outputs) {
+  tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
+  if (!ctx) return kLiteRtStatusErrorInvalidArgument;
+  ctx->runs++;
+  if (n_out != 1 || (n_in != TFS_GSFC_NUM_INPUTS_F32 && n_in != TFS_GSFC_NUM_INPUTS_I8)) {
+    set_error(ctx, "%s", "node must have 6 (float32) or 9 (int8) inputs and 1 output");
+    return kLiteRtStatusErrorInvalidArgument;
+  }
+  tfs_tensor t[TFS_MAX_NODE_INPUTS];
+  tfs_tensor y;
+  memset(t, 0, sizeof t);
+  memset(&y, 0, sizeof y);
+  size_t locked = 0;
+  bool out_locked = false;
+  LiteRtStatus status = kLiteRtStatusErrorRuntimeFailure;
+  for (size_t i = 0; i < n_in; ++i) {
+    void* p = NULL;
+    if (describe(ctx, inputs[i], &t[i]) != 0) {
+      set_error(ctx, "%s", "cannot read an input tensor's type/size (or its layout overstates it)");
+      goto done;
+    }
+    if (ctx->lock(inputs[i], &p, kLockRead) != kLiteRtStatusOk) {
+      set_error(ctx, "%s", "cannot lock an input tensor buffer");
+      goto done;
+    }
+    locked = i + 1;
+    t[i].data = p;
+  }
+  {
+    void* p = NULL;
+    if (describe(ctx, outputs[0], &y) != 0 || ctx->lock(outputs[0], &p, kLockWrite) != kLiteRtStatusOk) {
+      set_error(ctx, "%s", "cannot describe or lock the output tensor buffer");
+      goto done;
+    }
+    out_locked = true;
+    y.data = p;
+  }
+  {
+    const tfs_gsfc_layer* layer = find_or_validate(ctx, t, n_in);
+    if (!layer) goto done;
+    int32_t batch = 0;
+    char err[400];
+    if (tfs_gsfc_validate_io(layer, &t[0], &y, &batch, err, sizeof err) != TFS_OK) {
+      set_error(ctx, "invalid run: %s", err);
+      goto done;
+    }
+    const size_t ws = tfs_gsfc_workspace_size(layer, batch);
+    if (ws > ctx->workspace_cap) {
+      void* grown = realloc(ctx->workspace, ws);
+      if (!grown) {
+        set_error(ctx, "%s", "out of memory for the int8 workspace");
+        goto done;
+      }
+      ctx->workspace = grown;
+      ctx->workspace_cap = ws;
+    }
+    if (tfs_gsfc_compute(layer, t[0].data, (void*)y.data, batch, ctx->workspace, g_impl) != TFS_OK) {
+      set_error(ctx, "%s", "the selected kernel implementation is not available on this CPU");
+      goto done;
+    }
+    status = kLiteRtStatusOk;
+  }
+done:
+  if (out_locked) ctx->unlock(outputs[0]);
+  for (size_t i = 0; i < locked; ++i) ctx->unlock(inputs[i]);
+  return status;
+}
+
+static LiteRtStatus kernel_destroy(void* user_data) {
+  (void)user_data; /* the context outlives the compiled model; Python frees it afterwards */
+  return kLiteRtStatusOk;
+}
+
+static const LiteRtCustomOpKernel kKernel = {kernel_init, kernel_output_layouts, kernel_run,
+                                             kernel_destroy};
+
+/* The vtable handed to LiteRtAddCustomOpKernelOption. */
+const void* tfs_litert_kernel(void) { return &kKernel; }
+
+/* ---- Timing helpers for benchmarks: loops in C, so ctypes' ~0.35 us per call is not timed. */
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Seconds per LiteRtRunCompiledModel(cm, signature 0, ...), averaged over iterations; <0 on error. */
+double tfs_time_litert_run(void* run_fn, void* cm, size_t n_in, LiteRtTensorBuffer* in,
+                           size_t n_out, LiteRtTensorBuffer* out, int iterations) {
+  RunCompiledModelFn run = (RunCompiledModelFn)run_fn;
+  if (!run || iterations < 1) return -1.0;
+  const double t0 = now_seconds();
+  for (int i = 0; i < iterations; ++i)
+    if (run(cm, 0, n_in, in, n_out, out) != kLiteRtStatusOk) return -1.0;
+  return (now_seconds() - t0) / iterations;
+}
+
+/* Seconds per tfs_gsfc_compute on a validated layer; <0 if impl is unavailable. */
+double tfs_gsfc_time_compute(const tfs_gsfc_layer* layer, const void* x, void* y, int32_t batch,
+                             void* workspace, int impl, int iterations) {
+  if (iterations < 1 || !tfs_gsfc_impl_available(impl)) return -1.0;
+  const double t0 = now_seconds();
+  for (int i = 0; i < iterations; ++i)
+    if (tfs_gsfc_compute(layer, x, y, batch, workspace, impl) != TFS_OK) return -1.0;
+  return (now_seconds() - t0) / iterations;
+}
+
+/* Size of tfs_gsfc_layer, so the Python side can allocate one without knowing its fields. */
+size_t tfs_gsfc_layer_size(void) { return sizeof(tfs_gsfc_layer); }
+
+/* Set the int8 requantization flavour of a validated layer (TFS_REQUANT_*). */
+int tfs_gsfc_set_requant(tfs_gsfc_layer* layer, int requant) {
+  if (requant != TFS_REQUANT_FP32 && requant != TFS_REQUANT_FIXED_POINT) return TFS_ERR_INVALID;
+  layer->requant = requant;
+  return TFS_OK;
+}

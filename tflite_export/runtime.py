@@ -1,0 +1,457 @@
+"""Host runtime for tfscalpel's `.tflite` models: LiteRT's C API (``libLiteRt.so`` from the pinned
+``ai-edge-litert`` wheel) through ctypes, with the ``TFS_GROUP_SPARSE_FC`` custom-op kernel
+registered.
+
+Public API::
+
+    rt = load(model, num_threads=1)          # model: path (str / PathLike) or bytes
+    outputs = rt.run(x0, x1, ...)            # numpy in, list of numpy arrays out, any batch size
+    rt.input_details / rt.output_details     # [TensorInfo(name, shape, dtype)], shape -1 = dynamic
+    rt.close()                               # or use ``with load(...) as rt:``
+
+    stock = load_stock(model)                # the same runtime WITHOUT our op registered
+
+Errors (a model LiteRT rejects, corrupt custom-op metadata, wrong inputs) raise ``LiteRtError``.
+Why the C API and not ``ai_edge_litert.interpreter``: see shared/notes/litert-custom-ops.md —
+the Python interpreters cannot register a custom op kernel.
+
+A ``Runtime`` is not thread-safe: use one per thread.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["LiteRtError", "TensorInfo", "Runtime", "load", "load_stock", "CUSTOM_OP_NAME"]
+
+CUSTOM_OP_NAME = "TFS_GROUP_SPARSE_FC"
+
+# Buffers handed to LiteRT must be 64-byte aligned (notes, trap 1).
+_ALIGN = 64
+
+# LiteRtElementType values (they mirror TfLiteType) -> numpy dtypes.
+_ELEMENT_TYPES = {
+    1: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16,
+    9: np.int8, 10: np.float16, 11: np.float64, 13: np.uint64, 16: np.uint32, 17: np.uint16,
+}
+
+_HW_CPU = 1
+_LOCK_READ = 0
+
+
+class LiteRtError(RuntimeError):
+    """A LiteRT C API call or our custom-op kernel failed; the message says which and why."""
+
+
+class _Layout(ctypes.Structure):
+    # unsigned rank:7; unsigned has_strides:1; int32 dimensions[8]; uint32 strides[8] (68 bytes)
+    _fields_ = [
+        ("rank", ctypes.c_uint32, 7),
+        ("has_strides", ctypes.c_uint32, 1),
+        ("dimensions", ctypes.c_int32 * 8),
+        ("strides", ctypes.c_uint32 * 8),
+    ]
+
+
+class _RankedTensorType(ctypes.Structure):
+    _fields_ = [("element_type", ctypes.c_int), ("layout", _Layout)]
+
+
+assert ctypes.sizeof(_Layout) == 68 and ctypes.sizeof(_RankedTensorType) == 72
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One signature input or output: its name, shape (-1 = dynamic dimension) and numpy dtype."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: type
+
+
+_vp = ctypes.c_void_p
+_P = ctypes.POINTER
+
+
+def _find_litert_library() -> str:
+    import ai_edge_litert
+
+    path = os.path.join(os.path.dirname(ai_edge_litert.__file__), "libLiteRt.so")
+    if not os.path.exists(path):
+        raise LiteRtError(f"libLiteRt.so not found in the ai-edge-litert wheel at {path}")
+    return path
+
+
+_LIB = None
+_KERNELS = None
+
+
+def _litert():
+    """Load libLiteRt.so once and declare the C signatures we use (all return LiteRtStatus)."""
+    global _LIB
+    if _LIB is not None:
+        return _LIB
+    lib = ctypes.CDLL(_find_litert_library(), mode=ctypes.RTLD_GLOBAL)
+    sz = ctypes.c_size_t
+    sigs = {
+        "LiteRtCreateEnvironment": [ctypes.c_int, _vp, _P(_vp)],
+        "LiteRtDestroyEnvironment": [_vp],
+        "LiteRtCreateModelFromFile": [_vp, ctypes.c_char_p, _P(_vp)],
+        "LiteRtCreateModelFromBuffer": [_vp, _vp, sz, _P(_vp)],
+        "LiteRtDestroyModel": [_vp],
+        "LiteRtCreateOptions": [_P(_vp)],
+        "LiteRtDestroyOptions": [_vp],
+        "LiteRtSetOptionsHardwareAccelerators": [_vp, ctypes.c_int],
+        "LiteRtCreateOpaqueOptions": [ctypes.c_char_p, _vp, _vp, _P(_vp)],
+        "LiteRtAddOpaqueOptions": [_vp, _vp],
+        "LiteRtAddCustomOpKernelOption": [_vp, ctypes.c_char_p, ctypes.c_int, _vp, _vp],
+        "LiteRtCreateCompiledModel": [_vp, _vp, _vp, _P(_vp)],
+        "LiteRtDestroyCompiledModel": [_vp],
+        "LiteRtGetNumModelSignatures": [_vp, _P(sz)],
+        "LiteRtGetModelSignature": [_vp, sz, _P(_vp)],
+        "LiteRtGetNumSignatureInputs": [_vp, _P(sz)],
+        "LiteRtGetNumSignatureOutputs": [_vp, _P(sz)],
+        "LiteRtGetSignatureInputName": [_vp, sz, _P(ctypes.c_char_p)],
+        "LiteRtGetSignatureOutputName": [_vp, sz, _P(ctypes.c_char_p)],
+        "LiteRtGetSignatureInputTensorByIndex": [_vp, sz, _P(_vp)],
+        "LiteRtGetSignatureOutputTensorByIndex": [_vp, sz, _P(_vp)],
+        "LiteRtGetRankedTensorType": [_vp, _P(_RankedTensorType)],
+        "LiteRtCompiledModelResizeInputTensor": [_vp, sz, sz, _P(ctypes.c_int), sz],
+        "LiteRtGetCompiledModelInputTensorLayout": [_vp, sz, sz, _P(_Layout)],
+        "LiteRtGetCompiledModelOutputTensorLayouts": [_vp, sz, sz, _P(_Layout), ctypes.c_bool],
+        "LiteRtCreateTensorBufferFromHostMemory": [_P(_RankedTensorType), _vp, sz, _vp, _P(_vp)],
+        "LiteRtDestroyTensorBuffer": [_vp],
+        "LiteRtRunCompiledModel": [_vp, sz, sz, _P(_vp), sz, _P(_vp)],
+        "LiteRtCompiledModelGetErrorMessages": [_vp, _P(ctypes.c_char_p)],
+        "LiteRtCompiledModelClearErrors": [_vp],
+    }
+    for name, argtypes in sigs.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = ctypes.c_int
+    # LiteRtDestroy* return void in the C API; declaring them void avoids reading garbage.
+    for name in ("LiteRtDestroyEnvironment", "LiteRtDestroyModel", "LiteRtDestroyOptions",
+                 "LiteRtDestroyCompiledModel", "LiteRtDestroyTensorBuffer"):
+        getattr(lib, name).restype = None
+    _LIB = lib
+    return lib
+
+
+def _kernels():
+    """Our compiled kernel library (built by setup.py), with the adapter's entry points declared."""
+    global _KERNELS
+    if _KERNELS is None:
+        from tflite_export import kernels
+
+        _KERNELS = kernels.library()
+    return _KERNELS
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise LiteRtError(f"{what} failed with LiteRtStatus {status}")
+
+
+def _aligned_empty(shape: Sequence[int], dtype) -> np.ndarray:
+    """A C-contiguous array whose data starts on a 64-byte boundary (LiteRT rejects others)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    nbytes = max(n * dtype.itemsize, 1)
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off:off + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _layout_shape(layout: _Layout) -> Tuple[int, ...]:
+    return tuple(int(layout.dimensions[i]) for i in range(layout.rank))
+
+
+class Runtime:
+    """One compiled model on LiteRT's CPU path (XNNPACK), optionally with our custom op.
+
+    Args:
+      model: a path to a ``.tflite`` file, or its bytes.
+      num_threads: XNNPACK threads for the builtin ops (our custom op runs on the calling thread).
+      custom_ops: register ``TFS_GROUP_SPARSE_FC``; False gives the stock runtime.
+    """
+
+    def __init__(self, model: Union[str, os.PathLike, bytes, bytearray, memoryview],
+                 num_threads: int = 1, custom_ops: bool = True):
+        if int(num_threads) < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self._lib = lib = _litert()
+        self._env = self._model = self._options = self._cm = self._ctx = None
+        self._model_bytes = None
+        self._buffers = None  # (shapes key, in arrays, out arrays, in handles, out handles)
+        self._closed = False
+        try:
+            self._open(model, int(num_threads), custom_ops)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------------------------------
+    def _open(self, model, num_threads: int, custom_ops: bool) -> None:
+        lib = self._lib
+        env = _vp()
+        _check(lib.LiteRtCreateEnvironment(0, None, ctypes.byref(env)), "LiteRtCreateEnvironment")
+        self._env = env
+        handle = _vp()
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            data = np.frombuffer(bytes(model), dtype=np.uint8)
+            # The model must stay at a 64-byte aligned address for its whole life (trap 1):
+            # constant tensors of the custom op point straight into these bytes.
+            self._model_bytes = _aligned_empty((data.size,), np.uint8)
+            self._model_bytes[...] = data
+            st = lib.LiteRtCreateModelFromBuffer(env, self._model_bytes.ctypes.data,
+                                                 data.size, ctypes.byref(handle))
+            _check(st, "LiteRtCreateModelFromBuffer (is this a valid .tflite?)")
+        else:
+            path = os.fspath(model)
+            if not os.path.isfile(path):
+                raise LiteRtError(f"model file not found: {path}")
+            st = lib.LiteRtCreateModelFromFile(env, path.encode(), ctypes.byref(handle))
+            _check(st, f"LiteRtCreateModelFromFile({path!r}) (is this a valid .tflite?)")
+        self._model = handle
+
+        opts = _vp()
+        _check(lib.LiteRtCreateOptions(ctypes.byref(opts)), "LiteRtCreateOptions")
+        self._options = opts
+        _check(lib.LiteRtSetOptionsHardwareAccelerators(opts, _HW_CPU),
+               "LiteRtSetOptionsHardwareAccelerators")
+        # XNNPACK thread count: an opaque option whose payload is a malloc'd TOML string that
+        # the options own (freed by the destructor we pass: libc free).
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = _vp
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        toml = f"num_threads = {num_threads}\n".encode()
+        payload = libc.malloc(len(toml) + 1)
+        ctypes.memmove(payload, toml + b"\0", len(toml) + 1)
+        opaque = _vp()
+        free_ptr = ctypes.cast(libc.free, _vp)
+        st = lib.LiteRtCreateOpaqueOptions(b"xnnpack", payload, free_ptr, ctypes.byref(opaque))
+        if st != 0:
+            libc.free(ctypes.c_void_p(payload))
+            _check(st, "LiteRtCreateOpaqueOptions(xnnpack)")
+        _check(lib.LiteRtAddOpaqueOptions(opts, opaque), "LiteRtAddOpaqueOptions")
+
+        if custom_ops:
+            k = _kernels()
+            self._ctx = k.tfs_litert_ctx_create(
+                *[ctypes.cast(getattr(lib, n), _vp) for n in (
+                    "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
+                    "LiteRtLockTensorBuffer", "LiteRtUnlockTensorBuffer")])
+            if not self._ctx:
+                raise LiteRtError("tfs_litert_ctx_create failed (out of memory)")
+            st = lib.LiteRtAddCustomOpKernelOption(opts, CUSTOM_OP_NAME.encode(), 1,
+                                                   k.tfs_litert_kernel(), self._ctx)
+            _check(st, "LiteRtAddCustomOpKernelOption")
+
+        cm = _vp()
+        st = lib.LiteRtCreateCompiledModel(env, self._model, opts, ctypes.byref(cm))
+        _check(st, "LiteRtCreateCompiledModel")
+        self._cm = cm
+
+        nsig = ctypes.c_size_t()
+        _check(lib.LiteRtGetNumModelSignatures(self._model, ctypes.byref(nsig)),
+               "LiteRtGetNumModelSignatures")
+        if nsig.value < 1:
+            raise LiteRtError("model has no signature")
+        sig = _vp()
+        _check(lib.LiteRtGetModelSignature(self._model, 0, ctypes.byref(sig)),
+               "LiteRtGetModelSignature")
+        self.input_details = self._tensor_infos(sig, True)
+        self.output_details = self._tensor_infos(sig, False)
+
+    def _tensor_infos(self, sig, inputs: bool) -> List[TensorInfo]:
+        lib = self._lib
+        kind = "Input" if inputs else "Output"
+        n = ctypes.c_size_t()
+        _check(getattr(lib, f"LiteRtGetNumSignature{kind}s")(sig, ctypes.byref(n)),
+               f"LiteRtGetNumSignature{kind}s")
+        infos = []
+        for i in range(n.value):
+            name = ctypes.c_char_p()
+            _check(getattr(lib, f"LiteRtGetSignature{kind}Name")(sig, i, ctypes.byref(name)),
+                   f"LiteRtGetSignature{kind}Name")
+            t = _vp()
+            _check(getattr(lib, f"LiteRtGetSignature{kind}TensorByIndex")(sig, i, ctypes.byref(t)),
+                   f"LiteRtGetSignature{kind}TensorByIndex")
+            rtt = _RankedTensorType()
+            _check(lib.LiteRtGetRankedTensorType(t, ctypes.byref(rtt)), "LiteRtGetRankedTensorType")
+            if rtt.element_type not in _ELEMENT_TYPES:
+                raise LiteRtError(f"unsupported element type {rtt.element_type} for {kind.lower()} {i}")
+            infos.append(TensorInfo((name.value or b"").decode(), _layout_shape(rtt.layout),
+                                    _ELEMENT_TYPES[rtt.element_type]))
+        return infos
+
+    # ----------------------------------------------------------------------------------------
+    def _destroy_buffers(self) -> None:
+        if self._buffers is not None:
+            for h in self._buffers[3] + self._buffers[4]:
+                self._lib.LiteRtDestroyTensorBuffer(h)
+            self._buffers = None
+
+    def _make_buffer(self, arr: np.ndarray, element_type: int, layout: _Layout):
+        rtt = _RankedTensorType()
+        rtt.element_type = element_type
+        rtt.layout = layout
+        h = _vp()
+        st = self._lib.LiteRtCreateTensorBufferFromHostMemory(
+            ctypes.byref(rtt), arr.ctypes.data, max(arr.nbytes, 1), None, ctypes.byref(h))
+        _check(st, "LiteRtCreateTensorBufferFromHostMemory")
+        return h
+
+    def _prepare(self, shapes: Tuple[Tuple[int, ...], ...]) -> None:
+        """Resize inputs (dynamic batch shows as -1: trap 7), read layouts, make buffers."""
+        if self._buffers is not None and self._buffers[0] == shapes:
+            return
+        self._destroy_buffers()
+        lib, cm = self._lib, self._cm
+        n_in, n_out = len(self.input_details), len(self.output_details)
+        in_layouts = []
+        for i, shape in enumerate(shapes):
+            lay = _Layout()
+            _check(lib.LiteRtGetCompiledModelInputTensorLayout(cm, 0, i, ctypes.byref(lay)),
+                   "LiteRtGetCompiledModelInputTensorLayout")
+            if _layout_shape(lay) != shape:
+                dims = (ctypes.c_int * len(shape))(*shape)
+                st = lib.LiteRtCompiledModelResizeInputTensor(cm, 0, i, dims, len(shape))
+                _check(st, f"resizing input {i} to {shape} (LiteRtCompiledModelResizeInputTensor)")
+                _check(lib.LiteRtGetCompiledModelInputTensorLayout(cm, 0, i, ctypes.byref(lay)),
+                       "LiteRtGetCompiledModelInputTensorLayout")
+            in_layouts.append(lay)
+        out_layouts = (_Layout * max(n_out, 1))()
+        _check(lib.LiteRtGetCompiledModelOutputTensorLayouts(cm, 0, n_out, out_layouts, True),
+               "LiteRtGetCompiledModelOutputTensorLayouts")
+        in_arrays = [_aligned_empty(shapes[i], self.input_details[i].dtype) for i in range(n_in)]
+        out_arrays = [_aligned_empty(_layout_shape(out_layouts[i]), self.output_details[i].dtype)
+                      for i in range(n_out)]
+        rev = {v: k for k, v in _ELEMENT_TYPES.items()}
+        in_h, out_h = [], []
+        try:
+            for i in range(n_in):
+                in_h.append(self._make_buffer(in_arrays[i], rev[self.input_details[i].dtype],
+                                              in_layouts[i]))
+            for i in range(n_out):
+                out_h.append(self._make_buffer(out_arrays[i], rev[self.output_details[i].dtype],
+                                               out_layouts[i]))
+        except BaseException:
+            for h in in_h + out_h:
+                lib.LiteRtDestroyTensorBuffer(h)
+            raise
+        self._buffers = (shapes, in_arrays, out_arrays, in_h, out_h)
+
+    def _invoke(self) -> None:
+        lib = self._lib
+        _, _, _, in_h, out_h = self._buffers
+        in_arr = (_vp * max(len(in_h), 1))(*in_h)
+        out_arr = (_vp * max(len(out_h), 1))(*out_h)
+        st = lib.LiteRtRunCompiledModel(self._cm, 0, len(in_h), in_arr, len(out_h), out_arr)
+        # Our kernel's failures never show in the status (trap 3): read its error slot first.
+        if self._ctx:
+            k = _kernels()
+            buf = ctypes.create_string_buffer(512)
+            if k.tfs_litert_ctx_take_error(self._ctx, buf, len(buf)):
+                raise LiteRtError(f"{CUSTOM_OP_NAME}: {buf.value.decode(errors='replace')}")
+        if st != 0:
+            msg = ctypes.c_char_p()
+            detail = ""
+            if lib.LiteRtCompiledModelGetErrorMessages(self._cm, ctypes.byref(msg)) == 0 and msg.value:
+                detail = ": " + msg.value.decode(errors="replace")
+                lib.LiteRtCompiledModelClearErrors(self._cm)
+            raise LiteRtError(f"LiteRtRunCompiledModel failed with LiteRtStatus {st}{detail}")
+
+    def run(self, *arrays: np.ndarray) -> List[np.ndarray]:
+        """Run the model's first signature on numpy inputs (in signature order) of any batch size.
+
+        Inputs are cast to the model's input dtypes; returns fresh numpy arrays, one per output.
+        """
+        if self._closed:
+            raise LiteRtError("run() on a closed Runtime")
+        if len(arrays) != len(self.input_details):
+            raise ValueError(f"model takes {len(self.input_details)} inputs, got {len(arrays)}")
+        arrays = [np.asarray(a) for a in arrays]
+        for i, (a, info) in enumerate(zip(arrays, self.input_details)):
+            if a.ndim != len(info.shape) or any(
+                    s != -1 and s != d for s, d in zip(info.shape[1:], a.shape[1:])):
+                raise ValueError(f"input {i} ({info.name}): shape {a.shape} does not match the "
+                                 f"model's {info.shape} (only the batch dimension may change)")
+        self._prepare(tuple(tuple(int(d) for d in a.shape) for a in arrays))
+        for dst, src, info in zip(self._buffers[1], arrays, self.input_details):
+            np.copyto(dst, src.astype(info.dtype, copy=False))
+        self._invoke()
+        return [o.copy() for o in self._buffers[2]]
+
+    def time_run(self, iterations: int) -> float:
+        """Seconds per run of ``LiteRtRunCompiledModel`` on the buffers of the last ``run``,
+        timed by a loop in C (ctypes overhead excluded). For benchmarks."""
+        if self._buffers is None:
+            raise LiteRtError("call run() once before time_run()")
+        _, _, _, in_h, out_h = self._buffers
+        in_arr = (_vp * max(len(in_h), 1))(*in_h)
+        out_arr = (_vp * max(len(out_h), 1))(*out_h)
+        k = _kernels()
+        t = k.tfs_time_litert_run(ctypes.cast(self._lib.LiteRtRunCompiledModel, _vp), self._cm,
+                                  len(in_h), in_arr, len(out_h), out_arr, int(iterations))
+        if t < 0:
+            raise LiteRtError("LiteRtRunCompiledModel failed inside the timing loop")
+        return t
+
+    # ----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free everything, in the order LiteRT needs (trap 2: options outlive the compiled model)."""
+        if self._closed:
+            return
+        self._closed = True
+        lib = self._lib
+        self._destroy_buffers()
+        if self._cm:
+            lib.LiteRtDestroyCompiledModel(self._cm)  # calls our Destroy once per node
+        if self._options:
+            lib.LiteRtDestroyOptions(self._options)
+        if self._ctx:
+            _kernels().tfs_litert_ctx_destroy(self._ctx)
+        if self._model:
+            lib.LiteRtDestroyModel(self._model)
+        if self._env:
+            lib.LiteRtDestroyEnvironment(self._env)
+        self._cm = self._options = self._ctx = self._model = self._env = None
+        self._model_bytes = None
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def load(model: Union[str, os.PathLike, bytes], num_threads: int = 1) -> Runtime:
+    """Load a ``.tflite`` (path or bytes) with ``TFS_GROUP_SPARSE_FC`` registered.
+
+    Custom-op nodes are validated by a first run on zero inputs, so a corrupt model is rejected
+    here with ``LiteRtError`` rather than at the caller's first ``run``.
+    """
+    rt = Runtime(model, num_threads=num_threads, custom_ops=True)
+    try:
+        rt.run(*[np.zeros(tuple(1 if d < 0 else d for d in i.shape), i.dtype)
+                 for i in rt.input_details])
+    except BaseException:
+        rt.close()
+        raise
+    return rt
+
+
+def load_stock(model: Union[str, os.PathLike, bytes], num_threads: int = 1) -> Runtime:
+    """Load a ``.tflite`` on the stock LiteRT runtime, without our custom op (for comparisons)."""
+    return Runtime(model, num_threads=num_threads, custom_ops=False)
