@@ -103,7 +103,7 @@ def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force
         return Decision(
             "dense", 0, dense.units, dense, dense,
             f"kept dense: best sparse choice {label} predicted {speedup:.2f}x vs dense "
-            f"(< {cost.min_speedup:.2f}x required on {cost.name})",
+            f"(< {cost.min_speedup:.2f}x required on {cost.name})" + "".join(f"; {n}" for n in notes),
         )
     runner_up = [e for e in candidates if e.format != best.format]
     alt = ""
