@@ -79,13 +79,16 @@ def library() -> ctypes.CDLL:
         "tfs_gsfc_validate_io": (ctypes.c_int, [vp, ctypes.POINTER(_Tensor), ctypes.POINTER(_Tensor),
                                                 ctypes.POINTER(i32), ctypes.c_char_p, sz]),
         "tfs_gsfc_workspace_size": (sz, [vp, i32]),
-        "tfs_gsfc_compute": (ctypes.c_int, [vp, vp, vp, i32, vp, ctypes.c_int]),
+        "tfs_gsfc_compute": (ctypes.c_int, [vp, vp, vp, vp, i32, vp, ctypes.c_int]),
+        "tfs_gsfc_packed_bound": (sz, [vp]),
+        "tfs_gsfc_pack": (ctypes.c_int, [vp, vp, sz, vp]),
+        "tfs_gsfc_packed_struct_size": (sz, []),
         "tfs_gsfc_impl_available": (ctypes.c_int, [ctypes.c_int]),
         "tfs_gsfc_best_impl": (ctypes.c_int, []),
         "tfs_multiply_by_quantized_multiplier": (i32, [i32, i32, i32]),
         "tfs_gsfc_layer_size": (sz, []),
         "tfs_gsfc_set_requant": (ctypes.c_int, [vp, ctypes.c_int]),
-        "tfs_gsfc_time_compute": (ctypes.c_double, [vp, vp, vp, i32, vp, ctypes.c_int, ctypes.c_int]),
+        "tfs_gsfc_time_compute": (ctypes.c_double, [vp, vp, vp, vp, i32, vp, ctypes.c_int, ctypes.c_int]),
         "tfs_set_impl": (ctypes.c_int, [ctypes.c_int]),
         "tfs_get_impl": (ctypes.c_int, []),
         "tfs_litert_ctx_create": (vp, [vp, vp, vp, vp]),
@@ -171,6 +174,13 @@ class GroupSparseFC:
             raise KernelFormatError(err.value.decode(errors="replace"))
         if lib.tfs_gsfc_set_requant(self._layer, REQUANT[requant]) != 0:
             raise ValueError(f"unknown requantization {requant!r}")
+        # The SIMD paths' packed copy (rows sorted and interleaved in blocks of 8).
+        bound = lib.tfs_gsfc_packed_bound(self._layer)
+        self._packed_raw = np.zeros(bound + 64, np.uint8)
+        mem = self._packed_raw.ctypes.data + ((-self._packed_raw.ctypes.data) % 64)
+        self._packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
+        if lib.tfs_gsfc_pack(self._layer, mem, bound, self._packed) != 0:
+            raise RuntimeError("tfs_gsfc_pack failed")
         m = self._arrays[3]
         self.in_features, self.out_features, self.g = int(m[1]), int(m[2]), int(m[3])
         self.dtype = np.dtype(np.int8) if int(m[5]) == 1 else np.dtype(np.float32)
@@ -196,8 +206,8 @@ class GroupSparseFC:
     def __call__(self, x: np.ndarray, impl: str = "auto") -> np.ndarray:
         """y[..., out] for x[..., in] (x's dtype must be the layer's)."""
         x, y, batch, ws = self._prepare(x)
-        if library().tfs_gsfc_compute(self._layer, x.ctypes.data, y.ctypes.data, batch, ws,
-                                      _impl_code(impl)) != 0:
+        if library().tfs_gsfc_compute(self._layer, self._packed, x.ctypes.data, y.ctypes.data,
+                                      batch, ws, _impl_code(impl)) != 0:
             raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
         return y
 
@@ -207,8 +217,9 @@ class GroupSparseFC:
         lib = library()
         best = float("inf")
         for _ in range(3):
-            t = lib.tfs_gsfc_time_compute(self._layer, x.ctypes.data, y.ctypes.data, batch, ws,
-                                          _impl_code(impl), int(iterations))
+            t = lib.tfs_gsfc_time_compute(self._layer, self._packed, x.ctypes.data,
+                                          y.ctypes.data, batch, ws, _impl_code(impl),
+                                          int(iterations))
             if t < 0:
                 raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
             best = min(best, t)

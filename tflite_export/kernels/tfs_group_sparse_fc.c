@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -311,6 +312,100 @@ static void widen_input(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, s
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Packing for the SIMD paths (layout explained above the SIMD kernels)                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static int64_t pack_entries_bound(const tfs_gsfc_layer* L) {
+  /* Rows sorted by length descending: a block's padding is at most 8 * (its max length - the
+   * next block's max length); the sum telescopes to 8 * the longest row <= 8 * ceil(in / g). */
+  return (int64_t)L->n_groups + (int64_t)TFS_GSFC_BLOCK_ROWS * (((int64_t)L->in + L->g - 1) / L->g);
+}
+
+size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* L) {
+  const size_t n_blocks = ((size_t)L->out + TFS_GSFC_BLOCK_ROWS - 1) / TFS_GSFC_BLOCK_ROWS;
+  const size_t slots = n_blocks * TFS_GSFC_BLOCK_ROWS;
+  const size_t entries = (size_t)pack_entries_bound(L);
+  const size_t wsize = L->dtype == TFS_DTYPE_I8 ? 1 : 4;
+  return align64(slots * sizeof(int32_t)) * 2 + align64((n_blocks + 1) * sizeof(int64_t)) +
+         align64(entries * sizeof(uint16_t)) + align64(entries * (size_t)L->g * wsize) +
+         align64((size_t)L->out * sizeof(int64_t));
+}
+
+static int cmp_i64(const void* a, const void* b) {
+  const int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
+  return (x > y) - (x < y);
+}
+
+static int32_t full_groups(const tfs_gsfc_layer* L, int32_t r) {
+  const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];
+  return full_end(L, k0, k1) - k0;
+}
+
+int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_packed* P) {
+  if (L == NULL || mem == NULL || P == NULL || ((uintptr_t)mem % 64) != 0 ||
+      bytes < tfs_gsfc_packed_bound(L))
+    return TFS_ERR_INVALID;
+  const int32_t R = TFS_GSFC_BLOCK_ROWS, g = L->g;
+  const int32_t n_blocks = (int32_t)(((int64_t)L->out + R - 1) / R);
+  const size_t slots = (size_t)n_blocks * R;
+  const int64_t bound = pack_entries_bound(L);
+  const size_t wsize = L->dtype == TFS_DTYPE_I8 ? 1 : 4;
+  char* p = (char*)mem;
+  int32_t* perm = (int32_t*)(void*)p;   p += align64(slots * sizeof(int32_t));
+  int32_t* tail = (int32_t*)(void*)p;   p += align64(slots * sizeof(int32_t));
+  int64_t* off = (int64_t*)(void*)p;    p += align64(((size_t)n_blocks + 1) * sizeof(int64_t));
+  uint16_t* col = (uint16_t*)(void*)p;  p += align64((size_t)bound * sizeof(uint16_t));
+  char* w = p;                          p += align64((size_t)bound * (size_t)g * wsize);
+  int64_t* keys = (int64_t*)(void*)p;
+
+  /* Sort rows by number of full groups, descending (ties: row order, for determinism). */
+  for (int32_t r = 0; r < L->out; ++r)
+    keys[r] = ((int64_t)(65536 - full_groups(L, r)) << 32) | (int64_t)r;
+  qsort(keys, (size_t)L->out, sizeof(int64_t), cmp_i64);
+  for (size_t s = 0; s < slots; ++s) {
+    const int32_t r = s < (size_t)L->out ? (int32_t)(keys[s] & 0xFFFFFFFF) : -1;
+    perm[s] = r;
+    tail[s] = (r >= 0 && full_groups(L, r) != L->row_ptr[r + 1] - L->row_ptr[r]) ? L->row_ptr[r + 1] - 1 : -1;
+  }
+  off[0] = 0;
+  for (int32_t b = 0; b < n_blocks; ++b) {
+    int32_t steps = 0;
+    for (int32_t i = 0; i < R; ++i) {
+      const int32_t r = perm[b * R + i];
+      if (r >= 0 && full_groups(L, r) > steps) steps = full_groups(L, r);
+    }
+    off[b + 1] = off[b] + (int64_t)steps * R;
+    if (off[b + 1] > bound) return TFS_ERR_INVALID; /* cannot happen (see the bound) */
+    for (int32_t t = 0; t < steps; ++t) {
+      for (int32_t i = 0; i < R; ++i) {
+        const int64_t e = off[b] + (int64_t)t * R + i;
+        const int32_t r = perm[b * R + i];
+        char* we = w + (size_t)e * (size_t)g * wsize;
+        if (r >= 0 && t < full_groups(L, r)) {
+          const int32_t k = L->row_ptr[r] + t;
+          col[e] = L->col_idx[k];
+          memcpy(we, (const char*)L->values + (size_t)k * (size_t)g * wsize, (size_t)g * wsize);
+        } else {
+          /* Padding: zero weights at column 0, a full group (padding exists only when some row
+           * has a full group, so in >= g). */
+          col[e] = 0;
+          memset(we, 0, (size_t)g * wsize);
+        }
+      }
+    }
+  }
+  P->n_blocks = n_blocks;
+  P->perm = perm;
+  P->tail = tail;
+  P->blk_off = off;
+  P->col = col;
+  P->w = w;
+  return TFS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Portable reference kernel                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -376,123 +471,6 @@ TFS_AVX2 static inline __m256i hsum8_epi32(const __m256i* v) {
                           _mm256_permute2x128_si256(a, b, 0x31));
 }
 
-TFS_AVX2 static inline float hsum_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-TFS_AVX2 static inline int32_t hsum_epi32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
-
-/* Column indices k .. k+7 as int32 lanes; only the first n (< 8 allowed) are read from col. */
-TFS_AVX2 static inline __m256i load_cols8(const uint16_t* col, int32_t n) {
-  if (n >= 8) return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)col));
-  uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  memcpy(tmp, col, (size_t)n * sizeof(uint16_t));
-  return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)tmp));
-}
-
-TFS_AVX2 static inline __m256i lane_mask8(int32_t n) { /* lanes < n all ones */
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-/* --- float32 row kernels: sum over full groups [k0, k1) of one row, as 8 partial sums. --- */
-
-TFS_AVX2 static inline __m256 row_f32_g1(const float* x, const float* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int32_t k = k0;
-  for (; k + 16 <= k1; k += 16) {
-    const __m256 x0 = _mm256_i32gather_ps(x, load_cols8(col + k, 8), 4);
-    const __m256 x1 = _mm256_i32gather_ps(x, load_cols8(col + k + 8, 8), 4);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), x0, a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), x1, a1);
-  }
-  for (; k < k1; k += 8) {
-    const int32_t n = k1 - k < 8 ? k1 - k : 8;
-    const __m256i m = lane_mask8(n);
-    const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, load_cols8(col + k, n),
-                                               _mm256_castsi256_ps(m), 4);
-    a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w + k, m), xv, a0);
-  }
-  return _mm256_add_ps(a0, a1);
-}
-
-TFS_AVX2 static inline __m256 row_f32_g2(const float* x, const float* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  const long long* xq = (const long long*)(const void*)x; /* pairs x[c], x[c+1] as 64 bits */
-  int32_t k = k0;
-  for (; k + 8 <= k1; k += 8) {
-    const __m256i c8 = load_cols8(col + k, 8);
-    const __m256 x0 = _mm256_castsi256_ps(_mm256_i32gather_epi64(xq, _mm256_castsi256_si128(c8), 4));
-    const __m256 x1 = _mm256_castsi256_ps(_mm256_i32gather_epi64(xq, _mm256_extracti128_si256(c8, 1), 4));
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * k), x0, a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * k + 8), x1, a1);
-  }
-  for (; k < k1; k += 4) {
-    const int32_t n = k1 - k < 4 ? k1 - k : 4;
-    const __m256i c4 = load_cols8(col + k, n);
-    const __m256i m64 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-    const __m256 xv = _mm256_castsi256_ps(_mm256_mask_i32gather_epi64(
-        _mm256_setzero_si256(), xq, _mm256_castsi256_si128(c4), m64, 4));
-    a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w + 2 * k, m64), xv, a0);
-  }
-  return _mm256_add_ps(a0, a1);
-}
-
-TFS_AVX2 static inline __m256 load2x4_ps(const float* p, const float* q) {
-  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(q), 1);
-}
-
-TFS_AVX2 static inline __m256 row_f32_g4(const float* x, const float* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int32_t k = k0;
-  for (; k + 4 <= k1; k += 4) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * k), load2x4_ps(x + col[k], x + col[k + 1]), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * k + 8), load2x4_ps(x + col[k + 2], x + col[k + 3]), a1);
-  }
-  if (k + 2 <= k1) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 4 * k), load2x4_ps(x + col[k], x + col[k + 1]), a0);
-    k += 2;
-  }
-  if (k < k1) {
-    const __m128 p = _mm_mul_ps(_mm_loadu_ps(w + 4 * k), _mm_loadu_ps(x + col[k]));
-    a1 = _mm256_add_ps(a1, _mm256_insertf128_ps(_mm256_setzero_ps(), p, 0));
-  }
-  return _mm256_add_ps(a0, a1);
-}
-
-TFS_AVX2 static inline __m256 row_f32_g8(const float* x, const float* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int32_t k = k0;
-  for (; k + 2 <= k1; k += 2) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k), _mm256_loadu_ps(x + col[k]), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k + 8), _mm256_loadu_ps(x + col[k + 1]), a1);
-  }
-  if (k < k1) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k), _mm256_loadu_ps(x + col[k]), a0);
-  return _mm256_add_ps(a0, a1);
-}
-
-TFS_AVX2 static inline __m256 row_f32_g16(const float* x, const float* w, const uint16_t* col,
-                                          int32_t k0, int32_t k1) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  for (int32_t k = k0; k < k1; ++k) {
-    const float* xp = x + col[k];
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16 * k), _mm256_loadu_ps(xp), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16 * k + 8), _mm256_loadu_ps(xp + 8), a1);
-  }
-  return _mm256_add_ps(a0, a1);
-}
-
 TFS_AVX2 static inline __m256 act_f32_v(__m256 v, int act) {
   if (act == TFS_ACT_NONE) return v;
   v = _mm256_max_ps(v, _mm256_setzero_ps());
@@ -500,307 +478,351 @@ TFS_AVX2 static inline __m256 act_f32_v(__m256 v, int act) {
   return v;
 }
 
-/* One driver per g, so the row kernel inlines into a loop with a constant group width. */
-#define TFS_DEFINE_F32_DRIVER(NAME, ROW, TARGET)                                                \
-  TARGET static void NAME(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch) {    \
-    const float* w = (const float*)L->values;                                                    \
-    const float* bias = (const float*)L->bias;                                                   \
-    const uint16_t* col = L->col_idx;                                                            \
-    const int32_t* rp = L->row_ptr;                                                              \
-    const int32_t in = L->in, out = L->out;                                                      \
-    int32_t r0 = 0;                                                                              \
-    for (; r0 + 8 <= out; r0 += 8) {                                                             \
-      int32_t kend[8];                                                                           \
-      for (int i = 0; i < 8; ++i) kend[i] = full_end(L, rp[r0 + i], rp[r0 + i + 1]);             \
-      for (int32_t b = 0; b < batch; ++b) {                                                      \
-        const float* xb = x + (size_t)b * in;                                                    \
-        __m256 acc[8];                                                                           \
-        float tails[8];                                                                          \
-        for (int i = 0; i < 8; ++i) {                                                            \
-          acc[i] = ROW(xb, w, col, rp[r0 + i], kend[i]);                                         \
-          tails[i] = kend[i] != rp[r0 + i + 1] ? tail_f32(L, xb, kend[i]) : 0.0f;                \
-        }                                                                                        \
-        __m256 s = _mm256_add_ps(hsum8_ps(acc), _mm256_loadu_ps(tails));                         \
-        s = _mm256_add_ps(s, _mm256_loadu_ps(bias + r0));                                        \
-        _mm256_storeu_ps(y + (size_t)b * out + r0, act_f32_v(s, L->activation));                \
-      }                                                                                          \
-    }                                                                                            \
-    for (; r0 < out; ++r0) {                                                                     \
-      const int32_t k0 = rp[r0], k1 = rp[r0 + 1], ke = full_end(L, k0, k1);                      \
-      for (int32_t b = 0; b < batch; ++b) {                                                      \
-        const float* xb = x + (size_t)b * in;                                                    \
-        float s = hsum_ps(ROW(xb, w, col, k0, ke));                                              \
-        if (ke != k1) s += tail_f32(L, xb, ke);                                                  \
-        y[(size_t)b * out + r0] = act_f32(s + bias[r0], L->activation);                          \
-      }                                                                                          \
-    }                                                                                            \
-  }
+/* --- Packed layout for the SIMD paths -------------------------------------------------------
+ * Rows with a random number of groups make a row-at-a-time loop mispredict its exit and
+ * remainder branches on nearly every row, which costs more than the arithmetic at 90 %+
+ * sparsity. So the SIMD kernels run on a packed copy (tfs_gsfc_pack): rows sorted by their
+ * number of full groups (descending) and cut into blocks of 8 "slots"; within a block, step t
+ * holds group t of each of the 8 rows side by side (zero-weight padding where a row is shorter;
+ * sorting keeps the padding to a few %). A block is then one loop with a fixed trip count and
+ * 8 independent accumulator chains; the only data-dependent branch is the block's loop exit.
+ * Ragged tail groups stay in the original layout and are added per slot in scalar code.
+ * ------------------------------------------------------------------------------------------ */
 
-TFS_DEFINE_F32_DRIVER(avx2_f32_g1, row_f32_g1, TFS_AVX2)
-TFS_DEFINE_F32_DRIVER(avx2_f32_g2, row_f32_g2, TFS_AVX2)
-TFS_DEFINE_F32_DRIVER(avx2_f32_g4, row_f32_g4, TFS_AVX2)
-TFS_DEFINE_F32_DRIVER(avx2_f32_g8, row_f32_g8, TFS_AVX2)
-TFS_DEFINE_F32_DRIVER(avx2_f32_g16, row_f32_g16, TFS_AVX2)
-
-/* --- int8 row kernels over xs = int16 (x - zp): 8 int32 partial sums. madd_epi16 cannot
- * overflow here: |w| <= 128 and |xs| <= 255, so a pair sums to at most 65280. --- */
-
-TFS_AVX2 static inline __m256i row_i8_g1(const int16_t* xs, const int8_t* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256i acc = _mm256_setzero_si256();
-  const int* xi = (const int*)(const void*)xs;
-  const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
-  for (int32_t k = k0; k < k1; k += 8) {
-    const int32_t n = k1 - k < 8 ? k1 - k : 8;
-    /* 32-bit gather at xs + c: lanes hold (xs[c], xs[c+1]); the workspace has slack past the
-     * end so xs[c+1] is always inside it. Weights become (w, 0) int16 pairs so madd yields
-     * xs[c] * w exactly. */
-    __m256i xv;
-    long long wbits = 0;
-    if (n == 8) {
-      xv = _mm256_i32gather_epi32(xi, load_cols8(col + k, 8), 2);
-      memcpy(&wbits, w + k, 8);
-    } else {
-      xv = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), xi, load_cols8(col + k, n),
-                                       lane_mask8(n), 2);
-      memcpy(&wbits, w + k, (size_t)n);
-    }
-    const __m256i wv = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(wbits)), lo16);
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
-  }
-  return acc;
+TFS_AVX2 static inline __m256 perm_ps(__m256 v, int a, int b, int c, int d, int e, int f, int g, int h) {
+  return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(a, b, c, d, e, f, g, h));
 }
-
-TFS_AVX2 static inline __m256i row_i8_g2(const int16_t* xs, const int8_t* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-  const int* xi = (const int*)(const void*)xs;
-  int32_t k = k0;
-  for (; k + 8 <= k1; k += 8) {
-    const __m256i xv = _mm256_i32gather_epi32(xi, load_cols8(col + k, 8), 2);
-    const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 2 * k)));
-    if ((k - k0) & 8) a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(xv, wv));
-    else a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, wv));
-  }
-  if (k < k1) {
-    const int32_t n = k1 - k;
-    int8_t wt[16] = {0};
-    memcpy(wt, w + 2 * k, (size_t)(2 * n));
-    const __m256i xv = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), xi,
-                                                   load_cols8(col + k, n), lane_mask8(n), 2);
-    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)wt))));
-  }
-  return _mm256_add_epi32(a0, a1);
+TFS_AVX2 static inline __m256i perm_epi32(__m256i v, int a, int b, int c, int d, int e, int f, int g, int h) {
+  return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(a, b, c, d, e, f, g, h));
 }
-
+TFS_AVX2 static inline __m256i load_cols8(const uint16_t* col) {
+  return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(const void*)col));
+}
+TFS_AVX2 static inline __m256 load2x4_ps(const float* p, const float* q) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), _mm_loadu_ps(q), 1);
+}
 TFS_AVX2 static inline __m128i load_i16x4(const int16_t* p) {
   return _mm_loadl_epi64((const __m128i*)(const void*)p);
 }
+TFS_AVX2 static inline __m128i load_i16x8(const int16_t* p) {
+  return _mm_loadu_si128((const __m128i*)(const void*)p);
+}
 
-TFS_AVX2 static inline __m256i row_i8_g4(const int16_t* xs, const int8_t* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
+/* Each blk_* returns the 8 slots' dot products over the block's steps, lane i = slot i. */
+
+TFS_AVX2 static inline __m256 blk_f32_g1(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int32_t t = 0;
+  for (; t + 2 <= steps; t += 2) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * t), _mm256_i32gather_ps(x, load_cols8(col + 8 * t), 4), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * t + 8), _mm256_i32gather_ps(x, load_cols8(col + 8 * t + 8), 4), a1);
+  }
+  if (t < steps)
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * t), _mm256_i32gather_ps(x, load_cols8(col + 8 * t), 4), a0);
+  return _mm256_add_ps(a0, a1);
+}
+
+TFS_AVX2 static inline __m256 blk_f32_g2(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  const long long* xq = (const long long*)(const void*)x; /* (x[c], x[c+1]) as one 64-bit lane */
+  for (int32_t t = 0; t < steps; ++t) {
+    const __m256i c = load_cols8(col + 8 * t);
+    const __m256 xl = _mm256_castsi256_ps(_mm256_i32gather_epi64(xq, _mm256_castsi256_si128(c), 4));
+    const __m256 xh = _mm256_castsi256_ps(_mm256_i32gather_epi64(xq, _mm256_extracti128_si256(c, 1), 4));
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16 * t), xl, a0);      /* slots 0-3, 2 lanes each */
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 16 * t + 8), xh, a1);  /* slots 4-7 */
+  }
+  /* hadd -> [s0 s1 s4 s5 | s2 s3 s6 s7] */
+  return perm_ps(_mm256_hadd_ps(a0, a1), 0, 1, 4, 5, 2, 3, 6, 7);
+}
+
+TFS_AVX2 static inline __m256 blk_f32_g4(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const float* wt = w + 32 * t;
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wt), load2x4_ps(x + c[0], x + c[1]), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8), load2x4_ps(x + c[2], x + c[3]), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 16), load2x4_ps(x + c[4], x + c[5]), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 24), load2x4_ps(x + c[6], x + c[7]), a3);
+  }
+  /* a_j = [slot 2j x4 | slot 2j+1 x4]; two hadd levels -> [s0 s2 s4 s6 | s1 s3 s5 s7] */
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return perm_ps(h, 0, 4, 1, 5, 2, 6, 3, 7);
+}
+
+TFS_AVX2 static inline __m256 blk_f32_g8(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m256 a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const float* wt = w + 64 * t;
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8 * i), _mm256_loadu_ps(x + c[i]), a[i]);
+  }
+  return hsum8_ps(a);
+}
+
+TFS_AVX2 static inline __m256 blk_f32_g16(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m256 a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const float* wt = w + 128 * t;
+    for (int i = 0; i < 8; ++i) {
+      a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 16 * i), _mm256_loadu_ps(x + c[i]), a[i]);
+      a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 16 * i + 8), _mm256_loadu_ps(x + c[i] + 8), a[i]);
+    }
+  }
+  return hsum8_ps(a);
+}
+
+/* int8 over xs = int16 (x - input_zp). madd_epi16 cannot overflow: |w| <= 128, |xs| <= 255. */
+
+TFS_AVX2 static inline __m256i blk_i8_g1(const int16_t* xs, const uint16_t* col, const int8_t* w, int32_t steps) {
+  /* 32-bit gathers at xs + c give (xs[c], xs[c+1]) (the workspace has slack past the end);
+   * weights become (w, 0) pairs so madd yields exactly xs[c] * w. */
+  const int* xi = (const int*)(const void*)xs;
+  const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+  __m256i a0 = _mm256_setzero_si256();
+  for (int32_t t = 0; t < steps; ++t) {
+    const __m256i xv = _mm256_i32gather_epi32(xi, load_cols8(col + 8 * t), 2);
+    const __m256i wv = _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(const void*)(w + 8 * t))), lo16);
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, wv));
+  }
+  return a0;
+}
+
+TFS_AVX2 static inline __m256i blk_i8_g2(const int16_t* xs, const uint16_t* col, const int8_t* w, int32_t steps) {
+  const int* xi = (const int*)(const void*)xs;
+  __m256i a0 = _mm256_setzero_si256();
+  for (int32_t t = 0; t < steps; ++t) {
+    const __m256i xv = _mm256_i32gather_epi32(xi, load_cols8(col + 8 * t), 2);
+    const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(w + 16 * t)));
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(xv, wv));
+  }
+  return a0;
+}
+
+TFS_AVX2 static inline __m256i blk_i8_g4(const int16_t* xs, const uint16_t* col, const int8_t* w, int32_t steps) {
   __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-  int32_t k = k0;
-  for (; k + 8 <= k1; k += 8) {
-    const __m128i wb = _mm_loadu_si128((const __m128i*)(w + 4 * k));
-    const __m128i wc = _mm_loadu_si128((const __m128i*)(w + 4 * k + 16));
-    const __m128i p01 = _mm_unpacklo_epi64(load_i16x4(xs + col[k]), load_i16x4(xs + col[k + 1]));
-    const __m128i p23 = _mm_unpacklo_epi64(load_i16x4(xs + col[k + 2]), load_i16x4(xs + col[k + 3]));
-    const __m128i p45 = _mm_unpacklo_epi64(load_i16x4(xs + col[k + 4]), load_i16x4(xs + col[k + 5]));
-    const __m128i p67 = _mm_unpacklo_epi64(load_i16x4(xs + col[k + 6]), load_i16x4(xs + col[k + 7]));
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const int8_t* wt = w + 32 * t;
+    const __m128i p01 = _mm_unpacklo_epi64(load_i16x4(xs + c[0]), load_i16x4(xs + c[1]));
+    const __m128i p23 = _mm_unpacklo_epi64(load_i16x4(xs + c[2]), load_i16x4(xs + c[3]));
+    const __m128i p45 = _mm_unpacklo_epi64(load_i16x4(xs + c[4]), load_i16x4(xs + c[5]));
+    const __m128i p67 = _mm_unpacklo_epi64(load_i16x4(xs + c[6]), load_i16x4(xs + c[7]));
     a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(p01), p23, 1),
-                                                _mm256_cvtepi8_epi16(wb)));
+                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)wt))));
     a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(p45), p67, 1),
-                                                _mm256_cvtepi8_epi16(wc)));
+                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(wt + 16)))));
   }
-  __m128i r = _mm_setzero_si128();
-  for (; k + 2 <= k1; k += 2) {
-    const __m128i p = _mm_unpacklo_epi64(load_i16x4(xs + col[k]), load_i16x4(xs + col[k + 1]));
-    r = _mm_add_epi32(r, _mm_madd_epi16(p, _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i*)(w + 4 * k)))));
-  }
-  if (k < k1) {
-    int32_t wbits;
-    memcpy(&wbits, w + 4 * k, 4);
-    r = _mm_add_epi32(r, _mm_madd_epi16(load_i16x4(xs + col[k]), _mm_cvtepi8_epi16(_mm_cvtsi32_si128(wbits))));
-  }
-  return _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_inserti128_si256(_mm256_setzero_si256(), r, 0));
+  /* a0 = [s0 s0 s1 s1 | s2 s2 s3 s3], a1 likewise for 4-7; hadd -> [s0 s1 s4 s5 | s2 s3 s6 s7] */
+  return perm_epi32(_mm256_hadd_epi32(a0, a1), 0, 1, 4, 5, 2, 3, 6, 7);
 }
 
-TFS_AVX2 static inline __m256i row_i8_g8(const int16_t* xs, const int8_t* w, const uint16_t* col,
-                                         int32_t k0, int32_t k1) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-  int32_t k = k0;
-  for (; k + 4 <= k1; k += 4) {
-    const __m256i x01 = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(xs + col[k]))),
-        _mm_loadu_si128((const __m128i*)(xs + col[k + 1])), 1);
-    const __m256i x23 = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(xs + col[k + 2]))),
-        _mm_loadu_si128((const __m128i*)(xs + col[k + 3])), 1);
-    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(x01, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 8 * k)))));
-    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(x23, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 8 * k + 16)))));
+TFS_AVX2 static inline __m256i blk_i8_g8(const int16_t* xs, const uint16_t* col, const int8_t* w, int32_t steps) {
+  __m256i a[4];
+  for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_si256();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const int8_t* wt = w + 64 * t;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i xv = _mm256_inserti128_si256(_mm256_castsi128_si256(load_i16x8(xs + c[2 * j])),
+                                                 load_i16x8(xs + c[2 * j + 1]), 1);
+      a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(xv, _mm256_cvtepi8_epi16(
+                                        _mm_loadu_si128((const __m128i*)(const void*)(wt + 16 * j)))));
+    }
   }
-  __m128i r = _mm_setzero_si128();
-  for (; k < k1; ++k)
-    r = _mm_add_epi32(r, _mm_madd_epi16(_mm_loadu_si128((const __m128i*)(xs + col[k])),
-                                        _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i*)(w + 8 * k)))));
-  return _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_inserti128_si256(_mm256_setzero_si256(), r, 0));
+  /* a_j = [slot 2j x4 | slot 2j+1 x4] -> [s0 s2 s4 s6 | s1 s3 s5 s7] */
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+  return perm_epi32(h, 0, 4, 1, 5, 2, 6, 3, 7);
 }
 
-TFS_AVX2 static inline __m256i row_i8_g16(const int16_t* xs, const int8_t* w, const uint16_t* col,
-                                          int32_t k0, int32_t k1) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-  int32_t k = k0;
-  for (; k + 2 <= k1; k += 2) {
-    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xs + col[k])),
-                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k)))));
-    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xs + col[k + 1])),
-                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k + 16)))));
+TFS_AVX2 static inline __m256i blk_i8_g16(const int16_t* xs, const uint16_t* col, const int8_t* w, int32_t steps) {
+  __m256i a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_si256();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const int8_t* wt = w + 128 * t;
+    for (int i = 0; i < 8; ++i)
+      a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(const void*)(xs + c[i])),
+                                                      _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(wt + 16 * i)))));
   }
-  if (k < k1)
-    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xs + col[k])),
-                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k)))));
-  return _mm256_add_epi32(a0, a1);
+  return hsum8_epi32(a);
 }
 
-/* 8 accumulators (bias included) of rows r0..r0+7 -> int8, XNNPACK's fp32 requantization. */
-TFS_AVX2 static inline void requant8_fp32(const tfs_gsfc_layer* L, int32_t r0, __m256i acc,
-                                          int8_t* dst) {
-  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(L->scale + r0));
-  f = _mm256_max_ps(f, _mm256_set1_ps((float)(L->act_min - L->out_zp)));
-  f = _mm256_min_ps(f, _mm256_set1_ps((float)(L->act_max - L->out_zp)));
-  f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(L->out_zp));
-  const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  _mm_storel_epi64((__m128i*)(void*)dst, _mm_packs_epi16(p16, p16));
+/* Slot -> original row, clamped to 0 for padding slots (their results are never stored). */
+TFS_AVX2 static inline __m256i slot_rows(const tfs_gsfc_packed* P, int32_t b) {
+  return _mm256_max_epi32(_mm256_loadu_si256((const __m256i*)(const void*)(P->perm + 8 * b)), _mm256_setzero_si256());
 }
 
-#define TFS_DEFINE_I8_DRIVER(NAME, ROW, TARGET)                                                 \
-  TARGET static void NAME(const tfs_gsfc_layer* L, const int16_t* xs, int8_t* y, int32_t batch) { \
-    const int8_t* w = (const int8_t*)L->values;                                                  \
-    const int32_t* bias = (const int32_t*)L->bias;                                               \
-    const uint16_t* col = L->col_idx;                                                            \
-    const int32_t* rp = L->row_ptr;                                                              \
-    const int32_t in = L->in, out = L->out;                                                      \
-    int32_t r0 = 0;                                                                              \
-    for (; r0 + 8 <= out; r0 += 8) {                                                             \
-      int32_t kend[8];                                                                           \
-      for (int i = 0; i < 8; ++i) kend[i] = full_end(L, rp[r0 + i], rp[r0 + i + 1]);             \
-      for (int32_t b = 0; b < batch; ++b) {                                                      \
-        const int16_t* xb = xs + (size_t)b * in;                                                 \
-        __m256i acc[8];                                                                          \
-        int32_t tails[8];                                                                        \
-        for (int i = 0; i < 8; ++i) {                                                            \
-          acc[i] = ROW(xb, w, col, rp[r0 + i], kend[i]);                                         \
-          tails[i] = kend[i] != rp[r0 + i + 1] ? tail_i8(L, xb, kend[i]) : 0;                    \
-        }                                                                                        \
-        __m256i s = _mm256_add_epi32(hsum8_epi32(acc), _mm256_loadu_si256((const __m256i*)tails)); \
-        s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i*)(bias + r0)));                \
-        int8_t* dst = y + (size_t)b * out + r0;                                                  \
-        if (L->requant == TFS_REQUANT_FP32) {                                                    \
-          requant8_fp32(L, r0, s, dst);                                                          \
-        } else {                                                                                 \
-          int32_t a[8];                                                                          \
-          _mm256_storeu_si256((__m256i*)a, s);                                                   \
-          for (int i = 0; i < 8; ++i) dst[i] = requant_one(L, r0 + i, a[i]);                     \
-        }                                                                                        \
+TFS_AVX2 static inline void finish_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
+                                       __m256 s, const float* xb, float* yb) {
+  const int32_t* perm = P->perm + 8 * b;
+  if (L->in_full != L->in) {
+    float t[8];
+    for (int i = 0; i < 8; ++i) {
+      const int32_t k = P->tail[8 * b + i];
+      t[i] = k >= 0 ? tail_f32(L, xb, k) : 0.0f;
+    }
+    s = _mm256_add_ps(s, _mm256_loadu_ps(t));
+  }
+  s = _mm256_add_ps(s, _mm256_i32gather_ps((const float*)L->bias, slot_rows(P, b), 4));
+  float o[8];
+  _mm256_storeu_ps(o, act_f32_v(s, L->activation));
+  for (int i = 0; i < 8; ++i)
+    if (perm[i] >= 0) yb[perm[i]] = o[i];
+}
+
+TFS_AVX2 static inline void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
+                                      __m256i s, const int16_t* xb, int8_t* yb) {
+  const int32_t* perm = P->perm + 8 * b;
+  if (L->in_full != L->in) {
+    int32_t t[8];
+    for (int i = 0; i < 8; ++i) {
+      const int32_t k = P->tail[8 * b + i];
+      t[i] = k >= 0 ? tail_i8(L, xb, k) : 0;
+    }
+    s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i*)(const void*)t));
+  }
+  const __m256i rows = slot_rows(P, b);
+  s = _mm256_add_epi32(s, _mm256_i32gather_epi32((const int*)L->bias, rows, 4));
+  int32_t o[8];
+  if (L->requant == TFS_REQUANT_FP32) {
+    /* XNNPACK's fp32 requantization, 8 rows at once. */
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_i32gather_ps(L->scale, rows, 4));
+    f = _mm256_max_ps(f, _mm256_set1_ps((float)(L->act_min - L->out_zp)));
+    f = _mm256_min_ps(f, _mm256_set1_ps((float)(L->act_max - L->out_zp)));
+    f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256((__m256i*)(void*)o, _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(L->out_zp)));
+  } else {
+    _mm256_storeu_si256((__m256i*)(void*)o, s);
+    for (int i = 0; i < 8; ++i) o[i] = perm[i] >= 0 ? requant_one(L, perm[i], o[i]) : 0;
+  }
+  for (int i = 0; i < 8; ++i)
+    if (perm[i] >= 0) yb[perm[i]] = (int8_t)o[i];
+}
+
+/* Block loop outside, batch loop inside: a block's packed weights stay in L1 across the batch. */
+#define TFS_DEFINE_F32_DRIVER(NAME, BLK, TARGET)                                                \
+  TARGET static void NAME(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,     \
+                          float* y, int32_t batch) {                                             \
+    const float* wbase = (const float*)P->w;                                                     \
+    for (int32_t b = 0; b < P->n_blocks; ++b) {                                                  \
+      const int64_t e0 = P->blk_off[b];                                                          \
+      const int32_t steps = (int32_t)((P->blk_off[b + 1] - e0) / 8);                             \
+      for (int32_t bi = 0; bi < batch; ++bi) {                                                   \
+        const float* xb = x + (size_t)bi * L->in;                                                \
+        finish_f32(L, P, b, BLK(xb, P->col + e0, wbase + e0 * L->g, steps), xb,                  \
+                   y + (size_t)bi * L->out);                                                     \
       }                                                                                          \
     }                                                                                            \
-    for (; r0 < out; ++r0) {                                                                     \
-      const int32_t k0 = rp[r0], k1 = rp[r0 + 1], ke = full_end(L, k0, k1);                      \
-      for (int32_t b = 0; b < batch; ++b) {                                                      \
-        const int16_t* xb = xs + (size_t)b * in;                                                 \
-        uint32_t s = (uint32_t)hsum_epi32(ROW(xb, w, col, k0, ke));                              \
-        if (ke != k1) s += (uint32_t)tail_i8(L, xb, ke);                                         \
-        s += (uint32_t)bias[r0];                                                                 \
-        y[(size_t)b * out + r0] = requant_one(L, r0, (int32_t)s);                                \
+  }
+
+#define TFS_DEFINE_I8_DRIVER(NAME, BLK, TARGET)                                                 \
+  TARGET static void NAME(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const int16_t* xs,  \
+                          int8_t* y, int32_t batch) {                                            \
+    const int8_t* wbase = (const int8_t*)P->w;                                                   \
+    for (int32_t b = 0; b < P->n_blocks; ++b) {                                                  \
+      const int64_t e0 = P->blk_off[b];                                                          \
+      const int32_t steps = (int32_t)((P->blk_off[b + 1] - e0) / 8);                             \
+      for (int32_t bi = 0; bi < batch; ++bi) {                                                   \
+        const int16_t* xb = xs + (size_t)bi * L->in;                                             \
+        finish_i8(L, P, b, BLK(xb, P->col + e0, wbase + e0 * L->g, steps), xb,                   \
+                  y + (size_t)bi * L->out);                                                      \
       }                                                                                          \
     }                                                                                            \
   }
 
-TFS_DEFINE_I8_DRIVER(avx2_i8_g1, row_i8_g1, TFS_AVX2)
-TFS_DEFINE_I8_DRIVER(avx2_i8_g2, row_i8_g2, TFS_AVX2)
-TFS_DEFINE_I8_DRIVER(avx2_i8_g4, row_i8_g4, TFS_AVX2)
-TFS_DEFINE_I8_DRIVER(avx2_i8_g8, row_i8_g8, TFS_AVX2)
-TFS_DEFINE_I8_DRIVER(avx2_i8_g16, row_i8_g16, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g1, blk_f32_g1, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g2, blk_f32_g2, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g4, blk_f32_g4, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g8, blk_f32_g8, TFS_AVX2)
+TFS_DEFINE_F32_DRIVER(avx2_f32_g16, blk_f32_g16, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g1, blk_i8_g1, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g2, blk_i8_g2, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g4, blk_i8_g4, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g8, blk_i8_g8, TFS_AVX2)
+TFS_DEFINE_I8_DRIVER(avx2_i8_g16, blk_i8_g16, TFS_AVX2)
 
 TFS_AVX2 static void avx2_widen(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, size_t n) {
   const __m256i zp = _mm256_set1_epi16((int16_t)L->in_zp);
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256((__m256i*)(void*)(xs + i),
-                        _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(x + i))), zp));
+                        _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(x + i))), zp));
   widen_input(L, x + i, xs + i, n - i);
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* AVX-512 (F + BW): float32 g = 8, 16 and int8 g = 16 get 512-bit row kernels (several groups
- * per register); every other case runs the AVX2 kernels, whose groups fill a 256-bit register
- * already. Not exercised on the development machine (no AVX-512): see the tests' report. */
+/* AVX-512 (F + BW): float32 g = 8, 16 and int8 g = 16 get 512-bit block kernels (two slots or
+ * one slot per register); every other case runs the AVX2 kernels, whose slots already fill a
+ * 256-bit register. Not exercised on the development machine (no AVX-512): see the tests. */
 /* ------------------------------------------------------------------------------------------ */
 #define TFS_AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
 
-TFS_AVX512 static inline __m256 fold512(__m512 v) {
-  return _mm256_add_ps(_mm512_castps512_ps256(v),
-                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+TFS_AVX512 static inline __m256 lo256_ps(__m512 v) { return _mm512_castps512_ps256(v); }
+TFS_AVX512 static inline __m256 hi256_ps(__m512 v) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
-
-TFS_AVX512 static inline __m256i fold512_epi32(__m512i v) {
-  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-}
-
 TFS_AVX512 static inline __m512 load2x8_ps(const float* p, const float* q) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(p))),
                                              _mm256_castps_pd(_mm256_loadu_ps(q)), 1));
 }
 
-TFS_AVX512 static inline __m256 row_f32_g8_512(const float* x, const float* w,
-                                               const uint16_t* col, int32_t k0, int32_t k1) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  int32_t k = k0;
-  for (; k + 4 <= k1; k += 4) {
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 8 * k), load2x8_ps(x + col[k], x + col[k + 1]), a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 8 * k + 16), load2x8_ps(x + col[k + 2], x + col[k + 3]), a1);
+TFS_AVX512 static inline __m256 blk_f32_g8_512(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m512 a[4];
+  for (int j = 0; j < 4; ++j) a[j] = _mm512_setzero_ps();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const float* wt = w + 64 * t;
+    for (int j = 0; j < 4; ++j)
+      a[j] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16 * j), load2x8_ps(x + c[2 * j], x + c[2 * j + 1]), a[j]);
   }
-  __m256 r = fold512(_mm512_add_ps(a0, a1));
-  for (; k < k1; ++k) r = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * k), _mm256_loadu_ps(x + col[k]), r);
-  return r;
+  __m256 v[8];
+  for (int j = 0; j < 4; ++j) { v[2 * j] = lo256_ps(a[j]); v[2 * j + 1] = hi256_ps(a[j]); }
+  return hsum8_ps(v);
 }
 
-TFS_AVX512 static inline __m256 row_f32_g16_512(const float* x, const float* w,
-                                                const uint16_t* col, int32_t k0, int32_t k1) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  int32_t k = k0;
-  for (; k + 2 <= k1; k += 2) {
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k), _mm512_loadu_ps(x + col[k]), a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k + 16), _mm512_loadu_ps(x + col[k + 1]), a1);
+TFS_AVX512 static inline __m256 blk_f32_g16_512(const float* x, const uint16_t* col, const float* w, int32_t steps) {
+  __m512 a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm512_setzero_ps();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const float* wt = w + 128 * t;
+    for (int i = 0; i < 8; ++i) a[i] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16 * i), _mm512_loadu_ps(x + c[i]), a[i]);
   }
-  if (k < k1) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * k), _mm512_loadu_ps(x + col[k]), a0);
-  return fold512(_mm512_add_ps(a0, a1));
+  __m256 v[8];
+  for (int i = 0; i < 8; ++i) v[i] = _mm256_add_ps(lo256_ps(a[i]), hi256_ps(a[i]));
+  return hsum8_ps(v);
 }
 
-TFS_AVX512 static inline __m512i load2x16_epi16(const int16_t* p, const int16_t* q) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(const void*)p)),
-                            _mm256_loadu_si256((const __m256i*)(const void*)q), 1);
+TFS_AVX512 static inline __m256i blk_i8_g16_512(const int16_t* xs, const uint16_t* col, const int8_t* w, int32_t steps) {
+  __m512i a[4];
+  for (int j = 0; j < 4; ++j) a[j] = _mm512_setzero_si512();
+  for (int32_t t = 0; t < steps; ++t) {
+    const uint16_t* c = col + 8 * t;
+    const int8_t* wt = w + 128 * t;
+    for (int j = 0; j < 4; ++j) {
+      const __m512i xv = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(const void*)(xs + c[2 * j]))),
+          _mm256_loadu_si256((const __m256i*)(const void*)(xs + c[2 * j + 1])), 1);
+      a[j] = _mm512_add_epi32(a[j], _mm512_madd_epi16(xv, _mm512_cvtepi8_epi16(
+                                        _mm256_loadu_si256((const __m256i*)(const void*)(wt + 32 * j)))));
+    }
+  }
+  __m256i v[8];
+  for (int j = 0; j < 4; ++j) {
+    v[2 * j] = _mm512_castsi512_si256(a[j]);
+    v[2 * j + 1] = _mm512_extracti64x4_epi64(a[j], 1);
+  }
+  return hsum8_epi32(v);
 }
 
-TFS_AVX512 static inline __m256i row_i8_g16_512(const int16_t* xs, const int8_t* w,
-                                                const uint16_t* col, int32_t k0, int32_t k1) {
-  __m512i a0 = _mm512_setzero_si512();
-  int32_t k = k0;
-  for (; k + 2 <= k1; k += 2)
-    a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(load2x16_epi16(xs + col[k], xs + col[k + 1]),
-                                                _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(w + 16 * k)))));
-  __m256i r = fold512_epi32(a0);
-  if (k < k1)
-    r = _mm256_add_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(const void*)(xs + col[k])),
-                                              _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w + 16 * k)))));
-  return r;
-}
-
-TFS_DEFINE_F32_DRIVER(avx512_f32_g8, row_f32_g8_512, TFS_AVX512)
-TFS_DEFINE_F32_DRIVER(avx512_f32_g16, row_f32_g16_512, TFS_AVX512)
-TFS_DEFINE_I8_DRIVER(avx512_i8_g16, row_i8_g16_512, TFS_AVX512)
+TFS_DEFINE_F32_DRIVER(avx512_f32_g8, blk_f32_g8_512, TFS_AVX512)
+TFS_DEFINE_F32_DRIVER(avx512_f32_g16, blk_f32_g16_512, TFS_AVX512)
+TFS_DEFINE_I8_DRIVER(avx512_i8_g16, blk_i8_g16_512, TFS_AVX512)
 
 static int cpu_has_avx2(void) {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -832,24 +854,25 @@ int tfs_gsfc_best_impl(void) {
   return TFS_IMPL_PORTABLE;
 }
 
-int tfs_gsfc_compute(const tfs_gsfc_layer* L, const void* x, void* y, int32_t batch,
-                     void* workspace, int impl) {
-  if (impl == TFS_IMPL_AUTO) impl = tfs_gsfc_best_impl();
+int tfs_gsfc_compute(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const void* x, void* y,
+                     int32_t batch, void* workspace, int impl) {
+  if (impl == TFS_IMPL_AUTO) impl = P != NULL ? tfs_gsfc_best_impl() : TFS_IMPL_PORTABLE;
   if (!tfs_gsfc_impl_available(impl)) return TFS_ERR_UNSUPPORTED;
+  if (impl != TFS_IMPL_PORTABLE && P == NULL) return TFS_ERR_INVALID; /* SIMD needs the packing */
   if (batch <= 0) return TFS_OK;
   if (L->dtype == TFS_DTYPE_F32) {
     const float* xf = (const float*)x;
     float* yf = (float*)y;
 #if TFS_X86
-    if (impl == TFS_IMPL_AVX512 && L->g == 8) { avx512_f32_g8(L, xf, yf, batch); return TFS_OK; }
-    if (impl == TFS_IMPL_AVX512 && L->g == 16) { avx512_f32_g16(L, xf, yf, batch); return TFS_OK; }
+    if (impl == TFS_IMPL_AVX512 && L->g == 8) { avx512_f32_g8(L, P, xf, yf, batch); return TFS_OK; }
+    if (impl == TFS_IMPL_AVX512 && L->g == 16) { avx512_f32_g16(L, P, xf, yf, batch); return TFS_OK; }
     if (impl == TFS_IMPL_AVX2 || impl == TFS_IMPL_AVX512) {
       switch (L->g) {
-        case 1: avx2_f32_g1(L, xf, yf, batch); return TFS_OK;
-        case 2: avx2_f32_g2(L, xf, yf, batch); return TFS_OK;
-        case 4: avx2_f32_g4(L, xf, yf, batch); return TFS_OK;
-        case 8: avx2_f32_g8(L, xf, yf, batch); return TFS_OK;
-        default: avx2_f32_g16(L, xf, yf, batch); return TFS_OK;
+        case 1: avx2_f32_g1(L, P, xf, yf, batch); return TFS_OK;
+        case 2: avx2_f32_g2(L, P, xf, yf, batch); return TFS_OK;
+        case 4: avx2_f32_g4(L, P, xf, yf, batch); return TFS_OK;
+        case 8: avx2_f32_g8(L, P, xf, yf, batch); return TFS_OK;
+        default: avx2_f32_g16(L, P, xf, yf, batch); return TFS_OK;
       }
     }
 #endif
@@ -865,13 +888,13 @@ int tfs_gsfc_compute(const tfs_gsfc_layer* L, const void* x, void* y, int32_t ba
 #if TFS_X86
   if (impl == TFS_IMPL_AVX2 || impl == TFS_IMPL_AVX512) {
     avx2_widen(L, xi, xs, n);
-    if (impl == TFS_IMPL_AVX512 && L->g == 16) { avx512_i8_g16(L, xs, yi, batch); return TFS_OK; }
+    if (impl == TFS_IMPL_AVX512 && L->g == 16) { avx512_i8_g16(L, P, xs, yi, batch); return TFS_OK; }
     switch (L->g) {
-      case 1: avx2_i8_g1(L, xs, yi, batch); return TFS_OK;
-      case 2: avx2_i8_g2(L, xs, yi, batch); return TFS_OK;
-      case 4: avx2_i8_g4(L, xs, yi, batch); return TFS_OK;
-      case 8: avx2_i8_g8(L, xs, yi, batch); return TFS_OK;
-      default: avx2_i8_g16(L, xs, yi, batch); return TFS_OK;
+      case 1: avx2_i8_g1(L, P, xs, yi, batch); return TFS_OK;
+      case 2: avx2_i8_g2(L, P, xs, yi, batch); return TFS_OK;
+      case 4: avx2_i8_g4(L, P, xs, yi, batch); return TFS_OK;
+      case 8: avx2_i8_g8(L, P, xs, yi, batch); return TFS_OK;
+      default: avx2_i8_g16(L, P, xs, yi, batch); return TFS_OK;
     }
   }
 #endif

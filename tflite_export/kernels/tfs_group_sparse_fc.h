@@ -9,7 +9,8 @@
  *   if (tfs_gsfc_validate_layer(inputs, n_inputs, &layer, err, sizeof err) != 0) reject;
  *   // once per run (O(1)):
  *   if (tfs_gsfc_validate_io(&layer, &x, &y, &batch, err, sizeof err) != 0) reject;
- *   tfs_gsfc_compute(&layer, x.data, y.data, batch, workspace, TFS_IMPL_AUTO);
+ *   // once per node, for the SIMD paths: tfs_gsfc_pack(&layer, mem, tfs_gsfc_packed_bound(&layer), &packed)
+ *   tfs_gsfc_compute(&layer, &packed, x.data, y.data, batch, workspace, TFS_IMPL_AUTO);
  * with a workspace of tfs_gsfc_workspace_size(&layer, batch) bytes (64-byte aligned is best).
  */
 #ifndef TFS_GROUP_SPARSE_FC_H_
@@ -105,6 +106,19 @@ typedef struct {
   const float* scale;          /* int8 only, out */
 } tfs_gsfc_layer;
 
+/* The SIMD paths' packed copy of a layer (made once per node by tfs_gsfc_pack into memory the
+ * caller owns; it points into that memory). Rows sorted by length and interleaved in blocks of
+ * TFS_GSFC_BLOCK_ROWS: see "Packed layout" in tfs_group_sparse_fc.c. */
+#define TFS_GSFC_BLOCK_ROWS 8
+typedef struct {
+  int32_t n_blocks;
+  const int32_t* perm;    /* [n_blocks * 8] original row of each slot, -1 for padding slots */
+  const int32_t* tail;    /* [n_blocks * 8] index of the slot's ragged tail group, or -1 */
+  const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
+  const uint16_t* col;    /* [entries] first input column of each entry */
+  const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
+} tfs_gsfc_packed;
+
 /* Validate a node's constant inputs (indices 1.. of `inputs`; inputs[0], the activations, is
  * not looked at) completely: every rule of FORMAT.md "Validation". O(n_groups + out).
  * On success fills `layer` and returns TFS_OK; otherwise writes a message into err. */
@@ -115,14 +129,22 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
 int tfs_gsfc_validate_io(const tfs_gsfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
                          int32_t* batch, char* err, size_t err_len);
 
+/* Bytes tfs_gsfc_pack needs for a validated layer (an upper bound). */
+size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* layer);
+
+/* Build the packed copy in mem (64-byte aligned, >= tfs_gsfc_packed_bound bytes). O(groups). */
+int tfs_gsfc_pack(const tfs_gsfc_layer* layer, void* mem, size_t bytes, tfs_gsfc_packed* packed);
+
 /* Bytes of scratch memory compute needs (0 for float32). */
 size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch);
 
 /* y[batch, out] = act(x[batch, in] * W^T + bias), W the group-sparse weights. The layer must
- * have been validated and x/y checked with tfs_gsfc_validate_io. Returns TFS_ERR_UNSUPPORTED if
- * `impl` is not available on this CPU. No allocation, no I/O. */
-int tfs_gsfc_compute(const tfs_gsfc_layer* layer, const void* x, void* y, int32_t batch,
-                     void* workspace, int impl);
+ * have been validated and x/y checked with tfs_gsfc_validate_io. `packed` (from tfs_gsfc_pack)
+ * is required by the SIMD paths; with NULL, TFS_IMPL_AUTO runs the portable kernel. Returns
+ * TFS_ERR_UNSUPPORTED if `impl` is not available on this CPU, TFS_ERR_INVALID if a SIMD path is
+ * asked for without `packed`. No allocation, no I/O. */
+int tfs_gsfc_compute(const tfs_gsfc_layer* layer, const tfs_gsfc_packed* packed, const void* x,
+                     void* y, int32_t batch, void* workspace, int impl);
 
 /* 1 if `impl` can run on this CPU (TFS_IMPL_AUTO and PORTABLE always can). */
 int tfs_gsfc_impl_available(int impl);

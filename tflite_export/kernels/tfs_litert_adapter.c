@@ -11,8 +11,7 @@
  * validated layers are cached by the addresses and sizes of their constant tensors; the cache
  * dies with the context, before the model's memory can be reused.
  */
-/* clock_gettime under -std=c11 */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200112L /* clock_gettime, posix_memalign under -std=c11 */
 
 #include <assert.h>
 #include <stdbool.h>
@@ -72,6 +71,8 @@ typedef struct {
   tfs_tensor key[TFS_MAX_NODE_INPUTS]; /* [0] unused: activations change every run */
   size_t n_inputs;
   tfs_gsfc_layer layer;
+  tfs_gsfc_packed packed; /* the SIMD paths' copy, in packed_mem */
+  void* packed_mem;
 } tfs_cached_layer;
 
 typedef struct {
@@ -119,6 +120,7 @@ void* tfs_litert_ctx_create(void* get_type, void* get_size, void* lock, void* un
 void tfs_litert_ctx_destroy(void* p) {
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)p;
   if (!ctx) return;
+  for (size_t i = 0; i < ctx->cache_len; ++i) free(ctx->cache[i].packed_mem);
   free(ctx->cache);
   free(ctx->workspace);
   free(ctx);
@@ -192,11 +194,11 @@ static int describe(tfs_litert_ctx* ctx, LiteRtTensorBuffer buf, tfs_tensor* t) 
   return 0;
 }
 
-static const tfs_gsfc_layer* find_or_validate(tfs_litert_ctx* ctx, const tfs_tensor* t, size_t n) {
+static const tfs_cached_layer* find_or_validate(tfs_litert_ctx* ctx, const tfs_tensor* t, size_t n) {
   for (size_t i = 0; i < ctx->cache_len; ++i) {
     const tfs_cached_layer* c = &ctx->cache[i];
     if (c->n_inputs == n && memcmp(c->key + 1, t + 1, (n - 1) * sizeof(tfs_tensor)) == 0)
-      return &c->layer;
+      return c;
   }
   tfs_gsfc_layer layer;
   char err[400];
@@ -214,15 +216,30 @@ static const tfs_gsfc_layer* find_or_validate(tfs_litert_ctx* ctx, const tfs_ten
     ctx->cache = grown;
     ctx->cache_cap = cap;
   }
+  /* The SIMD kernels' packed copy, made once per node. */
+  const size_t bound = tfs_gsfc_packed_bound(&layer);
+  void* mem = NULL;
+  tfs_gsfc_packed packed;
+  if (posix_memalign(&mem, 64, bound ? bound : 64) != 0) {
+    set_error(ctx, "%s", "out of memory for the packed weights");
+    return NULL;
+  }
+  if (tfs_gsfc_pack(&layer, mem, bound, &packed) != TFS_OK) {
+    free(mem);
+    set_error(ctx, "%s", "packing the weights failed");
+    return NULL;
+  }
   tfs_cached_layer* c = &ctx->cache[ctx->cache_len++];
   memset(c, 0, sizeof *c);
+  c->packed = packed;
+  c->packed_mem = mem;
   memcpy(c->key, t, n * sizeof(tfs_tensor));
   c->key[0].data = NULL;
   c->key[0].count = 0;
   c->key[0].elem = 0;
   c->n_inputs = n;
   c->layer = layer;
-  return &c->layer;
+  return c;
 }
 
 static LiteRtStatus kernel_run(void* user_data, size_t n_in, const LiteRtTensorBuffer* inputs,
@@ -264,8 +281,9 @@ static LiteRtStatus kernel_run(void* user_data, size_t n_in, const LiteRtTensorB
     y.data = p;
   }
   {
-    const tfs_gsfc_layer* layer = find_or_validate(ctx, t, n_in);
-    if (!layer) goto done;
+    const tfs_cached_layer* node = find_or_validate(ctx, t, n_in);
+    if (!node) goto done;
+    const tfs_gsfc_layer* layer = &node->layer;
     int32_t batch = 0;
     char err[400];
     if (tfs_gsfc_validate_io(layer, &t[0], &y, &batch, err, sizeof err) != TFS_OK) {
@@ -282,7 +300,7 @@ static LiteRtStatus kernel_run(void* user_data, size_t n_in, const LiteRtTensorB
       ctx->workspace = grown;
       ctx->workspace_cap = ws;
     }
-    if (tfs_gsfc_compute(layer, t[0].data, (void*)y.data, batch, ctx->workspace, g_impl) != TFS_OK) {
+    if (tfs_gsfc_compute(layer, &node->packed, t[0].data, (void*)y.data, batch, ctx->workspace, g_impl) != TFS_OK) {
       set_error(ctx, "%s", "the selected kernel implementation is not available on this CPU");
       goto done;
     }
@@ -325,14 +343,18 @@ double tfs_time_litert_run(void* run_fn, void* cm, size_t n_in, LiteRtTensorBuff
 }
 
 /* Seconds per tfs_gsfc_compute on a validated layer; <0 if impl is unavailable. */
-double tfs_gsfc_time_compute(const tfs_gsfc_layer* layer, const void* x, void* y, int32_t batch,
-                             void* workspace, int impl, int iterations) {
+double tfs_gsfc_time_compute(const tfs_gsfc_layer* layer, const tfs_gsfc_packed* packed,
+                             const void* x, void* y, int32_t batch, void* workspace, int impl,
+                             int iterations) {
   if (iterations < 1 || !tfs_gsfc_impl_available(impl)) return -1.0;
   const double t0 = now_seconds();
   for (int i = 0; i < iterations; ++i)
-    if (tfs_gsfc_compute(layer, x, y, batch, workspace, impl) != TFS_OK) return -1.0;
+    if (tfs_gsfc_compute(layer, packed, x, y, batch, workspace, impl) != TFS_OK) return -1.0;
   return (now_seconds() - t0) / iterations;
 }
+
+/* Size of tfs_gsfc_packed, for the Python side. */
+size_t tfs_gsfc_packed_struct_size(void) { return sizeof(tfs_gsfc_packed); }
 
 /* Size of tfs_gsfc_layer, so the Python side can allocate one without knowing its fields. */
 size_t tfs_gsfc_layer_size(void) { return sizeof(tfs_gsfc_layer); }
