@@ -13,13 +13,15 @@ from tensorflow.lite.python import schema_py_generated as schema
 def stripped_model(in_features, layers, g, sparsity, seed, bias=True):
     """A Sequential of Dense layers whose kernels have whole (g, 1) Keras blocks zeroed.
 
-    `layers` is a list of (units, activation); each layer's column blocks of g input rows
+    `layers` is a list of (units, activation), named dense, dense_1, ...; each layer's column blocks of g input rows
     (ragged last block included) are zeroed with probability `sparsity`, seeded.
     """
     rng = np.random.default_rng(seed)
+    # Explicit names: Keras' automatic ones keep counting across models in one process.
+    names = ["dense"] + [f"dense_{i}" for i in range(1, len(layers))]
     model = keras.Sequential(
         [keras.Input((in_features,))]
-        + [keras.layers.Dense(u, activation=a, use_bias=bias) for u, a in layers]
+        + [keras.layers.Dense(u, activation=a, use_bias=bias, name=n) for (u, a), n in zip(layers, names)]
     )
     for layer in model.layers:
         weights = layer.get_weights()

@@ -151,10 +151,10 @@ def test_int8_custom_op_structure(int8_dense, int8_per_tensor_dense, fmodel, g, 
     assert len(ops) == len(dense_ops) == 3
     for op, dop, act in zip(ops, dense_ops, ACTS):
         ins = op.InputsAsNumpy()
-        assert len(ins) == 8
+        assert len(ins) == 9
         TT = schema.TensorType
         assert [tl.tensor(b, t).Type() for t in ins] == [
-            TT.INT8, TT.INT8, TT.UINT16, TT.INT32, TT.INT32, TT.INT32, TT.INT32, TT.INT32]
+            TT.INT8, TT.INT8, TT.UINT16, TT.INT32, TT.INT32, TT.INT32, TT.INT32, TT.INT32, TT.FLOAT32]
         w = tl.tensor_array(dense, dop.Inputs(1), np.int8)
         values, col_idx, row_ptr = tl.reference_group_csr(w, g)
         np.testing.assert_array_equal(tl.tensor_array(b, ins[1], np.int8), values)
@@ -170,6 +170,9 @@ def test_int8_custom_op_structure(int8_dense, int8_per_tensor_dense, fmodel, g, 
         expect = [_ref_mult_shift(float(in_s[0]) * float(s) / float(out_s[0])) for s in w_s]
         np.testing.assert_array_equal(tl.tensor_array(b, ins[6], np.int32), [m for m, _ in expect])
         np.testing.assert_array_equal(tl.tensor_array(b, ins[7], np.int32), [s for _, s in expect])
+        # XNNPACK's fp32 requantization scale: float32 product, then float32 division.
+        fp32 = [np.float32(np.float32(in_s[0]) * np.float32(s)) / np.float32(out_s[0]) for s in w_s]
+        np.testing.assert_array_equal(tl.tensor_array(b, ins[8], np.float32), np.array(fp32, np.float32))
         # Output clamp: ReLU clamps at the zero point, ReLU6 also at zp + round(6 / scale).
         lo = -128 if act == 0 else max(-128, int(out_zp[0]))
         hi = 127 if act != 3 else min(127, int(out_zp[0]) + int(np.floor(6.0 / out_s[0] + 0.5)))

@@ -13,7 +13,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from tflite_export import flatbuffer
 from tflite_export.group_csr import MAX_IN_FEATURES
-from tflite_export.quantization import SUPPORTED_ACTIVATIONS
+from tflite_export.quantization import SUPPORTED_ACTIVATIONS, per_channel_scales
 
 _TT = schema.TensorType
 _ACT_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
@@ -133,6 +133,12 @@ def _unsupported_reason(model: schema.ModelT, layer: FCLayer, op: schema.Operato
             return "weights are not symmetrically quantized (zero point != 0)"
         if len(q.scale) > 1 and int(q.quantizedDimension) != 0:
             return f"weights quantized along dimension {q.quantizedDimension}, expected 0 (out)"
+        qx, qy = sg.tensors[layer.input].quantization, sg.tensors[layer.output].quantization
+        scales = per_channel_scales(qx.scale[0], np.asarray(q.scale), qy.scale[0], layer.out_features)
+        if not np.all((scales > 0) & (scales < 256)):
+            # XNNPACK rejects such layers and TFLite's fixed-point kernel runs instead, whose
+            # rounding the custom op (fp32 requantization) would not reproduce.
+            return "a requantization scale is outside XNNPACK's range (0, 256)"
     return None
 
 

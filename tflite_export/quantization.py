@@ -71,6 +71,25 @@ def per_channel_multipliers(
     return mult, shift
 
 
+def per_channel_scales(
+    input_scale: float, weight_scales: np.ndarray, output_scale: float, out_features: int
+) -> np.ndarray:
+    """Per-output-channel float32 requantization scales, as XNNPACK computes them.
+
+    LiteRT's CPU path runs int8 FULLY_CONNECTED through XNNPACK, which requantizes in fp32 with
+    `input_scale * kernel_scale[c] / output_scale` evaluated in float32, left to right; the
+    custom op must use the very same float to be bit-exact with it.
+    """
+    scales = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
+    if scales.size == 1:
+        scales = np.repeat(scales, out_features)
+    if scales.size != out_features:
+        raise ValueError(
+            f"weight scales: expected 1 or {out_features} (out) values, got {scales.size}"
+        )
+    return (np.float32(input_scale) * scales) / np.float32(output_scale)
+
+
 def activation_range(activation: int, output_scale: float, output_zero_point: int) -> tuple[int, int]:
     """TFLite's `CalculateActivationRangeQuantized` for an int8 output."""
     if activation not in SUPPORTED_ACTIVATIONS:

@@ -70,6 +70,8 @@ def custom_op_arrays(model: schema.ModelT, layer: FCLayer, g: int) -> dict[str, 
         mult, shift = quantization.per_channel_multipliers(
             float(qx.scale[0]), np.asarray(qw.scale), float(qy.scale[0]), layer.out_features)
         arrays["out_multiplier"], arrays["out_shift"] = mult, shift
+        arrays["out_scale"] = quantization.per_channel_scales(
+            qx.scale[0], np.asarray(qw.scale), qy.scale[0], layer.out_features)
     return arrays
 
 
