@@ -1,0 +1,184 @@
+"""The host runtime (tflite_export.runtime) on LiteRT's C API, with and without our custom op."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+
+import custom_op_testlib as tl
+from tflite_export import flatbuffer, group_csr, kernels, runtime
+
+
+def _dense_model(in_f, out_f, activation=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.Input((in_f,)), keras.layers.Dense(out_f, activation=activation)])
+    rng = np.random.default_rng(seed)
+    m.layers[0].bias.assign(rng.normal(size=out_f).astype(np.float32) * 0.3)
+    return m
+
+
+def _convert(model, int8=False, in_f=None):
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        rng = np.random.default_rng(1)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: (
+            [rng.normal(size=(1, in_f)).astype(np.float32)] for _ in range(30))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _ops(runtime_obj):
+    return kernels.library().tfs_litert_ctx_runs(runtime_obj._ctx)
+
+
+def test_plain_keras_model_matches_keras_at_several_batch_sizes(tmp_path):
+    model = _dense_model(40, 12, "relu")
+    data = _convert(model)
+    path = tmp_path / "dense.tflite"
+    path.write_bytes(data)
+    rng = np.random.default_rng(0)
+    for source in (data, str(path)):
+        with runtime.load(source) as rt:
+            assert rt.input_details[0].dtype is np.float32
+            for batch in (1, 5, 2):
+                x = rng.normal(size=(batch, 40)).astype(np.float32)
+                (y,) = rt.run(x)
+                np.testing.assert_allclose(y, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_num_threads_option_gives_the_same_result():
+    model = _dense_model(64, 32)
+    data = _convert(model)
+    x = np.random.default_rng(3).normal(size=(4, 64)).astype(np.float32)
+    with runtime.load(data, num_threads=1) as a, runtime.load(data, num_threads=2) as b:
+        np.testing.assert_allclose(a.run(x)[0], b.run(x)[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="num_threads"):
+        runtime.load(data, num_threads=0)
+
+
+@pytest.mark.parametrize("g", [1, 4, 16])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_float_custom_op_model_equals_dense_tflite(g, batch):
+    """Same weights: the custom-op model on our runtime vs the converted dense model on stock."""
+    rng = np.random.default_rng(g)
+    in_f, out_f = 45, 20  # 45 % g != 0 for g > 1: ragged tails
+    model = _dense_model(in_f, out_f, "relu", seed=g)
+    w = tl.random_group_sparse(rng, out_f, in_f, g, 0.3)
+    model.layers[0].kernel.assign(w.T)
+    bias = model.layers[0].bias.numpy()
+    x = rng.normal(size=(batch, in_f)).astype(np.float32)
+    with runtime.load_stock(_convert(model)) as dense:
+        (want,) = dense.run(x)
+    with runtime.load(tl.custom_op_model(tl.layer_arrays(w, bias, g, activation=1))) as rt:
+        before = _ops(rt)
+        (got,) = rt.run(x)
+        assert _ops(rt) == before + 1  # our kernel really ran
+    scale = np.abs(x) @ np.abs(w).T + np.abs(bias)
+    assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-7)
+
+
+def _fc_int8_params(data):
+    """The int8 FC's weights, bias and quantization from a converted model."""
+    m = flatbuffer.load(data)
+    sg = m.subgraphs[0]
+    (op,) = [o for o in sg.operators
+             if m.operatorCodes[o.opcodeIndex].builtinCode == schema.BuiltinOperator.FULLY_CONNECTED]
+    t = sg.tensors
+    w = flatbuffer.tensor_data(m, t[op.inputs[1]], np.int8)
+    b = flatbuffer.tensor_data(m, t[op.inputs[2]], np.int32) if op.inputs[2] >= 0 else None
+    qx, qw, qy = (t[i].quantization for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    return w, b, qx, qw, qy, op.builtinOptions.fusedActivationFunction
+
+
+@pytest.mark.parametrize("g", [2, 8])
+def test_int8_custom_op_model_is_bit_exact_with_stock_int8_fc(g):
+    rng = np.random.default_rng(10 + g)
+    in_f, out_f = 70, 24
+    model = _dense_model(in_f, out_f, "relu", seed=g)
+    w = tl.random_group_sparse(rng, out_f, in_f, g, 0.35)
+    model.layers[0].kernel.assign(w.T)
+    data = _convert(model, int8=True, in_f=in_f)
+    wq, bq, qx, qw, qy, act = _fc_int8_params(data)
+    assert act == 1 and len(qw.scale) == out_f  # per-channel weights, fused ReLU
+    in_s, out_s = np.float32(qx.scale[0]), np.float32(qy.scale[0])
+    in_zp, out_zp = int(qx.zeroPoint[0]), int(qy.zeroPoint[0])
+    scale = (in_s * np.asarray(qw.scale, np.float32)) / out_s  # float32, XNNPACK's order
+    params = dict(in_zp=in_zp, out_zp=out_zp, act_min=max(out_zp, -128), act_max=127,
+                  multiplier=np.full(out_f, 1 << 30), shift=np.zeros(out_f), scale=scale)
+    bias = bq if bq is not None else np.zeros(out_f, np.int32)
+    arrays = tl.layer_arrays(wq, bias, g, activation=1, int8=params)
+    x = rng.integers(-128, 128, size=(300, in_f)).astype(np.int8)
+    with runtime.load_stock(data) as dense:
+        (want,) = dense.run(x)
+    xq = qx
+    with runtime.load(tl.custom_op_model(arrays, tl._quant(xq.scale[0], in_zp),
+                                         tl._quant(qy.scale[0], out_zp))) as rt:
+        (got,) = rt.run(x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_stock_runtime_rejects_custom_op_ours_runs_it(capfd):
+    rng = np.random.default_rng(5)
+    w = tl.random_group_sparse(rng, 8, 32, 4, 0.5)
+    data = tl.custom_op_model(tl.layer_arrays(w, np.zeros(8, np.float32), 4))
+    x = rng.normal(size=(1, 32)).astype(np.float32)
+    with pytest.raises(runtime.LiteRtError):
+        with runtime.load_stock(data) as stock:
+            stock.run(x)
+    assert "unresolved custom op: TFS_GROUP_SPARSE_FC" in capfd.readouterr().err
+    with runtime.load(data) as rt:
+        np.testing.assert_allclose(rt.run(x)[0], x @ w.T, rtol=1e-5, atol=1e-6)
+
+
+def test_corrupt_metadata_is_rejected_at_load():
+    rng = np.random.default_rng(6)
+    w = tl.random_group_sparse(rng, 8, 32, 4, 0.5)
+    arrays = tl.layer_arrays(w, np.zeros(8, np.float32), 4)
+    arrays["col_idx"] = arrays["col_idx"].copy()
+    arrays["col_idx"][-1] = 40  # past `in`
+    with pytest.raises(runtime.LiteRtError, match=r"col_idx\[\d+\] = 40 >= in = 32"):
+        runtime.load(tl.custom_op_model(arrays))
+    with pytest.raises(runtime.LiteRtError, match="custom options must be empty"):
+        runtime.load(tl.custom_op_model(tl.layer_arrays(w, np.zeros(8, np.float32), 4),
+                                        custom_options=b"\x01"))
+
+
+def test_errors_are_python_exceptions(tmp_path):
+    with pytest.raises(runtime.LiteRtError, match="not found"):
+        runtime.load(str(tmp_path / "missing.tflite"))
+    with pytest.raises(runtime.LiteRtError):
+        runtime.load(b"this is not a flatbuffer" * 10)
+    data = _convert(_dense_model(8, 3))
+    with runtime.load(data) as rt:
+        with pytest.raises(ValueError, match="takes 1 inputs"):
+            rt.run()
+        with pytest.raises(ValueError, match="does not match"):
+            rt.run(np.zeros((1, 9), np.float32))
+    rt.close()  # idempotent
+    with pytest.raises(runtime.LiteRtError, match="closed"):
+        rt.run(np.zeros((1, 8), np.float32))
+
+
+def test_runtime_forced_kernel_paths_agree():
+    """The adapter honours set_runtime_impl; every available path gives the same int8 bytes."""
+    rng = np.random.default_rng(7)
+    wq = np.clip(np.round(tl.random_group_sparse(rng, 33, 50, 8, 0.4) * 40), -127, 127).astype(np.int8)
+    params = dict(in_zp=3, out_zp=-5, act_min=-128, act_max=127, multiplier=np.full(33, 1 << 30),
+                  shift=np.zeros(33), scale=np.full(33, 0.01, np.float32))
+    data = tl.custom_op_model(tl.layer_arrays(wq, rng.integers(-500, 500, 33).astype(np.int32), 8,
+                                              int8=params))
+    x = rng.integers(-128, 128, size=(4, 50)).astype(np.int8)
+    outs = {}
+    try:
+        for impl in kernels.available_impls():
+            kernels.set_runtime_impl(impl)
+            with runtime.load(data) as rt:
+                outs[impl] = rt.run(x)[0]
+    finally:
+        kernels.set_runtime_impl("auto")
+    for impl, y in outs.items():
+        np.testing.assert_array_equal(y, outs["portable"], err_msg=impl)
