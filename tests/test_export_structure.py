@@ -341,3 +341,16 @@ def test_output_file_is_atomic(f32_dense, fmodel, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         exporter.rewrite_tflite(f32_dense, output=str(tmp_path / "no_dir" / "m.tflite"))
     assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+def test_dense_on_3d_input_stays_dense_with_reason():
+    import keras
+
+    model = keras.Sequential([keras.Input((5, 16)), keras.layers.Dense(8, name="dense"),
+                              keras.layers.Flatten(), keras.layers.Dense(4, name="dense_1")])
+    res = exporter.export(model, formats={"dense_1": "custom"})
+    first, second = res.report.layers
+    # The converter reshapes dynamically, leaving a placeholder [1, 1] input shape: the custom
+    # op's output-shape rule could not hold, so the layer must stay the builtin.
+    assert first.format == "dense" and "last dimension is not in=16" in first.reason
+    assert second.format == "custom" and second.shape == (40, 4)

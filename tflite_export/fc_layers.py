@@ -108,12 +108,14 @@ def _unsupported_reason(model: schema.ModelT, layer: FCLayer, op: schema.Operato
             f"fused activation {layer.activation_name} not supported by the custom op "
             f"(allowed: {sorted(SUPPORTED_ACTIVATIONS.values())})"
         )
-    out_shape = sg.tensors[layer.output].shape
-    if out_shape is None or len(out_shape) != 2 or int(out_shape[-1]) != layer.out_features:
-        return f"output shape {list(out_shape) if out_shape is not None else None} is not [batch, out]"
-    x_shape = sg.tensors[layer.input].shape
-    if x_shape is None or len(x_shape) < 1 or int(x_shape[-1]) != layer.in_features:
-        return "input's last dimension is not the weights' input dimension"
+    x_shape = _dims(sg.tensors[layer.input].shape)
+    if not x_shape or x_shape[-1] != layer.in_features:
+        return f"input shape {x_shape}: last dimension is not in={layer.in_features}"
+    # The custom op's output is the input's shape with the last dimension replaced by out
+    # (FORMAT.md); an FC that flattens a higher-rank input would need a RESHAPE first.
+    y_shape = _dims(sg.tensors[layer.output].shape)
+    if y_shape != x_shape[:-1] + [layer.out_features]:
+        return f"output shape {y_shape} is not the input shape {x_shape} with out={layer.out_features} last"
     if layer.in_features > MAX_IN_FEATURES:
         return f"in={layer.in_features} exceeds {MAX_IN_FEATURES} (uint16 column indices)"
     if layer.bias >= 0:
@@ -140,6 +142,10 @@ def _unsupported_reason(model: schema.ModelT, layer: FCLayer, op: schema.Operato
             # rounding the custom op (fp32 requantization) would not reproduce.
             return "a requantization scale is outside XNNPACK's range (0, 256)"
     return None
+
+
+def _dims(shape) -> list[int]:
+    return [] if shape is None else [int(d) for d in shape]
 
 
 def _np(tensor_type: int):
