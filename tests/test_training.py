@@ -146,3 +146,14 @@ def test_mirrored_strategy_masks_identical_on_every_replica():
         assert layer.mask_sparsity() == pytest.approx(0.8, abs=0.02)
         kernels = [v.numpy() for v in strategy.experimental_local_results(layer.kernel.value)]
         np.testing.assert_array_equal(kernels[0] * replicas[0], kernels[1] * replicas[1])
+
+
+def test_recompiling_with_a_new_optimizer_continues_the_schedule():
+    model = _pruned()
+    _fit(model, 1)
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    _fit(model, 1)  # the new optimizer counts from 0; pruning must go on from step 8
+    assert int(tfscalpel.pruned_layers(model)[0].pruning_step.numpy()) == 15
+    assert tfscalpel.pruned_layers(model)[0].mask_sparsity() == pytest.approx(
+        SCHEDULE.sparsity_at(12), abs=0.02)

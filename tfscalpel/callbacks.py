@@ -1,21 +1,50 @@
 """Keras callbacks that drive pruning inside ``model.fit``."""
 import keras
-import numpy as np
 
 from tfscalpel.layers import pruned_layers
-from tfscalpel.mask_update import update_pruning
+from tfscalpel.mask_update import apply_schedules, checked_pruned_layers, record_step, recorded_step
+
+
+def _current_step(model, layers):
+    """The step training is at: the optimizer's iteration count (restored by BackupAndRestore
+    and .keras loading), or the step recorded in the layers when that is later (a new
+    optimizer after recompiling starts its count at 0, but pruning must not start over)."""
+    iterations = -1
+    if getattr(model, "optimizer", None) is not None:
+        iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return max(iterations, recorded_step(layers) + 1)
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advance the pruning step and update masks by each layer's schedule before every batch.
 
-    Required whenever a pruned model trains with ``fit``. The step is stored in the layers
-    (``pruning_step``), so a resumed run (``BackupAndRestore``, a reloaded ``.keras`` file)
-    continues where it stopped and reaches the same masks.
+    Required whenever a pruned model trains with ``fit``. The step follows the optimizer's
+    iteration count and is also written into the layers (``pruning_step``) whenever masks change
+    and at the end of every epoch, so a resumed run (``BackupAndRestore``, a reloaded
+    ``.keras`` file) continues where it stopped and reaches the same masks.
     """
 
+    def on_train_begin(self, logs=None):
+        self._layers = None
+
     def on_train_batch_begin(self, batch, logs=None):
-        update_pruning(self.model)
+        if self._layers is None:
+            # Resolved at the first batch, after every on_train_begin (BackupAndRestore
+            # restores the model there).
+            self._layers = checked_pruned_layers(self.model)
+            self._step = _current_step(self.model, self._layers)
+        apply_schedules(self._layers, self._step)
+        self._step += 1
+
+    def _record(self):
+        if self._layers is not None:
+            record_step(self._layers, self._step - 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
+
+    def on_train_end(self, logs=None):
+        self._record()
 
 
 class PruningSummaries(keras.callbacks.Callback):
@@ -46,7 +75,7 @@ class PruningSummaries(keras.callbacks.Callback):
         layers = pruned_layers(self.model)
         if not layers:
             return
-        step = int(np.asarray(keras.ops.convert_to_numpy(layers[0].pruning_step.value)))
+        step = _current_step(self.model, layers) - 1
         with self._writer.as_default():
             for layer in layers:
                 tf.summary.scalar(f"{layer.name}/sparsity", layer.mask_sparsity(), step=step)

@@ -4,9 +4,10 @@ A criterion is a callable ``score(blocks, counts) -> (n_blocks, units)`` where `
 ``(n_blocks, g, units)`` block view of a kernel (ragged tail zero-padded) and ``counts`` the
 real number of weights in each block, so averages over a ragged tail stay honest. Criteria are
 pluggable: subclass :class:`Importance`, register it, and pass it (or its name) to ``prune``.
+Inputs and outputs are NumPy arrays (see :mod:`tfscalpel.patterns` for why).
 """
 import keras
-from keras import ops
+import numpy as np
 
 _REGISTRY = {}
 
@@ -51,7 +52,7 @@ class Magnitude(Importance):
     supports_groups = False
 
     def __call__(self, blocks, counts):
-        return ops.abs(blocks[:, 0, :])
+        return np.abs(blocks[:, 0, :])
 
 
 @_register("rms")
@@ -59,7 +60,7 @@ class RMS(Importance):
     """Root mean square of the group, Scalpel's default: sqrt(sum w^2 / count)."""
 
     def __call__(self, blocks, counts):
-        return ops.sqrt(ops.sum(ops.square(blocks), axis=1) / counts)
+        return np.sqrt(np.sum(np.square(blocks), axis=1) / counts)
 
 
 @_register("mean_abs")
@@ -67,7 +68,7 @@ class MeanAbs(Importance):
     """Mean absolute value of the group."""
 
     def __call__(self, blocks, counts):
-        return ops.sum(ops.abs(blocks), axis=1) / counts
+        return np.sum(np.abs(blocks), axis=1) / counts
 
 
 @_register("max_abs")
@@ -75,7 +76,7 @@ class MaxAbs(Importance):
     """Largest absolute value in the group."""
 
     def __call__(self, blocks, counts):
-        return ops.max(ops.abs(blocks), axis=1)
+        return np.max(np.abs(blocks), axis=1)
 
 
 @_register("l1")
@@ -83,7 +84,7 @@ class L1(Importance):
     """Sum of absolute values (favours full groups over a ragged tail)."""
 
     def __call__(self, blocks, counts):
-        return ops.sum(ops.abs(blocks), axis=1)
+        return np.sum(np.abs(blocks), axis=1)
 
 
 @_register("l2")
@@ -91,7 +92,7 @@ class L2(Importance):
     """Euclidean norm of the group."""
 
     def __call__(self, blocks, counts):
-        return ops.sqrt(ops.sum(ops.square(blocks), axis=1))
+        return np.sqrt(np.sum(np.square(blocks), axis=1))
 
 
 def get_importance(spec):

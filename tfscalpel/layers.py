@@ -11,6 +11,7 @@ The layers work on their own inside any model (subclassed ones included); masks 
 through :func:`tfscalpel.update_pruning` (called by the ``UpdatePruningStep`` callback).
 """
 import keras
+import numpy as np
 from keras import ops
 
 from tfscalpel.importance import default_importance, get_importance
@@ -21,8 +22,7 @@ from tfscalpel.schedules import get_schedule
 def pruning_boundary(scores, keep):
     """The highest score among pruned blocks (0 when nothing is pruned): the threshold that a
     sparsity target amounted to, reported to TensorBoard."""
-    pruned = ops.where(keep, ops.zeros_like(scores), scores)
-    return float(ops.max(pruned))
+    return float(np.max(np.where(keep, 0.0, scores)))
 
 
 class PrunableMixin:
@@ -78,25 +78,26 @@ class PrunableMixin:
         """The kernel as the forward pass sees it."""
         return ops.multiply(self.kernel, self.pruning_mask)
 
-    def _kernel2d(self):
-        return ops.reshape(self.masked_kernel(), (-1, self.kernel.shape[-1]))
+    def _numpy_masked_kernel(self):
+        return ops.convert_to_numpy(self.kernel) * ops.convert_to_numpy(self.pruning_mask)
 
     def block_scores(self):
-        """Importance of every block of the masked kernel, ``(n_blocks, units)``.
+        """Importance of every block of the masked kernel, ``(n_blocks, units)`` (NumPy).
 
         Scoring the *masked* kernel means pruned blocks score zero, so a block that was pruned
         stays pruned even if the optimizer's momentum has moved its raw kernel values.
         """
-        return self.pattern.scores(self._kernel2d(), self.importance)
+        kernel = self._numpy_masked_kernel()
+        return self.pattern.scores(kernel.reshape(-1, kernel.shape[-1]), self.importance)
 
     def apply_block_mask(self, keep, threshold=0.0):
         """Install a block decision ``(n_blocks, units)`` as the new mask and zero the pruned
         kernel entries (so a later unmasking cannot resurrect stale values)."""
-        fan_in = self._kernel2d().shape[0]
-        mask = ops.reshape(self.pattern.expand(keep, fan_in), self.kernel.shape)
-        mask = ops.cast(mask, self.kernel.dtype)
+        shape = tuple(self.kernel.shape)
+        fan_in = int(np.prod(shape[:-1]))
+        mask = self.pattern.expand(keep, fan_in).reshape(shape)
         self.pruning_mask.assign(mask)
-        self.kernel.assign(ops.multiply(self.kernel, mask))
+        self.kernel.assign(ops.convert_to_numpy(self.kernel) * mask)
         self.pruning_threshold.assign(float(threshold))
 
     def prune_to(self, sparsity=None, threshold=None):
@@ -110,7 +111,7 @@ class PrunableMixin:
     # -- reporting --------------------------------------------------------------------------
     def mask_sparsity(self):
         """Fraction of kernel weights currently masked out."""
-        return 1.0 - float(ops.mean(self.pruning_mask))
+        return 1.0 - float(np.mean(ops.convert_to_numpy(self.pruning_mask)))
 
     def _pruning_config(self):
         # Serialised as Keras config dicts, which the constructor accepts back as they are.

@@ -1,33 +1,28 @@
 """Advancing the pruning step and recomputing masks: the one place masks change.
 
-``update_pruning(model)`` is what the ``UpdatePruningStep`` callback calls before every training
-batch; a custom training loop calls it itself, once per step, before the step::
+``update_pruning(model)`` advances the step by one and applies the schedules; a custom training
+loop calls it once per step, before the step::
 
     for x, y in dataset:
         tfscalpel.update_pruning(model)
         train_step(x, y)
 
+Inside ``fit``, the ``UpdatePruningStep`` callback does the same with less overhead: it counts
+steps in Python and writes the step into the layers only when masks change and at the end of
+each epoch.
+
 Layers with their own schedule are pruned one by one. Layers that share a ``global_group`` are
 ranked together: their block scores are normalised (divided by the RMS of each layer's scores,
 so layers of different scale compete fairly) and one sparsity is applied across all of them.
 """
+import numpy as np
 from keras import ops
 
 from tfscalpel.layers import pruned_layers, pruning_boundary
 
 
-def normalise_scores(scores):
-    """Scores divided by their root mean square; a layer of all-zero scores stays zero."""
-    rms = ops.sqrt(ops.mean(ops.square(scores)))
-    return ops.where(rms > 0, scores / ops.maximum(rms, 1e-30), scores)
-
-
-def update_pruning(model, step=None):
-    """Advance every pruned layer of ``model`` to ``step`` (default: its last step + 1) and
-    recompute the masks whose schedule says so. Returns the step used.
-
-    Raises ValueError if the model has no pruned layers.
-    """
+def checked_pruned_layers(model):
+    """The model's pruned layers; raises ValueError if there are none or some are unbuilt."""
     layers = pruned_layers(model)
     if not layers:
         raise ValueError(
@@ -40,15 +35,29 @@ def update_pruning(model, step=None):
             f"pruned layers {unbuilt} are not built yet: call the model on a batch (or "
             "model.build(input_shape)) before training a subclassed model"
         )
-    if step is None:
-        step = int(ops.convert_to_numpy(layers[0].pruning_step.value)) + 1
-    step = int(step)
-    groups = {}
+    return layers
+
+
+def recorded_step(layers):
+    """The last step written into the layers (-1 before any pruning)."""
+    return int(ops.convert_to_numpy(layers[0].pruning_step.value))
+
+
+def record_step(layers, step):
+    """Write ``step`` into every layer's ``pruning_step`` (saved with the model)."""
     for layer in layers:
         layer.pruning_step.assign(step)
+
+
+def apply_schedules(layers, step):
+    """Recompute the masks whose schedule asks for it at ``step``; returns True if any did."""
+    groups = {}
+    changed = []
+    for layer in layers:
         update, amount = layer.schedule(step)
         if not update:
             continue
+        changed.append(layer)
         if layer.global_group is not None:
             groups.setdefault(layer.global_group, []).append((layer, amount))
         elif layer.schedule.mode == "threshold":
@@ -57,30 +66,46 @@ def update_pruning(model, step=None):
             layer.prune_to(sparsity=amount)
     for members in groups.values():
         _prune_globally([layer for layer, _ in members], members[0][1])
+    if changed:
+        record_step(changed, step)
+    return bool(changed)
+
+
+def update_pruning(model, step=None):
+    """Advance every pruned layer of ``model`` to ``step`` (default: its last step + 1) and
+    recompute the masks whose schedule says so. Returns the step used.
+
+    Raises ValueError if the model has no pruned layers or they are not built.
+    """
+    layers = checked_pruned_layers(model)
+    step = recorded_step(layers) + 1 if step is None else int(step)
+    apply_schedules(layers, step)
+    record_step(layers, step)
     return step
+
+
+def normalise_scores(scores):
+    """Scores divided by their root mean square; a layer of all-zero scores stays zero."""
+    rms = float(np.sqrt(np.mean(np.square(scores))))
+    return scores / rms if rms > 0 else scores
 
 
 def _prune_by_normalised_threshold(layer, threshold):
     scores = layer.block_scores()
-    keep = ops.greater(normalise_scores(scores), threshold)
-    rms = float(ops.sqrt(ops.mean(ops.square(scores))))
-    layer.apply_block_mask(keep, threshold * rms)
+    keep = normalise_scores(scores) > threshold
+    layer.apply_block_mask(keep, pruning_boundary(scores, keep))
 
 
 def _prune_globally(layers, amount):
     """One ranking across ``layers`` on normalised scores."""
-    mode = layers[0].schedule.mode
     scores = [layer.block_scores() for layer in layers]
     normalised = [normalise_scores(s) for s in scores]
-    if mode == "threshold":
-        keeps = [ops.greater(n, amount) for n in normalised]
+    if layers[0].schedule.mode == "threshold":
+        keeps = [n > amount for n in normalised]
     else:
-        flat = ops.concatenate([ops.reshape(n, (-1, 1)) for n in normalised], axis=0)
-        keep_flat = ops.reshape(layers[0].pattern.keep_blocks(flat, sparsity=amount), (-1,))
-        keeps, start = [], 0
-        for n in normalised:
-            size = int(n.shape[0] * n.shape[1])
-            keeps.append(ops.reshape(keep_flat[start:start + size], n.shape))
-            start += size
+        flat = np.concatenate([n.reshape(-1, 1) for n in normalised])
+        keep_flat = layers[0].pattern.keep_blocks(flat, sparsity=amount).ravel()
+        bounds = np.cumsum([n.size for n in normalised])[:-1]
+        keeps = [k.reshape(n.shape) for k, n in zip(np.split(keep_flat, bounds), normalised)]
     for layer, s, keep in zip(layers, scores, keeps):
         layer.apply_block_mask(keep, pruning_boundary(s, keep))

@@ -11,11 +11,16 @@ last block may be ragged). A pattern
 3. expands the block decision back to a per-weight mask (``expand``).
 
 Adding a pattern means subclassing :class:`SparsityPattern`; the layers never change.
+
+Mask computation runs in NumPy on purpose: it happens between training steps (every
+``frequency`` steps), where a few vectorised NumPy calls cost far less than dozens of eager
+backend ops, and NumPy is the same on every Keras backend. Selection uses ``argpartition``
+(linear time), not a sort or ``top_k`` over the whole tensor.
 """
 import math
 
 import keras
-from keras import ops
+import numpy as np
 
 _REGISTRY = {}
 
@@ -45,16 +50,16 @@ class SparsityPattern:
     def block_view(self, kernel2d):
         """Return ``(blocks, counts)``: ``blocks`` has shape ``(n_blocks, g, units)`` with the
         ragged tail zero-padded; ``counts`` ``(n_blocks, 1)`` holds each block's real length."""
+        kernel2d = np.asarray(kernel2d)
         fan_in, units = kernel2d.shape
         g = self.group_size
         n_blocks = self.num_blocks(fan_in)
         pad = n_blocks * g - fan_in
         if pad:
-            kernel2d = ops.pad(kernel2d, [[0, pad], [0, 0]])
-        blocks = ops.reshape(kernel2d, (n_blocks, g, units))
-        counts = [g] * n_blocks
+            kernel2d = np.pad(kernel2d, [(0, pad), (0, 0)])
+        blocks = kernel2d.reshape(n_blocks, g, units)
+        counts = np.full((n_blocks, 1), g, dtype=kernel2d.dtype)
         counts[-1] = g - pad
-        counts = ops.reshape(ops.convert_to_tensor(counts, dtype=kernel2d.dtype), (n_blocks, 1))
         return blocks, counts
 
     def scores(self, kernel2d, importance):
@@ -67,27 +72,21 @@ class SparsityPattern:
         """Boolean ``(n_blocks, units)``: True for blocks that survive.
 
         With ``sparsity``, exactly ``round(sparsity * n)`` lowest-scoring blocks are removed
-        (deterministic for equal inputs). With ``threshold``, blocks
-        whose score is at or below it are removed.
+        (deterministic for equal inputs). With ``threshold``, blocks whose score is at or below
+        it are removed.
         """
+        scores = np.asarray(scores)
         if threshold is not None:
-            return ops.greater(scores, threshold)
-        n = int(scores.shape[0] * scores.shape[1])
-        n_prune = int(round(float(sparsity) * n))
-        flat = ops.reshape(scores, (-1,))
-        if n_prune <= 0:
-            return ops.ones_like(scores, dtype="bool")
-        order = ops.argsort(flat)
-        pruned_idx = ops.expand_dims(order[:n_prune], -1)
-        keep = ops.scatter_update(
-            ops.ones((n,), dtype="bool"), pruned_idx, ops.zeros((n_prune,), dtype="bool")
-        )
-        return ops.reshape(keep, scores.shape)
+            return scores > threshold
+        n_prune = int(round(float(sparsity) * scores.size))
+        keep = np.ones(scores.size, dtype=bool)
+        if n_prune > 0:
+            keep[np.argpartition(scores.ravel(), n_prune - 1)[:n_prune]] = False
+        return keep.reshape(scores.shape)
 
     def expand(self, keep, fan_in):
-        """Per-weight float mask ``(fan_in, units)`` from the block decision."""
-        mask = ops.repeat(ops.cast(keep, "float32"), self.group_size, axis=0)
-        return mask[:fan_in]
+        """Per-weight float32 mask ``(fan_in, units)`` from the block decision."""
+        return np.repeat(np.asarray(keep, dtype=np.float32), self.group_size, axis=0)[:fan_in]
 
     def describe(self):
         """Short human-readable name, used in reports."""
@@ -150,16 +149,17 @@ class NMPattern(SparsityPattern):
         # The pattern itself fixes the sparsity; the schedule only says *when* it applies
         # (a sparsity of 0, e.g. before begin_step, keeps everything).
         if threshold is None and not sparsity:
-            return ops.ones_like(scores, dtype="bool")
+            return np.ones(np.shape(scores), dtype=bool)
+        scores = np.asarray(scores)
         fan_in, units = scores.shape
         n_win = math.ceil(fan_in / self.m)
         pad = n_win * self.m - fan_in
         # Padding scores with -inf puts them last, so a ragged window keeps min(n, r) real ones.
-        padded = ops.pad(scores, [[0, pad], [0, 0]], constant_values=-float("inf")) if pad else scores
-        windows = ops.reshape(padded, (n_win, self.m, units))
-        rank = ops.argsort(ops.argsort(windows, axis=1), axis=1)  # 0 = lowest in its window
-        keep = ops.greater_equal(rank, self.m - self.n)
-        return ops.reshape(keep, (n_win * self.m, units))[:fan_in]
+        padded = np.pad(scores, [(0, pad), (0, 0)], constant_values=-np.inf) if pad else scores
+        windows = padded.reshape(n_win, self.m, units)
+        rank = np.argsort(np.argsort(windows, axis=1, kind="stable"), axis=1, kind="stable")
+        keep = rank >= self.m - self.n  # rank 0 = lowest in its window
+        return keep.reshape(n_win * self.m, units)[:fan_in]
 
     def describe(self):
         return f"{self.n}:{self.m}"
