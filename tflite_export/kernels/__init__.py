@@ -164,9 +164,10 @@ class GroupSparseFC:
         arrays = [values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift, out_scale]
         # Keep the given dtypes (no casting): a wrong dtype is a format error to report.
         self._arrays = [None if a is None else np.ascontiguousarray(a) for a in arrays]
-        n_inputs = 9 if out_multiplier is not None or out_shift is not None or out_scale is not None else 6
+        given = [i for i, a in enumerate(self._arrays) if a is not None]
+        n_inputs = 2 + given[-1] if given else 1  # node inputs: activations + the given ones
         tensors = (_Tensor * 9)()
-        for i, a in enumerate(self._arrays[: n_inputs - 1]):
+        for i, a in enumerate(self._arrays[: max(n_inputs - 1, 0)]):
             tensors[i + 1] = _tensor(a)
         self._layer = ctypes.create_string_buffer(lib.tfs_gsfc_layer_size())
         err = ctypes.create_string_buffer(400)

@@ -1,0 +1,299 @@
+"""The C kernel core through tflite_export.kernels: every g, ragged tails, batch, every SIMD path
+against the portable one and against numpy, and the validator's rules one by one."""
+import numpy as np
+import pytest
+
+import custom_op_testlib as tl
+from tflite_export import kernels
+
+GS = [1, 2, 4, 8, 16]
+# (in, out): multiples of 16, ragged for every g > 1, in < 16 (all-tail rows for g = 16),
+# out not a multiple of the 8-row block.
+SHAPES = [(64, 16), (45, 19), (7, 9), (130, 33)]
+
+
+def _int8_params(rng, out_f, activation=0):
+    out_zp = int(rng.integers(-30, 30))
+    return dict(in_zp=int(rng.integers(-30, 30)), out_zp=out_zp,
+                act_min=out_zp if activation else -128, act_max=127,
+                multiplier=rng.integers(1 << 30, (1 << 31) - 1, out_f),
+                shift=rng.integers(-12, -4, out_f),
+                scale=(rng.uniform(0.001, 0.02, out_f)).astype(np.float32))
+
+
+def _layer(rng, in_f, out_f, g, dtype, density=0.35, activation=0, requant="fp32"):
+    w = tl.random_group_sparse(rng, out_f, in_f, g, density)
+    if dtype == "float32":
+        bias = rng.standard_normal(out_f).astype(np.float32)
+        arrays = tl.layer_arrays(w, bias, g, activation)
+        return w, bias, None, kernels.GroupSparseFC(*arrays.values())
+    wq = np.clip(np.round(w * 50), -128, 127).astype(np.int8)
+    bias = rng.integers(-3000, 3000, out_f).astype(np.int32)
+    p = _int8_params(rng, out_f, activation)
+    arrays = tl.layer_arrays(wq, bias, g, activation, int8=p)
+    return wq, bias, p, kernels.GroupSparseFC(*arrays.values(), requant=requant)
+
+
+def _ref_float(w, bias, x, activation):
+    y = x.astype(np.float64) @ w.T.astype(np.float64) + bias
+    if activation:
+        y = np.maximum(y, 0)
+    if activation == 3:
+        y = np.minimum(y, 6)
+    return y, np.abs(x) @ np.abs(w).T + np.abs(bias)
+
+
+def _ref_int8_acc(wq, bias, x, p):
+    return (x.astype(np.int64) - p["in_zp"]) @ wq.T.astype(np.int64) + bias
+
+
+def _ref_int8_fp32(wq, bias, x, p):
+    """XNNPACK's fp32 requantization in numpy float32 arithmetic."""
+    acc = _ref_int8_acc(wq, bias, x, p)
+    f = acc.astype(np.float32) * p["scale"]
+    f = np.clip(f, np.float32(p["act_min"] - p["out_zp"]), np.float32(p["act_max"] - p["out_zp"]))
+    return (np.rint(f).astype(np.int32) + p["out_zp"]).astype(np.int8)
+
+
+def _mbqm(acc, mult, shift):
+    """TFLite's MultiplyByQuantizedMultiplier in Python integers (independent of the C one)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    a = ((acc << left) + (1 << 31)) % (1 << 32) - (1 << 31)
+    ab = a * mult
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    q = abs(ab + nudge) >> 31
+    high = q if ab + nudge >= 0 else -q
+    mask = (1 << right) - 1
+    rem, thr = high & mask, (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if rem > thr else 0)
+
+
+def _ref_int8_fixed(wq, bias, x, p):
+    acc = _ref_int8_acc(wq, bias, x, p)
+    out = np.empty(acc.shape, np.int64)
+    for (b, r), a in np.ndenumerate(acc):
+        out[b, r] = _mbqm(int(a), int(p["multiplier"][r]), int(p["shift"][r])) + p["out_zp"]
+    return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+@pytest.fixture(scope="module")
+def impls(request):
+    names = kernels.available_impls()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    missing = [n for n in ("avx2", "avx512") if n not in names]
+    line = (f"\n[tfs kernels] paths exercised: {', '.join(names)}; not available on this CPU "
+            f"(not tested here): {', '.join(missing) or 'none'}")
+    if reporter is not None:
+        reporter.write_line(line)
+    print(line)
+    return names
+
+
+@pytest.mark.parametrize("g", GS)
+@pytest.mark.parametrize("in_f,out_f", SHAPES)
+def test_float32_every_path_matches_numpy(g, in_f, out_f, impls):
+    rng = np.random.default_rng(g * 1000 + in_f)
+    for activation in (0, 1, 3):
+        w, bias, _, layer = _layer(rng, in_f, out_f, g, "float32", activation=activation)
+        for batch in (1, 3):
+            x = rng.standard_normal((batch, in_f)).astype(np.float32)
+            want, mag = _ref_float(w, bias, x, activation)
+            for impl in impls:
+                got = layer(x, impl)
+                assert got.shape == (batch, out_f) and got.dtype == np.float32
+                err = np.abs(got - want)
+                assert np.all(err <= 1e-5 * mag + 1e-7), (impl, float((err / mag).max()))
+
+
+@pytest.mark.parametrize("g", GS)
+@pytest.mark.parametrize("in_f,out_f", SHAPES)
+def test_int8_every_path_is_bit_exact(g, in_f, out_f, impls):
+    rng = np.random.default_rng(g * 1000 + in_f + 1)
+    for activation in (0, 1):
+        wq, bias, p, layer = _layer(rng, in_f, out_f, g, "int8", activation=activation)
+        for batch in (1, 4):
+            x = rng.integers(-128, 128, (batch, in_f)).astype(np.int8)
+            want = _ref_int8_fp32(wq, bias, x, p)
+            for impl in impls:
+                np.testing.assert_array_equal(layer(x, impl), want, err_msg=impl)
+
+
+@pytest.mark.parametrize("g", [1, 4, 16])
+def test_int8_fixed_point_requantization_matches_tflite_formula(g, impls):
+    rng = np.random.default_rng(50 + g)
+    wq, bias, p, layer = _layer(rng, 45, 19, g, "int8", requant="fixed_point")
+    x = rng.integers(-128, 128, (2, 45)).astype(np.int8)
+    want = _ref_int8_fixed(wq, bias, x, p)
+    for impl in impls:
+        np.testing.assert_array_equal(layer(x, impl), want, err_msg=impl)
+
+
+def test_multiply_by_quantized_multiplier_matches_reference():
+    rng = np.random.default_rng(3)
+    for _ in range(3000):
+        acc = int(rng.integers(-(1 << 31), 1 << 31))
+        mult = int(rng.integers(1 << 30, 1 << 31))
+        shift = int(rng.integers(-31, 8))
+        assert kernels.multiply_by_quantized_multiplier(acc, mult, shift) == _mbqm(acc, mult, shift)
+
+
+def test_large_sparse_layer_all_paths_agree(impls):
+    """A 1024x1024 layer at 90 % group sparsity (the benchmark shape), batch 2."""
+    rng = np.random.default_rng(99)
+    for dtype in ("float32", "int8"):
+        w, bias, p, layer = _layer(rng, 1024, 1024, 4, dtype, density=0.1)
+        if dtype == "float32":
+            x = rng.standard_normal((2, 1024)).astype(np.float32)
+            want, mag = _ref_float(w, bias, x, 0)
+            for impl in impls:
+                assert np.all(np.abs(layer(x, impl) - want) <= 1e-5 * mag + 1e-7), impl
+        else:
+            x = rng.integers(-128, 128, (2, 1024)).astype(np.int8)
+            for impl in impls:
+                np.testing.assert_array_equal(layer(x, impl), _ref_int8_fp32(w, bias, x, p), impl)
+
+
+def test_empty_rows_and_no_groups(impls):
+    meta = np.zeros(16, np.int32)
+    meta[:7] = [1, 12, 5, 4, 0, 0, 0]
+    layer = kernels.GroupSparseFC(np.zeros(0, np.float32), np.zeros(0, np.uint16),
+                                  np.zeros(6, np.int32), meta, np.arange(5, dtype=np.float32))
+    for impl in impls:
+        np.testing.assert_array_equal(layer(np.ones((2, 12), np.float32), impl),
+                                      np.tile(np.arange(5, dtype=np.float32), (2, 1)))
+
+
+def test_unavailable_path_is_an_error_not_a_silent_fallback():
+    if "avx512" in kernels.available_impls():
+        pytest.fail("this CPU has AVX-512: run the other tests (they cover it); this check needs "
+                    "a CPU without it")  # pragma: no cover
+    rng = np.random.default_rng(0)
+    *_, layer = _layer(rng, 16, 8, 4, "float32")
+    with pytest.raises(RuntimeError, match="not available"):
+        layer(np.zeros((1, 16), np.float32), "avx512")
+    with pytest.raises(RuntimeError, match="not available"):
+        kernels.set_runtime_impl("avx512")
+
+
+# ---- validator: one test per rule -------------------------------------------------------------
+
+def _valid_int8_arrays():
+    rng = np.random.default_rng(11)
+    wq = np.clip(np.round(tl.random_group_sparse(rng, 6, 20, 4, 0.5) * 50), -127, 127).astype(np.int8)
+    p = dict(in_zp=1, out_zp=2, act_min=-128, act_max=127, multiplier=np.full(6, 1 << 30),
+             shift=np.full(6, -3), scale=np.full(6, 0.01, np.float32))
+    return tl.layer_arrays(wq, np.zeros(6, np.int32), 4, int8=p)
+
+
+def _set(name, index, value):
+    def mutate(a):
+        a[name] = a[name].copy()
+        a[name][index] = value
+    return mutate
+
+
+def _replace(name, fn):
+    def mutate(a):
+        a[name] = fn(a[name])
+    return mutate
+
+
+def _drop(name):
+    def mutate(a):
+        del a[name]
+    return mutate
+
+
+RULES = {
+    "version": (_set("meta", 0, 2), "format version 2"),
+    "in_zero": (_set("meta", 1, 0), "in = 0"),
+    "in_too_big": (_set("meta", 1, 70000), "in = 70000"),
+    "out_zero": (_set("meta", 2, 0), "out = 0"),
+    "g_not_allowed": (_set("meta", 3, 3), "g = 3"),
+    "n_groups_negative": (_set("meta", 4, -1), "n_groups = -1"),
+    "n_groups_too_many": (_set("meta", 4, 1000), "n_groups = 1000"),
+    "dtype": (_set("meta", 5, 2), "dtype = 2"),
+    "activation": (_set("meta", 6, 2), "fused activation 2"),
+    "in_zp": (_set("meta", 7, 300), "input zero point 300"),
+    "out_zp": (_set("meta", 8, -129), "output zero point -129"),
+    "act_range": (_set("meta", 9, 100), "activation range"),  # min 100 > max 127? no: 100 <= 127
+    "reserved": (_set("meta", 13, 1), "reserved field 13"),
+    "meta_size": (_replace("meta", lambda m: m[:15]), "input 4 (meta): 15 elements"),
+    "meta_type": (_replace("meta", lambda m: m.astype(np.int16)), "input 4 (meta): element type"),
+    "values_size": (_replace("values", lambda v: v[:-1]), "input 1 (values)"),
+    "values_type": (_replace("values", lambda v: v.astype(np.float32)), "input 1 (values): element type"),
+    "col_idx_type": (_replace("col_idx", lambda c: c.astype(np.int32)), "input 2 (col_idx): element type"),
+    "col_idx_size": (_replace("col_idx", lambda c: c[:-1]), "input 2 (col_idx)"),
+    "col_idx_range": (_set("col_idx", -1, 20), "col_idx[%d] = 20 >= in"),
+    "col_idx_multiple": (_set("col_idx", 0, 1), "not a multiple of g"),
+    "col_idx_order": (None, "not strictly increasing"),
+    "row_ptr_size": (_replace("row_ptr", lambda r: r[:-1]), "input 3 (row_ptr)"),
+    "row_ptr_first": (_set("row_ptr", 0, 1), "row_ptr[0] = 1"),
+    "row_ptr_last": (None, "row_ptr[out]"),
+    "row_ptr_decreasing": (None, "row_ptr[2]"),
+    "bias_type": (_replace("bias", lambda b: b.astype(np.float32)), "input 5 (bias): element type"),
+    "bias_size": (_replace("bias", lambda b: b[:-1]), "input 5 (bias)"),
+    "multiplier_negative": (_set("out_multiplier", 1, -5), "out_multiplier[1] = -5"),
+    "shift_range": (_set("out_shift", 2, 31), "out_shift[2] = 31"),
+    "scale_range": (_set("out_scale", 3, 300.0), "out_scale[3] = 300"),
+    "scale_nan": (_set("out_scale", 0, np.nan), "out_scale[0] = nan"),
+    "missing_int8_inputs": (_drop("out_scale"), "inputs, expected 6 (float32) or 9 (int8)"),
+}
+
+
+def _row_ptr_last(a):
+    a["row_ptr"] = a["row_ptr"].copy()
+    a["row_ptr"][-1] -= 1
+
+
+def _row_ptr_decreasing(a):
+    a["row_ptr"] = a["row_ptr"].copy()
+    a["row_ptr"][2] = a["row_ptr"][1] - 1
+
+
+def _col_order(a):
+    # Swap the first two groups of the first row with at least two groups.
+    rp, c = a["row_ptr"], a["col_idx"].copy()
+    r = next(i for i in range(len(rp) - 1) if rp[i + 1] - rp[i] >= 2)
+    c[rp[r]], c[rp[r] + 1] = c[rp[r] + 1], c[rp[r]]
+    a["col_idx"] = c
+
+
+RULES["row_ptr_last"] = (_row_ptr_last, "row_ptr[out]")
+RULES["row_ptr_decreasing"] = (_row_ptr_decreasing, "row_ptr[2]")
+RULES["col_idx_order"] = (_col_order, "not strictly increasing")
+RULES["act_range"] = (_set("meta", 9, -129), "activation range [-129, 127]")
+
+
+def test_valid_arrays_are_accepted():
+    kernels.GroupSparseFC(*_valid_int8_arrays().values())
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_validator_rejects(rule):
+    mutate, message = RULES[rule]
+    arrays = _valid_int8_arrays()
+    mutate(arrays)
+    if "%d" in message:
+        message = message.split("%d")[0]
+    with pytest.raises(kernels.KernelFormatError) as info:
+        kernels.GroupSparseFC(*arrays.values())
+    assert message.replace("[", "").replace("]", "") in str(info.value).replace("[", "").replace("]", "")
+
+
+def test_float32_meta_must_have_zero_quantization_fields():
+    rng = np.random.default_rng(1)
+    arrays = tl.layer_arrays(tl.random_group_sparse(rng, 4, 8, 2, 0.5), np.zeros(4, np.float32), 2)
+    arrays["meta"][7] = 1
+    with pytest.raises(kernels.KernelFormatError, match="must be 0 for float32"):
+        kernels.GroupSparseFC(*arrays.values())
+
+
+def test_io_validation():
+    rng = np.random.default_rng(2)
+    arrays = tl.layer_arrays(tl.random_group_sparse(rng, 4, 8, 2, 0.5), np.zeros(4, np.float32), 2)
+    layer = kernels.GroupSparseFC(*arrays.values())
+    with pytest.raises(kernels.KernelFormatError, match="not a multiple of in"):
+        layer(np.zeros((1, 9), np.float32))
+    with pytest.raises(kernels.KernelFormatError, match="element type"):
+        layer(np.zeros((1, 8), np.float64))
