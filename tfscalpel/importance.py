@@ -9,19 +9,13 @@ Inputs and outputs are NumPy arrays (see :mod:`tfscalpel.patterns` for why).
 import keras
 import numpy as np
 
+from tfscalpel.config_objects import ConfigObject, registrar
+
 _REGISTRY = {}
+_register = registrar(_REGISTRY, "importance_name")
 
 
-def _register(name):
-    def wrap(cls):
-        _REGISTRY[name] = cls
-        cls.importance_name = name
-        return keras.saving.register_keras_serializable(package="tfscalpel")(cls)
-
-    return wrap
-
-
-class Importance:
+class Importance(ConfigObject):
     """Base class for block importance criteria."""
 
     importance_name = "base"
@@ -30,19 +24,6 @@ class Importance:
 
     def __call__(self, blocks, counts):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __repr__(self):
-        return f"{type(self).__name__}()"
 
 
 @_register("magnitude")

@@ -33,6 +33,8 @@ class PrunableMixin:
     """
 
     def _init_pruning(self, pattern, importance, schedule, global_group):
+        if schedule is None:
+            raise ValueError(f"layer {self.name!r}: schedule is required")
         self.pattern = get_pattern(pattern)
         self.importance = (
             default_importance(self.pattern) if importance is None else get_importance(importance)
@@ -50,6 +52,13 @@ class PrunableMixin:
                 f"{self.pattern.describe()} fixes it"
             )
         self.global_group = global_group
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_pruning_weights()
+
+    def get_config(self):
+        return {**super().get_config(), **self._pruning_config()}
 
     def _build_pruning_weights(self):
         self.pruning_mask = self.add_weight(
@@ -138,13 +147,7 @@ class GroupPrunedDense(PrunableMixin, keras.layers.Dense):
     def __init__(self, units, pattern="group", importance=None, schedule=None,
                  global_group=None, **kwargs):
         super().__init__(units, **kwargs)
-        if schedule is None:
-            raise ValueError(f"layer {self.name!r}: schedule is required")
         self._init_pruning(pattern, importance, schedule, global_group)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_pruning_weights()
 
     def call(self, inputs, training=None):
         x = ops.matmul(inputs, self.masked_kernel())
@@ -153,9 +156,6 @@ class GroupPrunedDense(PrunableMixin, keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}
 
 
 
@@ -168,19 +168,10 @@ class GroupPrunedConv2D(PrunableMixin, keras.layers.Conv2D):
     def __init__(self, filters, kernel_size, pattern="group", importance=None, schedule=None,
                  global_group=None, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        if schedule is None:
-            raise ValueError(f"layer {self.name!r}: schedule is required")
         self._init_pruning(pattern, importance, schedule, global_group)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_pruning_weights()
 
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, ops.multiply(kernel, self.pruning_mask))
-
-    def get_config(self):
-        return {**super().get_config(), **self._pruning_config()}
 
 
 

@@ -22,19 +22,13 @@ import math
 import keras
 import numpy as np
 
+from tfscalpel.config_objects import ConfigObject, registrar
+
 _REGISTRY = {}
+_register = registrar(_REGISTRY, "pattern_name")
 
 
-def _register(name):
-    def wrap(cls):
-        _REGISTRY[name] = cls
-        cls.pattern_name = name
-        return keras.saving.register_keras_serializable(package="tfscalpel")(cls)
-
-    return wrap
-
-
-class SparsityPattern:
+class SparsityPattern(ConfigObject):
     """Base class. Subclasses set ``group_size`` and may override ``keep_blocks``."""
 
     pattern_name = "base"
@@ -91,20 +85,6 @@ class SparsityPattern:
     def describe(self):
         """Short human-readable name, used in reports."""
         return self.pattern_name
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @_register("unstructured")

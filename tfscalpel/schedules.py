@@ -11,6 +11,8 @@ exactly, and tfmot's own schedule objects are accepted wherever a schedule is (s
 """
 import keras
 
+from tfscalpel.config_objects import ConfigObject
+
 
 def _check_sparsity(value, arg):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -42,7 +44,7 @@ def _in_pruning_step(step, begin_step, end_step, frequency):
     return in_range and (step - begin_step) % frequency == 0
 
 
-class PruningSchedule:
+class PruningSchedule(ConfigObject):
     """Base class: ``schedule(step) -> (update: bool, amount: float)``."""
 
     mode = "sparsity"
@@ -57,17 +59,6 @@ class PruningSchedule:
 
     def get_config(self):
         raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="tfscalpel")
