@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: a C compiler for the kernels, Fashion-MNIST (MIT, idx files).
+# Debian packages: a C compiler for the kernels, clang + its compiler-rt (libFuzzer, ASan, UBSan)
+# for the kernel fuzz test, Fashion-MNIST (MIT, idx files).
 need=()
-for pkg in build-essential dataset-fashion-mnist; do
+for pkg in build-essential clang libclang-rt-14-dev dataset-fashion-mnist; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
