@@ -201,3 +201,19 @@ def test_target_profiles_load_and_calibrate(tmp_path):
     assert fitted.profile["formats"]["custom"]["float32"]["unit_ns"]["8"] == \
         cm.profile["formats"]["custom"]["float32"]["unit_ns"]["8"]
     assert fitted.name == "x86-avx2-calibrated"
+
+
+def test_calibration_from_measured_kernel_timings():
+    from tflite_export import calibrate
+
+    rows = calibrate.measure_custom(points=((256, 64, 0.1), (128, 32, 0.5), (512, 16, 0.25)),
+                                    dtypes=("float32",), gs=(4,), repeats=1, iterations=20)
+    assert len(rows) == 3 and all(r["time_ns"] > 0 and r["units"] > 0 for r in rows)
+    base = cost_model.load("x86-avx2")
+    fitted = calibrate.calibrated_profile(base, rows, name="host")
+    custom = fitted.profile["formats"]["custom"]["float32"]
+    assert fitted.name == "host" and custom["fixed_ns"] >= calibrate.CUSTOM_NODE_OVERHEAD_NS
+    assert custom["unit_ns"]["4"] > 0
+    # Not measured: kept from the base profile.
+    assert custom["unit_ns"]["8"] == base.profile["formats"]["custom"]["float32"]["unit_ns"]["8"]
+    assert fitted.profile["formats"]["dense"] == base.profile["formats"]["dense"]

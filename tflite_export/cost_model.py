@@ -111,14 +111,14 @@ def load(target) -> CostModel:
 
 
 def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None = None) -> CostModel:
-    """Refit a profile's coefficients from measured kernel timings.
+    """Refit a profile's coefficients from measured timings (e.g. `tflite_export.calibrate`).
 
     Each measurement is a mapping with `format` ("dense" | "builtin_sparse" | "custom"),
     `dtype` ("float32" | "int8"), `g` (custom only), `out`, `units` (weights, blocks or groups)
-    and `time_ns`. For every (format, dtype[, g]) with at least three measurements of distinct
-    shapes, `fixed_ns`, `row_ns` and `unit_ns` are least-squares fitted (clipped at 0); the others
-    keep the base profile's values. For the custom op, `fixed_ns`/`row_ns` are shared across g
-    in the profile layout, so the last fitted g's values are kept for them (they are similar).
+    and `time_ns`. Per (format, dtype), `fixed_ns`, `row_ns` and `unit_ns` are fitted by least
+    squares (clipped at 0); for the custom op, one `unit_ns` per measured g with `fixed_ns` and
+    `row_ns` shared across g (as the profile layout has them). A (format, dtype) whose
+    measurements cannot determine every coefficient keeps the base profile's values.
     """
     profile = base.to_dict()
     groups: dict[tuple, list] = {}
@@ -126,20 +126,25 @@ def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None
         fmt, dtype = m["format"], m["dtype"]
         if fmt not in FORMATS or dtype not in DTYPES:
             raise ValueError(f"measurement {dict(m)}: format must be in {FORMATS}, dtype in {DTYPES}")
-        key = (fmt, dtype, int(m.get("g", 0)) if fmt == "custom" else 0)
-        groups.setdefault(key, []).append((float(m["out"]), float(m["units"]), float(m["time_ns"])))
-    for (fmt, dtype, g), rows in sorted(groups.items()):
-        a = np.array([[1.0, r[0], r[1]] for r in rows])
-        y = np.array([r[2] for r in rows])
-        if len(rows) < 3 or np.linalg.matrix_rank(a) < 3:
+        g = int(m.get("g", 0)) if fmt == "custom" else 0
+        if fmt == "custom" and g not in ALLOWED_GROUP_SIZES:
+            raise ValueError(f"measurement {dict(m)}: g must be in {ALLOWED_GROUP_SIZES}")
+        groups.setdefault((fmt, dtype), []).append((g, float(m["out"]), float(m["units"]), float(m["time_ns"])))
+    for (fmt, dtype), rows in sorted(groups.items()):
+        gs = sorted({r[0] for r in rows})
+        # Columns: fixed, per row, then one per-unit column for each g (0 for other g's rows).
+        a = np.array([[1.0, out] + [units if g == k else 0.0 for k in gs] for g, out, units, _ in rows])
+        y = np.array([r[3] for r in rows])
+        if np.linalg.matrix_rank(a) < a.shape[1]:
             continue
-        fixed, row, unit = np.clip(np.linalg.lstsq(a, y, rcond=None)[0], 0.0, None)
+        coef = np.clip(np.linalg.lstsq(a, y, rcond=None)[0], 0.0, None)
         c = profile["formats"][fmt][dtype]
-        c["fixed_ns"], c["row_ns"] = float(fixed), float(row)
+        c["fixed_ns"], c["row_ns"] = float(coef[0]), float(coef[1])
         if fmt == "custom":
-            c["unit_ns"][str(g)] = float(unit)
+            for k, unit in zip(gs, coef[2:]):
+                c["unit_ns"][str(k)] = float(unit)
         else:
-            c["unit_ns"] = float(unit)
+            c["unit_ns"] = float(coef[2])
     profile["name"] = name or f"{base.name}-calibrated"
     profile["source"] = "calibrated from measured kernel timings"
     return CostModel(profile)
