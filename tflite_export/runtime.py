@@ -244,7 +244,7 @@ class Runtime:
             self._ctx = k.tfs_litert_ctx_create(
                 *[ctypes.cast(getattr(lib, n), _vp) for n in (
                     "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
-                    "LiteRtLockTensorBuffer", "LiteRtUnlockTensorBuffer")])
+                    "LiteRtGetTensorBufferHostMemory")])
             if not self._ctx:
                 raise LiteRtError("tfs_litert_ctx_create failed (out of memory)")
             st = lib.LiteRtAddCustomOpKernelOption(opts, CUSTOM_OP_NAME.encode(), 1,

@@ -55,12 +55,10 @@ _Static_assert(sizeof(LiteRtRankedTensorType) == 72,
                "LiteRtRankedTensorType must be 72 bytes (ai-edge-litert 2.3.0)");
 
 enum { kLiteRtStatusOk = 0, kLiteRtStatusErrorInvalidArgument = 1, kLiteRtStatusErrorRuntimeFailure = 3 };
-enum { kLockRead = 0, kLockWrite = 1 };
 
 typedef LiteRtStatus (*GetTensorTypeFn)(LiteRtTensorBuffer, LiteRtRankedTensorType*);
 typedef LiteRtStatus (*GetSizeFn)(LiteRtTensorBuffer, size_t*);
-typedef LiteRtStatus (*LockFn)(LiteRtTensorBuffer, void**, int);
-typedef LiteRtStatus (*UnlockFn)(LiteRtTensorBuffer);
+typedef LiteRtStatus (*HostMemoryFn)(LiteRtTensorBuffer, void**);
 typedef LiteRtStatus (*RunCompiledModelFn)(void*, LiteRtParamIndex, size_t, LiteRtTensorBuffer*,
                                            size_t, LiteRtTensorBuffer*);
 
@@ -78,8 +76,7 @@ typedef struct {
 typedef struct {
   GetTensorTypeFn get_type;
   GetSizeFn get_size;
-  LockFn lock;
-  UnlockFn unlock;
+  HostMemoryFn host_memory;
   int error;
   char message[512];
   tfs_cached_layer* cache;
@@ -106,14 +103,15 @@ static void set_error(tfs_litert_ctx* ctx, const char* fmt, const char* detail) 
   snprintf(ctx->message, sizeof ctx->message, fmt, detail);
 }
 
-void* tfs_litert_ctx_create(void* get_type, void* get_size, void* lock, void* unlock) {
-  if (!get_type || !get_size || !lock || !unlock) return NULL;
+/* The LiteRt* functions Run needs, as pointers from the loaded libLiteRt.so:
+ * LiteRtGetTensorBufferTensorType, LiteRtGetTensorBufferSize, LiteRtGetTensorBufferHostMemory. */
+void* tfs_litert_ctx_create(void* get_type, void* get_size, void* host_memory) {
+  if (!get_type || !get_size || !host_memory) return NULL;
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)calloc(1, sizeof *ctx);
   if (!ctx) return NULL;
   ctx->get_type = (GetTensorTypeFn)get_type;
   ctx->get_size = (GetSizeFn)get_size;
-  ctx->lock = (LockFn)lock;
-  ctx->unlock = (UnlockFn)unlock;
+  ctx->host_memory = (HostMemoryFn)host_memory;
   return ctx;
 }
 
@@ -194,11 +192,32 @@ static int describe(tfs_litert_ctx* ctx, LiteRtTensorBuffer buf, tfs_tensor* t) 
   return 0;
 }
 
-static const tfs_cached_layer* find_or_validate(tfs_litert_ctx* ctx, const tfs_tensor* t, size_t n) {
+/* Cached layer whose constant inputs live at these addresses, or NULL. Keying on the data
+ * addresses alone is memory-safe: a hit means the kernel touches exactly the bytes that were
+ * validated (the model is immutable and outlives the context); the activations and the output
+ * are checked on every run. */
+static const tfs_cached_layer* find_cached(const tfs_litert_ctx* ctx, void* const* ptrs, size_t n) {
   for (size_t i = 0; i < ctx->cache_len; ++i) {
     const tfs_cached_layer* c = &ctx->cache[i];
-    if (c->n_inputs == n && memcmp(c->key + 1, t + 1, (n - 1) * sizeof(tfs_tensor)) == 0)
-      return c;
+    if (c->n_inputs != n) continue;
+    size_t j = 1;
+    while (j < n && c->key[j].data == ptrs[j]) ++j;
+    if (j == n) return c;
+  }
+  return NULL;
+}
+
+/* First sight of a node: describe every constant input, validate, pack, cache. */
+static const tfs_cached_layer* validate_and_cache(tfs_litert_ctx* ctx, const LiteRtTensorBuffer* in,
+                                                  void* const* ptrs, size_t n) {
+  tfs_tensor t[TFS_MAX_NODE_INPUTS];
+  memset(t, 0, sizeof t);
+  for (size_t i = 1; i < n; ++i) {
+    if (describe(ctx, in[i], &t[i]) != 0) {
+      set_error(ctx, "%s", "cannot read a constant input's type/size (or its layout overstates it)");
+      return NULL;
+    }
+    t[i].data = ptrs[i];
   }
   tfs_gsfc_layer layer;
   char err[400];
@@ -231,14 +250,11 @@ static const tfs_cached_layer* find_or_validate(tfs_litert_ctx* ctx, const tfs_t
   }
   tfs_cached_layer* c = &ctx->cache[ctx->cache_len++];
   memset(c, 0, sizeof *c);
-  c->packed = packed;
-  c->packed_mem = mem;
   memcpy(c->key, t, n * sizeof(tfs_tensor));
-  c->key[0].data = NULL;
-  c->key[0].count = 0;
-  c->key[0].elem = 0;
   c->n_inputs = n;
   c->layer = layer;
+  c->packed = packed;
+  c->packed_mem = mem;
   return c;
 }
 
@@ -251,65 +267,48 @@ static LiteRtStatus kernel_run(void* user_data, size_t n_in, const LiteRtTensorB
     set_error(ctx, "%s", "node must have 6 (float32) or 9 (int8) inputs and 1 output");
     return kLiteRtStatusErrorInvalidArgument;
   }
-  tfs_tensor t[TFS_MAX_NODE_INPUTS];
-  tfs_tensor y;
-  memset(t, 0, sizeof t);
-  memset(&y, 0, sizeof y);
-  size_t locked = 0;
-  bool out_locked = false;
-  LiteRtStatus status = kLiteRtStatusErrorRuntimeFailure;
+  /* Host buffers only (CPU): their memory is read directly, no lock round trip per run. */
+  void* ptrs[TFS_MAX_NODE_INPUTS];
   for (size_t i = 0; i < n_in; ++i) {
-    void* p = NULL;
-    if (describe(ctx, inputs[i], &t[i]) != 0) {
-      set_error(ctx, "%s", "cannot read an input tensor's type/size (or its layout overstates it)");
-      goto done;
+    if (ctx->host_memory(inputs[i], &ptrs[i]) != kLiteRtStatusOk) {
+      set_error(ctx, "%s", "an input is not a host-memory tensor buffer");
+      return kLiteRtStatusErrorRuntimeFailure;
     }
-    if (ctx->lock(inputs[i], &p, kLockRead) != kLiteRtStatusOk) {
-      set_error(ctx, "%s", "cannot lock an input tensor buffer");
-      goto done;
-    }
-    locked = i + 1;
-    t[i].data = p;
   }
-  {
-    void* p = NULL;
-    if (describe(ctx, outputs[0], &y) != 0 || ctx->lock(outputs[0], &p, kLockWrite) != kLiteRtStatusOk) {
-      set_error(ctx, "%s", "cannot describe or lock the output tensor buffer");
-      goto done;
-    }
-    out_locked = true;
-    y.data = p;
+  tfs_tensor x, y;
+  void* yp = NULL;
+  if (describe(ctx, inputs[0], &x) != 0 || describe(ctx, outputs[0], &y) != 0 ||
+      ctx->host_memory(outputs[0], &yp) != kLiteRtStatusOk) {
+    set_error(ctx, "%s", "cannot describe the activations or the output buffer");
+    return kLiteRtStatusErrorRuntimeFailure;
   }
-  {
-    const tfs_cached_layer* node = find_or_validate(ctx, t, n_in);
-    if (!node) goto done;
-    const tfs_gsfc_layer* layer = &node->layer;
-    int32_t batch = 0;
-    char err[400];
-    if (tfs_gsfc_validate_io(layer, &t[0], &y, &batch, err, sizeof err) != TFS_OK) {
-      set_error(ctx, "invalid run: %s", err);
-      goto done;
-    }
-    const size_t ws = tfs_gsfc_workspace_size(layer, batch);
-    if (ws > ctx->workspace_cap) {
-      void* grown = realloc(ctx->workspace, ws);
-      if (!grown) {
-        set_error(ctx, "%s", "out of memory for the int8 workspace");
-        goto done;
-      }
-      ctx->workspace = grown;
-      ctx->workspace_cap = ws;
-    }
-    if (tfs_gsfc_compute(layer, &node->packed, t[0].data, (void*)y.data, batch, ctx->workspace, g_impl) != TFS_OK) {
-      set_error(ctx, "%s", "the selected kernel implementation is not available on this CPU");
-      goto done;
-    }
-    status = kLiteRtStatusOk;
+  x.data = ptrs[0];
+  y.data = yp;
+  const tfs_cached_layer* node = find_cached(ctx, ptrs, n_in);
+  if (!node) node = validate_and_cache(ctx, inputs, ptrs, n_in);
+  if (!node) return kLiteRtStatusErrorInvalidArgument;
+  const tfs_gsfc_layer* layer = &node->layer;
+  int32_t batch = 0;
+  char err[400];
+  if (tfs_gsfc_validate_io(layer, &x, &y, &batch, err, sizeof err) != TFS_OK) {
+    set_error(ctx, "invalid run: %s", err);
+    return kLiteRtStatusErrorInvalidArgument;
   }
-done:
-  if (out_locked) ctx->unlock(outputs[0]);
-  for (size_t i = 0; i < locked; ++i) ctx->unlock(inputs[i]);
-  return status;
+  const size_t ws = tfs_gsfc_workspace_size(layer, batch);
+  if (ws > ctx->workspace_cap) {
+    void* grown = realloc(ctx->workspace, ws);
+    if (!grown) {
+      set_error(ctx, "%s", "out of memory for the int8 workspace");
+      return kLiteRtStatusErrorRuntimeFailure;
+    }
+    ctx->workspace = grown;
+    ctx->workspace_cap = ws;
+  }
+  if (tfs_gsfc_compute(layer, &node->packed, x.data, yp, batch, ctx->workspace, g_impl) != TFS_OK) {
+    set_error(ctx, "%s", "the selected kernel implementation is not available on this CPU");
+    return kLiteRtStatusErrorRuntimeFailure;
+  }
+  return kLiteRtStatusOk;
 }
 
 static LiteRtStatus kernel_destroy(void* user_data) {
