@@ -43,15 +43,16 @@ def test_error(model, x, y):
 
 
 def train_dense(train, epochs, seed, cache_path=None):
-    """Train LeNet-300-100 (Adam, batch 128, lr decayed over the run); cached by settings."""
+    """Train LeNet-300-100 (SGD with momentum 0.9, batch 128, cosine-decayed learning rate);
+    cached by settings so a rerun goes straight to pruning."""
     if cache_path and os.path.exists(cache_path):
         _log(f"reusing the dense model cached at {cache_path}")
         return keras.models.load_model(cache_path)
     keras.utils.set_random_seed(seed)
     model = models.lenet_300_100()
     steps = epochs * int(np.ceil(len(train[0]) / 128))
-    lr = keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.05)
-    models.compile_classifier(model, keras.optimizers.Adam(lr))
+    lr = keras.optimizers.schedules.CosineDecay(0.05, steps, alpha=0.01)
+    models.compile_classifier(model, keras.optimizers.SGD(lr, momentum=0.9))
     model.fit(*train, batch_size=128, epochs=epochs, verbose=2)
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
@@ -71,7 +72,7 @@ def prune_and_retrain(dense, train, group_size, sparsity, prune_epochs, finetune
     # the classifier keep more of their weights than the big first layer, as in Han et al.
     pruned = tfscalpel.prune(dense, schedule=schedule, group_size=group_size, global_sparsity=True)
     total = prune_epochs + finetune_epochs
-    lr = keras.optimizers.schedules.CosineDecay(5e-4, total * steps_per_epoch, alpha=0.02)
+    lr = keras.optimizers.schedules.CosineDecay(1e-3, total * steps_per_epoch, alpha=0.01)
     models.compile_classifier(pruned, keras.optimizers.Adam(lr))
     pruned.fit(*train, batch_size=128, epochs=total, verbose=2,
                callbacks=[tfscalpel.UpdatePruningStep()])
@@ -114,9 +115,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--group-size", type=int, default=4, help="SIMD group width g (default 4)")
     parser.add_argument("--sparsity", type=float, default=0.92, help="target weight sparsity")
-    parser.add_argument("--dense-epochs", type=int, default=15)
-    parser.add_argument("--prune-epochs", type=int, default=12)
-    parser.add_argument("--finetune-epochs", type=int, default=8)
+    parser.add_argument("--dense-epochs", type=int, default=20)
+    parser.add_argument("--prune-epochs", type=int, default=15)
+    parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small data and few epochs (smoke run)")
     parser.add_argument("--output", default="out/main", help="directory for the model and JSON")
@@ -131,7 +132,7 @@ def main(argv=None):
 
     _log(f"[2/4] training dense LeNet-300-100 ({args.dense_epochs} epochs)")
     cache = None if args.quick else os.path.join(
-        datasets.cache_dir(), f"lenet300_dense_e{args.dense_epochs}_s{args.seed}.keras")
+        datasets.cache_dir(), f"lenet300_dense_sgd_e{args.dense_epochs}_s{args.seed}.keras")
     dense = train_dense(train, args.dense_epochs, args.seed, cache)
     dense_error = test_error(dense, *test)
     _log(f"      dense test error {dense_error:.2f} %")

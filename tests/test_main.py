@@ -1,0 +1,22 @@
+"""The README's main job, end to end on a small slice of MNIST (--quick)."""
+import json
+import os
+import subprocess
+import sys
+
+
+def test_main_job_quick_run_prints_table_and_writes_results(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run(
+        [sys.executable, "-m", "tfscalpel.main", "--quick", "--output", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "[4/4] stripping" in out.stdout
+    assert "test error: dense" in out.stdout
+    for layer in ("fc1", "fc2", "fc3", "total"):
+        assert f"\n{layer}" in out.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sparsity"] >= 0.90
+    assert results["bytes_group_csr"] < 0.15 * results["bytes_dense"]
+    assert (tmp_path / "lenet300_pruned.keras").exists()
