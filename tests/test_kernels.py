@@ -83,9 +83,10 @@ def impls(request):
     missing = [n for n in ("avx2", "avx512") if n not in names]
     line = (f"\n[tfs kernels] paths exercised: {', '.join(names)}; not available on this CPU "
             f"(not tested here): {', '.join(missing) or 'none'}")
-    if reporter is not None:
-        reporter.write_line(line)
-    print(line)
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capman is not None:
+        with capman.global_and_fixture_disabled():  # shown even under -q and output capture
+            reporter.write_line(line)
     return names
 
 

@@ -26,5 +26,7 @@ def test_kernel_core_under_asan_and_ubsan(tmp_path, request):
     assert run.returncode == 0, f"sanitizer driver failed:\n{run.stdout}\n{run.stderr[-3000:]}"
     assert run.stdout.startswith("OK:"), run.stdout
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n[tfs kernels, ASan+UBSan] {run.stdout.strip()}")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(f"\n[tfs kernels, ASan+UBSan] {run.stdout.strip()}")
