@@ -12,7 +12,7 @@ def test_main_job_quick_run_prints_table_and_writes_results(tmp_path):
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "[4/4] stripping" in out.stdout
+    assert "[4/5] stripping" in out.stdout
     assert "test error: dense" in out.stdout
     for layer in ("fc1", "fc2", "fc3", "total"):
         assert f"\n{layer}" in out.stdout
@@ -20,3 +20,9 @@ def test_main_job_quick_run_prints_table_and_writes_results(tmp_path):
     assert results["sparsity"] >= 0.90
     assert results["bytes_group_csr"] < 0.15 * results["bytes_dense"]
     assert (tmp_path / "lenet300_pruned.keras").exists()
+    tflite = {row["model"]: row for row in results["tflite"]}
+    assert set(tflite) == {"dense float32", "pruned float32", "dense int8", "pruned int8"}
+    # The exported pruned model classifies as the stripped Keras model does (same weights).
+    assert abs(tflite["pruned float32"]["error"] - results["pruned_error"]) < 0.2
+    assert tflite["pruned float32"]["bytes"] < 0.2 * tflite["dense float32"]["bytes"]
+    assert (tmp_path / "lenet300_pruned_int8.tflite").exists()

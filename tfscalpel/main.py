@@ -6,8 +6,10 @@
 2. prune it with Scalpel's SIMD groups (``g`` weights along the input dimension, RMS score)
    on a polynomial schedule while it retrains, then fine-tune with the masks fixed,
 3. strip it to a plain Keras model,
-4. print the results table (test error; per-layer sparsity and bytes, dense vs pruned) and
-   write it as JSON next to the stripped model.
+4. export dense and pruned models to `.tflite` (float32 and full int8), run them on the host
+   through tfscalpel's LiteRT runtime (custom op registered), and measure test error, file
+   size and batch-1 latency,
+5. print the results tables and write them as JSON next to the models.
 """
 import argparse
 import json
@@ -79,6 +81,49 @@ def prune_and_retrain(dense, train, group_size, sparsity, prune_epochs, finetune
     return pruned
 
 
+def _median_latency_us(runtime, x, repeats=7, iterations=300):
+    """Median over ``repeats`` C-timed loops of batch-1 runs, in microseconds."""
+    runtime.run(x[:1])
+    return 1e6 * float(np.median([runtime.time_run(iterations) for _ in range(repeats)]))
+
+
+def _runtime_error(runtime, x, y):
+    logits = runtime.run(x)[0]
+    return 100.0 * float(np.mean(np.argmax(logits, axis=1) != y))
+
+
+def export_and_measure(dense, stripped, group_sizes, train, test, output):
+    """Export dense and pruned models (float32, int8), run each through the host runtime, and
+    return ``(table text, rows)``. The pruned model's layers use the format the exporter's cost
+    model picks per layer (group-sparse custom op, TFLite block-sparse, or dense)."""
+    import tflite_export
+    from tflite_export import runtime
+
+    calibration = train[0][:500]
+    rows, reports = [], []
+    for quantize in (None, "int8"):
+        tag = "int8" if quantize else "float32"
+        dense_bytes = tflite_export.convert_keras(dense, quantize, calibration)
+        pruned = tflite_export.export(
+            stripped, target="x86-avx2", quantize=quantize, representative_data=calibration,
+            group_sizes=group_sizes, output=os.path.join(output, f"lenet300_pruned_{tag}.tflite"))
+        reports.append((tag, pruned.report))
+        for name, blob in ((f"dense {tag}", dense_bytes), (f"pruned {tag}", pruned.model_bytes)):
+            with runtime.load(blob, num_threads=1) as rt:
+                rows.append({"model": name, "bytes": len(blob), "error": _runtime_error(rt, *test),
+                             "latency_us": _median_latency_us(rt, test[0])})
+    head = f"{'model':<16}{'file bytes':>12}{'vs dense':>10}{'latency us':>12}{'vs dense':>10}{'test error':>12}"
+    lines = [head, "-" * len(head)]
+    for i, row in enumerate(rows):
+        base = rows[i - i % 2]
+        lines.append(f"{row['model']:<16}{row['bytes']:>12,}{row['bytes'] / base['bytes']:>9.3f}x"
+                     f"{row['latency_us']:>12.1f}{row['latency_us'] / base['latency_us']:>9.3f}x"
+                     f"{row['error']:>11.2f}%")
+    for tag, report in reports:
+        lines += ["", f"exporter's per-layer choice ({tag}):", report.table()]
+    return "\n".join(lines), rows
+
+
 def results_table(dense_error, pruned_error, report):
     """The main job's table: one row per layer plus the whole model, dense vs pruned."""
     rows = report.layers
@@ -126,28 +171,32 @@ def main(argv=None):
         args.dense_epochs, args.prune_epochs, args.finetune_epochs = 2, 2, 1
     started = time.time()
 
-    _log("[1/4] loading MNIST")
+    _log("[1/5] loading MNIST")
     train, test = load_data(args.quick)
     _log(f"      {len(train[0]):,} training and {len(test[0]):,} test images")
 
-    _log(f"[2/4] training dense LeNet-300-100 ({args.dense_epochs} epochs)")
+    _log(f"[2/5] training dense LeNet-300-100 ({args.dense_epochs} epochs)")
     cache = None if args.quick else os.path.join(
         datasets.cache_dir(), f"lenet300_dense_sgd_e{args.dense_epochs}_s{args.seed}.keras")
     dense = train_dense(train, args.dense_epochs, args.seed, cache)
     dense_error = test_error(dense, *test)
     _log(f"      dense test error {dense_error:.2f} %")
 
-    _log(f"[3/4] pruning with SIMD groups g={args.group_size} to {args.sparsity:.0%} while "
+    _log(f"[3/5] pruning with SIMD groups g={args.group_size} to {args.sparsity:.0%} while "
          f"retraining ({args.prune_epochs} + {args.finetune_epochs} epochs)")
     pruned = prune_and_retrain(dense, train, args.group_size, args.sparsity, args.prune_epochs,
                                args.finetune_epochs, args.seed)
 
-    _log("[4/4] stripping")
+    _log("[4/5] stripping")
     stripped, report = tfscalpel.strip(pruned, return_report=True)
     pruned_error = test_error(stripped, *test)
     table, results = results_table(dense_error, pruned_error, report)
     os.makedirs(args.output, exist_ok=True)
     stripped.save(os.path.join(args.output, "lenet300_pruned.keras"))
+
+    _log("[5/5] exporting to .tflite (float32, int8) and running on the host runtime")
+    export_table, results["tflite"] = export_and_measure(
+        dense, stripped, report.group_sizes(), train, test, args.output)
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
 
@@ -155,7 +204,10 @@ def main(argv=None):
     print(f"LeNet-300-100 on MNIST, SIMD group pruning g={args.group_size} "
           f"({time.time() - started:.0f} s)")
     print(table)
-    print(f"\nstripped model and results.json written to {args.output}/")
+    print()
+    print("TFLite on this CPU (batch 1, 1 thread; runtime: LiteRT + TFS_GROUP_SPARSE_FC)")
+    print(export_table)
+    print(f"\nmodels and results.json written to {args.output}/")
     return 0
 
 
