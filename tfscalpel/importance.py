@@ -25,6 +25,12 @@ class Importance(ConfigObject):
     def __call__(self, blocks, counts):
         raise NotImplementedError
 
+    def for_layer(self, layer):
+        """The ``score(blocks, counts)`` callable used for ``layer``'s blocks. Weight-only
+        criteria are that callable themselves; criteria computed from data
+        (:mod:`tfscalpel.saliency`) bind the layer's calibration statistics here."""
+        return self
+
 
 @_register("magnitude")
 class Magnitude(Importance):

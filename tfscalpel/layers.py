@@ -97,7 +97,8 @@ class PrunableMixin:
         stays pruned even if the optimizer's momentum has moved its raw kernel values.
         """
         kernel = self._numpy_masked_kernel()
-        return self.pattern.scores(kernel.reshape(-1, kernel.shape[-1]), self.importance)
+        criterion = self.importance.for_layer(self)
+        return self.pattern.scores(kernel.reshape(-1, kernel.shape[-1]), criterion)
 
     def apply_block_mask(self, keep, threshold=0.0):
         """Install a block decision ``(n_blocks, units)`` as the new mask and zero the pruned

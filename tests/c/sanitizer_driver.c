@@ -78,7 +78,7 @@ int main(void) {
         EXPECT_REJECT(t[2].count += 1, t[2].count -= 1)
         free(row_ptr); free(col); free(values); free(bias); free(mult); free(shift); free(scale);
       }
-  printf("OK: %d layers on portable%s%s, %d corruptions rejected\n", cases,
+  printf("OK: %d layers on portable + arm_dsp (emulated)%s%s, %d corruptions rejected\n", cases,
          tfs_gsfc_impl_available(TFS_IMPL_AVX2) ? " + avx2" : "",
          tfs_gsfc_impl_available(TFS_IMPL_AVX512) ? " + avx512" : "", rejected_count);
   return 0;

@@ -34,7 +34,9 @@ FORMAT_VERSION = 1
 META_LEN = 16
 
 #: Implementation names -> the C enum (TFS_IMPL_*).
-IMPLS: Dict[str, int] = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
+#: "arm_dsp" is the Cortex-M DSP (SMLAD/SXTB16) int8 algorithm; off Arm its intrinsics are
+#: emulated in C, so it is always available here and tested bit-exact against the others.
+IMPLS: Dict[str, int] = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3, "arm_dsp": 4}
 REQUANT = {"fp32": 0, "fixed_point": 1}
 
 # TfLiteType numbering (the C core uses the same).

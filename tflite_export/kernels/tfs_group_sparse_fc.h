@@ -78,7 +78,11 @@ enum {
   TFS_IMPL_AUTO = 0,
   TFS_IMPL_PORTABLE = 1,
   TFS_IMPL_AVX2 = 2,   /* AVX2 + FMA */
-  TFS_IMPL_AVX512 = 3  /* AVX-512 F + BW, on top of AVX2 */
+  TFS_IMPL_AVX512 = 3, /* AVX-512 F + BW, on top of AVX2 */
+  /* Cortex-M DSP extension (SMLAD/SXTB16), int8 only (float32 runs the portable kernel); no
+   * packed copy needed. Native where __ARM_FEATURE_DSP is defined (TFS_IMPL_AUTO picks it there);
+   * elsewhere the same algorithm runs with the intrinsics emulated in C, for host tests. */
+  TFS_IMPL_ARM_DSP = 4
 };
 
 /* Error codes (0 = ok). */
@@ -140,13 +144,15 @@ size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch);
 
 /* y[batch, out] = act(x[batch, in] * W^T + bias), W the group-sparse weights. The layer must
  * have been validated and x/y checked with tfs_gsfc_validate_io. `packed` (from tfs_gsfc_pack)
- * is required by the SIMD paths; with NULL, TFS_IMPL_AUTO runs the portable kernel. Returns
+ * is required by the x86 SIMD paths (TFS_IMPL_ARM_DSP ignores it); with NULL, TFS_IMPL_AUTO runs
+ * the portable kernel, or the DSP kernel for int8 on an Arm core with the DSP extension. Returns
  * TFS_ERR_UNSUPPORTED if `impl` is not available on this CPU, TFS_ERR_INVALID if a SIMD path is
  * asked for without `packed`. No allocation, no I/O. */
 int tfs_gsfc_compute(const tfs_gsfc_layer* layer, const tfs_gsfc_packed* packed, const void* x,
                      void* y, int32_t batch, void* workspace, int impl);
 
-/* 1 if `impl` can run on this CPU (TFS_IMPL_AUTO and PORTABLE always can). */
+/* 1 if `impl` can run on this CPU (TFS_IMPL_AUTO, PORTABLE and ARM_DSP - emulated off Arm -
+ * always can). */
 int tfs_gsfc_impl_available(int impl);
 
 /* The implementation TFS_IMPL_AUTO resolves to on this CPU. */
