@@ -1,4 +1,5 @@
-"""``strip(model)``: a plain Keras model with the masks baked in, and a per-layer report."""
+"""``strip(model)``: a plain Keras model with the masks baked in, dead nodes removed, and a
+per-layer report."""
 import dataclasses
 import math
 
@@ -32,6 +33,10 @@ class LayerReport:
     nonzero: int
     nonzero_groups: int
     total_groups: int
+    #: Output nodes (units or filters) kept by node pruning, and before it; None when the
+    #: model had no MaskLayer.
+    nodes_kept: int = None
+    nodes_total: int = None
 
     @property
     def density(self):
@@ -57,8 +62,9 @@ class StripReport:
     layers: tuple
 
     def group_sizes(self):
-        """``{layer name: g}``, the hint the TFLite exporter takes."""
-        return {r.name: r.group_size for r in self.layers}
+        """``{layer name: g}``, the hint the TFLite exporter takes (weight-pruned layers only;
+        layers that were only node-pruned are plain dense layers)."""
+        return {r.name: r.group_size for r in self.layers if r.pattern != "dense"}
 
     def to_dicts(self):
         return [
@@ -68,20 +74,23 @@ class StripReport:
         ]
 
     def __str__(self):
-        head = (f"{'layer':<14}{'pattern':<14}{'density':>8}{'groups kept':>18}"
-                f"{'dense B':>11}{'CSR B':>11}{'group-CSR B':>13}")
+        nodes = any(r.nodes_total is not None for r in self.layers)
+        head = (f"{'layer':<14}{'pattern':<14}" + (f"{'nodes kept':>12}" if nodes else "")
+                + f"{'density':>8}{'groups kept':>18}{'dense B':>11}{'CSR B':>11}{'group-CSR B':>13}")
         lines = [head, "-" * len(head)]
         for r in self.layers:
             lines.append(
-                f"{r.name:<14}{r.pattern:<14}{r.density:>8.2%}"
-                f"{f'{r.nonzero_groups}/{r.total_groups}':>18}"
+                f"{r.name:<14}{r.pattern:<14}"
+                + (f"{f'{r.nodes_kept}/{r.nodes_total}':>12}" if nodes else "")
+                + f"{r.density:>8.2%}{f'{r.nonzero_groups}/{r.total_groups}':>18}"
                 f"{r.bytes_dense:>11,}{r.bytes_csr:>11,}{r.bytes_group_csr:>13,}"
             )
         return "\n".join(lines)
 
 
-def layer_report(name, kernel, pattern_name, group_size):
-    """Measure a (masked) kernel: any shape whose last axis is the output units."""
+def layer_report(name, kernel, pattern_name, group_size, nodes_total=None):
+    """Measure a (masked) kernel: any shape whose last axis is the output units. With
+    ``nodes_total`` (units before node removal), the report also says how many nodes remain."""
     w = np.asarray(kernel).reshape(-1, kernel.shape[-1]).T  # TFLite layout [rows, cols]
     rows, cols = w.shape
     n_groups = math.ceil(cols / group_size)
@@ -92,7 +101,26 @@ def layer_report(name, kernel, pattern_name, group_size):
         name=name, pattern=pattern_name, group_size=group_size, rows=rows, cols=cols,
         nonzero=int(np.count_nonzero(w)), nonzero_groups=int(groups_nonzero.sum()),
         total_groups=rows * n_groups,
+        nodes_kept=None if nodes_total is None else rows, nodes_total=nodes_total,
     )
+
+
+def plain_layer(layer):
+    """A new, unbuilt copy of ``layer`` as a stock Keras layer (pruned twins lose their pruning
+    configuration)."""
+    config = layer.get_config()
+    plain = _PLAIN.get(type(layer))
+    if plain is None:
+        return layer.__class__.from_config(config)
+    for key in _PRUNING_KEYS:
+        config.pop(key)
+    return plain.from_config(config)
+
+
+def _masked_kernel(layer):
+    if isinstance(layer, PrunableMixin):
+        return keras.ops.convert_to_numpy(layer.masked_kernel())
+    return keras.ops.convert_to_numpy(layer.kernel)
 
 
 def strip(model, return_report=False):
@@ -101,6 +129,14 @@ def strip(model, return_report=False):
     ``(model, StripReport)``.
 
     Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand.
+    A model with :class:`~tfscalpel.MaskLayer` gates also loses its dead nodes for real (the
+    result is Functional): units, filters and the matching input rows of the next layers are
+    removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
+    the report gives the kept / original nodes of every Dense and Conv2D layer.
+
+    Raises:
+        ValueError: for a subclassed model, or a gated channel reaching a layer node removal
+            cannot follow (the message names it).
     """
     from tfscalpel.prune_model import _is_cloneable
 
@@ -109,16 +145,11 @@ def strip(model, return_report=False):
             f"strip() needs a Sequential or Functional model, got {type(model).__name__}"
         )
 
-    def clone(layer):
-        config = layer.get_config()
-        plain = _PLAIN.get(type(layer))
-        if plain is None:
-            return layer.__class__.from_config(config)
-        for key in _PRUNING_KEYS:
-            config.pop(key)
-        return plain.from_config(config)
+    from tfscalpel.gates import mask_layers
 
-    stripped = keras.models.clone_model(model, clone_function=clone)
+    if mask_layers(model):
+        return _strip_nodes(model, return_report)
+    stripped = keras.models.clone_model(model, clone_function=plain_layer)
     reports = []
     for source, target in zip(model.layers, stripped.layers):
         if isinstance(source, PrunableMixin):
@@ -134,3 +165,22 @@ def strip(model, return_report=False):
             target.set_weights(source.get_weights())
     stripped_report = StripReport(tuple(reports))
     return (stripped, stripped_report) if return_report else stripped
+
+
+def _strip_nodes(model, return_report):
+    """strip() for a gated model: bake the masks in and remove dead nodes."""
+    from tfscalpel.dependency import channel_plan, is_weighted
+    from tfscalpel.removal import remove_channels
+
+    plan = channel_plan(model)
+    stripped, kernels = remove_channels(model, plan, plain_layer, _masked_kernel)
+    reports = []
+    for layer in model.layers:
+        if layer.name not in kernels or not is_weighted(layer):
+            continue
+        pattern = getattr(layer, "pattern", None)
+        reports.append(layer_report(
+            layer.name, kernels[layer.name], "dense" if pattern is None else pattern.describe(),
+            1 if pattern is None else pattern.group_size, nodes_total=plan.units[layer.name]))
+    report = StripReport(tuple(reports))
+    return (stripped, report) if return_report else stripped

@@ -1,0 +1,275 @@
+"""Channel dependency graph: which nodes (Dense units, conv channels) can be removed, and where.
+
+Built from a Functional model's nodes, Torch-Pruning style. Every channel of the last axis of
+every tensor carries an *id*; Dense and Conv2D layers and model inputs create fresh ids, and
+ids flow through the graph:
+
+- channel-wise layers (MaskLayer, BatchNormalization, DepthwiseConv2D, activations, pooling,
+  dropout, padding, ...) pass ids through;
+- Flatten tiles them in the flattened ``(H, W, C)`` order, so a Dense after it sees channel
+  ``c`` at rows ``c, c + C, c + 2C, ...``;
+- Concatenate (last axis) concatenates them;
+- Add, Subtract, Average, Maximum, Minimum and Multiply *couple* them: ids at the same position
+  of their inputs are merged into one class, which is removed everywhere or nowhere.
+
+Alongside the ids, the analysis tracks which positions are *exactly zero* (a dead MaskLayer
+node, then through layers that map 0 to 0, which is checked numerically per channel; the sum of
+zeros is zero, a product with a zero is zero). A class is removed when every layer that *uses*
+it (the input rows of a Dense or Conv2D) sees exactly zero there, and it does not reach a model
+input or output. Removing it then changes no output: the producing units and filters go, the
+channel-wise layers lose the channel, and the consumers lose the matching input rows.
+
+A layer the analysis cannot follow (Reshape, LayerNormalization, Softmax, grouped convolutions,
+nested models, ...) is fine as long as no gated channel reaches it; if one does, the error names
+the layer and the gates involved.
+"""
+import dataclasses
+import inspect
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfscalpel.gates import MaskLayer
+from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order
+
+_L = keras.layers
+#: Layers that change no channel relation (output channel c depends on input channel c only).
+#: Whether each maps zero to zero is measured per channel, not assumed.
+CHANNELWISE = (
+    _L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU,
+    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D,
+    _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
+    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
+    _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D, _L.GaussianNoise, _L.GaussianDropout,
+    _L.ZeroPadding1D, _L.ZeroPadding2D, _L.Cropping1D, _L.Cropping2D, _L.UpSampling1D,
+    _L.UpSampling2D, _L.Identity,
+)
+#: Channel-wise layers with one weight entry per channel, sliced when channels go.
+PER_CHANNEL = (MaskLayer, _L.BatchNormalization, _L.DepthwiseConv2D)
+#: Element-wise merges, and how exact zeros combine through them.
+MERGE_ALL_ZERO = (_L.Add, _L.Subtract, _L.Average, _L.Maximum, _L.Minimum)
+MERGE_ANY_ZERO = (_L.Multiply,)
+_CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+def is_weighted(layer):
+    """Dense and (ungrouped) Conv2D layers: they create channels and consume input rows."""
+    if isinstance(layer, _L.Dense):
+        return True
+    return isinstance(layer, _L.Conv2D) and getattr(layer, "groups", 1) == 1
+
+
+@dataclasses.dataclass
+class ChannelPlan:
+    """What :func:`channel_plan` decided.
+
+    Attributes:
+        keep_out: ``{layer name: indices of output channels kept}`` for Dense, Conv2D and the
+            per-channel layers (MaskLayer, BatchNormalization, DepthwiseConv2D).
+        keep_in: ``{layer name: indices of input rows (Dense) or channels (Conv2D) kept}``.
+        units: ``{layer name: original number of output channels}`` (same keys as keep_out).
+        in_units: ``{layer name: original number of input rows}`` (same keys as keep_in).
+    """
+
+    keep_out: dict
+    keep_in: dict
+    units: dict
+    in_units: dict
+
+    def removes_anything(self):
+        """True if some layer loses output channels or input rows."""
+        return any(len(k) < self.units[n] for n, k in self.keep_out.items()) or any(
+            len(k) < self.in_units[n] for n, k in self.keep_in.items())
+
+
+class _Classes:
+    """Union-find over channel ids."""
+
+    def __init__(self):
+        self.parent = []
+
+    def fresh(self, n):
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n)
+
+    def find(self, i):
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:  # path compression
+            self.parent[i], i = root, self.parent[i]
+        return root
+
+    def union(self, a, b):
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self, ids):
+        return np.array([self.find(int(i)) for i in ids], dtype=np.int64)
+
+
+def _last_dim(tensor, layer):
+    n = tensor.shape[-1]
+    if n is None:
+        raise ValueError(f"layer {layer.name!r}: the channel axis of its input must be known")
+    return int(n)
+
+
+def _zero_preserved(layer, input_shape):
+    """Per output channel: does the layer map an all-zero input channel to all zeros?"""
+    shape = [1] + [4 if d is None else int(d) for d in input_shape[1:]]
+    kwargs = {"training": False} if "training" in inspect.signature(layer.call).parameters else {}
+    out = ops.convert_to_numpy(layer(np.zeros(shape, dtype="float32"), **kwargs))
+    return np.all(out.reshape(-1, out.shape[-1]) == 0, axis=0)
+
+
+def _unfollowable_reason(layer):
+    if isinstance(layer, _L.Conv2D) and getattr(layer, "groups", 1) != 1:
+        return "a grouped convolution"
+    if isinstance(layer, _L.DepthwiseConv2D) and layer.depth_multiplier != 1:
+        return "a depthwise convolution with depth_multiplier != 1"
+    if isinstance(layer, _L.BatchNormalization) and layer.axis not in (-1,):
+        return f"a batch norm over axis {layer.axis}, not the channel axis"
+    if isinstance(layer, _L.Activation) and getattr(layer.activation, "__name__", "") in \
+            _CHANNEL_MIXING_ACTIVATIONS:
+        return "an activation that mixes channels"
+    if isinstance(layer, _L.Concatenate) and layer.axis != -1:
+        return f"a concatenation along axis {layer.axis}"
+    return None
+
+
+def channel_plan(model, dead=None):
+    """Decide which channels of ``model`` can be removed exactly.
+
+    Args:
+        model: a Sequential or Functional model.
+        dead: ``{MaskLayer name: boolean array, True = dead}``; default each MaskLayer's
+            current mask. ``{name: all True}`` asks "could these gates be followed at all?".
+
+    Returns a :class:`ChannelPlan`.
+
+    Raises:
+        ValueError: if a gated channel reaches a layer the analysis cannot follow (naming it),
+            or a gated layer is shared by several calls.
+    """
+    classes = _Classes()
+    ids, zero = {}, {}  # id(KerasTensor) -> channel ids / exact-zero flags of its last axis
+    pinned = []  # ids that must stay: model inputs and outputs, inputs of opaque layers
+    opaque = []  # (layer, reason, ids it consumes)
+    uses = []  # (ids, zero) seen by the input rows of weighted layers
+    gated = set()  # ids at MaskLayer positions (before unions)
+    out_ids, in_ids, in_units, seen = {}, {}, {}, set()
+
+    graph = functional_graph(model)
+    for x in graph.inputs:
+        n = _last_dim(x, x._keras_history.operation)
+        ids[id(x)] = classes.fresh(n)
+        zero[id(x)] = np.zeros(n, dtype=bool)
+        pinned.extend(ids[id(x)])
+
+    for node in nodes_in_order(model):
+        layer = node.operation
+        ins = node_inputs(node)
+        outs = node.outputs
+        reason = _unfollowable_reason(layer)
+        followable = reason is None and (is_weighted(layer) or isinstance(
+            layer, PER_CHANNEL + CHANNELWISE + MERGE_ALL_ZERO + MERGE_ANY_ZERO
+            + (_L.Flatten, _L.Concatenate)))
+        if followable and layer.name in seen and (is_weighted(layer) or isinstance(layer, PER_CHANNEL)):
+            reason, followable = "shared by several calls", False
+        seen.add(layer.name)
+        if not followable:
+            reason = reason or f"a {type(layer).__name__} layer, which the channel analysis does not know"
+            consumed = np.concatenate([ids[id(x)] for x in ins]) if ins else np.zeros(0, int)
+            opaque.append((layer, reason, consumed))
+            pinned.extend(consumed)
+            for y in outs:
+                n = y.shape[-1] if y.shape else 1
+                ids[id(y)] = classes.fresh(int(n or 1))
+                zero[id(y)] = np.zeros(len(ids[id(y)]), dtype=bool)
+                pinned.extend(ids[id(y)])
+            continue
+
+        x, y = ins[0], outs[0]
+        if is_weighted(layer):
+            uses.append((ids[id(x)], zero[id(x)]))
+            in_ids[layer.name] = ids[id(x)]
+            in_units[layer.name] = len(ids[id(x)])
+            new = classes.fresh(_last_dim(y, layer))
+            ids[id(y)], zero[id(y)] = new, np.zeros(len(new), dtype=bool)
+            out_ids[layer.name] = new
+        elif isinstance(layer, MaskLayer):
+            units = len(ids[id(x)])
+            d = dead.get(layer.name) if dead is not None else None
+            if d is None:
+                d = ~layer.kept() if layer.built else np.zeros(units, dtype=bool)
+            d = np.asarray(d, dtype=bool)
+            if d.shape != (units,):
+                raise ValueError(f"dead[{layer.name!r}] must have shape ({units},), got {d.shape}")
+            ids[id(y)], zero[id(y)] = ids[id(x)], zero[id(x)] | d
+            out_ids[layer.name] = ids[id(x)]
+            gated.update(int(i) for i in ids[id(x)])
+        elif isinstance(layer, PER_CHANNEL + CHANNELWISE):
+            ids[id(y)] = ids[id(x)]
+            zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
+            if isinstance(layer, PER_CHANNEL):
+                out_ids[layer.name] = ids[id(x)]
+        elif isinstance(layer, _L.Flatten):
+            spatial = x.shape[1:-1]
+            if any(d is None for d in spatial):
+                raise ValueError(f"layer {layer.name!r}: Flatten needs a fully known input shape")
+            reps = int(np.prod(spatial)) if spatial else 1
+            ids[id(y)], zero[id(y)] = np.tile(ids[id(x)], reps), np.tile(zero[id(x)], reps)
+        elif isinstance(layer, _L.Concatenate):
+            ids[id(y)] = np.concatenate([ids[id(t)] for t in ins])
+            zero[id(y)] = np.concatenate([zero[id(t)] for t in ins])
+        else:  # element-wise merge: couple positions
+            first = ids[id(ins[0])]
+            for t in ins[1:]:
+                if len(ids[id(t)]) != len(first):
+                    raise ValueError(f"layer {layer.name!r}: broadcasting merges are not followed")
+                for a, b in zip(first, ids[id(t)]):
+                    classes.union(int(a), int(b))
+            stack = np.stack([zero[id(t)] for t in ins])
+            combine = np.all if isinstance(layer, MERGE_ALL_ZERO) else np.any
+            ids[id(y)], zero[id(y)] = first, combine(stack, axis=0)
+
+    for x in graph.outputs:
+        pinned.extend(ids[id(x)])
+
+    gated_roots = {classes.find(i) for i in gated}
+    for layer, reason, consumed in opaque:
+        hit = sorted({classes.find(int(i)) for i in consumed} & gated_roots)
+        if hit:
+            gates = sorted({lyr.name for lyr in model.layers if isinstance(lyr, MaskLayer)
+                            and set(classes.roots(out_ids.get(lyr.name, []))) & set(hit)})
+            raise ValueError(
+                f"layer {layer.name!r} is {reason}: node removal cannot follow channels through "
+                f"it, but channels gated by MaskLayer(s) {gates} reach it. Exclude the layers "
+                f"feeding it from node pruning (prune(..., per_layer={{name: {{'method': "
+                f"'none'}}}}) or layers=...), or remove those MaskLayers"
+            )
+
+    removable = {}
+    for x_ids, x_zero in uses:
+        for i, z in zip(classes.roots(x_ids), x_zero):
+            removable[i] = removable.get(i, True) and bool(z)
+    for i in classes.roots(pinned) if pinned else []:
+        removable[i] = False
+
+    def kept(channel_ids):
+        roots = classes.roots(channel_ids)
+        return np.array([k for k, r in enumerate(roots) if not removable.get(r, False)],
+                        dtype=np.int64)
+
+    plan = ChannelPlan(
+        keep_out={name: kept(v) for name, v in out_ids.items()},
+        keep_in={name: kept(v) for name, v in in_ids.items()},
+        units={name: len(v) for name, v in out_ids.items()},
+        in_units=in_units,
+    )
+    return plan
