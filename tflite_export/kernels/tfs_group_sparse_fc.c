@@ -257,7 +257,10 @@ int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, in
   } else {
     const int64_t ab = (int64_t)a * (int64_t)multiplier;
     const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-    high = (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* truncating division, as TFLite */
+    /* Truncating division by 2^31, as TFLite, with shifts: a 64-bit division is a library call
+     * (__aeabi_ldivmod) on 32-bit cores. |ab + nudge| < 2^62, so the negation cannot overflow. */
+    const int64_t t = ab + nudge;
+    high = (int32_t)(t >= 0 ? (t >> 31) : -((-t) >> 31));
   }
   if (right == 0) return high;
   const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
