@@ -2,7 +2,11 @@
 
     python -m tflite_export.convert --model pruned.keras --output model.tflite \\
         [--target x86-avx2] [--quantize none|int8] [--representative_data calib.npz] \\
-        [--int8_io] [--report report.json]
+        [--int8_io] [--report report.json] [--format tflite|c_array]
+
+With `--format c_array`, `--output` is an existing directory that receives `model_data.cc/.h`
+(the model as a 16-byte-aligned C array for TFLite Micro), and the flash bytes per layer and an
+arena estimate are printed (`tflite_export.c_array`).
 
 Prints progress to stdout and the per-layer table at the end. On any failure it prints one line
 `error: ...` to stderr and exits with status 1 (2 for bad flags); the output and report files are
@@ -30,6 +34,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("int8_io", False, "With int8: int8 model inputs/outputs instead of float32.")
 flags.DEFINE_string("report", None, "Optional path of a JSON per-layer report.")
+flags.DEFINE_enum("format", "tflite", ["tflite", "c_array"],
+                  "tflite: --output is the .tflite file; c_array: --output is a directory that "
+                  "receives model_data.cc/.h for TFLite Micro.")
 
 
 class CliError(Exception):
@@ -47,6 +54,8 @@ def _check_paths() -> None:
         raise CliError("--output is required (the .tflite to write)")
     if not os.path.isfile(FLAGS.model):
         raise CliError(f"--model: no such file: {FLAGS.model}")
+    if FLAGS.format == "c_array" and not os.path.isdir(FLAGS.output):
+        raise CliError(f"--output: with --format=c_array, a directory that exists: {FLAGS.output}")
     for flag in ("output", "report"):
         path = getattr(FLAGS, flag)
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -103,6 +112,15 @@ def _run() -> None:
     if FLAGS.report:
         write_atomic(FLAGS.report, result.report.to_json())
         _progress(f"wrote report {FLAGS.report}")
+    if FLAGS.format == "c_array":
+        from tflite_export import c_array
+
+        paths = c_array.write(result.model_bytes, FLAGS.output)
+        _progress(f"wrote {' and '.join(paths)} ({len(result.model_bytes)} bytes of model)")
+        print(result.report.table(), flush=True)
+        print(c_array.flash_table(result.report, result.model_bytes), flush=True)
+        print(c_array.arena_estimate(result.model_bytes), flush=True)
+        return
     write_atomic(FLAGS.output, result.model_bytes)
     _progress(f"wrote {FLAGS.output} ({len(result.model_bytes)} bytes)")
     print(result.report.table(), flush=True)

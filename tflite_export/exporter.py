@@ -33,6 +33,13 @@ class ExportResult:
     def __str__(self) -> str:
         return self.report.table()
 
+    def write_c_array(self, directory: str, stem: str = "model_data") -> tuple[str, str]:
+        """Write the model as a 16-byte-aligned C array `<stem>.cc/.h` for TFLite Micro (see
+        `tflite_export.c_array`, which also gives `arena_estimate` and `flash_table`)."""
+        from tflite_export import c_array
+
+        return c_array.write(self.model_bytes, directory, stem)
+
 
 def export(
     model,

@@ -1,0 +1,180 @@
+"""Firmware export: a `.tflite` as a 16-byte-aligned C array (`model_data.cc/.h`) for TFLite Micro,
+with flash bytes per layer and an estimate of the tensor arena TFLite Micro will need.
+
+    from tflite_export import c_array
+    paths = c_array.write(model_bytes, "firmware/src")            # model_data.cc, model_data.h
+    print(c_array.arena_estimate(model_bytes))
+
+The array is `alignas(16) const unsigned char g_model_data[]`: TFLite Micro reads tensor data in
+place, and every buffer inside an exported model is 64-byte aligned relative to the file start,
+so 16-byte alignment of the array keeps each tensor's data aligned for 32-bit (and SIMD) loads.
+
+Arena estimate (TFLite Micro's GreedyMemoryPlanner, re-done here): every non-constant tensor is a
+block live from the operator that writes it (or the start, for model inputs) to the last one that
+reads it (or the end, for outputs), each custom op's workspace is a block live during that op
+(`tfs_gsfc_workspace_size`: batch * in * 2 + 32 bytes for int8), blocks are placed greedily by
+size, first fit, 16-byte aligned; plus TFLite Micro's persistent bookkeeping, estimated per tensor
+and per operator. Give the firmware some headroom over it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from tflite_export import flatbuffer
+from tflite_export.atomic import write_atomic
+
+ALIGNMENT = 16
+CUSTOM_CODE = "TFS_GROUP_SPARSE_FC"
+# TFLite Micro's persistent arena use besides the planned tensors (measured on a TFLite Micro
+# host build with this project's LeNet-300-100 models: TfLiteEvalTensor + TfLiteTensor/node
+# structures + allocation records); an estimate, not a bound.
+PERSISTENT_PER_TENSOR = 48
+PERSISTENT_PER_OP = 96
+PERSISTENT_FIXED = 1024
+
+_ELEM_BYTES = {schema.TensorType.FLOAT32: 4, schema.TensorType.INT32: 4, schema.TensorType.INT8: 1,
+               schema.TensorType.UINT8: 1, schema.TensorType.INT16: 2, schema.TensorType.UINT16: 2,
+               schema.TensorType.INT64: 8, schema.TensorType.BOOL: 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArenaEstimate:
+    activations: int  # planned non-constant tensors (peak of the greedy plan)
+    scratch: int  # part of `activations` that is custom-op workspace
+    persistent: int  # TFLite Micro's bookkeeping (estimate)
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.persistent
+
+    def __str__(self) -> str:
+        return (f"arena estimate {self.total:,} bytes (planned tensors {self.activations:,}, of which "
+                f"custom-op scratch {self.scratch:,}; persistent bookkeeping ~{self.persistent:,})")
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+def _tensor_bytes(t: schema.TensorT) -> int:
+    shape = [] if t.shape is None else [max(int(d), 1) for d in t.shape]
+    return int(np.prod(shape, dtype=np.int64)) * _ELEM_BYTES.get(t.type, 4)
+
+
+def _is_constant(model: schema.ModelT, t: schema.TensorT) -> bool:
+    buf = model.buffers[t.buffer] if 0 < t.buffer < len(model.buffers) else None
+    if buf is None:
+        return False
+    return (buf.data is not None and len(buf.data) > 0) or int(getattr(buf, "size", 0) or 0) > 0
+
+
+def _custom_workspace(model: schema.ModelT, sg: schema.SubGraphT, op: schema.OperatorT) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    cc = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+    if cc != CUSTOM_CODE:
+        return 0
+    x, y = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
+    if x.type != schema.TensorType.INT8:
+        return 0
+    in_features = int(x.shape[-1]) if x.shape is not None and len(x.shape) else 1
+    batch = _tensor_bytes(x) // max(in_features, 1)
+    return batch * in_features * 2 + 32 if y is not None else 0
+
+
+def arena_estimate(model_bytes: bytes) -> ArenaEstimate:
+    """Estimate TFLite Micro's arena for the first subgraph (see the module docstring)."""
+    model = flatbuffer.load(model_bytes)
+    sg = model.subgraphs[0]
+    n_ops = len(sg.operators or [])
+    blocks = []  # (size, first op, last op)
+    first, last = {}, {}
+    for i in sg.inputs if sg.inputs is not None else []:
+        first[int(i)] = 0
+    for k, op in enumerate(sg.operators or []):
+        for i in op.inputs if op.inputs is not None else []:
+            if i >= 0:
+                first.setdefault(int(i), k)
+                last[int(i)] = k
+        for o in op.outputs if op.outputs is not None else []:
+            first.setdefault(int(o), k)
+            last.setdefault(int(o), k)
+    for o in sg.outputs if sg.outputs is not None else []:
+        last[int(o)] = max(n_ops - 1, 0)
+    for ti, f in first.items():
+        t = sg.tensors[ti]
+        if _is_constant(model, t):
+            continue
+        blocks.append((_align(_tensor_bytes(t)), f, last.get(ti, f)))
+    scratch = 0
+    for k, op in enumerate(sg.operators or []):
+        ws = _custom_workspace(model, sg, op)
+        if ws:
+            blocks.append((_align(ws), k, k))
+            scratch += _align(ws)
+    placed = []  # (offset, size, first, last)
+    for size, f, l in sorted(blocks, key=lambda b: -b[0]):
+        offset = 0
+        for o, s, pf, pl in sorted(placed):
+            if pl < f or pf > l:  # lifetimes do not overlap
+                continue
+            if offset + size <= o:
+                break
+            offset = max(offset, o + s)
+        placed.append((offset, size, f, l))
+    peak = max((o + s for o, s, _, _ in placed), default=0)
+    persistent = (PERSISTENT_FIXED + PERSISTENT_PER_TENSOR * len(sg.tensors)
+                  + PERSISTENT_PER_OP * n_ops)
+    return ArenaEstimate(activations=peak, scratch=min(scratch, peak), persistent=persistent)
+
+
+def _identifier(name: str) -> str:
+    ok = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    if not ok or ok[0].isdigit():
+        raise ValueError(f"{name!r} is not usable as a C identifier")
+    return ok
+
+
+def render(model_bytes: bytes, variable: str = "g_model_data", header: str = "model_data.h") -> tuple[str, str]:
+    """(`.cc` text, `.h` text) for the model as a 16-byte-aligned C array."""
+    var = _identifier(variable)
+    guard = _identifier(os.path.basename(header)).upper() + "_"
+    data = np.frombuffer(bytes(model_bytes), dtype=np.uint8)
+    rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16)]
+    h = (f"// Generated by tflite_export (c_array): the model as a C array for TFLite Micro.\n"
+         f"#ifndef {guard}\n#define {guard}\n\n"
+         f"// {len(data)} bytes, {ALIGNMENT}-byte aligned.\n"
+         f"extern const unsigned char {var}[];\nextern const unsigned int {var}_len;\n\n#endif  // {guard}\n")
+    cc = (f"// Generated by tflite_export (c_array): the model as a C array for TFLite Micro.\n"
+          f"#include \"{os.path.basename(header)}\"\n\n"
+          f"alignas({ALIGNMENT}) const unsigned char {var}[] = {{\n    " + ",\n    ".join(rows)
+          + f"\n}};\nconst unsigned int {var}_len = {len(data)};\n")
+    return cc, h
+
+
+def write(model_bytes: bytes, directory: str, stem: str = "model_data",
+          variable: str = "g_model_data") -> tuple[str, str]:
+    """Write `<directory>/<stem>.cc` and `.h` atomically; returns their paths."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"c_array: directory does not exist: {directory}")
+    cc_path = os.path.join(directory, f"{stem}.cc")
+    h_path = os.path.join(directory, f"{stem}.h")
+    cc, h = render(model_bytes, variable, f"{stem}.h")
+    write_atomic(h_path, h)
+    write_atomic(cc_path, cc)
+    return cc_path, h_path
+
+
+def flash_table(report, model_bytes: bytes) -> str:
+    """Flash bytes per FC layer (what its format stores) and for the whole array."""
+    lines = [f"{'layer':<16}{'format':>16}{'flash bytes':>13}{'dense bytes':>13}{'ratio':>8}"]
+    for lr in report.layers:
+        fmt = lr.format + (f" g={lr.g}" if lr.g else "")
+        lines.append(f"{lr.layer:<16}{fmt:>16}{lr.bytes_exported:>13,}{lr.bytes_dense:>13,}"
+                     f"{lr.bytes_exported / max(lr.bytes_dense, 1):>7.3f}x")
+    lines.append(f"{'model (C array)':<16}{'':>16}{len(model_bytes):>13,}{report.dense_model_bytes:>13,}"
+                 f"{len(model_bytes) / max(report.dense_model_bytes, 1):>7.3f}x")
+    return "\n".join(lines)
