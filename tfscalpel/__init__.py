@@ -4,6 +4,8 @@ The flow: ``prune`` a trained model, ``fit`` it with ``UpdatePruningStep``, ``st
 export it with ``tflite_export``. See README.md for a tour.
 """
 from tfscalpel.callbacks import PruningSummaries, UpdatePruningStep
+from tfscalpel.gate_training import GateTraining
+from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
 from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin, pruned_layers
 from tfscalpel.mask_update import update_pruning
@@ -14,6 +16,7 @@ from tfscalpel.patterns import (
     UnstructuredPattern,
     get_pattern,
 )
+from tfscalpel.planner import LayerPlan, Plan, plan
 from tfscalpel.prune_model import prune
 from tfscalpel.saliency import OBD, Taylor, calibrate, unit_saliency, weight_saliency
 from tfscalpel.schedules import (
@@ -25,5 +28,6 @@ from tfscalpel.schedules import (
     get_schedule,
 )
 from tfscalpel.strip import LayerReport, StripReport, strip
+from tfscalpel.targets import HardwareTarget, get_target, known_targets, register_target
 
 __version__ = "0.1.0"

@@ -39,7 +39,8 @@ def _is_cloneable(model):
 
 
 def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=None,
-          importance=None, layers=None, per_layer=None, global_sparsity=False):
+          importance=None, layers=None, per_layer=None, global_sparsity=False, target=None,
+          dtype=None, mask_options=None):
     """Return a copy of ``model`` whose Dense and Conv2D layers prune as they train.
 
     The trained weights are kept; ``model`` itself is untouched. Train the result with the
@@ -60,6 +61,13 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
             value}}`` overriding the arguments above for single layers.
         global_sparsity: rank all pruned layers together (normalised scores) and apply one
             sparsity across them, instead of the same sparsity in each layer.
+        target: a hardware target name or :class:`~tfscalpel.HardwareTarget`: the target
+            chooses the method per layer (:func:`tfscalpel.plan`; SIMD groups of its width,
+            node pruning with MaskLayer gates, 2:4). Then ``per_layer`` takes ``{"method",
+            "group_size"}`` overrides, ``schedule``/``sparsity`` drive the group patterns, and
+            the result is Functional. Train gates with :class:`~tfscalpel.GateTraining`.
+        dtype: with ``target``, the deployment dtype whose SIMD width sets ``g``.
+        mask_options: with ``target``, keyword arguments for every inserted MaskLayer.
 
     Raises:
         ValueError: for a bad argument, naming the layer and the argument and what is allowed.
@@ -69,6 +77,12 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
             f"prune() needs a Sequential or Functional model, got {type(model).__name__}; in a "
             "subclassed model use tfscalpel.GroupPrunedDense / GroupPrunedConv2D layers directly"
         )
+    if target is not None:
+        return _prune_for_target(model, target, schedule, sparsity, pattern, group_size,
+                                 importance, layers, per_layer, global_sparsity, dtype,
+                                 mask_options)
+    if dtype is not None or mask_options is not None:
+        raise ValueError("dtype= and mask_options= apply only together with target=")
     names = [layer.name for layer in model.layers]
     try:
         default = _resolve_spec(pattern, group_size, importance, schedule, sparsity)
@@ -126,6 +140,26 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         else:
             target.set_weights(source.get_weights())
     return pruned
+
+
+def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, importance,
+                      layers, per_layer, global_sparsity, dtype, mask_options):
+    from tfscalpel.planner import apply_plan, plan
+
+    if pattern != "group" or group_size is not None or global_sparsity:
+        raise ValueError(
+            "with target=, the target chooses pattern and group size; override single layers "
+            "with per_layer={name: {'method': ..., 'group_size': ...}}")
+    per_layer = {name: dict(v) for name, v in (per_layer or {}).items()}
+    if layers is not None:
+        chosen, _ = _select_layers(model, layers)
+        chosen = {layer.name for layer in chosen}
+        for layer in model.layers:
+            if type(layer) in PRUNABLE and layer.name not in chosen:
+                per_layer.setdefault(layer.name, {})["method"] = "none"
+    the_plan = plan(model, target, dtype=dtype, per_layer=per_layer)
+    return apply_plan(model, the_plan, schedule=schedule, sparsity=sparsity,
+                      importance=importance, mask_options=mask_options)
 
 
 def _layer_spec(name, default, overrides):

@@ -1,0 +1,167 @@
+"""MaskLayer: hysteresis, straight-through gradient, clamp, revival, exact zeros, save/load;
+GateTraining: stages, conv-first, freezing, dropout rescaling, errors."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfscalpel
+from tfscalpel import MaskLayer
+
+
+def _layer(gates, **kwargs):
+    layer = MaskLayer(**kwargs)
+    layer.build((None, len(gates)))
+    layer.gate.assign(np.asarray(gates, "float32"))
+    return layer
+
+
+def _x(n=4):
+    return tf.constant(np.arange(2 * n, dtype="float32").reshape(2, n) + 1.0)
+
+
+def test_hysteresis_band_keeps_state_inside_it():
+    # threshold 0.5, band +-0.25 (exact in float32): 0.4 keeps a live node alive but does not
+    # revive a dead one.
+    layer = _layer([0.4, 0.4, 0.2, 0.8], hysteresis=0.25)
+    layer.node_mask.assign([1.0, 0.0, 1.0, 0.0])
+    layer(_x(), training=True)
+    np.testing.assert_array_equal(layer.node_mask.numpy(), [1, 0, 0, 1])
+    # on the band edges: a live node dies at threshold - h, a dead one stays dead at + h
+    layer.gate.assign([0.25, 0.75, 0.75, 0.2500001])
+    layer(_x(), training=True)
+    np.testing.assert_array_equal(layer.node_mask.numpy(), [0, 0, 0, 1])
+
+
+def test_dead_node_outputs_exactly_zero_and_inference_uses_stored_mask():
+    layer = _layer([1.0, 0.1, 1.0, 0.1])
+    y = layer(_x(), training=True).numpy()
+    assert np.all(y[:, [1, 3]] == 0) and np.array_equal(y[:, [0, 2]], _x().numpy()[:, [0, 2]])
+    layer.gate.assign([1.0, 1.0, 1.0, 1.0])  # gates alone do not change inference
+    np.testing.assert_array_equal(layer(_x(), training=False).numpy(), y)
+
+
+def test_straight_through_gradient_reaches_dead_and_live_gates():
+    layer = _layer([1.0, 0.1, 1.0, 0.2])
+    x = _x()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, training=True) * 2.0)
+    grad = tape.gradient(loss, layer.gate).numpy()
+    np.testing.assert_allclose(grad, 2.0 * x.numpy().sum(0))  # d(x * gate)/d gate, dead too
+
+
+def test_penalty_adds_l1_loss_and_frozen_stops_gradient_and_mask():
+    layer = _layer([1.0, 0.2, 0.8, 0.6])
+    layer.penalty.assign(0.5)
+    layer(_x(), training=True)
+    np.testing.assert_allclose(float(layer.losses[0]), 0.5 * 2.6, rtol=1e-6)
+    layer.frozen.assign(1.0)
+    layer.gate.assign([0.0, 1.0, 0.0, 1.0])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(_x(), training=True))
+    assert np.all(tape.gradient(loss, layer.gate).numpy() == 0)
+    np.testing.assert_array_equal(layer.node_mask.numpy(), [1, 0, 1, 1])
+
+
+def test_clamp_after_optimizer_step_and_revival_by_training():
+    # One gated unit that the loss needs: the output must be 1, so its gate is pushed up from
+    # below the band, gets clamped at 1 and the node revives.
+    inputs = keras.Input((1,))
+    gate = MaskLayer(name="g", clamp=(0.0, 1.0))
+    model = keras.Model(inputs, gate(inputs))
+    gate.gate.assign([0.3])
+    gate.node_mask.assign([0.0])
+    model.compile(keras.optimizers.SGD(0.2), "mse")
+    ones = np.ones((8, 1), "float32")
+    model.fit(ones, ones, epochs=10, batch_size=8, verbose=0)
+    assert gate.kept().tolist() == [True]
+    assert float(gate.gate.numpy()[0]) <= 1.0
+    # and the L1 penalty alone pushes it to the clamp minimum and kills it
+    gate.penalty.assign(100.0)
+    model.fit(ones, ones * 0, epochs=10, batch_size=8, verbose=0)
+    assert float(gate.gate.numpy()[0]) == 0.0 and gate.kept().tolist() == [False]
+
+
+def test_save_load_keeps_gates_mask_and_flags(tmp_path):
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, name="d")(inputs)
+    model = keras.Model(inputs, MaskLayer(name="m", threshold=0.4, hysteresis=0.1)(x))
+    m = model.get_layer("m")
+    m.gate.assign([0.9, 0.1, 0.7, 0.2])
+    m.node_mask.assign([1, 0, 1, 0])
+    m.penalty.assign(0.3)
+    m.frozen.assign(1.0)
+    model.save(tmp_path / "g.keras")
+    loaded = keras.models.load_model(tmp_path / "g.keras").get_layer("m")
+    for name in ("gate", "node_mask", "penalty", "frozen"):
+        np.testing.assert_array_equal(getattr(loaded, name).numpy(), getattr(m, name).numpy())
+    assert (loaded.threshold, loaded.hysteresis, loaded.clamp) == (0.4, 0.1, (0.0, 1.0))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(hysteresis=-0.1), "hysteresis must be >= 0"),
+    (dict(clamp=(0.5, 1.0)), "clamp .* must contain the band"),
+    (dict(clamp=(0.0,)), "clamp must be a \\(min, max\\) pair"),
+    (dict(initial_gate=0.52), "initial_gate must be in"),
+    (dict(threshold="a"), "threshold must be a finite number"),
+])
+def test_mask_layer_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MaskLayer(**kwargs)
+
+
+# -- GateTraining --------------------------------------------------------------------------
+def _gated_convnet():
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c")(inputs)
+    x = MaskLayer(name="mc")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(6, activation="relu", name="d")(x)
+    x = MaskLayer(name="md")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+def test_stages_conv_first_then_dense_then_frozen():
+    cb = tfscalpel.GateTraining(penalties=(1e-3, 1e-2), epochs_per_stage=2, conv_first=True,
+                                finetune_epochs=1)
+    assert cb.total_epochs == 9
+    got = [cb.settings(e) for e in range(10)]
+    assert [g["conv"] for g in got] == [(1e-3, False)] * 2 + [(1e-2, False)] * 2 + [(0.0, True)] * 6
+    assert [g["dense"] for g in got] == ([(0.0, False)] * 4 + [(1e-3, False)] * 2
+                                         + [(1e-2, False)] * 2 + [(0.0, True)] * 2)
+    together = tfscalpel.GateTraining(penalties=(1e-3,), finetune_epochs=2)
+    assert together.total_epochs == 3
+    assert together.settings(0) == {"conv": (1e-3, False), "dense": (1e-3, False)}
+    assert together.settings(1) == {"conv": (0.0, True), "dense": (0.0, True)}
+
+
+def test_callback_sets_layers_and_rescales_dropout():
+    model = _gated_convnet()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    md = model.get_layer("md")
+    md.node_mask.assign([1, 1, 1, 0, 0, 0])
+    md.gate.assign([1, 1, 1, 0, 0, 0])  # far below the band: they stay dead for two epochs
+    cb = tfscalpel.GateTraining(penalties=(0.25,), conv_first=True, finetune_epochs=0,
+                                rescale_dropout=True)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append((
+        float(model.get_layer("mc").penalty.numpy()), float(md.penalty.numpy()),
+        float(model.get_layer("mc").frozen.numpy()), model.get_layer("drop").rate)))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 6, 6, 1)).astype("float32"), rng.integers(0, 2, 16)
+    model.fit(x, y, epochs=cb.total_epochs, batch_size=8, verbose=0, callbacks=[cb, probe])
+    # conv masks trained first, then frozen while the dense masks train; dropout 0.5 * 3/6
+    assert seen == [(0.25, 0.0, 0.0, 0.25), (0.0, 0.25, 1.0, 0.25)]
+
+
+def test_gate_training_errors():
+    with pytest.raises(ValueError, match="penalties must not decrease"):
+        tfscalpel.GateTraining(penalties=(1e-2, 1e-3))
+    with pytest.raises(ValueError, match="epochs_per_stage must be an integer >= 1"):
+        tfscalpel.GateTraining(epochs_per_stage=0)
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    plain.compile("adam", "mse")
+    with pytest.raises(ValueError, match="no MaskLayer"):
+        plain.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0,
+                  callbacks=[tfscalpel.GateTraining()])

@@ -1,0 +1,143 @@
+"""Hardware targets and the planner: tables per target, overrides, prune(target=...), errors."""
+import keras
+import numpy as np
+import pytest
+
+import tfscalpel
+from tfscalpel import models
+from tfscalpel.targets import HardwareTarget
+
+
+def _methods(plan):
+    return {p.name: (p.method, p.group_size, p.mask_after) for p in plan.layers}
+
+
+def test_registry_has_the_issue_targets_and_serialises():
+    for name in ("cortex-m4", "cortex-m7", "cortex-m55", "x86-avx2", "x86-avx512", "arm-neon",
+                 "gpu-ampere"):
+        target = tfscalpel.get_target(name)
+        assert target.name == name and target.group_size() >= 1
+        restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(target))
+        assert restored == target
+    assert tfscalpel.get_target("cortex-m4").group_size("int16") == 2
+    assert tfscalpel.get_target("cortex-m55").group_size("int8") == 16
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(ValueError, match=r"unknown target 'tpu'; known targets: \['arm-neon', "
+                                         r"'cortex-m4'.*register_target"):
+        tfscalpel.plan(models.lenet_300_100(), "tpu")
+    with pytest.raises(ValueError, match="no group width for dtype 'int4'; known"):
+        tfscalpel.plan(models.lenet_300_100(), "cortex-m4", dtype="int4")
+
+
+def test_user_target_registration_and_validation():
+    mine = tfscalpel.register_target(dict(
+        name="test-dsp", kind="mcu", group_width={"int8": 8}, default_dtype="int8",
+        methods={"dense": "group", "conv": "node"}))
+    assert tfscalpel.get_target("test-dsp") is mine and "test-dsp" in tfscalpel.known_targets()
+    with pytest.raises(ValueError, match="already registered"):
+        tfscalpel.register_target(mine)
+    with pytest.raises(ValueError, match=r"methods\['conv'\] must be one of"):
+        HardwareTarget("x", "cpu", {"float32": 4}, "float32", {"dense": "group", "conv": "magic"})
+    with pytest.raises(ValueError, match="kind must be one of"):
+        HardwareTarget("x", "fpga", {"float32": 4}, "float32", {"dense": "group", "conv": "node"})
+
+
+def test_plan_tables_per_target():
+    lenet5 = models.lenet5()
+    mcu = tfscalpel.plan(lenet5, "cortex-m4")
+    assert _methods(mcu) == {n: ("group", 4, "") for n in ("conv1", "conv2", "fc1", "fc2")}
+    cpu = tfscalpel.plan(lenet5, "x86-avx2")
+    assert _methods(cpu) == {"conv1": ("node", 1, "pool1"), "conv2": ("node", 1, "pool2"),
+                             "fc1": ("group", 8, ""), "fc2": ("group", 8, "")}
+    gpu = tfscalpel.plan(models.lenet_300_100(), "gpu-ampere")
+    # 2:4 only where the input is fixed (fc1 reads the image); the logits are never node-pruned
+    assert _methods(gpu) == {"fc1": ("node+2:4", 1, "fc1"), "fc2": ("node", 1, "fc2"),
+                             "fc3": ("none", 1, "")}
+    table = str(cpu)
+    assert table.splitlines()[0] == "plan for x86-avx2 (float32)"
+    assert "conv2       conv         500x50  node        1  pool2" in table
+    assert "fan-in 25 not a multiple of 4: no 2:4" in str(tfscalpel.plan(lenet5, "gpu-ampere"))
+
+
+def test_mask_goes_after_activation_pooling_and_batch_norm():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="c")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Dropout(0.2, name="drop")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    assert tfscalpel.plan(model, "arm-neon")["c"].mask_after == "pool"
+
+
+def test_per_layer_override_and_errors():
+    model = models.lenet5()
+    plan = tfscalpel.plan(model, "x86-avx2", per_layer={"conv1": {"method": "none"},
+                                                        "fc1": {"group_size": 2}})
+    assert _methods(plan)["conv1"] == ("none", 1, "") and _methods(plan)["fc1"] == ("group", 2, "")
+    assert plan["conv1"].reason == "per_layer override"
+    with pytest.raises(ValueError, match=r"layer 'conv1': method must be one of .*'group'"):
+        tfscalpel.plan(model, "x86-avx2", per_layer={"conv1": {"method": "prune"}})
+    with pytest.raises(ValueError, match=r"per_layer names unknown layers \['conv9'\]"):
+        tfscalpel.plan(model, "x86-avx2", per_layer={"conv9": {"method": "none"}})
+    with pytest.raises(ValueError, match=r"layer 'conv1': unknown per_layer keys \['sparsity'\]"):
+        tfscalpel.plan(model, "x86-avx2", per_layer={"conv1": {"sparsity": 0.5}})
+    with pytest.raises(ValueError, match="not Dense or Conv2D: \\['pool1'\\]"):
+        tfscalpel.plan(model, "x86-avx2", per_layer={"pool1": {"method": "none"}})
+    with pytest.raises(ValueError, match="group_size applies to method 'group' only"):
+        tfscalpel.plan(model, "x86-avx2", per_layer={"conv1": {"group_size": 4}})
+
+
+def test_prune_with_target_builds_gated_group_pruned_model():
+    model = models.lenet5()
+    pruned = tfscalpel.prune(model, target="x86-avx2", sparsity=0.5,
+                             per_layer={"conv1": {"method": "none"}})
+    names = [layer.name for layer in pruned.layers]
+    assert names == ["input", "conv1", "pool1", "conv2", "pool2", "mask_pool2", "flatten", "fc1",
+                     "fc2"]
+    assert pruned.get_layer("fc1").pattern == tfscalpel.GroupPattern(8)
+    assert type(pruned.get_layer("conv2")) is keras.layers.Conv2D
+    x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    gpu = tfscalpel.prune(models.lenet_300_100(), target="gpu-ampere")  # 2:4 needs no sparsity
+    assert gpu.get_layer("fc1").pattern == tfscalpel.NMPattern(2, 4)
+    assert [layer.name for layer in tfscalpel.mask_layers(gpu)] == ["mask_fc1", "mask_fc2"]
+
+
+def test_prune_with_target_errors():
+    with pytest.raises(ValueError, match="plan group-prunes .*give schedule= or sparsity="):
+        tfscalpel.prune(models.lenet_300_100(), target="cortex-m4")
+    with pytest.raises(ValueError, match="with target=, the target chooses pattern"):
+        tfscalpel.prune(models.lenet_300_100(), target="cortex-m4", sparsity=0.5, group_size=2)
+    with pytest.raises(ValueError, match="dtype= and mask_options= apply only together"):
+        tfscalpel.prune(models.lenet_300_100(), sparsity=0.5, dtype="int8")
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(4, 1, name="c1")(inputs)
+    x = keras.layers.Reshape((8, 8), name="reshape")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with pytest.raises(ValueError, match="layer 'reshape' is a Reshape layer"):
+        tfscalpel.prune(model, target="x86-avx2", sparsity=0.5)
+    tfscalpel.prune(model, target="x86-avx2", sparsity=0.5, per_layer={"c1": {"method": "none"}})
+
+
+def test_gated_model_trains_strips_and_survives_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 784)).astype("float32")
+    y = rng.integers(0, 10, 64)
+    pruned = tfscalpel.prune(models.lenet_300_100(), target="gpu-ampere",
+                             mask_options={"initial_gate": 0.6})
+    models.compile_classifier(pruned, keras.optimizers.Adam(0.05))  # a few steps move the gates
+    gates = tfscalpel.GateTraining(penalties=(1.0,), finetune_epochs=1)
+    pruned.fit(x, y, epochs=gates.total_epochs, batch_size=16, verbose=0,
+               callbacks=[gates, tfscalpel.UpdatePruningStep()])
+    pruned.save(tmp_path / "gated.keras")
+    loaded = keras.models.load_model(tmp_path / "gated.keras")
+    stripped, report = tfscalpel.strip(loaded, return_report=True)
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               atol=1e-5)
+    kept = {r.name: r.nodes_kept for r in report.layers}
+    assert kept["fc1"] == pruned.get_layer("mask_fc1").num_kept() < 300
+    assert "nodes kept" in str(report)
