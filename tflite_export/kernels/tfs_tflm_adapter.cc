@@ -149,8 +149,10 @@ TfLiteStatus Eval(TfLiteContext* context, TfLiteNode* node) {
 
 }  // namespace
 
-TFLMRegistration Register_TFS_GROUP_SPARSE_FC() {
-  return micro::RegisterOp(Init, Prepare, Eval);
+// A pointer, as MicroMutableOpResolver::AddCustom(name, const TFLMRegistration*) takes it.
+TFLMRegistration* Register_TFS_GROUP_SPARSE_FC() {
+  static TFLMRegistration registration = micro::RegisterOp(Init, Prepare, Eval);
+  return &registration;
 }
 
 }  // namespace tflite
