@@ -29,6 +29,7 @@ import numpy as np
 __all__ = ["LiteRtError", "TensorInfo", "Runtime", "load", "load_stock", "CUSTOM_OP_NAME"]
 
 CUSTOM_OP_NAME = "TFS_GROUP_SPARSE_FC"
+NM_OP_NAME = "TFS_NM_SPARSE_FC"  # the 2:4 op (tflite_export/nm_export.py)
 
 # Buffers handed to LiteRT must be 64-byte aligned (notes, trap 1).
 _ALIGN = 64
@@ -185,6 +186,7 @@ class Runtime:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self._lib = lib = _litert()
         self._env = self._model = self._options = self._cm = self._ctx = None
+        self._nm_ctx = None  # TFS_NM_SPARSE_FC's context (tfs_nm_litert_adapter.c)
         self._model_bytes = None
         self._buffers = None  # (shapes key, in arrays, out arrays, in handles, out handles)
         self._closed = False
@@ -250,6 +252,18 @@ class Runtime:
             st = lib.LiteRtAddCustomOpKernelOption(opts, CUSTOM_OP_NAME.encode(), 1,
                                                    k.tfs_litert_kernel(), self._ctx)
             _check(st, "LiteRtAddCustomOpKernelOption")
+            from tflite_export.kernels.nm import nm_library
+
+            nm = nm_library()
+            self._nm_ctx = nm.tfs_nm_litert_ctx_create(
+                *[ctypes.cast(getattr(lib, n), _vp) for n in (
+                    "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
+                    "LiteRtGetTensorBufferHostMemory")])
+            if not self._nm_ctx:
+                raise LiteRtError("tfs_nm_litert_ctx_create failed (out of memory)")
+            st = lib.LiteRtAddCustomOpKernelOption(opts, NM_OP_NAME.encode(), 1,
+                                                   nm.tfs_nm_litert_kernel(), self._nm_ctx)
+            _check(st, "LiteRtAddCustomOpKernelOption(TFS_NM_SPARSE_FC)")
 
         cm = _vp()
         st = lib.LiteRtCreateCompiledModel(env, self._model, opts, ctypes.byref(cm))
@@ -356,6 +370,8 @@ class Runtime:
         if self._ctx:
             k = _kernels()
             buf = ctypes.create_string_buffer(512)
+            if self._nm_ctx and k.tfs_nm_litert_ctx_take_error(self._nm_ctx, buf, len(buf)):
+                raise LiteRtError(f"{NM_OP_NAME}: {buf.value.decode(errors='replace')}")
             if k.tfs_litert_ctx_take_error(self._ctx, buf, len(buf)):
                 raise LiteRtError(f"{CUSTOM_OP_NAME}: {buf.value.decode(errors='replace')}")
         if st != 0:
@@ -416,11 +432,13 @@ class Runtime:
             lib.LiteRtDestroyOptions(self._options)
         if self._ctx:
             _kernels().tfs_litert_ctx_destroy(self._ctx)
+        if self._nm_ctx:
+            _kernels().tfs_nm_litert_ctx_destroy(self._nm_ctx)
         if self._model:
             lib.LiteRtDestroyModel(self._model)
         if self._env:
             lib.LiteRtDestroyEnvironment(self._env)
-        self._cm = self._options = self._ctx = self._model = self._env = None
+        self._cm = self._options = self._ctx = self._nm_ctx = self._model = self._env = None
         self._model_bytes = None
 
     def __enter__(self) -> "Runtime":

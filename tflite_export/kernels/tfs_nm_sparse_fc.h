@@ -1,0 +1,109 @@
+/* TFS_NM_SPARSE_FC: the 2:4 structured-sparse fully-connected kernel core (format version 1).
+ *
+ * The weights are stored in the compressed layout sparse tensor cores consume: per output row,
+ * the 2 kept values of every window of 4 inputs, and their 2-bit positions packed 4 bits per
+ * window (tflite_export/FORMAT.md, "TFS_NM_SPARSE_FC"). Runtime-neutral C99 like the group-sparse
+ * core, whose shared types it uses (tfs_tensor, TFS_ELEM_*, TFS_IMPL_*, TFS_REQUANT_*, errors).
+ *
+ * Use:
+ *   tfs_nmfc_layer layer;
+ *   if (tfs_nmfc_validate_layer(inputs, n_inputs, &layer, err, sizeof err) != 0) reject;
+ *   if (tfs_nmfc_validate_io(&layer, &x, &y, &batch, err, sizeof err) != 0) reject;  // per run
+ *   tfs_nmfc_compute(&layer, x.data, y.data, batch, workspace, TFS_IMPL_AUTO);
+ * with a workspace of tfs_nmfc_workspace_size(&layer, batch) bytes. No packing step: the SIMD
+ * paths read the stored layout directly.
+ */
+#ifndef TFS_NM_SPARSE_FC_H_
+#define TFS_NM_SPARSE_FC_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tfs_group_sparse_fc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TFS_NMFC_FORMAT_VERSION 1
+#define TFS_NMFC_META_LEN 16
+/* uint8 element type (TfLiteType numbering, like TFS_ELEM_*): the positions tensor. */
+#define TFS_NMFC_ELEM_UINT8 3
+/* Largest `in` and `out` accepted (keeps every index computation far from overflow). */
+#define TFS_NMFC_MAX_DIM (1 << 24)
+
+/* Node input indices (FORMAT.md). */
+enum {
+  TFS_NMFC_IN_X = 0,
+  TFS_NMFC_IN_VALUES = 1,
+  TFS_NMFC_IN_INDICES = 2,
+  TFS_NMFC_IN_META = 3,
+  TFS_NMFC_IN_BIAS = 4,
+  TFS_NMFC_IN_MULTIPLIER = 5,
+  TFS_NMFC_IN_SHIFT = 6,
+  TFS_NMFC_IN_SCALE = 7,
+  TFS_NMFC_NUM_INPUTS_F32 = 5,
+  TFS_NMFC_NUM_INPUTS_I8 = 8
+};
+
+/* meta[] indices. */
+enum {
+  TFS_NMFC_META_VERSION = 0,
+  TFS_NMFC_META_IN = 1,
+  TFS_NMFC_META_OUT = 2,
+  TFS_NMFC_META_N = 3,
+  TFS_NMFC_META_M = 4,
+  TFS_NMFC_META_DTYPE = 5,
+  TFS_NMFC_META_ACTIVATION = 6,
+  TFS_NMFC_META_IN_ZP = 7,
+  TFS_NMFC_META_OUT_ZP = 8,
+  TFS_NMFC_META_ACT_MIN = 9,
+  TFS_NMFC_META_ACT_MAX = 10,
+  TFS_NMFC_META_RESERVED0 = 11
+};
+
+/* One validated node. */
+typedef struct {
+  int32_t in, out, n, m, dtype, activation;
+  int32_t in_zp, out_zp, act_min, act_max;
+  int32_t requant;        /* TFS_REQUANT_*; validate sets FP32 (the host runtime's), see FORMAT.md */
+  int32_t kept_per_row;   /* in / 2 */
+  int32_t idx_stride;     /* bytes of positions per row: ceil(in / 8) */
+  const void* values;     /* float or int8, [out, in / 2] */
+  const uint8_t* indices; /* [out, idx_stride] */
+  const void* bias;       /* float or int32, [out] */
+  const int32_t* multiplier;
+  const int32_t* shift;
+  const float* scale;
+} tfs_nmfc_layer;
+
+/* Validate a node's constant inputs (inputs[1..]) completely, every position included:
+ * FORMAT.md "Validation". O(out * in / 8). Fills `layer` on success. */
+int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_layer* layer,
+                            char* err, size_t err_len);
+
+/* Validate activations and output against a validated layer, O(1); sets *batch. */
+int tfs_nmfc_validate_io(const tfs_nmfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
+                         int32_t* batch, char* err, size_t err_len);
+
+/* Scratch bytes compute needs (int8: x - input_zp as int32; 0 for float32). */
+size_t tfs_nmfc_workspace_size(const tfs_nmfc_layer* layer, int32_t batch);
+
+/* y[batch, out] = act(x[batch, in] * W^T + bias) on a validated layer and checked x / y.
+ * TFS_ERR_UNSUPPORTED if `impl` is not available on this CPU. No allocation, no I/O. */
+int tfs_nmfc_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_t batch,
+                     void* workspace, int impl);
+
+/* Seconds per tfs_nmfc_compute, averaged over `iterations` (timed in C); < 0 on error. */
+double tfs_nmfc_time_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_t batch,
+                             void* workspace, int impl, int iterations);
+
+/* sizeof(tfs_nmfc_layer), and the requantization flavour setter, for the Python side. */
+size_t tfs_nmfc_layer_size(void);
+int tfs_nmfc_set_requant(tfs_nmfc_layer* layer, int requant);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFS_NM_SPARSE_FC_H_ */
