@@ -9,6 +9,7 @@ from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
 from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin, pruned_layers
 from tfscalpel.mask_update import update_pruning
+from tfscalpel.nm import check_nm, prune_2_4
 from tfscalpel.patterns import (
     GroupPattern,
     NMPattern,
