@@ -1,0 +1,78 @@
+/* TFS_NM_SPARSE_FC core under ASan + UBSan: random valid 2:4 layers of many shapes (odd window
+ * counts, in < 16, steps with remainders), float32 and int8, every path vs portable, and each
+ * corruption rule rejected. Built and run by tests/test_nm_sanitizers.py. */
+#include "nm_testgen.h"
+
+static uint32_t rng_state = 777u;
+static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
+
+int main(void) {
+  static const int32_t shapes[][2] = {{4, 1}, {8, 3}, {20, 5}, {36, 7}, {64, 16}, {100, 10}, {784, 30}, {1028, 9}};
+  int cases = 0, rejected_count = 0;
+  for (int dtype = 0; dtype < 2; ++dtype)
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+      const int32_t in = shapes[si][0], out = shapes[si][1], windows = in / 4, stride = (windows + 1) / 2;
+      const size_t esize = dtype ? 1 : 4, nv = (size_t)out * (size_t)(in / 2);
+      unsigned char* values = (unsigned char*)malloc(nv * esize);
+      uint8_t* idx = (uint8_t*)calloc((size_t)out * (size_t)stride, 1);
+      static const uint8_t pairs[6] = {0x4, 0x8, 0xC, 0x9, 0xD, 0xE}; /* (p0, p1) with p0 < p1 */
+      for (int32_t r = 0; r < out; ++r)
+        for (int32_t w = 0; w < windows; ++w)
+          idx[(size_t)r * stride + w / 2] |= (uint8_t)(pairs[rnd() % 6] << ((w & 1) * 4));
+      for (size_t i = 0; i < nv; ++i) {
+        if (dtype) values[i] = (unsigned char)rnd();
+        else { const float f = (float)((int32_t)(rnd() % 2001) - 1000) / 1000.0f; memcpy(values + 4 * i, &f, 4); }
+      }
+      int32_t meta[16] = {0};
+      meta[0] = 1; meta[1] = in; meta[2] = out; meta[3] = 2; meta[4] = 4; meta[5] = dtype;
+      meta[6] = (int32_t)(rnd() % 2);
+      if (dtype) { meta[7] = 5; meta[8] = -3; meta[9] = meta[6] ? -3 : -128; meta[10] = 127; }
+      unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
+      int32_t* mult = (int32_t*)malloc((size_t)out * 4);
+      int32_t* shift = (int32_t*)malloc((size_t)out * 4);
+      float* scale = (float*)malloc((size_t)out * 4);
+      for (int32_t r = 0; r < out; ++r) {
+        if (dtype) { const int32_t bv = (int32_t)(rnd() % 4000) - 2000; memcpy(bias + 4 * r, &bv, 4); }
+        else { const float bv = (float)(rnd() % 100) / 50.0f - 1.0f; memcpy(bias + 4 * r, &bv, 4); }
+        mult[r] = (int32_t)(1u << 30) + (int32_t)(rnd() % 1000000);
+        shift[r] = -8;
+        scale[r] = 0.002f + (float)(rnd() % 100) * 1e-4f;
+      }
+      tfs_tensor t[8] = {
+          {NULL, 0, 0},
+          {values, nv, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
+          {idx, (size_t)out * (size_t)stride, TFS_NMFC_ELEM_UINT8},
+          {meta, 16, TFS_ELEM_INT32},
+          {bias, (size_t)out, dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
+          {mult, (size_t)out, TFS_ELEM_INT32},
+          {shift, (size_t)out, TFS_ELEM_INT32},
+          {scale, (size_t)out, TFS_ELEM_FLOAT32}};
+      const size_t n_in = dtype ? 8 : 5;
+      for (int32_t batch = 1; batch <= 3; batch += 2) {
+        int rejected = 0;
+        if (tfs_nm_run_all_paths(t, n_in, batch, (uint32_t)(cases + 1), &rejected)) return 1;
+        if (rejected) { fprintf(stderr, "valid layer rejected: in %d out %d\n", in, out); return 1; }
+        ++cases;
+      }
+      int32_t saved;
+      uint8_t sb;
+      int rejected = 0;
+#define EXPECT_REJECT(stmt, undo)                                                   \
+      stmt; tfs_nm_run_all_paths(t, n_in, 1, 7u, &rejected); undo;                    \
+      if (!rejected) { fprintf(stderr, "corruption accepted: %s\n", #stmt); return 1; } \
+      ++rejected_count;
+      EXPECT_REJECT(saved = meta[1]; meta[1] = in + 4, meta[1] = saved)
+      EXPECT_REJECT(saved = meta[1]; meta[1] = in + 2, meta[1] = saved)
+      EXPECT_REJECT(saved = meta[2]; meta[2] = out + 1, meta[2] = saved)
+      EXPECT_REJECT(saved = meta[3]; meta[3] = 1, meta[3] = saved)
+      EXPECT_REJECT(sb = idx[0]; idx[0] = (uint8_t)((sb & 0xF0) | 0x1), idx[0] = sb)
+      EXPECT_REJECT(sb = idx[stride - 1]; idx[stride - 1] = (uint8_t)(windows & 1 ? (sb | 0x40) : ((sb & 0x0F) | 0x30)), idx[stride - 1] = sb)
+      EXPECT_REJECT(t[2].count += 1, t[2].count -= 1)
+      EXPECT_REJECT(t[1].count -= 1, t[1].count += 1)
+      free(values); free(idx); free(bias); free(mult); free(shift); free(scale);
+    }
+  printf("OK: %d layers on portable%s%s, %d corruptions rejected\n", cases,
+         tfs_gsfc_impl_available(TFS_IMPL_AVX2) ? " + avx2" : "",
+         tfs_gsfc_impl_available(TFS_IMPL_AVX512) ? " + avx512" : "", rejected_count);
+  return 0;
+}
