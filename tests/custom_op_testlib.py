@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, group_csr
+from tflite_export import flatbuffer, group_csr, params_blob
 from tflite_export.kernels import FORMAT_VERSION, META_LEN
 
 CUSTOM = schema.BuiltinOperator.CUSTOM
 _TYPES = {np.dtype(np.float32): schema.TensorType.FLOAT32, np.dtype(np.int8): schema.TensorType.INT8,
-          np.dtype(np.int32): schema.TensorType.INT32, np.dtype(np.uint16): schema.TensorType.UINT16}
-INPUT_NAMES = ["values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier", "out_shift",
-               "out_scale"]
+          np.dtype(np.int32): schema.TensorType.INT32, np.dtype(np.uint16): schema.TensorType.UINT16,
+          np.dtype(np.uint8): schema.TensorType.UINT8}
 
 
 def _quant(scale, zp):
@@ -39,8 +38,9 @@ def layer_arrays(w: np.ndarray, bias: np.ndarray, g: int, activation: int = 0, i
     return arrays
 
 
-def custom_op_model(arrays: dict, x_quant=None, y_quant=None, custom_options=None) -> bytes:
-    """A model `y = TFS_GROUP_SPARSE_FC(x, *arrays)` with a dynamic batch dimension."""
+def custom_op_model(arrays: dict, x_quant=None, y_quant=None, custom_options=None, blob=None) -> bytes:
+    """A model `y = TFS_GROUP_SPARSE_FC(x, params blob of arrays)` with a dynamic batch
+    dimension; `blob` (a 2-D uint8 array) replaces the packed arrays, to test corrupt blobs."""
     meta = arrays["meta"]
     in_f, out_f = int(meta[1]), int(meta[2])
     io_dtype = np.dtype(np.int8) if int(meta[5]) == 1 else np.dtype(np.float32)
@@ -62,11 +62,9 @@ def custom_op_model(arrays: dict, x_quant=None, y_quant=None, custom_options=Non
         return len(sg.tensors) - 1
 
     x = tensor("x", [1, in_f], io_dtype, quant=x_quant, signature=[-1, in_f])
-    consts = []
-    for name in INPUT_NAMES:
-        if name in arrays:
-            a = np.ascontiguousarray(arrays[name])
-            consts.append(tensor(name, list(a.shape), a.dtype, flatbuffer.add_buffer(model, a)))
+    if blob is None:
+        blob = params_blob.pack_params(arrays, out_f)
+    consts = [tensor("params", list(blob.shape), blob.dtype, flatbuffer.add_buffer(model, blob))]
     y = tensor("y", [1, out_f], io_dtype, quant=y_quant, signature=[-1, out_f])
     code = schema.OperatorCodeT()
     code.deprecatedBuiltinCode, code.builtinCode = CUSTOM, CUSTOM

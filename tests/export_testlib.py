@@ -60,6 +60,13 @@ def tensor_array(model_bytes, tensor_index, dtype, sg=0):
     return np.frombuffer(data.tobytes(), dtype=dtype).reshape(t.ShapeAsNumpy())
 
 
+def custom_op_arrays(model_bytes, op):
+    """The named arrays in a TFS_GROUP_SPARSE_FC node's parameter blob (input 1)."""
+    from tflite_export import params_blob
+
+    return params_blob.unpack_params(tensor_array(model_bytes, op.Inputs(1), np.uint8))
+
+
 def tensor(model_bytes, tensor_index, sg=0):
     return root(model_bytes).Subgraphs(sg).Tensors(tensor_index)
 

@@ -85,19 +85,20 @@ def test_float32_custom_op_structure(f32_dense, fmodel, g):
         assert (custom_code, version) == (b"TFS_GROUP_SPARSE_FC", 1)
         assert op.CustomOptionsLength() == 0 and op.BuiltinOptionsType() == 0
         ins = op.InputsAsNumpy()
-        assert len(ins) == 6
-        types = [tl.tensor(b, t).Type() for t in ins]
+        assert len(ins) == 2  # activations + the parameter blob
         TT = schema.TensorType
-        assert types == [TT.FLOAT32, TT.FLOAT32, TT.UINT16, TT.INT32, TT.INT32, TT.FLOAT32]
-        values, col_idx, row_ptr = tl.reference_group_csr(w, g)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[1], np.float32), values)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[2], np.uint16), col_idx)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[3], np.int32), row_ptr)
+        assert [tl.tensor(b, t).Type() for t in ins] == [TT.FLOAT32, TT.UINT8]
         out_f, in_f = w.shape
-        meta = tl.tensor_array(b, ins[4], np.int32)
-        assert meta.tolist() == [1, in_f, out_f, g, len(col_idx), 0, act] + [0] * 9
+        assert tl.tensor(b, ins[1]).ShapeAsNumpy()[0] == out_f  # shape inference reads out here
+        arrays = tl.custom_op_arrays(b, op)
+        assert list(arrays) == ["values", "col_idx", "row_ptr", "meta", "bias"]
+        values, col_idx, row_ptr = tl.reference_group_csr(w, g)
+        np.testing.assert_array_equal(arrays["values"], values)
+        np.testing.assert_array_equal(arrays["col_idx"], col_idx)
+        np.testing.assert_array_equal(arrays["row_ptr"], row_ptr)
+        assert arrays["meta"].tolist() == [1, in_f, out_f, g, len(col_idx), 0, act] + [0] * 9
         bias = tl.tensor_array(f32_dense, dop.Inputs(2), np.float32)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[5], np.float32), bias)
+        np.testing.assert_array_equal(arrays["bias"], bias)
         # Same activation tensor in, same output tensor (by name) out as the dense FC.
         assert tl.tensor(b, ins[0]).Name() == tl.tensor(f32_dense, dop.Inputs(0)).Name()
         assert tl.tensor(b, op.Outputs(0)).Name() == tl.tensor(f32_dense, dop.Outputs(0)).Name()
@@ -105,6 +106,7 @@ def test_float32_custom_op_structure(f32_dense, fmodel, g):
     # The dense weights are gone from the file: no tensor keeps a [out, in] float matrix.
     r = tl.root(b).Subgraphs(0)
     assert not [i for i in range(r.TensorsLength()) if r.Tensors(i).ShapeLength() == 2
+                and r.Tensors(i).Type() == schema.TensorType.FLOAT32
                 and tl.tensor_array(b, i, np.float32) is not None]
     assert [lr.format for lr in res.report.layers] == ["custom"] * 3
     assert [lr.g for lr in res.report.layers] == [g] * 3
@@ -114,7 +116,7 @@ def test_custom_op_without_bias_gets_zero_bias():
     model = tl.stripped_model(16, [(8, None)], g=2, sparsity=0.5, seed=5, bias=False)
     res = exporter.export(model, formats={"dense": "custom"}, group_sizes={"dense": 2})
     (op,) = _custom_ops(res.model_bytes)
-    bias = tl.tensor_array(res.model_bytes, op.Inputs(5), np.float32)
+    bias = tl.custom_op_arrays(res.model_bytes, op)["bias"]
     np.testing.assert_array_equal(bias, np.zeros(8, np.float32))
 
 
@@ -151,33 +153,32 @@ def test_int8_custom_op_structure(int8_dense, int8_per_tensor_dense, fmodel, g, 
     assert len(ops) == len(dense_ops) == 3
     for op, dop, act in zip(ops, dense_ops, ACTS):
         ins = op.InputsAsNumpy()
-        assert len(ins) == 9
         TT = schema.TensorType
-        assert [tl.tensor(b, t).Type() for t in ins] == [
-            TT.INT8, TT.INT8, TT.UINT16, TT.INT32, TT.INT32, TT.INT32, TT.INT32, TT.INT32, TT.FLOAT32]
+        assert [tl.tensor(b, t).Type() for t in ins] == [TT.INT8, TT.UINT8]
+        arrays = tl.custom_op_arrays(b, op)
+        assert [a.dtype for a in arrays.values()] == [
+            np.int8, np.uint16, np.int32, np.int32, np.int32, np.int32, np.int32, np.float32]
         w = tl.tensor_array(dense, dop.Inputs(1), np.int8)
         values, col_idx, row_ptr = tl.reference_group_csr(w, g)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[1], np.int8), values)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[2], np.uint16), col_idx)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[3], np.int32), row_ptr)
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[5], np.int32),
-                                      tl.tensor_array(dense, dop.Inputs(2), np.int32))
+        np.testing.assert_array_equal(arrays["values"], values)
+        np.testing.assert_array_equal(arrays["col_idx"], col_idx)
+        np.testing.assert_array_equal(arrays["row_ptr"], row_ptr)
+        np.testing.assert_array_equal(arrays["bias"], tl.tensor_array(dense, dop.Inputs(2), np.int32))
         in_s, in_zp = _q(dense, dop.Inputs(0))
         w_s, _ = _q(dense, dop.Inputs(1))
         out_s, out_zp = _q(dense, dop.Outputs(0))
         assert w_s.size == (w.shape[0] if variant == "per_channel" else 1)
         w_s = np.broadcast_to(w_s, (w.shape[0],))
         expect = [_ref_mult_shift(float(in_s[0]) * float(s) / float(out_s[0])) for s in w_s]
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[6], np.int32), [m for m, _ in expect])
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[7], np.int32), [s for _, s in expect])
+        np.testing.assert_array_equal(arrays["out_multiplier"], [m for m, _ in expect])
+        np.testing.assert_array_equal(arrays["out_shift"], [s for _, s in expect])
         # XNNPACK's fp32 requantization scale: float32 product, then float32 division.
         fp32 = [np.float32(np.float32(in_s[0]) * np.float32(s)) / np.float32(out_s[0]) for s in w_s]
-        np.testing.assert_array_equal(tl.tensor_array(b, ins[8], np.float32), np.array(fp32, np.float32))
+        np.testing.assert_array_equal(arrays["out_scale"], np.array(fp32, np.float32))
         # Output clamp: ReLU clamps at the zero point, ReLU6 also at zp + round(6 / scale).
         lo = -128 if act == 0 else max(-128, int(out_zp[0]))
         hi = 127 if act != 3 else min(127, int(out_zp[0]) + int(np.floor(6.0 / out_s[0] + 0.5)))
-        meta = tl.tensor_array(b, ins[4], np.int32)
-        assert meta.tolist() == [1, w.shape[1], w.shape[0], g, len(col_idx), 1, act,
+        assert arrays["meta"].tolist() == [1, w.shape[1], w.shape[0], g, len(col_idx), 1, act,
                                  int(in_zp[0]), int(out_zp[0]), lo, hi] + [0] * 5
     _assert_aligned(b)
 
@@ -299,7 +300,12 @@ def test_report_table_dict_and_json(f32_dense, fmodel):
     assert rows["dense"]["bytes_dense"] == w.nbytes + 24 * 4
     n_groups = len(tl.reference_group_csr(w, 4)[1])
     assert rows["dense"]["stored_units"] == n_groups
-    assert rows["dense"]["bytes_exported"] == n_groups * 4 * 4 + n_groups * 2 + 25 * 4 + 64 + 24 * 4
+    (op,) = _custom_ops(res.model_bytes)
+    blob = tl.tensor_array(res.model_bytes, op.Inputs(1), np.uint8)
+    assert rows["dense"]["bytes_exported"] == blob.nbytes
+    arrays = n_groups * 4 * 4 + n_groups * 2 + 25 * 4 + 64 + 24 * 4
+    # The blob adds a header, a directory and 64-byte alignment of each of its 5 sections.
+    assert arrays < blob.nbytes <= arrays + 96 + 5 * 15 + 23
     table = str(res)
     for name in NAMES:
         assert name in table

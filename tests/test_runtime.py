@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
 import custom_op_testlib as tl
-from tflite_export import flatbuffer, group_csr, kernels, runtime
+from tflite_export import flatbuffer, group_csr, kernels, params_blob, runtime
 
 
 def _dense_model(in_f, out_f, activation=None, seed=0):
@@ -145,6 +145,52 @@ def test_corrupt_metadata_is_rejected_at_load():
     with pytest.raises(runtime.LiteRtError, match="custom options must be empty"):
         runtime.load(tl.custom_op_model(tl.layer_arrays(w, np.zeros(8, np.float32), 4),
                                         custom_options=b"\x01"))
+
+
+def _corrupt_blob(edit):
+    """A valid 8x32 float32 node's parameter blob with ``edit(words)`` applied to its int32
+    header and directory words (``words`` is a view of the first 96 bytes)."""
+    rng = np.random.default_rng(7)
+    w = tl.random_group_sparse(rng, 8, 32, 4, 0.5)
+    arrays = tl.layer_arrays(w, np.zeros(8, np.float32), 4)
+    blob = params_blob.pack_params(arrays, 8).copy()
+    words = blob.reshape(-1)[:96].view("<i4")
+    edit(words)
+    return arrays, blob
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda w: w.__setitem__(0, 0x12345678), "params blob: bad magic"),
+    (lambda w: w.__setitem__(1, 6), "params blob: 6 sections, expected 5"),
+    (lambda w: w.__setitem__(2, 1), "reserved header fields must be 0"),
+    (lambda w: w.__setitem__(4, 5), "section values has element type 5"),
+    (lambda w: w.__setitem__(5, -1), "section values has count -1"),
+    (lambda w: w.__setitem__(4 + 2, 100), "section values at offset 100: not a 16-byte aligned"),
+    (lambda w: w.__setitem__(4 + 2, 0), "section values at offset 0: not a 16-byte aligned offset past the directory"),
+    (lambda w: w.__setitem__(4 + 4 + 1, 10**6), "section col_idx .* runs past the blob"),
+    (lambda w: w.__setitem__(4 + 12 + 3, 1), "section meta: reserved field must be 0"),
+])
+def test_corrupt_parameter_blob_is_rejected_at_load(edit, message):
+    arrays, blob = _corrupt_blob(edit)
+    with pytest.raises(runtime.LiteRtError, match=message):
+        runtime.load(tl.custom_op_model(arrays, blob=blob))
+
+
+def test_blob_first_dimension_must_be_out():
+    arrays, blob = _corrupt_blob(lambda w: None)
+    wrong = np.zeros((4, blob.size // 4), np.uint8)
+    wrong.reshape(-1)[:] = blob.reshape(-1)
+    with pytest.raises(runtime.LiteRtError, match="first dimension must equal the layer's out"):
+        runtime.load(tl.custom_op_model(arrays, blob=wrong))
+
+
+def test_blob_round_trip():
+    arrays, blob = _corrupt_blob(lambda w: None)
+    back = params_blob.unpack_params(blob)
+    assert list(back) == list(arrays)
+    for name in arrays:
+        np.testing.assert_array_equal(back[name], arrays[name])
+        assert back[name].dtype == arrays[name].dtype
 
 
 def test_errors_are_python_exceptions(tmp_path):

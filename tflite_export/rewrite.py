@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, group_csr, quantization
+from tflite_export import flatbuffer, group_csr, params_blob, quantization
 from tflite_export.fc_layers import FCLayer, bias_values
 
 CUSTOM_CODE = "TFS_GROUP_SPARSE_FC"
@@ -75,24 +75,21 @@ def custom_op_arrays(model: schema.ModelT, layer: FCLayer, g: int) -> dict[str, 
     return arrays
 
 
-_ARRAY_TYPES = {np.dtype(np.float32): _TT.FLOAT32, np.dtype(np.int8): _TT.INT8,
-                np.dtype(np.uint16): _TT.UINT16, np.dtype(np.int32): _TT.INT32}
-
-
 def to_custom(model: schema.ModelT, layer: FCLayer, g: int) -> int:
-    """Replace `layer`'s FC with TFS_GROUP_SPARSE_FC at group width g; returns the new bytes used."""
-    arrays = custom_op_arrays(model, layer, g)
-    inputs = [layer.input] + [
-        _add_tensor(model, layer, f"tfs_{name}", arr, _ARRAY_TYPES[arr.dtype]) for name, arr in arrays.items()
-    ]
+    """Replace `layer`'s FC with TFS_GROUP_SPARSE_FC at group width g; returns the new bytes used.
+
+    The node's inputs are the activations and one constant uint8 parameter blob holding every
+    array (`params_blob`): LiteRT's per-run cost grows with the number of node inputs."""
+    blob = params_blob.pack_params(custom_op_arrays(model, layer, g), layer.out_features)
     op = schema.OperatorT()
     op.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.CUSTOM, CUSTOM_OP_VERSION, CUSTOM_CODE)
-    op.inputs = np.array(inputs, dtype=np.int32)
+    op.inputs = np.array([layer.input, _add_tensor(model, layer, "tfs_params", blob, _TT.UINT8)],
+                         dtype=np.int32)
     op.outputs = np.array([layer.output], dtype=np.int32)
     op.builtinOptionsType = schema.BuiltinOptions.NONE
-    op.customOptions = None  # every parameter is in the constant inputs (FORMAT.md)
+    op.customOptions = None  # every parameter is in the blob (FORMAT.md)
     model.subgraphs[layer.subgraph].operators[layer.op_index] = op
-    return sum(a.nbytes for a in arrays.values())
+    return int(blob.nbytes)
 
 
 def _index_vector(values: np.ndarray):

@@ -70,6 +70,57 @@ static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count,
   return TFS_OK;
 }
 
+static int32_t read_i32(const unsigned char* p) {
+  int32_t v;
+  memcpy(&v, p, sizeof v); /* the format is little-endian, as every supported target is */
+  return v;
+}
+
+int tfs_gsfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
+                           char* err, size_t err_len) {
+  if (blob == NULL || tensors == NULL || n_tensors == NULL)
+    return fail(err, err_len, "params blob: null argument");
+  /* No alignment demand on the blob itself: runtimes align it differently (LiteRT 64 bytes, a
+   * firmware C array 16), and tfs_gsfc_validate_layer checks each section's element alignment. */
+  if (bytes < TFS_GSFC_BLOB_HEADER_BYTES)
+    return fail(err, err_len, "params blob: %zu bytes, shorter than its header", bytes);
+  const unsigned char* b = (const unsigned char*)blob;
+  if ((uint32_t)read_i32(b) != TFS_GSFC_BLOB_MAGIC)
+    return fail(err, err_len, "params blob: bad magic 0x%08x", (unsigned)read_i32(b));
+  const int32_t n = read_i32(b + 4);
+  if (n != TFS_GSFC_NUM_INPUTS_F32 - 1 && n != TFS_GSFC_NUM_INPUTS_I8 - 1)
+    return fail(err, err_len, "params blob: %d sections, expected %d (float32) or %d (int8)", n,
+                TFS_GSFC_NUM_INPUTS_F32 - 1, TFS_GSFC_NUM_INPUTS_I8 - 1);
+  if (read_i32(b + 8) != 0 || read_i32(b + 12) != 0)
+    return fail(err, err_len, "params blob: reserved header fields must be 0");
+  const size_t dir_end = TFS_GSFC_BLOB_HEADER_BYTES + (size_t)n * TFS_GSFC_BLOB_ENTRY_BYTES;
+  if (bytes < dir_end)
+    return fail(err, err_len, "params blob: %zu bytes, shorter than its directory", bytes);
+  memset(tensors, 0, TFS_GSFC_NUM_INPUTS_I8 * sizeof *tensors);
+  for (int32_t i = 0; i < n; ++i) {
+    const unsigned char* e = b + TFS_GSFC_BLOB_HEADER_BYTES + (size_t)i * TFS_GSFC_BLOB_ENTRY_BYTES;
+    const int32_t elem = read_i32(e), count = read_i32(e + 4), offset = read_i32(e + 8);
+    const char* name = kInputNames[i + 1];
+    const size_t esize = elem_size(elem);
+    if (esize == 0) return fail(err, err_len, "params blob: section %s has element type %d", name, elem);
+    if (count < 0) return fail(err, err_len, "params blob: section %s has count %d", name, count);
+    if (read_i32(e + 12) != 0)
+      return fail(err, err_len, "params blob: section %s: reserved field must be 0", name);
+    if (offset < 0 || (size_t)offset < dir_end || offset % TFS_GSFC_BLOB_ALIGN != 0)
+      return fail(err, err_len, "params blob: section %s at offset %d: not a %d-byte aligned "
+                  "offset past the directory", name, offset, TFS_GSFC_BLOB_ALIGN);
+    /* count < 2^31 and esize <= 4, so the product fits a 64-bit size_t without overflow. */
+    if ((size_t)offset > bytes || (size_t)count * esize > bytes - (size_t)offset)
+      return fail(err, err_len, "params blob: section %s (%d elements at offset %d) runs past "
+                  "the blob's %zu bytes", name, count, offset, bytes);
+    tensors[i + 1].data = b + offset;
+    tensors[i + 1].count = (size_t)count;
+    tensors[i + 1].elem = elem;
+  }
+  *n_tensors = (size_t)n + 1;
+  return TFS_OK;
+}
+
 int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_layer* layer,
                             char* err, size_t err_len) {
   int rc;

@@ -30,11 +30,22 @@ extern "C" {
 enum {
   TFS_ELEM_FLOAT32 = 1,
   TFS_ELEM_INT32 = 2,
+  TFS_ELEM_UINT8 = 3,
   TFS_ELEM_INT8 = 9,
   TFS_ELEM_UINT16 = 17
 };
 
-/* Node input indices (FORMAT.md "Inputs"). */
+/* In a model the node has two inputs: the activations and one constant uint8 tensor, the
+ * parameter blob, which carries the constant arrays below as aligned sections (FORMAT.md
+ * "Parameter blob"). One constant input instead of eight matters: LiteRT wraps every node input
+ * in a fresh tensor buffer on every run (~0.3 us each). */
+#define TFS_GSFC_NODE_INPUTS 2
+#define TFS_GSFC_BLOB_MAGIC 0x42534654u /* "TFSB" as little-endian bytes */
+#define TFS_GSFC_BLOB_HEADER_BYTES 16
+#define TFS_GSFC_BLOB_ENTRY_BYTES 16
+#define TFS_GSFC_BLOB_ALIGN 16
+
+/* Array indices (FORMAT.md "Arrays"): blob section i is array i; 0 stands for the activations. */
 enum {
   TFS_GSFC_IN_X = 0,
   TFS_GSFC_IN_VALUES = 1,
@@ -122,6 +133,13 @@ typedef struct {
   const uint16_t* col;    /* [entries] first input column of each entry */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
 } tfs_gsfc_packed;
+
+/* Split a parameter blob into its arrays: tensors[1..] receive the sections,
+ * tensors[0] (the activations' slot) is zeroed; *n_tensors = sections + 1, ready for
+ * tfs_gsfc_validate_layer. `tensors` must have room for TFS_GSFC_NUM_INPUTS_I8 entries. Checks
+ * the header and that every section lies inside the blob, aligned; O(sections). */
+int tfs_gsfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
+                           char* err, size_t err_len);
 
 /* Validate a node's constant inputs (indices 1.. of `inputs`; inputs[0], the activations, is
  * not looked at) completely: every rule of FORMAT.md "Validation". O(n_groups + out).

@@ -8,8 +8,8 @@
  * LiteRT ignores the status Run returns (trap 3), so every failure goes into the context's
  * error slot, which the Python runtime checks after each run. One context (= user_data) is
  * made per loaded model and shared by all its nodes (trap 4: Run gets no node identity), so
- * validated layers are cached by the addresses and sizes of their constant tensors; the cache
- * dies with the context, before the model's memory can be reused.
+ * validated layers are cached by the address of their parameter blob (the node's one constant
+ * input); the cache dies with the context, before the model's memory can be reused.
  */
 #define _POSIX_C_SOURCE 200112L /* clock_gettime, posix_memalign under -std=c11 */
 
@@ -62,12 +62,9 @@ typedef LiteRtStatus (*HostMemoryFn)(LiteRtTensorBuffer, void**);
 typedef LiteRtStatus (*RunCompiledModelFn)(void*, LiteRtParamIndex, size_t, LiteRtTensorBuffer*,
                                            size_t, LiteRtTensorBuffer*);
 
-#define TFS_MAX_NODE_INPUTS TFS_GSFC_NUM_INPUTS_I8
-
-/* A validated layer and the identity of the constant tensors it was validated from. */
+/* A validated layer and the parameter blob it was validated from. */
 typedef struct {
-  tfs_tensor key[TFS_MAX_NODE_INPUTS]; /* [0] unused: activations change every run */
-  size_t n_inputs;
+  const void* blob;
   tfs_gsfc_layer layer;
   tfs_gsfc_packed packed; /* the SIMD paths' copy, in packed_mem */
   void* packed_mem;
@@ -149,18 +146,18 @@ static LiteRtStatus kernel_init(void* user_data, const void* init_data, size_t i
 static LiteRtStatus kernel_output_layouts(void* user_data, size_t n_in, const LiteRtLayout* in,
                                           size_t n_out, LiteRtLayout* out) {
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
-  if (n_out != 1 || (n_in != TFS_GSFC_NUM_INPUTS_F32 && n_in != TFS_GSFC_NUM_INPUTS_I8) ||
-      in[TFS_GSFC_IN_X].rank < 1 || in[TFS_GSFC_IN_X].rank > 8 ||
-      in[TFS_GSFC_IN_BIAS].rank != 1) {
+  if (n_out != 1 || n_in != TFS_GSFC_NODE_INPUTS || in[0].rank < 1 || in[0].rank > 8 ||
+      in[1].rank != 2 || in[1].dimensions[0] < 1) {
     if (ctx) set_error(ctx, "%s", "node has the wrong number of inputs/outputs or bad ranks");
     return kLiteRtStatusErrorInvalidArgument;
   }
-  /* Output = activations' shape with the last dimension replaced by out = len(bias). */
+  /* Output = activations' shape with the last dimension replaced by out, which is the blob's
+   * first dimension (shape inference sees shapes only; FORMAT.md "Parameter blob"). */
   LiteRtLayout o;
   memset(&o, 0, sizeof o);
-  o.rank = in[TFS_GSFC_IN_X].rank;
-  for (unsigned i = 0; i < o.rank; ++i) o.dimensions[i] = in[TFS_GSFC_IN_X].dimensions[i];
-  o.dimensions[o.rank - 1] = in[TFS_GSFC_IN_BIAS].dimensions[0];
+  o.rank = in[0].rank;
+  for (unsigned i = 0; i < o.rank; ++i) o.dimensions[i] = in[0].dimensions[i];
+  o.dimensions[o.rank - 1] = in[1].dimensions[0];
   out[0] = o;
   return kLiteRtStatusOk;
 }
@@ -192,37 +189,41 @@ static int describe(tfs_litert_ctx* ctx, LiteRtTensorBuffer buf, tfs_tensor* t) 
   return 0;
 }
 
-/* Cached layer whose constant inputs live at these addresses, or NULL. Keying on the data
- * addresses alone is memory-safe: a hit means the kernel touches exactly the bytes that were
- * validated (the model is immutable and outlives the context); the activations and the output
- * are checked on every run. */
-static const tfs_cached_layer* find_cached(const tfs_litert_ctx* ctx, void* const* ptrs, size_t n) {
-  for (size_t i = 0; i < ctx->cache_len; ++i) {
-    const tfs_cached_layer* c = &ctx->cache[i];
-    if (c->n_inputs != n) continue;
-    size_t j = 1;
-    while (j < n && c->key[j].data == ptrs[j]) ++j;
-    if (j == n) return c;
-  }
+/* Cached layer validated from the blob at this address, or NULL. Keying on the address alone is
+ * memory-safe: a hit means the kernel touches exactly the bytes that were validated (the model
+ * is immutable and outlives the context); the activations and the output are checked on every
+ * run. */
+static const tfs_cached_layer* find_cached(const tfs_litert_ctx* ctx, const void* blob) {
+  for (size_t i = 0; i < ctx->cache_len; ++i)
+    if (ctx->cache[i].blob == blob) return &ctx->cache[i];
   return NULL;
 }
 
-/* First sight of a node: describe every constant input, validate, pack, cache. */
-static const tfs_cached_layer* validate_and_cache(tfs_litert_ctx* ctx, const LiteRtTensorBuffer* in,
-                                                  void* const* ptrs, size_t n) {
-  tfs_tensor t[TFS_MAX_NODE_INPUTS];
-  memset(t, 0, sizeof t);
-  for (size_t i = 1; i < n; ++i) {
-    if (describe(ctx, in[i], &t[i]) != 0) {
-      set_error(ctx, "%s", "cannot read a constant input's type/size (or its layout overstates it)");
-      return NULL;
-    }
-    t[i].data = ptrs[i];
+/* First sight of a node: unpack and validate its parameter blob, pack, cache. */
+static const tfs_cached_layer* validate_and_cache(tfs_litert_ctx* ctx, LiteRtTensorBuffer blob_buf,
+                                                  const void* blob) {
+  LiteRtRankedTensorType type;
+  size_t bytes = 0;
+  if (ctx->get_type(blob_buf, &type) != kLiteRtStatusOk ||
+      ctx->get_size(blob_buf, &bytes) != kLiteRtStatusOk) {
+    set_error(ctx, "%s", "cannot read the parameter blob's type and size");
+    return NULL;
   }
+  if (type.element_type != TFS_ELEM_UINT8 || type.layout.rank != 2) {
+    set_error(ctx, "%s", "input 1 (the parameter blob) must be a 2-D uint8 tensor");
+    return NULL;
+  }
+  tfs_tensor t[TFS_GSFC_NUM_INPUTS_I8];
+  size_t n = 0;
   tfs_gsfc_layer layer;
   char err[400];
-  if (tfs_gsfc_validate_layer(t, n, &layer, err, sizeof err) != TFS_OK) {
+  if (tfs_gsfc_unpack_params(blob, bytes, t, &n, err, sizeof err) != TFS_OK ||
+      tfs_gsfc_validate_layer(t, n, &layer, err, sizeof err) != TFS_OK) {
     set_error(ctx, "invalid node: %s", err);
+    return NULL;
+  }
+  if (type.layout.dimensions[0] != layer.out) {
+    set_error(ctx, "%s", "the parameter blob's first dimension must equal the layer's out");
     return NULL;
   }
   if (ctx->cache_len == ctx->cache_cap) {
@@ -250,8 +251,7 @@ static const tfs_cached_layer* validate_and_cache(tfs_litert_ctx* ctx, const Lit
   }
   tfs_cached_layer* c = &ctx->cache[ctx->cache_len++];
   memset(c, 0, sizeof *c);
-  memcpy(c->key, t, n * sizeof(tfs_tensor));
-  c->n_inputs = n;
+  c->blob = blob;
   c->layer = layer;
   c->packed = packed;
   c->packed_mem = mem;
@@ -263,29 +263,27 @@ static LiteRtStatus kernel_run(void* user_data, size_t n_in, const LiteRtTensorB
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
   if (!ctx) return kLiteRtStatusErrorInvalidArgument;
   ctx->runs++;
-  if (n_out != 1 || (n_in != TFS_GSFC_NUM_INPUTS_F32 && n_in != TFS_GSFC_NUM_INPUTS_I8)) {
-    set_error(ctx, "%s", "node must have 6 (float32) or 9 (int8) inputs and 1 output");
+  if (n_out != 1 || n_in != TFS_GSFC_NODE_INPUTS) {
+    set_error(ctx, "%s", "node must have 2 inputs (activations, parameter blob) and 1 output");
     return kLiteRtStatusErrorInvalidArgument;
   }
   /* Host buffers only (CPU): their memory is read directly, no lock round trip per run. */
-  void* ptrs[TFS_MAX_NODE_INPUTS];
-  for (size_t i = 0; i < n_in; ++i) {
-    if (ctx->host_memory(inputs[i], &ptrs[i]) != kLiteRtStatusOk) {
-      set_error(ctx, "%s", "an input is not a host-memory tensor buffer");
-      return kLiteRtStatusErrorRuntimeFailure;
-    }
+  void *xp = NULL, *blob = NULL, *yp = NULL;
+  if (ctx->host_memory(inputs[0], &xp) != kLiteRtStatusOk ||
+      ctx->host_memory(inputs[1], &blob) != kLiteRtStatusOk ||
+      ctx->host_memory(outputs[0], &yp) != kLiteRtStatusOk) {
+    set_error(ctx, "%s", "an input or the output is not a host-memory tensor buffer");
+    return kLiteRtStatusErrorRuntimeFailure;
   }
   tfs_tensor x, y;
-  void* yp = NULL;
-  if (describe(ctx, inputs[0], &x) != 0 || describe(ctx, outputs[0], &y) != 0 ||
-      ctx->host_memory(outputs[0], &yp) != kLiteRtStatusOk) {
+  if (describe(ctx, inputs[0], &x) != 0 || describe(ctx, outputs[0], &y) != 0) {
     set_error(ctx, "%s", "cannot describe the activations or the output buffer");
     return kLiteRtStatusErrorRuntimeFailure;
   }
-  x.data = ptrs[0];
+  x.data = xp;
   y.data = yp;
-  const tfs_cached_layer* node = find_cached(ctx, ptrs, n_in);
-  if (!node) node = validate_and_cache(ctx, inputs, ptrs, n_in);
+  const tfs_cached_layer* node = find_cached(ctx, blob);
+  if (!node) node = validate_and_cache(ctx, inputs[1], blob);
   if (!node) return kLiteRtStatusErrorInvalidArgument;
   const tfs_gsfc_layer* layer = &node->layer;
   int32_t batch = 0;

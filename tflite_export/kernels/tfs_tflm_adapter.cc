@@ -63,38 +63,39 @@ TfLiteStatus Prepare(TfLiteContext* context, TfLiteNode* node) {
     return kTfLiteError;
   }
   const int n_inputs = node->inputs->size;
-  if (n_inputs != TFS_GSFC_NUM_INPUTS_F32 && n_inputs != TFS_GSFC_NUM_INPUTS_I8) {
-    MicroPrintf("TFS_GROUP_SPARSE_FC: %d inputs, expected 6 (float32) or 9 (int8)", n_inputs);
+  if (n_inputs != TFS_GSFC_NODE_INPUTS) {
+    MicroPrintf("TFS_GROUP_SPARSE_FC: %d inputs, expected 2 (activations, parameter blob)", n_inputs);
     return kTfLiteError;
   }
   TF_LITE_ENSURE_EQ(context, node->outputs->size, 1);
   MicroContext* micro_context = GetMicroContext(context);
 
   tfs_tensor tensors[TFS_GSFC_NUM_INPUTS_I8] = {};
-  TfLiteTensor* temps[TFS_GSFC_NUM_INPUTS_I8] = {};
+  size_t n_tensors = 0;
+  TfLiteTensor* temps[TFS_GSFC_NODE_INPUTS] = {};
   TfLiteStatus status = kTfLiteOk;
   for (int i = 0; i < n_inputs && status == kTfLiteOk; ++i) {
     temps[i] = micro_context->AllocateTempInputTensor(node, i);
     if (temps[i] == nullptr) {
       MicroPrintf("TFS_GROUP_SPARSE_FC: input %d missing", i);
       status = kTfLiteError;
-      break;
     }
-    if (i > 0 && !IsConstantTensor(temps[i])) {
-      MicroPrintf("TFS_GROUP_SPARSE_FC: input %d must be a constant tensor", i);
-      status = kTfLiteError;
-      break;
-    }
-    tensors[i].data = temps[i]->data.data;
-    tensors[i].count = ElementCount(temps[i]->dims);
-    tensors[i].elem = ElemType(temps[i]->type);
+  }
+  char err[160];
+  if (status == kTfLiteOk && (!IsConstantTensor(temps[1]) || temps[1]->type != kTfLiteUInt8)) {
+    MicroPrintf("TFS_GROUP_SPARSE_FC: input 1 must be the constant uint8 parameter blob");
+    status = kTfLiteError;
+  }
+  if (status == kTfLiteOk &&
+      tfs_gsfc_unpack_params(temps[1]->data.data, temps[1]->bytes, tensors, &n_tensors, err,
+                             sizeof err) != TFS_OK) {
+    MicroPrintf("TFS_GROUP_SPARSE_FC: %s", err);
+    status = kTfLiteError;
   }
   TfLiteTensor* output = status == kTfLiteOk ? micro_context->AllocateTempOutputTensor(node, 0) : nullptr;
-  char err[160];
   if (status == kTfLiteOk && output == nullptr) status = kTfLiteError;
   if (status == kTfLiteOk &&
-      tfs_gsfc_validate_layer(tensors, static_cast<size_t>(n_inputs), &data->layer, err,
-                              sizeof err) != TFS_OK) {
+      tfs_gsfc_validate_layer(tensors, n_tensors, &data->layer, err, sizeof err) != TFS_OK) {
     MicroPrintf("TFS_GROUP_SPARSE_FC: %s", err);
     status = kTfLiteError;
   }

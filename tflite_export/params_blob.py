@@ -1,0 +1,67 @@
+"""The parameter blob of TFS_GROUP_SPARSE_FC: every constant array of a node in one uint8 tensor.
+
+LiteRT wraps each node input in a fresh tensor buffer on every run (~0.3 us each), so the eight
+constant arrays travel as sections of one blob (FORMAT.md "Parameter blob"):
+
+    header   int32 magic "TFSB", int32 number of sections, int32 0, int32 0
+    entries  per section: int32 element type (TfLite numbering), int32 count, int32 offset, int32 0
+    sections each at a 16-byte aligned offset from the blob's start
+
+The blob is stored as a ``[out, row_bytes]`` uint8 matrix (zero-padded at the end) because shape
+inference sees only shapes: its first dimension tells the runtime the layer's output width.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MAGIC = 0x42534654  # "TFSB" little-endian
+ALIGN = 16  # element alignment and SIMD-friendly; the blob itself is 64-byte aligned in the file
+HEADER_BYTES = 16
+ENTRY_BYTES = 16
+#: Section order = the arrays' indices 1.. in FORMAT.md.
+SECTIONS = ("values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier", "out_shift", "out_scale")
+ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.int8): 9,
+                 np.dtype(np.uint16): 17}
+_DTYPES = {code: dtype for dtype, code in ELEMENT_TYPES.items()}
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def pack_params(arrays: dict, out_features: int) -> np.ndarray:
+    """Pack ``arrays`` (names from ``SECTIONS``, float32 nodes stop after ``bias``) into the
+    ``[out_features, row_bytes]`` uint8 blob."""
+    names = [name for name in SECTIONS if name in arrays]
+    if names != list(SECTIONS[:len(names)]):
+        raise ValueError(f"params blob: sections must be a prefix of {SECTIONS}, got {names}")
+    parts = [np.ascontiguousarray(arrays[name]).ravel() for name in names]
+    directory = np.zeros((len(parts), 4), dtype="<i4")
+    offset = _align(HEADER_BYTES + ENTRY_BYTES * len(parts))
+    for i, (name, part) in enumerate(zip(names, parts)):
+        if part.dtype not in ELEMENT_TYPES:
+            raise ValueError(f"params blob: section {name} has unsupported dtype {part.dtype}")
+        directory[i] = [ELEMENT_TYPES[part.dtype], part.size, offset, 0]
+        offset = _align(offset + part.nbytes)
+    row_bytes = -(-offset // out_features)
+    blob = np.zeros(out_features * row_bytes, dtype=np.uint8)
+    blob[:HEADER_BYTES] = np.array([MAGIC, len(parts), 0, 0], dtype="<u4").view(np.uint8)
+    blob[HEADER_BYTES:HEADER_BYTES + directory.nbytes] = directory.view(np.uint8).ravel()
+    for (_, _, start, _), part in zip(directory, parts):
+        blob[start:start + part.nbytes] = part.view(np.uint8)
+    return blob.reshape(out_features, row_bytes)
+
+
+def unpack_params(blob: np.ndarray) -> dict:
+    """The arrays of a well-formed blob, by name (for tests and reports; the C validator is what
+    guards the runtime against malformed ones)."""
+    raw = np.ascontiguousarray(blob).view(np.uint8).ravel()
+    magic, n, _, _ = raw[:HEADER_BYTES].view("<u4")
+    if magic != MAGIC:
+        raise ValueError(f"params blob: bad magic 0x{int(magic):08x}")
+    directory = raw[HEADER_BYTES:HEADER_BYTES + ENTRY_BYTES * int(n)].view("<i4").reshape(-1, 4)
+    arrays = {}
+    for name, (code, count, offset, _) in zip(SECTIONS, directory):
+        dtype = _DTYPES[int(code)]
+        arrays[name] = raw[offset:offset + count * dtype.itemsize].view(dtype).copy()
+    return arrays
