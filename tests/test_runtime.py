@@ -50,6 +50,26 @@ def test_plain_keras_model_matches_keras_at_several_batch_sizes(tmp_path):
                 np.testing.assert_allclose(y, model(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_conv_flatten_model_at_several_batch_sizes():
+    """Keras' Flatten converts to SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE: the output shape is
+    only known at run time, and LiteRT's pre-run layout says batch 1. The runtime must size the
+    output by the input batch (a buffer sized from the stale layout would be overrun)."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5)(x))
+    rt = runtime.load(_convert(model))
+    rng = np.random.default_rng(4)
+    for batch in (1, 3, 64, 2):
+        xb = rng.normal(size=(batch, 12, 12, 1)).astype(np.float32)
+        (out,) = rt.run(xb)
+        assert out.shape == (batch, 5)
+        np.testing.assert_allclose(out, model.predict(xb, verbose=0), rtol=1e-4, atol=1e-5)
+    rt.close()
+
+
 def test_num_threads_option_gives_the_same_result():
     model = _dense_model(64, 32)
     data = _convert(model)

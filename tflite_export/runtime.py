@@ -342,6 +342,8 @@ class Runtime:
         out_layouts = (_Layout * max(n_out, 1))()
         _check(lib.LiteRtGetCompiledModelOutputTensorLayouts(cm, 0, n_out, out_layouts, True),
                "LiteRtGetCompiledModelOutputTensorLayouts")
+        for i in range(n_out):
+            self._fix_dynamic_output_layout(out_layouts[i], self.output_details[i].shape, shapes)
         in_arrays = [_aligned_empty(shapes[i], self.input_details[i].dtype) for i in range(n_in)]
         out_arrays = [_aligned_empty(_layout_shape(out_layouts[i]), self.output_details[i].dtype)
                       for i in range(n_out)]
@@ -359,6 +361,22 @@ class Runtime:
                 lib.LiteRtDestroyTensorBuffer(h)
             raise
         self._buffers = (shapes, in_arrays, out_arrays, in_h, out_h)
+
+    @staticmethod
+    def _fix_dynamic_output_layout(layout: _Layout, signature: Tuple[int, ...],
+                                   shapes: Tuple[Tuple[int, ...], ...]) -> None:
+        """Give a dynamic-batch output the batch of the inputs.
+
+        LiteRT reports an output's layout from shape inference before the run; where the shape is
+        computed by ops at run time (a Keras Flatten becomes SHAPE -> STRIDED_SLICE -> PACK ->
+        RESHAPE), that layout is stale (batch 1), and a buffer sized from it would be overrun by
+        the run. The signature says which dimension is the batch (-1); the inputs give its size.
+        """
+        if not signature or signature[0] != -1 or not shapes or not shapes[0]:
+            return
+        batch = shapes[0][0]
+        if layout.rank == len(signature) and layout.dimensions[0] != batch:
+            layout.dimensions[0] = batch
 
     def _invoke(self) -> None:
         lib = self._lib
