@@ -365,18 +365,26 @@ class Runtime:
     @staticmethod
     def _fix_dynamic_output_layout(layout: _Layout, signature: Tuple[int, ...],
                                    shapes: Tuple[Tuple[int, ...], ...]) -> None:
-        """Give a dynamic-batch output the batch of the inputs.
+        """Make a dynamic-batch output's buffer hold the batch of the inputs.
 
         LiteRT reports an output's layout from shape inference before the run; where the shape is
         computed by ops at run time (a Keras Flatten becomes SHAPE -> STRIDED_SLICE -> PACK ->
-        RESHAPE), that layout is stale (batch 1), and a buffer sized from it would be overrun by
-        the run. The signature says which dimension is the batch (-1); the inputs give its size.
+        RESHAPE), that layout is stale: the previous run's batch. A buffer sized from it would be
+        overrun when the batch grows, and LiteRT refuses one smaller than its stale size when the
+        batch shrinks. So the buffer gets the larger of the two batches; `run` returns the rows of
+        the real batch (the signature's -1 says which dimension is the batch).
         """
         if not signature or signature[0] != -1 or not shapes or not shapes[0]:
             return
-        batch = shapes[0][0]
-        if layout.rank == len(signature) and layout.dimensions[0] != batch:
-            layout.dimensions[0] = batch
+        if layout.rank == len(signature):
+            layout.dimensions[0] = max(layout.dimensions[0], shapes[0][0])
+
+    def _output_rows(self, index: int, out: np.ndarray) -> np.ndarray:
+        """Output ``index`` cut to the inputs' batch where its batch dimension is dynamic."""
+        signature = self.output_details[index].shape
+        if signature and signature[0] == -1 and self._buffers[0] and self._buffers[0][0]:
+            return out[:self._buffers[0][0][0]]
+        return out
 
     def _invoke(self) -> None:
         lib = self._lib
@@ -419,7 +427,7 @@ class Runtime:
         for dst, src, info in zip(self._buffers[1], arrays, self.input_details):
             np.copyto(dst, src.astype(info.dtype, copy=False))
         self._invoke()
-        return [o.copy() for o in self._buffers[2]]
+        return [self._output_rows(i, o).copy() for i, o in enumerate(self._buffers[2])]
 
     def time_run(self, iterations: int) -> float:
         """Seconds per run of ``LiteRtRunCompiledModel`` on the buffers of the last ``run``,
