@@ -1,0 +1,540 @@
+"""Scalpel's evaluation in one table: dense vs traditional pruning vs Scalpel, per platform.
+
+    python benchmarks/scalpel_table.py                 # full run (see SETTINGS; ~30-40 min on 2 cores)
+    python benchmarks/scalpel_table.py --quick         # CI smoke run: subsets, 1-2 epochs
+    python benchmarks/scalpel_table.py --only lenet300 --output out/scalpel_table
+
+For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
+
+1. train the dense network (LeNet-300-100: `tfscalpel.main.train_dense`, SGD; the conv nets: Adam),
+2. prune it *traditionally* (Han et al.: iterative unstructured magnitude pruning,
+   `IterativePruning` rounds with one global ranking, retrained with Adam),
+3. prune it with *Scalpel's plan* for each platform (`tfscalpel.plan` / `prune(target=...)`):
+   MCU = SIMD group pruning on every layer (cortex-m4: g=4, `tfscalpel.main.prune_and_retrain`),
+   CPU = x86-avx2 plan (group pruning g=8 on dense layers, node pruning on conv layers),
+   GPU = gpu-ampere plan (node pruning; 2:4 where the plan says so), gates trained with
+   `GateTraining`,
+4. measure on each platform, relative to the dense model:
+   - MCU: int8 fully connected layers on the emulated Cortex-M4 (QEMU mps2-an386, estimated
+     cycles, `benchmarks/mcu/bench_mcu.py`): dense CMSIS-NN-style kernel vs the group-sparse DSP
+     kernel (Scalpel, g=4) vs the same kernel at g=1, i.e. CSR (traditional); flash bytes of
+     weights + indices + bias + requantization. The MCU benchmark handles FC layers only, so for
+     the conv nets this column covers their FC layers only (marked "FC only").
+   - CPU: float32 `.tflite` through LiteRT on this CPU, batch 1, one thread (C-timed loops).
+     Traditional: TFLite's own block-sparse FULLY_CONNECTED forced on every FC layer
+     (`formats={name: "builtin_sparse"}`); conv layers have no TFLite sparse format, so its size
+     counts them as CSR. Scalpel: `tflite_export.export(target="x86-avx2")` (per-layer choice of
+     group-sparse custom op / builtin sparse / dense) with node-pruned conv layers removed.
+   - GPU plan: the node-pruned model's latency with stock dense kernels on this CPU (a proxy);
+     the real GPU column needs a GPU (not available in this session).
+5. print the table beside Scalpel's abstract anchors, and write it as CSV and a PNG chart.
+
+Every trained model is cached per stage under `tfscalpel.datasets.cache_dir()/scalpel_table`
+keyed by its settings, so an interrupted run resumes where it stopped. Seeded (`--seed`).
+This is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(HERE, "mcu"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfscalpel  # noqa: E402
+from tfscalpel import datasets, main as recipe, models  # noqa: E402
+
+#: Scalpel's abstract: mean speedup and size reduction per platform, and traditional pruning's
+#: mean speedup.
+ANCHORS = {"MCU": (3.54, 0.88, 1.90), "CPU": (2.61, 0.82, 1.06), "GPU": (1.25, 0.53, 0.41)}
+PLATFORMS = ("MCU", "CPU", "GPU")
+COLUMNS = ["model", "platform", "method", "accuracy_pct", "pruned_pct", "rel_size", "rel_time",
+           "speedup", "measured_on", "note"]
+
+#: Full-run settings per model. ``train`` = training images used (None: all 60,000).
+SETTINGS = {
+    "lenet300": dict(title="LeNet-300-100", builder=models.lenet_300_100, data="mnist",
+                     flatten=True, train=None, dense_epochs=20, sparsity=0.92,
+                     rounds=(0.5, 0.75, 0.88, 0.92), round_epochs=1, prune_epochs=3,
+                     finetune_epochs=2, gate_finetune=2, group_sparsity=0.9),
+    "lenet5": dict(title="LeNet-5", builder=models.lenet5, data="mnist", flatten=False,
+                   train=10000, dense_epochs=4, sparsity=0.92, rounds=(0.6, 0.8, 0.92),
+                   round_epochs=1, prune_epochs=2, finetune_epochs=2, gate_finetune=1,
+                   group_sparsity=0.9),
+    "convnet": dict(title="ConvNet", builder=models.convnet, data="fashion", flatten=False,
+                    train=10000, dense_epochs=4, sparsity=0.75, rounds=(0.5, 0.65, 0.75),
+                    round_epochs=1, prune_epochs=2, finetune_epochs=2, gate_finetune=1,
+                    group_sparsity=0.7),
+}
+QUICK = dict(train=2000, test=1000, dense_epochs=1, rounds_max=1, round_epochs=1, prune_epochs=1,
+             finetune_epochs=1, gate_finetune=0)
+TEST_IMAGES = 10000
+
+
+def log(msg):
+    print(f"[scalpel] {msg}", flush=True)
+
+
+def settings_for(key, quick):
+    s = dict(SETTINGS[key])
+    s["test"] = TEST_IMAGES
+    if quick:
+        s.update({k: v for k, v in QUICK.items() if k != "rounds_max"})
+        s["rounds"] = tuple(s["rounds"][-QUICK["rounds_max"]:])
+    return s
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def load_data(s):
+    loader = datasets.load_fashion_mnist if s["data"] == "fashion" else datasets.load_mnist
+    (x, y), (xt, yt) = loader()
+    n = s["train"] or len(x)
+    x, y, xt, yt = x[:n], y[:n], xt[:s["test"]], yt[:s["test"]]
+    return ((datasets.to_model_inputs(x, s["flatten"]), y),
+            (datasets.to_model_inputs(xt, s["flatten"]), yt))
+
+
+# ---------------------------------------------------------------------------------- caching
+
+
+class Cache:
+    """One `.keras` file per (model, stage, settings); a rerun loads instead of training."""
+
+    def __init__(self, directory, key, settings, seed):
+        self.dir, self.key = directory, key
+        base = {k: v for k, v in settings.items() if k not in ("title", "builder")}
+        self.base = json.dumps({**base, "seed": seed}, sort_keys=True, default=str)
+
+    def path(self, stage):
+        digest = hashlib.sha1(f"{self.base}|{stage}".encode()).hexdigest()[:10]
+        return os.path.join(self.dir, f"{self.key}_{stage}_{digest}.keras")
+
+    def get(self, stage, build):
+        path = self.path(stage)
+        if os.path.exists(path):
+            log(f"  {stage}: reusing {path}")
+            return keras.models.load_model(path, compile=False)
+        t0 = time.time()
+        model = build()
+        os.makedirs(self.dir, exist_ok=True)
+        model.save(path + ".tmp.keras")
+        os.replace(path + ".tmp.keras", path)
+        log(f"  {stage}: trained in {time.time() - t0:.0f} s, cached at {path}")
+        return model
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def _steps(train):
+    return int(np.ceil(len(train[0]) / 128))
+
+
+def train_dense(key, s, train, seed):
+    if key == "lenet300":
+        # Han's SGD recipe; on full data the main job's cached dense model is the same model
+        cached = None if s["train"] else os.path.join(
+            str(datasets.cache_dir()), f"lenet300_dense_sgd_e{s['dense_epochs']}_s{seed}.keras")
+        return recipe.train_dense(train, s["dense_epochs"], seed, cached)
+    keras.utils.set_random_seed(seed)
+    model = models.compile_classifier(s["builder"](), keras.optimizers.Adam(1e-3))
+    model.fit(*train, batch_size=128, epochs=s["dense_epochs"], verbose=2)
+    return model
+
+
+def prune_traditional(dense, s, train, seed):
+    """Han et al.: prune to ``rounds[i]`` (unstructured magnitude, one global ranking), retrain
+    ``round_epochs`` each round; the mask stays fixed between rounds."""
+    keras.utils.set_random_seed(seed)
+    round_steps = s["round_epochs"] * _steps(train)
+    schedule = tfscalpel.IterativePruning(list(s["rounds"]), round_steps)
+    pruned = tfscalpel.prune(dense, schedule=schedule, pattern="unstructured", global_sparsity=True)
+    epochs = len(s["rounds"]) * s["round_epochs"] + s["finetune_epochs"]
+    lr = keras.optimizers.schedules.CosineDecay(1e-3, epochs * _steps(train), alpha=0.05)
+    models.compile_classifier(pruned, keras.optimizers.Adam(lr))
+    pruned.fit(*train, batch_size=128, epochs=epochs, verbose=2,
+               callbacks=[tfscalpel.UpdatePruningStep()])
+    return tfscalpel.strip(pruned)
+
+
+def plan_group_size(dense, target):
+    sizes = {p.group_size for p in tfscalpel.plan(dense, target).layers if p.method == "group"}
+    if len(sizes) != 1:
+        raise RuntimeError(f"{target} plan: expected one group size, got {sizes}")
+    return sizes.pop()
+
+
+def prune_groups(dense, s, train, seed, target):
+    """Group pruning on every layer at the target's SIMD width (the MCU plan; also the CPU plan
+    of a network with no conv layers): the main job's recipe."""
+    g = plan_group_size(dense, target)
+    pruned = recipe.prune_and_retrain(dense, train, g, s["sparsity"], s["prune_epochs"],
+                                      s["finetune_epochs"], seed)
+    return tfscalpel.strip(pruned)
+
+
+def prune_with_gates(dense, s, train, seed, target):
+    """Scalpel's plan with node pruning: ``prune(target=...)`` + GateTraining (+ groups rising on
+    a cubic schedule over the gate stages where the plan group-prunes)."""
+    keras.utils.set_random_seed(seed)
+    gates = tfscalpel.GateTraining(penalties=(1e-4, 3e-4, 1e-3), epochs_per_stage=1,
+                                   finetune_epochs=s["gate_finetune"])
+    the_plan = tfscalpel.plan(dense, target)
+    schedule = None
+    if any(p.method == "group" for p in the_plan.layers):
+        end = max(1, (gates.total_epochs - s["gate_finetune"]) * _steps(train) - 1)
+        schedule = tfscalpel.PolynomialDecay(0.0, s["group_sparsity"], begin_step=0,
+                                             end_step=end, frequency=max(1, min(100, end // 20)))
+    pruned = tfscalpel.prune(dense, target=target, schedule=schedule)
+    lr = keras.optimizers.schedules.CosineDecay(1e-3, gates.total_epochs * _steps(train), alpha=0.05)
+    models.compile_classifier(pruned, keras.optimizers.Adam(lr))
+    callbacks = [gates] if tfscalpel.mask_layers(pruned) else []
+    if tfscalpel.pruned_layers(pruned):
+        callbacks.append(tfscalpel.UpdatePruningStep())
+    pruned.fit(*train, batch_size=128, epochs=gates.total_epochs, verbose=2, callbacks=callbacks)
+    return tfscalpel.strip(pruned)
+
+
+def build_models(key, s, train, seed, cache):
+    dense = cache.get("dense", lambda: train_dense(key, s, train, seed))
+    out = {"dense": dense,
+           "traditional": cache.get("traditional", lambda: prune_traditional(dense, s, train, seed)),
+           "MCU": cache.get("scalpel-mcu", lambda: prune_groups(dense, s, train, seed, "cortex-m4"))}
+    has_conv = any(isinstance(layer, keras.layers.Conv2D) for layer in dense.layers)
+    if has_conv:
+        out["CPU"] = cache.get("scalpel-cpu",
+                               lambda: prune_with_gates(dense, s, train, seed, "x86-avx2"))
+    else:  # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
+        out["CPU"] = cache.get("scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2"))
+    out["GPU"] = cache.get("scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere"))
+    return out
+
+
+# ---------------------------------------------------------------------------------- measuring
+
+
+def _weighted(model):
+    return [l for l in model.layers if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))]
+
+
+def pruned_fraction(dense, model):
+    """1 - nonzero weights left / weights of the dense model (removed nodes count as pruned)."""
+    total = sum(int(np.prod(l.kernel.shape)) for l in _weighted(dense))
+    kept = sum(int(np.count_nonzero(keras.ops.convert_to_numpy(l.kernel))) for l in _weighted(model))
+    return 1.0 - kept / total
+
+
+def _conv_bytes(model):
+    """(dense float32 bytes, CSR bytes) of the conv kernels, by strip's LayerReport formulas."""
+    from tfscalpel.strip import LayerReport
+
+    dense_b = csr_b = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k = keras.ops.convert_to_numpy(layer.kernel)
+            rows, cols, nnz = k.shape[-1], int(np.prod(k.shape[:-1])), int(np.count_nonzero(k))
+            r = LayerReport(layer.name, "unstructured", 1, rows, cols, nnz, nnz, rows * cols)
+            dense_b, csr_b = dense_b + r.bytes_dense, csr_b + r.bytes_csr
+    return dense_b, csr_b
+
+
+def cpu_measure(dense, trad, scalpel, test):
+    """File bytes and LiteRT float32 batch-1 latency: dense, traditional (TFLite builtin sparse
+    FC forced; conv layers counted as CSR), Scalpel (exporter's choice)."""
+    import tflite_export
+    from tflite_export import runtime
+
+    dense_blob = tflite_export.convert_keras(dense)
+    fc_names = [l.name for l in trad.layers if isinstance(l, keras.layers.Dense)]
+    note = "TFLite builtin sparse FC"
+    try:
+        trad_res = tflite_export.export(trad, formats={n: "builtin_sparse" for n in fc_names})
+    except ValueError as e:  # a layer TFLite's sparse FC cannot take: the exporter decides
+        log(f"  traditional: builtin sparse not forced everywhere ({e}); exporter's choice")
+        trad_res, note = tflite_export.export(trad), "exporter's choice (builtin sparse refused)"
+    conv_dense, conv_csr = _conv_bytes(trad)
+    if conv_dense:
+        note += "; conv layers as CSR"
+    scal_res = tflite_export.export(scalpel, target="x86-avx2")
+    log("  Scalpel CPU export:\n" + scal_res.report.table())
+    blobs = (dense_blob, trad_res.model_bytes, scal_res.model_bytes)
+    rts = [runtime.load(b, num_threads=1) for b in blobs]
+    try:  # the main job's timing: interleaved C-timed rounds, best round kept
+        d_us, t_us, s_us = recipe.best_latencies_us(rts, test[0], rounds=9, iterations=200)
+    finally:
+        for rt in rts:
+            rt.close()
+    return {
+        "dense": (len(dense_blob), d_us),
+        "traditional": (len(trad_res.model_bytes) - conv_dense + conv_csr, t_us, note),
+        "scalpel": (len(scal_res.model_bytes), s_us),
+    }
+
+
+def gpu_measure(dense, scalpel, input_shape):
+    """Dense-kernel LiteRT latency (stock kernels) and file bytes of the node-pruned model."""
+    import bench_node_pruning
+    import tflite_export
+
+    return {"dense": (len(tflite_export.convert_keras(dense)),
+                      bench_node_pruning.latency_us(dense, input_shape)),
+            "scalpel": (len(tflite_export.convert_keras(scalpel)),
+                        bench_node_pruning.latency_us(scalpel, input_shape))}
+
+
+def mcu_layers(model, train_x, x_one, group_size):
+    """The model's int8 FC layers (dense weights + the custom op's arrays at ``group_size``) and
+    the int8 input of its first FC layer for one image, as `bench_mcu.int8_layers` builds them
+    (for conv nets the first FC input is the float feature map quantized with TFLite's scale)."""
+    from tflite_export import flatbuffer, keras_names, rewrite
+    from tflite_export.converter import convert_keras
+    from tflite_export.fc_layers import find_fully_connected
+
+    tfl = flatbuffer.load(convert_keras(model, "int8", train_x[:200]))
+    fcs = find_fully_connected(tfl)
+    keras_names.assign_names(model, tfl, fcs)
+    layers = [{"name": fc.name, "weights": np.ascontiguousarray(fc.weights),
+               **rewrite.custom_op_arrays(tfl, fc, group_size)} for fc in fcs]
+    first = next(l for l in model.layers if isinstance(l, keras.layers.Dense))
+    features = keras.Model(model.inputs, first.input).predict(x_one, verbose=0)
+    q = tfl.subgraphs[fcs[0].subgraph].tensors[fcs[0].input].quantization
+    scale, zp = float(q.scale[0]), int(q.zeroPoint[0])
+    xq = np.clip(np.round(features.reshape(1, -1) / scale) + zp, -128, 127).astype(np.int8)
+    return layers, xq
+
+
+def mcu_run(model, train_x, x_one, group_size, build_dir):
+    """Emulate one image through the FC layers; per layer (dense cycles, sparse cycles, dense
+    flash bytes, sparse flash bytes)."""
+    import bench_mcu
+
+    layers, xq = mcu_layers(model, train_x, x_one, group_size)
+    outs = bench_mcu.host_chain(layers, xq)
+    os.makedirs(build_dir, exist_ok=True)
+    bench_mcu.write_header(os.path.join(build_dir, "layers_data.h"), layers,
+                           [xq[0]] + [o[0] for o in outs[:-1]], [o[0] for o in outs])
+    elf, plugin, mark = bench_mcu.build(build_dir)
+    rc, out, segs = bench_mcu.run_qemu(elf, plugin, mark, build_dir)
+    kernel_segs = segs[1::2]
+    if rc != 0 or len(kernel_segs) < 3 * len(layers):
+        raise RuntimeError(f"Cortex-M4 firmware failed (exit {rc}): {out.strip()[-500:]}")
+    rows = []
+    for k, L in enumerate(layers):
+        (_, dense_cyc), (_, sparse_cyc), _ = kernel_segs[3 * k:3 * k + 3]
+        rows.append((dense_cyc, sparse_cyc, *bench_mcu.flash_bytes(L)))
+    return rows
+
+
+def mcu_measure(trad, scalpel, train_x, x_one, build_dir):
+    """Dense, traditional (CSR: the kernel at g=1) and Scalpel (g=4; a layer where sparse would
+    be slower stays dense, as the exporter does) cycles and flash bytes of the FC layers."""
+    import bench_mcu
+
+    bench_mcu.ensure_packages()
+    g = plan_group_size(scalpel, "cortex-m4")
+    t_rows = mcu_run(trad, train_x, x_one, 1, os.path.join(build_dir, "traditional"))
+    s_rows = mcu_run(scalpel, train_x, x_one, g, os.path.join(build_dir, "scalpel"))
+    dense_cyc = sum(r[0] for r in s_rows)
+    dense_b = sum(r[2] for r in s_rows)
+    scal = [(r[1], r[3]) if r[1] < r[0] else (r[0], r[2]) for r in s_rows]
+    return {"dense": (dense_b, dense_cyc),
+            "traditional": (sum(r[3] for r in t_rows), sum(r[1] for r in t_rows)),
+            "scalpel": (sum(b for _, b in scal), sum(c for c, _ in scal))}
+
+
+def accuracy(model, test):
+    return 100.0 - recipe.test_error(model, *test)
+
+
+def evaluate(key, s, ms, train, test, build_dir, fc_only):
+    """All table rows of one model."""
+    title = s["title"]
+    rows = []
+    acc = {name: accuracy(m, test) for name, m in ms.items()}
+    frac = {name: 100.0 * pruned_fraction(ms["dense"], m) for name, m in ms.items()}
+    mcu_note = "FC layers only (conv not emulated)" if fc_only else ""
+
+    def row(platform, method, model_key, size, time_, where, note=""):
+        rows.append({"model": title, "platform": platform, "method": method,
+                     "accuracy_pct": round(acc[model_key], 2), "pruned_pct": round(frac[model_key], 1),
+                     "rel_size": None if size is None else round(size, 3),
+                     "rel_time": None if time_ is None else round(time_, 3),
+                     "speedup": None if not time_ else round(1.0 / time_, 2),
+                     "measured_on": where, "note": note})
+
+    log(f"[{title}] MCU: QEMU Cortex-M4, int8 FC layers")
+    m = mcu_measure(ms["traditional"], ms["MCU"], train[0], test[0][:1], build_dir)
+    where = "QEMU Cortex-M4 est. cycles, int8"
+    row("MCU", "dense", "dense", 1.0, 1.0, where, mcu_note)
+    for method, mk in (("traditional", "traditional"), ("scalpel", "MCU")):
+        row("MCU", method, mk, m[method][0] / m["dense"][0], m[method][1] / m["dense"][1], where,
+            "; ".join(filter(None, [mcu_note, "CSR (g=1 kernel)" if mk == "traditional" else "g=4 groups"])))
+
+    log(f"[{title}] CPU: LiteRT float32, batch 1, 1 thread")
+    c = cpu_measure(ms["dense"], ms["traditional"], ms["CPU"], test)
+    where = "LiteRT float32 batch 1, this CPU"
+    row("CPU", "dense", "dense", 1.0, 1.0, where)
+    row("CPU", "traditional", "traditional", c["traditional"][0] / c["dense"][0],
+        c["traditional"][1] / c["dense"][1], where, c["traditional"][2])
+    row("CPU", "scalpel", "CPU", c["scalpel"][0] / c["dense"][0], c["scalpel"][1] / c["dense"][1],
+        where, "x86-avx2 plan")
+
+    log(f"[{title}] GPU plan: node-pruned model, dense kernels on this CPU")
+    gm = gpu_measure(ms["dense"], ms["GPU"], test[0].shape[1:])
+    where = "dense kernels on this CPU (GPU proxy)"
+    row("GPU", "dense", "dense", 1.0, 1.0, where)
+    row("GPU", "traditional", "traditional", c["traditional"][0] / c["dense"][0], None,
+        "not measured", "needs a GPU (cuSPARSE); GPU: not available in this session")
+    row("GPU", "scalpel", "GPU", gm["scalpel"][0] / gm["dense"][0], gm["scalpel"][1] / gm["dense"][1],
+        where, "gpu-ampere plan; GPU: not available in this session")
+    return rows
+
+
+# ---------------------------------------------------------------------------------- output
+
+
+def summary(rows):
+    """Per platform and method: mean speedup and mean size reduction over the models."""
+    out = {}
+    for platform in PLATFORMS:
+        for method in ("traditional", "scalpel"):
+            sel = [r for r in rows if r["platform"] == platform and r["method"] == method]
+            sp = [r["speedup"] for r in sel if r["speedup"]]
+            sz = [1 - r["rel_size"] for r in sel if r["rel_size"] is not None]
+            out[platform, method] = (float(np.mean(sp)) if sp else None,
+                                     float(np.mean(sz)) if sz else None)
+    return out
+
+
+def _fmt(v, spec, missing="-"):
+    return missing if v is None else format(v, spec)
+
+
+def table_text(rows, means):
+    head = (f"{'model':<14}{'platform':<9}{'method':<12}{'acc %':>7}{'pruned':>8}{'size':>8}"
+            f"{'time':>8}{'speedup':>9}  note")
+    lines = [head, "-" * (len(head) + 30)]
+    for r in rows:
+        lines.append(f"{r['model']:<14}{r['platform']:<9}{r['method']:<12}{r['accuracy_pct']:>7.2f}"
+                     f"{r['pruned_pct']:>7.1f}%{_fmt(r['rel_size'], '.3f'):>8}"
+                     f"{_fmt(r['rel_time'], '.3f'):>8}{_fmt(r['speedup'], '.2f'):>8}x  {r['note']}")
+    lines += ["", "mean over the models, ours vs Scalpel's abstract (speedup, size reduction):",
+              f"{'platform':<9}{'ours: Scalpel':>22}{'paper: Scalpel':>20}{'ours: trad.':>14}"
+              f"{'paper: trad.':>14}"]
+    for p in PLATFORMS:
+        sp, sz = means[p, "scalpel"]
+        tsp, _ = means[p, "traditional"]
+        asp, asz, atr = ANCHORS[p]
+        ours = f"{_fmt(sp, '.2f')}x, {_fmt(None if sz is None else 100 * sz, '.0f')}% smaller"
+        lines.append(f"{p:<9}{ours:>22}{f'{asp:.2f}x, {100 * asz:.0f}% smaller':>20}"
+                     f"{_fmt(tsp, '.2f') + 'x':>14}{f'{atr:.2f}x':>14}")
+    return "\n".join(lines)
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r[k] is None else r[k] for k in COLUMNS})
+
+
+def write_chart(path, rows, means):
+    """Speedup per model and platform (traditional vs Scalpel), plus the means beside the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PLATFORMS), figsize=(12, 3.8), sharey=False)
+    for ax, p in zip(axes, PLATFORMS):
+        names = sorted({r["model"] for r in rows}, key=[r["model"] for r in rows].index)
+        labels = names + ["mean", "paper"]
+        vals = {}
+        for method in ("traditional", "scalpel"):
+            v = [next((r["speedup"] or 0) for r in rows if r["model"] == n and r["platform"] == p
+                      and r["method"] == method) for n in names]
+            v.append(means[p, method][0] or 0)
+            v.append(ANCHORS[p][0] if method == "scalpel" else ANCHORS[p][2])
+            vals[method] = v
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, vals["traditional"], 0.4, label="traditional", color="#999999")
+        ax.bar(x + 0.2, vals["scalpel"], 0.4, label="Scalpel", color="#1f77b4")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title({"MCU": "MCU (QEMU Cortex-M4)", "CPU": "CPU (LiteRT, this CPU)",
+                      "GPU": "GPU plan (dense kernels, CPU)"}[p], fontsize=9)
+        ax.set_ylabel("speedup vs dense")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="CI smoke run: 3,000 training / 1,000 test images, 1 epoch per stage")
+    parser.add_argument("--only", choices=tuple(SETTINGS), action="append")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=os.path.join(ROOT, "out", "scalpel_table"))
+    parser.add_argument("--cache-dir", default=None,
+                        help="trained-model cache (default: tfscalpel's cache dir/scalpel_table)")
+    args = parser.parse_args(argv)
+    cache_dir = args.cache_dir or os.path.join(
+        str(datasets.cache_dir()), "scalpel_table" + ("_quick" if args.quick else ""))
+    os.makedirs(args.output, exist_ok=True)
+    started = time.time()
+    rows, described = [], []
+    keys = args.only or list(SETTINGS)
+    for i, key in enumerate(keys, 1):
+        s = settings_for(key, args.quick)
+        log(f"[{i}/{len(keys)}] {s['title']} on {'Fashion-MNIST' if s['data'] == 'fashion' else 'MNIST'}")
+        train, test = load_data(s)
+        described.append(
+            f"{s['title']}: {len(train[0]):,} train / {len(test[0]):,} test images; dense "
+            f"{s['dense_epochs']} ep; traditional rounds {list(s['rounds'])} x {s['round_epochs']} ep "
+            f"+ {s['finetune_epochs']} ep; Scalpel groups to {s['sparsity']:.0%} "
+            f"({s['prune_epochs']}+{s['finetune_epochs']} ep); gates 3 stages + {s['gate_finetune']} ep")
+        log("  " + described[-1])
+        ms = build_models(key, s, train, args.seed, Cache(cache_dir, key, s, args.seed))
+        fc_only = any(isinstance(l, keras.layers.Conv2D) for l in ms["dense"].layers)
+        rows += evaluate(key, s, ms, train, test, os.path.join(args.output, "mcu", key), fc_only)
+        log(f"  done ({time.time() - started:.0f} s so far)")
+    means = summary(rows)
+    text = table_text(rows, means)
+    csv_path = os.path.join(args.output, "scalpel_table.csv")
+    png_path = os.path.join(args.output, "scalpel_table.png")
+    write_csv(csv_path, rows)
+    write_chart(png_path, rows, means)
+    print()
+    print("Scalpel's evaluation, reproduced (size and time relative to the dense model; "
+          "speedup = dense time / pruned time)")
+    print(text)
+    print()
+    print("data and epochs: " + ("--quick smoke run, numbers are not comparable to the paper; "
+                                 if args.quick else "") + f"seed {args.seed}")
+    for d in described:
+        print("  " + d)
+    print(f"total {time.time() - started:.0f} s; CSV {csv_path}; chart {png_path}")
+    with open(os.path.join(args.output, "scalpel_table.txt"), "w") as f:
+        f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
