@@ -284,15 +284,19 @@ def cpu_measure(dense, trad, scalpel, test):
     }
 
 
-def gpu_measure(dense, scalpel, input_shape):
-    """Dense-kernel LiteRT latency (stock kernels) and file bytes of the node-pruned model."""
-    import bench_node_pruning
-    import tflite_export
+def gpu_measure(dense, scalpel, test_x):
+    """File bytes and stock dense-kernel LiteRT latency (float32, batch 1, one thread) of the
+    dense and the node-pruned model, timed in interleaved rounds (best round kept)."""
+    from tflite_export import converter, runtime
 
-    return {"dense": (len(tflite_export.convert_keras(dense)),
-                      bench_node_pruning.latency_us(dense, input_shape)),
-            "scalpel": (len(tflite_export.convert_keras(scalpel)),
-                        bench_node_pruning.latency_us(scalpel, input_shape))}
+    blobs = [converter.convert_keras(m) for m in (dense, scalpel)]
+    rts = [runtime.load_stock(b, num_threads=1) for b in blobs]
+    try:
+        us = recipe.best_latencies_us(rts, test_x, rounds=9, iterations=200)
+    finally:
+        for rt in rts:
+            rt.close()
+    return {"dense": (len(blobs[0]), us[0]), "scalpel": (len(blobs[1]), us[1])}
 
 
 def mcu_layers(model, train_x, x_one, group_size):
@@ -393,7 +397,7 @@ def evaluate(key, s, ms, train, test, build_dir, fc_only):
         where, "x86-avx2 plan")
 
     log(f"[{title}] GPU plan: node-pruned model, dense kernels on this CPU")
-    gm = gpu_measure(ms["dense"], ms["GPU"], test[0].shape[1:])
+    gm = gpu_measure(ms["dense"], ms["GPU"], test[0])
     where = "dense kernels on this CPU (GPU proxy)"
     row("GPU", "dense", "dense", 1.0, 1.0, where)
     row("GPU", "traditional", "traditional", c["traditional"][0] / c["dense"][0], None,
