@@ -17,7 +17,7 @@ def _kill(model, dead):
         mask = np.ones(layer.units, "float32")
         mask[idx] = 0
         layer.node_mask.assign(mask)
-        layer.gate.assign(mask * 0.9 + 0.05)
+        layer.set_gates(mask * 0.9 + 0.05)
 
 
 def _randomise_bn(model, rng):

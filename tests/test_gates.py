@@ -12,7 +12,7 @@ from tfscalpel import MaskLayer
 def _layer(gates, **kwargs):
     layer = MaskLayer(**kwargs)
     layer.build((None, len(gates)))
-    layer.gate.assign(np.asarray(gates, "float32"))
+    layer.set_gates(gates)
     return layer
 
 
@@ -28,7 +28,7 @@ def test_hysteresis_band_keeps_state_inside_it():
     layer(_x(), training=True)
     np.testing.assert_array_equal(layer.node_mask.numpy(), [1, 0, 0, 1])
     # on the band edges: a live node dies at threshold - h, a dead one stays dead at + h
-    layer.gate.assign([0.25, 0.75, 0.75, 0.2500001])
+    layer.set_gates([0.25, 0.75, 0.75, 0.2500001])
     layer(_x(), training=True)
     np.testing.assert_array_equal(layer.node_mask.numpy(), [0, 0, 0, 1])
 
@@ -37,7 +37,7 @@ def test_dead_node_outputs_exactly_zero_and_inference_uses_stored_mask():
     layer = _layer([1.0, 0.1, 1.0, 0.1])
     y = layer(_x(), training=True).numpy()
     assert np.all(y[:, [1, 3]] == 0) and np.array_equal(y[:, [0, 2]], _x().numpy()[:, [0, 2]])
-    layer.gate.assign([1.0, 1.0, 1.0, 1.0])  # gates alone do not change inference
+    layer.set_gates([1.0, 1.0, 1.0, 1.0])  # gates alone do not change inference
     np.testing.assert_array_equal(layer(_x(), training=False).numpy(), y)
 
 
@@ -46,8 +46,9 @@ def test_straight_through_gradient_reaches_dead_and_live_gates():
     x = _x()
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x, training=True) * 2.0)
-    grad = tape.gradient(loss, layer.gate).numpy()
-    np.testing.assert_allclose(grad, 2.0 * x.numpy().sum(0))  # d(x * gate)/d gate, dead too
+    grad = tape.gradient(loss, layer.gate_param).numpy()
+    # d(x * gate)/d gate, dead too, times d gate / d gate_param = gate_scale
+    np.testing.assert_allclose(grad, 16.0 * 2.0 * x.numpy().sum(0))
 
 
 def test_penalty_adds_l1_loss_and_frozen_stops_gradient_and_mask():
@@ -56,10 +57,10 @@ def test_penalty_adds_l1_loss_and_frozen_stops_gradient_and_mask():
     layer(_x(), training=True)
     np.testing.assert_allclose(float(layer.losses[0]), 0.5 * 2.6, rtol=1e-6)
     layer.frozen.assign(1.0)
-    layer.gate.assign([0.0, 1.0, 0.0, 1.0])
+    layer.set_gates([0.0, 1.0, 0.0, 1.0])
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(_x(), training=True))
-    assert np.all(tape.gradient(loss, layer.gate).numpy() == 0)
+    assert np.all(tape.gradient(loss, layer.gate_param).numpy() == 0)
     np.testing.assert_array_equal(layer.node_mask.numpy(), [1, 0, 1, 1])
 
 
@@ -69,33 +70,36 @@ def test_clamp_after_optimizer_step_and_revival_by_training():
     inputs = keras.Input((1,))
     gate = MaskLayer(name="g", clamp=(0.0, 1.0))
     model = keras.Model(inputs, gate(inputs))
-    gate.gate.assign([0.3])
+    gate.set_gates([0.3])
     gate.node_mask.assign([0.0])
     model.compile(keras.optimizers.SGD(0.2), "mse")
     ones = np.ones((8, 1), "float32")
     model.fit(ones, ones, epochs=10, batch_size=8, verbose=0)
     assert gate.kept().tolist() == [True]
-    assert float(gate.gate.numpy()[0]) <= 1.0
+    assert float(gate.gates()[0]) <= 1.0
     # and the L1 penalty alone pushes it to the clamp minimum and kills it
     gate.penalty.assign(100.0)
     model.fit(ones, ones * 0, epochs=10, batch_size=8, verbose=0)
-    assert float(gate.gate.numpy()[0]) == 0.0 and gate.kept().tolist() == [False]
+    assert float(gate.gates()[0]) == 0.0 and gate.kept().tolist() == [False]
 
 
 def test_save_load_keeps_gates_mask_and_flags(tmp_path):
     inputs = keras.Input((4,))
     x = keras.layers.Dense(4, name="d")(inputs)
-    model = keras.Model(inputs, MaskLayer(name="m", threshold=0.4, hysteresis=0.1)(x))
+    model = keras.Model(inputs, MaskLayer(name="m", threshold=0.4, hysteresis=0.1,
+                                                 gate_scale=8.0)(x))
     m = model.get_layer("m")
-    m.gate.assign([0.9, 0.1, 0.7, 0.2])
+    m.set_gates([0.9, 0.1, 0.7, 0.2])
     m.node_mask.assign([1, 0, 1, 0])
     m.penalty.assign(0.3)
     m.frozen.assign(1.0)
     model.save(tmp_path / "g.keras")
     loaded = keras.models.load_model(tmp_path / "g.keras").get_layer("m")
-    for name in ("gate", "node_mask", "penalty", "frozen"):
+    for name in ("gate_param", "node_mask", "penalty", "frozen"):
         np.testing.assert_array_equal(getattr(loaded, name).numpy(), getattr(m, name).numpy())
     assert (loaded.threshold, loaded.hysteresis, loaded.clamp) == (0.4, 0.1, (0.0, 1.0))
+    assert loaded.gate_scale == 8.0
+    np.testing.assert_array_equal(loaded.gates(), np.float32([0.9, 0.1, 0.7, 0.2]))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -104,10 +108,60 @@ def test_save_load_keeps_gates_mask_and_flags(tmp_path):
     (dict(clamp=(0.0,)), "clamp must be a \\(min, max\\) pair"),
     (dict(initial_gate=0.52), "initial_gate must be in"),
     (dict(threshold="a"), "threshold must be a finite number"),
+    (dict(gate_scale=0.0), "gate_scale must be > 0"),
 ])
 def test_mask_layer_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MaskLayer(**kwargs)
+
+
+def _steps(layer, loss_fn, optimizer, n):
+    """``n`` optimizer steps on ``loss_fn(output) + penalty``; the node mask after each call."""
+    x = tf.ones((2, layer.units))
+    masks = []
+    for _ in range(n):
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = loss_fn(y) + tf.add_n(layer.losses)
+        masks.append(layer.kept().copy())
+        optimizer.apply([tape.gradient(loss, layer.gate_param)], [layer.gate_param])
+    return masks
+
+
+def _first_dead(masks):
+    return next(i for i, m in enumerate(masks) if not m[0])
+
+
+def test_gate_scale_sets_how_far_one_adam_step_moves_a_gate():
+    # Adam's step is about lr whatever the gradient's size, so a gate stored as
+    # gate / gate_scale moves gate_scale * lr per step: 16 * 1e-3 from 1.0 down to the edge of
+    # the band (0.45) takes ceil(0.55 / 0.016) = 35 steps of pure penalty; with gate_scale=1 it
+    # would take 550, and after 35 steps that gate is still at 0.965.
+    fast = _layer([1.0], gate_scale=16.0)
+    slow = _layer([1.0], gate_scale=1.0)
+    for layer in (fast, slow):
+        layer.penalty.assign(1e-3)
+    no_task = lambda y: 0.0 * tf.reduce_sum(y)  # noqa: E731
+    masks = _steps(fast, no_task, keras.optimizers.Adam(1e-3), 40)
+    assert _first_dead(masks) == 35
+    np.testing.assert_allclose(fast.gates(), [1.0 - 40 * 0.016], atol=1e-4)
+    assert all(m[0] for m in _steps(slow, no_task, keras.optimizers.Adam(1e-3), 40))
+    np.testing.assert_allclose(slow.gates(), [1.0 - 40 * 1e-3], atol=1e-4)
+
+
+def test_dead_gate_revives_when_the_loss_wants_the_node_back():
+    layer = _layer([1.0])
+    layer.penalty.assign(1e-3)
+    opt = keras.optimizers.Adam(1e-3)
+    masks = _steps(layer, lambda y: 0.0 * tf.reduce_sum(y), opt, 40)
+    assert not masks[-1][0] and not layer.kept()[0]
+    # Penalty off, a loss that wants the (dead, zero) output up: the straight-through gradient
+    # still reaches the gate, it climbs past threshold + hysteresis and the node is back.
+    layer.penalty.assign(0.0)
+    masks = _steps(layer, lambda y: -tf.reduce_sum(y), opt, 30)
+    revived = next(i for i, m in enumerate(masks) if m[0])
+    assert 0 < revived < 30 and float(layer.gates()[0]) > 0.55
+    assert all(m[0] for m in masks[revived:])  # and it stays alive
 
 
 # -- GateTraining --------------------------------------------------------------------------
@@ -141,7 +195,7 @@ def test_callback_sets_layers_and_rescales_dropout():
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     md = model.get_layer("md")
     md.node_mask.assign([1, 1, 1, 0, 0, 0])
-    md.gate.assign([1, 1, 1, 0, 0, 0])  # far below the band: they stay dead for two epochs
+    md.set_gates([1, 1, 1, 0, 0, 0])  # far below the band: they stay dead for two epochs
     cb = tfscalpel.GateTraining(penalties=(0.25,), conv_first=True, finetune_epochs=0,
                                 rescale_dropout=True)
     seen = []

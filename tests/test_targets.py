@@ -124,14 +124,16 @@ def test_prune_with_target_errors():
 
 
 def test_gated_model_trains_strips_and_survives_save_load(tmp_path):
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 784)).astype("float32")
     y = rng.integers(0, 10, 64)
     pruned = tfscalpel.prune(models.lenet_300_100(), target="gpu-ampere",
                              mask_options={"initial_gate": 0.6})
-    models.compile_classifier(pruned, keras.optimizers.Adam(0.05))  # a few steps move the gates
-    gates = tfscalpel.GateTraining(penalties=(1.0,), finetune_epochs=1)
-    pruned.fit(x, y, epochs=gates.total_epochs, batch_size=16, verbose=0,
+    # gate_scale 16: one Adam(3e-3) step moves a gate up to 0.048, so 8 steps kill some nodes
+    models.compile_classifier(pruned, keras.optimizers.Adam(3e-3))
+    gates = tfscalpel.GateTraining(penalties=(3e-3,), finetune_epochs=1)
+    pruned.fit(x, y, epochs=gates.total_epochs, batch_size=8, verbose=0,
                callbacks=[gates, tfscalpel.UpdatePruningStep()])
     pruned.save(tmp_path / "gated.keras")
     loaded = keras.models.load_model(tmp_path / "gated.keras")

@@ -9,14 +9,27 @@ a dead node outputs exactly zero and :func:`tfscalpel.strip` can remove it witho
 model's outputs. The gradient reaches the gates straight through the binarisation (as if the
 output were ``x * gate``), so a dead node still sees whether the loss wants it back.
 
+*Gate speed.* The optimizer does not train the gate itself but ``gate_param = gate /
+gate_scale``. Adam-like optimizers take steps of about their learning rate whatever the size of
+the gradient, so a gate stored this way moves ``gate_scale`` times faster than the weights
+(Adam 1e-3 and the default ``gate_scale=16``: up to 0.016 per step, 35 steps from 1.0 to the
+bottom of the default band, instead of 550). Without it a gate cannot reach the threshold in a
+few hundred steps of a penalty stage, and no node is ever removed. The penalty and the
+threshold stay in gate units (``gate_scale`` changes the speed, not what a penalty means); with
+plain SGD the speed-up is ``gate_scale ** 2``.
+
 An L1 penalty ``penalty * sum(|gate|)`` pushes the gates down; its strength lives in a
 non-trainable variable that :class:`tfscalpel.GateTraining` raises stage by stage, and a
 ``frozen`` flag fixes the mask for the final fine-tuning. Everything (gates, mask, penalty,
-frozen flag) is a layer weight, saved with ``.keras`` files and checkpoints.
+frozen flag) is a layer weight or config entry, saved with ``.keras`` files and checkpoints.
 """
 import keras
 import numpy as np
 from keras import ops
+
+
+#: Default ``gate_scale`` of :class:`MaskLayer` (a power of two, so gate values round-trip exactly).
+GATE_SCALE = 16.0
 
 
 @keras.saving.register_keras_serializable(package="tfscalpel")
@@ -50,13 +63,16 @@ class MaskLayer(keras.layers.Layer):
         clamp: ``(min, max)`` range the gates are clipped to after every optimizer step; it
             must contain the band, so every node can still die and revive.
         initial_gate: starting value of every gate (inside ``clamp``, above the band).
+        gate_scale: the optimizer trains ``gate / gate_scale``, so one optimizer step moves a
+            gate ``gate_scale`` times as far as it moves a weight (see the module docstring).
+            Read the gates with :meth:`gates`, set them with :meth:`set_gates`.
 
     The mask is recomputed from the gates on every training call (unless frozen); at inference
     the stored mask is used as it is.
     """
 
     def __init__(self, threshold=0.5, hysteresis=0.05, clamp=(0.0, 1.0), initial_gate=1.0,
-                 **kwargs):
+                 gate_scale=GATE_SCALE, **kwargs):
         super().__init__(**kwargs)
         self.threshold = _check_number(threshold, "threshold")
         self.hysteresis = _check_number(hysteresis, "hysteresis")
@@ -79,15 +95,21 @@ class MaskLayer(keras.layers.Layer):
                 f"MaskLayer: initial_gate must be in (threshold + hysteresis, clamp max] = "
                 f"({self.threshold + self.hysteresis}, {hi}], got {initial_gate!r}"
             )
+        self.gate_scale = _check_number(gate_scale, "gate_scale")
+        if self.gate_scale <= 0:
+            raise ValueError(f"MaskLayer: gate_scale must be > 0, got {gate_scale!r}")
         self.supports_masking = True
 
     def build(self, input_shape):
         units = input_shape[-1]
         if units is None:
             raise ValueError(f"MaskLayer {self.name!r}: the last axis of the input must be known")
-        self.gate = self.add_weight(
-            name="gate", shape=(units,), initializer=keras.initializers.Constant(self.initial_gate),
-            constraint=Clamp(*self.clamp), trainable=True,
+        # The optimizer trains gate / gate_scale; the clamp applies in those units.
+        self.gate_param = self.add_weight(
+            name="gate_param", shape=(units,),
+            initializer=keras.initializers.Constant(self.initial_gate / self.gate_scale),
+            constraint=Clamp(self.clamp[0] / self.gate_scale, self.clamp[1] / self.gate_scale),
+            trainable=True,
         )
         self.node_mask = self.add_weight(
             name="node_mask", shape=(units,), initializer="ones", trainable=False,
@@ -105,7 +127,7 @@ class MaskLayer(keras.layers.Layer):
     def call(self, inputs, training=None):
         if not training:
             return ops.multiply(inputs, ops.cast(self.node_mask, inputs.dtype))
-        gate = ops.convert_to_tensor(self.gate)
+        gate = self.gate
         frozen = ops.convert_to_tensor(self.frozen)
         alive = ops.greater(self.node_mask, 0.5)
         new_mask = ops.where(
@@ -126,6 +148,21 @@ class MaskLayer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    # -- gates --------------------------------------------------------------------------------
+    @property
+    def gate(self):
+        """The gates as a tensor: ``gate_scale * gate_param``."""
+        return ops.multiply(ops.convert_to_tensor(self.gate_param), self.gate_scale)
+
+    def gates(self):
+        """The gates as a NumPy array."""
+        return ops.convert_to_numpy(self.gate)
+
+    def set_gates(self, values):
+        """Set the gates (in gate units; the mask follows at the next training call)."""
+        values = np.broadcast_to(np.asarray(values, "float32"), self.gate_param.shape)
+        self.gate_param.assign(values / np.float32(self.gate_scale))
+
     # -- inspection -----------------------------------------------------------------------------
     def kept(self):
         """Boolean NumPy array, True for live nodes."""
@@ -134,7 +171,7 @@ class MaskLayer(keras.layers.Layer):
     @property
     def units(self):
         """Number of gated nodes (the size of the last axis)."""
-        return int(self.gate.shape[0])
+        return int(self.gate_param.shape[0])
 
     def num_kept(self):
         """Number of live nodes."""
@@ -143,7 +180,7 @@ class MaskLayer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold,
                 "hysteresis": self.hysteresis, "clamp": list(self.clamp),
-                "initial_gate": self.initial_gate}
+                "initial_gate": self.initial_gate, "gate_scale": self.gate_scale}
 
 
 def mask_layers(model):
