@@ -35,9 +35,12 @@ setup(
         "flatbuffers",
         # Pinned: the C API signatures the runtime relies on changed between patch releases.
         "ai-edge-litert==2.3.0",
+        "matplotlib",  # tfscalpel.report: training, per-layer and latency plots as PNG
     ],
     extras_require={
-        "dev": ["pytest", "tensorflow-model-optimization", "tf-keras~=2.21.0"],
+        "dev": ["pytest", "tensorflow-model-optimization", "tf-keras~=2.21.0",
+                # tests/test_notebooks.py runs colab/*.ipynb headless
+                "nbclient", "nbformat", "ipykernel"],
         # Optional: only used lazily (its schedules are accepted) and as a benchmark baseline.
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
     },

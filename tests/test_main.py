@@ -26,3 +26,6 @@ def test_main_job_quick_run_prints_table_and_writes_results(tmp_path):
     assert abs(tflite["pruned float32"]["error"] - results["pruned_error"]) < 0.2
     assert tflite["pruned float32"]["bytes"] < 0.2 * tflite["dense float32"]["bytes"]
     assert (tmp_path / "lenet300_pruned_int8.tflite").exists()
+    # tfscalpel.report's plots of the run (training curves, per-layer bars, latency bars).
+    for plot in ("training", "layers", "latency"):
+        assert (tmp_path / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,7 @@
 The flow: ``prune`` a trained model, ``fit`` it with ``UpdatePruningStep``, ``strip`` it, then
 export it with ``tflite_export``. See README.md for a tour.
 """
-from tfscalpel.callbacks import PruningSummaries, UpdatePruningStep
+from tfscalpel.callbacks import PruningSummaries, SparsityHistory, UpdatePruningStep
 from tfscalpel.gate_training import GateTraining
 from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
@@ -30,5 +30,6 @@ from tfscalpel.schedules import (
 )
 from tfscalpel.strip import LayerReport, StripReport, strip
 from tfscalpel.targets import HardwareTarget, get_target, known_targets, register_target
+from tfscalpel import report  # noqa: E402  (plots; matplotlib is imported when one is drawn)
 
 __version__ = "0.1.0"

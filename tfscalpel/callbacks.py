@@ -1,5 +1,6 @@
 """Keras callbacks that drive pruning inside ``model.fit``."""
 import keras
+import numpy as np
 
 from tfscalpel.layers import pruned_layers
 from tfscalpel.mask_update import apply_schedules, checked_pruned_layers, record_step, recorded_step
@@ -93,3 +94,29 @@ class PruningSummaries(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+class SparsityHistory(keras.callbacks.Callback):
+    """Add the model's pruning state to the epoch logs, so ``model.fit``'s ``History`` keeps it
+    beside loss and accuracy (and :func:`tfscalpel.report.plot_training` can draw it):
+
+    - ``sparsity/<layer>``: mask sparsity of each pruned layer (fraction of weights masked out),
+    - ``sparsity``: the same over all pruned layers, weighted by their weight counts,
+    - ``kept/<mask layer>``: fraction of live nodes of each :class:`~tfscalpel.MaskLayer`.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        from tfscalpel.gates import mask_layers
+
+        masked = total = 0.0
+        for layer in pruned_layers(self.model):
+            sparsity = layer.mask_sparsity()
+            logs[f"sparsity/{layer.name}"] = sparsity
+            size = float(np.prod(layer.kernel.shape))
+            masked, total = masked + sparsity * size, total + size
+        if total:
+            logs["sparsity"] = masked / total
+        for layer in mask_layers(self.model):
+            logs[f"kept/{layer.name}"] = float(np.mean(layer.kept()))

@@ -9,7 +9,8 @@
 4. export dense and pruned models to `.tflite` (float32 and full int8), run them on the host
    through tfscalpel's LiteRT runtime (custom op registered), and measure test error, file
    size and batch-1 latency,
-5. print the results tables and write them as JSON next to the models.
+5. print the results tables, write them as JSON next to the models, and plot them as PNG
+   (training curves, per-layer sparsity and size, latency: tfscalpel.report).
 """
 import argparse
 import json
@@ -76,8 +77,9 @@ def prune_and_retrain(dense, train, group_size, sparsity, prune_epochs, finetune
     total = prune_epochs + finetune_epochs
     lr = keras.optimizers.schedules.CosineDecay(1e-3, total * steps_per_epoch, alpha=0.01)
     models.compile_classifier(pruned, keras.optimizers.Adam(lr))
+    # SparsityHistory puts per-layer sparsity into the History (pruned.history) for the plots.
     pruned.fit(*train, batch_size=128, epochs=total, verbose=2,
-               callbacks=[tfscalpel.UpdatePruningStep()])
+               callbacks=[tfscalpel.UpdatePruningStep(), tfscalpel.SparsityHistory()])
     return pruned
 
 
@@ -212,6 +214,8 @@ def main(argv=None):
         dense, stripped, report.group_sizes(), train, test, args.output)
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    plots = tfscalpel.report.write_all(args.output, history=pruned.history, strip_report=report,
+                                       latency_rows=results["tflite"])
 
     print()
     print(f"LeNet-300-100 on MNIST, SIMD group pruning g={args.group_size} "
@@ -220,7 +224,7 @@ def main(argv=None):
     print()
     print("TFLite on this CPU (batch 1, 1 thread, best of 15 interleaved rounds; runtime: LiteRT + TFS_GROUP_SPARSE_FC)")
     print(export_table)
-    print(f"\nmodels and results.json written to {args.output}/")
+    print(f"\nmodels, results.json and plots ({', '.join(sorted(plots))}) written to {args.output}/")
     return 0
 
 
