@@ -190,6 +190,22 @@ def test_stages_conv_first_then_dense_then_frozen():
     assert together.settings(1) == {"conv": (0.0, True), "dense": (0.0, True)}
 
 
+def test_penalties_per_kind_of_mask():
+    cb = tfscalpel.GateTraining(penalties={"conv": (1e-2, 3e-2), "dense": (1e-4, 1e-3)},
+                                finetune_epochs=1)
+    assert cb.total_epochs == 3
+    assert [cb.settings(e) for e in range(3)] == [
+        {"conv": (1e-2, False), "dense": (1e-4, False)},
+        {"conv": (3e-2, False), "dense": (1e-3, False)},
+        {"conv": (0.0, True), "dense": (0.0, True)}]
+    with pytest.raises(ValueError, match="same number of stages"):
+        tfscalpel.GateTraining(penalties={"conv": (1e-2,), "dense": (1e-4, 1e-3)})
+    with pytest.raises(ValueError, match="exactly the keys"):
+        tfscalpel.GateTraining(penalties={"conv": (1e-2,)})
+    with pytest.raises(ValueError, match=r"penalties\['dense'\] must not decrease"):
+        tfscalpel.GateTraining(penalties={"conv": (1e-2, 2e-2), "dense": (1e-3, 1e-4)})
+
+
 def test_callback_sets_layers_and_rescales_dropout():
     model = _gated_convnet()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -24,11 +24,24 @@ def _kind(layer):
     return "conv" if getattr(layer, "input_rank", 2) > 2 else "dense"
 
 
+def _check_penalties(penalties, arg):
+    penalties = tuple(penalties)
+    if not penalties or any(isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0
+                            for p in penalties):
+        raise ValueError(f"{arg} must be a non-empty sequence of numbers >= 0, got {penalties!r}")
+    if any(b < a for a, b in zip(penalties, penalties[1:])):
+        raise ValueError(f"{arg} must not decrease from stage to stage, got {penalties!r}")
+    return tuple(float(p) for p in penalties)
+
+
 class GateTraining(keras.callbacks.Callback):
     """Set every MaskLayer's penalty and frozen flag at the start of each epoch.
 
     Args:
-        penalties: increasing L1 strengths, one per stage.
+        penalties: increasing L1 strengths, one per stage; or ``{"conv": [...], "dense":
+            [...]}`` (as many stages each) for separate strengths on the masks of conv feature
+            maps and of Dense outputs. A conv channel sums its gradient over every position of
+            the feature map, so it usually needs a stronger penalty than a Dense unit.
         epochs_per_stage: epochs each stage lasts (integer >= 1).
         conv_first: run the stages on conv masks first, then on dense masks.
         finetune_epochs: epochs with every mask frozen at the end (integer >= 0).
@@ -40,22 +53,31 @@ class GateTraining(keras.callbacks.Callback):
     def __init__(self, penalties=(1e-4, 3e-4, 1e-3), epochs_per_stage=1, conv_first=False,
                  finetune_epochs=1, rescale_dropout=False):
         super().__init__()
-        penalties = tuple(penalties)
-        if not penalties or any(isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0
-                                for p in penalties):
-            raise ValueError(f"penalties must be a non-empty sequence of numbers >= 0, got {penalties!r}")
-        if any(b < a for a, b in zip(penalties, penalties[1:])):
-            raise ValueError(f"penalties must not decrease from stage to stage, got {penalties!r}")
+        if isinstance(penalties, dict):
+            if set(penalties) != set(_KINDS):
+                raise ValueError(f"penalties as a dict needs exactly the keys {list(_KINDS)}, "
+                                 f"got {sorted(penalties)}")
+            by_kind = {kind: _check_penalties(penalties[kind], f"penalties[{kind!r}]")
+                       for kind in _KINDS}
+            if len(by_kind["conv"]) != len(by_kind["dense"]):
+                raise ValueError("penalties['conv'] and penalties['dense'] need the same number "
+                                 f"of stages, got {len(by_kind['conv'])} and {len(by_kind['dense'])}")
+        else:
+            by_kind = dict.fromkeys(_KINDS, _check_penalties(penalties, "penalties"))
         for arg, v, low in (("epochs_per_stage", epochs_per_stage, 1),
                             ("finetune_epochs", finetune_epochs, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{arg} must be an integer >= {low}, got {v!r}")
-        self.penalties = penalties
+        self.penalties = by_kind
         self.epochs_per_stage = epochs_per_stage
         self.conv_first = bool(conv_first)
         self.finetune_epochs = finetune_epochs
         self.rescale_dropout = bool(rescale_dropout)
         self._dropout_rates = {}
+
+    @property
+    def _stages(self):
+        return len(self.penalties["dense"])
 
     @property
     def _phases(self):
@@ -64,11 +86,11 @@ class GateTraining(keras.callbacks.Callback):
     @property
     def total_epochs(self):
         """Epochs of the whole run: every penalty stage of every phase, then fine-tuning."""
-        return len(self._phases) * len(self.penalties) * self.epochs_per_stage + self.finetune_epochs
+        return len(self._phases) * self._stages * self.epochs_per_stage + self.finetune_epochs
 
     def settings(self, epoch):
         """``{"conv": (penalty, frozen), "dense": (penalty, frozen)}`` for an epoch index."""
-        stage_epochs = len(self.penalties) * self.epochs_per_stage
+        stage_epochs = self._stages * self.epochs_per_stage
         phase, within = divmod(epoch, stage_epochs)
         out = {}
         for kind in _KINDS:
@@ -78,7 +100,7 @@ class GateTraining(keras.callbacks.Callback):
             if phase < own:
                 out[kind] = (0.0, False)
             elif phase == own:
-                out[kind] = (float(self.penalties[within // self.epochs_per_stage]), False)
+                out[kind] = (float(self.penalties[kind][within // self.epochs_per_stage]), False)
             else:
                 out[kind] = (0.0, True)
         return out
