@@ -55,6 +55,17 @@ def test_dense_chain_loses_units_and_next_rows():
                                   model.get_layer("fc2").kernel.numpy()[[1, 2, 4, 5, 6, 7, 8]][:, [0]])
 
 
+def test_layer_with_every_node_dead_keeps_one_zero_node():
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((6,))
+    x = L.Dense(5, activation="relu", name="fc1")(inputs)
+    x = MaskLayer(name="m1")(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    _kill(model, {"m1": [0, 1, 2, 3, 4]})
+    stripped, nodes = _strip_and_compare(model, (6,), rng)
+    assert nodes["fc1"] == (1, 5) and stripped.get_layer("out").kernel.shape == (1, 2)
+
+
 def test_conv_bn_conv_and_flatten_dense_rows_in_hwc_order():
     rng = np.random.default_rng(1)
     inputs = keras.Input((7, 7, 2))

@@ -261,6 +261,13 @@ def channel_plan(model, dead=None):
     for i in classes.roots(pinned) if pinned else []:
         removable[i] = False
 
+    # A layer whose every node is dead keeps one (a zero-width layer cannot be built); the
+    # mask that killed it stays as a Rescaling by 0, so the outputs do not change.
+    for name, v in out_ids.items():
+        roots = classes.roots(v)
+        if len(roots) and all(removable.get(r, False) for r in roots):
+            removable[roots[0]] = False
+
     def kept(channel_ids):
         roots = classes.roots(channel_ids)
         return np.array([k for k, r in enumerate(roots) if not removable.get(r, False)],
