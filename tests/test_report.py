@@ -109,3 +109,14 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="at least one of"):
         report.write_all(tmp_path)
     assert not out.exists()
+
+
+def test_readme_targets_table_is_the_registry():
+    import os
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    begin, end = "<!-- targets-table:begin -->\n", "\n<!-- targets-table:end -->"
+    assert begin in readme and end in readme
+    table = readme.split(begin, 1)[1].split(end, 1)[0]
+    assert table == report.targets_table(), "README is stale: paste `python -m tfscalpel.report --targets`"
+    assert "| `cortex-m4` | mcu | int8 |" in table

@@ -266,3 +266,26 @@ def write_all(directory, history=None, strip_report=None, export_reports=(), lat
     if latency_rows is not None:
         written["latency"] = plot_latency(latency_rows, join("latency"))
     return written
+
+
+def targets_table():
+    """The hardware-target registry as a Markdown table (README's "Hardware targets" section is
+    this output; ``python -m tfscalpel.report --targets`` prints it)."""
+    from tfscalpel.targets import get_target, known_targets
+
+    lines = ["| target | kind | deployment dtype | SIMD group width g | dense layers | conv layers | description |",
+             "|---|---|---|---|---|---|---|"]
+    for name in known_targets():
+        t = get_target(name)
+        widths = ", ".join(f"{dtype} {g}" for dtype, g in sorted(t.group_width.items()))
+        lines.append(f"| `{t.name}` | {t.kind} | {t.default_dtype} | {widths} | "
+                     f"{t.methods['dense']} | {t.methods['conv']} | {t.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--targets"]:
+        sys.exit("usage: python -m tfscalpel.report --targets   (prints the hardware-target table)")
+    print(targets_table())
