@@ -7,12 +7,13 @@ from setuptools import Extension, find_packages, setup
 KERNELS = Extension(
     "tflite_export.kernels._tfs_kernels",
     sources=[
+        "tflite_export/kernels/tfs_common.c",
         "tflite_export/kernels/tfs_group_sparse_fc.c",
         "tflite_export/kernels/tfs_litert_adapter.c",
         "tflite_export/kernels/tfs_nm_sparse_fc.c",
         "tflite_export/kernels/tfs_nm_litert_adapter.c",
     ],
-    depends=["tflite_export/kernels/tfs_group_sparse_fc.h", "tflite_export/kernels/tfs_nm_sparse_fc.h"],
+    depends=["tflite_export/kernels/tfs_common.h", "tflite_export/kernels/tfs_group_sparse_fc.h", "tflite_export/kernels/tfs_nm_sparse_fc.h"],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=default"],
     libraries=["m"],
 )

@@ -23,6 +23,7 @@ def test_fuzz_validator_under_asan_ubsan(tmp_path):
          "-Werror", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
          os.path.join(HERE, "c", "fuzz_validator.c"),
          os.path.join(ROOT, "tflite_export", "kernels", "tfs_group_sparse_fc.c"),
+         os.path.join(ROOT, "tflite_export", "kernels", "tfs_common.c"),
          "-lm", "-o", str(binary)], capture_output=True, text=True)
     assert build.returncode == 0, f"building the fuzz target failed:\n{build.stderr}"
     corpus = tmp_path / "corpus"

@@ -20,6 +20,7 @@ def test_kernel_core_under_asan_and_ubsan(tmp_path, request):
          "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          os.path.join(HERE, "c", "sanitizer_driver.c"),
          os.path.join(ROOT, "tflite_export", "kernels", "tfs_group_sparse_fc.c"),
+         os.path.join(ROOT, "tflite_export", "kernels", "tfs_common.c"),
          "-lm", "-o", str(binary)], capture_output=True, text=True)
     assert build.returncode == 0, f"building the sanitizer driver failed:\n{build.stderr}"
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)

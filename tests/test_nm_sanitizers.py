@@ -10,7 +10,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.join(os.path.dirname(HERE), "tflite_export", "kernels")
-SOURCES = [os.path.join(KERNELS, "tfs_nm_sparse_fc.c"), os.path.join(KERNELS, "tfs_group_sparse_fc.c")]
+SOURCES = [os.path.join(KERNELS, "tfs_nm_sparse_fc.c"), os.path.join(KERNELS, "tfs_group_sparse_fc.c"),
+           os.path.join(KERNELS, "tfs_common.c")]
 FUZZ_SECONDS = int(os.environ.get("TFS_NM_FUZZ_SECONDS", "10"))
 FLAGS = ["-std=c11", "-D_POSIX_C_SOURCE=200112L", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
          "-fno-sanitize-recover=all"]

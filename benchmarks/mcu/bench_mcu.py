@@ -138,7 +138,7 @@ def write_header(path, layers, xs, ys):
 def build(build_dir):
     elf = os.path.join(build_dir, "bench.elf")
     srcs = [os.path.join(HERE, s) for s in ("startup.c", "bench_main.c", "dense_baseline.c")]
-    srcs.append(os.path.join(KERNELS, "tfs_group_sparse_fc.c"))
+    srcs += [os.path.join(KERNELS, "tfs_group_sparse_fc.c"), os.path.join(KERNELS, "tfs_common.c")]
     cmd = ["arm-none-eabi-gcc", *CFLAGS, "-I", build_dir, "-I", HERE, "-I", KERNELS, *srcs,
            "--specs=nano.specs", "--specs=rdimon.specs", "-nostartfiles",
            "-T", os.path.join(HERE, "mps2_an386.ld"), "-Wl,--gc-sections", "-o", elf, "-lm"]

@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tfs_tensor t[8] = {
       {NULL, 0, 0},
       {values, cnt[1], dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
-      {idx, cnt[2], bad_type ? TFS_ELEM_INT8 : TFS_NMFC_ELEM_UINT8},
+      {idx, cnt[2], bad_type ? TFS_ELEM_INT8 : TFS_ELEM_UINT8},
       {meta_buf, cnt[3], TFS_ELEM_INT32},
       {bias, cnt[4], dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
       {mult, cnt[5], TFS_ELEM_INT32},

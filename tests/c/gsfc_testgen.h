@@ -65,12 +65,12 @@ static int tfs_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32_t 
  * exactly *bytes bytes, as tflite_export/params_blob.py does. */
 static unsigned char* tfs_build_blob(const tfs_tensor* t, size_t n, size_t* bytes) {
   const size_t sections = n - 1;
-  size_t offset = TFS_GSFC_BLOB_HEADER_BYTES + sections * TFS_GSFC_BLOB_ENTRY_BYTES;
+  size_t offset = TFS_BLOB_HEADER_BYTES + sections * TFS_BLOB_ENTRY_BYTES;
   size_t offsets[8] = {0}, sizes[8] = {0};
   for (size_t i = 0; i < sections; ++i) {
     const int e = t[i + 1].elem;
     const size_t es = e == TFS_ELEM_UINT16 ? 2 : e == TFS_ELEM_INT8 ? 1 : 4;
-    offset = (offset + TFS_GSFC_BLOB_ALIGN - 1) / TFS_GSFC_BLOB_ALIGN * TFS_GSFC_BLOB_ALIGN;
+    offset = (offset + TFS_BLOB_ALIGN - 1) / TFS_BLOB_ALIGN * TFS_BLOB_ALIGN;
     offsets[i] = offset;
     sizes[i] = t[i + 1].count * es;
     offset += sizes[i];
@@ -80,11 +80,11 @@ static unsigned char* tfs_build_blob(const tfs_tensor* t, size_t n, size_t* byte
   if (posix_memalign(&mem, 64, offset ? offset : 64) != 0) abort();
   unsigned char* b = (unsigned char*)mem;
   memset(b, 0, offset);
-  const int32_t head[4] = {(int32_t)TFS_GSFC_BLOB_MAGIC, (int32_t)sections, 0, 0};
+  const int32_t head[4] = {(int32_t)TFS_BLOB_MAGIC, (int32_t)sections, 0, 0};
   memcpy(b, head, sizeof head);
   for (size_t i = 0; i < sections; ++i) {
     const int32_t entry[4] = {t[i + 1].elem, (int32_t)t[i + 1].count, (int32_t)offsets[i], 0};
-    memcpy(b + TFS_GSFC_BLOB_HEADER_BYTES + i * TFS_GSFC_BLOB_ENTRY_BYTES, entry, sizeof entry);
+    memcpy(b + TFS_BLOB_HEADER_BYTES + i * TFS_BLOB_ENTRY_BYTES, entry, sizeof entry);
     if (sizes[i]) memcpy(b + offsets[i], t[i + 1].data, sizes[i]);
   }
   return b;

@@ -41,7 +41,7 @@ int main(void) {
       tfs_tensor t[8] = {
           {NULL, 0, 0},
           {values, nv, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
-          {idx, (size_t)out * (size_t)stride, TFS_NMFC_ELEM_UINT8},
+          {idx, (size_t)out * (size_t)stride, TFS_ELEM_UINT8},
           {meta, 16, TFS_ELEM_INT32},
           {bias, (size_t)out, dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
           {mult, (size_t)out, TFS_ELEM_INT32},

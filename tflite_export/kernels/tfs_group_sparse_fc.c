@@ -13,8 +13,6 @@
 #include "tfs_group_sparse_fc.h"
 
 #include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,105 +27,28 @@
 /* Validation                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-static int fail(char* err, size_t err_len, const char* fmt, ...) {
-  if (err != NULL && err_len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-  }
-  return TFS_ERR_INVALID;
-}
-
 static const char* const kInputNames[TFS_GSFC_NUM_INPUTS_I8] = {
     "activations", "values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier",
     "out_shift", "out_scale"};
 
-static size_t elem_size(int elem) {
-  switch (elem) {
-    case TFS_ELEM_FLOAT32: case TFS_ELEM_INT32: return 4;
-    case TFS_ELEM_UINT16: return 2;
-    case TFS_ELEM_INT8: return 1;
-    default: return 0;
-  }
-}
-
-/* Type, count, non-null data and natural alignment of one input. */
 static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count, char* err,
                         size_t err_len) {
-  const char* name = kInputNames[index];
-  if (t->elem != elem)
-    return fail(err, err_len, "input %d (%s): element type %d, expected %d", index, name,
-                t->elem, elem);
-  if ((int64_t)t->count != count || count < 0)
-    return fail(err, err_len, "input %d (%s): %zu elements, expected %lld", index, name,
-                t->count, (long long)count);
-  if (count > 0 && t->data == NULL)
-    return fail(err, err_len, "input %d (%s): no data", index, name);
-  if (((uintptr_t)t->data) % elem_size(elem) != 0)
-    return fail(err, err_len, "input %d (%s): data not aligned to its element size", index,
-                name);
-  return TFS_OK;
-}
-
-static int32_t read_i32(const unsigned char* p) {
-  int32_t v;
-  memcpy(&v, p, sizeof v); /* the format is little-endian, as every supported target is */
-  return v;
+  return tfs_check_tensor(t, index, kInputNames[index], elem, count, err, err_len);
 }
 
 int tfs_gsfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
                            char* err, size_t err_len) {
-  if (blob == NULL || tensors == NULL || n_tensors == NULL)
-    return fail(err, err_len, "params blob: null argument");
-  /* No alignment demand on the blob itself: runtimes align it differently (LiteRT 64 bytes, a
-   * firmware C array 16), and tfs_gsfc_validate_layer checks each section's element alignment. */
-  if (bytes < TFS_GSFC_BLOB_HEADER_BYTES)
-    return fail(err, err_len, "params blob: %zu bytes, shorter than its header", bytes);
-  const unsigned char* b = (const unsigned char*)blob;
-  if ((uint32_t)read_i32(b) != TFS_GSFC_BLOB_MAGIC)
-    return fail(err, err_len, "params blob: bad magic 0x%08x", (unsigned)read_i32(b));
-  const int32_t n = read_i32(b + 4);
-  if (n != TFS_GSFC_NUM_INPUTS_F32 - 1 && n != TFS_GSFC_NUM_INPUTS_I8 - 1)
-    return fail(err, err_len, "params blob: %d sections, expected %d (float32) or %d (int8)", n,
-                TFS_GSFC_NUM_INPUTS_F32 - 1, TFS_GSFC_NUM_INPUTS_I8 - 1);
-  if (read_i32(b + 8) != 0 || read_i32(b + 12) != 0)
-    return fail(err, err_len, "params blob: reserved header fields must be 0");
-  const size_t dir_end = TFS_GSFC_BLOB_HEADER_BYTES + (size_t)n * TFS_GSFC_BLOB_ENTRY_BYTES;
-  if (bytes < dir_end)
-    return fail(err, err_len, "params blob: %zu bytes, shorter than its directory", bytes);
-  memset(tensors, 0, TFS_GSFC_NUM_INPUTS_I8 * sizeof *tensors);
-  for (int32_t i = 0; i < n; ++i) {
-    const unsigned char* e = b + TFS_GSFC_BLOB_HEADER_BYTES + (size_t)i * TFS_GSFC_BLOB_ENTRY_BYTES;
-    const int32_t elem = read_i32(e), count = read_i32(e + 4), offset = read_i32(e + 8);
-    const char* name = kInputNames[i + 1];
-    const size_t esize = elem_size(elem);
-    if (esize == 0) return fail(err, err_len, "params blob: section %s has element type %d", name, elem);
-    if (count < 0) return fail(err, err_len, "params blob: section %s has count %d", name, count);
-    if (read_i32(e + 12) != 0)
-      return fail(err, err_len, "params blob: section %s: reserved field must be 0", name);
-    if (offset < 0 || (size_t)offset < dir_end || offset % TFS_GSFC_BLOB_ALIGN != 0)
-      return fail(err, err_len, "params blob: section %s at offset %d: not a %d-byte aligned "
-                  "offset past the directory", name, offset, TFS_GSFC_BLOB_ALIGN);
-    /* count < 2^31 and esize <= 4, so the product fits a 64-bit size_t without overflow. */
-    if ((size_t)offset > bytes || (size_t)count * esize > bytes - (size_t)offset)
-      return fail(err, err_len, "params blob: section %s (%d elements at offset %d) runs past "
-                  "the blob's %zu bytes", name, count, offset, bytes);
-    tensors[i + 1].data = b + offset;
-    tensors[i + 1].count = (size_t)count;
-    tensors[i + 1].elem = elem;
-  }
-  *n_tensors = (size_t)n + 1;
-  return TFS_OK;
+  return tfs_unpack_params(blob, bytes, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
+                           kInputNames, tensors, n_tensors, err, err_len);
 }
 
 int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_layer* layer,
                             char* err, size_t err_len) {
   int rc;
-  if (inputs == NULL || layer == NULL) return fail(err, err_len, "null argument");
+  if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
   memset(layer, 0, sizeof *layer);
   if (n_inputs != TFS_GSFC_NUM_INPUTS_F32 && n_inputs != TFS_GSFC_NUM_INPUTS_I8)
-    return fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
+    return tfs_fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
                 TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8);
 
   /* meta first: every other check depends on it. */
@@ -136,42 +57,26 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
     return rc;
   const int32_t* meta = (const int32_t*)inputs[TFS_GSFC_IN_META].data;
   if (meta[TFS_META_VERSION] != TFS_GSFC_FORMAT_VERSION)
-    return fail(err, err_len, "meta: format version %d, this kernel reads version %d",
+    return tfs_fail(err, err_len, "meta: format version %d, this kernel reads version %d",
                 meta[TFS_META_VERSION], TFS_GSFC_FORMAT_VERSION);
   const int32_t in = meta[TFS_META_IN], out = meta[TFS_META_OUT], g = meta[TFS_META_G];
   const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
   const int32_t act = meta[TFS_META_ACTIVATION];
   /* col_idx is uint16 and every group starts below `in`, so in <= 65536 keeps all reachable. */
-  if (in < 1 || in > 65536) return fail(err, err_len, "meta: in = %d not in [1, 65536]", in);
-  if (out < 1) return fail(err, err_len, "meta: out = %d < 1", out);
+  if (in < 1 || in > 65536) return tfs_fail(err, err_len, "meta: in = %d not in [1, 65536]", in);
+  if (out < 1) return tfs_fail(err, err_len, "meta: out = %d < 1", out);
   if (g != 1 && g != 2 && g != 4 && g != 8 && g != 16)
-    return fail(err, err_len, "meta: g = %d not in {1, 2, 4, 8, 16}", g);
+    return tfs_fail(err, err_len, "meta: g = %d not in {1, 2, 4, 8, 16}", g);
   const int64_t groups_per_row = ((int64_t)in + g - 1) / g;
   if (n_groups < 0 || (int64_t)n_groups > groups_per_row * out)
-    return fail(err, err_len, "meta: n_groups = %d not in [0, out * ceil(in / g) = %lld]",
+    return tfs_fail(err, err_len, "meta: n_groups = %d not in [0, out * ceil(in / g) = %lld]",
                 n_groups, (long long)(groups_per_row * out));
-  if (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8)
-    return fail(err, err_len, "meta: dtype = %d not 0 (float32) or 1 (int8)", dtype);
-  if (act != TFS_ACT_NONE && act != TFS_ACT_RELU && act != TFS_ACT_RELU6)
-    return fail(err, err_len, "meta: fused activation %d not 0, 1 or 3", act);
+  if ((rc = tfs_check_meta_common(meta, err, err_len)) != TFS_OK) return rc;
   const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
   const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
-  if (dtype == TFS_DTYPE_I8) {
-    if (in_zp < -128 || in_zp > 127)
-      return fail(err, err_len, "meta: input zero point %d not in [-128, 127]", in_zp);
-    if (out_zp < -128 || out_zp > 127)
-      return fail(err, err_len, "meta: output zero point %d not in [-128, 127]", out_zp);
-    if (act_min < -128 || act_max > 127 || act_min > act_max)
-      return fail(err, err_len, "meta: activation range [%d, %d] not within [-128, 127]",
-                  act_min, act_max);
-  } else if (in_zp != 0 || out_zp != 0 || act_min != 0 || act_max != 0) {
-    return fail(err, err_len, "meta: zero points and activation range must be 0 for float32");
-  }
-  for (int i = TFS_META_RESERVED0; i < TFS_GSFC_META_LEN; ++i)
-    if (meta[i] != 0) return fail(err, err_len, "meta: reserved field %d is %d, not 0", i, meta[i]);
   const size_t want_inputs = dtype == TFS_DTYPE_I8 ? TFS_GSFC_NUM_INPUTS_I8 : TFS_GSFC_NUM_INPUTS_F32;
   if (n_inputs != want_inputs)
-    return fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
+    return tfs_fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
                 dtype == TFS_DTYPE_I8 ? "int8" : "float32", want_inputs);
 
   const int wtype = dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
@@ -188,22 +93,22 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
 
   const int32_t* row_ptr = (const int32_t*)inputs[TFS_GSFC_IN_ROW_PTR].data;
   const uint16_t* col = (const uint16_t*)inputs[TFS_GSFC_IN_COL_IDX].data;
-  if (row_ptr[0] != 0) return fail(err, err_len, "row_ptr[0] = %d, not 0", row_ptr[0]);
+  if (row_ptr[0] != 0) return tfs_fail(err, err_len, "row_ptr[0] = %d, not 0", row_ptr[0]);
   if (row_ptr[out] != n_groups)
-    return fail(err, err_len, "row_ptr[out] = %d, not n_groups = %d", row_ptr[out], n_groups);
+    return tfs_fail(err, err_len, "row_ptr[out] = %d, not n_groups = %d", row_ptr[out], n_groups);
   for (int32_t r = 0; r < out; ++r) {
     const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
     /* k0 is already known to be in [0, n_groups] (previous iteration). */
     if (k1 < k0 || k1 > n_groups)
-      return fail(err, err_len, "row_ptr[%d] = %d not in [row_ptr[%d] = %d, n_groups = %d]",
+      return tfs_fail(err, err_len, "row_ptr[%d] = %d not in [row_ptr[%d] = %d, n_groups = %d]",
                   r + 1, k1, r, k0, n_groups);
     for (int32_t k = k0; k < k1; ++k) {
       const int32_t c = col[k];
-      if (c >= in) return fail(err, err_len, "col_idx[%d] = %d >= in = %d (row %d)", k, c, in, r);
+      if (c >= in) return tfs_fail(err, err_len, "col_idx[%d] = %d >= in = %d (row %d)", k, c, in, r);
       if (c % g != 0)
-        return fail(err, err_len, "col_idx[%d] = %d not a multiple of g = %d (row %d)", k, c, g, r);
+        return tfs_fail(err, err_len, "col_idx[%d] = %d not a multiple of g = %d (row %d)", k, c, g, r);
       if (k > k0 && c <= col[k - 1])
-        return fail(err, err_len, "col_idx not strictly increasing in row %d at group %d", r, k);
+        return tfs_fail(err, err_len, "col_idx not strictly increasing in row %d at group %d", r, k);
     }
   }
 
@@ -218,14 +123,7 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
     const int32_t* mul = (const int32_t*)inputs[TFS_GSFC_IN_MULTIPLIER].data;
     const int32_t* sh = (const int32_t*)inputs[TFS_GSFC_IN_SHIFT].data;
     const float* sc = (const float*)inputs[TFS_GSFC_IN_SCALE].data;
-    for (int32_t r = 0; r < out; ++r) {
-      if (mul[r] < 0) return fail(err, err_len, "out_multiplier[%d] = %d < 0", r, mul[r]);
-      if (sh[r] < -31 || sh[r] > 30)
-        return fail(err, err_len, "out_shift[%d] = %d not in [-31, 30]", r, sh[r]);
-      /* XNNPACK refuses requantization scales >= 256; NaN fails the comparison too. */
-      if (!(sc[r] > 0.0f && sc[r] < 256.0f))
-        return fail(err, err_len, "out_scale[%d] = %g not in (0, 256)", r, (double)sc[r]);
-    }
+    if ((rc = tfs_check_requant_arrays(mul, sh, sc, out, err, err_len)) != TFS_OK) return rc;
     layer->multiplier = mul;
     layer->shift = sh;
     layer->scale = sc;
@@ -252,24 +150,8 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
 
 int tfs_gsfc_validate_io(const tfs_gsfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
                          int32_t* batch, char* err, size_t err_len) {
-  if (layer == NULL || x == NULL || y == NULL || batch == NULL)
-    return fail(err, err_len, "null argument");
-  const int type = layer->dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
-  if (x->elem != type) return fail(err, err_len, "activations: element type %d, expected %d", x->elem, type);
-  if (y->elem != type) return fail(err, err_len, "output: element type %d, expected %d", y->elem, type);
-  if (x->count % (size_t)layer->in != 0)
-    return fail(err, err_len, "activations: %zu elements, not a multiple of in = %d", x->count,
-                layer->in);
-  const size_t b = x->count / (size_t)layer->in;
-  if (b > (size_t)INT32_MAX) return fail(err, err_len, "activations: batch too large");
-  if (b > SIZE_MAX / (size_t)layer->out || y->count != b * (size_t)layer->out)
-    return fail(err, err_len, "output: %zu elements, expected batch %zu * out %d", y->count, b,
-                layer->out);
-  if (b > 0 && (x->data == NULL || y->data == NULL)) return fail(err, err_len, "no data");
-  if (((uintptr_t)x->data | (uintptr_t)y->data) % elem_size(type) != 0)
-    return fail(err, err_len, "activations or output not aligned to the element size");
-  *batch = (int32_t)b;
-  return TFS_OK;
+  if (layer == NULL) return tfs_fail(err, err_len, "null argument");
+  return tfs_check_io(layer->in, layer->out, layer->dtype, x, y, batch, err, err_len);
 }
 
 size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch) {
@@ -283,58 +165,10 @@ size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch) {
 /* Shared scalar pieces                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline float act_f32(float v, int act) {
-  if (act == TFS_ACT_RELU) return v > 0.0f ? v : 0.0f;
-  if (act == TFS_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
-  return v;
-}
-
-/* Round half to even, independent of the FP environment's rounding mode (|v| <= 2^22 here). */
-static inline int32_t round_half_even(float v) {
-  const float f = floorf(v);
-  const float d = v - f; /* exact for |v| < 2^23 */
-  int32_t r = (int32_t)f;
-  if (d > 0.5f || (d == 0.5f && (r & 1) != 0)) r += 1;
-  return r;
-}
-
-int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift) {
-  const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-  /* TFLite multiplies in int32; do it modulo 2^32 (defined behaviour, same result). */
-  const int32_t a = (int32_t)((uint32_t)acc << left);
-  int32_t high;
-  if (a == INT32_MIN && multiplier == INT32_MIN) {
-    high = INT32_MAX;
-  } else {
-    const int64_t ab = (int64_t)a * (int64_t)multiplier;
-    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-    /* Truncating division by 2^31, as TFLite, with shifts: a 64-bit division is a library call
-     * (__aeabi_ldivmod) on 32-bit cores. |ab + nudge| < 2^62, so the negation cannot overflow. */
-    const int64_t t = ab + nudge;
-    high = (int32_t)(t >= 0 ? (t >> 31) : -((-t) >> 31));
-  }
-  if (right == 0) return high;
-  const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
-  const int32_t rem = high & mask;
-  const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-  return (high >> right) + (rem > threshold ? 1 : 0);
-}
-
-/* int32 accumulator (bias included) of output row r -> int8, by the layer's flavour.
- * FP32 is XNNPACK's: float(acc) * scale, clamp, round half to even, + zero point. */
+/* int32 accumulator (bias included) of output row r -> int8, by the layer's flavour. */
 static inline int8_t requant_one(const tfs_gsfc_layer* L, int32_t r, int32_t acc) {
-  int32_t v;
-  if (L->requant == TFS_REQUANT_FIXED_POINT) {
-    v = tfs_multiply_by_quantized_multiplier(acc, L->multiplier[r], L->shift[r]) + L->out_zp;
-    if (v < L->act_min) v = L->act_min;
-    if (v > L->act_max) v = L->act_max;
-  } else {
-    float f = (float)acc * L->scale[r];
-    const float lo = (float)(L->act_min - L->out_zp), hi = (float)(L->act_max - L->out_zp);
-    f = f < lo ? lo : (f > hi ? hi : f);
-    v = round_half_even(f) + L->out_zp;
-  }
-  return (int8_t)v;
+  return tfs_requant_i8(acc, L->requant, L->multiplier[r], L->shift[r], L->scale[r], L->out_zp,
+                        L->act_min, L->act_max);
 }
 
 /* Dot product of the ragged tail group k (the row's last) with x: only in - col terms. */
@@ -477,7 +311,7 @@ static void ref_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t b
         const float* w = vals + (size_t)k * g;
         for (int32_t j = 0; j < n; ++j) acc += w[j] * xb[c + j];
       }
-      y[(size_t)b * L->out + r] = act_f32(acc + bias[r], L->activation);
+      y[(size_t)b * L->out + r] = tfs_act_f32(acc + bias[r], L->activation);
     }
   }
 }

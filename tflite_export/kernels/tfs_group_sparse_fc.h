@@ -19,31 +19,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tfs_common.h" /* tfs_tensor, TFS_ELEM_*, TFS_DTYPE_*, TFS_IMPL_*, errors, blob */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define TFS_GSFC_FORMAT_VERSION 1
-#define TFS_GSFC_META_LEN 16
-
-/* Element types, numbered as TfLiteType / LiteRtElementType so adapters map them 1:1. */
-enum {
-  TFS_ELEM_FLOAT32 = 1,
-  TFS_ELEM_INT32 = 2,
-  TFS_ELEM_UINT8 = 3,
-  TFS_ELEM_INT8 = 9,
-  TFS_ELEM_UINT16 = 17
-};
+#define TFS_GSFC_META_LEN TFS_META_LEN
 
 /* In a model the node has two inputs: the activations and one constant uint8 tensor, the
  * parameter blob, which carries the constant arrays below as aligned sections (FORMAT.md
  * "Parameter blob"). One constant input instead of eight matters: LiteRT wraps every node input
  * in a fresh tensor buffer on every run (~0.3 us each). */
 #define TFS_GSFC_NODE_INPUTS 2
-#define TFS_GSFC_BLOB_MAGIC 0x42534654u /* "TFSB" as little-endian bytes */
-#define TFS_GSFC_BLOB_HEADER_BYTES 16
-#define TFS_GSFC_BLOB_ENTRY_BYTES 16
-#define TFS_GSFC_BLOB_ALIGN 16
 
 /* Array indices (FORMAT.md "Arrays"): blob section i is array i; 0 stands for the activations. */
 enum {
@@ -60,51 +49,8 @@ enum {
   TFS_GSFC_NUM_INPUTS_I8 = 9
 };
 
-/* meta[] indices. */
-enum {
-  TFS_META_VERSION = 0,
-  TFS_META_IN = 1,
-  TFS_META_OUT = 2,
-  TFS_META_G = 3,
-  TFS_META_N_GROUPS = 4,
-  TFS_META_DTYPE = 5,
-  TFS_META_ACTIVATION = 6,
-  TFS_META_IN_ZP = 7,
-  TFS_META_OUT_ZP = 8,
-  TFS_META_ACT_MIN = 9,
-  TFS_META_ACT_MAX = 10,
-  TFS_META_RESERVED0 = 11
-};
-
-enum { TFS_DTYPE_F32 = 0, TFS_DTYPE_I8 = 1 };
-enum { TFS_ACT_NONE = 0, TFS_ACT_RELU = 1, TFS_ACT_RELU6 = 3 };
-
-/* int8 requantization flavours. The host runtime's stock int8 FULLY_CONNECTED is XNNPACK's,
- * which requantizes in float32 (measured bit-exact); TFLite Micro / TFLite's reference kernels
- * use the fixed-point multiplier and shift. The model carries both (FORMAT.md). */
-enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
-
-/* Compute implementations; TFS_IMPL_AUTO picks the best the CPU supports. */
-enum {
-  TFS_IMPL_AUTO = 0,
-  TFS_IMPL_PORTABLE = 1,
-  TFS_IMPL_AVX2 = 2,   /* AVX2 + FMA */
-  TFS_IMPL_AVX512 = 3, /* AVX-512 F + BW, on top of AVX2 */
-  /* Cortex-M DSP extension (SMLAD/SXTB16), int8 only (float32 runs the portable kernel); no
-   * packed copy needed. Native where __ARM_FEATURE_DSP is defined (TFS_IMPL_AUTO picks it there);
-   * elsewhere the same algorithm runs with the intrinsics emulated in C, for host tests. */
-  TFS_IMPL_ARM_DSP = 4
-};
-
-/* Error codes (0 = ok). */
-enum { TFS_OK = 0, TFS_ERR_INVALID = 1, TFS_ERR_UNSUPPORTED = 2 };
-
-/* A view of one tensor as a runtime hands it over: data, element count, element type. */
-typedef struct {
-  const void* data;
-  size_t count; /* elements */
-  int elem;     /* TFS_ELEM_* */
-} tfs_tensor;
+/* meta[] indices of this op (the shared ones, TFS_META_VERSION and 5.., are in tfs_common.h). */
+enum { TFS_META_IN = 1, TFS_META_OUT = 2, TFS_META_G = 3, TFS_META_N_GROUPS = 4 };
 
 /* One validated node: meta fields plus typed pointers into the constant tensors. */
 typedef struct {
@@ -175,9 +121,6 @@ int tfs_gsfc_impl_available(int impl);
 
 /* The implementation TFS_IMPL_AUTO resolves to on this CPU. */
 int tfs_gsfc_best_impl(void);
-
-/* TFLite's fixed-point requantization (MultiplyByQuantizedMultiplier), exposed for tests. */
-int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift);
 
 #ifdef __cplusplus
 }

@@ -144,7 +144,7 @@ static int describe(nm_ctx* ctx, LiteRtTensorBuffer buf, tfs_tensor* t) {
   }
   switch (type.element_type) {
     case TFS_ELEM_FLOAT32: case TFS_ELEM_INT32: esize = 4; break;
-    case TFS_ELEM_INT8: case TFS_NMFC_ELEM_UINT8: esize = 1; break;
+    case TFS_ELEM_INT8: case TFS_ELEM_UINT8: esize = 1; break;
     default: esize = 0; /* never accepted; validation reports it */
   }
   if (esize && count > bytes / esize) return -1;

@@ -17,9 +17,6 @@
 
 #include "tfs_nm_sparse_fc.h"
 
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -34,93 +31,51 @@
 /* Validation                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-static int fail(char* err, size_t err_len, const char* fmt, ...) {
-  if (err != NULL && err_len > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-  }
-  return TFS_ERR_INVALID;
-}
-
 static const char* const kNames[TFS_NMFC_NUM_INPUTS_I8] = {
     "activations", "values", "indices", "meta", "bias", "out_multiplier", "out_shift", "out_scale"};
 
-static size_t elem_size(int elem) {
-  switch (elem) {
-    case TFS_ELEM_FLOAT32: case TFS_ELEM_INT32: return 4;
-    case TFS_ELEM_INT8: case TFS_NMFC_ELEM_UINT8: return 1;
-    default: return 0;
-  }
-}
-
 static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count, char* err,
                         size_t err_len) {
-  const char* name = kNames[index];
-  if (t->elem != elem)
-    return fail(err, err_len, "input %d (%s): element type %d, expected %d", index, name, t->elem, elem);
-  if (count < 0 || (uint64_t)t->count != (uint64_t)count)
-    return fail(err, err_len, "input %d (%s): %zu elements, expected %lld", index, name, t->count,
-                (long long)count);
-  if (count > 0 && t->data == NULL) return fail(err, err_len, "input %d (%s): no data", index, name);
-  if (((uintptr_t)t->data) % elem_size(elem) != 0)
-    return fail(err, err_len, "input %d (%s): data not aligned to its element size", index, name);
-  return TFS_OK;
+  return tfs_check_tensor(t, index, kNames[index], elem, count, err, err_len);
 }
 
 int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_layer* layer,
                             char* err, size_t err_len) {
   int rc;
-  if (inputs == NULL || layer == NULL) return fail(err, err_len, "null argument");
+  if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
   memset(layer, 0, sizeof *layer);
   if (n_inputs != TFS_NMFC_NUM_INPUTS_F32 && n_inputs != TFS_NMFC_NUM_INPUTS_I8)
-    return fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
+    return tfs_fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
                 TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8);
   if ((rc = check_tensor(&inputs[TFS_NMFC_IN_META], TFS_NMFC_IN_META, TFS_ELEM_INT32,
                          TFS_NMFC_META_LEN, err, err_len)) != TFS_OK)
     return rc;
   const int32_t* meta = (const int32_t*)inputs[TFS_NMFC_IN_META].data;
   if (meta[TFS_NMFC_META_VERSION] != TFS_NMFC_FORMAT_VERSION)
-    return fail(err, err_len, "meta: format version %d, this kernel reads version %d",
+    return tfs_fail(err, err_len, "meta: format version %d, this kernel reads version %d",
                 meta[TFS_NMFC_META_VERSION], TFS_NMFC_FORMAT_VERSION);
   const int32_t in = meta[TFS_NMFC_META_IN], out = meta[TFS_NMFC_META_OUT];
   const int32_t n = meta[TFS_NMFC_META_N], m = meta[TFS_NMFC_META_M];
-  const int32_t dtype = meta[TFS_NMFC_META_DTYPE], act = meta[TFS_NMFC_META_ACTIVATION];
+  const int32_t dtype = meta[TFS_META_DTYPE], act = meta[TFS_META_ACTIVATION];
   if (n != 2 || m != 4)
-    return fail(err, err_len, "meta: pattern %d:%d, format version 1 stores 2:4 only", n, m);
+    return tfs_fail(err, err_len, "meta: pattern %d:%d, format version 1 stores 2:4 only", n, m);
   if (in < 4 || in > TFS_NMFC_MAX_DIM || in % 4 != 0)
-    return fail(err, err_len, "meta: in = %d not a multiple of 4 in [4, %d]", in, TFS_NMFC_MAX_DIM);
+    return tfs_fail(err, err_len, "meta: in = %d not a multiple of 4 in [4, %d]", in, TFS_NMFC_MAX_DIM);
   if (out < 1 || out > TFS_NMFC_MAX_DIM)
-    return fail(err, err_len, "meta: out = %d not in [1, %d]", out, TFS_NMFC_MAX_DIM);
-  if (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8)
-    return fail(err, err_len, "meta: dtype = %d not 0 (float32) or 1 (int8)", dtype);
-  if (act != TFS_ACT_NONE && act != TFS_ACT_RELU && act != TFS_ACT_RELU6)
-    return fail(err, err_len, "meta: fused activation %d not 0, 1 or 3", act);
-  const int32_t in_zp = meta[TFS_NMFC_META_IN_ZP], out_zp = meta[TFS_NMFC_META_OUT_ZP];
-  const int32_t act_min = meta[TFS_NMFC_META_ACT_MIN], act_max = meta[TFS_NMFC_META_ACT_MAX];
-  if (dtype == TFS_DTYPE_I8) {
-    if (in_zp < -128 || in_zp > 127)
-      return fail(err, err_len, "meta: input zero point %d not in [-128, 127]", in_zp);
-    if (out_zp < -128 || out_zp > 127)
-      return fail(err, err_len, "meta: output zero point %d not in [-128, 127]", out_zp);
-    if (act_min < -128 || act_max > 127 || act_min > act_max)
-      return fail(err, err_len, "meta: activation range [%d, %d] not within [-128, 127]", act_min, act_max);
-  } else if (in_zp != 0 || out_zp != 0 || act_min != 0 || act_max != 0) {
-    return fail(err, err_len, "meta: zero points and activation range must be 0 for float32");
-  }
-  for (int i = TFS_NMFC_META_RESERVED0; i < TFS_NMFC_META_LEN; ++i)
-    if (meta[i] != 0) return fail(err, err_len, "meta: reserved field %d is %d, not 0", i, meta[i]);
+    return tfs_fail(err, err_len, "meta: out = %d not in [1, %d]", out, TFS_NMFC_MAX_DIM);
+  if ((rc = tfs_check_meta_common(meta, err, err_len)) != TFS_OK) return rc;
+  const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
+  const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
   const size_t want = dtype == TFS_DTYPE_I8 ? TFS_NMFC_NUM_INPUTS_I8 : TFS_NMFC_NUM_INPUTS_F32;
   if (n_inputs != want)
-    return fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
+    return tfs_fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
                 dtype == TFS_DTYPE_I8 ? "int8" : "float32", want);
 
   const int32_t kept = in / 2, stride = (in / 4 + 1) / 2;
   if ((rc = check_tensor(&inputs[TFS_NMFC_IN_VALUES], TFS_NMFC_IN_VALUES,
                          dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32,
                          (int64_t)out * kept, err, err_len)) != TFS_OK ||
-      (rc = check_tensor(&inputs[TFS_NMFC_IN_INDICES], TFS_NMFC_IN_INDICES, TFS_NMFC_ELEM_UINT8,
+      (rc = check_tensor(&inputs[TFS_NMFC_IN_INDICES], TFS_NMFC_IN_INDICES, TFS_ELEM_UINT8,
                          (int64_t)out * stride, err, err_len)) != TFS_OK ||
       (rc = check_tensor(&inputs[TFS_NMFC_IN_BIAS], TFS_NMFC_IN_BIAS,
                          dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32, out, err,
@@ -137,10 +92,10 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
       const unsigned nib = (row[w / 2] >> ((w & 1) * 4)) & 0xFu;
       const unsigned p0 = nib & 3u, p1 = nib >> 2;
       if (p0 >= p1)
-        return fail(err, err_len, "indices: row %d window %d: positions %u, %u not increasing", r, w, p0, p1);
+        return tfs_fail(err, err_len, "indices: row %d window %d: positions %u, %u not increasing", r, w, p0, p1);
     }
     if ((windows & 1) && (row[stride - 1] >> 4) != 0)
-      return fail(err, err_len, "indices: row %d: unused high nibble of the last byte is %u, not 0", r,
+      return tfs_fail(err, err_len, "indices: row %d: unused high nibble of the last byte is %u, not 0", r,
                   (unsigned)(row[stride - 1] >> 4));
   }
 
@@ -155,13 +110,7 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
     const int32_t* mul = (const int32_t*)inputs[TFS_NMFC_IN_MULTIPLIER].data;
     const int32_t* sh = (const int32_t*)inputs[TFS_NMFC_IN_SHIFT].data;
     const float* sc = (const float*)inputs[TFS_NMFC_IN_SCALE].data;
-    for (int32_t r = 0; r < out; ++r) {
-      if (mul[r] < 0) return fail(err, err_len, "out_multiplier[%d] = %d < 0", r, mul[r]);
-      if (sh[r] < -31 || sh[r] > 30)
-        return fail(err, err_len, "out_shift[%d] = %d not in [-31, 30]", r, sh[r]);
-      if (!(sc[r] > 0.0f && sc[r] < 256.0f))
-        return fail(err, err_len, "out_scale[%d] = %g not in (0, 256)", r, (double)sc[r]);
-    }
+    if ((rc = tfs_check_requant_arrays(mul, sh, sc, out, err, err_len)) != TFS_OK) return rc;
     layer->multiplier = mul;
     layer->shift = sh;
     layer->scale = sc;
@@ -187,22 +136,8 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
 
 int tfs_nmfc_validate_io(const tfs_nmfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
                          int32_t* batch, char* err, size_t err_len) {
-  if (layer == NULL || x == NULL || y == NULL || batch == NULL) return fail(err, err_len, "null argument");
-  const int type = layer->dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
-  if (x->elem != type) return fail(err, err_len, "activations: element type %d, expected %d", x->elem, type);
-  if (y->elem != type) return fail(err, err_len, "output: element type %d, expected %d", y->elem, type);
-  if (x->count % (size_t)layer->in != 0)
-    return fail(err, err_len, "activations: %zu elements, not a multiple of in = %d", x->count, layer->in);
-  const size_t b = x->count / (size_t)layer->in;
-  if (b > (size_t)INT32_MAX) return fail(err, err_len, "activations: batch too large");
-  if (b > SIZE_MAX / 4 / (size_t)layer->in || b > SIZE_MAX / (size_t)layer->out ||
-      y->count != b * (size_t)layer->out)
-    return fail(err, err_len, "output: %zu elements, expected batch %zu * out %d", y->count, b, layer->out);
-  if (b > 0 && (x->data == NULL || y->data == NULL)) return fail(err, err_len, "no data");
-  if (((uintptr_t)x->data | (uintptr_t)y->data) % elem_size(type) != 0)
-    return fail(err, err_len, "activations or output not aligned to the element size");
-  *batch = (int32_t)b;
-  return TFS_OK;
+  if (layer == NULL) return tfs_fail(err, err_len, "null argument");
+  return tfs_check_io(layer->in, layer->out, layer->dtype, x, y, batch, err, err_len);
 }
 
 size_t tfs_nmfc_workspace_size(const tfs_nmfc_layer* layer, int32_t batch) {
@@ -222,35 +157,10 @@ int tfs_nmfc_set_requant(tfs_nmfc_layer* layer, int requant) {
 /* Shared scalar pieces                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline float act_f32(float v, int act) {
-  if (act == TFS_ACT_RELU) return v > 0.0f ? v : 0.0f;
-  if (act == TFS_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
-  return v;
-}
-
-/* Round half to even, independent of the rounding mode (|v| <= 2^8 after the clamp). */
-static inline int32_t round_half_even(float v) {
-  const float f = floorf(v);
-  const float d = v - f;
-  int32_t r = (int32_t)f;
-  if (d > 0.5f || (d == 0.5f && (r & 1) != 0)) r += 1;
-  return r;
-}
-
 /* int32 accumulator (bias included) of row r -> int8: the group-sparse op's requantization. */
 static inline int8_t requant(const tfs_nmfc_layer* L, int32_t r, int32_t acc) {
-  int32_t v;
-  if (L->requant == TFS_REQUANT_FIXED_POINT) {
-    v = tfs_multiply_by_quantized_multiplier(acc, L->multiplier[r], L->shift[r]) + L->out_zp;
-    if (v < L->act_min) v = L->act_min;
-    if (v > L->act_max) v = L->act_max;
-  } else {
-    float f = (float)acc * L->scale[r];
-    const float lo = (float)(L->act_min - L->out_zp), hi = (float)(L->act_max - L->out_zp);
-    f = f < lo ? lo : (f > hi ? hi : f);
-    v = round_half_even(f) + L->out_zp;
-  }
-  return (int8_t)v;
+  return tfs_requant_i8(acc, L->requant, L->multiplier[r], L->shift[r], L->scale[r], L->out_zp,
+                        L->act_min, L->act_max);
 }
 
 static inline unsigned window_nibble(const uint8_t* row_idx, int32_t w) {
@@ -291,7 +201,7 @@ static void ref_f32(const tfs_nmfc_layer* L, const float* x, float* y, int32_t b
   const float* bias = (const float*)L->bias;
   for (int32_t r = 0; r < L->out; ++r)
     for (int32_t b = 0; b < batch; ++b)
-      y[(size_t)b * L->out + r] = act_f32(bias[r] + row_f32(L, r, x + (size_t)b * L->in, 0, L->in / 4), L->activation);
+      y[(size_t)b * L->out + r] = tfs_act_f32(bias[r] + row_f32(L, r, x + (size_t)b * L->in, 0, L->in / 4), L->activation);
 }
 
 static void ref_i8(const tfs_nmfc_layer* L, const int32_t* xs, int8_t* y, int32_t batch) {
@@ -361,7 +271,7 @@ TFS_NM_AVX2 static void avx2_f32(const tfs_nmfc_layer* L, const float* x, float*
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8 * t), g0, a0);
       }
       const float acc = hsum_ps(_mm256_add_ps(a0, a1)) + row_f32(L, r, xb, 4 * steps, windows);
-      y[(size_t)b * L->out + r] = act_f32(bias[r] + acc, L->activation);
+      y[(size_t)b * L->out + r] = tfs_act_f32(bias[r] + acc, L->activation);
     }
   }
 }

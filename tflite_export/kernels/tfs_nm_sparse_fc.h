@@ -3,7 +3,7 @@
  * The weights are stored in the compressed layout sparse tensor cores consume: per output row,
  * the 2 kept values of every window of 4 inputs, and their 2-bit positions packed 4 bits per
  * window (tflite_export/FORMAT.md, "TFS_NM_SPARSE_FC"). Runtime-neutral C99 like the group-sparse
- * core, whose shared types it uses (tfs_tensor, TFS_ELEM_*, TFS_IMPL_*, TFS_REQUANT_*, errors).
+ * core, sharing tfs_common.h (tfs_tensor, TFS_ELEM_*, TFS_IMPL_*, TFS_REQUANT_*, errors, checks).
  *
  * Use:
  *   tfs_nmfc_layer layer;
@@ -26,9 +26,7 @@ extern "C" {
 #endif
 
 #define TFS_NMFC_FORMAT_VERSION 1
-#define TFS_NMFC_META_LEN 16
-/* uint8 element type (TfLiteType numbering, like TFS_ELEM_*): the positions tensor. */
-#define TFS_NMFC_ELEM_UINT8 3
+#define TFS_NMFC_META_LEN TFS_META_LEN
 /* Largest `in` and `out` accepted (keeps every index computation far from overflow). */
 #define TFS_NMFC_MAX_DIM (1 << 24)
 
@@ -52,15 +50,8 @@ enum {
   TFS_NMFC_META_IN = 1,
   TFS_NMFC_META_OUT = 2,
   TFS_NMFC_META_N = 3,
-  TFS_NMFC_META_M = 4,
-  TFS_NMFC_META_DTYPE = 5,
-  TFS_NMFC_META_ACTIVATION = 6,
-  TFS_NMFC_META_IN_ZP = 7,
-  TFS_NMFC_META_OUT_ZP = 8,
-  TFS_NMFC_META_ACT_MIN = 9,
-  TFS_NMFC_META_ACT_MAX = 10,
-  TFS_NMFC_META_RESERVED0 = 11
-};
+  TFS_NMFC_META_M = 4
+}; /* 5.. (dtype, activation, zero points, range, reserved) are TFS_META_* (tfs_common.h) */
 
 /* One validated node. */
 typedef struct {

@@ -1,0 +1,160 @@
+/* What every tfscalpel custom-op kernel core shares (TFS_GROUP_SPARSE_FC, TFS_NM_SPARSE_FC):
+ * element / dtype / activation / requantization / implementation codes, the runtime-neutral
+ * tensor view, error formatting, the common validation rules (FORMAT.md "Validation"), the
+ * parameter-blob unpacker (FORMAT.md "Parameter blob") and int8 requantization.
+ *
+ * Runtime-neutral C99 like the cores: no allocation, no I/O beyond formatting an error string,
+ * so it builds for LiteRT, TFLite Micro and bare-metal Cortex-M alike.
+ */
+#ifndef TFS_COMMON_H_
+#define TFS_COMMON_H_
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element types, numbered as TfLiteType / LiteRtElementType so adapters map them 1:1. */
+enum {
+  TFS_ELEM_FLOAT32 = 1,
+  TFS_ELEM_INT32 = 2,
+  TFS_ELEM_UINT8 = 3,
+  TFS_ELEM_INT8 = 9,
+  TFS_ELEM_UINT16 = 17
+};
+
+enum { TFS_DTYPE_F32 = 0, TFS_DTYPE_I8 = 1 };
+enum { TFS_ACT_NONE = 0, TFS_ACT_RELU = 1, TFS_ACT_RELU6 = 3 };
+
+/* int8 requantization flavours. The host runtime's stock int8 FULLY_CONNECTED is XNNPACK's,
+ * which requantizes in float32 (measured bit-exact); TFLite Micro / TFLite's reference kernels
+ * use the fixed-point multiplier and shift. The model carries both (FORMAT.md). */
+enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
+
+/* Compute implementations; TFS_IMPL_AUTO picks the best the CPU supports. */
+enum {
+  TFS_IMPL_AUTO = 0,
+  TFS_IMPL_PORTABLE = 1,
+  TFS_IMPL_AVX2 = 2,   /* AVX2 + FMA */
+  TFS_IMPL_AVX512 = 3, /* AVX-512 F + BW, on top of AVX2 */
+  /* Cortex-M DSP extension (SMLAD/SXTB16), int8 only (float32 runs the portable kernel); no
+   * packed copy needed. Native where __ARM_FEATURE_DSP is defined (TFS_IMPL_AUTO picks it there);
+   * elsewhere the same algorithm runs with the intrinsics emulated in C, for host tests. */
+  TFS_IMPL_ARM_DSP = 4
+};
+
+/* Error codes (0 = ok). */
+enum { TFS_OK = 0, TFS_ERR_INVALID = 1, TFS_ERR_UNSUPPORTED = 2 };
+
+/* A view of one tensor as a runtime hands it over: data, element count, element type. */
+typedef struct {
+  const void* data;
+  size_t count; /* elements */
+  int elem;     /* TFS_ELEM_* */
+} tfs_tensor;
+
+/* meta[] fields both ops share, at the same indices (FORMAT.md); meta has TFS_META_LEN int32s. */
+#define TFS_META_LEN 16
+enum {
+  TFS_META_VERSION = 0,
+  TFS_META_DTYPE = 5,
+  TFS_META_ACTIVATION = 6,
+  TFS_META_IN_ZP = 7,
+  TFS_META_OUT_ZP = 8,
+  TFS_META_ACT_MIN = 9,
+  TFS_META_ACT_MAX = 10,
+  TFS_META_RESERVED0 = 11
+};
+
+#if defined(__GNUC__)
+#define TFS_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TFS_PRINTF(f, a)
+#endif
+
+/* Formats a message into err (if any room) and returns TFS_ERR_INVALID. */
+int tfs_fail(char* err, size_t err_len, const char* fmt, ...) TFS_PRINTF(3, 4);
+
+/* Bytes per element of a TFS_ELEM_* type; 0 for a type no op accepts. */
+size_t tfs_elem_size(int elem);
+
+/* Type, count, non-null data and natural alignment of input `index` (called `name`). */
+int tfs_check_tensor(const tfs_tensor* t, int index, const char* name, int elem, int64_t count,
+                     char* err, size_t err_len);
+
+/* The meta fields both ops share (dtype, fused activation, zero points, activation range,
+ * reserved fields = 0), checked in that order. */
+int tfs_check_meta_common(const int32_t* meta, char* err, size_t err_len);
+
+/* int8 requantization arrays of `out` rows: multiplier >= 0, shift in [-31, 30], scale in
+ * (0, 256). */
+int tfs_check_requant_arrays(const int32_t* mul, const int32_t* shift, const float* scale,
+                             int32_t out, char* err, size_t err_len);
+
+/* Activations x[batch, in] and output y[batch, out] of a layer of this dtype, O(1); sets *batch. */
+int tfs_check_io(int32_t in, int32_t out, int32_t dtype, const tfs_tensor* x, const tfs_tensor* y,
+                 int32_t* batch, char* err, size_t err_len);
+
+/* ---- Parameter blob (FORMAT.md "Parameter blob"): one constant uint8 node input carrying all
+ * of a node's constant arrays as aligned sections. */
+#define TFS_BLOB_MAGIC 0x42534654u /* "TFSB" as little-endian bytes */
+#define TFS_BLOB_HEADER_BYTES 16
+#define TFS_BLOB_ENTRY_BYTES 16
+#define TFS_BLOB_ALIGN 16
+
+/* Split a parameter blob into its arrays: tensors[1..] receive the sections (named names[1..]),
+ * tensors[0] (the activations' slot) is zeroed; *n_tensors = sections + 1. The blob must have
+ * n_f32 - 1 or n_i8 - 1 sections (the op's float32 and int8 array counts, activations included);
+ * `tensors` and `names` have n_i8 entries. Checks the header and that every section lies inside
+ * the blob, aligned; O(sections). The op's validator checks the arrays themselves. */
+int tfs_unpack_params(const void* blob, size_t bytes, size_t n_f32, size_t n_i8,
+                      const char* const* names, tfs_tensor* tensors, size_t* n_tensors, char* err,
+                      size_t err_len);
+
+/* ---- Scalar math shared by the kernels ---- */
+
+/* TFLite's fixed-point requantization (MultiplyByQuantizedMultiplier), exposed for tests. */
+int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift);
+
+static inline float tfs_act_f32(float v, int act) {
+  if (act == TFS_ACT_RELU) return v > 0.0f ? v : 0.0f;
+  if (act == TFS_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+  return v;
+}
+
+/* Round half to even, independent of the FP environment's rounding mode (|v| < 2^23). */
+static inline int32_t tfs_round_half_even(float v) {
+  const float f = floorf(v);
+  const float d = v - f; /* exact for |v| < 2^23 */
+  int32_t r = (int32_t)f;
+  if (d > 0.5f || (d == 0.5f && (r & 1) != 0)) r += 1;
+  return r;
+}
+
+/* int32 accumulator (bias included) -> int8, by flavour. FIXED_POINT is TFLite's reference;
+ * FP32 is XNNPACK's: float(acc) * scale, clamp, round half to even, + zero point. */
+static inline int8_t tfs_requant_i8(int32_t acc, int32_t requant, int32_t multiplier,
+                                    int32_t shift, float scale, int32_t out_zp, int32_t act_min,
+                                    int32_t act_max) {
+  int32_t v;
+  if (requant == TFS_REQUANT_FIXED_POINT) {
+    v = tfs_multiply_by_quantized_multiplier(acc, multiplier, shift) + out_zp;
+    if (v < act_min) v = act_min;
+    if (v > act_max) v = act_max;
+  } else {
+    float f = (float)acc * scale;
+    const float lo = (float)(act_min - out_zp), hi = (float)(act_max - out_zp);
+    f = f < lo ? lo : (f > hi ? hi : f);
+    v = tfs_round_half_even(f) + out_zp;
+  }
+  return (int8_t)v;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TFS_COMMON_H_ */
