@@ -137,9 +137,9 @@ def main(argv=None):
     fashion = load("fashion", q, None)
     # Gate training: three penalty stages of one chunk each, then fine-tuning with the masks
     # frozen. Conv channels get stronger penalties than Dense units (see GateTraining).
-    ft = 2 if q else 3
+    ft = 2 if q else 4
     dense_pen = (1e-4, 3e-4, 1e-3)
-    conv_pen = (2e-3, 6e-3, 2e-2)
+    conv_pen = (1e-3, 3e-3, 8e-3)
     lenet5_pen = {"conv": conv_pen, "dense": (2e-4, 6e-4, 2e-3)}
     # name, builder, data, flatten, dense steps, chunk (steps), GateTraining kwargs, group sparsity
     configs = {
