@@ -14,14 +14,13 @@ Speedups are dense / x. Every time is the best of several C-timed loops.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-import contextlib
-import io
 
 import numpy as np  # noqa: E402
 
