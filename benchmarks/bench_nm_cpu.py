@@ -67,11 +67,9 @@ def main(argv=None):
             assert [r.format for r in result.layers] == ["2:4"], result
             fb = flatbuffer.load(result.model_bytes)
             sg = fb.subgraphs[0]
-            op = sg.operators[[i for i, o in enumerate(sg.operators) if len(o.inputs) >= 5][0]]
-            np_t = {0: np.float32, 9: np.int8, 3: np.uint8, 2: np.int32}
-            arrays = [flatbuffer.tensor_data(fb, sg.tensors[int(t)], np_t[sg.tensors[int(t)].type]).reshape(-1)
-                      for t in op.inputs[1:]]
-            layer = NMSparseFC(*arrays)
+            op = next(o for o in sg.operators
+                      if fb.operatorCodes[o.opcodeIndex].customCode in (b"TFS_NM_SPARSE_FC", "TFS_NM_SPARSE_FC"))
+            layer = NMSparseFC.from_blob(flatbuffer.tensor_data(fb, sg.tensors[int(op.inputs[1])], np.uint8))
             for batch in batches:
                 if dtype == "float32":
                     x = rng.standard_normal((batch, in_f)).astype(np.float32)

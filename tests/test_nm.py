@@ -167,14 +167,16 @@ def test_check_nm_tflite_files(nm_files):
 
 def _corrupt_positions(path, out_path):
     """Write a copy of a TFS_NM_SPARSE_FC model whose first window has positions (1, 1)."""
-    from tflite_export import flatbuffer
+    from tflite_export import flatbuffer, params_blob
 
     model = flatbuffer.load(path.read_bytes())
     sg = model.subgraphs[0]
-    t = next(t for t in sg.tensors if t.name.decode().endswith("/tfs_nm_indices"))
-    data = np.asarray(model.buffers[t.buffer].data, np.uint8).copy()
-    data[0] = (data[0] & 0xF0) | 0b0101
-    model.buffers[t.buffer].data = data
+    t = next(t for t in sg.tensors if t.name.decode().endswith("/tfs_nm_params"))
+    sections = params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"]
+    blob = np.asarray(model.buffers[t.buffer].data, np.uint8).reshape(t.shape)
+    arrays = params_blob.unpack_params(blob, sections)
+    arrays["indices"][0] = (arrays["indices"][0] & 0xF0) | 0b0101
+    model.buffers[t.buffer].data = params_blob.pack_params(arrays, int(t.shape[0]), sections).ravel()
     out_path.write_bytes(flatbuffer.save(model))
 
 

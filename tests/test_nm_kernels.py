@@ -271,17 +271,18 @@ def test_int8_custom_op_model_bit_exact_with_stock_int8(exported):
 
 
 def test_stock_runtime_rejects_op_and_corrupt_meta_is_rejected(exported):
-    from tflite_export import flatbuffer, runtime
+    from tflite_export import flatbuffer, params_blob, runtime
 
     _, f32, _ = exported
     with pytest.raises(runtime.LiteRtError):
         with runtime.load_stock(f32.model_bytes) as rt:
             rt.run(np.zeros((1, 64), np.float32))
     model = flatbuffer.load(f32.model_bytes)
-    t = next(t for t in model.subgraphs[0].tensors if t.name.decode() == "b/tfs_nm_meta")
-    meta = np.frombuffer(bytes(model.buffers[t.buffer].data), np.int32).copy()
-    meta[1] = 44  # in: does not match the values' size
-    model.buffers[t.buffer].data = np.frombuffer(meta.tobytes(), np.uint8)
+    t = next(t for t in model.subgraphs[0].tensors if t.name.decode() == "b/tfs_nm_params")
+    sections = params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"]
+    arrays = params_blob.unpack_params(np.asarray(model.buffers[t.buffer].data, np.uint8), sections)
+    arrays["meta"][1] = 44  # in: does not match the values' size
+    model.buffers[t.buffer].data = params_blob.pack_params(arrays, int(t.shape[0]), sections).ravel()
     with pytest.raises(runtime.LiteRtError, match="TFS_NM_SPARSE_FC: invalid node: input 1 \\(values\\)"):
         runtime.load(flatbuffer.save(model))
 

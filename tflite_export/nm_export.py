@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, keras_names, quantization
+from tflite_export import flatbuffer, keras_names, params_blob, quantization
 from tflite_export.atomic import write_atomic
 from tflite_export.fc_layers import FCLayer, bias_values, find_fully_connected
 
@@ -27,10 +27,8 @@ CUSTOM_CODE = "TFS_NM_SPARSE_FC"
 CUSTOM_OP_VERSION = 1
 FORMAT_VERSION = 1
 META_LEN = 16
-INPUT_NAMES = ("values", "indices", "meta", "bias", "out_multiplier", "out_shift", "out_scale")
+INPUT_NAMES = params_blob.OP_SECTIONS[CUSTOM_CODE]  # the blob's sections, FORMAT.md order
 _TT = schema.TensorType
-_ARRAY_TYPES = {np.dtype(np.float32): _TT.FLOAT32, np.dtype(np.int8): _TT.INT8,
-                np.dtype(np.uint8): _TT.UINT8, np.dtype(np.int32): _TT.INT32}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,7 +88,8 @@ def decode_2_4(values: np.ndarray, indices: np.ndarray, in_features: int) -> np.
 # ---------------------------------------------------------------------------------------------
 
 def custom_op_arrays(model: schema.ModelT, layer: FCLayer) -> dict[str, np.ndarray]:
-    """The constant inputs 1.. of TFS_NM_SPARSE_FC for ``layer``, in FORMAT.md order."""
+    """The constant arrays 1.. of TFS_NM_SPARSE_FC for ``layer`` (its parameter blob's sections),
+    in FORMAT.md order."""
     values, indices = encode_2_4(layer.weights)
     meta = np.zeros(META_LEN, np.int32)
     meta[:7] = [FORMAT_VERSION, layer.in_features, layer.out_features, 2, 4,
@@ -124,26 +123,27 @@ def _opcode_index(model: schema.ModelT) -> int:
 
 
 def to_nm_custom(model: schema.ModelT, layer: FCLayer) -> int:
-    """Replace ``layer``'s FC with TFS_NM_SPARSE_FC; returns the bytes its constants use."""
-    arrays = custom_op_arrays(model, layer)
+    """Replace ``layer``'s FC with TFS_NM_SPARSE_FC; returns the bytes its constants use.
+
+    The node's inputs are the activations and one constant uint8 parameter blob holding every
+    array (``params_blob``), as for TFS_GROUP_SPARSE_FC: LiteRT's per-run cost grows with the
+    number of node inputs."""
+    blob = params_blob.pack_params(custom_op_arrays(model, layer), layer.out_features, INPUT_NAMES)
     sg = model.subgraphs[layer.subgraph]
-    inputs = [layer.input]
-    for name, arr in arrays.items():
-        t = schema.TensorT()
-        t.name = f"{layer.name}/tfs_nm_{name}"
-        t.shape = np.array(arr.shape, np.int32)
-        t.type = _ARRAY_TYPES[arr.dtype]
-        t.buffer = flatbuffer.add_buffer(model, arr)
-        sg.tensors.append(t)
-        inputs.append(len(sg.tensors) - 1)
+    t = schema.TensorT()
+    t.name = f"{layer.name}/tfs_nm_params"
+    t.shape = np.array(blob.shape, np.int32)
+    t.type = _TT.UINT8
+    t.buffer = flatbuffer.add_buffer(model, blob)
+    sg.tensors.append(t)
     op = schema.OperatorT()
     op.opcodeIndex = _opcode_index(model)
-    op.inputs = np.array(inputs, np.int32)
+    op.inputs = np.array([layer.input, len(sg.tensors) - 1], np.int32)
     op.outputs = np.array([layer.output], np.int32)
     op.builtinOptionsType = schema.BuiltinOptions.NONE
     op.customOptions = None
     sg.operators[layer.op_index] = op
-    return int(sum(a.nbytes for a in arrays.values()))
+    return int(blob.nbytes)
 
 
 def nm_reason(layer: FCLayer) -> str | None:
@@ -229,21 +229,20 @@ def check_custom_node(model: schema.ModelT, sg, op, n: int, m: int):
     from tflite_export.kernels import KernelFormatError
     from tflite_export.kernels.nm import NMSparseFC
 
-    np_types = {_TT.FLOAT32: np.float32, _TT.INT8: np.int8, _TT.UINT8: np.uint8, _TT.INT32: np.int32}
-    arrays = []
-    for t_index in [int(t) for t in op.inputs][1:]:
-        t = sg.tensors[t_index]
-        data = flatbuffer.tensor_data(model, t, np_types.get(t.type, np.uint8))
-        arrays.append(None if data is None else data.reshape(-1))
-    name = sg.tensors[int(op.inputs[1])].name  # "<layer>/tfs_nm_values" when we wrote it
+    name = sg.tensors[int(op.inputs[1])].name  # "<layer>/tfs_nm_params" when we wrote it
     name = name.decode() if isinstance(name, bytes) else str(name)
-    name = name[: -len("/tfs_nm_values")] if name.endswith("/tfs_nm_values") else name
+    name = name[: -len("/tfs_nm_params")] if name.endswith("/tfs_nm_params") else name
     try:
-        if any(a is None for a in arrays) or len(arrays) not in (4, 7):
-            raise KernelFormatError(f"{len(arrays)} constant inputs, expected 4 or 7 constants")
-        NMSparseFC(*arrays)
+        if len(op.inputs) != 2:
+            raise KernelFormatError(f"{len(op.inputs)} inputs, expected 2 (activations, parameter blob)")
+        t = sg.tensors[int(op.inputs[1])]
+        blob = flatbuffer.tensor_data(model, t, np.uint8)
+        if blob is None or t.type != _TT.UINT8:
+            raise KernelFormatError("input 1 is not a constant uint8 parameter blob")
+        layer = NMSparseFC.from_blob(blob)
     except KernelFormatError as e:
         return NMLayerCheck(name, CUSTOM_CODE, (), "invalid", reason=str(e))
+    arrays = layer.arrays
     meta = arrays[2]
     w = decode_2_4(arrays[0], arrays[1], int(meta[1]))
     check = check_nm_weights(w, n, m, name, CUSTOM_CODE)

@@ -1,7 +1,8 @@
-"""The parameter blob of TFS_GROUP_SPARSE_FC: every constant array of a node in one uint8 tensor.
+"""The parameter blob of tfscalpel's custom ops: every constant array of a node in one uint8 tensor.
 
-LiteRT wraps each node input in a fresh tensor buffer on every run (~0.3 us each), so the eight
-constant arrays travel as sections of one blob (FORMAT.md "Parameter blob"):
+LiteRT wraps each node input in a fresh tensor buffer on every run (~0.3 us each), so a node's
+constant arrays travel as sections of one blob (FORMAT.md "Parameter blob"), for every op
+(TFS_GROUP_SPARSE_FC, TFS_NM_SPARSE_FC; each op has its own section list in ``OP_SECTIONS``):
 
     header   int32 magic "TFSB", int32 number of sections, int32 0, int32 0
     entries  per section: int32 element type (TfLite numbering), int32 count, int32 offset, int32 0
@@ -18,10 +19,15 @@ MAGIC = 0x42534654  # "TFSB" little-endian
 ALIGN = 16  # element alignment and SIMD-friendly; the blob itself is 64-byte aligned in the file
 HEADER_BYTES = 16
 ENTRY_BYTES = 16
-#: Section order = the arrays' indices 1.. in FORMAT.md.
-SECTIONS = ("values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier", "out_shift", "out_scale")
-ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.int8): 9,
-                 np.dtype(np.uint16): 17}
+#: Section order per op = the arrays' indices 1.. in FORMAT.md (float32 nodes stop after bias).
+_REQUANT = ("out_multiplier", "out_shift", "out_scale")
+OP_SECTIONS = {
+    "TFS_GROUP_SPARSE_FC": ("values", "col_idx", "row_ptr", "meta", "bias", *_REQUANT),
+    "TFS_NM_SPARSE_FC": ("values", "indices", "meta", "bias", *_REQUANT),
+}
+SECTIONS = OP_SECTIONS["TFS_GROUP_SPARSE_FC"]  # the default
+ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.uint8): 3,
+                 np.dtype(np.int8): 9, np.dtype(np.uint16): 17}
 _DTYPES = {code: dtype for dtype, code in ELEMENT_TYPES.items()}
 
 
@@ -29,12 +35,12 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def pack_params(arrays: dict, out_features: int) -> np.ndarray:
-    """Pack ``arrays`` (names from ``SECTIONS``, float32 nodes stop after ``bias``) into the
-    ``[out_features, row_bytes]`` uint8 blob."""
-    names = [name for name in SECTIONS if name in arrays]
-    if names != list(SECTIONS[:len(names)]):
-        raise ValueError(f"params blob: sections must be a prefix of {SECTIONS}, got {names}")
+def pack_params(arrays: dict, out_features: int, sections: tuple = SECTIONS) -> np.ndarray:
+    """Pack ``arrays`` (names from ``sections``, an ``OP_SECTIONS`` entry; float32 nodes stop
+    after ``bias``) into the ``[out_features, row_bytes]`` uint8 blob."""
+    names = [name for name in sections if name in arrays]
+    if names != list(sections[:len(names)]):
+        raise ValueError(f"params blob: sections must be a prefix of {sections}, got {names}")
     parts = [np.ascontiguousarray(arrays[name]).ravel() for name in names]
     directory = np.zeros((len(parts), 4), dtype="<i4")
     offset = _align(HEADER_BYTES + ENTRY_BYTES * len(parts))
@@ -52,7 +58,7 @@ def pack_params(arrays: dict, out_features: int) -> np.ndarray:
     return blob.reshape(out_features, row_bytes)
 
 
-def unpack_params(blob: np.ndarray) -> dict:
+def unpack_params(blob: np.ndarray, sections: tuple = SECTIONS) -> dict:
     """The arrays of a well-formed blob, by name (for tests and reports; the C validator is what
     guards the runtime against malformed ones)."""
     raw = np.ascontiguousarray(blob).view(np.uint8).ravel()
@@ -61,7 +67,7 @@ def unpack_params(blob: np.ndarray) -> dict:
         raise ValueError(f"params blob: bad magic 0x{int(magic):08x}")
     directory = raw[HEADER_BYTES:HEADER_BYTES + ENTRY_BYTES * int(n)].view("<i4").reshape(-1, 4)
     arrays = {}
-    for name, (code, count, offset, _) in zip(SECTIONS, directory):
+    for name, (code, count, offset, _) in zip(sections, directory):
         dtype = _DTYPES[int(code)]
         arrays[name] = raw[offset:offset + count * dtype.itemsize].view(dtype).copy()
     return arrays

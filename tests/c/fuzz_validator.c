@@ -5,34 +5,28 @@
  * path disagreeing with the portable kernel aborts. Run by tests/test_fuzz_validator.py. */
 #include "gsfc_testgen.h"
 
-typedef struct { const uint8_t* d; size_t n, i; } reader;
-static uint32_t rd(reader* r, int bytes) {
-  uint32_t v = 0;
-  for (int k = 0; k < bytes; ++k) v = (v << 8) | (r->n ? r->d[(r->i++) % r->n] : 0u);
-  return v;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  reader r = {data, size, 0};
+  tfs_reader r = {data, size, 0};
   if (size < 8) return 0;
   static const int32_t gs[6] = {1, 2, 4, 8, 16, 3};
   int32_t meta[16] = {0};
-  const uint32_t mode = rd(&r, 1);
+  const uint32_t mode = tfs_rd(&r, 1);
   if (mode & 1) { /* fully raw meta: exercises every range check */
-    for (int i = 0; i < 16; ++i) meta[i] = (int32_t)rd(&r, 4);
+    for (int i = 0; i < 16; ++i) meta[i] = (int32_t)tfs_rd(&r, 4);
   } else {        /* plausible meta with small perturbations: reaches the deep checks */
-    meta[0] = (mode & 0x80) ? (int32_t)rd(&r, 1) : 1;
-    meta[1] = 1 + (int32_t)(rd(&r, 2) % 200);
-    meta[2] = 1 + (int32_t)(rd(&r, 1) % 40);
-    meta[3] = gs[rd(&r, 1) % 6];
-    meta[4] = (int32_t)(rd(&r, 2) % 400);
-    meta[5] = (int32_t)(rd(&r, 1) % 3 == 0);
-    meta[6] = (int32_t)(rd(&r, 1) % 5);
+    meta[0] = (mode & 0x80) ? (int32_t)tfs_rd(&r, 1) : 1;
+    meta[1] = 1 + (int32_t)(tfs_rd(&r, 2) % 200);
+    meta[2] = 1 + (int32_t)(tfs_rd(&r, 1) % 40);
+    meta[3] = gs[tfs_rd(&r, 1) % 6];
+    meta[4] = (int32_t)(tfs_rd(&r, 2) % 400);
+    meta[5] = (int32_t)(tfs_rd(&r, 1) % 3 == 0);
+    meta[6] = (int32_t)(tfs_rd(&r, 1) % 5);
     if (meta[5]) {
-      meta[7] = (int32_t)(int8_t)rd(&r, 1); meta[8] = (int32_t)(int8_t)rd(&r, 1);
-      meta[9] = (int32_t)(int8_t)rd(&r, 1); meta[10] = 127;
+      meta[7] = (int32_t)(int8_t)tfs_rd(&r, 1); meta[8] = (int32_t)(int8_t)tfs_rd(&r, 1);
+      meta[9] = (int32_t)(int8_t)tfs_rd(&r, 1); meta[10] = 127;
     }
-    if (mode & 0x40) meta[11 + rd(&r, 1) % 5] = (int32_t)rd(&r, 1);
+    if (mode & 0x40) meta[11 + tfs_rd(&r, 1) % 5] = (int32_t)tfs_rd(&r, 1);
   }
   const int dtype = meta[5] == 1;
   const int64_t g = meta[3] > 0 && meta[3] <= 16 ? meta[3] : 1;
@@ -42,21 +36,21 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t cnt[9];
   const int64_t want[9] = {0, ng * g, ng, out + 1, 16, out, out, out, out};
   for (int i = 1; i < 9; ++i) {
-    const uint32_t d = rd(&r, 1);
+    const uint32_t d = tfs_rd(&r, 1);
     int64_t c = want[i] + ((d & 0xF0) == 0 ? (int64_t)(d & 3) - 1 : 0);
     cnt[i] = c < 0 ? 0 : (size_t)c;
   }
-  cnt[4] = (rd(&r, 1) & 0xF0) == 0 ? 15 : 16;
+  cnt[4] = (tfs_rd(&r, 1) & 0xF0) == 0 ? 15 : 16;
   int32_t* meta_buf = (int32_t*)malloc(cnt[4] * 4 + 4);
   memcpy(meta_buf, meta, cnt[4] * 4);
   unsigned char* values = (unsigned char*)malloc(cnt[1] * 4 + 1);
-  for (size_t i = 0; i < cnt[1] * (dtype ? 1 : 4); ++i) values[i] = (unsigned char)rd(&r, 1);
+  for (size_t i = 0; i < cnt[1] * (dtype ? 1 : 4); ++i) values[i] = (unsigned char)tfs_rd(&r, 1);
   if (!dtype) for (size_t i = 0; i < cnt[1]; ++i) { const float f = (float)(int8_t)values[i] / 16.0f; memcpy(values + 4 * i, &f, 4); }
   uint16_t* col = (uint16_t*)malloc(cnt[2] * 2 + 2);
   int32_t* row_ptr = (int32_t*)malloc(cnt[3] * 4 + 4);
-  if (rd(&r, 1) & 1) { /* raw indices */
-    for (size_t i = 0; i < cnt[2]; ++i) col[i] = (uint16_t)rd(&r, 2);
-    for (size_t i = 0; i < cnt[3]; ++i) row_ptr[i] = (int32_t)(rd(&r, 2) % (uint32_t)(ng + 2));
+  if (tfs_rd(&r, 1) & 1) { /* raw indices */
+    for (size_t i = 0; i < cnt[2]; ++i) col[i] = (uint16_t)tfs_rd(&r, 2);
+    for (size_t i = 0; i < cnt[3]; ++i) row_ptr[i] = (int32_t)(tfs_rd(&r, 2) % (uint32_t)(ng + 2));
   } else {             /* well-formed structure with an occasional flipped entry */
     const int64_t in = meta[1] > 0 ? meta[1] : 1, per_row = (in + g - 1) / g;
     size_t k = 0;
@@ -64,27 +58,27 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       row_ptr[rr] = (int32_t)k;
       if (rr + 1 == cnt[3]) break;
       for (int64_t c = 0; c < per_row && k < cnt[2]; ++c)
-        if (rd(&r, 1) & 1) col[k++] = (uint16_t)(c * g);
+        if (tfs_rd(&r, 1) & 1) col[k++] = (uint16_t)(c * g);
     }
     for (; k < cnt[2]; ++k) col[k] = 0;
-    if (rd(&r, 1) == 0 && cnt[2]) col[rd(&r, 2) % cnt[2]] = (uint16_t)rd(&r, 2);
+    if (tfs_rd(&r, 1) == 0 && cnt[2]) col[tfs_rd(&r, 2) % cnt[2]] = (uint16_t)tfs_rd(&r, 2);
   }
   unsigned char* bias = (unsigned char*)malloc(cnt[5] * 4 + 1);
   for (size_t i = 0; i < cnt[5]; ++i) {
-    if (dtype) { const int32_t b = (int32_t)rd(&r, 4); memcpy(bias + 4 * i, &b, 4); }
-    else { const float b = (float)(int8_t)rd(&r, 1); memcpy(bias + 4 * i, &b, 4); }
+    if (dtype) { const int32_t b = (int32_t)tfs_rd(&r, 4); memcpy(bias + 4 * i, &b, 4); }
+    else { const float b = (float)(int8_t)tfs_rd(&r, 1); memcpy(bias + 4 * i, &b, 4); }
   }
   int32_t* mult = (int32_t*)malloc(cnt[6] * 4 + 4);
   int32_t* shift = (int32_t*)malloc(cnt[7] * 4 + 4);
   float* scale = (float*)malloc(cnt[8] * 4 + 4);
-  for (size_t i = 0; i < cnt[6]; ++i) mult[i] = (int32_t)(rd(&r, 4) & 0x7FFFFFFF);
-  for (size_t i = 0; i < cnt[7]; ++i) shift[i] = (int32_t)(int8_t)rd(&r, 1);
-  const int raw_scales = (rd(&r, 1) & 0x0F) == 0; /* mostly plausible scales, sometimes raw bits */
+  for (size_t i = 0; i < cnt[6]; ++i) mult[i] = (int32_t)(tfs_rd(&r, 4) & 0x7FFFFFFF);
+  for (size_t i = 0; i < cnt[7]; ++i) shift[i] = (int32_t)(int8_t)tfs_rd(&r, 1);
+  const int raw_scales = (tfs_rd(&r, 1) & 0x0F) == 0; /* mostly plausible scales, sometimes raw bits */
   for (size_t i = 0; i < cnt[8]; ++i) {
-    if (raw_scales) { const uint32_t b = rd(&r, 4); memcpy(&scale[i], &b, 4); }
-    else scale[i] = (float)rd(&r, 1) / 1000.0f;
+    if (raw_scales) { const uint32_t b = tfs_rd(&r, 4); memcpy(&scale[i], &b, 4); }
+    else scale[i] = (float)tfs_rd(&r, 1) / 1000.0f;
   }
-  const int e_types = (int)(rd(&r, 1) & 0x1F) == 0;
+  const int e_types = (int)(tfs_rd(&r, 1) & 0x1F) == 0;
   tfs_tensor t[9] = {
       {NULL, 0, 0},
       {values, cnt[1], dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
@@ -95,21 +89,21 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       {mult, cnt[6], TFS_ELEM_INT32},
       {shift, cnt[7], TFS_ELEM_INT32},
       {scale, cnt[8], TFS_ELEM_FLOAT32}};
-  const size_t n_in = (rd(&r, 1) & 0x3F) == 0 ? 7 : (dtype ? 9 : 6);
+  const size_t n_in = (tfs_rd(&r, 1) & 0x3F) == 0 ? 7 : (dtype ? 9 : 6);
   int rejected = 0;
-  const int32_t batch = 1 + (int32_t)(rd(&r, 1) % 3);
-  if ((rd(&r, 1) & 1) && !e_types) {
+  const int32_t batch = 1 + (int32_t)(tfs_rd(&r, 1) % 3);
+  if ((tfs_rd(&r, 1) & 1) && !e_types) {
     /* Blob mode: the same arrays packed into a parameter blob as the model carries them, with
      * an occasional fuzzed header or directory word, then unpacked and run. (Not with e_types:
      * the builder copies count * element size bytes, which a retyped buffer does not hold.) */
     size_t bytes = 0;
     unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
-    if ((rd(&r, 1) & 3) == 0) {
-      const size_t word = rd(&r, 1) % (4 + 4 * (n_in - 1));
-      const int32_t v = (int32_t)rd(&r, 4);
+    if ((tfs_rd(&r, 1) & 3) == 0) {
+      const size_t word = tfs_rd(&r, 1) % (4 + 4 * (n_in - 1));
+      const int32_t v = (int32_t)tfs_rd(&r, 4);
       memcpy(blob + 4 * word, &v, 4);
     }
-    const size_t cut = (rd(&r, 1) & 0x1F) == 0 ? rd(&r, 2) % (bytes + 1) : bytes; /* truncation */
+    const size_t cut = (tfs_rd(&r, 1) & 0x1F) == 0 ? tfs_rd(&r, 2) % (bytes + 1) : bytes; /* truncation */
     tfs_tensor u[9];
     size_t n_u = 0;
     char err[256];

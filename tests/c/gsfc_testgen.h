@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../../tflite_export/kernels/tfs_group_sparse_fc.h"
+#include "tfs_testgen.h"
 
 /* Validate, pack and compute a layer on every implementation the CPU has, with x, y, workspace
  * and the packed copy in exactly-sized heap blocks (so ASan sees any overrun). int8 results must
@@ -30,12 +31,7 @@ static int tfs_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32_t 
   if (posix_memalign(&mem, 64, bound ? bound : 64) != 0) abort();
   tfs_gsfc_packed P;
   if (tfs_gsfc_pack(&L, mem, bound, &P) != TFS_OK) { fprintf(stderr, "pack failed\n"); abort(); }
-  uint32_t s = seed * 2654435761u + 1u;
-  for (size_t i = 0; i < nx; ++i) {
-    s = s * 1664525u + 1013904223u;
-    if (esize == 1) x[i] = (unsigned char)(s >> 24);
-    else { const float f = (float)((int32_t)(s >> 8) % 2000) / 500.0f; memcpy(x + 4 * i, &f, 4); }
-  }
+  tfs_fill_x(x, nx, esize, seed);
   tfs_tensor tx = {x, nx, L.dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32};
   tfs_tensor ty = {y, ny, tx.elem};
   int32_t b = 0;
@@ -45,48 +41,14 @@ static int tfs_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32_t 
   for (int impl = TFS_IMPL_AVX2; impl <= TFS_IMPL_ARM_DSP; ++impl) {
     if (!tfs_gsfc_impl_available(impl)) continue;
     if (tfs_gsfc_compute(&L, &P, x, y, batch, ws, impl) != TFS_OK) abort();
-    for (size_t i = 0; i < ny && !bad; ++i) {
-      if (esize == 1) {
-        bad = y[i] != y_ref[i];
-      } else {
-        float a, r;
-        memcpy(&a, y + 4 * i, 4);
-        memcpy(&r, y_ref + 4 * i, 4);
-        const float d = a > r ? a - r : r - a, m = (a > 0 ? a : -a) + (r > 0 ? r : -r);
-        bad = !(d <= 1e-3f * m + 1e-3f); /* loose: sums in another order; catches wrong terms */
-      }
-      if (bad) fprintf(stderr, "mismatch impl %d g %d dtype %d at %zu\n", impl, L.g, L.dtype, i);
+    size_t at = 0;
+    bad = tfs_outputs_differ(y, y_ref, ny, esize, &at);
+    if (bad) {
+      fprintf(stderr, "mismatch impl %d g %d dtype %d at %zu\n", impl, L.g, L.dtype, at);
+      break;
     }
   }
   free(x); free(y_ref); free(y); free(ws); free(mem);
   return bad;
-}
-/* Pack tensors 1..n-1 into a parameter blob (FORMAT.md) in a 64-byte aligned heap block of
- * exactly *bytes bytes, as tflite_export/params_blob.py does. */
-static unsigned char* tfs_build_blob(const tfs_tensor* t, size_t n, size_t* bytes) {
-  const size_t sections = n - 1;
-  size_t offset = TFS_BLOB_HEADER_BYTES + sections * TFS_BLOB_ENTRY_BYTES;
-  size_t offsets[8] = {0}, sizes[8] = {0};
-  for (size_t i = 0; i < sections; ++i) {
-    const int e = t[i + 1].elem;
-    const size_t es = e == TFS_ELEM_UINT16 ? 2 : e == TFS_ELEM_INT8 ? 1 : 4;
-    offset = (offset + TFS_BLOB_ALIGN - 1) / TFS_BLOB_ALIGN * TFS_BLOB_ALIGN;
-    offsets[i] = offset;
-    sizes[i] = t[i + 1].count * es;
-    offset += sizes[i];
-  }
-  *bytes = offset;
-  void* mem = NULL;
-  if (posix_memalign(&mem, 64, offset ? offset : 64) != 0) abort();
-  unsigned char* b = (unsigned char*)mem;
-  memset(b, 0, offset);
-  const int32_t head[4] = {(int32_t)TFS_BLOB_MAGIC, (int32_t)sections, 0, 0};
-  memcpy(b, head, sizeof head);
-  for (size_t i = 0; i < sections; ++i) {
-    const int32_t entry[4] = {t[i + 1].elem, (int32_t)t[i + 1].count, (int32_t)offsets[i], 0};
-    memcpy(b + TFS_BLOB_HEADER_BYTES + i * TFS_BLOB_ENTRY_BYTES, entry, sizeof entry);
-    if (sizes[i]) memcpy(b + offsets[i], t[i + 1].data, sizes[i]);
-  }
-  return b;
 }
 #endif

@@ -4,7 +4,7 @@
 #include "nm_testgen.h"
 
 static uint32_t rng_state = 777u;
-static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
+static uint32_t rnd(void) { return tfs_rnd(&rng_state); }
 
 int main(void) {
   static const int32_t shapes[][2] = {{4, 1}, {8, 3}, {20, 5}, {36, 7}, {64, 16}, {100, 10}, {784, 30}, {1028, 9}};
@@ -25,19 +25,11 @@ int main(void) {
       }
       int32_t meta[16] = {0};
       meta[0] = 1; meta[1] = in; meta[2] = out; meta[3] = 2; meta[4] = 4; meta[5] = dtype;
-      meta[6] = (int32_t)(rnd() % 2);
-      if (dtype) { meta[7] = 5; meta[8] = -3; meta[9] = meta[6] ? -3 : -128; meta[10] = 127; }
       unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
       int32_t* mult = (int32_t*)malloc((size_t)out * 4);
       int32_t* shift = (int32_t*)malloc((size_t)out * 4);
       float* scale = (float*)malloc((size_t)out * 4);
-      for (int32_t r = 0; r < out; ++r) {
-        if (dtype) { const int32_t bv = (int32_t)(rnd() % 4000) - 2000; memcpy(bias + 4 * r, &bv, 4); }
-        else { const float bv = (float)(rnd() % 100) / 50.0f - 1.0f; memcpy(bias + 4 * r, &bv, 4); }
-        mult[r] = (int32_t)(1u << 30) + (int32_t)(rnd() % 1000000);
-        shift[r] = -8;
-        scale[r] = 0.002f + (float)(rnd() % 100) * 1e-4f;
-      }
+      tfs_fill_quant(dtype, out, meta, bias, mult, shift, scale, &rng_state);
       tfs_tensor t[8] = {
           {NULL, 0, 0},
           {values, nv, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
@@ -53,6 +45,24 @@ int main(void) {
         if (tfs_nm_run_all_paths(t, n_in, batch, (uint32_t)(cases + 1), &rejected)) return 1;
         if (rejected) { fprintf(stderr, "valid layer rejected: in %d out %d\n", in, out); return 1; }
         ++cases;
+      }
+      { /* The same layer through a parameter blob in an exactly sized block, as models carry it. */
+        size_t bytes = 0;
+        unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
+        tfs_tensor u[8];
+        size_t n_u = 0;
+        char err[256];
+        int rej = 1;
+        if (tfs_nmfc_unpack_params(blob, bytes, u, &n_u, err, sizeof err) != TFS_OK ||
+            tfs_nm_run_all_paths(u, n_u, 2, 99u, &rej) || rej) {
+          fprintf(stderr, "blob of a valid layer failed: %s\n", err);
+          return 1;
+        }
+        if (tfs_nmfc_unpack_params(blob, bytes - 1, u, &n_u, err, sizeof err) == TFS_OK) {
+          fprintf(stderr, "truncated blob accepted\n");
+          return 1;
+        }
+        free(blob);
       }
       int32_t saved;
       uint8_t sb;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../../tflite_export/kernels/tfs_nm_sparse_fc.h"
+#include "tfs_testgen.h"
 
 /* Returns 1 on a mismatch between paths, else 0; *rejected says whether validation failed. */
 static int tfs_nm_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32_t batch,
@@ -23,12 +24,7 @@ static int tfs_nm_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32
   unsigned char* y = (unsigned char*)malloc(ny * esize);
   const size_t ws_size = tfs_nmfc_workspace_size(&L, batch);
   void* ws = ws_size ? malloc(ws_size) : NULL;
-  uint32_t s = seed * 2654435761u + 1u;
-  for (size_t i = 0; i < nx; ++i) {
-    s = s * 1664525u + 1013904223u;
-    if (esize == 1) x[i] = (unsigned char)(s >> 24);
-    else { const float f = (float)((int32_t)(s >> 8) % 2000) / 500.0f; memcpy(x + 4 * i, &f, 4); }
-  }
+  tfs_fill_x(x, nx, esize, seed);
   tfs_tensor tx = {x, nx, L.dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32};
   tfs_tensor ty = {y, ny, tx.elem};
   int32_t b = 0;
@@ -38,17 +34,11 @@ static int tfs_nm_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32
   for (int impl = TFS_IMPL_AVX2; impl <= TFS_IMPL_AVX512; ++impl) {
     if (!tfs_gsfc_impl_available(impl)) continue;
     if (tfs_nmfc_compute(&L, x, y, batch, ws, impl) != TFS_OK) abort();
-    for (size_t i = 0; i < ny && !bad; ++i) {
-      if (esize == 1) {
-        bad = y[i] != y_ref[i];
-      } else {
-        float a, r;
-        memcpy(&a, y + 4 * i, 4);
-        memcpy(&r, y_ref + 4 * i, 4);
-        const float d = a > r ? a - r : r - a, m = (a > 0 ? a : -a) + (r > 0 ? r : -r);
-        bad = !(d <= 1e-3f * m + 1e-3f) && !(a != a && r != r); /* NaN from NaN weights: both */
-      }
-      if (bad) fprintf(stderr, "mismatch impl %d dtype %d at %zu\n", impl, L.dtype, i);
+    size_t at = 0;
+    bad = tfs_outputs_differ(y, y_ref, ny, esize, &at);
+    if (bad) {
+      fprintf(stderr, "mismatch impl %d dtype %d at %zu\n", impl, L.dtype, at);
+      break;
     }
   }
   free(x); free(y_ref); free(y); free(ws);

@@ -4,7 +4,7 @@
 #include "gsfc_testgen.h"
 
 static uint32_t rng_state = 12345u;
-static uint32_t rnd(void) { rng_state = rng_state * 1664525u + 1013904223u; return rng_state >> 8; }
+static uint32_t rnd(void) { return tfs_rnd(&rng_state); }
 
 int main(void) {
   static const int32_t gs[5] = {1, 2, 4, 8, 16};
@@ -32,19 +32,11 @@ int main(void) {
         }
         int32_t meta[16] = {0};
         meta[0] = 1; meta[1] = in; meta[2] = out; meta[3] = g; meta[4] = n; meta[5] = dtype;
-        meta[6] = (int32_t)(rnd() % 2);
-        if (dtype) { meta[7] = 5; meta[8] = -3; meta[9] = meta[6] ? -3 : -128; meta[10] = 127; }
         unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
         int32_t* mult = (int32_t*)malloc((size_t)out * 4);
         int32_t* shift = (int32_t*)malloc((size_t)out * 4);
         float* scale = (float*)malloc((size_t)out * 4);
-        for (int32_t r = 0; r < out; ++r) {
-          if (dtype) { const int32_t bv = (int32_t)(rnd() % 4000) - 2000; memcpy(bias + 4 * r, &bv, 4); }
-          else { const float bv = (float)(rnd() % 100) / 50.0f - 1.0f; memcpy(bias + 4 * r, &bv, 4); }
-          mult[r] = (int32_t)(1u << 30) + (int32_t)(rnd() % 1000000);
-          shift[r] = -8;
-          scale[r] = 0.002f + (float)(rnd() % 100) * 1e-4f;
-        }
+        tfs_fill_quant(dtype, out, meta, bias, mult, shift, scale, &rng_state);
         tfs_tensor t[9] = {
             {NULL, 0, 0},
             {values, (size_t)n * (size_t)g, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},

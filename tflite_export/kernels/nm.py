@@ -34,6 +34,8 @@ def nm_library() -> ctypes.CDLL:
     if not _DECLARED:
         vp, sz, i32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32
         decl = {
+            "tfs_nmfc_unpack_params": (ctypes.c_int, [vp, sz, ctypes.POINTER(_Tensor), ctypes.POINTER(sz),
+                                                      ctypes.c_char_p, sz]),
             "tfs_nmfc_validate_layer": (ctypes.c_int, [ctypes.POINTER(_Tensor), sz, vp, ctypes.c_char_p, sz]),
             "tfs_nmfc_validate_io": (ctypes.c_int, [vp, ctypes.POINTER(_Tensor), ctypes.POINTER(_Tensor),
                                                     ctypes.POINTER(i32), ctypes.c_char_p, sz]),
@@ -96,6 +98,27 @@ class NMSparseFC:
         self.in_features, self.out_features = int(m[1]), int(m[2])
         self.dtype = np.dtype(np.int8) if int(m[5]) == 1 else np.dtype(np.float32)
         self._workspace = np.empty(0, np.uint8)
+
+    @classmethod
+    def from_blob(cls, blob, requant: str = "fp32") -> "NMSparseFC":
+        """The layer a node's parameter blob (FORMAT.md "Parameter blob") holds; the C unpacker
+        checks the header and section bounds before any array is read."""
+        from tflite_export import params_blob
+
+        raw = np.ascontiguousarray(blob).view(np.uint8).ravel()
+        tensors, n = (_Tensor * 8)(), ctypes.c_size_t()
+        err = ctypes.create_string_buffer(400)
+        if nm_library().tfs_nmfc_unpack_params(raw.ctypes.data, raw.size, tensors, ctypes.byref(n),
+                                               err, len(err)) != 0:
+            raise KernelFormatError(err.value.decode(errors="replace"))
+        arrays = params_blob.unpack_params(raw, params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"])
+        return cls(*[arrays.get(name) for name in params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"]],
+                   requant=requant)
+
+    @property
+    def arrays(self) -> list:
+        """The constant arrays 1..7 in FORMAT.md order (None where a float32 layer has none)."""
+        return list(self._arrays)
 
     def _prepare(self, x):
         lib = nm_library()

@@ -48,8 +48,7 @@ typedef LiteRtStatus (*GetSizeFn)(LiteRtTensorBuffer, size_t*);
 typedef LiteRtStatus (*HostMemoryFn)(LiteRtTensorBuffer, void**);
 
 typedef struct {
-  const void* key[TFS_NMFC_NUM_INPUTS_I8]; /* [0] unused: the activations change every run */
-  size_t n_inputs;
+  const void* blob; /* the node's parameter blob, the cache key */
   tfs_nmfc_layer layer;
 } nm_cached;
 
@@ -118,16 +117,17 @@ static LiteRtStatus nm_init(void* user_data, const void* init_data, size_t size)
 static LiteRtStatus nm_output_layouts(void* user_data, size_t n_in, const NmLiteRtLayout* in,
                                       size_t n_out, NmLiteRtLayout* out) {
   nm_ctx* ctx = (nm_ctx*)user_data;
-  if (n_out != 1 || (n_in != TFS_NMFC_NUM_INPUTS_F32 && n_in != TFS_NMFC_NUM_INPUTS_I8) ||
-      in[TFS_NMFC_IN_X].rank < 1 || in[TFS_NMFC_IN_X].rank > 8 || in[TFS_NMFC_IN_BIAS].rank != 1) {
+  if (n_out != 1 || n_in != TFS_NMFC_NODE_INPUTS || in[0].rank < 1 || in[0].rank > 8 ||
+      in[1].rank != 2 || in[1].dimensions[0] < 1) {
     if (ctx) set_error(ctx, "%s", "node has the wrong number of inputs/outputs or bad ranks");
     return kInvalidArgument;
   }
+  /* out = the blob's first dimension (FORMAT.md "Parameter blob"). */
   NmLiteRtLayout o;
   memset(&o, 0, sizeof o);
-  o.rank = in[TFS_NMFC_IN_X].rank;
-  for (unsigned i = 0; i < o.rank; ++i) o.dimensions[i] = in[TFS_NMFC_IN_X].dimensions[i];
-  o.dimensions[o.rank - 1] = in[TFS_NMFC_IN_BIAS].dimensions[0];
+  o.rank = in[0].rank;
+  for (unsigned i = 0; i < o.rank; ++i) o.dimensions[i] = in[0].dimensions[i];
+  o.dimensions[o.rank - 1] = in[1].dimensions[0];
   out[0] = o;
   return kOk;
 }
@@ -154,32 +154,34 @@ static int describe(nm_ctx* ctx, LiteRtTensorBuffer buf, tfs_tensor* t) {
   return 0;
 }
 
-static const nm_cached* find_cached(const nm_ctx* ctx, void* const* ptrs, size_t n) {
-  for (size_t i = 0; i < ctx->cache_len; ++i) {
-    const nm_cached* c = &ctx->cache[i];
-    if (c->n_inputs != n) continue;
-    size_t j = 1;
-    while (j < n && c->key[j] == ptrs[j]) ++j;
-    if (j == n) return c;
-  }
+static const nm_cached* find_cached(const nm_ctx* ctx, const void* blob) {
+  for (size_t i = 0; i < ctx->cache_len; ++i)
+    if (ctx->cache[i].blob == blob) return &ctx->cache[i];
   return NULL;
 }
 
-static const nm_cached* validate_and_cache(nm_ctx* ctx, const LiteRtTensorBuffer* in,
-                                           void* const* ptrs, size_t n) {
-  tfs_tensor t[TFS_NMFC_NUM_INPUTS_I8];
-  memset(t, 0, sizeof t);
-  for (size_t i = 1; i < n; ++i) {
-    if (describe(ctx, in[i], &t[i]) != 0) {
-      set_error(ctx, "%s", "cannot read a constant input's type/size (or its layout overstates it)");
-      return NULL;
-    }
-    t[i].data = ptrs[i];
+static const nm_cached* validate_and_cache(nm_ctx* ctx, LiteRtTensorBuffer blob_buf, const void* blob) {
+  NmLiteRtRankedTensorType type;
+  size_t bytes = 0;
+  if (ctx->get_type(blob_buf, &type) != kOk || ctx->get_size(blob_buf, &bytes) != kOk) {
+    set_error(ctx, "%s", "cannot read the parameter blob's type and size");
+    return NULL;
   }
+  if (type.element_type != TFS_ELEM_UINT8 || type.layout.rank != 2) {
+    set_error(ctx, "%s", "input 1 (the parameter blob) must be a 2-D uint8 tensor");
+    return NULL;
+  }
+  tfs_tensor t[TFS_NMFC_NUM_INPUTS_I8];
+  size_t n = 0;
   tfs_nmfc_layer layer;
   char err[400];
-  if (tfs_nmfc_validate_layer(t, n, &layer, err, sizeof err) != TFS_OK) {
+  if (tfs_nmfc_unpack_params(blob, bytes, t, &n, err, sizeof err) != TFS_OK ||
+      tfs_nmfc_validate_layer(t, n, &layer, err, sizeof err) != TFS_OK) {
     set_error(ctx, "invalid node: %s", err);
+    return NULL;
+  }
+  if (type.layout.dimensions[0] != layer.out) {
+    set_error(ctx, "%s", "the parameter blob's first dimension must equal the layer's out");
     return NULL;
   }
   if (ctx->cache_len == ctx->cache_cap) {
@@ -193,9 +195,7 @@ static const nm_cached* validate_and_cache(nm_ctx* ctx, const LiteRtTensorBuffer
     ctx->cache_cap = cap;
   }
   nm_cached* c = &ctx->cache[ctx->cache_len++];
-  memset(c, 0, sizeof *c);
-  for (size_t i = 1; i < n; ++i) c->key[i] = ptrs[i];
-  c->n_inputs = n;
+  c->blob = blob;
   c->layer = layer;
   return c;
 }
@@ -205,27 +205,25 @@ static LiteRtStatus nm_run(void* user_data, size_t n_in, const LiteRtTensorBuffe
   nm_ctx* ctx = (nm_ctx*)user_data;
   if (!ctx) return kInvalidArgument;
   ctx->runs++;
-  if (n_out != 1 || (n_in != TFS_NMFC_NUM_INPUTS_F32 && n_in != TFS_NMFC_NUM_INPUTS_I8)) {
-    set_error(ctx, "%s", "node must have 5 (float32) or 8 (int8) inputs and 1 output");
+  if (n_out != 1 || n_in != TFS_NMFC_NODE_INPUTS) {
+    set_error(ctx, "%s", "node must have 2 inputs (activations, parameter blob) and 1 output");
     return kInvalidArgument;
   }
-  void* ptrs[TFS_NMFC_NUM_INPUTS_I8];
-  for (size_t i = 0; i < n_in; ++i)
-    if (ctx->host_memory(inputs[i], &ptrs[i]) != kOk) {
-      set_error(ctx, "%s", "an input is not a host-memory tensor buffer");
-      return kRuntimeFailure;
-    }
-  tfs_tensor x, y;
-  void* yp = NULL;
-  if (describe(ctx, inputs[0], &x) != 0 || describe(ctx, outputs[0], &y) != 0 ||
+  void *xp = NULL, *blob = NULL, *yp = NULL;
+  if (ctx->host_memory(inputs[0], &xp) != kOk || ctx->host_memory(inputs[1], &blob) != kOk ||
       ctx->host_memory(outputs[0], &yp) != kOk) {
+    set_error(ctx, "%s", "an input or the output is not a host-memory tensor buffer");
+    return kRuntimeFailure;
+  }
+  tfs_tensor x, y;
+  if (describe(ctx, inputs[0], &x) != 0 || describe(ctx, outputs[0], &y) != 0) {
     set_error(ctx, "%s", "cannot describe the activations or the output buffer");
     return kRuntimeFailure;
   }
-  x.data = ptrs[0];
+  x.data = xp;
   y.data = yp;
-  const nm_cached* node = find_cached(ctx, ptrs, n_in);
-  if (!node) node = validate_and_cache(ctx, inputs, ptrs, n_in);
+  const nm_cached* node = find_cached(ctx, blob);
+  if (!node) node = validate_and_cache(ctx, inputs[1], blob);
   if (!node) return kInvalidArgument;
   int32_t batch = 0;
   char err[400];

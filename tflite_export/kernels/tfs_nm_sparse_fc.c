@@ -39,6 +39,12 @@ static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count,
   return tfs_check_tensor(t, index, kNames[index], elem, count, err, err_len);
 }
 
+int tfs_nmfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
+                           char* err, size_t err_len) {
+  return tfs_unpack_params(blob, bytes, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8, kNames,
+                           tensors, n_tensors, err, err_len);
+}
+
 int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_layer* layer,
                             char* err, size_t err_len) {
   int rc;

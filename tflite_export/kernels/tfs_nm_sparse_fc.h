@@ -7,6 +7,7 @@
  *
  * Use:
  *   tfs_nmfc_layer layer;
+ *   tfs_nmfc_unpack_params(blob, blob_bytes, inputs, &n_inputs, err, sizeof err);  // from a model
  *   if (tfs_nmfc_validate_layer(inputs, n_inputs, &layer, err, sizeof err) != 0) reject;
  *   if (tfs_nmfc_validate_io(&layer, &x, &y, &batch, err, sizeof err) != 0) reject;  // per run
  *   tfs_nmfc_compute(&layer, x.data, y.data, batch, workspace, TFS_IMPL_AUTO);
@@ -30,7 +31,12 @@ extern "C" {
 /* Largest `in` and `out` accepted (keeps every index computation far from overflow). */
 #define TFS_NMFC_MAX_DIM (1 << 24)
 
-/* Node input indices (FORMAT.md). */
+/* In a model the node has two inputs, like TFS_GROUP_SPARSE_FC: the activations and one
+ * constant uint8 [out, row_bytes] parameter blob whose sections are arrays 1.. below (FORMAT.md
+ * "Parameter blob"; LiteRT wraps every node input in a fresh buffer per run, ~0.3 us each). */
+#define TFS_NMFC_NODE_INPUTS 2
+
+/* Array indices (FORMAT.md): blob section i is array i; 0 stands for the activations. */
 enum {
   TFS_NMFC_IN_X = 0,
   TFS_NMFC_IN_VALUES = 1,
@@ -67,6 +73,11 @@ typedef struct {
   const int32_t* shift;
   const float* scale;
 } tfs_nmfc_layer;
+
+/* Split a parameter blob into its arrays (tensors[1..]; tensors[0] zeroed), ready for
+ * tfs_nmfc_validate_layer; `tensors` has room for TFS_NMFC_NUM_INPUTS_I8. O(sections). */
+int tfs_nmfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
+                           char* err, size_t err_len);
 
 /* Validate a node's constant inputs (inputs[1..]) completely, every position included:
  * FORMAT.md "Validation". O(out * in / 8). Fills `layer` on success. */

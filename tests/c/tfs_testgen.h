@@ -1,0 +1,100 @@
+/* Test-generator pieces both custom ops' sanitizer drivers and fuzz targets share (gsfc_testgen.h,
+ * nm_testgen.h include it): the parameter-blob builder, the fuzz input reader, input filling and
+ * the cross-path output comparison. */
+#ifndef TFS_TESTGEN_H_
+#define TFS_TESTGEN_H_
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../tflite_export/kernels/tfs_common.h"
+
+/* Pack tensors 1..n-1 into a parameter blob (FORMAT.md) in a 64-byte aligned heap block of
+ * exactly *bytes bytes, as tflite_export/params_blob.py does. */
+static inline unsigned char* tfs_build_blob(const tfs_tensor* t, size_t n, size_t* bytes) {
+  const size_t sections = n - 1;
+  size_t offset = TFS_BLOB_HEADER_BYTES + sections * TFS_BLOB_ENTRY_BYTES;
+  size_t offsets[16] = {0}, sizes[16] = {0};
+  if (sections > 16) abort();
+  for (size_t i = 0; i < sections; ++i) {
+    const size_t es = tfs_elem_size(t[i + 1].elem);
+    offset = (offset + TFS_BLOB_ALIGN - 1) / TFS_BLOB_ALIGN * TFS_BLOB_ALIGN;
+    offsets[i] = offset;
+    sizes[i] = t[i + 1].count * es;
+    offset += sizes[i];
+  }
+  *bytes = offset;
+  void* mem = NULL;
+  if (posix_memalign(&mem, 64, offset ? offset : 64) != 0) abort();
+  unsigned char* b = (unsigned char*)mem;
+  memset(b, 0, offset);
+  const int32_t head[4] = {(int32_t)TFS_BLOB_MAGIC, (int32_t)sections, 0, 0};
+  memcpy(b, head, sizeof head);
+  for (size_t i = 0; i < sections; ++i) {
+    const int32_t entry[4] = {t[i + 1].elem, (int32_t)t[i + 1].count, (int32_t)offsets[i], 0};
+    memcpy(b + TFS_BLOB_HEADER_BYTES + i * TFS_BLOB_ENTRY_BYTES, entry, sizeof entry);
+    if (sizes[i]) memcpy(b + offsets[i], t[i + 1].data, sizes[i]);
+  }
+  return b;
+}
+/* The drivers' generator: a 32-bit LCG, 24 bits out. */
+static inline uint32_t tfs_rnd(uint32_t* state) {
+  *state = *state * 1664525u + 1013904223u;
+  return *state >> 8;
+}
+
+/* The fuzz targets' reader: `bytes` big-endian bytes of the input, cycling (0 when empty). */
+typedef struct { const uint8_t* d; size_t n, i; } tfs_reader;
+static inline uint32_t tfs_rd(tfs_reader* r, int bytes) {
+  uint32_t v = 0;
+  for (int k = 0; k < bytes; ++k) v = (v << 8) | (r->n ? r->d[(r->i++) % r->n] : 0u);
+  return v;
+}
+
+/* Quantization fields of meta (activation, zero points, range) for a generated layer, and its
+ * bias and requantization arrays (out entries each), from rng state *s. */
+static inline void tfs_fill_quant(int dtype, int32_t out, int32_t* meta, unsigned char* bias,
+                                  int32_t* mult, int32_t* shift, float* scale, uint32_t* s) {
+  meta[6] = (int32_t)(tfs_rnd(s) % 2);
+  if (dtype) { meta[7] = 5; meta[8] = -3; meta[9] = meta[6] ? -3 : -128; meta[10] = 127; }
+  for (int32_t r = 0; r < out; ++r) {
+    if (dtype) { const int32_t bv = (int32_t)(tfs_rnd(s) % 4000) - 2000; memcpy(bias + 4 * r, &bv, 4); }
+    else { const float bv = (float)(tfs_rnd(s) % 100) / 50.0f - 1.0f; memcpy(bias + 4 * r, &bv, 4); }
+    mult[r] = (int32_t)(1u << 30) + (int32_t)(tfs_rnd(s) % 1000000);
+    shift[r] = -8;
+    scale[r] = 0.002f + (float)(tfs_rnd(s) % 100) * 1e-4f;
+  }
+}
+
+/* Activations x[nx] (int8 if esize is 1, else float32) from a seed. */
+static inline void tfs_fill_x(unsigned char* x, size_t nx, size_t esize, uint32_t seed) {
+  uint32_t s = seed * 2654435761u + 1u;
+  for (size_t i = 0; i < nx; ++i) {
+    s = s * 1664525u + 1013904223u;
+    if (esize == 1) x[i] = (unsigned char)(s >> 24);
+    else { const float f = (float)((int32_t)(s >> 8) % 2000) / 500.0f; memcpy(x + 4 * i, &f, 4); }
+  }
+}
+
+/* 1 if y differs from y_ref: int8 exactly; float32 beyond a loose tolerance (sums in another
+ * order; catches wrong terms), NaN on both sides counting as equal. *at = first index. */
+static inline int tfs_outputs_differ(const unsigned char* y, const unsigned char* y_ref, size_t ny,
+                                     size_t esize, size_t* at) {
+  for (size_t i = 0; i < ny; ++i) {
+    int bad;
+    if (esize == 1) {
+      bad = y[i] != y_ref[i];
+    } else {
+      float a, r;
+      memcpy(&a, y + 4 * i, 4);
+      memcpy(&r, y_ref + 4 * i, 4);
+      const float d = a > r ? a - r : r - a, m = (a > 0 ? a : -a) + (r > 0 ? r : -r);
+      bad = !(d <= 1e-3f * m + 1e-3f) && !(a != a && r != r);
+    }
+    if (bad) { *at = i; return 1; }
+  }
+  return 0;
+}
+
+#endif
