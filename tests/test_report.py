@@ -120,3 +120,11 @@ def test_readme_targets_table_is_the_registry():
     table = readme.split(begin, 1)[1].split(end, 1)[0]
     assert table == report.targets_table(), "README is stale: paste `python -m tfscalpel.report --targets`"
     assert "| `cortex-m4` | mcu | int8 |" in table
+
+
+def test_plot_layers_shows_removed_nodes_of_a_node_pruned_report(tmp_path):
+    from tfscalpel.strip import LayerReport
+
+    rows = (LayerReport("conv1", "dense", 1, 18, 25, 450, 450, 450, nodes_kept=18, nodes_total=20),
+            LayerReport("fc1", "group(g=8)", 8, 30, 624, 4000, 600, 2340, nodes_kept=30, nodes_total=500))
+    _png_size(report.plot_layers(tfscalpel.StripReport(rows), tmp_path / "nodes.png"))

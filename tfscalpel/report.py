@@ -160,13 +160,25 @@ def plot_layers(report, path, title=None):
         raise ValueError("the report has no layers to plot")
     fig, (left, right) = _figure(2, width=max(5.0, 1.2 * len(names) + 2.5))
     xs = range(len(names))
-    bars = left.bar(xs, sparsity, color=_PRUNED_COLOR)
-    left.bar_label(bars, labels=[f"{s:.1f}%" for s in sparsity], fontsize="small")
+    rows = getattr(report, "layers", ())
+    if any(getattr(r, "nodes_total", None) for r in rows):
+        # Node pruning: what was removed is nodes; the weights left may be dense.
+        removed = [100 * (1 - r.nodes_kept / r.nodes_total) if r.nodes_total else 0.0 for r in rows]
+        series = [("weights pruned", sparsity, -0.2), ("nodes removed", removed, 0.2)]
+        left.legend(handles=[left.bar([x + off for x in xs], vals, 0.4, label=label,
+                                      color=color)
+                             for (label, vals, off), color in zip(series, (_PRUNED_COLOR, _THIRD_COLOR))])
+        for bars, (_, vals, _) in zip(left.containers, series):
+            left.bar_label(bars, labels=[f"{v:.0f}%" for v in vals], fontsize="small")
+        left.set_title("sparsity and removed nodes per layer")
+    else:
+        bars = left.bar(xs, sparsity, color=_PRUNED_COLOR)
+        left.bar_label(bars, labels=[f"{s:.1f}%" for s in sparsity], fontsize="small")
+        left.set_title("sparsity per layer")
     left.set_xticks(list(xs), [f"{n}\n({note})" for n, note in zip(names, notes)],
                     fontsize="small")
-    left.set_ylim(0, 105)
-    left.set_ylabel("weights pruned (%)")
-    left.set_title("sparsity per layer")
+    left.set_ylim(0, 110)
+    left.set_ylabel("pruned (%)")
     left.grid(axis="y", alpha=0.3)
     width = 0.8 / len(sizes)
     colors = (_DENSE_COLOR, _PRUNED_COLOR, _THIRD_COLOR)
