@@ -9,11 +9,12 @@ KERNELS = Extension(
     sources=[
         "tflite_export/kernels/tfs_common.c",
         "tflite_export/kernels/tfs_group_sparse_fc.c",
+        "tflite_export/kernels/tfs_litert_common.c",
         "tflite_export/kernels/tfs_litert_adapter.c",
         "tflite_export/kernels/tfs_nm_sparse_fc.c",
         "tflite_export/kernels/tfs_nm_litert_adapter.c",
     ],
-    depends=["tflite_export/kernels/tfs_common.h", "tflite_export/kernels/tfs_group_sparse_fc.h", "tflite_export/kernels/tfs_nm_sparse_fc.h"],
+    depends=["tflite_export/kernels/tfs_common.h", "tflite_export/kernels/tfs_litert_common.h", "tflite_export/kernels/tfs_group_sparse_fc.h", "tflite_export/kernels/tfs_nm_sparse_fc.h"],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=default"],
     libraries=["m"],
 )

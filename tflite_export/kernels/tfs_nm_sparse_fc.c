@@ -11,14 +11,9 @@
  * two 8-lane halves of the 16 inputs with two permutes and a blend - the same selection a sparse
  * tensor core does in hardware. Rows outside, batch inside (a row's values stay in L1).
  */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200112L /* clock_gettime under -std=c11 */
-#endif
-
 #include "tfs_nm_sparse_fc.h"
 
 #include <string.h>
-#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define TFS_NM_X86 1
@@ -348,19 +343,4 @@ int tfs_nmfc_compute(const tfs_nmfc_layer* L, const void* x, void* y, int32_t ba
   widen(L, (const int8_t*)x, xs, count);
   ref_i8(L, xs, (int8_t*)y, batch);
   return TFS_OK;
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-double tfs_nmfc_time_compute(const tfs_nmfc_layer* L, const void* x, void* y, int32_t batch,
-                             void* workspace, int impl, int iterations) {
-  if (iterations < 1 || !tfs_gsfc_impl_available(impl)) return -1.0;
-  const double t0 = now_seconds();
-  for (int i = 0; i < iterations; ++i)
-    if (tfs_nmfc_compute(L, x, y, batch, workspace, impl) != TFS_OK) return -1.0;
-  return (now_seconds() - t0) / iterations;
 }

@@ -96,7 +96,8 @@ size_t tfs_nmfc_workspace_size(const tfs_nmfc_layer* layer, int32_t batch);
 int tfs_nmfc_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_t batch,
                      void* workspace, int impl);
 
-/* Seconds per tfs_nmfc_compute, averaged over `iterations` (timed in C); < 0 on error. */
+/* Seconds per tfs_nmfc_compute, averaged over `iterations` (timed in C); < 0 on error. Host
+ * only: defined with the LiteRT adapter (tfs_nm_litert_adapter.c), next to the clock. */
 double tfs_nmfc_time_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_t batch,
                              void* workspace, int impl, int iterations);
 

@@ -1,0 +1,95 @@
+/* The LiteRT plumbing every tfscalpel custom op shares: LiteRT C API type declarations, the
+ * per-model context (error slot, node cache keyed by parameter blob, workspace), buffer
+ * description and the LiteRtCustomOpKernel vtable. Each op supplies only a tfs_litert_op:
+ * its validate+pack (prepare), per-run check and compute hooks.
+ *
+ * The wheel ships no headers, so the few LiteRT types used here are declared below and pinned
+ * by static_asserts (facts: shared/notes/litert-custom-ops.md). Nothing links against
+ * libLiteRt.so: the LiteRt* functions Run needs arrive as pointers from the Python runtime,
+ * which has already loaded the library (a build-time link is fragile under pip's isolation).
+ *
+ * LiteRT ignores the status Run returns (trap 3), so every failure goes into the context's
+ * error slot, which the Python runtime checks after each run. One context (= user_data) is made
+ * per loaded model and op, shared by all of that op's nodes (trap 4: Run gets no node identity),
+ * so validated nodes are cached by the address of their parameter blob (the node's one constant
+ * input); the cache dies with the context, before the model's memory can be reused. Keying on
+ * the address alone is memory-safe: a hit means the kernel touches exactly the bytes that were
+ * validated (the model is immutable and outlives the context); the activations and the output
+ * are checked on every run.
+ */
+#ifndef TFS_LITERT_COMMON_H_
+#define TFS_LITERT_COMMON_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tfs_common.h"
+
+/* ---- Our own declarations of the LiteRT C API types we touch (ai-edge-litert 2.3.0) ---- */
+typedef int LiteRtStatus;
+typedef void* LiteRtTensorBuffer;
+typedef size_t LiteRtParamIndex;
+
+typedef struct {
+  unsigned int rank : 7;
+  unsigned int has_strides : 1;
+  int32_t dimensions[8];
+  uint32_t strides[8];
+} LiteRtLayout;
+
+typedef struct {
+  int element_type;
+  LiteRtLayout layout;
+} LiteRtRankedTensorType;
+
+typedef struct {
+  LiteRtStatus (*Init)(void* user_data, const void* init_data, size_t init_data_size);
+  LiteRtStatus (*GetOutputLayouts)(void* user_data, size_t num_inputs,
+                                   const LiteRtLayout* input_layouts, size_t num_outputs,
+                                   LiteRtLayout* output_layouts);
+  LiteRtStatus (*Run)(void* user_data, size_t num_inputs, const LiteRtTensorBuffer* inputs,
+                      size_t num_outputs, LiteRtTensorBuffer* outputs);
+  LiteRtStatus (*Destroy)(void* user_data);
+} LiteRtCustomOpKernel;
+
+_Static_assert(sizeof(LiteRtLayout) == 68, "LiteRtLayout must be 68 bytes (ai-edge-litert 2.3.0)");
+_Static_assert(sizeof(LiteRtRankedTensorType) == 72,
+               "LiteRtRankedTensorType must be 72 bytes (ai-edge-litert 2.3.0)");
+
+enum { kLiteRtStatusOk = 0, kLiteRtStatusErrorInvalidArgument = 1, kLiteRtStatusErrorRuntimeFailure = 3 };
+
+/* ---- One op's hooks. A node's cached state is `node_size` bytes the op lays out itself. */
+typedef struct {
+  size_t node_size;
+  /* Unpack and validate the parameter blob (bytes long) into `node`, pack if the op needs to;
+   * set *out (the layer's output width). TFS_OK, or a message in err. */
+  int (*prepare)(void* node, const void* blob, size_t bytes, int32_t* out, char* err,
+                 size_t err_len);
+  /* Frees what prepare allocated (NULL if nothing). */
+  void (*release)(void* node);
+  /* Checks activations and output against the node, O(1): sets *batch and *workspace bytes. */
+  int (*check_io)(const void* node, const tfs_tensor* x, const tfs_tensor* y, int32_t* batch,
+                  size_t* workspace, char* err, size_t err_len);
+  /* y = op(x); TFS_ERR_UNSUPPORTED if impl cannot run here. */
+  int (*compute)(const void* node, const void* x, void* y, int32_t batch, void* workspace,
+                 int impl);
+  const int* impl; /* the implementation this op's contexts use (TFS_IMPL_*) */
+} tfs_litert_op;
+
+/* A context for `op`, given LiteRtGetTensorBufferTensorType, LiteRtGetTensorBufferSize and
+ * LiteRtGetTensorBufferHostMemory as pointers from the loaded libLiteRt.so; NULL on failure. */
+void* tfs_litert_ctx_new(const tfs_litert_op* op, void* get_type, void* get_size,
+                         void* host_memory);
+void tfs_litert_ctx_free(void* ctx);
+/* Copies the pending error message into buf and clears it; returns 1 if there was one. */
+int tfs_litert_ctx_error(void* ctx, char* buf, size_t len);
+/* Number of node runs since the context was made (lets tests prove the op ran); -1 for NULL. */
+long long tfs_litert_ctx_run_count(void* ctx);
+
+/* The vtable handed to LiteRtAddCustomOpKernelOption, with a tfs_litert_ctx as user_data. */
+const LiteRtCustomOpKernel* tfs_litert_vtable(void);
+
+/* Monotonic seconds (timing helpers loop in C, so ctypes' ~0.35 us per call is not timed). */
+double tfs_now_seconds(void);
+
+#endif /* TFS_LITERT_COMMON_H_ */
