@@ -143,3 +143,28 @@ def test_gated_model_trains_strips_and_survives_save_load(tmp_path):
     kept = {r.name: r.nodes_kept for r in report.layers}
     assert kept["fc1"] == pruned.get_layer("mask_fc1").num_kept() < 300
     assert "nodes kept" in str(report)
+
+
+def test_pruned_model_never_shares_layers_with_the_source_model():
+    """A gates-only plan (conv layers on a GPU target) once reused the source model's layers,
+    so training the pruned model trained the caller's model in place."""
+    import keras
+    import numpy as np
+
+    import tfscalpel
+
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    before = [w.copy() for w in model.get_weights()]
+    pruned = tfscalpel.prune(model, target="gpu-ampere")
+    source_layers = {id(layer) for layer in model.layers}
+    assert not source_layers & {id(layer) for layer in pruned.layers}
+    pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    pruned.fit(rng.normal(size=(16, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 16),
+               epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()] if tfscalpel.pruned_layers(pruned) else [])
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)

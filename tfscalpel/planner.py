@@ -216,6 +216,15 @@ def _all_dead(model, name):
     return np.ones(model.get_layer(name).units, dtype=bool)
 
 
+def _copy(model):
+    """A fresh model with the same architecture and weights (no shared layers)."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
                mask_options=None):
     """Build the pruned model for ``the_plan``: weight patterns via :func:`tfscalpel.prune`,
@@ -224,7 +233,9 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
     from tfscalpel.prune_model import prune
 
     weighted = {p.name: p for p in the_plan.layers if p.weight_pattern}
-    pruned = model
+    # Gates are inserted around the given layers (insert_masks reuses them), so start from a
+    # copy: training the pruned model must never train the caller's model in place.
+    pruned = _copy(model)
     if weighted:
         patterns = {p.weight_pattern for p in weighted.values()}
         if schedule is None and sparsity is None:
@@ -240,7 +251,7 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
             else:
                 per_layer[name] = {"pattern": "2:4",
                                    **({"sparsity": 0.5} if schedule is None else {})}
-        pruned = prune(model, schedule, sparsity=sparsity, importance=importance,
+        pruned = prune(pruned, schedule, sparsity=sparsity, importance=importance,
                        layers=list(weighted), per_layer=per_layer)
     after = [p.mask_after for p in the_plan.layers if p.node_pruned]
     if after:
