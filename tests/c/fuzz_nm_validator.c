@@ -83,24 +83,9 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t n_in = pick == 0 ? 6 : (dtype ? 8 : 5);
   int rejected = 0;
   const int32_t batch = 1 + (int32_t)(tfs_rd(&r, 1) % 3);
-  if ((tfs_rd(&r, 1) & 1) && !bad_type) {
-    /* Blob mode: the arrays packed into a parameter blob as the model carries them, with an
-     * occasional fuzzed header or directory word or a truncation, then unpacked and run. */
-    size_t bytes = 0;
-    unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
-    if ((tfs_rd(&r, 1) & 3) == 0) {
-      const size_t word = tfs_rd(&r, 1) % (4 + 4 * (n_in - 1));
-      const int32_t v = (int32_t)tfs_rd(&r, 4);
-      memcpy(blob + 4 * word, &v, 4);
-    }
-    const size_t cut = (tfs_rd(&r, 1) & 0x1F) == 0 ? tfs_rd(&r, 2) % (bytes + 1) : bytes;
-    tfs_tensor u[8];
-    size_t n_u = 0;
-    char err[256];
-    if (tfs_nmfc_unpack_params(blob, cut, u, &n_u, err, sizeof err) == TFS_OK &&
-        tfs_nm_run_all_paths(u, n_u, batch, (uint32_t)size, &rejected))
+  if ((tfs_rd(&r, 1) & 1) && !bad_type) { /* blob mode, as the model carries the arrays */
+    if (tfs_fuzz_blob(&r, t, n_in, batch, (uint32_t)size, tfs_nmfc_unpack_params, tfs_nm_run_all_paths))
       abort();
-    free(blob);
   } else if (tfs_nm_run_all_paths(t, n_in, batch, (uint32_t)size, &rejected)) {
     abort();
   }

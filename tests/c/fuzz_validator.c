@@ -92,25 +92,11 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t n_in = (tfs_rd(&r, 1) & 0x3F) == 0 ? 7 : (dtype ? 9 : 6);
   int rejected = 0;
   const int32_t batch = 1 + (int32_t)(tfs_rd(&r, 1) % 3);
+  /* Blob mode (not with e_types: the builder copies count * element size bytes, which a
+   * retyped buffer does not hold). */
   if ((tfs_rd(&r, 1) & 1) && !e_types) {
-    /* Blob mode: the same arrays packed into a parameter blob as the model carries them, with
-     * an occasional fuzzed header or directory word, then unpacked and run. (Not with e_types:
-     * the builder copies count * element size bytes, which a retyped buffer does not hold.) */
-    size_t bytes = 0;
-    unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
-    if ((tfs_rd(&r, 1) & 3) == 0) {
-      const size_t word = tfs_rd(&r, 1) % (4 + 4 * (n_in - 1));
-      const int32_t v = (int32_t)tfs_rd(&r, 4);
-      memcpy(blob + 4 * word, &v, 4);
-    }
-    const size_t cut = (tfs_rd(&r, 1) & 0x1F) == 0 ? tfs_rd(&r, 2) % (bytes + 1) : bytes; /* truncation */
-    tfs_tensor u[9];
-    size_t n_u = 0;
-    char err[256];
-    if (tfs_gsfc_unpack_params(blob, cut, u, &n_u, err, sizeof err) == TFS_OK &&
-        tfs_run_all_paths(u, n_u, batch, (uint32_t)size, &rejected))
+    if (tfs_fuzz_blob(&r, t, n_in, batch, (uint32_t)size, tfs_gsfc_unpack_params, tfs_run_all_paths))
       abort();
-    free(blob);
   } else if (tfs_run_all_paths(t, n_in, batch, (uint32_t)size, &rejected)) {
     abort();
   }

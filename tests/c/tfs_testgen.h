@@ -97,4 +97,52 @@ static inline int tfs_outputs_differ(const unsigned char* y, const unsigned char
   return 0;
 }
 
+/* An op's blob unpacker and its run-every-path helper (gsfc_testgen.h, nm_testgen.h). */
+typedef int (*tfs_unpack_fn)(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n,
+                             char* err, size_t err_len);
+typedef int (*tfs_run_fn)(const tfs_tensor* inputs, size_t n_inputs, int32_t batch, uint32_t seed,
+                          int* rejected);
+
+/* Drivers: a valid layer must survive the trip through a parameter blob in an exactly sized
+ * block (as models carry it) and a truncated blob must be refused. 0 if so, else 1. */
+static inline int tfs_blob_round_trip(const tfs_tensor* t, size_t n_in, tfs_unpack_fn unpack,
+                                      tfs_run_fn run) {
+  size_t bytes = 0, n_u = 0;
+  unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
+  tfs_tensor u[16];
+  char err[256] = "";
+  int rejected = 1, bad = 0;
+  if (unpack(blob, bytes, u, &n_u, err, sizeof err) != TFS_OK || run(u, n_u, 2, 99u, &rejected) ||
+      rejected) {
+    fprintf(stderr, "blob of a valid layer failed: %s\n", err);
+    bad = 1;
+  } else if (unpack(blob, bytes - 1, u, &n_u, err, sizeof err) == TFS_OK) {
+    fprintf(stderr, "truncated blob accepted\n");
+    bad = 1;
+  }
+  free(blob);
+  return bad;
+}
+
+/* Fuzz targets: the arrays packed into a parameter blob, with an occasional fuzzed header or
+ * directory word or a truncation, then unpacked and, if accepted, run. 1 on a path mismatch. */
+static inline int tfs_fuzz_blob(tfs_reader* r, const tfs_tensor* t, size_t n_in, int32_t batch,
+                                uint32_t seed, tfs_unpack_fn unpack, tfs_run_fn run) {
+  size_t bytes = 0, n_u = 0;
+  unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
+  if ((tfs_rd(r, 1) & 3) == 0) {
+    const size_t word = tfs_rd(r, 1) % (4 + 4 * (n_in - 1));
+    const int32_t v = (int32_t)tfs_rd(r, 4);
+    memcpy(blob + 4 * word, &v, 4);
+  }
+  const size_t cut = (tfs_rd(r, 1) & 0x1F) == 0 ? tfs_rd(r, 2) % (bytes + 1) : bytes;
+  tfs_tensor u[16];
+  char err[256];
+  int rejected = 0, bad = 0;
+  if (unpack(blob, cut, u, &n_u, err, sizeof err) == TFS_OK)
+    bad = run(u, n_u, batch, seed, &rejected);
+  free(blob);
+  return bad;
+}
+
 #endif

@@ -41,7 +41,27 @@ int tfs_check_tensor(const tfs_tensor* t, int index, const char* name, int elem,
   return TFS_OK;
 }
 
-int tfs_check_meta_common(const int32_t* meta, char* err, size_t err_len) {
+int tfs_check_meta_head(const tfs_tensor* inputs, size_t n_inputs, size_t n_f32, size_t n_i8,
+                        int meta_index, const char* meta_name, int32_t version,
+                        const int32_t** meta, char* err, size_t err_len) {
+  int rc;
+  if (n_inputs != n_f32 && n_inputs != n_i8)
+    return tfs_fail(err, err_len, "%zu inputs, expected %zu (float32) or %zu (int8)", n_inputs,
+                    n_f32, n_i8);
+  /* meta first: every other check depends on it. */
+  if ((rc = tfs_check_tensor(&inputs[meta_index], meta_index, meta_name, TFS_ELEM_INT32,
+                             TFS_META_LEN, err, err_len)) != TFS_OK)
+    return rc;
+  const int32_t* m = (const int32_t*)inputs[meta_index].data;
+  if (m[TFS_META_VERSION] != version)
+    return tfs_fail(err, err_len, "meta: format version %d, this kernel reads version %d",
+                    m[TFS_META_VERSION], version);
+  *meta = m;
+  return TFS_OK;
+}
+
+int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, size_t n_i8,
+                          char* err, size_t err_len) {
   const int32_t dtype = meta[TFS_META_DTYPE], act = meta[TFS_META_ACTIVATION];
   if (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8)
     return tfs_fail(err, err_len, "meta: dtype = %d not 0 (float32) or 1 (int8)", dtype);
@@ -63,6 +83,10 @@ int tfs_check_meta_common(const int32_t* meta, char* err, size_t err_len) {
   for (int i = TFS_META_RESERVED0; i < TFS_META_LEN; ++i)
     if (meta[i] != 0)
       return tfs_fail(err, err_len, "meta: reserved field %d is %d, not 0", i, meta[i]);
+  const size_t want = dtype == TFS_DTYPE_I8 ? n_i8 : n_f32;
+  if (n_inputs != want)
+    return tfs_fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
+                    dtype == TFS_DTYPE_I8 ? "int8" : "float32", want);
   return TFS_OK;
 }
 

@@ -85,9 +85,17 @@ size_t tfs_elem_size(int elem);
 int tfs_check_tensor(const tfs_tensor* t, int index, const char* name, int elem, int64_t count,
                      char* err, size_t err_len);
 
+/* The start of every op's validation: n_inputs is n_f32 or n_i8 (the op's float32 / int8 array
+ * counts, activations included), inputs[meta_index] is int32[TFS_META_LEN] and meta[0] is
+ * `version`. Sets *meta. */
+int tfs_check_meta_head(const tfs_tensor* inputs, size_t n_inputs, size_t n_f32, size_t n_i8,
+                        int meta_index, const char* meta_name, int32_t version,
+                        const int32_t** meta, char* err, size_t err_len);
+
 /* The meta fields both ops share (dtype, fused activation, zero points, activation range,
- * reserved fields = 0), checked in that order. */
-int tfs_check_meta_common(const int32_t* meta, char* err, size_t err_len);
+ * reserved fields = 0), checked in that order, then n_inputs against the dtype's count. */
+int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, size_t n_i8,
+                          char* err, size_t err_len);
 
 /* int8 requantization arrays of `out` rows: multiplier >= 0, shift in [-31, 30], scale in
  * (0, 256). */

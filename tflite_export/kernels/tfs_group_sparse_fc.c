@@ -47,18 +47,11 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   int rc;
   if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
   memset(layer, 0, sizeof *layer);
-  if (n_inputs != TFS_GSFC_NUM_INPUTS_F32 && n_inputs != TFS_GSFC_NUM_INPUTS_I8)
-    return tfs_fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
-                TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8);
-
-  /* meta first: every other check depends on it. */
-  if ((rc = check_tensor(&inputs[TFS_GSFC_IN_META], TFS_GSFC_IN_META, TFS_ELEM_INT32,
-                         TFS_GSFC_META_LEN, err, err_len)) != TFS_OK)
+  const int32_t* meta = NULL;
+  if ((rc = tfs_check_meta_head(inputs, n_inputs, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
+                                TFS_GSFC_IN_META, kInputNames[TFS_GSFC_IN_META], TFS_GSFC_FORMAT_VERSION, &meta,
+                                err, err_len)) != TFS_OK)
     return rc;
-  const int32_t* meta = (const int32_t*)inputs[TFS_GSFC_IN_META].data;
-  if (meta[TFS_META_VERSION] != TFS_GSFC_FORMAT_VERSION)
-    return tfs_fail(err, err_len, "meta: format version %d, this kernel reads version %d",
-                meta[TFS_META_VERSION], TFS_GSFC_FORMAT_VERSION);
   const int32_t in = meta[TFS_META_IN], out = meta[TFS_META_OUT], g = meta[TFS_META_G];
   const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
   const int32_t act = meta[TFS_META_ACTIVATION];
@@ -71,13 +64,11 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   if (n_groups < 0 || (int64_t)n_groups > groups_per_row * out)
     return tfs_fail(err, err_len, "meta: n_groups = %d not in [0, out * ceil(in / g) = %lld]",
                 n_groups, (long long)(groups_per_row * out));
-  if ((rc = tfs_check_meta_common(meta, err, err_len)) != TFS_OK) return rc;
+  if ((rc = tfs_check_meta_common(meta, n_inputs, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
+                                  err, err_len)) != TFS_OK)
+    return rc;
   const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
   const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
-  const size_t want_inputs = dtype == TFS_DTYPE_I8 ? TFS_GSFC_NUM_INPUTS_I8 : TFS_GSFC_NUM_INPUTS_F32;
-  if (n_inputs != want_inputs)
-    return tfs_fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
-                dtype == TFS_DTYPE_I8 ? "int8" : "float32", want_inputs);
 
   const int wtype = dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
   if ((rc = check_tensor(&inputs[TFS_GSFC_IN_VALUES], TFS_GSFC_IN_VALUES, wtype,

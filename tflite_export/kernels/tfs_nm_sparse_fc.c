@@ -45,16 +45,11 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
   int rc;
   if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
   memset(layer, 0, sizeof *layer);
-  if (n_inputs != TFS_NMFC_NUM_INPUTS_F32 && n_inputs != TFS_NMFC_NUM_INPUTS_I8)
-    return tfs_fail(err, err_len, "%zu inputs, expected %d (float32) or %d (int8)", n_inputs,
-                TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8);
-  if ((rc = check_tensor(&inputs[TFS_NMFC_IN_META], TFS_NMFC_IN_META, TFS_ELEM_INT32,
-                         TFS_NMFC_META_LEN, err, err_len)) != TFS_OK)
+  const int32_t* meta = NULL;
+  if ((rc = tfs_check_meta_head(inputs, n_inputs, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8,
+                                TFS_NMFC_IN_META, kNames[TFS_NMFC_IN_META], TFS_NMFC_FORMAT_VERSION, &meta,
+                                err, err_len)) != TFS_OK)
     return rc;
-  const int32_t* meta = (const int32_t*)inputs[TFS_NMFC_IN_META].data;
-  if (meta[TFS_NMFC_META_VERSION] != TFS_NMFC_FORMAT_VERSION)
-    return tfs_fail(err, err_len, "meta: format version %d, this kernel reads version %d",
-                meta[TFS_NMFC_META_VERSION], TFS_NMFC_FORMAT_VERSION);
   const int32_t in = meta[TFS_NMFC_META_IN], out = meta[TFS_NMFC_META_OUT];
   const int32_t n = meta[TFS_NMFC_META_N], m = meta[TFS_NMFC_META_M];
   const int32_t dtype = meta[TFS_META_DTYPE], act = meta[TFS_META_ACTIVATION];
@@ -64,13 +59,11 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
     return tfs_fail(err, err_len, "meta: in = %d not a multiple of 4 in [4, %d]", in, TFS_NMFC_MAX_DIM);
   if (out < 1 || out > TFS_NMFC_MAX_DIM)
     return tfs_fail(err, err_len, "meta: out = %d not in [1, %d]", out, TFS_NMFC_MAX_DIM);
-  if ((rc = tfs_check_meta_common(meta, err, err_len)) != TFS_OK) return rc;
+  if ((rc = tfs_check_meta_common(meta, n_inputs, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8,
+                                  err, err_len)) != TFS_OK)
+    return rc;
   const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
   const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
-  const size_t want = dtype == TFS_DTYPE_I8 ? TFS_NMFC_NUM_INPUTS_I8 : TFS_NMFC_NUM_INPUTS_F32;
-  if (n_inputs != want)
-    return tfs_fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
-                dtype == TFS_DTYPE_I8 ? "int8" : "float32", want);
 
   const int32_t kept = in / 2, stride = (in / 4 + 1) / 2;
   if ((rc = check_tensor(&inputs[TFS_NMFC_IN_VALUES], TFS_NMFC_IN_VALUES,
