@@ -90,8 +90,18 @@ int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, si
   return TFS_OK;
 }
 
-int tfs_check_requant_arrays(const int32_t* mul, const int32_t* sh, const float* sc, int32_t out,
-                             char* err, size_t err_len) {
+int tfs_check_requant_inputs(const tfs_tensor* inputs, int first, const char* const* names,
+                             int32_t out, const int32_t** mul_out, const int32_t** sh_out,
+                             const float** sc_out, char* err, size_t err_len) {
+  static const int kElems[3] = {TFS_ELEM_INT32, TFS_ELEM_INT32, TFS_ELEM_FLOAT32};
+  for (int i = 0; i < 3; ++i) {
+    const int rc = tfs_check_tensor(&inputs[first + i], first + i, names[first + i], kElems[i],
+                                    out, err, err_len);
+    if (rc != TFS_OK) return rc;
+  }
+  const int32_t* mul = (const int32_t*)inputs[first].data;
+  const int32_t* sh = (const int32_t*)inputs[first + 1].data;
+  const float* sc = (const float*)inputs[first + 2].data;
   for (int32_t r = 0; r < out; ++r) {
     if (mul[r] < 0) return tfs_fail(err, err_len, "out_multiplier[%d] = %d < 0", r, mul[r]);
     if (sh[r] < -31 || sh[r] > 30)
@@ -100,6 +110,9 @@ int tfs_check_requant_arrays(const int32_t* mul, const int32_t* sh, const float*
     if (!(sc[r] > 0.0f && sc[r] < 256.0f))
       return tfs_fail(err, err_len, "out_scale[%d] = %g not in (0, 256)", r, (double)sc[r]);
   }
+  *mul_out = mul;
+  *sh_out = sh;
+  *sc_out = sc;
   return TFS_OK;
 }
 

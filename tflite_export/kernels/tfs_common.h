@@ -97,10 +97,12 @@ int tfs_check_meta_head(const tfs_tensor* inputs, size_t n_inputs, size_t n_f32,
 int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, size_t n_i8,
                           char* err, size_t err_len);
 
-/* int8 requantization arrays of `out` rows: multiplier >= 0, shift in [-31, 30], scale in
- * (0, 256). */
-int tfs_check_requant_arrays(const int32_t* mul, const int32_t* shift, const float* scale,
-                             int32_t out, char* err, size_t err_len);
+/* An int8 node's requantization inputs: inputs[first], [first + 1], [first + 2] (named by
+ * names[]) are out_multiplier int32[out] (>= 0), out_shift int32[out] (in [-31, 30]) and
+ * out_scale float32[out] (in (0, 256)). Sets the three pointers on success. */
+int tfs_check_requant_inputs(const tfs_tensor* inputs, int first, const char* const* names,
+                             int32_t out, const int32_t** mul, const int32_t** shift,
+                             const float** scale, char* err, size_t err_len);
 
 /* Activations x[batch, in] and output y[batch, out] of a layer of this dtype, O(1); sets *batch. */
 int tfs_check_io(int32_t in, int32_t out, int32_t dtype, const tfs_tensor* x, const tfs_tensor* y,

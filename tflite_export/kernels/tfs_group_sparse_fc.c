@@ -104,17 +104,11 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   }
 
   if (dtype == TFS_DTYPE_I8) {
-    if ((rc = check_tensor(&inputs[TFS_GSFC_IN_MULTIPLIER], TFS_GSFC_IN_MULTIPLIER,
-                           TFS_ELEM_INT32, out, err, err_len)) != TFS_OK ||
-        (rc = check_tensor(&inputs[TFS_GSFC_IN_SHIFT], TFS_GSFC_IN_SHIFT, TFS_ELEM_INT32, out,
-                           err, err_len)) != TFS_OK ||
-        (rc = check_tensor(&inputs[TFS_GSFC_IN_SCALE], TFS_GSFC_IN_SCALE, TFS_ELEM_FLOAT32, out,
-                           err, err_len)) != TFS_OK)
+    const int32_t *mul = NULL, *sh = NULL;
+    const float* sc = NULL;
+    if ((rc = tfs_check_requant_inputs(inputs, TFS_GSFC_IN_MULTIPLIER, kInputNames, out, &mul, &sh, &sc,
+                                       err, err_len)) != TFS_OK)
       return rc;
-    const int32_t* mul = (const int32_t*)inputs[TFS_GSFC_IN_MULTIPLIER].data;
-    const int32_t* sh = (const int32_t*)inputs[TFS_GSFC_IN_SHIFT].data;
-    const float* sc = (const float*)inputs[TFS_GSFC_IN_SCALE].data;
-    if ((rc = tfs_check_requant_arrays(mul, sh, sc, out, err, err_len)) != TFS_OK) return rc;
     layer->multiplier = mul;
     layer->shift = sh;
     layer->scale = sc;
