@@ -55,7 +55,7 @@ int tfs_check_meta_head(const tfs_tensor* inputs, size_t n_inputs, size_t n_f32,
   const int32_t* m = (const int32_t*)inputs[meta_index].data;
   if (m[TFS_META_VERSION] != version)
     return tfs_fail(err, err_len, "meta: format version %d, this kernel reads version %d",
-                    m[TFS_META_VERSION], version);
+                    (int)m[TFS_META_VERSION], (int)version);
   *meta = m;
   return TFS_OK;
 }
@@ -64,25 +64,25 @@ int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, si
                           char* err, size_t err_len) {
   const int32_t dtype = meta[TFS_META_DTYPE], act = meta[TFS_META_ACTIVATION];
   if (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8)
-    return tfs_fail(err, err_len, "meta: dtype = %d not 0 (float32) or 1 (int8)", dtype);
+    return tfs_fail(err, err_len, "meta: dtype = %d not 0 (float32) or 1 (int8)", (int)dtype);
   if (act != TFS_ACT_NONE && act != TFS_ACT_RELU && act != TFS_ACT_RELU6)
-    return tfs_fail(err, err_len, "meta: fused activation %d not 0, 1 or 3", act);
+    return tfs_fail(err, err_len, "meta: fused activation %d not 0, 1 or 3", (int)act);
   const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
   const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
   if (dtype == TFS_DTYPE_I8) {
     if (in_zp < -128 || in_zp > 127)
-      return tfs_fail(err, err_len, "meta: input zero point %d not in [-128, 127]", in_zp);
+      return tfs_fail(err, err_len, "meta: input zero point %d not in [-128, 127]", (int)in_zp);
     if (out_zp < -128 || out_zp > 127)
-      return tfs_fail(err, err_len, "meta: output zero point %d not in [-128, 127]", out_zp);
+      return tfs_fail(err, err_len, "meta: output zero point %d not in [-128, 127]", (int)out_zp);
     if (act_min < -128 || act_max > 127 || act_min > act_max)
       return tfs_fail(err, err_len, "meta: activation range [%d, %d] not within [-128, 127]",
-                      act_min, act_max);
+                      (int)act_min, (int)act_max);
   } else if (in_zp != 0 || out_zp != 0 || act_min != 0 || act_max != 0) {
     return tfs_fail(err, err_len, "meta: zero points and activation range must be 0 for float32");
   }
   for (int i = TFS_META_RESERVED0; i < TFS_META_LEN; ++i)
     if (meta[i] != 0)
-      return tfs_fail(err, err_len, "meta: reserved field %d is %d, not 0", i, meta[i]);
+      return tfs_fail(err, err_len, "meta: reserved field %d is %d, not 0", i, (int)meta[i]);
   const size_t want = dtype == TFS_DTYPE_I8 ? n_i8 : n_f32;
   if (n_inputs != want)
     return tfs_fail(err, err_len, "%zu inputs, a %s node has %zu", n_inputs,
@@ -103,12 +103,12 @@ int tfs_check_requant_inputs(const tfs_tensor* inputs, int first, const char* co
   const int32_t* sh = (const int32_t*)inputs[first + 1].data;
   const float* sc = (const float*)inputs[first + 2].data;
   for (int32_t r = 0; r < out; ++r) {
-    if (mul[r] < 0) return tfs_fail(err, err_len, "out_multiplier[%d] = %d < 0", r, mul[r]);
+    if (mul[r] < 0) return tfs_fail(err, err_len, "out_multiplier[%d] = %d < 0", (int)r, (int)mul[r]);
     if (sh[r] < -31 || sh[r] > 30)
-      return tfs_fail(err, err_len, "out_shift[%d] = %d not in [-31, 30]", r, sh[r]);
+      return tfs_fail(err, err_len, "out_shift[%d] = %d not in [-31, 30]", (int)r, (int)sh[r]);
     /* XNNPACK refuses requantization scales >= 256; NaN fails the comparison too. */
     if (!(sc[r] > 0.0f && sc[r] < 256.0f))
-      return tfs_fail(err, err_len, "out_scale[%d] = %g not in (0, 256)", r, (double)sc[r]);
+      return tfs_fail(err, err_len, "out_scale[%d] = %g not in (0, 256)", (int)r, (double)sc[r]);
   }
   *mul_out = mul;
   *sh_out = sh;
@@ -126,13 +126,13 @@ int tfs_check_io(int32_t in, int32_t out, int32_t dtype, const tfs_tensor* x, co
     return tfs_fail(err, err_len, "output: element type %d, expected %d", y->elem, type);
   if (x->count % (size_t)in != 0)
     return tfs_fail(err, err_len, "activations: %zu elements, not a multiple of in = %d",
-                    x->count, in);
+                    x->count, (int)in);
   const size_t b = x->count / (size_t)in;
   if (b > (size_t)INT32_MAX) return tfs_fail(err, err_len, "activations: batch too large");
   /* b * in * 4 (an int32 workspace) and b * out must fit a size_t. */
   if (b > SIZE_MAX / 4 / (size_t)in || b > SIZE_MAX / (size_t)out || y->count != b * (size_t)out)
     return tfs_fail(err, err_len, "output: %zu elements, expected batch %zu * out %d", y->count,
-                    b, out);
+                    b, (int)out);
   if (b > 0 && (x->data == NULL || y->data == NULL)) return tfs_fail(err, err_len, "no data");
   if (((uintptr_t)x->data | (uintptr_t)y->data) % tfs_elem_size(type) != 0)
     return tfs_fail(err, err_len, "activations or output not aligned to the element size");
@@ -161,7 +161,7 @@ int tfs_unpack_params(const void* blob, size_t bytes, size_t n_f32, size_t n_i8,
   const int32_t n = read_i32(b + 4);
   if (n != (int32_t)n_f32 - 1 && n != (int32_t)n_i8 - 1)
     return tfs_fail(err, err_len, "params blob: %d sections, expected %d (float32) or %d (int8)",
-                    n, (int)n_f32 - 1, (int)n_i8 - 1);
+                    (int)n, (int)n_f32 - 1, (int)n_i8 - 1);
   if (read_i32(b + 8) != 0 || read_i32(b + 12) != 0)
     return tfs_fail(err, err_len, "params blob: reserved header fields must be 0");
   const size_t dir_end = TFS_BLOB_HEADER_BYTES + (size_t)n * TFS_BLOB_ENTRY_BYTES;
@@ -174,18 +174,18 @@ int tfs_unpack_params(const void* blob, size_t bytes, size_t n_f32, size_t n_i8,
     const char* name = names[i + 1];
     const size_t esize = tfs_elem_size(elem);
     if (esize == 0)
-      return tfs_fail(err, err_len, "params blob: section %s has element type %d", name, elem);
+      return tfs_fail(err, err_len, "params blob: section %s has element type %d", name, (int)elem);
     if (count < 0)
-      return tfs_fail(err, err_len, "params blob: section %s has count %d", name, count);
+      return tfs_fail(err, err_len, "params blob: section %s has count %d", name, (int)count);
     if (read_i32(e + 12) != 0)
       return tfs_fail(err, err_len, "params blob: section %s: reserved field must be 0", name);
     if (offset < 0 || (size_t)offset < dir_end || offset % TFS_BLOB_ALIGN != 0)
       return tfs_fail(err, err_len, "params blob: section %s at offset %d: not a %d-byte aligned "
-                      "offset past the directory", name, offset, TFS_BLOB_ALIGN);
+                      "offset past the directory", name, (int)offset, TFS_BLOB_ALIGN);
     /* count < 2^31 and esize <= 4, so the product fits a 64-bit size_t without overflow. */
     if ((size_t)offset > bytes || (size_t)count * esize > bytes - (size_t)offset)
       return tfs_fail(err, err_len, "params blob: section %s (%d elements at offset %d) runs "
-                      "past the blob's %zu bytes", name, count, offset, bytes);
+                      "past the blob's %zu bytes", name, (int)count, (int)offset, bytes);
     tensors[i + 1].data = b + offset;
     tensors[i + 1].count = (size_t)count;
     tensors[i + 1].elem = elem;

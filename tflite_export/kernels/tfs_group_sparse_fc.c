@@ -56,14 +56,14 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
   const int32_t act = meta[TFS_META_ACTIVATION];
   /* col_idx is uint16 and every group starts below `in`, so in <= 65536 keeps all reachable. */
-  if (in < 1 || in > 65536) return tfs_fail(err, err_len, "meta: in = %d not in [1, 65536]", in);
-  if (out < 1) return tfs_fail(err, err_len, "meta: out = %d < 1", out);
+  if (in < 1 || in > 65536) return tfs_fail(err, err_len, "meta: in = %d not in [1, 65536]", (int)in);
+  if (out < 1) return tfs_fail(err, err_len, "meta: out = %d < 1", (int)out);
   if (g != 1 && g != 2 && g != 4 && g != 8 && g != 16)
-    return tfs_fail(err, err_len, "meta: g = %d not in {1, 2, 4, 8, 16}", g);
+    return tfs_fail(err, err_len, "meta: g = %d not in {1, 2, 4, 8, 16}", (int)g);
   const int64_t groups_per_row = ((int64_t)in + g - 1) / g;
   if (n_groups < 0 || (int64_t)n_groups > groups_per_row * out)
     return tfs_fail(err, err_len, "meta: n_groups = %d not in [0, out * ceil(in / g) = %lld]",
-                n_groups, (long long)(groups_per_row * out));
+                (int)n_groups, (long long)(groups_per_row * out));
   if ((rc = tfs_check_meta_common(meta, n_inputs, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
                                   err, err_len)) != TFS_OK)
     return rc;
@@ -84,22 +84,22 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
 
   const int32_t* row_ptr = (const int32_t*)inputs[TFS_GSFC_IN_ROW_PTR].data;
   const uint16_t* col = (const uint16_t*)inputs[TFS_GSFC_IN_COL_IDX].data;
-  if (row_ptr[0] != 0) return tfs_fail(err, err_len, "row_ptr[0] = %d, not 0", row_ptr[0]);
+  if (row_ptr[0] != 0) return tfs_fail(err, err_len, "row_ptr[0] = %d, not 0", (int)row_ptr[0]);
   if (row_ptr[out] != n_groups)
-    return tfs_fail(err, err_len, "row_ptr[out] = %d, not n_groups = %d", row_ptr[out], n_groups);
+    return tfs_fail(err, err_len, "row_ptr[out] = %d, not n_groups = %d", (int)row_ptr[out], (int)n_groups);
   for (int32_t r = 0; r < out; ++r) {
     const int32_t k0 = row_ptr[r], k1 = row_ptr[r + 1];
     /* k0 is already known to be in [0, n_groups] (previous iteration). */
     if (k1 < k0 || k1 > n_groups)
       return tfs_fail(err, err_len, "row_ptr[%d] = %d not in [row_ptr[%d] = %d, n_groups = %d]",
-                  r + 1, k1, r, k0, n_groups);
+                  (int)(r + 1), (int)k1, (int)r, (int)k0, (int)n_groups);
     for (int32_t k = k0; k < k1; ++k) {
       const int32_t c = col[k];
-      if (c >= in) return tfs_fail(err, err_len, "col_idx[%d] = %d >= in = %d (row %d)", k, c, in, r);
+      if (c >= in) return tfs_fail(err, err_len, "col_idx[%d] = %d >= in = %d (row %d)", (int)k, (int)c, (int)in, (int)r);
       if (c % g != 0)
-        return tfs_fail(err, err_len, "col_idx[%d] = %d not a multiple of g = %d (row %d)", k, c, g, r);
+        return tfs_fail(err, err_len, "col_idx[%d] = %d not a multiple of g = %d (row %d)", (int)k, (int)c, (int)g, (int)r);
       if (k > k0 && c <= col[k - 1])
-        return tfs_fail(err, err_len, "col_idx not strictly increasing in row %d at group %d", r, k);
+        return tfs_fail(err, err_len, "col_idx not strictly increasing in row %d at group %d", (int)r, (int)k);
     }
   }
 

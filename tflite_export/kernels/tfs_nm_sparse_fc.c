@@ -54,11 +54,11 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
   const int32_t n = meta[TFS_NMFC_META_N], m = meta[TFS_NMFC_META_M];
   const int32_t dtype = meta[TFS_META_DTYPE], act = meta[TFS_META_ACTIVATION];
   if (n != 2 || m != 4)
-    return tfs_fail(err, err_len, "meta: pattern %d:%d, format version 1 stores 2:4 only", n, m);
+    return tfs_fail(err, err_len, "meta: pattern %d:%d, format version 1 stores 2:4 only", (int)n, (int)m);
   if (in < 4 || in > TFS_NMFC_MAX_DIM || in % 4 != 0)
-    return tfs_fail(err, err_len, "meta: in = %d not a multiple of 4 in [4, %d]", in, TFS_NMFC_MAX_DIM);
+    return tfs_fail(err, err_len, "meta: in = %d not a multiple of 4 in [4, %d]", (int)in, TFS_NMFC_MAX_DIM);
   if (out < 1 || out > TFS_NMFC_MAX_DIM)
-    return tfs_fail(err, err_len, "meta: out = %d not in [1, %d]", out, TFS_NMFC_MAX_DIM);
+    return tfs_fail(err, err_len, "meta: out = %d not in [1, %d]", (int)out, TFS_NMFC_MAX_DIM);
   if ((rc = tfs_check_meta_common(meta, n_inputs, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8,
                                   err, err_len)) != TFS_OK)
     return rc;
@@ -86,10 +86,10 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
       const unsigned nib = (row[w / 2] >> ((w & 1) * 4)) & 0xFu;
       const unsigned p0 = nib & 3u, p1 = nib >> 2;
       if (p0 >= p1)
-        return tfs_fail(err, err_len, "indices: row %d window %d: positions %u, %u not increasing", r, w, p0, p1);
+        return tfs_fail(err, err_len, "indices: row %d window %d: positions %u, %u not increasing", (int)r, (int)w, p0, p1);
     }
     if ((windows & 1) && (row[stride - 1] >> 4) != 0)
-      return tfs_fail(err, err_len, "indices: row %d: unused high nibble of the last byte is %u, not 0", r,
+      return tfs_fail(err, err_len, "indices: row %d: unused high nibble of the last byte is %u, not 0", (int)r,
                   (unsigned)(row[stride - 1] >> 4));
   }
 
