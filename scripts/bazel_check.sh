@@ -7,16 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for pkg in bazel-bootstrap bazel-bootstrap-data bazel-rules-java bazel-rules-proto build-essential; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "[bazel_check] installing Debian packages: ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+./scripts/debian_packages.sh bazel-bootstrap bazel-bootstrap-data bazel-rules-java bazel-rules-proto build-essential
 if [ ! -x .venv/bin/python3 ]; then
   echo "[bazel_check] .venv is missing: run scripts/setup.sh first" >&2
   exit 2

@@ -7,16 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: a C compiler for the kernels, clang + its compiler-rt (libFuzzer, ASan, UBSan)
 # for the kernel fuzz test, Fashion-MNIST (MIT, idx files).
-need=()
-for pkg in build-essential clang libclang-rt-14-dev dataset-fashion-mnist; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "[setup] installing Debian packages: ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+./scripts/debian_packages.sh build-essential clang libclang-rt-14-dev dataset-fashion-mnist
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"

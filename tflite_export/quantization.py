@@ -45,6 +45,18 @@ def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
+def _channel_scales(weight_scales, out_features: int) -> np.ndarray:
+    """Weight scales as float32 ``[out_features]``: one per-tensor scale is replicated."""
+    scales = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
+    if scales.size == 1:
+        scales = np.repeat(scales, out_features)
+    if scales.size != out_features:
+        raise ValueError(
+            f"weight scales: expected 1 or {out_features} (out) values, got {scales.size}"
+        )
+    return scales
+
+
 def per_channel_multipliers(
     input_scale: float, weight_scales: np.ndarray, output_scale: float, out_features: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -53,13 +65,7 @@ def per_channel_multipliers(
     `weight_scales` has one entry (per-tensor weights, replicated) or `out_features` entries.
     The scales are float32 in the model; TFLite widens each to double before multiplying.
     """
-    scales = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
-    if scales.size == 1:
-        scales = np.repeat(scales, out_features)
-    if scales.size != out_features:
-        raise ValueError(
-            f"weight scales: expected 1 or {out_features} (out) values, got {scales.size}"
-        )
+    scales = _channel_scales(weight_scales, out_features)
     in_s = float(np.float32(input_scale))
     out_s = float(np.float32(output_scale))
     if out_s <= 0:
@@ -80,13 +86,7 @@ def per_channel_scales(
     `input_scale * kernel_scale[c] / output_scale` evaluated in float32, left to right; the
     custom op must use the very same float to be bit-exact with it.
     """
-    scales = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
-    if scales.size == 1:
-        scales = np.repeat(scales, out_features)
-    if scales.size != out_features:
-        raise ValueError(
-            f"weight scales: expected 1 or {out_features} (out) values, got {scales.size}"
-        )
+    scales = _channel_scales(weight_scales, out_features)
     return (np.float32(input_scale) * scales) / np.float32(output_scale)
 
 
