@@ -226,3 +226,17 @@ def test_calibration_measures_rows_and_fits_a_profile():
     # Not measured: kept from the base profile.
     assert custom["unit_ns"]["8"] == base.profile["formats"]["custom"]["float32"]["unit_ns"]["8"]
     assert fitted.profile["formats"]["dense"] == base.profile["formats"]["dense"]
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    from tflite_export.atomic import write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_atomic(str(tmp_path / "m.tflite"), b"abc")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.tflite").read_bytes() == b"abc"
+    assert (tmp_path / "m.tflite").stat().st_mode & 0o777 == 0o644
