@@ -12,6 +12,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tflite_export.quiet import converter_noise, filtered_stderr
+
 QUANTIZE_CHOICES = (None, "int8")
 
 
@@ -101,5 +103,6 @@ def convert_keras(
             converter.inference_output_type = tf.int8
         # Private but stable converter switch; TF has no public per-tensor option.
         converter._experimental_disable_per_channel = not per_channel
-    with contextlib.redirect_stdout(io.StringIO()):  # the export archive prints its endpoints
+    # The export archive prints its endpoints on stdout; the converter logs on fd 2.
+    with contextlib.redirect_stdout(io.StringIO()), filtered_stderr(converter_noise):
         return bytes(converter.convert())

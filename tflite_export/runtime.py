@@ -19,15 +19,14 @@ A ``Runtime`` is not thread-safe: use one per thread.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import sys
-import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from tflite_export.quiet import filtered_stderr, litert_noise
 
 __all__ = ["LiteRtError", "TensorInfo", "Runtime", "load", "load_stock", "CUSTOM_OP_NAME"]
 
@@ -174,29 +173,6 @@ def _layout_shape(layout: _Layout) -> Tuple[int, ...]:
     return tuple(int(layout.dimensions[i]) for i in range(layout.rank))
 
 
-@contextlib.contextmanager
-def _without_info_logs():
-    """Drop the INFO lines libLiteRt.so writes to stderr while setting up and tearing down, and
-    its warnings that the optional NPU / GPU accelerators are absent (we run on the CPU by
-    design; trap 8: it exports no way to silence them). Every other line (errors such as
-    "unresolved custom op") still reaches stderr."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [line for line in capture.read().splitlines(keepends=True)
-                    if not line.startswith(b"INFO: ")
-                    and b"accelerator could not be loaded and registered" not in line]
-            if kept:
-                os.write(2, b"".join(kept))
-
-
 class Runtime:
     """One compiled model on LiteRT's CPU path (XNNPACK), optionally with our custom op.
 
@@ -217,7 +193,7 @@ class Runtime:
         self._buffers = None  # (shapes key, in arrays, out arrays, in handles, out handles)
         self._closed = False
         try:
-            with _without_info_logs():
+            with filtered_stderr(litert_noise):
                 self._open(model, int(num_threads), custom_ops)
         except BaseException:
             self.close()
@@ -477,7 +453,7 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
-        with _without_info_logs():
+        with filtered_stderr(litert_noise):
             self._release()
 
     def _release(self) -> None:
