@@ -68,7 +68,10 @@ def _convert(w, bias, int8, sparse_builtin=False):
     if sparse_builtin:
         opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     c.optimizations = opts
-    with contextlib.redirect_stdout(io.StringIO()):  # the export archive prints its endpoints
+    from tflite_export.quiet import converter_noise, filtered_stderr
+
+    # The export archive prints its endpoints on stdout; the converter logs on fd 2.
+    with contextlib.redirect_stdout(io.StringIO()), filtered_stderr(converter_noise):
         return c.convert()
 
 
