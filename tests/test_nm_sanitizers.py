@@ -3,33 +3,16 @@ dtype and available path vs portable, each corruption rejected) and a libFuzzer 
 validator (tests/c/fuzz_nm_validator.c) for a bounded time. gcc and clang as for the group-sparse
 core's sanitizer and fuzz tests (scripts/setup.sh installs them)."""
 import os
-import shutil
 import subprocess
 
-import pytest
+import sanitized_c
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-KERNELS = os.path.join(os.path.dirname(HERE), "tflite_export", "kernels")
-SOURCES = [os.path.join(KERNELS, "tfs_nm_sparse_fc.c"), os.path.join(KERNELS, "tfs_group_sparse_fc.c"),
-           os.path.join(KERNELS, "tfs_common.c")]
+SOURCES = ["tfs_nm_sparse_fc.c", "tfs_group_sparse_fc.c", "tfs_common.c"]
 FUZZ_SECONDS = int(os.environ.get("TFS_NM_FUZZ_SECONDS", "10"))
-FLAGS = ["-std=c11", "-D_POSIX_C_SOURCE=200112L", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
-         "-fno-sanitize-recover=all"]
-
-
-def _compiler(name):
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install it (scripts/setup.sh does)")
-    return path
 
 
 def test_nm_kernel_core_under_asan_and_ubsan(tmp_path):
-    binary = tmp_path / "nm_sanitizer_driver"
-    build = subprocess.run([_compiler("gcc"), *FLAGS, "-fsanitize=address,undefined",
-                            os.path.join(HERE, "c", "nm_sanitizer_driver.c"), *SOURCES, "-lm",
-                            "-o", str(binary)], capture_output=True, text=True)
-    assert build.returncode == 0, f"building the sanitizer driver failed:\n{build.stderr}"
+    binary = sanitized_c.build("gcc", "nm_sanitizer_driver.c", SOURCES, tmp_path / "nm_sanitizer_driver")
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"sanitizer driver failed:\n{run.stdout}\n{run.stderr[-3000:]}"
     assert run.stdout.startswith("OK: 32 layers on portable"), run.stdout
@@ -37,16 +20,9 @@ def test_nm_kernel_core_under_asan_and_ubsan(tmp_path):
 
 
 def test_fuzz_nm_validator_under_asan_ubsan(tmp_path):
-    binary = tmp_path / "fuzz_nm_validator"
-    build = subprocess.run([_compiler("clang"), *FLAGS, "-fsanitize=fuzzer,address,undefined",
-                            os.path.join(HERE, "c", "fuzz_nm_validator.c"), *SOURCES, "-lm",
-                            "-o", str(binary)], capture_output=True, text=True)
-    assert build.returncode == 0, f"building the fuzz target failed:\n{build.stderr}"
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    run = subprocess.run([str(binary), f"-max_total_time={FUZZ_SECONDS}", "-seed=1",
-                          "-rss_limit_mb=2048", "-timeout=10", str(corpus)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=FUZZ_SECONDS + 120)
+    binary = sanitized_c.build("clang", "fuzz_nm_validator.c", SOURCES,
+                               tmp_path / "fuzz_nm_validator", fuzzer=True)
+    run = sanitized_c.fuzz(binary, FUZZ_SECONDS, tmp_path)
     tail = run.stderr[-3000:]
     assert run.returncode == 0, f"the fuzzer found a crash:\n{tail}"
     assert "Done" in run.stderr, tail

@@ -1,0 +1,40 @@
+"""Test helper: build a C driver or libFuzzer target with the kernel sources under ASan + UBSan,
+and run a fuzz target for a bounded time. Shared by the kernels' sanitizer and fuzz tests."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KERNELS = os.path.join(os.path.dirname(HERE), "tflite_export", "kernels")
+FLAGS = ["-std=c11", "-D_POSIX_C_SOURCE=200112L", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
+         "-fno-sanitize-recover=all"]
+_INSTALL = {"gcc": "build-essential", "clang": "clang and libclang-rt-14-dev"}
+
+
+def build(compiler, program, kernel_sources, binary, fuzzer=False):
+    """Compile tests/c/``program`` with the named kernel sources; fails the test with the
+    compiler's message (or what to install when the compiler is missing)."""
+    path = shutil.which(compiler)
+    if path is None:
+        pytest.fail(f"{compiler} not found: install the Debian packages {_INSTALL[compiler]} "
+                    "(scripts/setup.sh does)")
+    sanitize = "-fsanitize=fuzzer,address,undefined" if fuzzer else "-fsanitize=address,undefined"
+    result = subprocess.run(
+        [path, *FLAGS, sanitize, os.path.join(HERE, "c", program),
+         *[os.path.join(KERNELS, s) for s in kernel_sources], "-lm", "-o", str(binary)],
+        capture_output=True, text=True)
+    what = "fuzz target" if fuzzer else "sanitizer driver"
+    assert result.returncode == 0, f"building the {what} failed:\n{result.stderr}"
+    return binary
+
+
+def fuzz(binary, seconds, workdir):
+    """Run a libFuzzer target from an empty corpus for ``seconds``; returns the completed run."""
+    corpus = workdir / "corpus"
+    corpus.mkdir()
+    return subprocess.run(
+        [str(binary), f"-max_total_time={seconds}", "-seed=1", "-rss_limit_mb=2048",
+         "-timeout=10", str(corpus)], capture_output=True, text=True, cwd=workdir,
+        timeout=seconds + 120)
