@@ -93,16 +93,10 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
                   (unsigned)(row[stride - 1] >> 4));
   }
 
-  if (dtype == TFS_DTYPE_I8) {
-    const int32_t *mul = NULL, *sh = NULL;
-    const float* sc = NULL;
-    if ((rc = tfs_check_requant_inputs(inputs, TFS_NMFC_IN_MULTIPLIER, kNames, out, &mul, &sh, &sc,
-                                       err, err_len)) != TFS_OK)
-      return rc;
-    layer->multiplier = mul;
-    layer->shift = sh;
-    layer->scale = sc;
-  }
+  if (dtype == TFS_DTYPE_I8 &&
+      (rc = tfs_check_requant_inputs(inputs, TFS_NMFC_IN_MULTIPLIER, kNames, out, &layer->multiplier,
+                                     &layer->shift, &layer->scale, err, err_len)) != TFS_OK)
+    return rc;
   layer->in = in;
   layer->out = out;
   layer->n = n;
