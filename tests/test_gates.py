@@ -200,10 +200,33 @@ def test_penalties_per_kind_of_mask():
         {"conv": (0.0, True), "dense": (0.0, True)}]
     with pytest.raises(ValueError, match="same number of stages"):
         tfscalpel.GateTraining(penalties={"conv": (1e-2,), "dense": (1e-4, 1e-3)})
-    with pytest.raises(ValueError, match="exactly the keys"):
+    with pytest.raises(ValueError, match="needs the keys"):
         tfscalpel.GateTraining(penalties={"conv": (1e-2,)})
     with pytest.raises(ValueError, match=r"penalties\['dense'\] must not decrease"):
         tfscalpel.GateTraining(penalties={"conv": (1e-2, 2e-2), "dense": (1e-3, 1e-4)})
+
+
+def test_penalties_for_named_masks():
+    """A MaskLayer named in ``penalties`` takes its own strengths in its kind's phase."""
+    model = _gated_convnet()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = tfscalpel.GateTraining(penalties={"conv": (1e-3, 2e-3), "dense": (1e-4, 2e-4),
+                                           "md": (5e-2, 7e-2)}, conv_first=True,
+                                finetune_epochs=1)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(tuple(
+        float(model.get_layer(n).penalty.numpy()) for n in ("mc", "md"))))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 6, 6, 1)).astype("float32"), rng.integers(0, 2, 16)
+    model.fit(x, y, epochs=cb.total_epochs, batch_size=8, verbose=0, callbacks=[cb, probe])
+    expected = [(1e-3, 0.0), (2e-3, 0.0), (0.0, 5e-2), (0.0, 7e-2), (0.0, 0.0)]
+    assert np.allclose(seen, expected, rtol=1e-6, atol=0)
+    assert float(model.get_layer("md").frozen.numpy()) == 1.0
+    with pytest.raises(ValueError, match=r"penalties\['md'\] and penalties\['dense'\] need the same"):
+        tfscalpel.GateTraining(penalties={"conv": (1e-3,), "dense": (1e-4,), "md": (1e-2, 2e-2)})
+    with pytest.raises(ValueError, match=r"penalties name \['nope'\], which are not MaskLayers"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[tfscalpel.GateTraining(
+            penalties={"conv": (1e-3,), "dense": (1e-4,), "nope": (1e-2,)})])
 
 
 def test_callback_sets_layers_and_rescales_dropout():

@@ -41,7 +41,11 @@ class GateTraining(keras.callbacks.Callback):
         penalties: increasing L1 strengths, one per stage; or ``{"conv": [...], "dense":
             [...]}`` (as many stages each) for separate strengths on the masks of conv feature
             maps and of Dense outputs. A conv channel sums its gradient over every position of
-            the feature map, so it usually needs a stronger penalty than a Dense unit.
+            the feature map, so it usually needs a stronger penalty than a Dense unit. The dict
+            may also name single MaskLayers (``{"conv": ..., "dense": ..., "mask_pool1":
+            [...]}``, as many stages): such a mask takes its own strengths, in the phase of its
+            kind (the layers of a network differ in how readily their nodes die: LeNet-5's
+            first conv layer needs a stronger push than its second).
         epochs_per_stage: epochs each stage lasts (integer >= 1).
         conv_first: run the stages on conv masks first, then on dense masks.
         finetune_epochs: epochs with every mask frozen at the end (integer >= 0).
@@ -54,14 +58,16 @@ class GateTraining(keras.callbacks.Callback):
                  finetune_epochs=1, rescale_dropout=False):
         super().__init__()
         if isinstance(penalties, dict):
-            if set(penalties) != set(_KINDS):
-                raise ValueError(f"penalties as a dict needs exactly the keys {list(_KINDS)}, "
-                                 f"got {sorted(penalties)}")
-            by_kind = {kind: _check_penalties(penalties[kind], f"penalties[{kind!r}]")
-                       for kind in _KINDS}
-            if len(by_kind["conv"]) != len(by_kind["dense"]):
-                raise ValueError("penalties['conv'] and penalties['dense'] need the same number "
-                                 f"of stages, got {len(by_kind['conv'])} and {len(by_kind['dense'])}")
+            if not set(_KINDS) <= set(penalties) or not all(isinstance(k, str) for k in penalties):
+                raise ValueError(f"penalties as a dict needs the keys {list(_KINDS)} (and "
+                                 f"optionally MaskLayer names), got {sorted(map(str, penalties))}")
+            by_kind = {key: _check_penalties(value, f"penalties[{key!r}]")
+                       for key, value in penalties.items()}
+            for key, value in by_kind.items():
+                if len(value) != len(by_kind["dense"]):
+                    raise ValueError(f"penalties[{key!r}] and penalties['dense'] need the same "
+                                     f"number of stages, got {len(value)} and "
+                                     f"{len(by_kind['dense'])}")
         else:
             by_kind = dict.fromkeys(_KINDS, _check_penalties(penalties, "penalties"))
         for arg, v, low in (("epochs_per_stage", epochs_per_stage, 1),
@@ -74,6 +80,7 @@ class GateTraining(keras.callbacks.Callback):
         self.finetune_epochs = finetune_epochs
         self.rescale_dropout = bool(rescale_dropout)
         self._dropout_rates = {}
+        self._named_kinds = {}
 
     @property
     def _stages(self):
@@ -89,20 +96,22 @@ class GateTraining(keras.callbacks.Callback):
         return len(self._phases) * self._stages * self.epochs_per_stage + self.finetune_epochs
 
     def settings(self, epoch):
-        """``{"conv": (penalty, frozen), "dense": (penalty, frozen)}`` for an epoch index."""
+        """``{"conv": (penalty, frozen), "dense": (penalty, frozen)}`` for an epoch index, plus
+        one entry per MaskLayer named in ``penalties``."""
         stage_epochs = self._stages * self.epochs_per_stage
         phase, within = divmod(epoch, stage_epochs)
         out = {}
-        for kind in _KINDS:
+        for key, strengths in self.penalties.items():
             # The phase in which this kind of mask is trained; before it, no penalty; after it,
-            # frozen.
-            own = next(i for i, p in enumerate(self._phases) if kind in p)
+            # frozen. A named mask follows the phase of its kind (known once it is seen).
+            kind = self._named_kinds.get(key, key)
+            own = next((i for i, p in enumerate(self._phases) if kind in p), 0)
             if phase < own:
-                out[kind] = (0.0, False)
+                out[key] = (0.0, False)
             elif phase == own:
-                out[kind] = (float(self.penalties[kind][within // self.epochs_per_stage]), False)
+                out[key] = (float(strengths[within // self.epochs_per_stage]), False)
             else:
-                out[kind] = (0.0, True)
+                out[key] = (0.0, True)
         return out
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -112,9 +121,16 @@ class GateTraining(keras.callbacks.Callback):
                 "GateTraining: the model has no MaskLayer; build it with tfscalpel.prune(model, "
                 "target=...) or insert tfscalpel.MaskLayer after the layers to node-prune"
             )
+        named = set(self.penalties) - set(_KINDS)
+        missing = named - {layer.name for layer in layers}
+        if missing:
+            raise ValueError(f"GateTraining: penalties name {sorted(missing)}, which are not "
+                             f"MaskLayers of the model; its MaskLayers: "
+                             f"{[layer.name for layer in layers]}")
+        self._named_kinds = {layer.name: _kind(layer) for layer in layers if layer.name in named}
         settings = self.settings(epoch)
         for layer in layers:
-            penalty, frozen = settings[_kind(layer)]
+            penalty, frozen = settings[layer.name if layer.name in named else _kind(layer)]
             layer.penalty.assign(penalty)
             layer.frozen.assign(1.0 if frozen else 0.0)
         if self.rescale_dropout:
