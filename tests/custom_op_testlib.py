@@ -21,14 +21,17 @@ def _quant(scale, zp):
     return q
 
 
-def layer_arrays(w: np.ndarray, bias: np.ndarray, g: int, activation: int = 0, int8=None) -> dict:
+def layer_arrays(w: np.ndarray, bias: np.ndarray, g: int, activation: int = 0, int8=None,
+                 index_dtype=None) -> dict:
     """Constant inputs 1..8 for weights ``w[out, in]`` (float32, or int8 with ``int8`` = dict of
-    in_zp, out_zp, act_min, act_max, multiplier, shift, scale)."""
+    in_zp, out_zp, act_min, act_max, multiplier, shift, scale). ``col_idx`` is the exporter's
+    narrowest type unless ``index_dtype`` (np.uint8 / np.uint16) is given."""
     out_f, in_f = w.shape
     csr = group_csr.encode(w, g)
+    col_idx = csr.col_idx if index_dtype is None else csr.col_idx.astype(index_dtype)
     meta = np.zeros(META_LEN, np.int32)
     meta[:7] = [FORMAT_VERSION, in_f, out_f, g, csr.n_groups, 0 if int8 is None else 1, activation]
-    arrays = {"values": csr.values, "col_idx": csr.col_idx, "row_ptr": csr.row_ptr, "meta": meta,
+    arrays = {"values": csr.values, "col_idx": col_idx, "row_ptr": csr.row_ptr, "meta": meta,
               "bias": bias}
     if int8 is not None:
         meta[7:11] = [int8["in_zp"], int8["out_zp"], int8["act_min"], int8["act_max"]]

@@ -93,7 +93,8 @@ def buffer_file_offsets(model_bytes):
 
 
 def reference_group_csr(w, g):
-    """Group-CSR of w[out, in] by plain loops (FORMAT.md)."""
+    """Group-CSR of w[out, in] by plain loops (FORMAT.md version 2: col_idx holds group indices,
+    uint8 when a row has at most 256 groups, else uint16)."""
     out_f, in_f = w.shape
     values, col_idx, row_ptr = [], [], [0]
     for r in range(out_f):
@@ -103,7 +104,8 @@ def reference_group_csr(w, g):
                 padded = np.zeros(g, dtype=w.dtype)
                 padded[: group.size] = group
                 values.extend(padded.tolist())
-                col_idx.append(c)
+                col_idx.append(c // g)
         row_ptr.append(len(col_idx))
-    return (np.array(values, dtype=w.dtype), np.array(col_idx, dtype=np.uint16),
+    index_dtype = np.uint8 if (in_f + g - 1) // g <= 256 else np.uint16
+    return (np.array(values, dtype=w.dtype), np.array(col_idx, dtype=index_dtype),
             np.array(row_ptr, dtype=np.int32))

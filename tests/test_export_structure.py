@@ -96,7 +96,8 @@ def test_float32_custom_op_structure(f32_dense, fmodel, g):
         np.testing.assert_array_equal(arrays["values"], values)
         np.testing.assert_array_equal(arrays["col_idx"], col_idx)
         np.testing.assert_array_equal(arrays["row_ptr"], row_ptr)
-        assert arrays["meta"].tolist() == [1, in_f, out_f, g, len(col_idx), 0, act] + [0] * 9
+        assert arrays["col_idx"].dtype == col_idx.dtype
+        assert arrays["meta"].tolist() == [2, in_f, out_f, g, len(col_idx), 0, act] + [0] * 9
         bias = tl.tensor_array(f32_dense, dop.Inputs(2), np.float32)
         np.testing.assert_array_equal(arrays["bias"], bias)
         # Same activation tensor in, same output tensor (by name) out as the dense FC.
@@ -156,10 +157,10 @@ def test_int8_custom_op_structure(int8_dense, int8_per_tensor_dense, fmodel, g, 
         TT = schema.TensorType
         assert [tl.tensor(b, t).Type() for t in ins] == [TT.INT8, TT.UINT8]
         arrays = tl.custom_op_arrays(b, op)
-        assert [a.dtype for a in arrays.values()] == [
-            np.int8, np.uint16, np.int32, np.int32, np.int32, np.int32, np.int32, np.float32]
         w = tl.tensor_array(dense, dop.Inputs(1), np.int8)
         values, col_idx, row_ptr = tl.reference_group_csr(w, g)
+        assert [a.dtype for a in arrays.values()] == [
+            np.int8, col_idx.dtype, np.int32, np.int32, np.int32, np.int32, np.int32, np.float32]
         np.testing.assert_array_equal(arrays["values"], values)
         np.testing.assert_array_equal(arrays["col_idx"], col_idx)
         np.testing.assert_array_equal(arrays["row_ptr"], row_ptr)
@@ -178,7 +179,7 @@ def test_int8_custom_op_structure(int8_dense, int8_per_tensor_dense, fmodel, g, 
         # Output clamp: ReLU clamps at the zero point, ReLU6 also at zp + round(6 / scale).
         lo = -128 if act == 0 else max(-128, int(out_zp[0]))
         hi = 127 if act != 3 else min(127, int(out_zp[0]) + int(np.floor(6.0 / out_s[0] + 0.5)))
-        assert arrays["meta"].tolist() == [1, w.shape[1], w.shape[0], g, len(col_idx), 1, act,
+        assert arrays["meta"].tolist() == [2, w.shape[1], w.shape[0], g, len(col_idx), 1, act,
                                  int(in_zp[0]), int(out_zp[0]), lo, hi] + [0] * 5
     _assert_aligned(b)
 

@@ -22,7 +22,7 @@ def test_group_csr_matches_reference_including_ragged(shape, g):
     np.testing.assert_array_equal(csr.values, values)
     np.testing.assert_array_equal(csr.col_idx, col_idx)
     np.testing.assert_array_equal(csr.row_ptr, row_ptr)
-    assert csr.col_idx.dtype == np.uint16 and csr.row_ptr.dtype == np.int32
+    assert csr.col_idx.dtype == np.uint8 and csr.row_ptr.dtype == np.int32  # <= 256 groups a row
     assert csr.values.size == csr.n_groups * g
     np.testing.assert_array_equal(group_csr.decode(csr), w)
     assert group_csr.count_groups(w, g) == csr.n_groups
@@ -34,14 +34,26 @@ def test_group_csr_int8_and_all_zero_rows():
     csr = group_csr.encode(w, 8)
     assert csr.values.dtype == np.int8
     np.testing.assert_array_equal(csr.row_ptr, [0, 0, 0, 1, 1])
-    np.testing.assert_array_equal(csr.col_idx, [16])
+    np.testing.assert_array_equal(csr.col_idx, [2])  # group index: column 16 / g
     np.testing.assert_array_equal(csr.values, [0, -3, 0, 0, 0, 0, 0, 0])
 
+
+@pytest.mark.parametrize("in_f,g,dtype", [(1024, 4, np.uint8), (1025, 4, np.uint16),
+                                          (256, 1, np.uint8), (257, 1, np.uint16),
+                                          (4096, 16, np.uint8), (65536, 1, np.uint16)])
+def test_group_csr_index_width_is_the_narrowest(in_f, g, dtype):
+    """col_idx is uint8 exactly when a row has at most 256 groups (FORMAT.md version 2)."""
+    w = np.zeros((2, in_f), np.int8)
+    w[1, -1] = 5  # the row's last (possibly ragged) group
+    csr = group_csr.encode(w, g)
+    assert csr.col_idx.dtype == dtype
+    np.testing.assert_array_equal(csr.col_idx, [(in_f - 1) // g])
+    np.testing.assert_array_equal(group_csr.decode(csr), w)
 
 def test_group_csr_rejects_bad_g_and_wide_inputs():
     with pytest.raises(ValueError, match=r"g=3 .*\(1, 2, 4, 8, 16\)"):
         group_csr.encode(np.ones((2, 8), np.float32), 3)
-    with pytest.raises(ValueError, match="uint16"):
+    with pytest.raises(ValueError, match="in=65537 exceeds 65536"):
         group_csr.encode(np.ones((1, 65537), np.float32), 16)
 
 
@@ -240,3 +252,4 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
         os.umask(umask)
     assert (tmp_path / "m.tflite").read_bytes() == b"abc"
     assert (tmp_path / "m.tflite").stat().st_mode & 0o777 == 0o644
+

@@ -10,6 +10,9 @@ GS = [1, 2, 4, 8, 16]
 # (in, out): multiples of 16, ragged for every g > 1, in < 16 (all-tail rows for g = 16),
 # out not a multiple of the 8-row block.
 SHAPES = [(64, 16), (45, 19), (7, 9), (130, 33)]
+# col_idx widths (format version 2): the exporter's narrowest (uint8 for every shape above) and
+# uint16 (what rows of more than 256 groups get; valid for any layer).
+INDEX_DTYPES = [np.uint8, np.uint16]
 
 
 def _int8_params(rng, out_f, activation=0):
@@ -21,16 +24,19 @@ def _int8_params(rng, out_f, activation=0):
                 scale=(rng.uniform(0.001, 0.02, out_f)).astype(np.float32))
 
 
-def _layer(rng, in_f, out_f, g, dtype, density=0.35, activation=0, requant="fp32"):
+def _layer(rng, in_f, out_f, g, dtype, density=0.35, activation=0, requant="fp32",
+           index_dtype=None):
     w = tl.random_group_sparse(rng, out_f, in_f, g, density)
     if dtype == "float32":
         bias = rng.standard_normal(out_f).astype(np.float32)
-        arrays = tl.layer_arrays(w, bias, g, activation)
+        arrays = tl.layer_arrays(w, bias, g, activation, index_dtype=index_dtype)
         return w, bias, None, kernels.GroupSparseFC(*arrays.values())
     wq = np.clip(np.round(w * 50), -128, 127).astype(np.int8)
     bias = rng.integers(-3000, 3000, out_f).astype(np.int32)
     p = _int8_params(rng, out_f, activation)
-    arrays = tl.layer_arrays(wq, bias, g, activation, int8=p)
+    arrays = tl.layer_arrays(wq, bias, g, activation, int8=p, index_dtype=index_dtype)
+    if index_dtype is not None:
+        assert arrays["col_idx"].dtype == index_dtype
     return wq, bias, p, kernels.GroupSparseFC(*arrays.values(), requant=requant)
 
 
@@ -90,12 +96,14 @@ def impls(request):
     return names
 
 
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
 @pytest.mark.parametrize("g", GS)
 @pytest.mark.parametrize("in_f,out_f", SHAPES)
-def test_float32_every_path_matches_numpy(g, in_f, out_f, impls):
+def test_float32_every_path_matches_numpy(g, in_f, out_f, index_dtype, impls):
     rng = np.random.default_rng(g * 1000 + in_f)
     for activation in (0, 1, 3):
-        w, bias, _, layer = _layer(rng, in_f, out_f, g, "float32", activation=activation)
+        w, bias, _, layer = _layer(rng, in_f, out_f, g, "float32", activation=activation,
+                                   index_dtype=index_dtype)
         for batch in (1, 3):
             x = rng.standard_normal((batch, in_f)).astype(np.float32)
             want, mag = _ref_float(w, bias, x, activation)
@@ -106,12 +114,14 @@ def test_float32_every_path_matches_numpy(g, in_f, out_f, impls):
                 assert np.all(err <= 1e-5 * mag + 1e-7), (impl, float((err / mag).max()))
 
 
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
 @pytest.mark.parametrize("g", GS)
 @pytest.mark.parametrize("in_f,out_f", SHAPES)
-def test_int8_every_path_is_bit_exact(g, in_f, out_f, impls):
+def test_int8_every_path_is_bit_exact(g, in_f, out_f, index_dtype, impls):
     rng = np.random.default_rng(g * 1000 + in_f + 1)
     for activation in (0, 1):
-        wq, bias, p, layer = _layer(rng, in_f, out_f, g, "int8", activation=activation)
+        wq, bias, p, layer = _layer(rng, in_f, out_f, g, "int8", activation=activation,
+                                    index_dtype=index_dtype)
         for batch in (1, 4):
             x = rng.integers(-128, 128, (batch, in_f)).astype(np.int8)
             want = _ref_int8_fp32(wq, bias, x, p)
@@ -138,26 +148,30 @@ def test_multiply_by_quantized_multiplier_matches_reference():
         assert kernels.multiply_by_quantized_multiplier(acc, mult, shift) == _mbqm(acc, mult, shift)
 
 
-def test_large_sparse_layer_all_paths_agree(impls):
-    """A 1024x1024 layer at 90 % group sparsity (the benchmark shape), batch 2."""
+@pytest.mark.parametrize("in_f,g,index_dtype", [(1024, 4, np.uint8), (1030, 4, np.uint16),
+                                                (1030, 2, np.uint16)])
+def test_large_sparse_layer_all_paths_agree(in_f, g, index_dtype, impls):
+    """A 1024x1024 layer at 90 % group sparsity (the benchmark shape; 256 groups per row: the
+    exporter's uint8 col_idx) and ragged ones past 256 groups per row (uint16), batch 2."""
     rng = np.random.default_rng(99)
     for dtype in ("float32", "int8"):
-        w, bias, p, layer = _layer(rng, 1024, 1024, 4, dtype, density=0.1)
+        w, bias, p, layer = _layer(rng, in_f, 1024, g, dtype, density=0.1)
+        assert layer._arrays[1].dtype == index_dtype  # the narrowest width, chosen by encode
         if dtype == "float32":
-            x = rng.standard_normal((2, 1024)).astype(np.float32)
+            x = rng.standard_normal((2, in_f)).astype(np.float32)
             want, mag = _ref_float(w, bias, x, 0)
             for impl in impls:
                 assert np.all(np.abs(layer(x, impl) - want) <= 1e-5 * mag + 1e-7), impl
         else:
-            x = rng.integers(-128, 128, (2, 1024)).astype(np.int8)
+            x = rng.integers(-128, 128, (2, in_f)).astype(np.int8)
             for impl in impls:
                 np.testing.assert_array_equal(layer(x, impl), _ref_int8_fp32(w, bias, x, p), impl)
 
 
 def test_empty_rows_and_no_groups(impls):
     meta = np.zeros(16, np.int32)
-    meta[:7] = [1, 12, 5, 4, 0, 0, 0]
-    layer = kernels.GroupSparseFC(np.zeros(0, np.float32), np.zeros(0, np.uint16),
+    meta[:7] = [kernels.FORMAT_VERSION, 12, 5, 4, 0, 0, 0]
+    layer = kernels.GroupSparseFC(np.zeros(0, np.float32), np.zeros(0, np.uint8),
                                   np.zeros(6, np.int32), meta, np.arange(5, dtype=np.float32))
     for impl in impls:
         np.testing.assert_array_equal(layer(np.ones((2, 12), np.float32), impl),
@@ -206,7 +220,7 @@ def _drop(name):
 
 
 RULES = {
-    "version": (_set("meta", 0, 2), "format version 2"),
+    "version": (_set("meta", 0, 1), "format version 1"),
     "in_zero": (_set("meta", 1, 0), "in = 0"),
     "in_too_big": (_set("meta", 1, 70000), "in = 70000"),
     "out_zero": (_set("meta", 2, 0), "out = 0"),
@@ -225,8 +239,11 @@ RULES = {
     "values_type": (_replace("values", lambda v: v.astype(np.float32)), "input 1 (values): element type"),
     "col_idx_type": (_replace("col_idx", lambda c: c.astype(np.int32)), "input 2 (col_idx): element type"),
     "col_idx_size": (_replace("col_idx", lambda c: c[:-1]), "input 2 (col_idx)"),
-    "col_idx_range": (_set("col_idx", -1, 20), "col_idx[%d] = 20 >= in"),
-    "col_idx_multiple": (_set("col_idx", 0, 1), "not a multiple of g"),
+    # in = 20, g = 4: group indices 0..4
+    "col_idx_range": (_set("col_idx", -1, 5), "col_idx[%d] = 5 >= ceil(in / g) = 5"),
+    "col_idx_range_u16": (_replace("col_idx", lambda c: np.where(np.arange(c.size) == c.size - 1, 300, c).astype(np.uint16)),
+                          "col_idx[%d] = 300 >= ceil(in / g) = 5"),
+    "col_idx_type_u32": (_replace("col_idx", lambda c: c.astype(np.uint32)), "input 2 (col_idx): element type"),
     "col_idx_order": (None, "not strictly increasing"),
     "row_ptr_size": (_replace("row_ptr", lambda r: r[:-1]), "input 3 (row_ptr)"),
     "row_ptr_first": (_set("row_ptr", 0, 1), "row_ptr[0] = 1"),
@@ -298,3 +315,33 @@ def test_io_validation():
         layer(np.zeros((1, 9), np.float32))
     with pytest.raises(kernels.KernelFormatError, match="element type"):
         layer(np.zeros((1, 8), np.float64))
+
+
+@pytest.mark.parametrize("index_dtype", INDEX_DTYPES)
+def test_validator_accepts_both_index_widths_and_orders_them(index_dtype):
+    """Version 2: col_idx is uint8 or uint16 group indices, strictly increasing within a row; the
+    last group index of a row may be ceil(in / g) - 1 (a ragged tail), never more."""
+    arrays = _valid_int8_arrays()
+    arrays["col_idx"] = arrays["col_idx"].astype(index_dtype)
+    kernels.GroupSparseFC(*arrays.values())
+    rp = arrays["row_ptr"]
+    r = next(i for i in range(len(rp) - 1) if rp[i + 1] - rp[i] >= 2)
+    c = arrays["col_idx"].copy()
+    c[rp[r] + 1] = c[rp[r]]  # a repeated group index
+    with pytest.raises(kernels.KernelFormatError, match=f"not strictly increasing in row {r}"):
+        kernels.GroupSparseFC(*{**arrays, "col_idx": c}.values())
+
+
+def test_index_width_does_not_change_results(impls):
+    """The same layer with uint8 and uint16 col_idx: identical outputs on every path."""
+    rng = np.random.default_rng(7)
+    w = tl.random_group_sparse(rng, 11, 45, 4, 0.4)
+    wq = np.clip(np.round(w * 50), -128, 127).astype(np.int8)
+    p = _int8_params(rng, 11)
+    bias = rng.integers(-3000, 3000, 11).astype(np.int32)
+    x = rng.integers(-128, 128, (3, 45)).astype(np.int8)
+    outs = [kernels.GroupSparseFC(*tl.layer_arrays(wq, bias, 4, int8=p, index_dtype=d).values())(x, impl)
+            for d in INDEX_DTYPES for impl in impls]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    np.testing.assert_array_equal(outs[0], _ref_int8_fp32(wq, bias, x, p))

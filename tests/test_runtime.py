@@ -114,10 +114,13 @@ def _fc_int8_params(data):
     return w, b, qx, qw, qy, op.builtinOptions.fusedActivationFunction
 
 
-@pytest.mark.parametrize("g", [2, 8])
-def test_int8_custom_op_model_is_bit_exact_with_stock_int8_fc(g):
+@pytest.mark.parametrize("g,in_f,index_dtype,forced", [
+    (2, 70, np.uint8, False), (8, 70, np.uint8, False),
+    (2, 70, np.uint16, True),      # a valid, non-narrowest col_idx
+    (1, 300, np.uint16, False)])   # 300 groups a row: the exporter's uint16
+def test_int8_custom_op_model_is_bit_exact_with_stock_int8_fc(g, in_f, index_dtype, forced):
     rng = np.random.default_rng(10 + g)
-    in_f, out_f = 70, 24
+    out_f = 24
     model = _dense_model(in_f, out_f, "relu", seed=g)
     w = tl.random_group_sparse(rng, out_f, in_f, g, 0.35)
     model.layers[0].kernel.assign(w.T)
@@ -130,7 +133,9 @@ def test_int8_custom_op_model_is_bit_exact_with_stock_int8_fc(g):
     params = dict(in_zp=in_zp, out_zp=out_zp, act_min=max(out_zp, -128), act_max=127,
                   multiplier=np.full(out_f, 1 << 30), shift=np.zeros(out_f), scale=scale)
     bias = bq if bq is not None else np.zeros(out_f, np.int32)
-    arrays = tl.layer_arrays(wq, bias, g, activation=1, int8=params)
+    arrays = tl.layer_arrays(wq, bias, g, activation=1, int8=params,
+                             index_dtype=index_dtype if forced else None)
+    assert arrays["col_idx"].dtype == index_dtype
     x = rng.integers(-128, 128, size=(300, in_f)).astype(np.int8)
     with runtime.load_stock(data) as dense:
         (want,) = dense.run(x)
@@ -159,8 +164,8 @@ def test_corrupt_metadata_is_rejected_at_load():
     w = tl.random_group_sparse(rng, 8, 32, 4, 0.5)
     arrays = tl.layer_arrays(w, np.zeros(8, np.float32), 4)
     arrays["col_idx"] = arrays["col_idx"].copy()
-    arrays["col_idx"][-1] = 40  # past `in`
-    with pytest.raises(runtime.LiteRtError, match=r"col_idx\[\d+\] = 40 >= in = 32"):
+    arrays["col_idx"][-1] = 8  # group 8 = columns 32..35, past `in`
+    with pytest.raises(runtime.LiteRtError, match=r"col_idx\[\d+\] = 8 >= ceil\(in / g\) = 8"):
         runtime.load(tl.custom_op_model(arrays))
     with pytest.raises(runtime.LiteRtError, match="custom options must be empty"):
         runtime.load(tl.custom_op_model(tl.layer_arrays(w, np.zeros(8, np.float32), 4),

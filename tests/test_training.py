@@ -56,7 +56,7 @@ def test_strip_gives_plain_model_same_outputs_and_exact_report():
     assert fc1.density == pytest.approx(0.2, abs=0.01)
     assert fc1.bytes_dense == 4 * 192
     assert fc1.bytes_csr == 4 * (2 * nnz + 17)
-    assert fc1.bytes_group_csr == 4 * 2 * groups + 2 * groups + 4 * 17
+    assert fc1.bytes_group_csr == 4 * 2 * groups + 1 * groups + 4 * 17  # uint8 group indices
     assert report.group_sizes() == {"fc1": 2, "fc2": 2}
     assert "group(g=2)" in str(report)
 

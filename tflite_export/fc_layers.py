@@ -117,7 +117,7 @@ def _unsupported_reason(model: schema.ModelT, layer: FCLayer, op: schema.Operato
     if y_shape != x_shape[:-1] + [layer.out_features]:
         return f"output shape {y_shape} is not the input shape {x_shape} with out={layer.out_features} last"
     if layer.in_features > MAX_IN_FEATURES:
-        return f"in={layer.in_features} exceeds {MAX_IN_FEATURES} (uint16 column indices)"
+        return f"in={layer.in_features} exceeds {MAX_IN_FEATURES} (the custom op format's limit)"
     if layer.bias >= 0:
         bt = sg.tensors[layer.bias]
         want = _TT.FLOAT32 if layer.dtype == "float32" else _TT.INT32

@@ -2,7 +2,7 @@
 
 Only the flatbuffer object API is used (new TensorT/BufferT/OperatorT/OperatorCodeT objects);
 orphaned dense weights are removed afterwards by `flatbuffer.compact`. The custom op follows
-FORMAT.md (format version 1); the block-sparse weight follows the layout TFLite's converter
+FORMAT.md (format version 2); the block-sparse weight follows the layout TFLite's converter
 emits under `Optimize.EXPERIMENTAL_SPARSITY` (dims [out] dense, [in / block] CSR, [block] dense).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tflite_export.fc_layers import FCLayer, bias_values
 
 CUSTOM_CODE = "TFS_GROUP_SPARSE_FC"
 CUSTOM_OP_VERSION = 1  # LiteRT only resolves custom ops registered at the model's version 1
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_LEN = 16
 DTYPE_CODES = {"float32": 0, "int8": 1}
 # First FULLY_CONNECTED version whose kernels accept sparse weights (what the converter writes).
@@ -121,7 +121,7 @@ def block_sparse_parameters(weights: np.ndarray, block: int) -> tuple[schema.Spa
         d.format, d.denseSize = fmt, size
         dims.append(d)
     dims[1].arraySegmentsType, dims[1].arraySegments = _index_vector(csr.row_ptr)
-    dims[1].arrayIndicesType, dims[1].arrayIndices = _index_vector(csr.col_idx.astype(np.int64) // block)
+    dims[1].arrayIndicesType, dims[1].arrayIndices = _index_vector(csr.col_idx.astype(np.int64))  # group indices = block indices
     sp = schema.SparsityParametersT()
     sp.traversalOrder = np.array([0, 1, 2], dtype=np.int32)
     sp.blockMap = np.array([1], dtype=np.int32)  # the block dimension subdivides dim 1 (in)

@@ -21,8 +21,9 @@ class LayerReport:
 
     - dense: 4 bytes per weight;
     - CSR: ``2*nnz + rows + 1`` numbers of 4 bytes (values, column indices, row pointers);
-    - group-CSR: ``g`` values per stored group, one uint16 column index per group, and
-      ``rows + 1`` int32 row pointers.
+    - group-CSR: ``g`` values per stored group, one group index per group (uint8 when a row has
+      at most 256 groups, else uint16; the exporter's format version 2), and ``rows + 1`` int32
+      row pointers.
     """
 
     name: str
@@ -52,7 +53,9 @@ class LayerReport:
 
     @property
     def bytes_group_csr(self):
-        return 4 * self.group_size * self.nonzero_groups + 2 * self.nonzero_groups + 4 * (self.rows + 1)
+        index_bytes = 1 if -(-self.cols // self.group_size) <= 256 else 2
+        return (4 * self.group_size * self.nonzero_groups + index_bytes * self.nonzero_groups
+                + 4 * (self.rows + 1))
 
 
 @dataclasses.dataclass(frozen=True)

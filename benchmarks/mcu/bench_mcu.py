@@ -112,8 +112,10 @@ def write_header(path, layers, xs, ys):
     entries = []
     for i, (L, x, y) in enumerate(zip(layers, xs, ys)):
         m = L["meta"]
+        # col_idx: group indices, uint8 or uint16 as the exporter chose (FORMAT.md version 2)
+        ctype, celem = {1: ("uint8_t", "TFS_ELEM_UINT8"), 2: ("uint16_t", "TFS_ELEM_UINT16")}[L["col_idx"].itemsize]
         parts += [c_array(f"w{i}", L["weights"], "int8_t"), c_array(f"v{i}", L["values"], "int8_t"),
-                  c_array(f"c{i}", L["col_idx"], "uint16_t"), c_array(f"r{i}", L["row_ptr"], "int32_t"),
+                  c_array(f"c{i}", L["col_idx"], ctype), c_array(f"r{i}", L["row_ptr"], "int32_t"),
                   c_array(f"m{i}", m, "int32_t"), c_array(f"b{i}", L["bias"], "int32_t"),
                   c_array(f"mu{i}", L["out_multiplier"], "int32_t"), c_array(f"s{i}", L["out_shift"], "int32_t"),
                   f"static const float sc{i}[{m[2]}] = {{{','.join(repr(float(v)) + 'f' for v in L['out_scale'])}}};\n",
@@ -121,7 +123,7 @@ def write_header(path, layers, xs, ys):
         n = int(m[4])
         entries.append(
             f"  {{{{{m[1]}, {m[2]}, {m[7]}, {m[8]}, {m[9]}, {m[10]}, w{i}, b{i}, mu{i}, s{i}}},\n"
-            f"   {{{{NULL, 0, 0}}, {{v{i}, {n * int(m[3])}, TFS_ELEM_INT8}}, {{c{i}, {n}, TFS_ELEM_UINT16}},\n"
+            f"   {{{{NULL, 0, 0}}, {{v{i}, {n * int(m[3])}, TFS_ELEM_INT8}}, {{c{i}, {n}, {celem}}},\n"
             f"    {{r{i}, {int(m[2]) + 1}, TFS_ELEM_INT32}}, {{m{i}, 16, TFS_ELEM_INT32}}, {{b{i}, {m[2]}, TFS_ELEM_INT32}},\n"
             f"    {{mu{i}, {m[2]}, TFS_ELEM_INT32}}, {{s{i}, {m[2]}, TFS_ELEM_INT32}}, {{sc{i}, {m[2]}, TFS_ELEM_FLOAT32}}}},\n"
             f"   x{i}, y{i}}},\n")
@@ -171,6 +173,9 @@ def main(argv=None):
     p.add_argument("--group-size", type=int, default=4, help="g of the custom op (the pruning's g)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "out", "mcu", "build"))
     p.add_argument("--image", type=int, default=0, help="MNIST test image run on the emulator")
+    p.add_argument("--json", default=None,
+                   help="also write the per-layer measurements (cost_model.calibrate's layout: "
+                        "format, dtype, g, out, units, time_ns = estimated cycles) to this file")
     args = p.parse_args(argv)
     t0 = time.time()
     ensure_packages()
@@ -202,9 +207,16 @@ def main(argv=None):
             f"{'dense B':>9}{'sparse B':>10}{'ratio':>7}")
     lines = [head, "-" * len(head)]
     tot = np.zeros(6)
+    measurements = []
     for k, L in enumerate(layers):
         (di, dc), (si, sc), (_, pc) = kernels_segs[3 * k:3 * k + 3]
         db, sb = flash_bytes(L)
+        m = L["meta"]
+        measurements += [
+            {"layer": L["name"], "format": "dense", "dtype": "int8", "in": int(m[1]), "out": int(m[2]),
+             "units": int(m[1]) * int(m[2]), "time_ns": dc, "instructions": di},
+            {"layer": L["name"], "format": "custom", "dtype": "int8", "g": int(m[3]), "in": int(m[1]),
+             "out": int(m[2]), "units": int(m[4]), "time_ns": sc, "instructions": si}]
         tot += [di, si, dc, sc, db, sb]
         m = L["meta"]
         lines.append(f"{L['name']:<8}{f'{m[1]}x{m[2]}':>10}{m[4]:>8}{di:>13,}{si:>14,}{dc:>11,}{sc:>12,}"
@@ -218,6 +230,11 @@ def main(argv=None):
     print("\n".join(lines))
     print(f"MNIST test error (int8, host kernel, fixed-point): {error:.2f} %")
     print(f"time: export + host run {t1 - t0:.0f} s, build + emulation {t2 - t1:.1f} s")
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "group_size": args.group_size, "mnist_error_pct": error,
+                       "time_unit": "estimated Cortex-M4 cycles", "measurements": measurements}, f, indent=1)
     return 0
 
 

@@ -5,6 +5,10 @@
  * path disagreeing with the portable kernel aborts. Run by tests/test_fuzz_validator.py. */
 #include "gsfc_testgen.h"
 
+static void set_u16(unsigned char* p, size_t i, uint32_t v) {
+  const uint16_t u = (uint16_t)v;
+  memcpy(p + 2 * i, &u, 2);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tfs_reader r = {data, size, 0};
@@ -15,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (mode & 1) { /* fully raw meta: exercises every range check */
     for (int i = 0; i < 16; ++i) meta[i] = (int32_t)tfs_rd(&r, 4);
   } else {        /* plausible meta with small perturbations: reaches the deep checks */
-    meta[0] = (mode & 0x80) ? (int32_t)tfs_rd(&r, 1) : 1;
+    meta[0] = (mode & 0x80) ? (int32_t)tfs_rd(&r, 1) : TFS_GSFC_FORMAT_VERSION;
     meta[1] = 1 + (int32_t)(tfs_rd(&r, 2) % 200);
     meta[2] = 1 + (int32_t)(tfs_rd(&r, 1) % 40);
     meta[3] = gs[tfs_rd(&r, 1) % 6];
@@ -46,10 +50,13 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   unsigned char* values = (unsigned char*)malloc(cnt[1] * 4 + 1);
   for (size_t i = 0; i < cnt[1] * (dtype ? 1 : 4); ++i) values[i] = (unsigned char)tfs_rd(&r, 1);
   if (!dtype) for (size_t i = 0; i < cnt[1]; ++i) { const float f = (float)(int8_t)values[i] / 16.0f; memcpy(values + 4 * i, &f, 4); }
-  uint16_t* col = (uint16_t*)malloc(cnt[2] * 2 + 2);
+  /* col_idx: group indices, uint8 or uint16 (format version 2). */
+  const int narrow = (int)(tfs_rd(&r, 1) & 1);
+  unsigned char* col = (unsigned char*)malloc(cnt[2] * 2 + 2);
+#define SET_COL(i, v) (narrow ? (void)(col[i] = (unsigned char)(v)) : set_u16(col, (i), (uint32_t)(v)))
   int32_t* row_ptr = (int32_t*)malloc(cnt[3] * 4 + 4);
   if (tfs_rd(&r, 1) & 1) { /* raw indices */
-    for (size_t i = 0; i < cnt[2]; ++i) col[i] = (uint16_t)tfs_rd(&r, 2);
+    for (size_t i = 0; i < cnt[2]; ++i) SET_COL(i, tfs_rd(&r, narrow ? 1 : 2));
     for (size_t i = 0; i < cnt[3]; ++i) row_ptr[i] = (int32_t)(tfs_rd(&r, 2) % (uint32_t)(ng + 2));
   } else {             /* well-formed structure with an occasional flipped entry */
     const int64_t in = meta[1] > 0 ? meta[1] : 1, per_row = (in + g - 1) / g;
@@ -58,10 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       row_ptr[rr] = (int32_t)k;
       if (rr + 1 == cnt[3]) break;
       for (int64_t c = 0; c < per_row && k < cnt[2]; ++c)
-        if (tfs_rd(&r, 1) & 1) col[k++] = (uint16_t)(c * g);
+        if (tfs_rd(&r, 1) & 1) { SET_COL(k, c); ++k; }
     }
-    for (; k < cnt[2]; ++k) col[k] = 0;
-    if (tfs_rd(&r, 1) == 0 && cnt[2]) col[tfs_rd(&r, 2) % cnt[2]] = (uint16_t)tfs_rd(&r, 2);
+    for (; k < cnt[2]; ++k) SET_COL(k, 0);
+    if (tfs_rd(&r, 1) == 0 && cnt[2]) SET_COL(tfs_rd(&r, 2) % cnt[2], tfs_rd(&r, 2));
   }
   unsigned char* bias = (unsigned char*)malloc(cnt[5] * 4 + 1);
   for (size_t i = 0; i < cnt[5]; ++i) {
@@ -82,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tfs_tensor t[9] = {
       {NULL, 0, 0},
       {values, cnt[1], dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
-      {col, cnt[2], e_types ? TFS_ELEM_INT32 : TFS_ELEM_UINT16},
+      {col, cnt[2], e_types ? TFS_ELEM_INT32 : narrow ? TFS_ELEM_UINT8 : TFS_ELEM_UINT16},
       {row_ptr, cnt[3], TFS_ELEM_INT32},
       {meta_buf, cnt[4], TFS_ELEM_INT32},
       {bias, cnt[5], dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},

@@ -1,10 +1,23 @@
 /* Kernel core under AddressSanitizer + UndefinedBehaviorSanitizer: random valid layers of every
- * g / dtype / shape (ragged tails, empty rows, in < g), every available path vs the portable one,
- * and corrupt metadata that must be rejected. Built and run by tests/test_kernels_sanitizers.py. */
+ * g / dtype / shape (ragged tails, empty rows, in < g) and both col_idx widths (uint8 where a row's
+ * groups fit, uint16), every available path vs the portable one, and corrupt metadata that must
+ * be rejected. Built and run by tests/test_kernels_sanitizers.py. */
 #include "gsfc_testgen.h"
 
 static uint32_t rng_state = 12345u;
 static uint32_t rnd(void) { return tfs_rnd(&rng_state); }
+
+/* col_idx entries (group indices) of either width. */
+static void set_col(unsigned char* col, int wide, int32_t k, uint32_t v) {
+  if (wide) { const uint16_t u = (uint16_t)v; memcpy(col + 2 * (size_t)k, &u, 2); }
+  else col[k] = (unsigned char)v;
+}
+static uint32_t get_col(const unsigned char* col, int wide, int32_t k) {
+  if (!wide) return col[k];
+  uint16_t u;
+  memcpy(&u, col + 2 * (size_t)k, 2);
+  return u;
+}
 
 int main(void) {
   static const int32_t gs[5] = {1, 2, 4, 8, 16};
@@ -12,16 +25,19 @@ int main(void) {
   int cases = 0, rejected_count = 0;
   for (int dtype = 0; dtype < 2; ++dtype)
     for (int gi = 0; gi < 5; ++gi)
-      for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+      for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si)
+      for (int wide = 0; wide < 2; ++wide) {
         const int32_t in = shapes[si][0], out = shapes[si][1], g = gs[gi];
         const int32_t per_row = (in + g - 1) / g;
+        if (!wide && per_row > 256) continue; /* uint8 group indices cannot address the row */
+        const size_t cbytes = wide ? 2 : 1;
         int32_t* row_ptr = (int32_t*)malloc(sizeof(int32_t) * (size_t)(out + 1));
-        uint16_t* col = (uint16_t*)malloc(sizeof(uint16_t) * (size_t)(out * per_row) + 2);
+        unsigned char* col = (unsigned char*)malloc(cbytes * (size_t)(out * per_row) + 2);
         int32_t n = 0;
         row_ptr[0] = 0;
         for (int32_t r = 0; r < out; ++r) {
           for (int32_t c = 0; c < per_row; ++c)
-            if (rnd() % 100 < 30) col[n++] = (uint16_t)(c * g);
+            if (rnd() % 100 < 30) set_col(col, wide, n++, (uint32_t)c);
           row_ptr[r + 1] = n;
         }
         const size_t esize = dtype ? 1 : 4;
@@ -31,7 +47,7 @@ int main(void) {
           else { const float f = (float)((int32_t)(rnd() % 2001) - 1000) / 1000.0f; memcpy(values + 4 * i, &f, 4); }
         }
         int32_t meta[16] = {0};
-        meta[0] = 1; meta[1] = in; meta[2] = out; meta[3] = g; meta[4] = n; meta[5] = dtype;
+        meta[0] = TFS_GSFC_FORMAT_VERSION; meta[1] = in; meta[2] = out; meta[3] = g; meta[4] = n; meta[5] = dtype;
         unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
         int32_t* mult = (int32_t*)malloc((size_t)out * 4);
         int32_t* shift = (int32_t*)malloc((size_t)out * 4);
@@ -40,7 +56,7 @@ int main(void) {
         tfs_tensor t[9] = {
             {NULL, 0, 0},
             {values, (size_t)n * (size_t)g, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
-            {col, (size_t)n, TFS_ELEM_UINT16},
+            {col, (size_t)n, wide ? TFS_ELEM_UINT16 : TFS_ELEM_UINT8},
             {row_ptr, (size_t)out + 1, TFS_ELEM_INT32},
             {meta, 16, TFS_ELEM_INT32},
             {bias, (size_t)out, dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
@@ -67,8 +83,18 @@ int main(void) {
         EXPECT_REJECT(saved = meta[2]; meta[2] = out + 1, meta[2] = saved)
         EXPECT_REJECT(saved = row_ptr[out]; row_ptr[out] = n + 1, row_ptr[out] = saved)
         if (n > 0) {
-          EXPECT_REJECT(saved = col[n - 1]; col[n - 1] = (uint16_t)(in + 1), col[n - 1] = (uint16_t)saved)
+          /* one past the row's last group; a repeated index */
+          EXPECT_REJECT(saved = (int32_t)get_col(col, wide, n - 1); set_col(col, wide, n - 1, (uint32_t)per_row),
+                        set_col(col, wide, n - 1, (uint32_t)saved))
+          int32_t r2 = 0; /* a row with two groups, if any */
+          while (r2 < out && row_ptr[r2 + 1] - row_ptr[r2] < 2) ++r2;
+          if (r2 < out) {
+            const int32_t k = row_ptr[r2] + 1;
+            EXPECT_REJECT(saved = (int32_t)get_col(col, wide, k); set_col(col, wide, k, get_col(col, wide, k - 1)),
+                          set_col(col, wide, k, (uint32_t)saved))
+          }
         }
+        EXPECT_REJECT(saved = t[2].elem; t[2].elem = TFS_ELEM_INT8, t[2].elem = saved)
         EXPECT_REJECT(t[2].count += 1, t[2].count -= 1)
         free(row_ptr); free(col); free(values); free(bias); free(mult); free(shift); free(scale);
       }

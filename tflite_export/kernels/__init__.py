@@ -30,7 +30,7 @@ __all__ = [
     "time_layer_vs_dense", "FORMAT_VERSION", "META_LEN",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_LEN = 16
 
 #: Implementation names -> the C enum (TFS_IMPL_*).
@@ -40,8 +40,8 @@ IMPLS: Dict[str, int] = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3, "arm_
 REQUANT = {"fp32": 0, "fixed_point": 1}
 
 # TfLiteType numbering (the C core uses the same).
-_ELEM = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.int8): 9,
-         np.dtype(np.uint16): 17}
+_ELEM = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.uint8): 3,
+         np.dtype(np.int8): 9, np.dtype(np.uint16): 17}
 
 
 class KernelFormatError(ValueError):

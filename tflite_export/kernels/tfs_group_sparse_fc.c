@@ -55,7 +55,8 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   const int32_t in = meta[TFS_META_IN], out = meta[TFS_META_OUT], g = meta[TFS_META_G];
   const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
   const int32_t act = meta[TFS_META_ACTIVATION];
-  /* col_idx is uint16 and every group starts below `in`, so in <= 65536 keeps all reachable. */
+  /* Every group starts below `in` and the SIMD paths' packed copy keeps first columns as uint16,
+   * so in <= 65536 (FORMAT.md "Validation"). */
   if (in < 1 || in > 65536) return tfs_fail(err, err_len, "meta: in = %d not in [1, 65536]", (int)in);
   if (out < 1) return tfs_fail(err, err_len, "meta: out = %d < 1", (int)out);
   if (g != 1 && g != 2 && g != 4 && g != 8 && g != 16)
@@ -71,9 +72,11 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
 
   const int wtype = dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
+  /* col_idx: uint8 or uint16 group indices (the exporter writes the narrowest that fits). */
+  const int ctype = inputs[TFS_GSFC_IN_COL_IDX].elem == TFS_ELEM_UINT8 ? TFS_ELEM_UINT8 : TFS_ELEM_UINT16;
   if ((rc = check_tensor(&inputs[TFS_GSFC_IN_VALUES], TFS_GSFC_IN_VALUES, wtype,
                          (int64_t)n_groups * g, err, err_len)) != TFS_OK ||
-      (rc = check_tensor(&inputs[TFS_GSFC_IN_COL_IDX], TFS_GSFC_IN_COL_IDX, TFS_ELEM_UINT16,
+      (rc = check_tensor(&inputs[TFS_GSFC_IN_COL_IDX], TFS_GSFC_IN_COL_IDX, ctype,
                          n_groups, err, err_len)) != TFS_OK ||
       (rc = check_tensor(&inputs[TFS_GSFC_IN_ROW_PTR], TFS_GSFC_IN_ROW_PTR, TFS_ELEM_INT32,
                          (int64_t)out + 1, err, err_len)) != TFS_OK ||
@@ -83,7 +86,9 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
     return rc;
 
   const int32_t* row_ptr = (const int32_t*)inputs[TFS_GSFC_IN_ROW_PTR].data;
-  const uint16_t* col = (const uint16_t*)inputs[TFS_GSFC_IN_COL_IDX].data;
+  const void* col = inputs[TFS_GSFC_IN_COL_IDX].data;
+  const uint8_t* col8 = ctype == TFS_ELEM_UINT8 ? (const uint8_t*)col : NULL;
+  const uint16_t* col16 = ctype == TFS_ELEM_UINT16 ? (const uint16_t*)col : NULL;
   if (row_ptr[0] != 0) return tfs_fail(err, err_len, "row_ptr[0] = %d, not 0", (int)row_ptr[0]);
   if (row_ptr[out] != n_groups)
     return tfs_fail(err, err_len, "row_ptr[out] = %d, not n_groups = %d", (int)row_ptr[out], (int)n_groups);
@@ -93,13 +98,15 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
     if (k1 < k0 || k1 > n_groups)
       return tfs_fail(err, err_len, "row_ptr[%d] = %d not in [row_ptr[%d] = %d, n_groups = %d]",
                   (int)(r + 1), (int)k1, (int)r, (int)k0, (int)n_groups);
+    int32_t prev = -1;
     for (int32_t k = k0; k < k1; ++k) {
-      const int32_t c = col[k];
-      if (c >= in) return tfs_fail(err, err_len, "col_idx[%d] = %d >= in = %d (row %d)", (int)k, (int)c, (int)in, (int)r);
-      if (c % g != 0)
-        return tfs_fail(err, err_len, "col_idx[%d] = %d not a multiple of g = %d (row %d)", (int)k, (int)c, (int)g, (int)r);
-      if (k > k0 && c <= col[k - 1])
+      const int32_t c = col8 != NULL ? (int32_t)col8[k] : (int32_t)col16[k];
+      if (c >= groups_per_row)
+        return tfs_fail(err, err_len, "col_idx[%d] = %d >= ceil(in / g) = %d (row %d)", (int)k, (int)c,
+                        (int)groups_per_row, (int)r);
+      if (c <= prev)
         return tfs_fail(err, err_len, "col_idx not strictly increasing in row %d at group %d", (int)r, (int)k);
+      prev = c;
     }
   }
 
@@ -122,6 +129,7 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   layer->requant = TFS_REQUANT_FP32;
   layer->values = inputs[TFS_GSFC_IN_VALUES].data;
   layer->col_idx = col;
+  layer->col_bytes = ctype == TFS_ELEM_UINT8 ? 1 : 2;
   layer->row_ptr = row_ptr;
   layer->bias = inputs[TFS_GSFC_IN_BIAS].data;
   return TFS_OK;
@@ -153,7 +161,7 @@ static inline int8_t requant_one(const tfs_gsfc_layer* L, int32_t r, int32_t acc
 /* Dot product of the ragged tail group k (the row's last) with x: only in - col terms. */
 static inline float tail_f32(const tfs_gsfc_layer* L, const float* x, int32_t k) {
   const float* w = (const float*)L->values + (size_t)k * L->g;
-  const int32_t c = L->col_idx[k], n = L->in - c;
+  const int32_t c = tfs_gsfc_col(L, k), n = L->in - c;
   float s = 0.0f;
   for (int32_t j = 0; j < n; ++j) s += w[j] * x[c + j];
   return s;
@@ -161,7 +169,7 @@ static inline float tail_f32(const tfs_gsfc_layer* L, const float* x, int32_t k)
 
 static inline int32_t tail_i8(const tfs_gsfc_layer* L, const int16_t* xs, int32_t k) {
   const int8_t* w = (const int8_t*)L->values + (size_t)k * L->g;
-  const int32_t c = L->col_idx[k], n = L->in - c;
+  const int32_t c = tfs_gsfc_col(L, k), n = L->in - c;
   int32_t s = 0;
   for (int32_t j = 0; j < n; ++j) s += (int32_t)w[j] * xs[c + j]; /* |s| <= 16 * 32640 */
   return s;
@@ -169,7 +177,7 @@ static inline int32_t tail_i8(const tfs_gsfc_layer* L, const int16_t* xs, int32_
 
 /* Number of the row's groups that are full (all but a ragged last one). */
 static inline int32_t full_end(const tfs_gsfc_layer* L, int32_t k0, int32_t k1) {
-  return (k1 > k0 && L->col_idx[k1 - 1] >= L->in_full && L->in_full != L->in) ? k1 - 1 : k1;
+  return (k1 > k0 && L->in_full != L->in && tfs_gsfc_col(L, k1 - 1) >= L->in_full) ? k1 - 1 : k1;
 }
 
 /* x - input_zp as int16 for the whole batch (the int8 paths multiply int16 x int16). */
@@ -252,7 +260,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
         char* we = w + (size_t)e * (size_t)g * wsize;
         if (r >= 0 && t < full_groups(L, r)) {
           const int32_t k = L->row_ptr[r] + t;
-          col[e] = L->col_idx[k];
+          col[e] = (uint16_t)tfs_gsfc_col(L, k); /* < in <= 65536 */
           memcpy(we, (const char*)L->values + (size_t)k * (size_t)g * wsize, (size_t)g * wsize);
         } else {
           /* Padding: zero weights at column 0, a full group (padding exists only when some row
@@ -285,7 +293,7 @@ static void ref_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t b
     for (int32_t r = 0; r < L->out; ++r) {
       float acc = 0.0f;
       for (int32_t k = L->row_ptr[r]; k < L->row_ptr[r + 1]; ++k) {
-        const int32_t c = L->col_idx[k];
+        const int32_t c = tfs_gsfc_col(L, k);
         const int32_t n = in - c < g ? in - c : g; /* ragged tail: never read past x[in-1] */
         const float* w = vals + (size_t)k * g;
         for (int32_t j = 0; j < n; ++j) acc += w[j] * xb[c + j];
@@ -306,7 +314,7 @@ static void ref_i8(const tfs_gsfc_layer* L, const int16_t* xs, int8_t* y, int32_
        * TFLite (whose int32 sums wrap the same way) even for adversarial weights. */
       uint32_t acc = (uint32_t)bias[r];
       for (int32_t k = L->row_ptr[r]; k < L->row_ptr[r + 1]; ++k) {
-        const int32_t c = L->col_idx[k];
+        const int32_t c = tfs_gsfc_col(L, k);
         const int32_t n = in - c < g ? in - c : g;
         const int8_t* w = vals + (size_t)k * g;
         for (int32_t j = 0; j < n; ++j) acc += (uint32_t)((int32_t)w[j] * xb[c + j]);
@@ -389,61 +397,78 @@ static void dsp_widen(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, int
   }
 }
 
-/* Sum over n full groups of `quads` permuted quads each (g = 4 * quads), starting from acc. */
-static inline uint32_t dsp_dot_quads(const int16_t* xs, const uint16_t* col, const int8_t* w,
-                                     int32_t n, int quads, uint32_t acc) {
-  for (int32_t k = 0; k < n; ++k) {
-    const int16_t* xp = xs + col[k];
-    const int8_t* wk = w + (size_t)k * 4 * (size_t)quads;
-    for (int q = 0; q < quads; ++q) {
-      const uint32_t wv = ld32(wk + 4 * q);
-      acc = dsp_smlad(dsp_sxtb16(wv), ld32(xp + 4 * q), acc);
-      acc = dsp_smlad(dsp_sxtb16_ror8(wv), ld32(xp + 4 * q + 2), acc);
-    }
+/* The hot loops exist once per col_idx width (uint8 / uint16; FORMAT.md version 2 stores the
+ * group index, so the input of group k starts at xs + col[k] * g): the width is chosen once per
+ * layer, never per group. On Cortex-M4 `ldrb` + `add rX, xs, idx, lsl #3` (g = 4) costs what
+ * `ldrh` + `add rX, xs, col, lsl #1` did in version 1. */
+#define TFS_DEFINE_DSP_I8(SUF, IT)                                                                \
+  /* Sum over n full groups of `quads` permuted quads each (g = 4 * quads), starting from acc. */ \
+  static inline uint32_t dsp_dot_quads_##SUF(const int16_t* xs, const IT* col, const int8_t* w,   \
+                                             int32_t n, int quads, uint32_t acc) {                 \
+    for (int32_t k = 0; k < n; ++k) {                                                              \
+      const int16_t* xp = xs + (size_t)col[k] * 4 * (size_t)quads;                                 \
+      const int8_t* wk = w + (size_t)k * 4 * (size_t)quads;                                        \
+      for (int q = 0; q < quads; ++q) {                                                            \
+        const uint32_t wv = ld32(wk + 4 * q);                                                      \
+        acc = dsp_smlad(dsp_sxtb16(wv), ld32(xp + 4 * q), acc);                                    \
+        acc = dsp_smlad(dsp_sxtb16_ror8(wv), ld32(xp + 4 * q + 2), acc);                           \
+      }                                                                                            \
+    }                                                                                              \
+    return acc;                                                                                    \
+  }                                                                                                \
+  static inline uint32_t dsp_dot_g2_##SUF(const int16_t* xs, const IT* col, const int8_t* w,      \
+                                          int32_t n, uint32_t acc) {                               \
+    for (int32_t k = 0; k < n; ++k) {                                                              \
+      const uint32_t h = ld16(w + 2 * k);                                                          \
+      acc = dsp_smlad(dsp_sxtb16(h | (h << 8)), ld32(xs + 2 * (size_t)col[k]), acc);              \
+    }                                                                                              \
+    return acc;                                                                                    \
+  }                                                                                                \
+  static inline uint32_t dsp_dot_g1_##SUF(const int16_t* xs, const IT* col, const int8_t* w,      \
+                                          int32_t n, uint32_t acc) {                               \
+    for (int32_t k = 0; k < n; ++k) acc += (uint32_t)((int32_t)w[k] * xs[col[k]]);                 \
+    return acc;                                                                                    \
+  }                                                                                                \
+  /* noinline: inlined into tfs_gsfc_compute, the uint8 loop ran out of registers (a spilled  \
+   * loop bound, +2 cycles per group on Cortex-M4). */                                            \
+  __attribute__((noinline)) static void dsp_i8_##SUF(const tfs_gsfc_layer* L, const int16_t* xs,  \
+                                                     int8_t* y, int32_t batch) {                  \
+    const int8_t* vals = (const int8_t*)L->values;                                                 \
+    const int32_t* bias = (const int32_t*)L->bias;                                                 \
+    const IT* cols = (const IT*)L->col_idx;                                                        \
+    const int32_t g = L->g, in = L->in;                                                            \
+    /* A row's last group is ragged iff in % g != 0 and it is the last group of the row. */       \
+    const int32_t last_group = L->in_full != in ? L->in_full / g : -1;                             \
+    for (int32_t b = 0; b < batch; ++b) {                                                          \
+      const int16_t* xb = xs + (size_t)b * in;                                                     \
+      int8_t* yb = y + (size_t)b * L->out;                                                         \
+      for (int32_t r = 0; r < L->out; ++r) {                                                       \
+        const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];                                  \
+        const int32_t kf = (k1 > k0 && (int32_t)cols[k1 - 1] == last_group) ? k1 - 1 : k1;         \
+        const IT* col = cols + k0;                                                                 \
+        const int8_t* w = vals + (size_t)k0 * g;                                                   \
+        uint32_t acc = (uint32_t)bias[r];                                                          \
+        switch (g) {                                                                               \
+          case 1: acc = dsp_dot_g1_##SUF(xb, col, w, kf - k0, acc); break;                         \
+          case 2: acc = dsp_dot_g2_##SUF(xb, col, w, kf - k0, acc); break;                         \
+          case 4: acc = dsp_dot_quads_##SUF(xb, col, w, kf - k0, 1, acc); break;                   \
+          case 8: acc = dsp_dot_quads_##SUF(xb, col, w, kf - k0, 2, acc); break;                   \
+          default: acc = dsp_dot_quads_##SUF(xb, col, w, kf - k0, 4, acc); break;                  \
+        }                                                                                          \
+        if (kf != k1) acc += (uint32_t)tail_i8(L, xb, kf);                                         \
+        yb[r] = requant_one(L, r, (int32_t)acc);                                                   \
+      }                                                                                            \
+    }                                                                                              \
   }
-  return acc;
-}
 
 /* (Unrolling these loops by two groups measured slower on the emulated Cortex-M4: the extra
  * live registers spill around every row, and rows hold ~15 groups at 92 % sparsity.) */
-static inline uint32_t dsp_dot_g2(const int16_t* xs, const uint16_t* col, const int8_t* w,
-                                  int32_t n, uint32_t acc) {
-  for (int32_t k = 0; k < n; ++k) {
-    const uint32_t h = ld16(w + 2 * k);
-    acc = dsp_smlad(dsp_sxtb16(h | (h << 8)), ld32(xs + col[k]), acc);
-  }
-  return acc;
-}
-
-static inline uint32_t dsp_dot_g1(const int16_t* xs, const uint16_t* col, const int8_t* w,
-                                  int32_t n, uint32_t acc) {
-  for (int32_t k = 0; k < n; ++k) acc += (uint32_t)((int32_t)w[k] * xs[col[k]]);
-  return acc;
-}
+TFS_DEFINE_DSP_I8(u8, uint8_t)
+TFS_DEFINE_DSP_I8(u16, uint16_t)
 
 static void dsp_i8(const tfs_gsfc_layer* L, const int16_t* xs, int8_t* y, int32_t batch) {
-  const int8_t* vals = (const int8_t*)L->values;
-  const int32_t* bias = (const int32_t*)L->bias;
-  const int32_t g = L->g, in = L->in;
-  for (int32_t b = 0; b < batch; ++b) {
-    const int16_t* xb = xs + (size_t)b * in;
-    int8_t* yb = y + (size_t)b * L->out;
-    for (int32_t r = 0; r < L->out; ++r) {
-      const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1], kf = full_end(L, k0, k1);
-      const uint16_t* col = L->col_idx + k0;
-      const int8_t* w = vals + (size_t)k0 * g;
-      uint32_t acc = (uint32_t)bias[r];
-      switch (g) {
-        case 1: acc = dsp_dot_g1(xb, col, w, kf - k0, acc); break;
-        case 2: acc = dsp_dot_g2(xb, col, w, kf - k0, acc); break;
-        case 4: acc = dsp_dot_quads(xb, col, w, kf - k0, 1, acc); break;
-        case 8: acc = dsp_dot_quads(xb, col, w, kf - k0, 2, acc); break;
-        default: acc = dsp_dot_quads(xb, col, w, kf - k0, 4, acc); break;
-      }
-      if (kf != k1) acc += (uint32_t)tail_i8(L, xb, kf);
-      yb[r] = requant_one(L, r, (int32_t)acc);
-    }
-  }
+  if (L->col_bytes == 1) dsp_i8_u8(L, xs, y, batch);
+  else dsp_i8_u16(L, xs, y, batch);
 }
 
 /* ------------------------------------------------------------------------------------------ */

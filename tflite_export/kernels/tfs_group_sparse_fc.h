@@ -1,4 +1,4 @@
-/* TFS_GROUP_SPARSE_FC: the group-sparse fully-connected kernel core (format version 1).
+/* TFS_GROUP_SPARSE_FC: the group-sparse fully-connected kernel core (format version 2).
  *
  * Runtime-neutral C99: no LiteRT / TFLite types and no allocation in the compute path, so the
  * same core serves the LiteRT adapter (tfs_litert_adapter.c), a TFLite Micro adapter and a
@@ -25,7 +25,9 @@
 extern "C" {
 #endif
 
-#define TFS_GSFC_FORMAT_VERSION 1
+/* Version 2: col_idx holds the group index (column / g) as uint8 or uint16 (version 1: the
+ * first column, uint16 only). */
+#define TFS_GSFC_FORMAT_VERSION 2
 #define TFS_GSFC_META_LEN TFS_META_LEN
 
 /* In a model the node has two inputs: the activations and one constant uint8 tensor, the
@@ -59,13 +61,21 @@ typedef struct {
   int32_t in_full;  /* in rounded down to a multiple of g: a group at col >= in_full is ragged */
   int32_t requant;  /* TFS_REQUANT_*; validate sets FP32, an adapter may change it */
   const void* values;          /* float or int8, n_groups * g */
-  const uint16_t* col_idx;     /* n_groups */
+  const void* col_idx;         /* n_groups group indices (column / g), uint8 or uint16: */
+  int32_t col_bytes;           /*   1 (uint8) or 2 (uint16) bytes per index */
   const int32_t* row_ptr;      /* out + 1 */
   const void* bias;            /* float or int32, out */
   const int32_t* multiplier;   /* int8 only, out */
   const int32_t* shift;        /* int8 only, out */
   const float* scale;          /* int8 only, out */
 } tfs_gsfc_layer;
+
+/* First input column of stored group k of a validated layer (group index * g). */
+static inline int32_t tfs_gsfc_col(const tfs_gsfc_layer* layer, int32_t k) {
+  const int32_t gi = layer->col_bytes == 1 ? ((const uint8_t*)layer->col_idx)[k]
+                                           : ((const uint16_t*)layer->col_idx)[k];
+  return gi * layer->g;
+}
 
 /* The SIMD paths' packed copy of a layer (made once per node by tfs_gsfc_pack into memory the
  * caller owns; it points into that memory). Rows sorted by length and interleaved in blocks of
@@ -76,7 +86,7 @@ typedef struct {
   const int32_t* perm;    /* [n_blocks * 8] original row of each slot, -1 for padding slots */
   const int32_t* tail;    /* [n_blocks * 8] index of the slot's ragged tail group, or -1 */
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
-  const uint16_t* col;    /* [entries] first input column of each entry */
+  const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
 } tfs_gsfc_packed;
 
