@@ -112,3 +112,28 @@ def test_convert_cli_c_array(exported, tmp_path):
     assert [ln for ln in bad.stderr.splitlines() if ln.startswith("error: ")] == [
         f"error: --output: with --format=c_array, a directory that exists: {tmp_path / 'missing'}"]
     assert not (tmp_path / "missing").exists()
+
+
+def test_convert_cli_target_cortex_m4_chooses_per_layer_from_cycles(exported, tmp_path):
+    """`--target cortex-m4`: the 64x32 layer at 85 % group sparsity is predicted faster as the
+    custom op, the 32x10 one (per-node and per-row costs dominate) stays dense; the report says so."""
+    model, calib, _, _ = exported
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "calib.npy", calib)
+    out = tmp_path / "fw"
+    out.mkdir()
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.run([sys.executable, "-m", "tflite_export.convert", "--model", "m.keras",
+                        "--quantize", "int8", "--representative_data", "calib.npy", "--int8_io",
+                        "--target", "cortex-m4", "--format", "c_array", "--output", str(out),
+                        "--report", str(tmp_path / "r.json")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    import json
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["target"] == "cortex-m4"
+    layers = {lr["layer"]: lr for lr in report["layers"]}
+    assert (layers["dense"]["format"], layers["dense"]["g"]) == ("custom", 4)
+    assert layers["dense"]["reason"].endswith("vs dense on cortex-m4")
+    assert layers["dense_1"]["format"] == "dense"
+    assert layers["dense_1"]["reason"].startswith("kept dense: best sparse choice custom g=")

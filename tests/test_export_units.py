@@ -195,7 +195,7 @@ def test_planner_unsupported_and_all_zero_layers_stay_dense():
 def test_target_profiles_load_and_calibrate(tmp_path):
     cm = cost_model.load("x86-avx2")
     assert cm.builtin_block("float32") == 4 and cm.builtin_block("int8") == 16
-    with pytest.raises(ValueError, match=r"unknown target 'nope'; allowed: \['x86-avx2'\]"):
+    with pytest.raises(ValueError, match=r"unknown target 'nope'; allowed: \['cortex-m4', 'x86-avx2'\]"):
         cost_model.load("nope")
     bad = dict(cm.to_dict())
     del bad["formats"]["custom"]["int8"]
@@ -253,3 +253,30 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     assert (tmp_path / "m.tflite").read_bytes() == b"abc"
     assert (tmp_path / "m.tflite").stat().st_mode & 0o777 == 0o644
 
+
+def test_cortex_m4_profile_chooses_from_measured_cycles():
+    """The cortex-m4 profile (cycles from QEMU, benchmarks/mcu/bench_mcu.py --json): int8 only,
+    no TFLite block-sparse on TFLite Micro; group-sparse wins from ~35 % group sparsity at g = 4."""
+    cost = cost_model.load("cortex-m4")
+    assert cost.time_unit == "cycles" and cost.dtypes == ("int8",)
+    # The fit reproduces the measured LeNet-300-100 fc1 (92 % model, g = 4) within 1 %.
+    assert cost.custom("int8", 4, 300, 4615).time_ns == pytest.approx(110_208, rel=0.01)
+    assert cost.dense("int8", 784, 300).time_ns == pytest.approx(585_746, rel=0.01)
+    d = planner.decide(_layer(_group_sparse(300, 784, 4, 0.92, seed=1), dtype="int8"), cost)
+    assert (d.format, d.g, d.units) == ("custom", 4, 4590)
+    assert d.reason == "custom g=4 predicted 5.34x vs dense on cortex-m4"
+    d = planner.decide(_layer(_group_sparse(300, 784, 4, 0.5, seed=1), dtype="int8"), cost)
+    assert (d.format, d.g) == ("custom", 4) and d.expected_speedup == pytest.approx(1.2363, abs=1e-4)
+    d = planner.decide(_layer(_group_sparse(300, 784, 4, 0.2, seed=1), dtype="int8"), cost)
+    assert d.format == "dense" and d.reason == (
+        "kept dense: best sparse choice custom g=4 predicted 0.80x vs dense (< 1.10x required on "
+        "cortex-m4); builtin block-sparse unusable: TFLite Micro's FULLY_CONNECTED has no sparse weights")
+    with pytest.raises(ValueError, match="cannot force builtin_sparse: builtin block-sparse unusable: "
+                                         "TFLite Micro's FULLY_CONNECTED"):
+        planner.decide(_layer(_group_sparse(16, 64, 4, 0.9, seed=2), dtype="int8"), cost,
+                       force="builtin_sparse")
+    with pytest.raises(ValueError, match=r"target cortex-m4 has costs for int8 only, not float32 "
+                                         r"\(export with quantize='int8'\)"):
+        planner.decide(_layer(_group_sparse(16, 64, 4, 0.9, seed=2)), cost)
+    with pytest.raises(ValueError, match="dtypes"):
+        cost_model.CostModel({**cost.to_dict(), "dtypes": ["int4"]})

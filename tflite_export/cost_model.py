@@ -4,6 +4,11 @@ Every format's batch-1 time is modelled as `fixed_ns + row_ns * out + unit_ns * 
 coefficients of a target profile (see `target_profiles.py` for where they come from). The
 decision is made at batch 1, one thread: the latency case the product targets. A sparse format
 is only chosen when its predicted speedup over dense is at least the profile's `min_speedup`.
+
+A profile may cover only some dtypes (`"dtypes": ["int8"]`; a microcontroller profile measured
+on int8 kernels) and may mark TFLite's block-sparse FC as unavailable on its runtime
+(`"builtin_sparse": {"int8": {"unsupported": "why"}}`; TFLite Micro has no sparse FC). Its
+`time_unit` (default "ns") only labels the numbers: decisions use ratios.
 """
 from __future__ import annotations
 
@@ -40,9 +45,19 @@ class CostModel:
         self.profile = copy.deepcopy(dict(profile))
         self.name = str(self.profile.get("name", "custom-profile"))
         self.min_speedup = float(self.profile.get("min_speedup", 1.0))
+        self.dtypes = tuple(self.profile.get("dtypes", DTYPES))
+        self.time_unit = str(self.profile.get("time_unit", "ns"))
 
     def _coeffs(self, fmt: str, dtype: str) -> Mapping:
+        if dtype not in self.dtypes:
+            raise ValueError(f"target {self.name} has costs for {', '.join(self.dtypes)} only, not "
+                             f"{dtype}" + (" (export with quantize='int8')" if self.dtypes == ("int8",) else ""))
         return self.profile["formats"][fmt][dtype]
+
+    def builtin_unsupported(self, dtype: str) -> str | None:
+        """Why TFLite's block-sparse FC cannot be used on this target, or None when it can."""
+        reason = self._coeffs("builtin_sparse", dtype).get("unsupported")
+        return None if reason is None else str(reason)
 
     def builtin_block(self, dtype: str) -> int:
         """Block width of TFLite's block-sparse FC for `dtype` (4 float32, 16 int8)."""
@@ -72,13 +87,19 @@ def _linear(c: Mapping, rows: int, units: int, unit_ns: float) -> float:
 
 
 def _validate_profile(profile: Mapping) -> None:
+    dtypes = tuple(profile.get("dtypes", DTYPES)) if isinstance(profile, Mapping) else DTYPES
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        raise ValueError(f"invalid target profile: dtypes {dtypes!r} must be a non-empty subset of {DTYPES}")
     try:
         formats = profile["formats"]
-        for dtype in DTYPES:
+        for dtype in dtypes:
+            builtin = formats["builtin_sparse"][dtype]
             for key in ("fixed_ns", "row_ns", "unit_ns"):
                 float(formats["dense"][dtype][key])
-                float(formats["builtin_sparse"][dtype][key])
-            int(formats["builtin_sparse"][dtype]["block"])
+                if "unsupported" not in builtin:
+                    float(builtin[key])
+            if "unsupported" not in builtin:
+                int(builtin["block"])
             custom = formats["custom"][dtype]
             float(custom["fixed_ns"])
             float(custom["row_ns"])

@@ -75,8 +75,9 @@ def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force
             if n:  # zero-length tensors are not allowed, so an all-zero layer stays dense
                 candidates.append(cost.custom(layer.dtype, g, layer.out_features, n))
     if force in ("auto", "builtin_sparse"):
-        block = cost.builtin_block(layer.dtype)
-        why_not = _builtin_unusable(layer, block)
+        why_not = cost.builtin_unsupported(layer.dtype)
+        block = 0 if why_not else cost.builtin_block(layer.dtype)
+        why_not = why_not or _builtin_unusable(layer, block)
         n = None if why_not else builtin_blocks(w, block)
         if why_not:
             notes.append(f"builtin block-sparse unusable: {why_not}")

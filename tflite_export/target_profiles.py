@@ -52,4 +52,38 @@ X86_AVX2 = {
     },
 }
 
-PROFILES = {"x86-avx2": X86_AVX2}
+# Cortex-M4 (TFLite Micro): costs in estimated CPU cycles (only ratios matter), int8 only.
+# From `benchmarks/mcu/bench_mcu.py --json` on QEMU mps2-an386 with the counting plugin (exact
+# instruction counts, cycles from the TRM's timing table, +-20 % absolute, deterministic), on the
+# LeNet-300-100 int8 layers (784x300, 300x100, 100x10) of the main job's 92 % model, exported at
+# g = 1, 2, 4, 8, 16 (15 custom-op measurements, 3 dense), least squares with fixed_ns / row_ns
+# shared across g (cost_model.calibrate's layout); every measurement within 10 % of the fit
+# (the largest misses are the 10-row layer, the most expensive one stays within 1 %):
+# - dense: the CMSIS-NN-style SMLAD kernel doing two rows per pass (benchmarks/mcu/dense_baseline.c),
+#   the fair stand-in for TFLite Micro's CMSIS-NN FULLY_CONNECTED: 2.38 cycles per MAC;
+# - custom: TFS_GROUP_SPARSE_FC's DSP path (input widening included in the per-node and per-row
+#   terms): g = 4 costs 14.8 cycles per stored group (3.7 per stored weight), so on this core
+#   g = 4 pays off from ~35 % group sparsity, not ~75 % as on x86.
+# TFLite Micro's FULLY_CONNECTED has no sparse weights, so TFLite's block-sparse format is out.
+CORTEX_M4 = {
+    "name": "cortex-m4",
+    "source": "estimated Cortex-M4 cycles on QEMU mps2-an386 (benchmarks/mcu/bench_mcu.py --json; "
+    "see module comments)",
+    "time_unit": "cycles",
+    "dtypes": ["int8"],
+    # The cycle counts are deterministic, the estimate is not exact: a small margin.
+    "min_speedup": 1.1,
+    "formats": {
+        "dense": {"int8": {"fixed_ns": 136.4, "row_ns": 86.3, "unit_ns": 2.380}},
+        "builtin_sparse": {"int8": {"unsupported": "TFLite Micro's FULLY_CONNECTED has no sparse weights"}},
+        "custom": {
+            "int8": {
+                "fixed_ns": 799.4,
+                "row_ns": 137.3,
+                "unit_ns": {"1": 9.17, "2": 11.30, "4": 14.76, "8": 25.17, "16": 63.06},
+            },
+        },
+    },
+}
+
+PROFILES = {"x86-avx2": X86_AVX2, "cortex-m4": CORTEX_M4}
