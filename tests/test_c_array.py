@@ -80,6 +80,23 @@ def test_arena_estimate_plans_activations_and_custom_op_scratch(exported):
     assert "arena estimate" in str(est_sparse)
 
 
+# MicroInterpreter::arena_used_bytes measured on a host build of TFLite Micro (public source, not
+# part of this repository) with tfs_tflm_adapter.cc, for exactly these two fixture models.
+TFLM_MEASURED = {"sparse": 1248, "dense": 1376}
+
+
+def test_arena_estimate_matches_tflite_micro_measurements(exported):
+    _, _, sparse, dense = exported
+    est_sparse, est_dense = c_array.arena_estimate(sparse.model_bytes), c_array.arena_estimate(dense.model_bytes)
+    # persistent: fixed + 24 per tensor + per op (custom 204, FULLY_CONNECTED 152 plus its
+    # per-channel multiplier and shift arrays, 16-byte aligned).
+    assert est_sparse.persistent == 456 + 24 * 5 + 2 * 204
+    assert est_dense.persistent == 456 + 24 * 7 + 2 * 152 + 2 * (128 + 48)
+    assert (est_sparse.total, est_dense.total) == (1240, 1376)
+    assert abs(est_sparse.total - TFLM_MEASURED["sparse"]) <= 16
+    assert abs(est_dense.total - TFLM_MEASURED["dense"]) <= 16
+
+
 def test_flash_table_lists_every_layer_and_the_model(exported):
     _, _, sparse, _ = exported
     table = c_array.flash_table(sparse.report, sparse.model_bytes)
