@@ -85,6 +85,8 @@ typedef struct {
   int32_t n_blocks;
   const int32_t* perm;    /* [n_blocks * 8] original row of each slot, -1 for padding slots */
   const int32_t* tail;    /* [n_blocks * 8] index of the slot's ragged tail group, or -1 */
+  const void* bias;       /* [n_blocks * 8] each slot's bias (float or int32; 0 for padding) */
+  const float* scale;     /* [n_blocks * 8] each slot's out_scale (int8 only; else 0) */
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
   const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
