@@ -29,12 +29,22 @@ from tfscalpel import datasets, models  # noqa: E402
 TOLERANCE = 0.2  # percentage points
 
 
+#: name -> (builder, data set, flat inputs)
+MODELS = {"lenet": (models.lenet_300_100, "mnist", True),
+          "lenet5": (models.lenet5, "mnist", False),
+          "convnet": (models.convnet, "fashion", False)}
+DATA_NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
+#: Dense epochs (= fine-tuning epochs) of the full run; benchmarks/scalpel_table.py trains its
+#: dense conv nets the same way, so the cached models are shared.
+DEFAULT_EPOCHS = {"lenet": 20, "lenet5": 10, "convnet": 12}
+
+
 def _data(name, quick):
-    loader = datasets.load_mnist if name == "lenet" else datasets.load_fashion_mnist
+    _, data, flat = MODELS[name]
+    loader = datasets.load_mnist if data == "mnist" else datasets.load_fashion_mnist
     (x, y), (xt, yt) = loader()
     if quick:
         x, y, xt, yt = x[:4000], y[:4000], xt[:1000], yt[:1000]
-    flat = name == "lenet"
     return (datasets.to_model_inputs(x, flatten=flat), y), (datasets.to_model_inputs(xt, flatten=flat), yt)
 
 
@@ -50,21 +60,34 @@ def accuracy(model, x, y):
     return 100.0 * float(np.mean(np.argmax(logits, axis=1) == y))
 
 
+def dense_path(name, epochs, seed=0):
+    """Cache file of the dense model trained with the original schedule (full data)."""
+    return os.path.join(datasets.cache_dir(), f"nm_{name}_dense_sgd_e{epochs}_s{seed}.keras")
+
+
+def dense_model(name, epochs, seed=0, quick=False, data=None):
+    """The dense model trained for ``epochs`` with the original schedule (seeded); cached on
+    full data, so benchmarks/scalpel_table.py shares the same conv nets."""
+    train, _ = data or _data(name, quick)
+    build = MODELS[name][0]
+    cache = None if quick else dense_path(name, epochs, seed)
+    if cache and os.path.exists(cache):
+        print(f"[{name}] dense model from cache {cache}", flush=True)
+        return keras.models.load_model(cache)
+    keras.utils.set_random_seed(seed)
+    dense = _compile(build(), epochs, len(train[0]))
+    dense.fit(*train, batch_size=128, epochs=epochs, verbose=2)
+    if cache:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        dense.save(cache + ".tmp.keras")
+        os.replace(cache + ".tmp.keras", cache)
+    return dense
+
+
 def run(name, epochs, quick, permute, seed=0):
     train, test = _data(name, quick)
-    build = models.lenet_300_100 if name == "lenet" else models.convnet
-    cache = None if quick else os.path.join(datasets.cache_dir(), f"nm_{name}_dense_sgd_e{epochs}_s{seed}.keras")
     t0 = time.time()
-    if cache and os.path.exists(cache):
-        dense = keras.models.load_model(cache)
-        print(f"[{name}] dense model from cache {cache}", flush=True)
-    else:
-        keras.utils.set_random_seed(seed)
-        dense = _compile(build(), epochs, len(train[0]))
-        dense.fit(*train, batch_size=128, epochs=epochs, verbose=2)
-        if cache:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            dense.save(cache)
+    dense = dense_model(name, epochs, seed, quick, (train, test))
     dense_acc = accuracy(dense, *test)
     keras.utils.set_random_seed(seed + 1)
     pruned, plan = tfscalpel.prune_2_4(dense, permute=permute)
@@ -86,16 +109,16 @@ def run(name, epochs, quick, permute, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small data, 1 epoch (smoke run)")
-    p.add_argument("--models", default="lenet,convnet")
-    p.add_argument("--epochs", type=int, default=None, help="dense epochs = fine-tune epochs (default lenet 20, convnet 15)")
+    p.add_argument("--models", default="lenet,convnet", help=f"comma-separated, of {list(MODELS)}")
+    p.add_argument("--epochs", type=int, default=None, help=f"dense epochs = fine-tune epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--permute", action="store_true", help="input-channel permutation before pruning")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     rows = []
     for name in args.models.split(","):
-        epochs = 1 if args.quick else (args.epochs or {"lenet": 20, "convnet": 15}[name])
+        epochs = 1 if args.quick else (args.epochs or DEFAULT_EPOCHS[name])
         rows.append(run(name, epochs, args.quick, args.permute))
-    data = {"lenet": "MNIST", "convnet": "Fashion-MNIST"}
+    data = {name: DATA_NAMES[MODELS[name][1]] for name in MODELS}
     print(f"\n2:4 accuracy (test top-1 %, fine-tuned with the original schedule{', permuted' if args.permute else ''}"
           f"{'; QUICK smoke run, not a result' if args.quick else ''})")
     head = f"{'model':<20}{'data':<15}{'epochs':>7}{'dense':>8}{'2:4 one-shot':>14}{'2:4 tuned':>11}{'delta':>8}  within {TOLERANCE} %"

@@ -47,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(HERE, "mcu"))
+sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -55,6 +56,8 @@ import numpy as np  # noqa: E402
 import tfscalpel  # noqa: E402
 from tfscalpel import datasets, main as recipe, models  # noqa: E402
 
+import nm_accuracy  # noqa: E402  (benchmarks/: the dense models' original schedule and cache)
+
 #: Scalpel's abstract: mean speedup and size reduction per platform, and traditional pruning's
 #: mean speedup.
 ANCHORS = {"MCU": (3.54, 0.88, 1.90), "CPU": (2.61, 0.82, 1.06), "GPU": (1.25, 0.53, 0.41)}
@@ -62,28 +65,43 @@ PLATFORMS = ("MCU", "CPU", "GPU")
 COLUMNS = ["model", "platform", "method", "accuracy_pct", "pruned_pct", "rel_size", "rel_time",
            "speedup", "measured_on", "note"]
 
-#: Full-run settings per model. ``train`` = training images used (None: all 60,000).
-#: ``penalties``: GateTraining's L1 stages (conv channels need stronger ones than Dense units,
-#: as in bench_node_pruning); they key only the gate-trained stages' cache entries.
+#: Full-run settings per model (all 60,000 training images). The dense conv nets train with the
+#: original schedule of benchmarks/nm_accuracy.py (SGD momentum 0.9, cosine-decayed 0.05) and are
+#: shared with it; every pruned model retrains with Adam 1e-3, cosine-decayed.
+#: ``trad``: Han's rounds (sparsity per round, epochs per round, then fine-tuning epochs);
+#: ``groups``: the group recipe of `tfscalpel.main.prune_and_retrain` (sparsity rising on a cubic
+#: schedule for ``prune_epochs``, then ``finetune_epochs`` with the masks fixed);
+#: ``gates``: GateTraining's L1 stages (each ``stage_epochs`` long; conv channels need stronger
+#: penalties than Dense units, LeNet-5's first conv layer stronger still), fine-tuning epochs with
+#: the masks frozen, and the group sparsity the CPU plan reaches on Dense layers meanwhile.
+#: Each stage is cached under a key of the settings it depends on, so changing one stage's
+#: settings retrains only that stage.
 SETTINGS = {
     "lenet300": dict(title="LeNet-300-100", builder=models.lenet_300_100, data="mnist",
-                     flatten=True, train=None, dense_epochs=20, sparsity=0.92,
-                     rounds=(0.5, 0.75, 0.88, 0.92), round_epochs=1, prune_epochs=3,
-                     finetune_epochs=2, gate_finetune=2, group_sparsity=0.9,
-                     penalties=(1e-4, 3e-4, 1e-3)),
+                     flatten=True, train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet"],
+                     trad=dict(rounds=(0.5, 0.75, 0.88, 0.92), round_epochs=2, finetune_epochs=6),
+                     groups=dict(sparsity=0.92, prune_epochs=15, finetune_epochs=15),
+                     gates=dict(penalties=(1e-4, 3e-4, 1e-3), stage_epochs=3, finetune_epochs=10,
+                                group_sparsity=0.9)),
     "lenet5": dict(title="LeNet-5", builder=models.lenet5, data="mnist", flatten=False,
-                   train=10000, dense_epochs=4, sparsity=0.92, rounds=(0.6, 0.8, 0.92),
-                   round_epochs=1, prune_epochs=2, finetune_epochs=2, gate_finetune=1,
-                   group_sparsity=0.9,
-                   penalties={"conv": (2e-3, 6e-3, 2e-2), "dense": (2e-4, 6e-4, 2e-3)}),
+                   train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet5"],
+                   trad=dict(rounds=(0.6, 0.8, 0.92), round_epochs=1, finetune_epochs=3),
+                   groups=dict(sparsity=0.92, prune_epochs=5, finetune_epochs=5),
+                   gates=dict(penalties={"conv": (6e-4, 2e-3, 5e-3), "dense": (2e-4, 6e-4, 2e-3),
+                                         "mask_pool1": (2e-3, 6e-3, 1.6e-2)},
+                              stage_epochs=1, finetune_epochs=4, group_sparsity=0.9)),
     "convnet": dict(title="ConvNet", builder=models.convnet, data="fashion", flatten=False,
-                    train=10000, dense_epochs=4, sparsity=0.75, rounds=(0.5, 0.65, 0.75),
-                    round_epochs=1, prune_epochs=2, finetune_epochs=2, gate_finetune=1,
-                    group_sparsity=0.7,
-                    penalties={"conv": (2e-3, 6e-3, 2e-2), "dense": (1e-4, 3e-4, 1e-3)}),
+                    train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["convnet"],
+                    trad=dict(rounds=(0.5, 0.65, 0.75), round_epochs=1, finetune_epochs=1),
+                    groups=dict(sparsity=0.75, prune_epochs=2, finetune_epochs=2),
+                    gates=dict(penalties={"conv": (3e-4, 1e-3, 3e-3), "dense": (1e-4, 3e-4, 1e-3)},
+                               stage_epochs=1, finetune_epochs=2, group_sparsity=0.7)),
 }
-QUICK = dict(train=2000, test=1000, dense_epochs=1, rounds_max=1, round_epochs=1, prune_epochs=1,
-             finetune_epochs=1, gate_finetune=0)
+#: nm_accuracy's name of each model (its dense-model cache).
+NM_NAMES = {"lenet300": "lenet", "lenet5": "lenet5", "convnet": "convnet"}
+QUICK = dict(train=2000, dense_epochs=1, trad=dict(round_epochs=1, finetune_epochs=1),
+             groups=dict(prune_epochs=1, finetune_epochs=1),
+             gates=dict(stage_epochs=1, finetune_epochs=0))
 TEST_IMAGES = 10000
 
 
@@ -92,11 +110,16 @@ def log(msg):
 
 
 def settings_for(key, quick):
-    s = dict(SETTINGS[key])
+    s = {k: dict(v) if isinstance(v, dict) else v for k, v in SETTINGS[key].items()}
     s["test"] = TEST_IMAGES
     if quick:
-        s.update({k: v for k, v in QUICK.items() if k != "rounds_max"})
-        s["rounds"] = tuple(s["rounds"][-QUICK["rounds_max"]:])
+        s["test"] = 1000
+        for k, v in QUICK.items():
+            if isinstance(v, dict):
+                s[k].update(v)
+            else:
+                s[k] = v
+        s["trad"]["rounds"] = s["trad"]["rounds"][-1:]
     return s
 
 
@@ -116,19 +139,23 @@ def load_data(s):
 
 
 class Cache:
-    """One `.keras` file per (model, stage, settings); a rerun loads instead of training."""
+    """One `.keras` file per (model, stage, settings of that stage); a rerun loads instead of
+    training. A stage's key holds the dense model's settings and its own, so retuning one
+    stage leaves the others cached."""
 
     def __init__(self, directory, key, settings, seed):
         self.dir, self.key = directory, key
-        base = {k: v for k, v in settings.items() if k not in ("title", "builder", "penalties")}
-        self.base = json.dumps({**base, "seed": seed}, sort_keys=True, default=str)
+        self.dense = {k: settings[k] for k in ("data", "train", "dense_epochs")}
+        self.seed = seed
 
-    def path(self, stage, extra=""):
-        digest = hashlib.sha1(f"{self.base}|{stage}{extra}".encode()).hexdigest()[:10]
+    def path(self, stage, fields=None):
+        base = json.dumps({**self.dense, "seed": self.seed, "stage": fields or {}},
+                          sort_keys=True, default=str)
+        digest = hashlib.sha1(f"{base}|{stage}".encode()).hexdigest()[:10]
         return os.path.join(self.dir, f"{self.key}_{stage}_{digest}.keras")
 
-    def get(self, stage, build, extra=""):
-        path = self.path(stage, extra)
+    def get(self, stage, build, fields=None):
+        path = self.path(stage, fields)
         if os.path.exists(path):
             log(f"  {stage}: reusing {path}")
             return keras.models.load_model(path, compile=False)
@@ -148,26 +175,23 @@ def _steps(train):
     return int(np.ceil(len(train[0]) / 128))
 
 
-def train_dense(key, s, train, seed):
-    if key == "lenet300":
-        # Han's SGD recipe; on full data the main job's cached dense model is the same model
-        cached = None if s["train"] else os.path.join(
-            str(datasets.cache_dir()), f"lenet300_dense_sgd_e{s['dense_epochs']}_s{seed}.keras")
-        return recipe.train_dense(train, s["dense_epochs"], seed, cached)
-    keras.utils.set_random_seed(seed)
-    model = models.compile_classifier(s["builder"](), keras.optimizers.Adam(1e-3))
-    model.fit(*train, batch_size=128, epochs=s["dense_epochs"], verbose=2)
-    return model
+def train_dense(key, s, train, test, seed):
+    """The original schedule (SGD momentum 0.9, cosine-decayed 0.05, batch 128) via
+    benchmarks/nm_accuracy.py, which caches full-data models: the 2:4 benchmark and this table
+    share them (LeNet-300-100's is also the main job's recipe)."""
+    return nm_accuracy.dense_model(NM_NAMES[key], s["dense_epochs"], seed,
+                                   quick=s["train"] is not None, data=(train, test))
 
 
 def prune_traditional(dense, s, train, seed):
     """Han et al.: prune to ``rounds[i]`` (unstructured magnitude, one global ranking), retrain
-    ``round_epochs`` each round; the mask stays fixed between rounds."""
+    ``round_epochs`` each round; the mask stays fixed between rounds; then fine-tune."""
+    t = s["trad"]
     keras.utils.set_random_seed(seed)
-    round_steps = s["round_epochs"] * _steps(train)
-    schedule = tfscalpel.IterativePruning(list(s["rounds"]), round_steps)
+    round_steps = t["round_epochs"] * _steps(train)
+    schedule = tfscalpel.IterativePruning(list(t["rounds"]), round_steps)
     pruned = tfscalpel.prune(dense, schedule=schedule, pattern="unstructured", global_sparsity=True)
-    epochs = len(s["rounds"]) * s["round_epochs"] + s["finetune_epochs"]
+    epochs = len(t["rounds"]) * t["round_epochs"] + t["finetune_epochs"]
     lr = keras.optimizers.schedules.CosineDecay(1e-3, epochs * _steps(train), alpha=0.05)
     models.compile_classifier(pruned, keras.optimizers.Adam(lr))
     pruned.fit(*train, batch_size=128, epochs=epochs, verbose=2,
@@ -186,27 +210,24 @@ def prune_groups(dense, s, train, seed, target):
     """Group pruning on every layer at the target's SIMD width (the MCU plan; also the CPU plan
     of a network with no conv layers): the main job's recipe."""
     g = plan_group_size(dense, target)
-    pruned = recipe.prune_and_retrain(dense, train, g, s["sparsity"], s["prune_epochs"],
-                                      s["finetune_epochs"], seed)
+    p = s["groups"]
+    pruned = recipe.prune_and_retrain(dense, train, g, p["sparsity"], p["prune_epochs"],
+                                      p["finetune_epochs"], seed)
     return tfscalpel.strip(pruned)
 
 
 def prune_with_gates(dense, s, train, seed, target):
     """Scalpel's plan with node pruning: ``prune(target=...)`` + GateTraining (+ groups rising on
     a cubic schedule over the gate stages where the plan group-prunes)."""
+    p = s["gates"]
     keras.utils.set_random_seed(seed)
-    gates = tfscalpel.GateTraining(penalties=s["penalties"], epochs_per_stage=1,
-                                   finetune_epochs=s["gate_finetune"])
-    # prune(target=...) of a plan with no weight pattern (gates only) reuses the source model's
-    # layers, so training it would train the cached dense model in place: start from a copy.
-    copy = keras.models.clone_model(dense)
-    copy.set_weights(dense.get_weights())
-    dense = copy
-    the_plan = tfscalpel.plan(dense, target)
+    gates = tfscalpel.GateTraining(penalties=p["penalties"], epochs_per_stage=p["stage_epochs"],
+                                   finetune_epochs=p["finetune_epochs"])
+    the_plan = tfscalpel.plan(dense, target)  # prune() builds the pruned model from a copy
     schedule = None
-    if any(p.method == "group" for p in the_plan.layers):
-        end = max(1, (gates.total_epochs - s["gate_finetune"]) * _steps(train) - 1)
-        schedule = tfscalpel.PolynomialDecay(0.0, s["group_sparsity"], begin_step=0,
+    if any(lp.method == "group" for lp in the_plan.layers):
+        end = max(1, (gates.total_epochs - p["finetune_epochs"]) * _steps(train) - 1)
+        schedule = tfscalpel.PolynomialDecay(0.0, p["group_sparsity"], begin_step=0,
                                              end_step=end, frequency=max(1, min(100, end // 20)))
     pruned = tfscalpel.prune(dense, target=target, schedule=schedule)
     lr = keras.optimizers.schedules.CosineDecay(1e-3, gates.total_epochs * _steps(train), alpha=0.05)
@@ -218,22 +239,28 @@ def prune_with_gates(dense, s, train, seed, target):
     return tfscalpel.strip(pruned)
 
 
-def build_models(key, s, train, seed, cache):
-    dense = cache.get("dense", lambda: train_dense(key, s, train, seed))
-    out = {"dense": dense,
-           "traditional": cache.get("traditional", lambda: prune_traditional(dense, s, train, seed)),
-           "MCU": cache.get("scalpel-mcu", lambda: prune_groups(dense, s, train, seed, "cortex-m4"))}
-    # The LeNet-300-100 key stays as it was before per-kind penalties existed (same values).
-    pen = "" if s["penalties"] == (1e-4, 3e-4, 1e-3) else f"|penalties={s['penalties']}"
+def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", "CPU", "GPU")):
+    """The dense model and the pruned models named in ``which``, each trained or loaded."""
+    dense = cache.get("dense", lambda: train_dense(key, s, train, test, seed))
+    groups = lambda target: {**s["groups"], "g": plan_group_size(dense, target)}  # noqa: E731
     has_conv = any(isinstance(layer, keras.layers.Conv2D) for layer in dense.layers)
-    if has_conv:
-        out["CPU"] = cache.get("scalpel-cpu",
-                               lambda: prune_with_gates(dense, s, train, seed, "x86-avx2"), pen)
-    else:  # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
-        out["CPU"] = cache.get("scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2"))
-    out["GPU"] = cache.get("scalpel-gpu",
-                           lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere"), pen)
-    return out
+    stages = {
+        "traditional": lambda: cache.get(
+            "traditional", lambda: prune_traditional(dense, s, train, seed), s["trad"]),
+        "MCU": lambda: cache.get(
+            "scalpel-mcu", lambda: prune_groups(dense, s, train, seed, "cortex-m4"),
+            groups("cortex-m4")),
+        # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
+        "CPU": lambda: cache.get(
+            "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2"),
+            s["gates"]) if has_conv else cache.get(
+            "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2"),
+            groups("x86-avx2")),
+        "GPU": lambda: cache.get(
+            "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere"),
+            s["gates"]),
+    }
+    return {"dense": dense, **{name: stages[name]() for name in which}}
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -522,14 +549,17 @@ def main(argv=None):
         s = settings_for(key, args.quick)
         log(f"[{i}/{len(keys)}] {s['title']} on {'Fashion-MNIST' if s['data'] == 'fashion' else 'MNIST'}")
         train, test = load_data(s)
+        t, g, gt = s["trad"], s["groups"], s["gates"]
         described.append(
             f"{s['title']}: {len(train[0]):,} train / {len(test[0]):,} test images; dense "
-            f"{s['dense_epochs']} ep; traditional rounds {list(s['rounds'])} x {s['round_epochs']} ep "
-            f"+ {s['finetune_epochs']} ep; Scalpel groups to {s['sparsity']:.0%} "
-            f"({s['prune_epochs']}+{s['finetune_epochs']} ep); gates 3 stages + {s['gate_finetune']} ep, "
-            f"L1 {s['penalties']}")
+            f"{s['dense_epochs']} ep (SGD); traditional rounds {list(t['rounds'])} x "
+            f"{t['round_epochs']} ep + {t['finetune_epochs']} ep; Scalpel groups to "
+            f"{g['sparsity']:.0%} ({g['prune_epochs']}+{g['finetune_epochs']} ep); gates 3 stages x "
+            f"{gt['stage_epochs']} ep + {gt['finetune_epochs']} ep, L1 {gt['penalties']}")
         log("  " + described[-1])
-        ms = build_models(key, s, train, args.seed, Cache(cache_dir, key, s, args.seed))
+        t0 = time.time()
+        ms = build_models(key, s, train, test, args.seed, Cache(cache_dir, key, s, args.seed))
+        log(f"  models of {s['title']} ready after {time.time() - t0:.0f} s")
         fc_only = any(isinstance(l, keras.layers.Conv2D) for l in ms["dense"].layers)
         rows += evaluate(key, s, ms, train, test, os.path.join(args.output, "mcu", key), fc_only)
         log(f"  done ({time.time() - started:.0f} s so far)")
