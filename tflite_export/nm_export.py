@@ -211,7 +211,12 @@ def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None)
 def export_nm(model, output: str | None = None, quantize: str | None = None,
               representative_data=None, int8_io: bool = False) -> NMExportResult:
     """Convert a stripped 2:4 Keras model (e.g. ``tfscalpel.strip(prune_2_4(...)[0])`` after
-    fine-tuning) to `.tflite` with its 2:4 dense layers as TFS_NM_SPARSE_FC (float32 or int8)."""
+    fine-tuning) to `.tflite` with its 2:4 dense layers as TFS_NM_SPARSE_FC (float32 or int8).
+
+    Every 2:4 layer is rewritten, without a cost model: the file carries the compressed layout
+    that sparse tensor cores consume, and its host kernels make it runnable and testable on a CPU,
+    at about dense speed (`benchmarks/bench_nm_cpu.py`). For CPU latency export group-sparse
+    models with `tflite_export.export`, which chooses the format per layer."""
     from tflite_export.converter import convert_keras
 
     dense = convert_keras(model, quantize, representative_data, int8_io)
