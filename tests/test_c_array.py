@@ -1,5 +1,6 @@
 """Firmware export: the model as a 16-byte-aligned C array (API and `convert.py --format c_array`),
 flash bytes per layer and the arena estimate."""
+import json
 import os
 import re
 import shutil
@@ -107,17 +108,24 @@ def test_flash_table_lists_every_layer_and_the_model(exported):
     assert f"{lr.bytes_exported:,}" in lines[1] and lr.bytes_exported < lr.bytes_dense
 
 
-def test_convert_cli_c_array(exported, tmp_path):
-    model, calib, sparse, _ = exported
+def _convert_cli(exported, tmp_path, *extra):
+    """Save the fixture model and calibration data into tmp_path and run `tflite_export.convert`
+    for int8 C-array output into tmp_path/fw with the extra flags; returns (process, argv, env)."""
+    model, calib, _, _ = exported
     model.save(tmp_path / "m.keras")
     np.save(tmp_path / "calib.npy", calib)
-    out = tmp_path / "fw"
-    out.mkdir()
+    (tmp_path / "fw").mkdir()
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, "-m", "tflite_export.convert", "--model", "m.keras", "--quantize", "int8",
-            "--representative_data", "calib.npy", "--int8_io", "--format", "c_array"]
-    p = subprocess.run(args + ["--output", str(out)], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=300)
+            "--representative_data", "calib.npy", "--int8_io", "--format", "c_array", *extra]
+    p = subprocess.run(args + ["--output", str(tmp_path / "fw")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    return p, args, env
+
+
+def test_convert_cli_c_array(exported, tmp_path):
+    p, args, env = _convert_cli(exported, tmp_path)
+    out = tmp_path / "fw"
     assert p.returncode == 0, p.stderr
     assert sorted(os.listdir(out)) == ["model_data.cc", "model_data.h"]
     blob = _array_bytes((out / "model_data.cc").read_text())
@@ -134,19 +142,9 @@ def test_convert_cli_c_array(exported, tmp_path):
 def test_convert_cli_target_cortex_m4_chooses_per_layer_from_cycles(exported, tmp_path):
     """`--target cortex-m4`: the 64x32 layer at 85 % group sparsity is predicted faster as the
     custom op, the 32x10 one (per-node and per-row costs dominate) stays dense; the report says so."""
-    model, calib, _, _ = exported
-    model.save(tmp_path / "m.keras")
-    np.save(tmp_path / "calib.npy", calib)
-    out = tmp_path / "fw"
-    out.mkdir()
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    p = subprocess.run([sys.executable, "-m", "tflite_export.convert", "--model", "m.keras",
-                        "--quantize", "int8", "--representative_data", "calib.npy", "--int8_io",
-                        "--target", "cortex-m4", "--format", "c_array", "--output", str(out),
-                        "--report", str(tmp_path / "r.json")],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    p, _, _ = _convert_cli(exported, tmp_path, "--target", "cortex-m4", "--report",
+                           str(tmp_path / "r.json"))
     assert p.returncode == 0, p.stderr
-    import json
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["target"] == "cortex-m4"
     layers = {lr["layer"]: lr for lr in report["layers"]}
