@@ -1,0 +1,81 @@
+/* im2col for the Cortex-M4 benchmark firmware's conv layers (see im2col.h). One patch row of
+ * the filter (kw * cin bytes) is contiguous in the NHWC input when the horizontal dilation is 1,
+ * so it is one copy plus padding fills at the left / right border; rows above / below the input
+ * are all padding. Copies go 4 bytes at a time (Cortex-M4 LDR/STR allow unaligned addresses);
+ * newlib-nano's memcpy/memset are byte loops. */
+/* GCC would turn the copy / fill loops back into memcpy / memset calls (a pragma, not a function
+ * attribute: functions with their own optimize attribute are not inlined). */
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+
+#include "im2col.h"
+
+#include <stddef.h>
+#include <string.h>
+
+static inline uint32_t ld32(const void* p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void st32(void* p, uint32_t v) { memcpy(p, &v, 4); }
+
+static inline int8_t* copy_s8(int8_t* d, const int8_t* s, int32_t n) {
+  for (; n >= 16; n -= 16, d += 16, s += 16) {
+    const uint32_t a = ld32(s), b = ld32(s + 4), c = ld32(s + 8), e = ld32(s + 12);
+    st32(d, a);
+    st32(d + 4, b);
+    st32(d + 8, c);
+    st32(d + 12, e);
+  }
+  for (; n >= 4; n -= 4, d += 4, s += 4) st32(d, ld32(s));
+  for (; n > 0; --n) *d++ = *s++;
+  return d;
+}
+
+static inline int8_t* fill_s8(int8_t* d, uint32_t v4, int32_t n) {
+  for (; n >= 4; n -= 4, d += 4) st32(d, v4);
+  for (; n > 0; --n) *d++ = (int8_t)v4;
+  return d;
+}
+
+/* [lo, hi): the filter taps t (0 <= t < k) whose input coordinate o + t * dil is in [0, in). */
+static inline void taps_inside(int32_t o, int32_t k, int32_t dil, int32_t in, int32_t* lo, int32_t* hi) {
+  int32_t a = o < 0 ? (-o + dil - 1) / dil : 0, b = in - o > 0 ? (in - o + dil - 1) / dil : 0;
+  if (a > k) a = k;
+  if (b > k) b = k;
+  *lo = a;
+  *hi = b > a ? b : a;
+}
+
+void im2col_s8(const conv_geom* G, const int8_t* x, int32_t pos0, int32_t n, int8_t* p) {
+  /* Every field in a local: stores through int8_t* may alias *G, so GCC would reload them. */
+  const int32_t in_h = G->in_h, in_w = G->in_w, cin = G->cin, out_w = G->out_w, kh = G->kh;
+  const int32_t kw = G->kw, sh = G->stride_h, sw = G->stride_w, dh = G->dil_h, dw = G->dil_w;
+  const int32_t pad_top = G->pad_top, pad_left = G->pad_left, row = kw * cin;
+  const ptrdiff_t x_row = (ptrdiff_t)in_w * cin;
+  const uint32_t pad4 = (uint32_t)(uint8_t)G->pad_value * 0x01010101u;
+  int32_t oy = pos0 / out_w, ox = pos0 % out_w;
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t iy0 = oy * sh - pad_top, ix0 = ox * sw - pad_left;
+    int32_t r0, r1, k0, k1; /* filter rows [r0, r1) and columns [k0, k1) read the input */
+    taps_inside(iy0, kh, dh, in_h, &r0, &r1);
+    taps_inside(ix0, kw, dw, in_w, &k0, &k1);
+    p = fill_s8(p, pad4, r0 * row);
+    const int8_t* xr = x + (ptrdiff_t)(iy0 + r0 * dh) * x_row + (ptrdiff_t)ix0 * cin;
+    if (dw == 1) { /* the row's inside columns are contiguous in x */
+      const int32_t left = k0 * cin, inside = (k1 - k0) * cin, right = (kw - k1) * cin;
+      for (int32_t ky = r0; ky < r1; ++ky, xr += dh * x_row) {
+        p = fill_s8(p, pad4, left);
+        p = copy_s8(p, xr + left, inside);
+        p = fill_s8(p, pad4, right);
+      }
+    } else {
+      for (int32_t ky = r0; ky < r1; ++ky, xr += dh * x_row) {
+        p = fill_s8(p, pad4, k0 * cin);
+        for (int32_t kx = k0; kx < k1; ++kx) p = copy_s8(p, xr + (ptrdiff_t)kx * dw * cin, cin);
+        p = fill_s8(p, pad4, (kw - k1) * cin);
+      }
+    }
+    p = fill_s8(p, pad4, (kh - r1) * row);
+    if (++ox == out_w) {
+      ox = 0;
+      ++oy;
+    }
+  }
+}
