@@ -579,8 +579,9 @@ def main(argv=None):
     p.add_argument("--checks", type=int, default=100,
                    help="conv models: test images on which each layer is compared with TFLite")
     p.add_argument("--json", default=None,
-                   help="also write the per-layer measurements (cost_model.calibrate's layout: "
-                        "format, dtype, g, out, units, time_ns = estimated cycles) to this file")
+                   help="also write the per-layer measurements to this file (FC-only model: "
+                        "cost_model.calibrate's layout: format, dtype, g, out, units, time_ns = "
+                        "estimated cycles; conv model: measure_model's result)")
     args = p.parse_args(argv)
     t0 = time.time()
     ensure_packages()
