@@ -14,11 +14,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MCU = os.path.join(ROOT, "benchmarks", "mcu")
 
 
-def _bench_mcu():
-    spec = importlib.util.spec_from_file_location("bench_mcu", os.path.join(MCU, "bench_mcu.py"))
+def _mcu_module(name):
+    """benchmarks/mcu/<name>.py, loaded by path (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(MCU, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+mcu_layers = _mcu_module("mcu_layers")
+mcu_firmware = _mcu_module("mcu_firmware")
 
 
 def _geom(in_h, in_w, cin, kh, kw, stride=1, dil=1, same=False, pad_value=0):
@@ -56,11 +61,10 @@ def _naive_im2col(x, G):
 
 
 def test_im2col_exact_small_example():
-    bench = _bench_mcu()
     x = np.arange(1, 10, dtype=np.int8).reshape(1, 3, 3, 1)  # 1 2 3 / 4 5 6 / 7 8 9
     G = _geom(3, 3, 1, 2, 2, same=True, pad_value=-5)  # SAME, 2x2: padding at the bottom / right
     assert (G["out_h"], G["out_w"], G["pad_top"], G["pad_left"]) == (3, 3, 0, 0)
-    np.testing.assert_array_equal(bench.im2col(x, G)[0], [
+    np.testing.assert_array_equal(mcu_layers.im2col(x, G)[0], [
         [1, 2, 4, 5], [2, 3, 5, 6], [3, -5, 6, -5],
         [4, 5, 7, 8], [5, 6, 8, 9], [6, -5, 9, -5],
         [7, 8, -5, -5], [8, 9, -5, -5], [9, -5, -5, -5]])
@@ -78,9 +82,8 @@ GEOMETRIES = [
 
 @pytest.mark.parametrize("G", GEOMETRIES)
 def test_numpy_im2col_matches_naive_loops(G):
-    bench = _bench_mcu()
     x = np.random.default_rng(1).integers(-128, 128, (2, G["in_h"], G["in_w"], G["cin"])).astype(np.int8)
-    np.testing.assert_array_equal(bench.im2col(x, G), _naive_im2col(x, G))
+    np.testing.assert_array_equal(mcu_layers.im2col(x, G), _naive_im2col(x, G))
 
 
 class _Geom(ctypes.Structure):
@@ -106,11 +109,10 @@ def c_im2col(tmp_path_factory):
 
 @pytest.mark.parametrize("G", GEOMETRIES)
 def test_firmware_im2col_matches_numpy_in_tiles(G, c_im2col):
-    bench = _bench_mcu()
     x = np.random.default_rng(2).integers(-128, 128, (1, G["in_h"], G["in_w"], G["cin"])).astype(np.int8)
-    want = bench.im2col(x, G)[0]
+    want = mcu_layers.im2col(x, G)[0]
     P, K = want.shape
-    assert tuple(bench.GEOM_FIELDS) == tuple(f for f, _ in _Geom._fields_)  # the struct's order
+    assert tuple(mcu_firmware.GEOM_FIELDS) == tuple(f for f, _ in _Geom._fields_)  # the struct's order
     g = _Geom(**G)
     for tile in (1, 3, P):  # tiles that start mid-row and a ragged last tile
         got = np.full((P + 1, K), 99, np.int8)  # one sentinel row: nothing written past the end
@@ -126,7 +128,6 @@ def test_im2col_group_csr_kernel_reproduces_tflite_conv2d_bit_exact():
     convert_keras: the host im2col + group-sparse kernel (fixed-point requantization, the
     firmware's arithmetic) equals TFLite's reference int8 CONV_2D on every value; with XNNPACK's
     fp32 requantization it equals XNNPACK's CONV_2D on every value."""
-    bench = _bench_mcu()
     rng = np.random.default_rng(3)
     model = keras.Sequential([
         keras.Input((9, 9, 3)),
@@ -146,7 +147,7 @@ def test_im2col_group_csr_kernel_reproduces_tflite_conv2d_bit_exact():
         layer.set_weights([flat.reshape(k.shape), b])
     calib = rng.random((64, 9, 9, 3), dtype=np.float32)
     images = rng.random((16, 9, 9, 3), dtype=np.float32)
-    tfl_bytes, layers = bench.model_layers(model, calib, 4)
+    tfl_bytes, layers = mcu_layers.model_layers(model, calib, 4)
     assert [(L["name"], L["kind"]) for L in layers] == [("c1", "conv"), ("c2", "conv"), ("d", "fc")]
     c1, c2 = layers[0], layers[1]
     assert c1["geom"] == dict(_geom(9, 9, 3, 3, 3, stride=2, same=True), pad_value=c1["geom"]["pad_value"])
@@ -155,7 +156,7 @@ def test_im2col_group_csr_kernel_reproduces_tflite_conv2d_bit_exact():
     assert [int(v) for v in c1["meta"][1:5]] == [27, 6, 4, 6 * (7 - 3)]
     assert [int(v) for v in c2["meta"][1:5]] == [54, 8, 4, 8 * (14 - 7)]
     assert c1["positions"] == 25 and c2["positions"] == 9
-    checks, xs, ys = bench.check_layers(tfl_bytes, layers, images, image=3)
+    checks, xs, ys = mcu_layers.check_layers(tfl_bytes, layers, images, image=3)
     assert [c["checked_values"] for c in checks] == [16 * 25 * 6, 16 * 9 * 8, 16 * 5]
     for c in checks[:2]:
         assert c["tflite_ref_mismatches"] == 0 and c["tflite_ref_double_mismatches"] is None
