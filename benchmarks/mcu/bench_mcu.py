@@ -3,35 +3,33 @@
     python benchmarks/mcu/bench_mcu.py [--model out/main/lenet300_pruned.keras] [--group-size 4]
     python benchmarks/mcu/bench_mcu.py --model lenet5_pruned.keras [--dataset mnist]
 
-Installs its Debian packages if missing (gcc-arm-none-eabi, libnewlib-arm-none-eabi,
-qemu-system-arm), converts the pruned model to full int8 with the exporter's own functions
-(`convert_keras`, `find_fully_connected`, `rewrite.custom_op_arrays` - the arrays the exported
-custom op carries), builds a bare-metal firmware for Cortex-M4 (`-mcpu=cortex-m4`, the kernel core
-tflite_export/kernels/tfs_group_sparse_fc.c unchanged), runs it on QEMU `mps2-an386` with the
-counting plugin `tfs_cycles_plugin.c`, checks that every layer's output is bit-exact with the
-host's, and prints instructions, estimated cycles and flash bytes per layer. See
-../../../shared/notes or tflite_export/kernels/TFLM.md for what the cycle estimate is (+-20 %,
-for comparisons only). Build outputs go to --build-dir (default out/mcu/build); nothing is
-written into the source tree.
+Converts the pruned model to full int8 with the exporter's own functions and measures every
+CONV_2D and FULLY_CONNECTED layer on QEMU `mps2-an386` (Cortex-M4) with a counting plugin:
+instructions, estimated cycles and flash bytes per layer, dense kernel vs the group-sparse custom
+op (mcu_layers.py: the layers' arrays and host checks; mcu_firmware.py: packages, firmware build
+and QEMU run). See ../../../shared/notes or tflite_export/kernels/TFLM.md for what the cycle
+estimate is (+-20 %, for comparisons only). Build outputs go to --build-dir (default
+out/mcu/build); nothing is written into the source tree.
 
-On the command line a model with only FC layers (LeNet-300-100) runs as an FC chain on the host
-kernel (fixed-point requantization; MNIST test error over 10,000 images), as before. A model with
-Conv2D layers (`--model lenet5.keras`) has every CONV_2D measured too: the exporter emits no conv
-custom op, so the firmware runs each conv as im2col (im2col.c, one implementation for both paths)
-+ the FC kernels over its output positions (`[positions, kh*kw*cin] x [filters, kh*kw*cin]^T`,
-the filters as group-CSR along kh*kw*cin, the group order of tfscalpel's GroupPrunedConv2D): a
-measurement of what a firmware doing so would cost. Each layer's int8 input comes from TFLite's
-reference interpreter; the host result (the same im2col + kernel, fixed-point requantization as
-on TFLite Micro) must equal TFLite's reference int8 CONV_2D on every value. TFLite's reference
-FULLY_CONNECTED requantizes in double precision in this TFLite version, so for FC layers the
-differing values are counted and that double-precision formula is checked to reproduce it; both
-are also compared with XNNPACK (fp32 requantization). The ops between (QUANTIZE, pooling,
-RESHAPE, DEQUANTIZE) are not measured. `measure_model` does all this for one model and returns
+The exporter emits no conv custom op, so the firmware runs each conv as im2col (im2col.c, one
+implementation for both paths) + the FC kernels over its output positions
+(`[positions, kh*kw*cin] x [filters, kh*kw*cin]^T`, the filters as group-CSR along kh*kw*cin,
+the group order of tfscalpel's GroupPrunedConv2D): a measurement of what a firmware doing so
+would cost. Each layer's int8 input comes from TFLite's reference interpreter; the host result
+(the same im2col + kernel, fixed-point requantization as on TFLite Micro) must equal TFLite's
+reference int8 CONV_2D on every value. TFLite's reference FULLY_CONNECTED requantizes in double
+precision in this TFLite version, so for FC layers the differing values are counted and that
+double-precision formula is checked to reproduce it; both are also compared with XNNPACK (fp32
+requantization). The ops between (QUANTIZE, pooling, RESHAPE, DEQUANTIZE) are not measured.
+For a model with only FC layers (LeNet-300-100) the CLI also reports its test error over the
+whole test set on the host kernel (fixed-point requantization), and --json writes
+cost_model.calibrate's layout. `measure_model` does the measurement for one model and returns
 per-layer dicts and totals (for benchmarks/scalpel_table.py).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -45,48 +43,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # ensure_packages, write_header, build, run_qemu and flash_bytes are also imported from here by
 # benchmarks/scalpel_table.py.
-from mcu_firmware import build, ensure_packages, log, run_qemu, write_header  # noqa: E402
-from mcu_layers import _keras_conv_layers, check_layers, flash_bytes, model_layers  # noqa: E402
+from mcu_firmware import build, ensure_packages, log, measure_layers_on_qemu, run_qemu, write_header  # noqa: E402,F401
+from mcu_layers import check_layers, flash_bytes, host_fc_chain, model_layers, quantize_input  # noqa: E402,F401
 
 
-def int8_layers(model_path, group_size):
-    """The pruned model's int8 FC layers: dense weights and the custom op's arrays."""
-    import keras
-
-    from tfscalpel import datasets
-    from tflite_export import flatbuffer, keras_names, rewrite
-    from tflite_export.converter import convert_keras
-    from tflite_export.fc_layers import find_fully_connected
-
-    (x, _), (xt, yt) = datasets.load_mnist()
-    train = datasets.to_model_inputs(x, flatten=True)
-    test = datasets.to_model_inputs(xt, flatten=True)
-    model = keras.models.load_model(model_path, compile=False)
-    tfl = flatbuffer.load(convert_keras(model, "int8", train[:500]))
-    fcs = find_fully_connected(tfl)
-    keras_names.assign_names(model, tfl, fcs)
-    layers = []
-    for fc in fcs:
-        arrays = rewrite.custom_op_arrays(tfl, fc, group_size)
-        layers.append({"name": fc.name, "weights": np.ascontiguousarray(fc.weights), **arrays})
-    qx = tfl.subgraphs[fcs[0].subgraph].tensors[fcs[0].input].quantization
-    scale, zp = float(qx.scale[0]), int(qx.zeroPoint[0])
-    xq = np.clip(np.round(test / scale) + zp, -128, 127).astype(np.int8)
-    return layers, xq, yt
-
-
+# Only for benchmarks/scalpel_table.py until it calls measure_model; delete then.
 def host_chain(layers, xq):
-    """Per-layer int8 outputs of the host kernel (portable, fixed-point requantization)."""
-    from tflite_export import kernels
-
-    outs, h = [], xq
-    for L in layers:
-        k = kernels.GroupSparseFC(L["values"], L["col_idx"], L["row_ptr"], L["meta"], L["bias"],
-                                  L["out_multiplier"], L["out_shift"], L["out_scale"],
-                                  requant="fixed_point")
-        h = k(h, impl="portable")
-        outs.append(h)
-    return outs
+    """Per-layer int8 outputs of the host kernel over FC layer dicts without a "kind"."""
+    return host_fc_chain([{"kind": "fc", **L} for L in layers], xq)
 
 
 NOTE = ("Conv layers run as im2col + the FC kernels inside the benchmark firmware (the exporter "
@@ -101,6 +65,7 @@ NOTE = ("Conv layers run as im2col + the FC kernels inside the benchmark firmwar
 
 
 def _load(model):
+    """A Keras model from a `.keras` path (not compiled), or `model` itself."""
     if isinstance(model, (str, os.PathLike)):
         import keras
 
@@ -127,26 +92,23 @@ def measure_model(model, group_size, train_x, images, build_dir, image=0, calibr
     what the exporter's choice would give). Raises RuntimeError if the host differs from
     TFLite's reference kernels or the firmware from the host.
     """
-    ensure_packages()
     name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "name", "model")
-    model = _load(model)
-    tfl_bytes, layers = model_layers(model, train_x[:calibration], group_size)
+    tfl_bytes, layers = model_layers(_load(model), train_x[:calibration], group_size)
+    return measure_layers(name, group_size, tfl_bytes, layers, images, build_dir, image)
+
+
+def measure_layers(name, group_size, tfl_bytes, layers, images, build_dir, image=0):
+    """The second half of `measure_model`, on a model `model_layers` has already converted
+    (`tfl_bytes`, `layers`): check every layer against TFLite, emulate them, and return
+    `measure_model`'s result with `name` as its "model"."""
     checks, xs, ys = check_layers(tfl_bytes, layers, np.asarray(images), image)
     bad = [L["name"] for L, c in zip(layers, checks)
            if c["tflite_ref_mismatches" if L["kind"] == "conv" else "tflite_ref_double_mismatches"]]
     if bad:
         raise RuntimeError(f"host results differ from TFLite's reference kernels on {bad}")
-    os.makedirs(build_dir, exist_ok=True)
-    write_header(os.path.join(build_dir, "layers_data.h"), layers, xs, ys)
-    elf, plugin, mark = build(build_dir)
-    rc, out, segs = run_qemu(elf, plugin, mark, build_dir)
-    kernel_segs = segs[1::2]  # segments alternate: kernel, code between kernels
-    if rc != 0 or len(kernel_segs) < 3 * len(layers):
-        raise RuntimeError(f"Cortex-M4 firmware failed (exit {rc}, {len(kernel_segs)} segments): "
-                           f"{out.strip()[-1000:]}")
+    out, segments = measure_layers_on_qemu(layers, xs, ys, build_dir)
     rows = []
-    for k, (L, c) in enumerate(zip(layers, checks)):
-        (di, dc), (si, sc), (ti, tc) = kernel_segs[3 * k:3 * k + 3]
+    for L, c, ((di, dc), (si, sc), (ti, tc)) in zip(layers, checks, segments):
         conv = L["kind"] == "conv"
         db, sb = flash_bytes(L)
         m = L["meta"]
@@ -168,25 +130,36 @@ def measure_model(model, group_size, train_x, images, build_dir, image=0, calibr
 
 
 def model_table(result):
-    """The per-layer table of `measure_model`'s result (conv and FC layers), as text."""
+    """The per-layer table of `measure_model`'s result, as text. Columns that only some layers
+    have: `im2col cyc` (conv: im2col's share) if the model has conv layers, `portable cyc` (FC:
+    the group-sparse portable C kernel) if it has FC layers."""
+    rows, t = result["layers"], result["totals"]
+    kinds = {r["kind"] for r in rows}
+    extra = []  # (header, width, cell of a layer row, cell of the total row)
+    if "conv" in kinds:
+        extra.append(("im2col cyc", 12, lambda r: f"{r['im2col_cycles']:,}" if r["kind"] == "conv" else "-",
+                      f"{t['im2col_cycles']:,}"))
+    if "fc" in kinds:
+        extra.append(("portable cyc", 14, lambda r: f"{r['portable_cycles']:,}" if r["kind"] == "fc" else "-",
+                      ""))
     head = (f"{'layer':<8}{'kind':>5}{'K x out @pos':>17}{'groups':>8}{'dense instr':>13}"
-            f"{'sparse instr':>14}{'dense cyc':>12}{'sparse cyc':>12}{'ratio':>7}{'im2col cyc':>12}"
-            f"{'dense B':>9}{'sparse B':>10}{'ratio':>7}")
+            f"{'sparse instr':>14}{'dense cyc':>12}{'sparse cyc':>12}{'ratio':>7}"
+            + "".join(f"{h:>{w}}" for h, w, _, _ in extra) + f"{'dense B':>9}{'sparse B':>10}{'ratio':>7}")
     lines = [head, "-" * len(head)]
-    for r in result["layers"]:
+    for r in rows:
         shape = f"{r['in']}x{r['out']}" + (f" @{r['positions']}" if r["kind"] == "conv" else "")
-        im2col = f"{r['im2col_cycles']:,}" if r["kind"] == "conv" else "-"
         lines.append(f"{r['name']:<8}{r['kind']:>5}{shape:>17}{r['groups']:>8}{r['dense_instructions']:>13,}"
                      f"{r['sparse_instructions']:>14,}{r['dense_cycles']:>12,}{r['sparse_cycles']:>12,}"
-                     f"{r['sparse_cycles'] / r['dense_cycles']:>6.3f}x{im2col:>12}{r['dense_bytes']:>9,}"
-                     f"{r['sparse_bytes']:>10,}{r['sparse_bytes'] / r['dense_bytes']:>6.3f}x")
-    t = result["totals"]
+                     f"{r['sparse_cycles'] / r['dense_cycles']:>6.3f}x"
+                     + "".join(f"{cell(r):>{w}}" for _, w, cell, _ in extra)
+                     + f"{r['dense_bytes']:>9,}{r['sparse_bytes']:>10,}{r['sparse_bytes'] / r['dense_bytes']:>6.3f}x")
     lines.append(f"{'total':<8}{'':>5}{'':>17}{'':>8}{t['dense_instructions']:>13,}{t['sparse_instructions']:>14,}"
                  f"{t['dense_cycles']:>12,}{t['sparse_cycles']:>12,}{t['sparse_cycles'] / t['dense_cycles']:>6.3f}x"
-                 f"{t['im2col_cycles']:>12,}{t['dense_bytes']:>9,}{t['sparse_bytes']:>10,}"
-                 f"{t['sparse_bytes'] / t['dense_bytes']:>6.3f}x")
+                 + "".join(f"{total:>{w}}" for _, w, _, total in extra)
+                 + f"{t['dense_bytes']:>9,}{t['sparse_bytes']:>10,}{t['sparse_bytes'] / t['dense_bytes']:>6.3f}x")
     lines.append(f"{'best':<8}{'':>5}{'(sparse where faster, else dense)':>38}{'':>14}"
-                 f"{t['best_cycles']:>12,}{t['best_cycles'] / t['dense_cycles']:>6.3f}x{'':>12}{'':>9}"
+                 f"{t['best_cycles']:>12,}{t['best_cycles'] / t['dense_cycles']:>6.3f}x"
+                 f"{'':>{sum(w for _, w, _, _ in extra)}}{'':>9}"
                  f"{t['best_bytes']:>10,}{t['best_bytes'] / t['dense_bytes']:>6.3f}x")
     return "\n".join(lines)
 
@@ -210,39 +183,23 @@ def check_lines(result):
     return lines
 
 
-def model_has_conv(model):
-    return bool(_keras_conv_layers(model))
+def calibration_measurements(result):
+    """`measure_model`'s FC layers as cost_model.calibrate's measurements (time_ns = estimated
+    cycles): per layer one dense and one custom-op entry."""
+    out = []
+    for r in result["layers"]:
+        if r["kind"] != "fc":
+            continue
+        out += [
+            {"layer": r["name"], "format": "dense", "dtype": "int8", "in": r["in"], "out": r["out"],
+             "units": r["in"] * r["out"], "time_ns": r["dense_cycles"], "instructions": r["dense_instructions"]},
+            {"layer": r["name"], "format": "custom", "dtype": "int8", "g": r["g"], "in": r["in"],
+             "out": r["out"], "units": r["groups"], "time_ns": r["sparse_cycles"],
+             "instructions": r["sparse_instructions"]}]
+    return out
 
 
-def main_model(args, model, t0):
-    """The CLI for a model with conv layers."""
-    from tfscalpel import datasets
-
-    dataset = args.dataset
-    if dataset == "auto":
-        base = os.path.basename(args.model).lower()
-        dataset = "fashion_mnist" if ("convnet" in base or "fashion" in base) else "mnist"
-    (x, _), (xt, _) = getattr(datasets, f"load_{dataset}")()
-    flat = len(model.inputs[0].shape) == 2
-    train = datasets.to_model_inputs(x[:500], flatten=flat)
-    test = datasets.to_model_inputs(xt[:args.checks], flatten=flat)
-    log(f"checking every layer against TFLite on {len(test)} {dataset} test images, emulating "
-        f"image {args.image}")
-    res = measure_model(model, args.group_size, train, test, args.build_dir, image=args.image)
-    print(res["firmware_output"])
-    print(f"\nCortex-M4 (QEMU mps2-an386), batch 1, int8, g={args.group_size}; dense = CMSIS-NN-style "
-          "SMLAD kernel, 2 rows per pass (our own code); sparse = TFS_GROUP_SPARSE_FC DSP path; "
-          "cycles estimated by tfs_cycles_plugin (+-20 %); bytes = weights + indices + bias + "
-          "requant params")
-    print(NOTE)
-    print(model_table(res))
-    print("\n".join(check_lines(res)))
-    print(f"time: {time.time() - t0:.0f} s")
-    if args.json:
-        import json
-        with open(args.json, "w") as f:
-            json.dump({k: v for k, v in res.items() if k != "firmware_output"}, f, indent=1)
-    return 0
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 
 
 def main(argv=None):
@@ -252,10 +209,10 @@ def main(argv=None):
     p.add_argument("--build-dir", default=os.path.join(ROOT, "out", "mcu", "build"))
     p.add_argument("--image", type=int, default=0, help="test image run on the emulator")
     p.add_argument("--dataset", choices=("auto", "mnist", "fashion_mnist"), default="auto",
-                   help="conv models: calibration / test data (auto: fashion_mnist for a file "
-                        "named *convnet* or *fashion*, else mnist)")
+                   help="calibration / test data (auto: fashion_mnist for a file named "
+                        "*convnet* or *fashion*, else mnist)")
     p.add_argument("--checks", type=int, default=100,
-                   help="conv models: test images on which each layer is compared with TFLite")
+                   help="test images on which each layer is compared with TFLite")
     p.add_argument("--json", default=None,
                    help="also write the per-layer measurements to this file (FC-only model: "
                         "cost_model.calibrate's layout: format, dtype, g, out, units, time_ns = "
@@ -265,63 +222,49 @@ def main(argv=None):
     ensure_packages()
     if not os.path.isfile(args.model):
         sys.exit(f"error: {args.model} missing: run `python -m tfscalpel.main` first")
-    os.makedirs(args.build_dir, exist_ok=True)
+    from tfscalpel import datasets
+
+    dataset = args.dataset
+    if dataset == "auto":
+        base = os.path.basename(args.model).lower()
+        dataset = "fashion_mnist" if ("convnet" in base or "fashion" in base) else "mnist"
     log(f"converting {args.model} to int8")
     model = _load(args.model)
-    if model_has_conv(model):
-        return main_model(args, model, t0)
-    layers, xq, yt = int8_layers(args.model, args.group_size)
-    outs = host_chain(layers, xq)
-    error = 100.0 * float(np.mean(np.argmax(outs[-1], axis=1) != yt))
-    log(f"int8 pruned model on the host kernel (fixed-point requantization): "
-        f"MNIST test error {error:.2f} % over {len(yt)} images")
-    i = args.image
-    xs = [xq[i]] + [o[i] for o in outs[:-1]]
-    ys = [o[i] for o in outs]
-    write_header(os.path.join(args.build_dir, "layers_data.h"), layers, xs, ys)
-    t1 = time.time()
-    elf, plugin, mark = build(args.build_dir)
-    rc, out, segs = run_qemu(elf, plugin, mark, args.build_dir)
-    t2 = time.time()
-    print(out.strip())
-    if rc != 0:
-        sys.exit(f"error: firmware exit status {rc} (outputs not bit-exact or a fault)")
-    kernels_segs = segs[1::2]  # segments alternate: kernel, code between kernels
-    if len(kernels_segs) < 3 * len(layers):
-        sys.exit(f"error: expected {3 * len(layers)} measured segments, got {len(kernels_segs)}")
-    head = (f"{'layer':<8}{'in x out':>10}{'groups':>8}{'dense instr':>13}{'sparse instr':>14}"
-            f"{'dense cyc':>11}{'sparse cyc':>12}{'ratio':>7}{'portable cyc':>14}"
-            f"{'dense B':>9}{'sparse B':>10}{'ratio':>7}")
-    lines = [head, "-" * len(head)]
-    tot = np.zeros(6)
-    measurements = []
-    for k, L in enumerate(layers):
-        (di, dc), (si, sc), (_, pc) = kernels_segs[3 * k:3 * k + 3]
-        db, sb = flash_bytes(L)
-        m = L["meta"]
-        measurements += [
-            {"layer": L["name"], "format": "dense", "dtype": "int8", "in": int(m[1]), "out": int(m[2]),
-             "units": int(m[1]) * int(m[2]), "time_ns": dc, "instructions": di},
-            {"layer": L["name"], "format": "custom", "dtype": "int8", "g": int(m[3]), "in": int(m[1]),
-             "out": int(m[2]), "units": int(m[4]), "time_ns": sc, "instructions": si}]
-        tot += [di, si, dc, sc, db, sb]
-        m = L["meta"]
-        lines.append(f"{L['name']:<8}{f'{m[1]}x{m[2]}':>10}{m[4]:>8}{di:>13,}{si:>14,}{dc:>11,}{sc:>12,}"
-                     f"{sc / dc:>6.3f}x{pc:>14,}{db:>9,}{sb:>10,}{sb / db:>6.3f}x")
-    lines.append(f"{'total':<8}{'':>10}{'':>8}{int(tot[0]):>13,}{int(tot[1]):>14,}{int(tot[2]):>11,}"
-                 f"{int(tot[3]):>12,}{tot[3] / tot[2]:>6.3f}x{'':>14}{int(tot[4]):>9,}{int(tot[5]):>10,}"
-                 f"{tot[5] / tot[4]:>6.3f}x")
-    print("\nCortex-M4 (QEMU mps2-an386), batch 1, int8; dense = CMSIS-NN-style SMLAD kernel, 2 rows "
-          "per pass (our own code); sparse = TFS_GROUP_SPARSE_FC DSP path; cycles estimated by "
-          "tfs_cycles_plugin (+-20 %); bytes = weights + indices + bias + requant params")
-    print("\n".join(lines))
-    print(f"MNIST test error (int8, host kernel, fixed-point): {error:.2f} %")
-    print(f"time: export + host run {t1 - t0:.0f} s, build + emulation {t2 - t1:.1f} s")
+    (x, _), (xt, yt) = getattr(datasets, f"load_{dataset}")()
+    flat = len(model.inputs[0].shape) == 2
+    test = datasets.to_model_inputs(xt, flatten=flat)
+    tfl_bytes, layers = model_layers(model, datasets.to_model_inputs(x[:500], flatten=flat), args.group_size)
+    fc_only = all(L["kind"] == "fc" for L in layers)
+    if fc_only:  # the whole model is a chain of host kernels: its test error
+        logits = host_fc_chain(layers, quantize_input(layers[0], test))[-1]
+        error = 100.0 * float(np.mean(np.argmax(logits, axis=1) != yt))
+        log(f"int8 pruned model on the host kernel (fixed-point requantization): "
+            f"{DATASET_NAMES[dataset]} test error {error:.2f} % over {len(yt)} images")
+    checked = test[:args.checks]
+    log(f"checking every layer against TFLite on {len(checked)} {dataset} test images, emulating "
+        f"image {args.image}")
+    res = measure_layers(args.model, args.group_size, tfl_bytes, layers, checked, args.build_dir,
+                         image=args.image)
+    print(res["firmware_output"])
+    print(f"\nCortex-M4 (QEMU mps2-an386), batch 1, int8, g={args.group_size}; dense = CMSIS-NN-style "
+          "SMLAD kernel, 2 rows per pass (our own code); sparse = TFS_GROUP_SPARSE_FC DSP path; "
+          "cycles estimated by tfs_cycles_plugin (+-20 %); bytes = weights + indices + bias + "
+          "requant params")
+    if not fc_only:
+        print(NOTE)
+    print(model_table(res))
+    print("\n".join(check_lines(res)))
+    if fc_only:
+        print(f"{DATASET_NAMES[dataset]} test error (int8, host kernel, fixed-point): {error:.2f} %")
+    print(f"time: {time.time() - t0:.0f} s")
     if args.json:
-        import json
+        if fc_only:
+            out = {"model": args.model, "group_size": args.group_size, f"{dataset}_error_pct": error,
+                   "time_unit": "estimated Cortex-M4 cycles", "measurements": calibration_measurements(res)}
+        else:
+            out = {k: v for k, v in res.items() if k != "firmware_output"}
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "group_size": args.group_size, "mnist_error_pct": error,
-                       "time_unit": "estimated Cortex-M4 cycles", "measurements": measurements}, f, indent=1)
+            json.dump(out, f, indent=1)
     return 0
 
 

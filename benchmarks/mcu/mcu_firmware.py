@@ -5,7 +5,8 @@ layers_data.h (per layer the dense weights, the custom op's arrays, the input an
 expected output) for bench_main.c; `build` compiles the firmware with arm-none-eabi-gcc
 (`-mcpu=cortex-m4`, the kernel core tflite_export/kernels/tfs_group_sparse_fc.c unchanged) and
 the counting plugin tfs_cycles_plugin.c for the host; `run_qemu` runs it on QEMU `mps2-an386`
-with the plugin. Build outputs go to the build directory given; nothing is
+with the plugin; `measure_layers_on_qemu` does all of that for a list of layers and returns
+each layer's measured segments. Build outputs go to the build directory given; nothing is
 written into the source tree.
 """
 from __future__ import annotations
@@ -131,3 +132,21 @@ def run_qemu(elf, plugin, mark, build_dir):
         segs = [tuple(int(v) for v in line.split()) for line in f if line.strip()]
     return proc.returncode, proc.stdout + proc.stderr, segs
 
+
+def measure_layers_on_qemu(layers, xs, ys, build_dir):
+    """Build the firmware for `layers` (inputs `xs`, expected outputs `ys`, one image), run it on
+    QEMU and return (firmware output, per layer its three measured segments, each
+    (instructions, estimated cycles)): FC: dense kernel, group-sparse DSP kernel, group-sparse
+    portable C kernel; conv: im2col + dense, im2col + group-sparse DSP, im2col alone
+    (bench_main.c). Raises RuntimeError if the firmware fails (a fault, or an output not
+    bit-exact with `ys`)."""
+    ensure_packages()
+    os.makedirs(build_dir, exist_ok=True)
+    write_header(os.path.join(build_dir, "layers_data.h"), layers, xs, ys)
+    elf, plugin, mark = build(build_dir)
+    rc, out, segs = run_qemu(elf, plugin, mark, build_dir)
+    kernel_segs = segs[1::2]  # segments alternate: kernel, code between kernels
+    if rc != 0 or len(kernel_segs) < 3 * len(layers):
+        raise RuntimeError(f"Cortex-M4 firmware failed (exit {rc}, {len(kernel_segs)} segments): "
+                           f"{out.strip()[-1000:]}")
+    return out, [kernel_segs[3 * k:3 * k + 3] for k in range(len(layers))]

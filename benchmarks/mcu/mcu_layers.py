@@ -7,7 +7,8 @@ TFS_GROUP_SPARSE_FC custom op carries (`rewrite.custom_op_arrays`). `host_layer`
 on the host (numpy `im2col` + the kernel's DSP algorithm, bit-exact with the firmware's);
 `check_layers` compares every layer with TFLite's reference kernels (`tflite_tensors`,
 `double_requant`) and XNNPACK and yields the firmware's inputs and expected outputs;
-`flash_bytes` is what each kernel reads from flash for one layer.
+`host_fc_chain` runs an FC-only model end to end on the host kernel; `flash_bytes` is what each
+kernel reads from flash for one layer.
 """
 from __future__ import annotations
 
@@ -145,6 +146,27 @@ def host_layer(L, x, requant="fixed_point"):
         G = L["geom"]
         x = im2col(x.reshape(n, G["in_h"], G["in_w"], G["cin"]), G).reshape(-1, int(L["meta"][1]))
     return k(x.reshape(-1, int(L["meta"][1])), impl="arm_dsp").reshape(n, -1)
+
+
+def quantize_input(L, x):
+    """Float model inputs `x` as layer `L`'s int8 input (its input scale and zero point): the
+    model's leading QUANTIZE, in numpy, for an FC layer fed directly by the model input."""
+    scale, zero_point = L["scales"][0], int(L["meta"][7])
+    return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+
+
+def host_fc_chain(layers, xq):
+    """An FC-only model end to end on the host kernel (fixed-point requantization, as on the
+    MCU): int8 inputs `xq` `[n, in]` through every layer, each fed the previous one's output.
+    Returns every layer's int8 output. Conv models cannot run so: the ops between their layers
+    (pooling, ...) are not modelled here."""
+    if any(L["kind"] != "fc" for L in layers):
+        raise ValueError("host_fc_chain: a model with only FULLY_CONNECTED layers expected")
+    outs, h = [], xq
+    for L in layers:
+        h = host_layer(L, h)
+        outs.append(h)
+    return outs
 
 
 def tflite_tensors(tfl_bytes, ids, images, reference):
