@@ -1,21 +1,24 @@
 """Node pruning with trained gates: dense vs pruned LeNet-300-100, LeNet-5 (MNIST) and the
 ConvNet (Fashion-MNIST), each with a CPU plan (x86-avx2) and the GPU plan (gpu-ampere).
 
-For every model: train the dense network (Adam, a fixed number of steps), then for each target
-``tfscalpel.prune(dense, target=...)``, train the gates with ``tfscalpel.GateTraining`` in
-"epochs" of a fixed number of steps (three L1 penalty stages, stronger on conv channels than on
-Dense units, then fine-tuning with the masks frozen; group-pruned layers of the CPU plan reach
-``sparsity=0.75`` at once), ``tfscalpel.strip`` it, and print: test accuracy, kept / original
-nodes per layer, parameters, MACs per image and LiteRT latency (float32, batch 1, one thread,
-stock dense kernels, median of 5 timing loops). Gates move fast enough for short stages because
-MaskLayer trains ``gate / gate_scale`` (see tfscalpel/gates.py).
+The models are benchmarks/scalpel_table.py's, trained on all 60,000 images with its SETTINGS
+and cached per stage, so this benchmark and the Scalpel table report the same networks and
+whichever of the two runs first trains them (the other only measures): the dense network (SGD,
+the original schedule), then for each target ``tfscalpel.prune(dense, target=...)`` with the
+gates trained by ``tfscalpel.GateTraining`` (three L1 penalty stages, stronger on conv channels
+than on Dense units and strongest on LeNet-5's first conv layer, then fine-tuning with the masks
+frozen; group-pruned Dense layers of the CPU plan rise on a cubic schedule meanwhile; an FC-only
+network's CPU plan is group pruning everywhere, no node removed), stripped. Printed: test
+accuracy, kept / original nodes per layer, parameters, MACs per image and LiteRT latency
+(float32, batch 1, one thread, stock dense kernels, median of 5 timing loops).
 
 Scalpel's anchors: LeNet-300-100 kept 161/300 and 64/100 nodes (98.48 % -> 98.54 %),
-LeNet-5 9/20, 18/50, 65/500 (99.34 % -> 99.34 %).
+LeNet-5 9/20, 18/50, 65/500 (99.34 % -> 99.34 %). Target: no more kept nodes, at an accuracy no
+worse than the dense model's minus 0.1 %.
 
-    python benchmarks/bench_node_pruning.py                  # full data
+    python benchmarks/bench_node_pruning.py                  # full data (the table's models)
     python benchmarks/bench_node_pruning.py --only lenet5    # one model
-    python benchmarks/bench_node_pruning.py --quick          # small subsets, a few minutes
+    python benchmarks/bench_node_pruning.py --quick          # the table's --quick models
 
 This is a benchmark, not a test.
 """
@@ -29,14 +32,19 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import tfscalpel  # noqa: E402
-from tfscalpel import datasets, models  # noqa: E402
+from tfscalpel import datasets  # noqa: E402
+
+import scalpel_table as table  # noqa: E402  (benchmarks/: the models and their cache)
 
 TARGETS = ("x86-avx2", "gpu-ampere")
+STAGES = {"x86-avx2": "CPU", "gpu-ampere": "GPU"}
+ANCHORS = {"lenet300": {"fc1": 161, "fc2": 64}, "lenet5": {"conv1": 9, "conv2": 18, "fc1": 65}}
+TOLERANCE = 0.1  # percentage points below dense
 
 
 def macs(model):
@@ -63,106 +71,73 @@ def latency_us(model, input_shape):
         rt.close()
 
 
-def accuracy(model, x, y):
-    return 100.0 * float(np.mean(np.argmax(model.predict(x, batch_size=1000, verbose=0), 1) == y))
+def nodes(model):
+    """``{layer name: units or filters}`` of the Dense and Conv2D layers."""
+    return {l.name: int(l.kernel.shape[-1]) for l in model.layers
+            if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))}
 
 
-def load(name, quick, limit):
-    loader = datasets.load_fashion_mnist if name == "fashion" else datasets.load_mnist
-    (x, y), (xt, yt) = loader()
-    n = 6000 if quick else limit
-    if n:
-        x, y = x[:n], y[:n]
-    if quick:
-        xt, yt = xt[:2000], yt[:2000]
-    return x, y, xt, yt
-
-
-def _batches(x, y, seed):
-    """Endless shuffled batches of 128, so a Keras "epoch" can be any number of steps."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
-    return ds.repeat().batch(128).prefetch(2)
-
-
-def run(name, builder, data, flatten, dense_steps, chunk, gate_kwargs, group_sparsity, seed):
-    """Dense training for ``dense_steps`` steps; gate training in "epochs" of ``chunk`` steps
-    (GateTraining's stages and fine-tuning count these chunks)."""
-    x, y, xt, yt = data
-    x, xt = datasets.to_model_inputs(x, flatten), datasets.to_model_inputs(xt, flatten)
-    keras.utils.set_random_seed(seed)
-    dense = models.compile_classifier(builder(), keras.optimizers.Adam(1e-3))
+def run(key, quick, seed, cache_dir):
+    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model."""
+    s = table.settings_for(key, quick)
+    train, test = table.load_data(s)
+    cache = table.Cache(cache_dir, key, s, seed)
     t0 = time.time()
-    dense.fit(_batches(x, y, seed), steps_per_epoch=dense_steps, epochs=1, verbose=0)
-    rows = [(name, "dense", accuracy(dense, xt, yt), "", dense.count_params(), macs(dense),
-             latency_us(dense, x.shape[1:]))]
-    print(f"[bench] {name} dense: {dense_steps} steps in {time.time() - t0:.0f}s, "
-          f"{rows[0][2]:.2f} %", flush=True)
+    ms = table.build_models(key, s, train, test, seed, cache, which=("CPU", "GPU"))
+    print(f"[bench] {s['title']}: models ready after {time.time() - t0:.0f} s", flush=True)
+    dense = ms["dense"]
+    dense_acc = table.accuracy(dense, test)
+    shape = train[0].shape[1:]
+    rows = [(key, s["title"], "dense", dense_acc, "", {}, dense.count_params(), macs(dense),
+             latency_us(dense, shape))]
+    full = nodes(dense)
     for target in TARGETS:
-        keras.utils.set_random_seed(seed)
-        pruned = tfscalpel.prune(dense, target=target, sparsity=group_sparsity)
-        print(tfscalpel.plan(dense, target), flush=True)
-        models.compile_classifier(pruned, keras.optimizers.Adam(1e-3))
-        gates = tfscalpel.GateTraining(**gate_kwargs)
-        # A plan without node pruning (LeNet-300-100 on a CPU: groups only) retrains as long.
-        callbacks = [gates] if tfscalpel.mask_layers(pruned) else []
-        if tfscalpel.pruned_layers(pruned):
-            callbacks.append(tfscalpel.UpdatePruningStep())
-        t0 = time.time()
-        pruned.fit(_batches(x, y, seed + 1), steps_per_epoch=chunk, epochs=gates.total_epochs,
-                   verbose=0, callbacks=callbacks)
-        stripped, report = tfscalpel.strip(pruned, return_report=True)
-        diff = float(np.max(np.abs(stripped.predict(xt[:256], verbose=0)
-                                   - pruned.predict(xt[:256], verbose=0))))
-        kept = ", ".join(f"{r.name} {r.nodes_kept}/{r.nodes_total}" for r in report.layers
-                         if r.nodes_kept != r.nodes_total)
-        acc = accuracy(stripped, xt, yt)
-        print(f"[bench] {name} {target}: {gates.total_epochs * chunk} gate-training steps in "
-              f"{time.time() - t0:.0f}s, {acc:.2f} %, {kept or 'no node removed'}, "
-              f"max |stripped - gated| = {diff:.1e}", flush=True)
-        rows.append((name, target, acc, kept or "(none removed)",
-                     stripped.count_params(), macs(stripped), latency_us(stripped, x.shape[1:])))
+        model = ms[STAGES[target]]
+        kept = {n: k for n, k in nodes(model).items() if k != full[n]}
+        text = ", ".join(f"{n} {k}/{full[n]}" for n, k in kept.items())
+        rows.append((key, s["title"], target, table.accuracy(model, test),
+                     text or "(none removed)", kept, model.count_params(), macs(model),
+                     latency_us(model, shape)))
     return rows
+
+
+def verdict(key, dense_acc, acc, kept):
+    """Whether a GPU-plan row meets the anchor: no more kept nodes, accuracy >= dense - 0.1."""
+    anchor = ANCHORS.get(key)
+    if not anchor:
+        return ""
+    nodes_ok = all(kept.get(n, 10 ** 9) <= k for n, k in anchor.items())
+    acc_ok = acc >= dense_acc - TOLERANCE
+    want = ", ".join(f"{n}<={k}" for n, k in anchor.items())
+    return (f"anchor {want}: nodes {'met' if nodes_ok else 'NOT met'}, accuracy "
+            f"{acc - dense_acc:+.2f} {'met' if acc_ok else 'NOT met'}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small subsets, few epochs")
+    parser.add_argument("--quick", action="store_true", help="the Scalpel table's --quick models")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=("lenet300", "lenet5", "convnet"), action="append")
+    parser.add_argument("--only", choices=tuple(table.SETTINGS), action="append")
+    parser.add_argument("--cache-dir", default=None, help="default: the Scalpel table's cache")
     args = parser.parse_args(argv)
-    q = args.quick
-    mnist = load("mnist", q, None)
-    fashion = load("fashion", q, None)
-    # Gate training: three penalty stages of one chunk each, then fine-tuning with the masks
-    # frozen. Conv channels get stronger penalties than Dense units (see GateTraining).
-    ft = 2 if q else 4
-    dense_pen = (1e-4, 3e-4, 1e-3)
-    conv_pen = (1e-3, 3e-3, 8e-3)
-    lenet5_pen = {"conv": conv_pen, "dense": (2e-4, 6e-4, 2e-3)}
-    # name, builder, data, flatten, dense steps, chunk (steps), GateTraining kwargs, group sparsity
-    configs = {
-        "lenet300": ("LeNet-300-100", models.lenet_300_100, mnist, True, 300 if q else 4000,
-                     60 if q else 300, dict(penalties=dense_pen, finetune_epochs=ft), 0.75),
-        "lenet5": ("LeNet-5", models.lenet5, mnist, False, 200 if q else 800, 60 if q else 120,
-                   dict(penalties=lenet5_pen, finetune_epochs=ft), 0.75),
-        "convnet": ("ConvNet", models.convnet, fashion, False, 200 if q else 500,
-                    60 if q else 80,
-                    dict(penalties={"conv": conv_pen, "dense": dense_pen}, finetune_epochs=ft),
-                    0.75),
-    }
+    cache_dir = args.cache_dir or os.path.join(
+        str(datasets.cache_dir()), "scalpel_table" + ("_quick" if args.quick else ""))
     rows = []
     t0 = time.time()
-    for key in args.only or list(configs):
-        rows += run(*configs[key], args.seed)
+    for key in args.only or list(table.SETTINGS):
+        rows += run(key, args.quick, args.seed, cache_dir)
     head = (f"{'model':<14}{'plan':<12}{'acc %':>7}  {'params':>8}{'MACs':>11}{'LiteRT us':>11}"
             "  kept nodes")
     print("\n" + head + "\n" + "-" * (len(head) + 30))
-    for name, plan, acc, kept, params, mac, lat in rows:
-        print(f"{name:<14}{plan:<12}{acc:>7.2f}  {params:>8,}{mac:>11,}{lat:>11.1f}  {kept}")
+    dense_acc = {}
+    for key, title, plan, acc, text, kept, params, mac, lat in rows:
+        dense_acc.setdefault(key, acc)
+        print(f"{title:<14}{plan:<12}{acc:>7.2f}  {params:>8,}{mac:>11,}{lat:>11.1f}  {text}")
+    for key, title, plan, acc, text, kept, *_ in rows:
+        if plan == "gpu-ampere" and key in ANCHORS:
+            print(f"{title} {plan}: {verdict(key, dense_acc[key], acc, kept)}")
     print(f"\ntotal {time.time() - t0:.0f}s; LiteRT float32, batch 1, 1 thread, dense kernels"
-          + ("; --quick: subsets, numbers are not comparable to the paper" if q else ""))
+          + ("; --quick: subsets, numbers are not comparable to the paper" if args.quick else ""))
     return 0
 
 

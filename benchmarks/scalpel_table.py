@@ -1,6 +1,6 @@
 """Scalpel's evaluation in one table: dense vs traditional pruning vs Scalpel, per platform.
 
-    python benchmarks/scalpel_table.py                 # full run (see SETTINGS; ~30-40 min on 2 cores)
+    python benchmarks/scalpel_table.py                 # full run (see SETTINGS; ~75 min of training on 2 shared cores)
     python benchmarks/scalpel_table.py --quick         # CI smoke run: subsets, 1-2 epochs
     python benchmarks/scalpel_table.py --only lenet300 --output out/scalpel_table
 
@@ -15,11 +15,12 @@ For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
    GPU = gpu-ampere plan (node pruning; 2:4 where the plan says so), gates trained with
    `GateTraining`,
 4. measure on each platform, relative to the dense model:
-   - MCU: int8 fully connected layers on the emulated Cortex-M4 (QEMU mps2-an386, estimated
-     cycles, `benchmarks/mcu/bench_mcu.py`): dense CMSIS-NN-style kernel vs the group-sparse DSP
-     kernel (Scalpel, g=4) vs the same kernel at g=1, i.e. CSR (traditional); flash bytes of
-     weights + indices + bias + requantization. The MCU benchmark handles FC layers only, so for
-     the conv nets this column covers their FC layers only (marked "FC only").
+   - MCU: int8 conv and fully connected layers on the emulated Cortex-M4 (QEMU mps2-an386,
+     estimated cycles, `bench_mcu.measure_model`; conv layers as im2col + the FC kernels, which
+     is what a firmware without a conv custom op would run): dense CMSIS-NN-style kernel vs the
+     group-sparse DSP kernel (Scalpel, g=4; a layer where it is slower stays dense) vs the same
+     kernel at g=1, i.e. CSR, on every layer (traditional); flash bytes of weights + indices +
+     bias + requantization. The ops between (pooling, reshapes) are not measured.
    - CPU: float32 `.tflite` through LiteRT on this CPU, batch 1, one thread (C-timed loops).
      Traditional: TFLite's own block-sparse FULLY_CONNECTED forced on every FC layer
      (`formats={name: "builtin_sparse"}`); conv layers have no TFLite sparse format, so its size
@@ -81,20 +82,24 @@ SETTINGS = {
                      flatten=True, train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet"],
                      trad=dict(rounds=(0.5, 0.75, 0.88, 0.92), round_epochs=2, finetune_epochs=6),
                      groups=dict(sparsity=0.92, prune_epochs=15, finetune_epochs=15),
-                     gates=dict(penalties=(1e-4, 3e-4, 1e-3), stage_epochs=3, finetune_epochs=10,
+                     gates=dict(penalties=(3e-5, 8e-5, 2e-4), stage_epochs=3, finetune_epochs=20,
                                 group_sparsity=0.9)),
     "lenet5": dict(title="LeNet-5", builder=models.lenet5, data="mnist", flatten=False,
                    train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet5"],
                    trad=dict(rounds=(0.6, 0.8, 0.92), round_epochs=1, finetune_epochs=3),
                    groups=dict(sparsity=0.92, prune_epochs=5, finetune_epochs=5),
-                   gates=dict(penalties={"conv": (6e-4, 2e-3, 5e-3), "dense": (2e-4, 6e-4, 2e-3),
-                                         "mask_pool1": (2e-3, 6e-3, 1.6e-2)},
-                              stage_epochs=1, finetune_epochs=4, group_sparsity=0.9)),
+                   gates=dict(penalties={"conv": (2.5e-4, 8e-4, 2e-3), "dense": (8e-5, 2.5e-4, 7e-4),
+                                         "mask_pool1": (6e-4, 2e-3, 4.5e-3)},
+                              stage_epochs=1, finetune_epochs=5, group_sparsity=0.9,
+                              gpu=dict(penalties={"conv": (2e-4, 6e-4, 1.5e-3),
+                                                  "dense": (8e-5, 2.5e-4, 7e-4),
+                                                  "mask_pool1": (6e-4, 2e-3, 4e-3)},
+                                       finetune_epochs=8))),
     "convnet": dict(title="ConvNet", builder=models.convnet, data="fashion", flatten=False,
                     train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["convnet"],
                     trad=dict(rounds=(0.5, 0.65, 0.75), round_epochs=1, finetune_epochs=1),
                     groups=dict(sparsity=0.75, prune_epochs=2, finetune_epochs=2),
-                    gates=dict(penalties={"conv": (3e-4, 1e-3, 3e-3), "dense": (1e-4, 3e-4, 1e-3)},
+                    gates=dict(penalties={"conv": (1.5e-4, 5e-4, 1.5e-3), "dense": (1e-4, 3e-4, 1e-3)},
                                stage_epochs=1, finetune_epochs=2, group_sparsity=0.7)),
 }
 #: nm_accuracy's name of each model (its dense-model cache).
@@ -103,6 +108,8 @@ QUICK = dict(train=2000, dense_epochs=1, trad=dict(round_epochs=1, finetune_epoc
              groups=dict(prune_epochs=1, finetune_epochs=1),
              gates=dict(stage_epochs=1, finetune_epochs=0))
 TEST_IMAGES = 10000
+#: Test images on which the MCU benchmark checks every int8 layer against TFLite's kernels.
+MCU_CHECK_IMAGES = 20
 
 
 def log(msg):
@@ -216,10 +223,17 @@ def prune_groups(dense, s, train, seed, target):
     return tfscalpel.strip(pruned)
 
 
+def gate_settings(s, target):
+    """The gate settings for ``target``: ``s["gates"]`` with its ``gpu`` entries applied for the
+    GPU plan (which node-prunes Dense layers too, so it may want other strengths)."""
+    gates = {k: v for k, v in s["gates"].items() if k != "gpu"}
+    return {**gates, **s["gates"].get("gpu", {})} if target == "gpu-ampere" else gates
+
+
 def prune_with_gates(dense, s, train, seed, target):
     """Scalpel's plan with node pruning: ``prune(target=...)`` + GateTraining (+ groups rising on
     a cubic schedule over the gate stages where the plan group-prunes)."""
-    p = s["gates"]
+    p = gate_settings(s, target)
     keras.utils.set_random_seed(seed)
     gates = tfscalpel.GateTraining(penalties=p["penalties"], epochs_per_stage=p["stage_epochs"],
                                    finetune_epochs=p["finetune_epochs"])
@@ -253,12 +267,12 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
         # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
         "CPU": lambda: cache.get(
             "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2"),
-            s["gates"]) if has_conv else cache.get(
+            gate_settings(s, "x86-avx2")) if has_conv else cache.get(
             "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2"),
             groups("x86-avx2")),
         "GPU": lambda: cache.get(
             "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere"),
-            s["gates"]),
+            gate_settings(s, "gpu-ampere")),
     }
     return {"dense": dense, **{name: stages[name]() for name in which}}
 
@@ -339,77 +353,34 @@ def gpu_measure(dense, scalpel, test_x):
     return {"dense": (len(blobs[0]), us[0]), "scalpel": (len(blobs[1]), us[1])}
 
 
-def mcu_layers(model, train_x, x_one, group_size):
-    """The model's int8 FC layers (dense weights + the custom op's arrays at ``group_size``) and
-    the int8 input of its first FC layer for one image, as `bench_mcu.int8_layers` builds them
-    (for conv nets the first FC input is the float feature map quantized with TFLite's scale)."""
-    from tflite_export import flatbuffer, keras_names, rewrite
-    from tflite_export.converter import convert_keras
-    from tflite_export.fc_layers import find_fully_connected
-
-    tfl = flatbuffer.load(convert_keras(model, "int8", train_x[:200]))
-    fcs = find_fully_connected(tfl)
-    keras_names.assign_names(model, tfl, fcs)
-    layers = [{"name": fc.name, "weights": np.ascontiguousarray(fc.weights),
-               **rewrite.custom_op_arrays(tfl, fc, group_size)} for fc in fcs]
-    first = next(l for l in model.layers if isinstance(l, keras.layers.Dense))
-    features = keras.Model(model.inputs, first.input).predict(x_one, verbose=0)
-    q = tfl.subgraphs[fcs[0].subgraph].tensors[fcs[0].input].quantization
-    scale, zp = float(q.scale[0]), int(q.zeroPoint[0])
-    xq = np.clip(np.round(features.reshape(1, -1) / scale) + zp, -128, 127).astype(np.int8)
-    return layers, xq
-
-
-def mcu_run(model, train_x, x_one, group_size, build_dir):
-    """Emulate one image through the FC layers; per layer (dense cycles, sparse cycles, dense
-    flash bytes, sparse flash bytes)."""
+def mcu_measure(trad, scalpel, train_x, images, build_dir):
+    """Dense, traditional (CSR: the kernel at g=1 on every layer) and Scalpel (g=4; a layer where
+    sparse would be slower stays dense, as the exporter does) estimated cycles and flash bytes of
+    every CONV_2D and FULLY_CONNECTED layer, int8, on the emulated Cortex-M4
+    (`bench_mcu.measure_model`: conv layers as im2col + the FC kernels; every layer checked
+    against TFLite's reference kernels on ``images`` and the firmware against the host)."""
     import bench_mcu
 
-    layers, xq = mcu_layers(model, train_x, x_one, group_size)
-    outs = bench_mcu.host_chain(layers, xq)
-    os.makedirs(build_dir, exist_ok=True)
-    bench_mcu.write_header(os.path.join(build_dir, "layers_data.h"), layers,
-                           [xq[0]] + [o[0] for o in outs[:-1]], [o[0] for o in outs])
-    elf, plugin, mark = bench_mcu.build(build_dir)
-    rc, out, segs = bench_mcu.run_qemu(elf, plugin, mark, build_dir)
-    kernel_segs = segs[1::2]
-    if rc != 0 or len(kernel_segs) < 3 * len(layers):
-        raise RuntimeError(f"Cortex-M4 firmware failed (exit {rc}): {out.strip()[-500:]}")
-    rows = []
-    for k, L in enumerate(layers):
-        (_, dense_cyc), (_, sparse_cyc), _ = kernel_segs[3 * k:3 * k + 3]
-        rows.append((dense_cyc, sparse_cyc, *bench_mcu.flash_bytes(L)))
-    return rows
-
-
-def mcu_measure(trad, scalpel, train_x, x_one, build_dir):
-    """Dense, traditional (CSR: the kernel at g=1) and Scalpel (g=4; a layer where sparse would
-    be slower stays dense, as the exporter does) cycles and flash bytes of the FC layers."""
-    import bench_mcu
-
-    bench_mcu.ensure_packages()
     g = plan_group_size(scalpel, "cortex-m4")
-    t_rows = mcu_run(trad, train_x, x_one, 1, os.path.join(build_dir, "traditional"))
-    s_rows = mcu_run(scalpel, train_x, x_one, g, os.path.join(build_dir, "scalpel"))
-    dense_cyc = sum(r[0] for r in s_rows)
-    dense_b = sum(r[2] for r in s_rows)
-    scal = [(r[1], r[3]) if r[1] < r[0] else (r[0], r[2]) for r in s_rows]
-    return {"dense": (dense_b, dense_cyc),
-            "traditional": (sum(r[3] for r in t_rows), sum(r[1] for r in t_rows)),
-            "scalpel": (sum(b for _, b in scal), sum(c for c, _ in scal))}
+    t = bench_mcu.measure_model(trad, 1, train_x, images, os.path.join(build_dir, "traditional"))
+    s = bench_mcu.measure_model(scalpel, g, train_x, images, os.path.join(build_dir, "scalpel"))
+    tt, st = t["totals"], s["totals"]
+    return {"dense": (st["dense_bytes"], st["dense_cycles"]),
+            "traditional": (tt["sparse_bytes"], tt["sparse_cycles"]),
+            "scalpel": (st["best_bytes"], st["best_cycles"])}
 
 
 def accuracy(model, test):
     return 100.0 - recipe.test_error(model, *test)
 
 
-def evaluate(key, s, ms, train, test, build_dir, fc_only):
+def evaluate(key, s, ms, train, test, build_dir, has_conv):
     """All table rows of one model."""
     title = s["title"]
     rows = []
     acc = {name: accuracy(m, test) for name, m in ms.items()}
     frac = {name: 100.0 * pruned_fraction(ms["dense"], m) for name, m in ms.items()}
-    mcu_note = "FC layers only (conv not emulated)" if fc_only else ""
+    mcu_note = "conv as im2col + FC kernels" if has_conv else ""
 
     def row(platform, method, model_key, size, time_, where, note=""):
         rows.append({"model": title, "platform": platform, "method": method,
@@ -419,8 +390,8 @@ def evaluate(key, s, ms, train, test, build_dir, fc_only):
                      "speedup": None if not time_ else round(1.0 / time_, 2),
                      "measured_on": where, "note": note})
 
-    log(f"[{title}] MCU: QEMU Cortex-M4, int8 FC layers")
-    m = mcu_measure(ms["traditional"], ms["MCU"], train[0], test[0][:1], build_dir)
+    log(f"[{title}] MCU: QEMU Cortex-M4, int8 conv and FC layers")
+    m = mcu_measure(ms["traditional"], ms["MCU"], train[0], test[0][:MCU_CHECK_IMAGES], build_dir)
     where = "QEMU Cortex-M4 est. cycles, int8"
     row("MCU", "dense", "dense", 1.0, 1.0, where, mcu_note)
     for method, mk in (("traditional", "traditional"), ("scalpel", "MCU")):
@@ -555,13 +526,14 @@ def main(argv=None):
             f"{s['dense_epochs']} ep (SGD); traditional rounds {list(t['rounds'])} x "
             f"{t['round_epochs']} ep + {t['finetune_epochs']} ep; Scalpel groups to "
             f"{g['sparsity']:.0%} ({g['prune_epochs']}+{g['finetune_epochs']} ep); gates 3 stages x "
-            f"{gt['stage_epochs']} ep + {gt['finetune_epochs']} ep, L1 {gt['penalties']}")
+            f"{gt['stage_epochs']} ep + {gt['finetune_epochs']} ep, L1 {gt['penalties']}"
+            + (f"; GPU plan: {gt['gpu']}" if "gpu" in gt else ""))
         log("  " + described[-1])
         t0 = time.time()
         ms = build_models(key, s, train, test, args.seed, Cache(cache_dir, key, s, args.seed))
         log(f"  models of {s['title']} ready after {time.time() - t0:.0f} s")
-        fc_only = any(isinstance(l, keras.layers.Conv2D) for l in ms["dense"].layers)
-        rows += evaluate(key, s, ms, train, test, os.path.join(args.output, "mcu", key), fc_only)
+        has_conv = any(isinstance(l, keras.layers.Conv2D) for l in ms["dense"].layers)
+        rows += evaluate(key, s, ms, train, test, os.path.join(args.output, "mcu", key), has_conv)
         log(f"  done ({time.time() - started:.0f} s so far)")
     means = summary(rows)
     text = table_text(rows, means)
