@@ -41,16 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# ensure_packages, write_header, build, run_qemu and flash_bytes are also imported from here by
-# benchmarks/scalpel_table.py.
-from mcu_firmware import build, ensure_packages, log, measure_layers_on_qemu, run_qemu, write_header  # noqa: E402,F401
-from mcu_layers import check_layers, flash_bytes, host_fc_chain, model_layers, quantize_input  # noqa: E402,F401
-
-
-# Only for benchmarks/scalpel_table.py until it calls measure_model; delete then.
-def host_chain(layers, xq):
-    """Per-layer int8 outputs of the host kernel over FC layer dicts without a "kind"."""
-    return host_fc_chain([{"kind": "fc", **L} for L in layers], xq)
+from mcu_firmware import ensure_packages, log, measure_layers_on_qemu  # noqa: E402
+from mcu_layers import check_layers, flash_bytes, host_fc_chain, model_layers, quantize_input  # noqa: E402
 
 
 NOTE = ("Conv layers run as im2col + the FC kernels inside the benchmark firmware (the exporter "
