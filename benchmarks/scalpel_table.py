@@ -74,7 +74,8 @@ COLUMNS = ["model", "platform", "method", "accuracy_pct", "pruned_pct", "rel_siz
 #: schedule for ``prune_epochs``, then ``finetune_epochs`` with the masks fixed);
 #: ``gates``: GateTraining's L1 stages (each ``stage_epochs`` long; conv channels need stronger
 #: penalties than Dense units, LeNet-5's first conv layer stronger still), fine-tuning epochs with
-#: the masks frozen, and the group sparsity the CPU plan reaches on Dense layers meanwhile.
+#: the masks frozen, the group sparsity the CPU plan reaches on Dense layers meanwhile, Adam's
+#: peak learning rate (``lr``, default 1e-3), and ``gpu``: entries that differ for the GPU plan.
 #: Each stage is cached under a key of the settings it depends on, so changing one stage's
 #: settings retrains only that stage.
 SETTINGS = {
@@ -244,7 +245,8 @@ def prune_with_gates(dense, s, train, seed, target):
         schedule = tfscalpel.PolynomialDecay(0.0, p["group_sparsity"], begin_step=0,
                                              end_step=end, frequency=max(1, min(100, end // 20)))
     pruned = tfscalpel.prune(dense, target=target, schedule=schedule)
-    lr = keras.optimizers.schedules.CosineDecay(1e-3, gates.total_epochs * _steps(train), alpha=0.05)
+    lr = keras.optimizers.schedules.CosineDecay(p.get("lr", 1e-3), gates.total_epochs * _steps(train),
+                                                alpha=0.05)
     models.compile_classifier(pruned, keras.optimizers.Adam(lr))
     callbacks = [gates] if tfscalpel.mask_layers(pruned) else []
     if tfscalpel.pruned_layers(pruned):
