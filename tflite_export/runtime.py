@@ -245,28 +245,10 @@ class Runtime:
         _check(lib.LiteRtAddOpaqueOptions(opts, opaque), "LiteRtAddOpaqueOptions")
 
         if custom_ops:
-            k = _kernels()
-            self._ctx = k.tfs_litert_ctx_create(
-                *[ctypes.cast(getattr(lib, n), _vp) for n in (
-                    "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
-                    "LiteRtGetTensorBufferHostMemory")])
-            if not self._ctx:
-                raise LiteRtError("tfs_litert_ctx_create failed (out of memory)")
-            st = lib.LiteRtAddCustomOpKernelOption(opts, CUSTOM_OP_NAME.encode(), 1,
-                                                   k.tfs_litert_kernel(), self._ctx)
-            _check(st, "LiteRtAddCustomOpKernelOption")
             from tflite_export.kernels.nm import nm_library
 
-            nm = nm_library()
-            self._nm_ctx = nm.tfs_nm_litert_ctx_create(
-                *[ctypes.cast(getattr(lib, n), _vp) for n in (
-                    "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
-                    "LiteRtGetTensorBufferHostMemory")])
-            if not self._nm_ctx:
-                raise LiteRtError("tfs_nm_litert_ctx_create failed (out of memory)")
-            st = lib.LiteRtAddCustomOpKernelOption(opts, NM_OP_NAME.encode(), 1,
-                                                   nm.tfs_nm_litert_kernel(), self._nm_ctx)
-            _check(st, "LiteRtAddCustomOpKernelOption(TFS_NM_SPARSE_FC)")
+            self._add_custom_op(lib, opts, _kernels(), CUSTOM_OP_NAME, "tfs_litert", "_ctx")
+            self._add_custom_op(lib, opts, nm_library(), NM_OP_NAME, "tfs_nm_litert", "_nm_ctx")
 
         cm = _vp()
         st = lib.LiteRtCreateCompiledModel(env, self._model, opts, ctypes.byref(cm))
@@ -283,6 +265,20 @@ class Runtime:
                "LiteRtGetModelSignature")
         self.input_details = self._tensor_infos(sig, True)
         self.output_details = self._tensor_infos(sig, False)
+
+    def _add_custom_op(self, lib, opts, k, name: str, prefix: str, attr: str) -> None:
+        """Register one of our custom ops on the compilation options: its adapter's C entry
+        points are `{prefix}_ctx_create` / `{prefix}_kernel` in the kernel library `k`; the
+        context is kept in `self.<attr>` (before registering, so `_release` frees it on error)."""
+        ctx = getattr(k, f"{prefix}_ctx_create")(
+            *[ctypes.cast(getattr(lib, n), _vp) for n in (
+                "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
+                "LiteRtGetTensorBufferHostMemory")])
+        if not ctx:
+            raise LiteRtError(f"{prefix}_ctx_create failed (out of memory)")
+        setattr(self, attr, ctx)
+        _check(lib.LiteRtAddCustomOpKernelOption(opts, name.encode(), 1, getattr(k, f"{prefix}_kernel")(), ctx),
+               f"LiteRtAddCustomOpKernelOption({name})")
 
     def _tensor_infos(self, sig, inputs: bool) -> List[TensorInfo]:
         lib = self._lib
