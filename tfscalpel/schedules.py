@@ -234,7 +234,16 @@ class _TfmotSchedule(PruningSchedule):
 
     @property
     def final_amount(self):
-        return float(self.schedule.get_config()["config"].get("final_sparsity", float("nan")))
+        """tfmot schedules name it ``final_sparsity`` or ``target_sparsity`` in their config; a
+        user's subclass may have neither (then the amount at a far step is the best guess)."""
+        try:
+            config = self.schedule.get_config()["config"]
+        except (AttributeError, KeyError, NotImplementedError, TypeError):
+            config = {}
+        for key in ("final_sparsity", "target_sparsity"):
+            if key in config:
+                return float(config[key])
+        return self(2**62)[1]
 
     def get_config(self):
         raise TypeError(
@@ -246,21 +255,28 @@ class _TfmotSchedule(PruningSchedule):
 _TFMOT_EQUIVALENTS = {"ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay}
 
 
+def _is_tfmot_schedule(spec):
+    """tfmot's schedules and users' subclasses of them, recognised by module name (importing tfmot
+    would switch tf.keras to Keras 2 for the whole process)."""
+    return any((klass.__module__ or "").startswith("tensorflow_model_optimization")
+               for klass in type(spec).__mro__)
+
+
 def get_schedule(spec):
     """Resolve a schedule from a tfscalpel schedule, a Keras config dict, or a tfmot schedule
-    object (``ConstantSparsity``/``PolynomialDecay`` become their tfscalpel twins, others are
-    wrapped). tfmot is never imported here: it is recognised by its module name."""
+    object (``ConstantSparsity``/``PolynomialDecay`` become their tfscalpel twins; other tfmot
+    schedules, users' subclasses of tfmot's ``PruningSchedule`` included, are called through
+    tfmot's contract ``schedule(step) -> (should_prune, sparsity)``)."""
     if isinstance(spec, PruningSchedule):
         return spec
     if isinstance(spec, dict):
         return keras.saving.deserialize_keras_object(spec)
-    module = type(spec).__module__ or ""
-    if module.startswith("tensorflow_model_optimization"):
+    if _is_tfmot_schedule(spec):
         twin = _TFMOT_EQUIVALENTS.get(type(spec).__name__)
-        if twin is not None:
+        if twin is not None and type(spec).__module__.startswith("tensorflow_model_optimization"):
             return twin(**spec.get_config()["config"])
         return _TfmotSchedule(spec)
     raise ValueError(
         f"unknown schedule {spec!r}; allowed: ConstantSparsity, PolynomialDecay, "
-        "StagedThreshold, IterativePruning (or tfmot's ConstantSparsity/PolynomialDecay)"
+        "StagedThreshold, IterativePruning, or a tfmot PruningSchedule (its own or a subclass)"
     )
