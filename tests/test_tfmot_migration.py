@@ -107,3 +107,80 @@ def test_user_subclass_of_tfmot_schedule_is_called_through_its_contract():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+# ---- prune_low_magnitude: tfmot's entry point, arguments and defaults ------------------------
+
+def _dense_model():
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="a"),
+                             keras.layers.Dense(4, name="b")])
+
+
+def _masks_after_one_step(model):
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _data(1)
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()])
+    return [keras.ops.convert_to_numpy(l.pruning_mask) for l in tfscalpel.layers.pruned_layers(model)]
+
+
+def test_prune_low_magnitude_defaults_to_tfmot_constant_half():
+    masks = _masks_after_one_step(tfscalpel.prune_low_magnitude(_dense_model()))
+    assert [float(1 - m.mean()) for m in masks] == [0.5, 0.5]
+
+
+def test_block_size_is_groups_along_the_input_and_pooling_picks_the_score():
+    model = _dense_model()
+    pruned = tfscalpel.prune_low_magnitude(model, block_size=(4, 1), block_pooling_type="MAX")
+    layer = pruned.get_layer("a")
+    assert isinstance(layer.pattern, tfscalpel.GroupPattern) and layer.pattern.group_size == 4
+    assert type(layer.importance).__name__ == "MaxAbs"
+    mask = _masks_after_one_step(pruned)[0]
+    # Whole groups of 4 consecutive inputs of one output unit are kept or removed together.
+    groups = mask.reshape(4, 4, 8)
+    assert np.all((groups.min(axis=1) == groups.max(axis=1)))
+
+
+def test_m_by_n_counts_zeros_as_tfmot_does():
+    pruned = tfscalpel.prune_low_magnitude(_dense_model(), sparsity_m_by_n=(1, 4))
+    layer = pruned.get_layer("a")
+    assert (layer.pattern.n, layer.pattern.m) == (3, 4)  # 1 zero in 4 = 3 kept of 4
+
+
+def test_one_built_layer_keeps_its_weights_and_other_layers_are_refused():
+    dense = keras.layers.Dense(3, name="d")
+    dense.build((None, 5))
+    twin = tfscalpel.prune_low_magnitude(dense)
+    assert isinstance(twin, tfscalpel.GroupPrunedDense)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin.kernel),
+                                  keras.ops.convert_to_numpy(dense.kernel))
+    model = keras.Sequential([keras.Input((5,)), tfscalpel.prune_low_magnitude(
+        keras.layers.Dense(3)), keras.layers.Dense(2)])
+    assert len(tfscalpel.layers.pruned_layers(model)) == 1
+    with pytest.raises(ValueError, match="layer 'emb' is a Embedding; one layer can be pruned"):
+        tfscalpel.prune_low_magnitude(keras.layers.Embedding(10, 4, name="emb"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(block_size=(1, 4)), r"block_size=\(1, 4\) is not supported"),
+    (dict(block_pooling_type="MIN"), "block_pooling_type must be one of"),
+    (dict(sparsity_m_by_n=(4, 4)), "needs 0 < m < n"),
+    (dict(sparsity_m_by_n=(2, 4), block_size=(2, 1)), "cannot be combined"),
+    (dict(pruning_policy=object()), "a hardware target chooses"),
+])
+def test_bad_tfmot_arguments_say_what_is_allowed(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tfscalpel.prune_low_magnitude(_dense_model(), **kwargs)
+
+
+def test_prune_scope_and_strip_pruning_keep_tfmot_code_running(tmp_path):
+    pruned = tfscalpel.prune_low_magnitude(_dense_model())
+    _masks_after_one_step(pruned)
+    path = str(tmp_path / "m.keras")
+    pruned.save(path)
+    with tfscalpel.prune_scope():
+        loaded = keras.models.load_model(path)
+    plain = tfscalpel.strip_pruning(loaded)
+    assert not tfscalpel.layers.pruned_layers(plain)
+    kernel = keras.ops.convert_to_numpy(plain.get_layer("a").kernel)
+    assert float((kernel == 0).mean()) == 0.5

@@ -29,6 +29,7 @@ from tfscalpel.schedules import (
     get_schedule,
 )
 from tfscalpel.strip import LayerReport, StripReport, strip
+from tfscalpel.tfmot_compat import prune_low_magnitude, prune_scope, strip_pruning
 from tfscalpel.targets import HardwareTarget, get_target, known_targets, register_target
 from tfscalpel import report  # noqa: E402  (plots; matplotlib is imported when one is drawn)
 
