@@ -184,3 +184,13 @@ def test_prune_scope_and_strip_pruning_keep_tfmot_code_running(tmp_path):
     assert not tfscalpel.layers.pruned_layers(plain)
     kernel = keras.ops.convert_to_numpy(plain.get_layer("a").kernel)
     assert float((kernel == 0).mean()) == 0.5
+
+
+def test_numpy_numbers_are_numbers():
+    s = tfscalpel.PolynomialDecay(np.float32(0.25), np.float64(0.75), np.int64(0), np.int32(10),
+                                  frequency=np.int64(2))
+    assert s == tfscalpel.PolynomialDecay(0.25, 0.75, 0, 10, frequency=2)
+    assert type(s.get_config()["begin_step"]) is int
+    assert tfscalpel.ConstantSparsity(np.float32(0.5)).target_sparsity == 0.5
+    assert tfscalpel.StagedThreshold([np.float32(0.5)], np.int64(3)).stage_steps == 3
+    assert tfscalpel.IterativePruning([np.float64(0.5)], np.int64(3)).sparsities == [0.5]
