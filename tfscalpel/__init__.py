@@ -4,6 +4,7 @@ The flow: ``prune`` a trained model, ``fit`` it with ``UpdatePruningStep``, ``st
 export it with ``tflite_export``. See README.md for a tour.
 """
 from tfscalpel.callbacks import PruningSummaries, SparsityHistory, UpdatePruningStep
+from tfscalpel.distill import Distiller
 from tfscalpel.gate_training import GateTraining
 from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
