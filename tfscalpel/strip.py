@@ -6,10 +6,8 @@ import math
 import keras
 import numpy as np
 
-from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin
-
-_PLAIN = {GroupPrunedDense: keras.layers.Dense, GroupPrunedConv2D: keras.layers.Conv2D}
-_PRUNING_KEYS = ("pattern", "importance", "schedule", "global_group")
+from tfscalpel.layer_handlers import Weighted, get_handler
+from tfscalpel.layers import PrunableMixin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +92,7 @@ class StripReport:
 def layer_report(name, kernel, pattern_name, group_size, nodes_total=None):
     """Measure a (masked) kernel: any shape whose last axis is the output units. With
     ``nodes_total`` (units before node removal), the report also says how many nodes remain."""
-    w = np.asarray(kernel).reshape(-1, kernel.shape[-1]).T  # TFLite layout [rows, cols]
+    w = Weighted.matrix(kernel)  # TFLite layout [rows, cols]
     rows, cols = w.shape
     n_groups = math.ceil(cols / group_size)
     padded = np.zeros((rows, n_groups * group_size), dtype=w.dtype)
@@ -108,22 +106,8 @@ def layer_report(name, kernel, pattern_name, group_size, nodes_total=None):
     )
 
 
-def plain_layer(layer):
-    """A new, unbuilt copy of ``layer`` as a stock Keras layer (pruned twins lose their pruning
-    configuration)."""
-    config = layer.get_config()
-    plain = _PLAIN.get(type(layer))
-    if plain is None:
-        return layer.__class__.from_config(config)
-    for key in _PRUNING_KEYS:
-        config.pop(key)
-    return plain.from_config(config)
-
-
-def _masked_kernel(layer):
-    if isinstance(layer, PrunableMixin):
-        return keras.ops.convert_to_numpy(layer.masked_kernel())
-    return keras.ops.convert_to_numpy(layer.kernel)
+def _plain_layer(layer):
+    return get_handler(layer).plain_layer(layer)
 
 
 def strip(model, return_report=False):
@@ -152,7 +136,7 @@ def strip(model, return_report=False):
 
     if mask_layers(model):
         return _strip_nodes(model, return_report)
-    stripped = keras.models.clone_model(model, clone_function=plain_layer)
+    stripped = keras.models.clone_model(model, clone_function=_plain_layer)
     reports = []
     for source, target in zip(model.layers, stripped.layers):
         if isinstance(source, PrunableMixin):
@@ -172,14 +156,14 @@ def strip(model, return_report=False):
 
 def _strip_nodes(model, return_report):
     """strip() for a gated model: bake the masks in and remove dead nodes."""
-    from tfscalpel.dependency import channel_plan, is_weighted
+    from tfscalpel.dependency import channel_plan
     from tfscalpel.removal import remove_channels
 
     plan = channel_plan(model)
-    stripped, kernels = remove_channels(model, plan, plain_layer, _masked_kernel)
+    stripped, kernels = remove_channels(model, plan)
     reports = []
     for layer in model.layers:
-        if layer.name not in kernels or not is_weighted(layer):
+        if layer.name not in kernels:
             continue
         pattern = getattr(layer, "pattern", None)
         reports.append(layer_report(
