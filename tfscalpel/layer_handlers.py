@@ -228,6 +228,28 @@ class Channelwise(LayerHandler):
         return self.plain_layer(layer), weights
 
 
+class ChannelwiseReshape(Channelwise):
+    """A Reshape that keeps the size of the last axis keeps every element's channel (row-major
+    order), as squeeze-excite's ``(N, C) -> (N, 1, 1, C)``; its ``target_shape`` names the
+    width, so it is rewritten when channels go. Any other Reshape is refused."""
+
+    @property
+    def owns_channels(self):
+        return True
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        before, after = input_shapes[0][-1], output_shapes[0][-1]
+        if before is None or before != after:
+            return f"a Reshape layer that changes the channel axis ({before} -> {after})"
+        return None
+
+    def remove(self, layer, keep_in, keep_out):
+        config = layer.get_config()
+        if keep_out is not None:
+            config["target_shape"] = (*tuple(config["target_shape"])[:-1], int(len(keep_out)))
+        return type(layer).from_config(config), []
+
+
 class Gate(Channelwise):
     """A :class:`~tfscalpel.MaskLayer`: its dead nodes output exact zeros. On removal it goes
     away, unless dead nodes had to stay (coupled with live ones through a merge): then it
@@ -346,15 +368,6 @@ def _depth_multiplier(layer, input_shapes, output_shapes):
     return None
 
 
-def _keeps_last_axis(layer, input_shapes, output_shapes):
-    # A reshape that keeps the size of the last axis keeps every element's channel (row-major
-    # order): e.g. squeeze-excite's (N, C) -> (N, 1, 1, C).
-    before, after = input_shapes[0][-1], output_shapes[0][-1]
-    if before is None or before != after:
-        return f"a Reshape layer that changes the channel axis ({before} -> {after})"
-    return None
-
-
 def _register_builtins():
     L = keras.layers
     register_layer(L.Dense, Weighted(L.Dense, "units", "dense", "FULLY_CONNECTED",
@@ -366,7 +379,7 @@ def _register_builtins():
                                                      quiet=True))
     register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier))
     register_layer(L.Activation, Channelwise(check=_mixing_activation))
-    register_layer(L.Reshape, Channelwise(check=_keeps_last_axis))
+    register_layer(L.Reshape, ChannelwiseReshape())
     for cls in (
         L.ReLU, L.LeakyReLU, L.ELU,
         L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
