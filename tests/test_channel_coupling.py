@@ -125,3 +125,45 @@ def test_concatenation_on_another_axis_is_refused_by_name():
     with pytest.raises(ValueError, match=r"layer 'cat_h' is a concatenation along axis 1, not "
                                          r"the channel axis.*\['m'\]"):
         channel_plan(model)
+
+
+def test_coupled_gates_are_the_merges_groups():
+    from tfscalpel.dependency import coupled_gates
+
+    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere")
+    groups = sorted(sorted(g) for g in coupled_gates(pruned))
+    # b1_add ties the stem with the block's second conv channel by channel; b2_add the
+    # projection with the branch; se_mul the concatenated branches with the SE filters
+    assert groups == sorted(
+        [[("mask_b1_bn2", k), ("mask_stem_relu", k)] for k in range(8)]
+        + [[("mask_b2_bn3", k), ("mask_b2_bn_short", k)] for k in range(10)]
+        + [sorted([("mask_b2_relu_a" if k < 4 else "mask_b2_relu_b", k % 4),
+                   ("mask_se_expand", k)]) for k in range(8)])
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gate_training_ties_coupled_gates_so_residual_channels_go(tie):
+    rng = np.random.default_rng(1)
+    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere",
+                             mask_options={"gate_scale": 64.0})
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 4, size=64)
+    pruned.compile(optimizer=keras.optimizers.Adam(1e-3),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    training = tfscalpel.GateTraining(penalties=(0.02,), epochs_per_stage=3, finetune_epochs=0,
+                                      tie_coupled=tie)
+    pruned.fit(x, y, batch_size=16, epochs=training.total_epochs, verbose=0,
+               callbacks=[training])
+    stem, block = pruned.get_layer("mask_stem_relu"), pruned.get_layer("mask_b1_bn2")
+    if not tie:
+        assert not np.array_equal(stem.gates(), block.gates())
+        return
+    np.testing.assert_array_equal(stem.gates(), block.gates())
+    np.testing.assert_array_equal(stem.kept(), block.kept())
+    dead = int((~stem.kept()).sum())
+    assert 0 < dead < 8
+    stripped, report = tfscalpel.strip(pruned, return_report=True)
+    nodes = {r.name: (r.nodes_kept, r.nodes_total) for r in report.layers}
+    assert nodes["stem"] == nodes["b1_c2"] == (8 - dead, 8)
+    np.testing.assert_allclose(stripped.predict(x[:4], verbose=0),
+                               pruned.predict(x[:4], verbose=0), atol=1e-4, rtol=1e-4)

@@ -113,27 +113,30 @@ def _zero_preserved(layer, input_shape):
     return np.all(out.reshape(-1, out.shape[-1]) == 0, axis=0)
 
 
-def channel_plan(model, dead=None):
-    """Decide which channels of ``model`` can be removed exactly.
+@dataclasses.dataclass
+class _Walk:
+    """The channel classes of a model's graph, as :func:`_walk` found them."""
 
-    Args:
-        model: a Sequential or Functional model.
-        dead: ``{MaskLayer name: boolean array, True = dead}``; default each MaskLayer's
-            current mask. ``{name: all True}`` asks "could these gates be followed at all?".
+    classes: _Classes
+    pinned: list  # ids that must stay: model inputs and outputs, inputs of opaque layers
+    opaque: list  # (layer, reason, ids it consumes)
+    uses: list  # (ids, zero) seen by the input rows of weighted layers
+    gated: set  # ids at MaskLayer positions (before unions)
+    out_ids: dict  # layer name -> ids of its output channels (weighted, per-channel, gates)
+    in_ids: dict  # weighted layer name -> ids of its input rows
+    gates: list  # names of the MaskLayers, in graph order
 
-    Returns a :class:`ChannelPlan`.
 
-    Raises:
-        ValueError: if a gated channel reaches a layer the analysis cannot follow (naming it),
-            or a gated layer is shared by several calls.
-    """
+def _walk(model, dead):
+    """Follow channel ids (and exact zeros) through ``model``'s graph; see the module
+    docstring. ``dead`` as :func:`channel_plan`."""
     classes = _Classes()
     ids, zero = {}, {}  # id(KerasTensor) -> channel ids / exact-zero flags of its last axis
     pinned = []  # ids that must stay: model inputs and outputs, inputs of opaque layers
     opaque = []  # (layer, reason, ids it consumes)
     uses = []  # (ids, zero) seen by the input rows of weighted layers
     gated = set()  # ids at MaskLayer positions (before unions)
-    out_ids, in_ids, in_units, seen = {}, {}, {}, set()
+    out_ids, in_ids, gates, seen = {}, {}, [], set()
 
     graph = functional_graph(model)
     for x in graph.inputs:
@@ -167,7 +170,6 @@ def channel_plan(model, dead=None):
         if role == "weighted":
             uses.append((ids[id(x)], zero[id(x)]))
             in_ids[layer.name] = ids[id(x)]
-            in_units[layer.name] = len(ids[id(x)])
             new = classes.fresh(_last_dim(y, layer))
             ids[id(y)], zero[id(y)] = new, np.zeros(len(new), dtype=bool)
             out_ids[layer.name] = new
@@ -182,6 +184,7 @@ def channel_plan(model, dead=None):
             ids[id(y)], zero[id(y)] = ids[id(x)], zero[id(x)] | d
             out_ids[layer.name] = ids[id(x)]
             gated.update(int(i) for i in ids[id(x)])
+            gates.append(layer.name)
         elif role == "channelwise":
             ids[id(y)] = ids[id(x)]
             zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
@@ -210,12 +213,31 @@ def channel_plan(model, dead=None):
     for x in graph.outputs:
         pinned.extend(ids[id(x)])
 
-    gated_roots = {classes.find(i) for i in gated}
-    for layer, reason, consumed in opaque:
+    return _Walk(classes, pinned, opaque, uses, gated, out_ids, in_ids, gates)
+
+
+def channel_plan(model, dead=None):
+    """Decide which channels of ``model`` can be removed exactly.
+
+    Args:
+        model: a Sequential or Functional model.
+        dead: ``{MaskLayer name: boolean array, True = dead}``; default each MaskLayer's
+            current mask. ``{name: all True}`` asks "could these gates be followed at all?".
+
+    Returns a :class:`ChannelPlan`.
+
+    Raises:
+        ValueError: if a gated channel reaches a layer the analysis cannot follow (naming it),
+            or a gated layer is shared by several calls.
+    """
+    walk = _walk(model, dead)
+    classes, out_ids, in_ids = walk.classes, walk.out_ids, walk.in_ids
+    gated_roots = {classes.find(i) for i in walk.gated}
+    for layer, reason, consumed in walk.opaque:
         hit = sorted({classes.find(int(i)) for i in consumed} & gated_roots)
         if hit:
-            gates = sorted({lyr.name for lyr in model.layers if get_handler(lyr).role == "gate"
-                            and set(classes.roots(out_ids.get(lyr.name, []))) & set(hit)})
+            gates = sorted({name for name in walk.gates
+                            if set(classes.roots(out_ids[name])) & set(hit)})
             raise ValueError(
                 f"layer {layer.name!r} is {reason}: node removal cannot follow channels through "
                 f"it, but channels gated by MaskLayer(s) {gates} reach it. Exclude the layers "
@@ -224,10 +246,10 @@ def channel_plan(model, dead=None):
             )
 
     removable = {}
-    for x_ids, x_zero in uses:
+    for x_ids, x_zero in walk.uses:
         for i, z in zip(classes.roots(x_ids), x_zero):
             removable[i] = removable.get(i, True) and bool(z)
-    for i in classes.roots(pinned) if pinned else []:
+    for i in classes.roots(walk.pinned) if walk.pinned else []:
         removable[i] = False
 
     # A layer whose every node is dead keeps one (a zero-width layer cannot be built); the
@@ -246,6 +268,24 @@ def channel_plan(model, dead=None):
         keep_out={name: kept(v) for name, v in out_ids.items()},
         keep_in={name: kept(v) for name, v in in_ids.items()},
         units={name: len(v) for name, v in out_ids.items()},
-        in_units=in_units,
+        in_units={name: len(v) for name, v in in_ids.items()},
     )
     return plan
+
+
+def coupled_gates(model):
+    """MaskLayer nodes that gate one coupled channel class (tied by Add, Multiply, ...).
+
+    Such a channel is removed only when every gate of its group is dead, so gates trained
+    independently rarely remove it: :class:`~tfscalpel.GateTraining` ties each group to one
+    value (Torch-Pruning's group importance).
+
+    Returns a list of groups with more than one node, each a list of ``(MaskLayer name, node
+    index)`` pairs.
+    """
+    walk = _walk(model, None)
+    groups = {}
+    for name in walk.gates:
+        for k, root in enumerate(walk.classes.roots(walk.out_ids[name])):
+            groups.setdefault(int(root), []).append((name, k))
+    return [g for g in groups.values() if len(g) > 1]
