@@ -7,6 +7,7 @@ import tfscalpel
 from gating_testlib import kill as _kill
 from tfscalpel import MaskLayer, layer_handlers
 from tfscalpel.dependency import channel_plan, is_weighted
+from tfscalpel.layers import kernel_matrix
 
 L = keras.layers
 
@@ -60,7 +61,7 @@ def test_lookup_follows_the_mro():
     assert layer_handlers.get_handler(L.Add).zero == "all"
     assert layer_handlers.get_handler(L.Multiply).zero == "any"
     # a registration for the subclass wins over its base class's, and undoes cleanly
-    own = layer_handlers.Weighted(WideDense, "units", "dense", "FULLY_CONNECTED")
+    own = layer_handlers.Weighted("units", "dense", "FULLY_CONNECTED")
     try:
         assert tfscalpel.register_layer(WideDense, own) is None
         assert layer_handlers.get_handler(WideDense(3)) is own
@@ -74,19 +75,28 @@ def test_weighted_handler_describes_kernel_groups_and_export_form():
     conv.build((None, 8, 8, 2))
     h = layer_handlers.get_handler(conv)
     assert (h.role, h.kind, h.export_op, h.width_key) == ("weighted", "conv", "CONV_2D", "filters")
-    assert h.group_axes(conv) == (0, 1, 2)
-    assert h.prunable_weights(conv)[0] is conv.kernel
+    assert h.fan_in(conv) == 18
     assert h.pruned_twin(conv) is tfscalpel.GroupPrunedConv2D
-    kernel = np.arange(3 * 3 * 2 * 5).reshape(3, 3, 2, 5)
-    assert h.matrix(kernel).shape == (5, 18)
-    np.testing.assert_array_equal(h.matrix(kernel)[1], kernel[..., 1].ravel())
     dense = layer_handlers.get_handler(L.Dense)
     assert (dense.kind, dense.export_op, dense.width_key) == ("dense", "FULLY_CONNECTED", "units")
     assert dense.pruned_twin(L.Dense(3)) is tfscalpel.GroupPrunedDense
     # a subclass is followed as a Dense, but prune() does not swap in a twin that would lose it
     assert dense.pruned_twin(WideDense(3)) is None and is_weighted(WideDense(3))
-    grouped = L.Conv2D(4, 1, groups=2)
-    assert not is_weighted(grouped)
+    assert dense.pruned_twin(tfscalpel.GroupPrunedDense(3, schedule=None or
+                                                        tfscalpel.ConstantSparsity(0.5))) is None
+    assert not is_weighted(L.Conv2D(4, 1, groups=2))
+    conv1d = L.Conv1D(4, 3)
+    conv1d.build((None, 10, 6))
+    assert layer_handlers.get_handler(conv1d).fan_in(conv1d) == 18
+
+
+def test_kernel_matrix_is_the_im2col_view():
+    kernel = np.arange(3 * 3 * 2 * 5).reshape(3, 3, 2, 5)
+    assert kernel_matrix(kernel).shape == (18, 5)
+    np.testing.assert_array_equal(kernel_matrix(kernel)[:, 1], kernel[..., 1].ravel())
+    # a depthwise kernel (kh, kw, channels, multiplier) contracts over its window only
+    np.testing.assert_array_equal(kernel_matrix(kernel, 2)[:, 3], kernel[:, :, 0, 3].ravel())
+    assert tfscalpel.layers.GroupPrunedDepthwiseConv2D.fan_in_ndim == 2
 
 
 def test_register_layer_checks_its_arguments():

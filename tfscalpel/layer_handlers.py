@@ -22,11 +22,11 @@ modules:
 
 - why one particular layer of a known type cannot be followed anyway (:meth:`refusal`: a
   grouped convolution, a batch norm over a non-channel axis, ...);
-- its prunable weights and their group axes (the contraction axes), and the pruned twin
-  :func:`tfscalpel.prune` swaps in;
-- how its channels are removed (:meth:`remove`, used by :func:`tfscalpel.strip`);
-- its export form: the TFLite op it converts to and the ``[out, fan_in]`` matrix that the
-  exporter encodes (:meth:`Weighted.matrix`).
+- its pruned twin, which :func:`tfscalpel.prune` swaps in (a ``PrunableMixin`` layer that
+  says which kernel axes are the contraction, along which groups run);
+- how it becomes a stock layer again and how its channels are removed (:meth:`plain_layer`,
+  :meth:`weights`, :meth:`remove`, used by :func:`tfscalpel.strip`);
+- its export form: the TFLite op it converts to (``Weighted.export_op``).
 
 Lookup walks the class's MRO: a subclass uses the handler of its nearest registered base class
 (``GroupPrunedDense`` is handled as a ``Dense``). Unregistered layers are opaque.
@@ -35,7 +35,13 @@ import keras
 import numpy as np
 
 from tfscalpel.gates import MaskLayer
-from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin
+from tfscalpel.layers import (
+    GroupPrunedConv1D,
+    GroupPrunedConv2D,
+    GroupPrunedDense,
+    GroupPrunedDepthwiseConv2D,
+    PrunableMixin,
+)
 
 #: Config entries that only pruned twins have; dropped when a twin becomes a stock layer again.
 _PRUNING_KEYS = ("pattern", "importance", "schedule", "global_group")
@@ -63,13 +69,19 @@ class LayerHandler:
             (completing "layer 'x' is ...") why this layer cannot be followed after all.
         quiet: the layer has weights that are not pruned on purpose (normalisation layers):
             :func:`tfscalpel.prune` does not list it among the layers that stay dense.
+        twin: the pruned class (``class Twin(PrunableMixin, LayerClass)``) that
+            :func:`tfscalpel.prune` swaps in for a layer of exactly the registered class.
     """
 
     role = "opaque"
 
-    def __init__(self, check=None, quiet=False):
+    def __init__(self, check=None, quiet=False, twin=None):
+        if twin is not None and not (isinstance(twin, type) and issubclass(twin, PrunableMixin)):
+            raise TypeError(f"twin must be a class derived from tfscalpel.PrunableMixin, got "
+                            f"{twin!r}")
         self.check = check
         self.quiet = bool(quiet)
+        self.twin = twin
 
     # -- the dependency graph -------------------------------------------------------------------
     @property
@@ -92,40 +104,57 @@ class LayerHandler:
 
     # -- pruning --------------------------------------------------------------------------------
     def pruned_twin(self, layer):
-        """The class :func:`tfscalpel.prune` replaces ``layer`` with, or None (stays dense)."""
-        return None
+        """The class :func:`tfscalpel.prune` replaces ``layer`` with, or None (stays dense).
+        Only a layer of exactly the class this handler is registered for gets the twin: a
+        subclass may carry state or a ``call`` the twin does not know."""
+        if self.twin is None or _REGISTRY.get(type(layer)) is not self:
+            return None
+        return self.twin
 
-    # -- removal --------------------------------------------------------------------------------
+    # -- stripping and removal ------------------------------------------------------------------
     def plain_layer(self, layer):
-        """A new, unbuilt copy of ``layer`` with any pruning state dropped."""
-        return layer.__class__.from_config(layer.get_config())
+        """A new, unbuilt copy of ``layer``; a pruned twin becomes its stock class again."""
+        config = layer.get_config()
+        if not isinstance(layer, PrunableMixin):
+            return layer.__class__.from_config(config)
+        for key in _PRUNING_KEYS:
+            config.pop(key)
+        stock = next(c for c in type(layer).__mro__ if not issubclass(c, PrunableMixin))
+        return stock.from_config(config)
+
+    def weights(self, layer):
+        """``layer``'s weights as :meth:`plain_layer` takes them: a twin's masks multiplied
+        into its kernel and its pruning state dropped."""
+        if not isinstance(layer, PrunableMixin):
+            return layer.get_weights()
+        state = {id(v) for v in (layer.pruning_mask, layer.pruning_step, layer.pruning_threshold)}
+        return [layer._numpy_masked_kernel() if v is layer.kernel else
+                keras.ops.convert_to_numpy(v) for v in layer.weights if id(v) not in state]
 
     def remove(self, layer, keep_in, keep_out):
         """``(new unbuilt layer or None to drop it, its weights)`` without the removed
         channels. ``keep_in`` / ``keep_out``: indices of the input / output channels kept, or
         None where the plan does not track them for this layer."""
-        return self.plain_layer(layer), layer.get_weights()
+        return self.plain_layer(layer), self.weights(layer)
 
 
 class Weighted(LayerHandler):
     """A layer that creates output channels from all of its input channels, with a kernel of
-    shape ``(..., in, out)`` (Dense ``(in, out)``, Conv2D ``(kh, kw, cin, cout)``).
+    shape ``(..., in, out)`` (Dense ``(in, out)``, Conv2D ``(kh, kw, cin, cout)``) followed by
+    weights with one entry per output channel (the bias).
 
     Args:
-        stock: the stock Keras class a stripped layer becomes.
         width_key: the config entry holding the number of output channels.
         kind: the planner's layer type (``"dense"`` or ``"conv"``).
         export_op: the TFLite builtin op the layer converts to.
-        twin: the pruned class :func:`tfscalpel.prune` swaps in for an exact ``stock`` layer.
-        check, quiet: as :class:`LayerHandler`.
+        twin, check, quiet: as :class:`LayerHandler`.
     """
 
     role = "weighted"
 
-    def __init__(self, stock, width_key, kind, export_op, twin=None, check=None, quiet=False):
-        super().__init__(check, quiet)
-        self.stock, self.width_key, self.kind = stock, width_key, kind
-        self.export_op, self.twin = export_op, twin
+    def __init__(self, width_key, kind, export_op, twin=None, check=None, quiet=False):
+        super().__init__(check, quiet, twin)
+        self.width_key, self.kind, self.export_op = width_key, kind, export_op
 
     @property
     def owns_channels(self):
@@ -136,42 +165,13 @@ class Weighted(LayerHandler):
             return "a grouped convolution"
         return None
 
-    def prunable_weights(self, layer):
-        """The weights pruning masks: the kernel (tfmot's ``get_prunable_weights``)."""
-        return [layer.kernel]
-
-    def group_axes(self, layer):
-        """The contraction axes of the kernel, along which groups run (flattened row-major,
-        the im2col order for convolutions): every axis but the last (output) one."""
-        return tuple(range(len(layer.kernel.shape) - 1))
-
-    def pruned_twin(self, layer):
-        # Exact type only: a subclass may carry state or a call() the twin does not know.
-        return self.twin if type(layer) is self.stock else None
-
-    def plain_layer(self, layer):
-        config = layer.get_config()
-        if not isinstance(layer, PrunableMixin):
-            return layer.__class__.from_config(config)
-        for key in _PRUNING_KEYS:
-            config.pop(key)
-        return self.stock.from_config(config)
-
-    def kernel(self, layer):
-        """The kernel as the forward pass sees it (masks multiplied in), as NumPy."""
-        if isinstance(layer, PrunableMixin):
-            return keras.ops.convert_to_numpy(layer.masked_kernel())
-        return keras.ops.convert_to_numpy(layer.kernel)
-
-    @staticmethod
-    def matrix(kernel):
-        """The export form of a kernel: TFLite's ``[out, fan_in]`` weight matrix."""
-        kernel = np.asarray(kernel)
-        return kernel.reshape(-1, kernel.shape[-1]).T
+    def fan_in(self, layer):
+        """Length of the contraction: the product of every kernel axis but the last."""
+        return int(np.prod(layer.kernel.shape[:-1]))
 
     def remove(self, layer, keep_in, keep_out):
         plain = self.plain_layer(layer)
-        kernel = self.kernel(layer)
+        kernel, *per_unit = self.weights(layer)
         if keep_in is None:
             keep_in = np.arange(kernel.shape[-2])
         if keep_out is None:
@@ -179,10 +179,8 @@ class Weighted(LayerHandler):
         config = plain.get_config()
         config[self.width_key] = int(len(keep_out))
         new = type(plain).from_config(config)
-        weights = [np.take(np.take(kernel, keep_in, axis=-2), keep_out, axis=-1)]
-        if getattr(layer, "bias", None) is not None:
-            weights.append(keras.ops.convert_to_numpy(layer.bias)[keep_out])
-        return new, weights
+        kernel = np.take(np.take(kernel, keep_in, axis=-2), keep_out, axis=-1)
+        return new, [kernel] + [np.take(w, keep_out, axis=-1) for w in per_unit]
 
 
 class Channelwise(LayerHandler):
@@ -196,13 +194,13 @@ class Channelwise(LayerHandler):
             (DepthwiseConv2D: ``(-2, -1)`` for kernel and bias).
         axis_attr: the name of the layer attribute holding the axis it works on
             (BatchNormalization's ``axis``); it must be the last (channel) axis.
-        check, quiet: as :class:`LayerHandler`.
+        twin, check, quiet: as :class:`LayerHandler`.
     """
 
     role = "channelwise"
 
-    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False):
-        super().__init__(check, quiet)
+    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False, twin=None):
+        super().__init__(check, quiet, twin)
         self.weight_axes = weight_axes
         self.axis_attr = axis_attr
 
@@ -219,7 +217,7 @@ class Channelwise(LayerHandler):
         return None
 
     def remove(self, layer, keep_in, keep_out):
-        weights = layer.get_weights()
+        weights = self.weights(layer)
         if self.weight_axes is not None and keep_out is not None:
             axes = self.weight_axes
             if isinstance(axes, int):
@@ -370,14 +368,15 @@ def _depth_multiplier(layer, input_shapes, output_shapes):
 
 def _register_builtins():
     L = keras.layers
-    register_layer(L.Dense, Weighted(L.Dense, "units", "dense", "FULLY_CONNECTED",
-                                     twin=GroupPrunedDense))
-    register_layer(L.Conv2D, Weighted(L.Conv2D, "filters", "conv", "CONV_2D",
-                                      twin=GroupPrunedConv2D))
+    register_layer(L.Dense, Weighted("units", "dense", "FULLY_CONNECTED", twin=GroupPrunedDense))
+    register_layer(L.Conv2D, Weighted("filters", "conv", "CONV_2D", twin=GroupPrunedConv2D))
+    # TFLite converts a 1-D convolution to CONV_2D over a height-1 image.
+    register_layer(L.Conv1D, Weighted("filters", "conv", "CONV_2D", twin=GroupPrunedConv1D))
     register_layer(MaskLayer, Gate())
     register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
                                                      quiet=True))
-    register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier))
+    register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier,
+                                                  twin=GroupPrunedDepthwiseConv2D))
     register_layer(L.Activation, Channelwise(check=_mixing_activation))
     register_layer(L.Reshape, ChannelwiseReshape())
     for cls in (

@@ -152,7 +152,7 @@ def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, im
         chosen, _ = _select_layers(model, layers)
         chosen = {layer.name for layer in chosen}
         for layer in model.layers:
-            if _twin(layer) is not None and layer.name not in chosen:
+            if get_handler(layer).role == "weighted" and layer.name not in chosen:
                 per_layer.setdefault(layer.name, {})["method"] = "none"
     the_plan = plan(model, target, dtype=dtype, per_layer=per_layer)
     return apply_plan(model, the_plan, schedule=schedule, sparsity=sparsity,

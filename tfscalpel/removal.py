@@ -10,6 +10,7 @@ dead node had to stay because it is coupled with live ones: that mask becomes a 
 """
 from tfscalpel.graph import rebuild
 from tfscalpel.layer_handlers import get_handler
+from tfscalpel.layers import PrunableMixin
 
 
 def remove_channels(model, plan):
@@ -19,8 +20,8 @@ def remove_channels(model, plan):
         model: the gated Sequential or Functional model.
         plan: a :class:`~tfscalpel.dependency.ChannelPlan` for it.
 
-    Returns ``(new model, {layer name: final kernel of each weighted layer})``; every layer is
-    a stock one (pruning state dropped) with the masks multiplied into its kernel.
+    Returns ``(new model, {layer name: final kernel of each weighted or pruned layer})``; every
+    layer is a stock one (pruning state dropped) with the masks multiplied into its kernel.
     """
     pending = []  # (new layer, weights) assigned once the new graph is built
     final_kernels = {}
@@ -31,7 +32,7 @@ def remove_channels(model, plan):
                                       plan.keep_out.get(layer.name))
         if new is None:
             return None
-        if layer.name in plan.keep_in:
+        if layer.name in plan.keep_in or isinstance(layer, PrunableMixin):
             final_kernels[layer.name] = weights[0]
         pending.append((new, weights))
         return new
