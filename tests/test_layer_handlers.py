@@ -159,3 +159,43 @@ def test_dense_subclass_is_followed_by_strip_and_left_dense_by_prune():
     with pytest.warns(UserWarning, match=r"stay dense: wide \(WideDense\)"):
         pruned = tfscalpel.prune(model, sparsity=0.5)
     assert [layer.name for layer in tfscalpel.pruned_layers(pruned)] == ["out"]
+
+
+class PrunedWideDense(tfscalpel.PrunableMixin, WideDense):
+    """The documented protocol for a user's pruned twin: PrunableMixin first, _init_pruning in
+    __init__, the masked kernel in the forward pass."""
+
+    def __init__(self, units, pattern="group", importance=None, schedule=None,
+                 global_group=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self._init_pruning(pattern, importance, schedule, global_group)
+
+    def call(self, inputs):
+        return keras.ops.matmul(inputs, self.masked_kernel()) + self.bias
+
+
+def test_registered_twin_prunes_a_user_subclass(tmp_path):
+    rng = np.random.default_rng(2)
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, WideDense(4, note="keep me", name="wide")(inputs))
+    handler = layer_handlers.Weighted("units", "dense", "FULLY_CONNECTED", twin=PrunedWideDense)
+    tfscalpel.register_layer(WideDense, handler)
+    try:
+        pruned = tfscalpel.prune(model, sparsity=0.5, group_size=4)
+        tfscalpel.update_pruning(pruned)
+        wide = pruned.get_layer("wide")
+        assert type(wide) is PrunedWideDense and wide.note == "keep me"
+        # fan-in 8 = 2 groups per unit, 4 units: 4 of 8 groups kept
+        assert wide.pruning_mask.numpy().sum() == 16
+        stripped = tfscalpel.strip(pruned)
+        assert type(stripped.get_layer("wide")) is WideDense
+        assert stripped.get_layer("wide").note == "keep me"
+        np.testing.assert_array_equal(stripped.get_layer("wide").kernel.numpy(),
+                                      wide.masked_kernel().numpy())
+        x = rng.normal(size=(3, 8)).astype("float32")
+        np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                                   atol=1e-6)
+    finally:
+        layer_handlers.unregister_layer(WideDense)
+    with pytest.raises(TypeError, match="twin must be a class derived from tfscalpel.PrunableMixin"):
+        layer_handlers.Weighted("units", "dense", "FULLY_CONNECTED", twin=WideDense)
