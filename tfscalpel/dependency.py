@@ -44,7 +44,7 @@ def is_weighted(layer):
     """Layers that create channels and consume input rows (Dense, ungrouped Conv2D, and what
     :func:`tfscalpel.register_layer` registers as weighted)."""
     handler = get_handler(layer)
-    return handler.role == "weighted" and handler.refusal(layer, [None], [None]) is None
+    return handler.role == "weighted" and handler.creates_channels(layer)
 
 
 @dataclasses.dataclass

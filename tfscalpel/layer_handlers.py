@@ -161,9 +161,12 @@ class Weighted(LayerHandler):
         return True
 
     def _refusal(self, layer, input_shapes, output_shapes):
-        if getattr(layer, "groups", 1) != 1:
-            return "a grouped convolution"
-        return None
+        return None if self.creates_channels(layer) else "a grouped convolution"
+
+    @staticmethod
+    def creates_channels(layer):
+        """True unless a grouped convolution (each output channel reads only its group)."""
+        return getattr(layer, "groups", 1) == 1
 
     def fan_in(self, layer):
         """Length of the contraction: the product of every kernel axis but the last."""

@@ -38,7 +38,8 @@ def _is_cloneable(model):
 def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=None,
           importance=None, layers=None, per_layer=None, global_sparsity=False, target=None,
           dtype=None, mask_options=None):
-    """Return a copy of ``model`` whose Dense and Conv2D layers prune as they train.
+    """Return a copy of ``model`` whose prunable layers (Dense, Conv2D, Conv1D,
+    DepthwiseConv2D, and what :func:`tfscalpel.register_layer` adds) prune as they train.
 
     The trained weights are kept; ``model`` itself is untouched. Train the result with the
     :class:`~tfscalpel.UpdatePruningStep` callback, then :func:`~tfscalpel.strip` it.
@@ -53,7 +54,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         group_size: width of SIMD groups (default 4) for the group pattern.
         importance: block criterion (default RMS for groups, magnitude otherwise).
         layers: names of the layers to prune, or a predicate ``layer -> bool``; default every
-            Dense and Conv2D layer.
+            prunable layer (one whose handler has a pruned twin).
         per_layer: ``{layer_name: {"pattern"|"group_size"|"importance"|"schedule"|"sparsity":
             value}}`` overriding the arguments above for single layers.
         global_sparsity: rank all pruned layers together (normalised scores) and apply one
@@ -103,7 +104,8 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     if per_layer:
         raise ValueError(
             f"per_layer configures layers that are not pruned: {sorted(per_layer)}; add them to "
-            "layers= (only Dense and Conv2D layers can be pruned)"
+            "layers= (only layers whose handler has a pruned twin can be pruned; see "
+            "tfscalpel.register_layer)"
         )
     if unprunable:
         warnings.warn(
