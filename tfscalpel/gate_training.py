@@ -176,12 +176,16 @@ class GateTraining(keras.callbacks.Callback):
         if self._ties is None:
             return
         layers, starts, group_of = self._ties
-        values = np.concatenate([layer.gates() for layer in layers]).astype(np.float64)
+        # In gate units (layers may differ in gate_scale); raw variables, as keras.ops calls on
+        # each small tensor would cost more than the tying itself.
+        values = np.concatenate([keras.ops.convert_to_numpy(layer.gate_param) * layer.gate_scale
+                                 for layer in layers]).astype(np.float64)
         counts = np.bincount(group_of, minlength=len(values))
         sums = np.bincount(group_of, weights=values, minlength=len(values))
         tied = (sums / np.maximum(counts, 1))[group_of]
         for layer, start in zip(layers, starts):
-            layer.set_gates(tied[start:start + layer.units])
+            layer.gate_param.assign(
+                (tied[start:start + layer.units] / layer.gate_scale).astype("float32"))
 
     def _rescale_dropout(self):
         changed = False
