@@ -259,7 +259,7 @@ class Gate(Channelwise):
     role = "gate"
 
     def __init__(self):
-        super().__init__(weight_axes=-1)
+        super().__init__(weight_axes=-1, quiet=True)  # gates are trained, not weight-pruned
 
     def remove(self, layer, keep_in, keep_out):
         alive = layer.kept()[keep_out]

@@ -108,9 +108,14 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
             "tfscalpel.register_layer)"
         )
     if unprunable:
+        subclasses = sorted({type(layer).__name__ for layer in unprunable
+                             if get_handler(layer).twin is not None})
         warnings.warn(
             "tfscalpel.prune: these layers cannot be pruned and stay dense: "
-            + ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unprunable),
+            + ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unprunable)
+            + (f". {subclasses} subclass a prunable type, whose pruned twin would lose what "
+               "they add: register a twin for them with tfscalpel.register_layer"
+               if subclasses else ""),
             stacklevel=2,
         )
 
