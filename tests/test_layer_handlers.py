@@ -198,5 +198,6 @@ def test_registered_twin_prunes_a_user_subclass(tmp_path):
                                    atol=1e-6)
     finally:
         layer_handlers.unregister_layer(WideDense)
-    with pytest.raises(TypeError, match="twin must be a class derived from tfscalpel.PrunableMixin"):
+    with pytest.raises(TypeError,
+                       match="twin must be a class derived from tfscalpel.PrunableMixin"):
         layer_handlers.Weighted("units", "dense", "FULLY_CONNECTED", twin=WideDense)

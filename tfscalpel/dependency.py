@@ -22,8 +22,8 @@ input or output. Removing it then changes no output: the producing units and fil
 channel-wise layers lose the channel, and the consumers lose the matching input rows.
 
 A layer the analysis cannot follow (a Reshape of the channel axis, LayerNormalization, Softmax,
-grouped convolutions, nested models, unregistered layers, ...) is fine as long as no gated channel reaches it; if one does, the error names
-the layer and the gates involved.
+grouped convolutions, nested models, unregistered layers, ...) is fine as long as no gated
+channel reaches it; if one does, the error names the layer and the gates involved.
 """
 import dataclasses
 import inspect
@@ -32,11 +32,11 @@ import numpy as np
 from keras import ops
 
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order
-from tfscalpel.layer_handlers import _REGISTRY, get_handler
+from tfscalpel.layer_handlers import get_handler, registered
 
 #: Built-in channel-wise layer types without weights, for the planner's walks along the graph.
 #: The channel analysis itself asks each layer's handler (:mod:`tfscalpel.layer_handlers`).
-CHANNELWISE = tuple(cls for cls, h in _REGISTRY.items()
+CHANNELWISE = tuple(cls for cls, h in registered().items()
                     if h.role == "channelwise" and not h.owns_channels)
 
 

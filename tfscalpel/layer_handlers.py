@@ -343,6 +343,11 @@ def unregister_layer(layer_class):
     return _REGISTRY.pop(layer_class, None)
 
 
+def registered():
+    """``{layer class: handler}`` for every class registered so far (a copy)."""
+    return dict(_REGISTRY)
+
+
 _OPAQUE = LayerHandler()
 
 

@@ -113,8 +113,8 @@ def _plain_layer(layer):
 
 def strip(model, return_report=False):
     """Return a plain Keras model (stock layers: Dense, Conv2D, ...) with the pruning masks
-    multiplied into the kernels; outputs equal the pruned model's. With ``return_report=True``, return
-    ``(model, StripReport)``.
+    multiplied into the kernels; outputs equal the pruned model's. With
+    ``return_report=True``, return ``(model, StripReport)``.
 
     Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand.
     A model with :class:`~tfscalpel.MaskLayer` gates also loses its dead nodes for real (the
