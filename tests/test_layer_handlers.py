@@ -75,7 +75,15 @@ def test_weighted_handler_describes_kernel_groups_and_export_form():
     conv.build((None, 8, 8, 2))
     h = layer_handlers.get_handler(conv)
     assert (h.role, h.kind, h.export_op, h.width_key) == ("weighted", "conv", "CONV_2D", "filters")
-    assert h.fan_in(conv) == 18
+    assert h.fan_in(conv) == 18 and h.group_axes(conv) == (0, 1, 2)
+    assert h.prunable_weights(conv) == [conv.kernel]
+    dw = L.DepthwiseConv2D(3)
+    dw.build((None, 8, 8, 2))
+    assert layer_handlers.get_handler(dw).group_axes(dw) == (0, 1)
+    assert layer_handlers.get_handler(dw).prunable_weights(dw) == [dw.kernel]
+    bn = L.BatchNormalization()
+    bn.build((None, 4))
+    assert layer_handlers.get_handler(bn).prunable_weights(bn) == []
     assert h.pruned_twin(conv) is tfscalpel.GroupPrunedConv2D
     dense = layer_handlers.get_handler(L.Dense)
     assert (dense.kind, dense.export_op, dense.width_key) == ("dense", "FULLY_CONNECTED", "units")
@@ -88,6 +96,7 @@ def test_weighted_handler_describes_kernel_groups_and_export_form():
     conv1d = L.Conv1D(4, 3)
     conv1d.build((None, 10, 6))
     assert layer_handlers.get_handler(conv1d).fan_in(conv1d) == 18
+    assert layer_handlers.get_handler(conv1d).group_axes(conv1d) == (0, 1)
 
 
 def test_kernel_matrix_is_the_im2col_view():

@@ -22,8 +22,9 @@ modules:
 
 - why one particular layer of a known type cannot be followed anyway (:meth:`refusal`: a
   grouped convolution, a batch norm over a non-channel axis, ...);
-- its pruned twin, which :func:`tfscalpel.prune` swaps in (a ``PrunableMixin`` layer that
-  says which kernel axes are the contraction, along which groups run);
+- its prunable weights and their group axes, the contraction along which groups run
+  (:meth:`prunable_weights`, :meth:`group_axes`), and its pruned twin, which
+  :func:`tfscalpel.prune` swaps in (a ``PrunableMixin`` layer);
 - how it becomes a stock layer again and how its channels are removed (:meth:`plain_layer`,
   :meth:`weights`, :meth:`remove`, used by :func:`tfscalpel.strip`);
 - its export form: the TFLite op it converts to (``Weighted.export_op``).
@@ -111,6 +112,20 @@ class LayerHandler:
             return None
         return self.twin
 
+    def prunable_weights(self, layer):
+        """The weights pruning masks (tfmot's ``get_prunable_weights``): the kernel of a layer
+        that has (or is) a pruned twin, else none."""
+        if self.twin is None and not isinstance(layer, PrunableMixin):
+            return []
+        return [layer.kernel]
+
+    def group_axes(self, layer):
+        """The kernel axes that form the contraction, flattened row-major into the fan-in along
+        which groups run (the twin's ``fan_in_ndim``; default every axis but the last)."""
+        twin = type(layer) if isinstance(layer, PrunableMixin) else self.twin
+        ndim = getattr(twin, "fan_in_ndim", None)
+        return tuple(range(len(layer.kernel.shape) - 1 if ndim is None else ndim))
+
     # -- stripping and removal ------------------------------------------------------------------
     def plain_layer(self, layer):
         """A new, unbuilt copy of ``layer``; a pruned twin becomes its stock class again."""
@@ -169,8 +184,8 @@ class Weighted(LayerHandler):
         return getattr(layer, "groups", 1) == 1
 
     def fan_in(self, layer):
-        """Length of the contraction: the product of every kernel axis but the last."""
-        return int(np.prod(layer.kernel.shape[:-1]))
+        """Length of the contraction: the product of the kernel's group axes."""
+        return int(np.prod([layer.kernel.shape[a] for a in self.group_axes(layer)]))
 
     def remove(self, layer, keep_in, keep_out):
         plain = self.plain_layer(layer)
