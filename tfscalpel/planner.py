@@ -13,6 +13,7 @@ import keras
 from tfscalpel.dependency import CHANNELWISE, channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
+from tfscalpel.layer_handlers import get_handler
 from tfscalpel.targets import METHODS, get_target
 
 _L = keras.layers
@@ -153,9 +154,7 @@ def plan(model, target, dtype=None, per_layer=None):
         layer = node.operation
         if not is_weighted(layer) or layer.name in {d.name for d in decisions}:
             continue
-        kind = "dense" if isinstance(layer, _L.Dense) else "conv"
-        fan_in = int(layer.kernel.shape[-2]) * (
-            1 if kind == "dense" else int(layer.kernel.shape[0] * layer.kernel.shape[1]))
+        kind, fan_in = get_handler(layer).kind, get_handler(layer).fan_in(layer)
         units = int(layer.kernel.shape[-1])
         method, reason = target.methods[kind], f"{target.kind}: {target.methods[kind]} on {kind}"
         override = dict(per_layer.pop(layer.name, {}))
