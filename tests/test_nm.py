@@ -1,5 +1,5 @@
-"""2:4 recipe (prune_2_4: skip rule, fixed mask, channel permutation) and the check_nm validator
-on Keras models, .tflite files and the command line."""
+"""2:4 recipe (prune_2_4: skip rule, fixed mask, channel permutation) and the check_nm validators
+on Keras models (tfscalpel.check_nm), .tflite files and the command line (tflite_export.check)."""
 import os
 import subprocess
 import sys
@@ -156,13 +156,19 @@ def nm_files(tmp_path_factory):
 
 
 def test_check_nm_tflite_files(nm_files):
-    good = tfscalpel.check_nm(nm_files["nm_builtin"])
+    from tflite_export import check_nm
+
+    good = check_nm(nm_files["nm_builtin"])
     assert good.ok and [c.kind for c in good.layers] == ["FULLY_CONNECTED"] * 2
-    custom = tfscalpel.check_nm(str(nm_files["nm_custom"]))
+    custom = check_nm(str(nm_files["nm_custom"]))
     assert custom.ok and [c.name for c in custom.layers] == ["a", "b"]
     assert {c.kind for c in custom.layers} == {"TFS_NM_SPARSE_FC"}
-    bad = tfscalpel.check_nm(nm_files["dense"])
+    assert check_nm(nm_files["nm_custom"].read_bytes()).ok
+    bad = check_nm(nm_files["dense"])
     assert not bad.ok and all(c.status == "not n:m" for c in bad.layers)
+    # The training side checks Keras models only: a .tflite is the deployment side's.
+    with pytest.raises(TypeError, match="tflite_export.check_nm"):
+        tfscalpel.check_nm(nm_files["dense"])
 
 
 def _corrupt_positions(path, out_path):
@@ -182,14 +188,16 @@ def _corrupt_positions(path, out_path):
 
 def _cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "tfscalpel.check_nm", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tflite_export.check", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
 
 def test_check_nm_rejects_corrupt_custom_node(nm_files, tmp_path):
+    from tflite_export import check_nm
+
     corrupt = tmp_path / "corrupt.tflite"
     _corrupt_positions(nm_files["nm_custom"], corrupt)
-    report = tfscalpel.check_nm(corrupt)
+    report = check_nm(corrupt)
     assert [c.status for c in report.layers] == ["invalid", "n:m"] and not report.ok
     assert "not increasing" in report.layers[0].reason and "invalid" in str(report)
 

@@ -47,6 +47,17 @@ class ExportReport:
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
+    def layer_bars(self):
+        """The rows ``tfscalpel.report.plot_layers`` draws: sparsity, dense vs exported bytes."""
+        from tfscalpel.report import LayerBars
+
+        rows = self.layers
+        return LayerBars(
+            f"TFLite {self.quantize} for {self.target} (bytes)", tuple(r.layer for r in rows),
+            tuple(100 * (1 - r.density) for r in rows),
+            {"dense": [r.bytes_dense for r in rows], "exported": [r.bytes_exported for r in rows]},
+            tuple(f"{r.format}" + (f", g={r.g}" if r.g else "") for r in rows))
+
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 

@@ -1,6 +1,6 @@
 """The main job: LeNet-300-100 on full MNIST, pruned with SIMD groups while it retrains.
 
-    python -m tfscalpel.main [--group-size 4] [--sparsity 0.92] [--quick] [--output out/main]
+    python -m tfscalpel_jobs.main [--group-size 4] [--sparsity 0.92] [--quick] [--output out/main]
 
 1. train the dense network (or reuse the cached one),
 2. prune it with Scalpel's SIMD groups (``g`` weights along the input dimension, RMS score)
@@ -171,7 +171,7 @@ def results_table(dense_error, pruned_error, report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfscalpel.main", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tfscalpel_jobs.main", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--group-size", type=int, default=4, help="SIMD group width g (default 4)")
     parser.add_argument("--sparsity", type=float, default=0.92, help="target weight sparsity")
