@@ -36,7 +36,7 @@ def test_skip_rule_and_conv_windows_run_along_cin():
     pruned, plan = tfscalpel.prune_2_4(model)
     assert plan.pruned == ["c_in8", "c_in12", "d_in384"]
     assert set(plan.skipped) == {"c_in3", "d_in30"}
-    assert "straddle" in plan.skipped["c_in3"] and "30 inputs" in plan.skipped["d_in30"]
+    assert "straddle" in plan.skipped["c_in3"] and plan.skipped["d_in30"] == "in = 30 is not a multiple of 4"
     assert "skipped" in str(plan)
     by_name = {layer.name: layer for layer in pruned.layers}
     assert isinstance(by_name["c_in8"], tfscalpel.GroupPrunedConv2D)
@@ -57,6 +57,35 @@ def test_skip_rule_and_conv_windows_run_along_cin():
     assert status == {"c_in3": "skipped", "c_in8": "n:m", "c_in12": "n:m", "d_in384": "n:m",
                       "d_in30": "skipped"}
     assert report.ok
+
+
+def test_plan_and_plan_2_4_agree_on_every_layer():
+    """One 2:4 rule (tfscalpel.nm_rule): the planner's 2:4 choice and prune_2_4's plan agree on
+    every layer, including a 2x2 convolution with cin = 2, whose kh*kw*cin = 8 is a multiple of 4
+    although its windows would straddle kernel positions. Every layer reads a model input and
+    is a model output, so the planner's own conditions (fixed input, no node pruning of outputs)
+    leave the shape rule as the only one."""
+    i1, i2, i3, i4 = (keras.Input((6, 6, 2)), keras.Input((6, 6, 8)), keras.Input((30,)),
+                      keras.Input((32,)))
+    outputs = [keras.layers.Conv2D(4, 2, name="c2x2_cin2")(i1),
+               keras.layers.Conv2D(4, 3, name="c3x3_cin8")(i2),
+               keras.layers.Conv2D(4, 1, groups=2, name="grouped")(i2),
+               keras.layers.Dense(4, name="d30")(i3), keras.layers.Dense(4, name="d32")(i4)]
+    model = keras.Model([i1, i2, i3, i4], outputs)
+    gpu = tfscalpel.plan(model, "gpu-ampere")
+    recipe = nm.plan_2_4(model)
+    assert recipe.pruned == ["c3x3_cin8", "d32"]
+    # The planner leaves grouped convolutions out of its plan: not 2:4 either.
+    assert {p.name: p.method for p in gpu.layers} == {
+        "c2x2_cin2": "none", "c3x3_cin8": "2:4", "d30": "none", "d32": "2:4"}
+    methods = {p.name: p.method for p in gpu.layers}
+    for p in recipe.layers:
+        assert (methods.get(p.name) == "2:4") == p.eligible, p
+        if p.name in methods and not p.eligible:
+            assert gpu[p.name].reason.endswith(f"; {p.reason}: no 2:4")
+    assert recipe.skipped["c2x2_cin2"] == ("cin = 2 is not a multiple of 4: windows would "
+                                           "straddle kernel positions")
+    assert recipe.skipped["grouped"] == "grouped convolution (groups=2) is not one GEMM"
 
 
 def test_stricter_asp_rule_and_no_eligible_layer():

@@ -6,8 +6,8 @@
     python -m tflite_export.check FILE [--n 2 --m 4]
 
 Every ``FULLY_CONNECTED`` / ``CONV_2D`` weight is checked along its last axis (the input
-dimension); every custom-op node of a registered sparse format is first validated completely by
-its format's validator (status ``"invalid"`` with the validator's message otherwise), then its
+dimension); every custom-op node of a format in the registry (``tflite_export.formats``: the
+group-sparse and the 2:4 op alike) is first validated completely by its format's validator (status ``"invalid"`` with the validator's message otherwise), then its
 decoded weights are checked. The per-layer rule and report are tfscalpel's
 (:func:`tfscalpel.nm.check_nm_weights`, :class:`tfscalpel.nm.NMCheckReport`).
 """
@@ -20,8 +20,9 @@ import sys
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, nm_export
+from tflite_export import flatbuffer, formats
 from tflite_export.fc_layers import builtin_code
+from tflite_export.kernels import KernelFormatError
 from tfscalpel import nm
 
 _KINDS = {schema.BuiltinOperator.FULLY_CONNECTED: "FULLY_CONNECTED",
@@ -35,11 +36,10 @@ def _check_tflite(model_bytes: bytes, n: int, m: int) -> list:
     checks = []
     for sg in model.subgraphs:
         for op in sg.operators:
-            oc = model.operatorCodes[op.opcodeIndex]
-            code = builtin_code(oc)
-            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
-            if code == schema.BuiltinOperator.CUSTOM and custom == nm_export.CUSTOM_CODE:
-                checks.append(nm_export.check_custom_node(model, sg, op, n, m))
+            code = builtin_code(model.operatorCodes[op.opcodeIndex])
+            fmt = formats.by_op_name(flatbuffer.custom_code(model, op))
+            if code == schema.BuiltinOperator.CUSTOM and fmt is not None:
+                checks.append(_check_custom_node(fmt, model, sg, op, n, m))
                 continue
             if code not in _KINDS:
                 continue
@@ -54,6 +54,16 @@ def _check_tflite(model_bytes: bytes, n: int, m: int) -> list:
                 continue
             checks.append(nm.check_nm_weights(data, n, m, name, _KINDS[code]))
     return checks
+
+
+def _check_custom_node(fmt, model, sg, op, n: int, m: int):
+    """A node of a registered custom-op format: the format's validator checks every field, then
+    its decoded weights are checked for ``n:m``."""
+    try:
+        name, w = fmt.check_node(model, sg, op)
+    except KernelFormatError as e:
+        return nm.NMLayerCheck(fmt.node_name(sg, op), fmt.op_name, (), "invalid", reason=str(e))
+    return nm.check_nm_weights(w, n, m, name, fmt.op_name)
 
 
 def check_nm(model_or_path, n: int = 2, m: int = 4) -> nm.NMCheckReport:

@@ -54,10 +54,26 @@ class CostModel:
                              f"{dtype}" + (" (export with quantize='int8')" if self.dtypes == ("int8",) else ""))
         return self.profile["formats"][fmt][dtype]
 
+    def prices(self, fmt: str) -> bool:
+        """True if the profile has costs for format ``fmt`` (a target's profile lists the
+        formats its runtime runs; the others are no candidates)."""
+        return fmt in self.profile["formats"]
+
+    def unsupported(self, fmt: str, dtype: str) -> str | None:
+        """Why format ``fmt`` cannot be used on this target for ``dtype``, or None when it can."""
+        reason = self._coeffs(fmt, dtype).get("unsupported")
+        return None if reason is None else str(reason)
+
     def builtin_unsupported(self, dtype: str) -> str | None:
         """Why TFLite's block-sparse FC cannot be used on this target, or None when it can."""
-        reason = self._coeffs("builtin_sparse", dtype).get("unsupported")
-        return None if reason is None else str(reason)
+        return self.unsupported("builtin_sparse", dtype)
+
+    def estimate(self, fmt: str, dtype: str, g: int, out_features: int, units: int) -> Estimate:
+        """Predicted time of format ``fmt`` at width ``g`` storing ``units`` (groups, blocks,
+        windows); ``unit_ns`` is one number or one per width (``{"4": ...}``)."""
+        c = self._coeffs(fmt, dtype)
+        unit = c["unit_ns"][str(g)] if isinstance(c["unit_ns"], Mapping) else c["unit_ns"]
+        return Estimate(fmt, g, units, _linear(c, out_features, units, unit))
 
     def builtin_block(self, dtype: str) -> int:
         """Block width of TFLite's block-sparse FC for `dtype` (4 float32, 16 int8)."""
@@ -69,14 +85,10 @@ class CostModel:
         return Estimate("dense", 0, units, _linear(c, out_features, units, c["unit_ns"]))
 
     def builtin_sparse(self, dtype: str, out_features: int, n_blocks: int) -> Estimate:
-        c = self._coeffs("builtin_sparse", dtype)
-        t = _linear(c, out_features, n_blocks, c["unit_ns"])
-        return Estimate("builtin_sparse", int(c["block"]), n_blocks, t)
+        return self.estimate("builtin_sparse", dtype, self.builtin_block(dtype), out_features, n_blocks)
 
     def custom(self, dtype: str, g: int, out_features: int, n_groups: int) -> Estimate:
-        c = self._coeffs("custom", dtype)
-        unit = c["unit_ns"][str(g)]
-        return Estimate("custom", g, n_groups, _linear(c, out_features, n_groups, unit))
+        return self.estimate("custom", dtype, g, out_features, n_groups)
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self.profile)

@@ -34,6 +34,7 @@ dimension, and the 2:4 windows run along ``K``. A layer is 2:4-eligible when
   cuSPARSELt pad ``M`` and ``N`` themselves.
 
 Skipped layers stay dense (not pruned at all) and are listed with their reason in the report.
+The rule is :func:`tfscalpel.nm_rule.nm_shape_reason`, shared with the planner and the exporter.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import os
 
 import numpy as np
 
+from tfscalpel.nm_rule import keras_nm_reason
 from tfscalpel.patterns import NMPattern
 
 __all__ = ["NMLayerPlan", "NMPlan", "plan_2_4", "prune_2_4", "permute_channels",
@@ -109,24 +111,14 @@ def _kind(layer):
 
 
 def layer_plan(layer, n=2, m=4, k_multiple=None, out_multiple=1):
-    """Eligibility of one built Dense / Conv2D layer under the skip rule (module docstring)."""
+    """Eligibility of one built Dense / Conv2D layer under the skip rule
+    (:func:`tfscalpel.nm_rule.nm_shape_reason`, the rule the planner and the exporter use too)."""
     kind = _kind(layer)
     if kind is None:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not Dense or Conv2D")
     shape = tuple(layer.kernel.shape)
     k, out = int(shape[-2]), int(shape[-1])
-    k_multiple = m if k_multiple is None else k_multiple
-    reason = ""
-    if kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
-        reason = f"grouped convolution (groups={layer.groups}) is not one GEMM"
-    elif k % m:
-        where = "input channels" if kind == "Conv2D" else "inputs"
-        reason = f"{k} {where} not a multiple of {m}" + (
-            ": windows would straddle kernel positions" if kind == "Conv2D" else "")
-    elif k % k_multiple:
-        reason = f"K={k} not a multiple of {k_multiple}"
-    elif out % out_multiple:
-        reason = f"out={out} not a multiple of {out_multiple}"
+    reason = keras_nm_reason(layer, m, k_multiple, out_multiple) or ""
     return NMLayerPlan(layer.name, kind, k, out, not reason, reason)
 
 

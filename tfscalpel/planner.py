@@ -12,6 +12,7 @@ import keras
 
 from tfscalpel.dependency import CHANNELWISE, channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
+from tfscalpel.nm_rule import keras_nm_reason
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
 from tfscalpel.targets import METHODS, get_target
 
@@ -133,7 +134,8 @@ def plan(model, target, dtype=None, per_layer=None):
         per_layer: ``{layer name: {"method": one of METHODS, "group_size": g}}`` overrides.
 
     Returns a :class:`Plan`. The model's output layer is never node-pruned (its units are the
-    model's outputs), and 2:4 applies only where the input width is a multiple of 4 and fixed.
+    model's outputs), and 2:4 applies only where the layer passes the N:M shape rule
+    (:func:`tfscalpel.nm_rule.nm_shape_reason`, as in ``prune_2_4``) and its input is fixed.
     """
     target = get_target(target)
     dtype = target.default_dtype if dtype is None else dtype
@@ -172,8 +174,8 @@ def plan(model, target, dtype=None, per_layer=None):
             method = "2:4" if method == "node+2:4" else "none"
             reason += "; units are model outputs: no node pruning"
         if method in ("2:4", "node+2:4"):
-            why = (f"fan-in {fan_in} not a multiple of 4" if fan_in % 4 else
-                   None if _input_is_fixed(node, producer) else "input shrinks upstream")
+            why = keras_nm_reason(layer) or (
+                None if _input_is_fixed(node, producer) else "input shrinks upstream")
             if why:
                 method = "node" if method == "node+2:4" else "none"
                 reason += f"; {why}: no 2:4"
