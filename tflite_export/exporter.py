@@ -20,6 +20,7 @@ from tflite_export.atomic import write_atomic
 from tflite_export.converter import convert_keras
 from tflite_export.fc_layers import FCLayer, find_fully_connected
 from tflite_export.report import ExportReport, LayerReport
+from tfscalpel.targets import HardwareTarget, get_target, known_targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +63,10 @@ def export(
 
     Args:
       model: a built Keras 3 model whose Dense kernels hold zeroed groups (e.g. `tfscalpel.strip`).
-      target: a built-in target profile name (see `tflite_export.target_profiles.PROFILES`), a
-        path to a JSON profile, a profile dict, or a `cost_model.CostModel`.
+      target: a registered target (name or `tfscalpel.HardwareTarget`; its cost profile, or for
+        a target without one such as "gpu-ampere" its one format on every eligible layer), a
+        path to a JSON profile, a profile dict, or a `cost_model.CostModel`. A target the
+        exporter cannot serve (e.g. "arm-neon") raises ValueError with the registry's reason.
       quantize: None (float32) or "int8" (full integer; needs `representative_data`).
       representative_data: calibration inputs for int8 (see `converter.convert_keras`).
       output: if given, the `.tflite` is written there atomically (never a partial file).
@@ -94,14 +97,42 @@ def rewrite_tflite(
 
     `keras_model`, when given, only supplies layer names for the report and the hints.
     """
-    cost = cost_model.load(target)
     group_sizes, hints = dict(group_sizes or {}), dict(formats or {})
+    fixed = fixed_format(target)
+    if fixed is not None:
+        name, fmt = fixed
+        if group_sizes:
+            raise ValueError(f"group_sizes: target {name} has no group widths to pin (it exports "
+                             f"{fmt.name} without a cost model)")
+        return _rewrite(tflite_bytes, lambda fc: planner.decide_fixed(fc, fmt, hints.get(fc.name, "auto")),
+                        name, output, keras_model, {"formats": hints},
+                        f"no cost model: every eligible layer becomes {fmt.name}")
+    cost = cost_model.load(target)
 
     def choose(fc: FCLayer) -> planner.Decision:
         return planner.decide(fc, cost, group_sizes.get(fc.name), hints.get(fc.name, "auto"))
 
+    note = f"costs borrowed from {cost.borrowed_from}: {cost.source}" if cost.borrowed_from else ""
     return _rewrite(tflite_bytes, choose, cost.name, output, keras_model,
-                    {"group_sizes": group_sizes, "formats": hints})
+                    {"group_sizes": group_sizes, "formats": hints}, note)
+
+
+def fixed_format(target):
+    """``(target name, format)`` for a registered target without a cost model (every eligible
+    layer becomes its one format), None for a target priced by a cost model. Raises ValueError
+    for a target the exporter cannot serve, with the target registry's reason."""
+    if not isinstance(target, HardwareTarget) and not (
+            isinstance(target, str) and target in known_targets()):
+        return None
+    t = get_target(target)
+    if t.export_unsupported:
+        raise ValueError(f"target {t.name!r} cannot be exported: {t.export_unsupported}")
+    if t.cost_profile is not None:
+        return None
+    if len(t.export_formats) != 1:
+        raise ValueError(f"target {t.name!r} has no cost profile, so it needs exactly one export "
+                         f"format to rewrite every eligible layer into, not {list(t.export_formats)}")
+    return t.name, formats_registry.get(t.export_formats[0])
 
 
 def export_nm(model, output: str | None = None, quantize: str | None = None,
@@ -119,14 +150,12 @@ def export_nm(model, output: str | None = None, quantize: str | None = None,
 
 def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None) -> ExportResult:
     """Rewrite every 2:4-eligible FULLY_CONNECTED of a converted `.tflite` into TFS_NM_SPARSE_FC;
-    the others stay dense with the N:M format's reason."""
-    fmt = formats_registry.get("2:4")
-    return _rewrite(tflite_bytes, lambda fc: planner.decide_fixed(fc, fmt), fmt.name, output,
-                    keras_model, {})
+    the others stay dense with the N:M format's reason (the `gpu-ampere` target's export)."""
+    return rewrite_tflite(tflite_bytes, target="gpu-ampere", output=output, keras_model=keras_model)
 
 
 def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, keras_model,
-             hints: Mapping[str, Mapping]) -> ExportResult:
+             hints: Mapping[str, Mapping], note: str = "") -> ExportResult:
     """The one rewrite loop: ``choose(fc)`` decides each FULLY_CONNECTED's format, the
     registered format rewrites it, then the model is compacted, packed and written."""
     model = flatbuffer.load(tflite_bytes)
@@ -145,7 +174,7 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
     flatbuffer.compact(model)
     out_bytes = flatbuffer.save(model)
     report = ExportReport(target_name, _model_dtype(model), tuple(layer_reports), len(out_bytes),
-                          len(tflite_bytes))
+                          len(tflite_bytes), note)
     if output is not None:
         write_atomic(output, out_bytes)
     return ExportResult(out_bytes, report, bytes(tflite_bytes), output)

@@ -99,12 +99,20 @@ def _label(e: Estimate) -> str:
     return formats.get(e.format).label(e.g)
 
 
-def decide_fixed(layer: FCLayer, fmt) -> Decision:
+def decide_fixed(layer: FCLayer, fmt, force: str = "auto") -> Decision:
     """Without a cost model: ``fmt`` wherever the layer is eligible, else dense with the reason
-    (the 2:4 export for sparse tensor cores, whose speed a CPU profile cannot predict)."""
+    (the 2:4 export for sparse tensor cores, whose speed a CPU profile cannot predict).
+    ``force``: "auto", "dense" or ``fmt.name`` (which raises where the layer is not eligible)."""
+    if force not in ("auto", "dense", fmt.name):
+        raise ValueError(f"layer {layer.name!r}: format {force!r} not in "
+                         f"{('auto', 'dense', fmt.name)} (the target exports only {fmt.name})")
     units = layer.in_features * layer.out_features
     dense = Estimate("dense", 0, units, 0.0)
+    if force == "dense":
+        return Decision("dense", 0, units, dense, dense, "kept dense: forced by formats=")
     why = fmt.eligible(layer)
+    if why and force != "auto":
+        raise ValueError(f"layer {layer.name!r}: cannot force {force}: {why}")
     if why:
         return Decision("dense", 0, units, dense, dense, why)
     n = fmt.stored_units(layer.weights, 0)

@@ -37,6 +37,7 @@ class ExportReport:
     layers: tuple[LayerReport, ...]
     model_bytes: int
     dense_model_bytes: int  # the converter's unmodified output
+    note: str = ""  # where the costs come from when not the target's own (borrowed profile)
 
     def to_dict(self) -> dict:
         return {
@@ -44,6 +45,7 @@ class ExportReport:
             "quantize": self.quantize,
             "model_bytes": self.model_bytes,
             "dense_model_bytes": self.dense_model_bytes,
+            "note": self.note,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
@@ -79,7 +81,9 @@ class ExportReport:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
         out = [f"target {self.target}, {self.quantize}: {self.model_bytes} bytes "
-               f"(converter's dense model {self.dense_model_bytes} bytes)", line(head),
+               f"(converter's dense model {self.dense_model_bytes} bytes)"]
+        out += [f"note: {self.note}"] if self.note else []
+        out += [line(head),
                line("-" * w for w in widths)]
         out += [line(r) for r in rows]
         out += [f"  {lr.layer}: {lr.reason}" for lr in self.layers]

@@ -303,19 +303,35 @@ def write_all(directory, history=None, strip_report=None, export_reports=(), lat
     return written
 
 
+def _export_cell(t):
+    if t.export_unsupported:
+        return "refused (reason below)"
+    if t.cost_profile is None:
+        return f"{', '.join(t.export_formats)} on every eligible layer, no cost model"
+    if t.borrowed_from:
+        return f"cost profile borrowed from `{t.borrowed_from}`"
+    return f"own cost profile ({t.cost_profile.get('time_unit', 'ns')})"
+
+
 def targets_table():
-    """The hardware-target registry as a Markdown table (README's "Hardware targets" section is
-    this output; ``python -m tfscalpel.report --targets`` prints it)."""
+    """The hardware-target registry as a Markdown table, then why the refused targets are
+    (README's "Hardware targets" section is this output; ``python -m tfscalpel.report --targets``
+    prints it)."""
     from tfscalpel.targets import get_target, known_targets
 
-    lines = ["| target | kind | deployment dtype | SIMD group width g | dense layers | conv layers | description |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| target | kind | deployment dtype | SIMD group width g | dense layers | conv layers | export | description |",
+             "|---|---|---|---|---|---|---|---|"]
+    refused = []
     for name in known_targets():
         t = get_target(name)
         widths = ", ".join(f"{dtype} {g}" for dtype, g in sorted(t.group_width.items()))
         lines.append(f"| `{t.name}` | {t.kind} | {t.default_dtype} | {widths} | "
-                     f"{t.methods['dense']} | {t.methods['conv']} | {t.description} |")
-    return "\n".join(lines)
+                     f"{t.methods['dense']} | {t.methods['conv']} | {_export_cell(t)} | {t.description} |")
+        if t.export_unsupported:
+            refused.append(f"- `{t.name}`: {t.export_unsupported}.")
+        elif t.borrowed_from:
+            refused.append(f"- `{t.name}`: {t.cost_profile.get('source', '')}.")
+    return "\n".join(lines + ([""] + refused if refused else []))
 
 
 if __name__ == "__main__":
