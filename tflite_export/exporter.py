@@ -19,6 +19,7 @@ from tflite_export import formats as formats_registry
 from tflite_export.atomic import write_atomic
 from tflite_export.converter import convert_keras
 from tflite_export.fc_layers import FCLayer, find_fully_connected
+from tflite_export.host import HostMeasurement
 from tflite_export.report import ExportReport, LayerReport
 from tfscalpel.targets import HardwareTarget, get_target, known_targets
 
@@ -67,6 +68,8 @@ def export(
         a target without one such as "gpu-ampere" its one format on every eligible layer), a
         path to a JSON profile, a profile dict, or a `cost_model.CostModel`. A target the
         exporter cannot serve (e.g. "arm-neon") raises ValueError with the registry's reason.
+        "host" (or a `host.HostMeasurement`) measures every candidate on this machine instead
+        of predicting it (cached per CPU model and kernel build; see `tflite_export.host`).
       quantize: None (float32) or "int8" (full integer; needs `representative_data`).
       representative_data: calibration inputs for int8 (see `converter.convert_keras`).
       output: if given, the `.tflite` is written there atomically (never a partial file).
@@ -98,6 +101,15 @@ def rewrite_tflite(
     `keras_model`, when given, only supplies layer names for the report and the hints.
     """
     group_sizes, hints = dict(group_sizes or {}), dict(formats or {})
+    if isinstance(target, str) and target == "host":
+        target = HostMeasurement()
+    if isinstance(target, HostMeasurement):
+        result = _rewrite(tflite_bytes, lambda fc: target.decide(
+            tflite_bytes, fc, group_sizes.get(fc.name), hints.get(fc.name, "auto")), target.name,
+            output, keras_model, {"group_sizes": group_sizes, "formats": hints})
+        target.save()
+        note = f"measured on this host ({target.key}): {target.measured} new timings, cached in {target.path}"
+        return dataclasses.replace(result, report=dataclasses.replace(result.report, note=note))
     fixed = fixed_format(target)
     if fixed is not None:
         name, fmt = fixed

@@ -256,12 +256,13 @@ def _borrowed(profile, name, source):
 
 X86_AVX512 = _borrowed(
     X86_AVX2, "x86-avx512",
-    "borrowed from x86-avx2 (fitted on a 2-core Zen 3 AVX2 host): not measured on an AVX-512 "
-    "machine, where dense int8 XNNPACK is ~2.5x faster per weight; recalibrate with "
+    "x86-avx2's numbers, fitted on a 2-core Zen 3 AVX2 host, not measured on an AVX-512 "
+    "machine (where dense int8 XNNPACK can be ~2.5x faster per weight); export with "
+    "target='host' to measure on this machine, or recalibrate with "
     "`python -m tflite_export.calibrate --base x86-avx512` and pass the JSON as target=")
 CORTEX_M7 = _borrowed(
     CORTEX_M4, "cortex-m7",
-    "borrowed from cortex-m4: the same DSP instructions (SMLAD/SXTB16) and kernel path, and "
+    "cortex-m4's cycle costs: the same DSP instructions (SMLAD/SXTB16) and kernel path, and "
     "TFLite Micro's dense FC uses the same CMSIS-NN DSP kernels, so the ratios carry over; the "
     "M7's dual issue and caches are not modelled (cycle counts are the M4's)")
 

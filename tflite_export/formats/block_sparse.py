@@ -15,6 +15,8 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tflite_export import flatbuffer, group_csr
 from tflite_export.formats.base import SparseFormat
 
+#: The blocks TFLite's sparse FC kernels compute sparse (1 x block along the input dimension).
+TFLITE_BLOCKS = {"float32": 4, "int8": 16}
 # First FULLY_CONNECTED version whose kernels accept sparse weights (what the converter writes).
 SPARSE_FC_MIN_VERSION = 8
 # The int8 builtin kernel keeps per-row block counts and block indices in uint8 ("ledger").
