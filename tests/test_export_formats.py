@@ -77,3 +77,18 @@ def test_every_custom_format_round_trips_through_the_exporter_and_the_validator(
         ((check),) = report.layers
         assert (check.name, check.kind, check.status, check.shape) == ("d", op, "n:m", (8, 16))
         assert check.density == pytest.approx(0.5) and report.ok
+
+
+def test_the_registry_imports_without_tensorflow_or_keras():
+    """The runtime reads op names and kernels from the registry: importing it stays light."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, tflite_export.formats as f; f.custom_ops(); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env=dict(os.environ, PYTHONPATH=root), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

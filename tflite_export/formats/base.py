@@ -18,11 +18,17 @@ A format is one object (a :class:`SparseFormat` subclass instance) in the regist
 """
 from __future__ import annotations
 
-import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
+from typing import TYPE_CHECKING
 
-from tflite_export import flatbuffer, params_blob, quantization
-from tflite_export.fc_layers import FCLayer, bias_values
+import numpy as np
+
+from tflite_export import params_blob, quantization
+
+if TYPE_CHECKING:  # TensorFlow's schema is imported where a model is read or written, so that
+    # the registry itself stays light (the runtime reads op names and kernels from it).
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from tflite_export.fc_layers import FCLayer
 
 META_LEN = 16  # int32 entries of a custom op's meta section (FORMAT.md)
 
@@ -123,6 +129,10 @@ class CustomOpFormat(SparseFormat):
         """Replace the FC by this op: inputs the activations and one constant uint8 blob
         holding every array (``params_blob``: LiteRT's per-run cost grows with the number of
         node inputs). Returns the blob's bytes."""
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        from tflite_export import flatbuffer
+
         blob = params_blob.pack_params(self.arrays(model, layer, g), layer.out_features, self.sections)
         sg = model.subgraphs[layer.subgraph]
         t = schema.TensorT()
@@ -143,6 +153,8 @@ class CustomOpFormat(SparseFormat):
 
     def node_name(self, sg, op) -> str:
         """The layer name of a node this format wrote (its blob is "<layer>/<suffix>")."""
+        from tflite_export import flatbuffer
+
         if op.inputs is None or len(op.inputs) < 2 or not 0 <= int(op.inputs[1]) < len(sg.tensors):
             return "<custom node>"
         name = flatbuffer.text(sg.tensors[int(op.inputs[1])].name) or ""
@@ -152,6 +164,9 @@ class CustomOpFormat(SparseFormat):
     def node_arrays(self, model: schema.ModelT, sg, op) -> tuple[str, dict]:
         """``(layer name, arrays)`` of one node of this op; raises ``KernelFormatError`` when
         the node does not have the layout (two inputs, a constant uint8 blob, sane sections)."""
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        from tflite_export import flatbuffer
         from tflite_export.kernels import KernelFormatError
 
         name = self.node_name(sg, op)
@@ -184,6 +199,8 @@ def meta_head(layer: FCLayer, *fields: int) -> np.ndarray:
 def bias_and_requant(model: schema.ModelT, layer: FCLayer, meta: np.ndarray) -> dict[str, np.ndarray]:
     """The bias, and for int8 the requantization arrays every custom op carries (FORMAT.md):
     fills ``meta[7:11]`` with the zero points and the activation range."""
+    from tflite_export.fc_layers import bias_values
+
     arrays = {"bias": bias_values(model, layer)}
     if layer.dtype != "int8":
         return arrays

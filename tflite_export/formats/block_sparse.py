@@ -10,9 +10,8 @@ entry's ``block``. A target whose runtime has no sparse FC (TFLite Micro) marks 
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, group_csr
+from tflite_export import group_csr
 from tflite_export.formats.base import SparseFormat
 
 #: The blocks TFLite's sparse FC kernels compute sparse (1 x block along the input dimension).
@@ -25,6 +24,8 @@ _INT8_MAX_BLOCKS = 255
 
 def _index_vector(values: np.ndarray):
     """The smallest SparseIndexVector type holding `values` (as the converter chooses)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
     top = int(values.max()) if values.size else 0
     for limit, kind, cls, dt in (
         (0xFF, schema.SparseIndexVector.Uint8Vector, schema.Uint8VectorT, np.uint8),
@@ -38,8 +39,11 @@ def _index_vector(values: np.ndarray):
     raise ValueError(f"sparse index {top} does not fit int32")
 
 
-def block_sparse_parameters(weights: np.ndarray, block: int) -> tuple[schema.SparsityParametersT, np.ndarray]:
-    """TFLite block-sparse encoding of `weights[out, in]` with 1 x `block` blocks along `in`."""
+def block_sparse_parameters(weights: np.ndarray, block: int) -> tuple:
+    """TFLite block-sparse encoding of `weights[out, in]` with 1 x `block` blocks along `in`:
+    ``(SparsityParametersT, values)``."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
     out_features, in_features = weights.shape
     if in_features % block:
         raise ValueError(f"in={in_features} is not a multiple of block {block}")
@@ -85,6 +89,10 @@ class BlockSparseFC(SparseFormat):
 
     def rewrite(self, model, layer, g):
         """Re-encode the weight as TFLite block-sparse (same FC op); returns the new bytes used."""
+        from tensorflow.lite.python import schema_py_generated as schema
+
+        from tflite_export import flatbuffer
+
         sg = model.subgraphs[layer.subgraph]
         sparsity, values = block_sparse_parameters(layer.weights, g)
         wt = sg.tensors[layer.weight]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from tflite_export.formats.base import CustomOpFormat, bias_and_requant, meta_head
-from tfscalpel.nm_rule import nm_shape_reason
 
 N, M = 2, 4
 
@@ -39,6 +38,8 @@ def encode_2_4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Raises ValueError if ``in % 4 != 0`` or some window holds more than 2 nonzeros.
     """
+    from tfscalpel.nm_rule import nm_shape_reason  # here: importing the registry stays light
+
     w = np.asarray(w)
     out_f, in_f = w.shape
     why = nm_shape_reason("dense", in_f, out_f, m=M) or not_2_4(w)
@@ -84,6 +85,8 @@ class NMSparseFC(CustomOpFormat):
     tflm_registration = None  # no TFLite Micro adapter yet
 
     def layer_reason(self, layer):
+        from tfscalpel.nm_rule import nm_shape_reason
+
         return (nm_shape_reason("dense", layer.in_features, layer.out_features, m=M)
                 or not_2_4(layer.weights))
 
