@@ -26,7 +26,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["tfscalpel", "tfscalpel.*", "tflite_export", "tflite_export.*"]),
+    packages=find_packages(include=["tfscalpel", "tfscalpel.*", "tflite_export", "tflite_export.*",
+                                    "tfscalpel_jobs", "tfscalpel_jobs.*"]),
     ext_modules=[KERNELS],
     package_data={"tflite_export.kernels": ["*.h", "*.c"]},
     install_requires=[
