@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from export_testlib import stripped_model
-from tflite_export import converter, exporter, flatbuffer, host
+from tflite_export import converter, exporter, flatbuffer, host, host_info
 from tflite_export.fc_layers import find_fully_connected
 
 
@@ -87,5 +87,5 @@ def test_cache_hit_and_invalidation(converted, tmp_path):
 
 def test_default_key_names_cpu_and_kernel_build(tmp_path):
     measured = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path))
-    assert host.cpu_model() in measured.key and host.kernel_build() in measured.key
+    assert host_info.cpu_model() in measured.key and host_info.kernel_build() in measured.key
     assert measured.path.startswith(str(tmp_path))

@@ -20,13 +20,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import re
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, formats, group_csr
+from tflite_export import flatbuffer, formats, group_csr, host_info
 from tflite_export.atomic import write_atomic
 from tflite_export.cost_model import Estimate
 from tflite_export.fc_layers import FCLayer, find_fully_connected
@@ -35,26 +34,6 @@ from tflite_export.planner import FORMAT_CHOICES, Decision
 
 #: A sparse candidate must run at least this much faster than dense (timing noise).
 MARGIN = 1.10
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
-
-
-def kernel_build() -> str:
-    """A hash of the compiled kernel library: a rebuilt library invalidates the cache."""
-    from tflite_export import kernels
-
-    with open(kernels._library_path(), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def runtime_timer(model_bytes: bytes, x: np.ndarray, rounds: int = 5, iterations: int = 200) -> float:
@@ -104,7 +83,7 @@ class HostMeasurement:
 
     def __post_init__(self):
         self.timer = self.timer or runtime_timer
-        self.key = self.key or f"{cpu_model()} | kernels {kernel_build()}"
+        self.key = self.key or f"{host_info.cpu_model()} | kernels {host_info.kernel_build()}"
         base = self.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "tfscalpel")
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.key).strip("-")[:80]
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:12]

@@ -49,7 +49,7 @@ def isa_features() -> List[str]:
     return [f for f in _FEATURES if f in flags]
 
 
-def _kernel_library_digest() -> str:
+def kernel_build() -> str:
     """sha256 prefix of the compiled kernel library (a rebuilt kernel invalidates old costs)."""
     from tflite_export import kernels
 
@@ -74,7 +74,7 @@ def _litert_version() -> str:
 def fingerprint() -> str:
     """One string naming everything a measured latency depends on besides the model."""
     return "|".join([platform.machine(), cpu_model(), ",".join(isa_features()),
-                     f"cores={os.cpu_count()}", f"kernels={_kernel_library_digest()}",
+                     f"cores={os.cpu_count()}", f"kernels={kernel_build()}",
                      f"litert={_litert_version()}"])
 
 
