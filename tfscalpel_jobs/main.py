@@ -1,7 +1,7 @@
 """The main job: LeNet-300-100 on full MNIST, pruned with SIMD groups while it retrains.
 
     python -m tfscalpel_jobs.main [--group-size 4] [--sparsity 0.92] [--quick] [--output out/main]
-                                  [--target x86-avx2 | host]
+                                  [--target host | x86-avx2 | ...]
 
 1. train the dense network (or reuse the cached one),
 2. prune it with Scalpel's SIMD groups (``g`` weights along the input dimension, RMS score)
@@ -102,7 +102,7 @@ def _runtime_error(runtime, x, y):
     return 100.0 * float(np.mean(np.argmax(logits, axis=1) != y))
 
 
-def export_and_measure(dense, stripped, group_sizes, train, test, output, target="x86-avx2"):
+def export_and_measure(dense, stripped, group_sizes, train, test, output, target="host"):
     """Export dense and pruned models (float32, int8), run each through the host runtime, and
     return ``(table text, rows)``. The pruned model's layers use the format the exporter's cost
     model picks per layer (group-sparse custom op, TFLite block-sparse, or dense)."""
@@ -181,9 +181,10 @@ def main(argv=None):
     parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small data and few epochs (smoke run)")
-    parser.add_argument("--target", default="x86-avx2",
-                        help="export target: a cost profile (default x86-avx2), or 'host' to "
-                             "measure every layer's candidates on this machine")
+    parser.add_argument("--target", default="host",
+                        help="export target: 'host' (default: the models run here, so every "
+                             "layer's candidates are measured on this machine) or a target "
+                             "whose cost profile predicts them, e.g. x86-avx2")
     parser.add_argument("--output", default="out/main", help="directory for the model and JSON")
     args = parser.parse_args(argv)
     if args.quick:
