@@ -8,7 +8,7 @@ out of the converted model, rewritten into the format and run through the host r
 The fastest wins only when it beats dense by ``margin`` (never slower than dense on the machine
 that exported it); otherwise the layer stays dense. The report gives the measured speedup.
 
-Times are cached in ``~/.cache/tfscalpel/host/`` (or ``cache_dir``), one JSON file per CPU model
+Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or ``cache_dir``), one JSON file per CPU model
 and kernel-library build, keyed per candidate by the layer's weights, dtype, format and width:
 a second export of the same model measures nothing, and a new CPU or kernel build measures anew.
 The timer is injectable (``timer(model_bytes, x) -> seconds``), which is how the tests drive
@@ -70,7 +70,7 @@ class HostMeasurement:
 
     Args:
         timer: ``timer(model_bytes, x) -> seconds``; default :func:`runtime_timer`.
-        cache_dir: where the cache lives (default ``~/.cache/tfscalpel``).
+        cache_dir: where the cache lives (default ``$TFSCALPEL_CACHE`` or ``~/.cache/tfscalpel``).
         margin: how much faster than dense a sparse candidate must measure.
         key: the cache's machine key (default: CPU model and kernel build).
     """
@@ -84,7 +84,9 @@ class HostMeasurement:
     def __post_init__(self):
         self.timer = self.timer or runtime_timer
         self.key = self.key or f"{host_info.cpu_model()} | kernels {host_info.kernel_build()}"
-        base = self.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "tfscalpel")
+        from tfscalpel.datasets import cache_dir  # the project's one cache ($TFSCALPEL_CACHE)
+
+        base = self.cache_dir or str(cache_dir())
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.key).strip("-")[:80]
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:12]
         self.path = os.path.join(base, "host", f"{slug}-{digest}.json")
