@@ -34,16 +34,30 @@ enum { TFS_ACT_NONE = 0, TFS_ACT_RELU = 1, TFS_ACT_RELU6 = 3 };
  * use the fixed-point multiplier and shift. The model carries both (FORMAT.md). */
 enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
 
-/* Compute implementations; TFS_IMPL_AUTO picks the best the CPU supports. */
+/* Where the kernels can run: TFS_X86 on x86 (its SIMD files compile to nothing elsewhere);
+ * TFS_ARM_DSP_NATIVE on an Arm core with the DSP extension (SMLAD, SXTB16). */
+#if defined(__x86_64__) || defined(__i386__)
+#define TFS_X86 1
+#else
+#define TFS_X86 0
+#endif
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define TFS_ARM_DSP_NATIVE 1
+#else
+#define TFS_ARM_DSP_NATIVE 0
+#endif
+
+/* Compute implementations (instruction sets), numbered by the kernel manifest
+ * (tfs_kernels.inc): TFS_IMPL_PORTABLE, _AVX2, _AVX512, _ARM_DSP, _AVX512_VNNI, _AVX_VNNI, ...
+ * TFS_IMPL_AUTO picks the best the CPU supports, per layer. Codes are below TFS_IMPL_LIMIT. */
 enum {
   TFS_IMPL_AUTO = 0,
-  TFS_IMPL_PORTABLE = 1,
-  TFS_IMPL_AVX2 = 2,   /* AVX2 + FMA */
-  TFS_IMPL_AVX512 = 3, /* AVX-512 F + BW, on top of AVX2 */
-  /* Cortex-M DSP extension (SMLAD/SXTB16), int8 only (float32 runs the portable kernel); no
-   * packed copy needed. Native where __ARM_FEATURE_DSP is defined (TFS_IMPL_AUTO picks it there);
-   * elsewhere the same algorithm runs with the intrinsics emulated in C, for host tests. */
-  TFS_IMPL_ARM_DSP = 4
+#define TFS_ISA(NAME, code, ...) TFS_IMPL_##NAME = code,
+#define TFS_KERNEL(...)
+#include "tfs_kernels.inc"
+#undef TFS_ISA
+#undef TFS_KERNEL
+  TFS_IMPL_LIMIT = 16
 };
 
 /* Error codes (0 = ok). */

@@ -79,7 +79,7 @@ static inline int32_t tfs_gsfc_col(const tfs_gsfc_layer* layer, int32_t k) {
 
 /* The SIMD paths' packed copy of a layer (made once per node by tfs_gsfc_pack into memory the
  * caller owns; it points into that memory). Rows sorted by length and interleaved in blocks of
- * TFS_GSFC_BLOCK_ROWS: see "Packed layout" in tfs_group_sparse_fc.c. */
+ * TFS_GSFC_BLOCK_ROWS: see tfs_gsfc_pack.c. */
 #define TFS_GSFC_BLOCK_ROWS 8
 typedef struct {
   int32_t n_blocks;
@@ -87,6 +87,8 @@ typedef struct {
   const int32_t* tail;    /* [n_blocks * 8] index of the slot's ragged tail group, or -1 */
   const void* bias;       /* [n_blocks * 8] each slot's bias (float or int32; 0 for padding) */
   const float* scale;     /* [n_blocks * 8] each slot's out_scale (int8 only; else 0) */
+  const int32_t* bias_u8; /* [n_blocks * 8] int8: bias - (128 + input_zp) * sum of the slot's
+                             full-group weights (mod 2^32), for kernels on x + 128 as uint8 */
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
   const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
