@@ -84,7 +84,7 @@ TFS_AVX2 static inline __m256 tfs_x86_act_ps(__m256 v, int act) {
 
 /* Block b's 8 slot sums s (full groups) -> y row of one batch row: + ragged tails, + bias,
  * activation, scatter to the original rows. */
-TFS_AVX2 static inline void tfs_x86_finish_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
+TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
                                                int32_t b, __m256 s, const float* xb, float* yb) {
   const int32_t* perm = P->perm + 8 * b;
   if (L->in_full != L->in) {
@@ -104,7 +104,7 @@ TFS_AVX2 static inline void tfs_x86_finish_f32(const tfs_gsfc_layer* L, const tf
 
 /* int8: s = the 8 slot sums with the slot biases already added (P->bias, or P->bias_u8 for the
  * kernels on x + 128); xb = the raw int8 activations (for the ragged tails). */
-TFS_AVX2 static inline void tfs_x86_finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
+TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
                                               int32_t b, __m256i s, const int8_t* xb, int8_t* yb) {
   const int32_t* perm = P->perm + 8 * b;
   if (L->in_full != L->in) {
@@ -115,21 +115,27 @@ TFS_AVX2 static inline void tfs_x86_finish_i8(const tfs_gsfc_layer* L, const tfs
     }
     s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i*)(const void*)t));
   }
-  int32_t o[8];
   if (L->requant == TFS_REQUANT_FP32) {
-    /* XNNPACK's fp32 requantization, 8 rows at once. */
+    /* XNNPACK's fp32 requantization, 8 rows at once; the 8 int8 results leave as one 64-bit
+     * word (a vector store read back as scalars would stall on store forwarding every block). */
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(P->scale + 8 * b));
     f = _mm256_max_ps(f, _mm256_set1_ps((float)(L->act_min - L->out_zp)));
     f = _mm256_min_ps(f, _mm256_set1_ps((float)(L->act_max - L->out_zp)));
     f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm256_storeu_si256((__m256i*)(void*)o,
-                        _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(L->out_zp)));
-  } else {
-    _mm256_storeu_si256((__m256i*)(void*)o, s);
-    for (int i = 0; i < 8; ++i) o[i] = perm[i] >= 0 ? tfs_gsfc_requant(L, perm[i], o[i]) : 0;
+    const __m256i q = _mm256_shuffle_epi8(
+        _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(L->out_zp)),
+        _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                         0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1));
+    const uint64_t v = (uint64_t)_mm_cvtsi128_si64(
+        _mm_unpacklo_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)));
+    for (int i = 0; i < 8; ++i)
+      if (perm[i] >= 0) yb[perm[i]] = (int8_t)(uint8_t)(v >> (8 * i));
+    return;
   }
+  int32_t o[8];
+  _mm256_storeu_si256((__m256i*)(void*)o, s);
   for (int i = 0; i < 8; ++i)
-    if (perm[i] >= 0) yb[perm[i]] = (int8_t)o[i];
+    if (perm[i] >= 0) yb[perm[i]] = tfs_gsfc_requant(L, perm[i], o[i]);
 }
 
 /* ---- uint8 activations for the VNNI kernels (u8 x s8 products) ---- */

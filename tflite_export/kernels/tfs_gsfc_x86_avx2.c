@@ -44,7 +44,8 @@ TFS_AVX2 TFS_INLINE __m256 blk_f32(const float* x, const uint16_t* col, const fl
   }
   const int n_acc = g < 8 ? g : 8;
   __m256 a[8];
-  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+  TFS_UNROLL
+  for (int i = 0; i < n_acc; ++i) a[i] = _mm256_setzero_ps();
   for (int32_t t = 0; t < steps; ++t) {
     const uint16_t* c = col + 8 * t;
     const float* wt = w + 8 * g * t;
@@ -84,7 +85,8 @@ TFS_AVX2 TFS_INLINE __m256i blk_i8(const int16_t* xs, const uint16_t* col, const
                                    int32_t steps, const int g) {
   const int n_vec = g < 2 ? 1 : g / 2;
   __m256i a[8];
-  for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_si256();
+  TFS_UNROLL
+  for (int i = 0; i < n_vec; ++i) a[i] = _mm256_setzero_si256();
   for (int32_t t = 0; t < steps; ++t) {
     const uint16_t* c = col + 8 * t;
     const int8_t* wt = w + 8 * g * t;

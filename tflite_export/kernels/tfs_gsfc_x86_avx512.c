@@ -58,9 +58,11 @@ TFS_AVX512 TFS_INLINE __m256 blk_f32(const float* x, const uint16_t* col, const 
     return r;
   }
   const int n_vec = g / 2, n_set = n_vec >= 4 ? 1 : 4 / n_vec;
-  __m512 a[4][8];
-  for (int s = 0; s < 4; ++s)
-    for (int j = 0; j < 8; ++j) a[s][j] = _mm512_setzero_ps();
+  __m512 a[4][8]; /* only [n_set][n_vec] is touched, so the used part lives in registers */
+  TFS_UNROLL
+  for (int s = 0; s < n_set; ++s)
+    TFS_UNROLL
+    for (int j = 0; j < n_vec; ++j) a[s][j] = _mm512_setzero_ps();
   int32_t t = 0;
   for (; t + n_set <= steps; t += n_set) {
     TFS_UNROLL
@@ -81,6 +83,7 @@ TFS_AVX512 TFS_INLINE __m256 blk_f32(const float* x, const uint16_t* col, const 
   }
   TFS_UNROLL
   for (int s = 1; s < n_set; ++s)
+    TFS_UNROLL
     for (int j = 0; j < n_vec; ++j) a[0][j] = _mm512_add_ps(a[0][j], a[s][j]);
   /* To 256-bit halves in slot order: g = 16 folds each slot's vector; else each vector splits. */
   __m256 h[8];
@@ -151,8 +154,10 @@ TFS_AVX512_VNNI TFS_INLINE __m256i blk_vnni(const uint8_t* xu, const uint16_t* c
   if (g == 4) return blk_vnni256(xu, col, w, steps, 4);
   const int n_vec = g / 8, n_set = 4 / n_vec;
   __m512i a[4][2];
-  for (int s = 0; s < 4; ++s)
-    for (int j = 0; j < 2; ++j) a[s][j] = _mm512_setzero_si512();
+  TFS_UNROLL
+  for (int s = 0; s < n_set; ++s)
+    TFS_UNROLL
+    for (int j = 0; j < n_vec; ++j) a[s][j] = _mm512_setzero_si512();
   int32_t t = 0;
   for (; t + n_set <= steps; t += n_set) {
     TFS_UNROLL
@@ -173,6 +178,7 @@ TFS_AVX512_VNNI TFS_INLINE __m256i blk_vnni(const uint8_t* xu, const uint16_t* c
   }
   TFS_UNROLL
   for (int s = 1; s < n_set; ++s)
+    TFS_UNROLL
     for (int j = 0; j < n_vec; ++j) a[0][j] = _mm512_add_epi32(a[0][j], a[s][j]);
   __m256i h[4]; /* slot-major halves, g / 4 lanes per slot */
   for (int j = 0; j < n_vec; ++j) {

@@ -15,9 +15,11 @@
 static inline __attribute__((always_inline)) TFS_VNNI256_TARGET __m256i TFS_VNNI256_BLK(
     const uint8_t* xu, const uint16_t* col, const int8_t* w, int32_t steps, const int g) {
   const int n_vec = g / 4, n_set = 4 / n_vec;
-  __m256i a[4][4];
-  for (int s = 0; s < 4; ++s)
-    for (int v = 0; v < 4; ++v) a[s][v] = _mm256_setzero_si256();
+  __m256i a[4][4]; /* only [n_set][n_vec] is touched, so the used part lives in registers */
+  TFS_UNROLL
+  for (int s = 0; s < n_set; ++s)
+    TFS_UNROLL
+    for (int v = 0; v < n_vec; ++v) a[s][v] = _mm256_setzero_si256();
   int32_t t = 0;
   for (; t + n_set <= steps; t += n_set) {
     TFS_UNROLL
@@ -40,6 +42,7 @@ static inline __attribute__((always_inline)) TFS_VNNI256_TARGET __m256i TFS_VNNI
   }
   TFS_UNROLL
   for (int s = 1; s < n_set; ++s)
+    TFS_UNROLL
     for (int v = 0; v < n_vec; ++v) a[0][v] = _mm256_add_epi32(a[0][v], a[s][v]);
   return tfs_x86_reduce_epi32(a[0], n_vec);
 }
