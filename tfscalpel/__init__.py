@@ -4,6 +4,7 @@ The flow: ``prune`` a trained model, ``fit`` it with ``UpdatePruningStep``, ``st
 export it with ``tflite_export``. See README.md for a tour.
 """
 from tfscalpel.callbacks import PruningSummaries, SparsityHistory, UpdatePruningStep
+from tfscalpel.distill import Distiller
 from tfscalpel.gate_training import GateTraining
 from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
@@ -29,6 +30,7 @@ from tfscalpel.schedules import (
     get_schedule,
 )
 from tfscalpel.strip import LayerReport, StripReport, strip
+from tfscalpel.tfmot_compat import prune_low_magnitude, prune_scope, strip_pruning
 from tfscalpel.targets import HardwareTarget, get_target, known_targets, register_target
 from tfscalpel import report  # noqa: E402  (plots; matplotlib is imported when one is drawn)
 

@@ -1,4 +1,6 @@
 """Keras callbacks that drive pruning inside ``model.fit``."""
+import warnings
+
 import keras
 import numpy as np
 
@@ -16,6 +18,12 @@ def _current_step(model, layers):
     return max(iterations, recorded_step(layers) + 1)
 
 
+def _steps_per_execution(model):
+    """How many optimizer steps one ``fit`` execution runs (``compile(steps_per_execution=)``)."""
+    value = getattr(model, "steps_per_execution", 1) or 1
+    return max(int(keras.ops.convert_to_numpy(value)), 1)
+
+
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advance the pruning step and update masks by each layer's schedule before every batch.
 
@@ -23,6 +31,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
     iteration count and is also written into the layers (``pruning_step``) whenever masks change
     and at the end of every epoch, so a resumed run (``BackupAndRestore``, a reloaded
     ``.keras`` file) continues where it stopped and reaches the same masks.
+
+    With ``compile(steps_per_execution=k)`` Keras calls the callback once per k optimizer steps;
+    masks can only change between executions, so every schedule update that falls inside the
+    coming execution is applied at its start, and the step advances by the steps really run.
+    At the end of training, a warning names the layers that are still dense although their
+    schedule asks for sparsity (training ended before the schedule pruned anything).
     """
 
     def on_train_begin(self, logs=None):
@@ -34,8 +48,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
             # restores the model there).
             self._layers = checked_pruned_layers(self.model)
             self._step = _current_step(self.model, self._layers)
-        apply_schedules(self._layers, self._step)
-        self._step += 1
+            self._per_execution = _steps_per_execution(self.model)
+        self._batch_begin = batch
+        for step in range(self._step, self._step + self._per_execution):
+            apply_schedules(self._layers, step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Keras passes the index of the last batch this execution ran.
+        self._step += max(batch - self._batch_begin + 1, 1)
 
     def _record(self):
         if self._layers is not None:
@@ -46,6 +66,29 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._record()
+        if self._layers is not None:
+            _warn_unfinished_schedules(self._layers, self._step - 1)
+
+
+def _warn_unfinished_schedules(layers, last_step):
+    """Say which layers training left with no weight pruned although their schedule asks for
+    some (tfmot is silent: e.g. training ended before ``begin_step``, or before a
+    ``PolynomialDecay``'s first update above 0). A schedule still ramping at the end of one
+    ``fit`` call is normal when training continues in another, so that alone is not warned."""
+    still_dense = {}
+    for layer in layers:
+        schedule = layer.schedule
+        if not schedule.final_amount > 0 or layer.mask_sparsity() > 0:
+            continue
+        begin = getattr(schedule, "begin_step", 0)
+        reason = f"their schedule ends at {schedule.mode} {schedule.final_amount:g}"
+        if begin > last_step:
+            reason += f" and begins at step {begin}"
+        still_dense.setdefault(reason, []).append(layer.name)
+    for reason, names in still_dense.items():
+        warnings.warn(f"layers {names} are still dense after training stopped at pruning step "
+                      f"{last_step}, but {reason}. Train for more steps, or make the schedule "
+                      "begin earlier or update more often (frequency).", stacklevel=3)
 
 
 class PruningSummaries(keras.callbacks.Callback):
@@ -54,13 +97,18 @@ class PruningSummaries(keras.callbacks.Callback):
 
     Args:
         log_dir: directory for the event files.
-        update_freq: ``"epoch"`` or a number of batches.
+        update_freq: ``"epoch"``, ``"batch"`` (every batch, tfmot's default) or a number of
+            batches.
     """
 
     def __init__(self, log_dir, update_freq="epoch"):
         super().__init__()
-        if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq < 1):
-            raise ValueError(f"update_freq must be 'epoch' or an integer >= 1, got {update_freq!r}")
+        if update_freq == "batch":
+            update_freq = 1
+        if update_freq != "epoch" and (isinstance(update_freq, bool)
+                                       or not isinstance(update_freq, int) or update_freq < 1):
+            raise ValueError("PruningSummaries: update_freq must be 'epoch', 'batch' or an "
+                             f"integer >= 1, got {update_freq!r}")
         self.log_dir = log_dir
         self.update_freq = update_freq
         self._writer = None

@@ -10,8 +10,16 @@ exactly, and tfmot's own schedule objects are accepted wherever a schedule is (s
 :func:`get_schedule`), so migrating needs no rewrite.
 """
 import keras
+import numpy as np
 
 from tfscalpel.config_objects import ConfigObject
+
+
+def _plain(*values):
+    """NumPy scalars (``np.float32(0.5)``, ``np.int64(100)``) as Python numbers, so they pass the
+    checks below and serialise to JSON; everything else unchanged."""
+    plain = tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+    return plain if len(plain) > 1 else plain[0]
 
 
 def _check_sparsity(value, arg):
@@ -67,6 +75,8 @@ class ConstantSparsity(PruningSchedule):
     steps until ``end_step`` (-1: no end). Same semantics as tfmot's ``ConstantSparsity``."""
 
     def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+        target_sparsity, begin_step, end_step, frequency = _plain(
+            target_sparsity, begin_step, end_step, frequency)
         _check_sparsity(target_sparsity, "target_sparsity")
         _check_steps(begin_step, end_step, frequency, allow_open_end=True)
         self.target_sparsity = float(target_sparsity)
@@ -97,6 +107,8 @@ class PolynomialDecay(PruningSchedule):
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3,
                  frequency=100):
+        initial_sparsity, final_sparsity, begin_step, end_step, power, frequency = _plain(
+            initial_sparsity, final_sparsity, begin_step, end_step, power, frequency)
         _check_sparsity(initial_sparsity, "initial_sparsity")
         _check_sparsity(final_sparsity, "final_sparsity")
         _check_steps(begin_step, end_step, frequency, allow_open_end=False)
@@ -145,7 +157,8 @@ class StagedThreshold(PruningSchedule):
     mode = "threshold"
 
     def __init__(self, thresholds, stage_steps, begin_step=0, frequency=100):
-        thresholds = list(thresholds)
+        thresholds = [_plain(t) for t in thresholds]
+        stage_steps, begin_step, frequency = _plain(stage_steps, begin_step, frequency)
         if not thresholds:
             raise ValueError("thresholds must name at least one stage")
         for i, t in enumerate(thresholds):
@@ -188,7 +201,8 @@ class IterativePruning(PruningSchedule):
     while the network retrains for the rest of the round."""
 
     def __init__(self, sparsities, round_steps, begin_step=0):
-        sparsities = list(sparsities)
+        sparsities = [_plain(s) for s in sparsities]
+        round_steps, begin_step = _plain(round_steps, begin_step)
         if not sparsities:
             raise ValueError("sparsities must name at least one round")
         for i, s in enumerate(sparsities):
@@ -234,7 +248,16 @@ class _TfmotSchedule(PruningSchedule):
 
     @property
     def final_amount(self):
-        return float(self.schedule.get_config()["config"].get("final_sparsity", float("nan")))
+        """tfmot schedules name it ``final_sparsity`` or ``target_sparsity`` in their config; a
+        user's subclass may have neither (then the amount at a far step is the best guess)."""
+        try:
+            config = self.schedule.get_config()["config"]
+        except (AttributeError, KeyError, NotImplementedError, TypeError):
+            config = {}
+        for key in ("final_sparsity", "target_sparsity"):
+            if key in config:
+                return float(config[key])
+        return self(2**62)[1]
 
     def get_config(self):
         raise TypeError(
@@ -246,21 +269,28 @@ class _TfmotSchedule(PruningSchedule):
 _TFMOT_EQUIVALENTS = {"ConstantSparsity": ConstantSparsity, "PolynomialDecay": PolynomialDecay}
 
 
+def _is_tfmot_schedule(spec):
+    """tfmot's schedules and users' subclasses of them, recognised by module name (importing tfmot
+    would switch tf.keras to Keras 2 for the whole process)."""
+    return any((klass.__module__ or "").startswith("tensorflow_model_optimization")
+               for klass in type(spec).__mro__)
+
+
 def get_schedule(spec):
     """Resolve a schedule from a tfscalpel schedule, a Keras config dict, or a tfmot schedule
-    object (``ConstantSparsity``/``PolynomialDecay`` become their tfscalpel twins, others are
-    wrapped). tfmot is never imported here: it is recognised by its module name."""
+    object (``ConstantSparsity``/``PolynomialDecay`` become their tfscalpel twins; other tfmot
+    schedules, users' subclasses of tfmot's ``PruningSchedule`` included, are called through
+    tfmot's contract ``schedule(step) -> (should_prune, sparsity)``)."""
     if isinstance(spec, PruningSchedule):
         return spec
     if isinstance(spec, dict):
         return keras.saving.deserialize_keras_object(spec)
-    module = type(spec).__module__ or ""
-    if module.startswith("tensorflow_model_optimization"):
+    if _is_tfmot_schedule(spec):
         twin = _TFMOT_EQUIVALENTS.get(type(spec).__name__)
-        if twin is not None:
+        if twin is not None and type(spec).__module__.startswith("tensorflow_model_optimization"):
             return twin(**spec.get_config()["config"])
         return _TfmotSchedule(spec)
     raise ValueError(
         f"unknown schedule {spec!r}; allowed: ConstantSparsity, PolynomialDecay, "
-        "StagedThreshold, IterativePruning (or tfmot's ConstantSparsity/PolynomialDecay)"
+        "StagedThreshold, IterativePruning, or a tfmot PruningSchedule (its own or a subclass)"
     )

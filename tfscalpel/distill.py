@@ -1,0 +1,91 @@
+"""Knowledge distillation for the fine-tuning of a pruned model (Hinton et al. 2015).
+
+The pruned student learns from the labels *and* from the dense teacher's softened outputs, which
+carry how the teacher ranks the wrong classes; that recovers accuracy a pruned network loses::
+
+    distiller = tfscalpel.Distiller(student=pruned, teacher=dense, temperature=4.0, weight=1.0)
+    distiller.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(x, y, callbacks=[tfscalpel.UpdatePruningStep()])   # or GateTraining(...)
+    plain = tfscalpel.strip(distiller.student)
+
+The training loss is ``hard + weight * T**2 * KL(softmax(teacher / T) || softmax(student / T))``,
+where ``hard`` is the compiled loss on the labels plus every penalty the student's layers add
+(the MaskLayer gates' L1, regularisers), ``T`` the temperature (``T**2`` keeps the soft term's
+gradients on the scale of the hard term's, as in Hinton et al.). Evaluation reports the hard loss
+only, so validation numbers compare with an undistilled run. The callbacks of tfscalpel find the
+student's pruned layers and MaskLayers through the wrapper (nested models are searched).
+"""
+import numbers
+
+import keras
+from keras import ops
+
+
+def _check_positive(value, arg, allow_zero):
+    bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
+    if bad or not (value >= 0 if allow_zero else value > 0) or value != value:
+        raise ValueError(f"Distiller: {arg} must be a number {'>=' if allow_zero else '>'} 0, "
+                         f"got {value!r}")
+    return float(value)
+
+
+class Distiller(keras.Model):
+    """Train ``student`` on the labels and on ``teacher``'s temperature-softened outputs.
+
+    Args:
+        student: the model being trained (a pruned model from :func:`tfscalpel.prune`, a
+            gated one, or any Keras model); its trained weights are ``distiller.student``'s.
+        teacher: the model to learn from, usually the dense model the student was pruned from.
+            It is frozen (``trainable = False``) and run in inference mode.
+        temperature: ``T > 0``; larger values soften both distributions more.
+        weight: ``>= 0``, the soft term's weight against the hard loss (0: plain training).
+        from_logits: whether both models output logits (default) or probabilities (softmax
+            outputs; then their logarithm is used as logits).
+
+    Save ``distiller.student`` (the wrapper itself holds no state of its own worth saving).
+    """
+
+    def __init__(self, student, teacher, temperature=4.0, weight=1.0, from_logits=True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        for arg, model in (("student", student), ("teacher", teacher)):
+            if not isinstance(model, keras.Model):
+                raise ValueError(f"Distiller: {arg} must be a Keras model, got "
+                                 f"{type(model).__name__}")
+        if student is teacher:
+            raise ValueError("Distiller: the teacher must be another model than the student "
+                             "(e.g. the dense model the student was pruned from)")
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.temperature = _check_positive(temperature, "temperature", allow_zero=False)
+        self.weight = _check_positive(weight, "weight", allow_zero=True)
+        self.from_logits = bool(from_logits)
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def _log_probs(self, outputs):
+        if not self.from_logits:
+            outputs = ops.log(ops.clip(outputs, 1e-12, 1.0))
+        return ops.log_softmax(outputs / self.temperature, axis=-1)
+
+    def distillation_loss(self, teacher_outputs, student_outputs):
+        """``T**2 * KL(teacher || student)`` on softened outputs, averaged over the batch."""
+        if tuple(teacher_outputs.shape[1:]) != tuple(student_outputs.shape[1:]):
+            raise ValueError(
+                f"Distiller: the teacher's outputs {tuple(teacher_outputs.shape)} and the "
+                f"student's {tuple(student_outputs.shape)} differ in shape; both must give one "
+                "score per class")
+        log_t = self._log_probs(ops.cast(teacher_outputs, "float32"))
+        log_s = self._log_probs(ops.cast(student_outputs, "float32"))
+        kl = ops.sum(ops.exp(log_t) * (log_t - log_s), axis=-1)
+        return self.temperature ** 2 * ops.mean(kl)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        hard = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if not training or self.weight == 0.0:
+            return hard
+        teacher_outputs = ops.stop_gradient(self.teacher(x, training=False))
+        return hard + self.weight * self.distillation_loss(teacher_outputs, y_pred)

@@ -1,0 +1,137 @@
+"""tfmot's pruning entry points with tfmot's names and meanings, on top of :func:`tfscalpel.prune`.
+
+A tfmot user's code keeps working after replacing the import::
+
+    from tfscalpel import prune_low_magnitude, strip_pruning, prune_scope
+    model = prune_low_magnitude(model, pruning_schedule=PolynomialDecay(0.5, 0.8, 0, 1000))
+
+- ``pruning_schedule`` defaults to tfmot's ``ConstantSparsity(0.5, begin_step=0)``; tfmot's own
+  schedule objects and users' subclasses of them are accepted (:func:`tfscalpel.get_schedule`).
+- ``block_size=(g, 1)`` prunes blocks of ``g`` consecutive input weights of one output unit
+  (tfscalpel's SIMD groups, :class:`~tfscalpel.GroupPattern`); ``(1, 1)`` is unstructured.
+  tfmot's blocks span (rows of the kernel, columns of the kernel) = (inputs, outputs).
+- ``block_pooling_type``: ``"AVG"`` scores a block by its mean absolute weight, ``"MAX"`` by its
+  largest (tfmot's two pooling rules).
+- ``sparsity_m_by_n=(m, n)``: tfmot's "m zeros in every n consecutive weights", i.e. tfscalpel's
+  ``NMPattern(n - m, n)`` (n - m kept of n).
+- ``to_prune`` may be a Sequential/Functional model or one Dense / Conv2D layer (for building a
+  model layer by layer, as tfmot allows).
+"""
+import contextlib
+
+import keras
+
+from tfscalpel.patterns import GroupPattern, NMPattern
+from tfscalpel.prune_model import PRUNABLE, prune
+from tfscalpel.schedules import ConstantSparsity, get_schedule
+from tfscalpel.strip import strip
+
+_POOLING = {"AVG": "mean_abs", "MAX": "max_abs"}
+
+
+def _pattern_and_importance(block_size, block_pooling_type, sparsity_m_by_n):
+    """tfmot's block / pooling / m-by-n arguments as a tfscalpel (pattern, importance)."""
+    if block_pooling_type not in _POOLING:
+        raise ValueError(f"prune_low_magnitude: block_pooling_type must be one of "
+                         f"{sorted(_POOLING)}, got {block_pooling_type!r}")
+    if sparsity_m_by_n is not None:
+        if tuple(block_size) != (1, 1):
+            raise ValueError("prune_low_magnitude: sparsity_m_by_n and block_size cannot be "
+                             f"combined (got block_size={block_size!r})")
+        try:
+            zeros, window = (int(v) for v in sparsity_m_by_n)
+        except (TypeError, ValueError):
+            raise ValueError("prune_low_magnitude: sparsity_m_by_n must be a pair (m, n): m zeros "
+                             f"in every n weights, got {sparsity_m_by_n!r}") from None
+        if not 0 < zeros < window:
+            raise ValueError("prune_low_magnitude: sparsity_m_by_n=(m, n) needs 0 < m < n, got "
+                             f"{sparsity_m_by_n!r}")
+        return NMPattern(window - zeros, window), "magnitude"
+    try:
+        rows, cols = (int(v) for v in block_size)
+    except (TypeError, ValueError):
+        raise ValueError("prune_low_magnitude: block_size must be a pair (rows, cols), got "
+                         f"{block_size!r}") from None
+    if cols != 1 or rows < 1:
+        raise ValueError(
+            f"prune_low_magnitude: block_size={tuple(block_size)!r} is not supported; blocks run "
+            "along the input dimension of one output unit: use (g, 1) for groups of g weights "
+            "(tfscalpel's SIMD groups) or (1, 1) for single weights")
+    if rows == 1:
+        return "unstructured", "magnitude"
+    return GroupPattern(rows), _POOLING[block_pooling_type]
+
+
+def _prune_one_layer(layer, pattern, importance, schedule):
+    """The pruned twin of one Dense / Conv2D layer, keeping its weights if it is built."""
+    twin_class = PRUNABLE.get(type(layer))
+    if twin_class is None:
+        raise ValueError(
+            f"prune_low_magnitude: layer {layer.name!r} is a {type(layer).__name__}; one layer "
+            f"can be pruned if it is one of {[c.__name__ for c in PRUNABLE]} (pass a model to "
+            "prune the layers it can and leave the rest dense)")
+    twin = twin_class(**layer.get_config(), pattern=pattern, importance=importance,
+                      schedule=schedule)
+    if layer.built:
+        # Only the input channels matter to build: the kernel's second-to-last axis.
+        channels = int(layer.kernel.shape[-2])
+        if isinstance(layer, keras.layers.Dense):
+            shape = (None, channels)
+        elif getattr(layer, "data_format", "channels_last") == "channels_first":
+            shape = (None, channels, None, None)
+        else:
+            shape = (None, None, None, channels)
+        twin.build(shape)
+        twin.kernel.assign(layer.kernel)
+        if layer.bias is not None:
+            twin.bias.assign(layer.bias)
+    return twin
+
+
+def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
+                        block_pooling_type="AVG", sparsity_m_by_n=None, pruning_policy=None,
+                        **kwargs):
+    """Make a model or one layer prune during training, with tfmot's arguments and defaults.
+
+    Args:
+        to_prune: a Sequential or Functional model, or one Dense / Conv2D layer.
+        pruning_schedule: a schedule (tfscalpel's or tfmot's); default
+            ``ConstantSparsity(0.5, begin_step=0)``, as in tfmot.
+        block_size: ``(1, 1)`` single weights, ``(g, 1)`` groups of ``g`` input weights.
+        block_pooling_type: ``"AVG"`` or ``"MAX"``: how a block's weights are scored.
+        sparsity_m_by_n: ``(m, n)``: ``m`` zeros in every ``n`` consecutive weights.
+        pruning_policy: not supported: tfscalpel picks hardware-aware structure with
+            ``tfscalpel.prune(model, target=...)`` instead.
+
+    Returns:
+        The pruned model (a copy; trained weights kept) or the pruned layer. Train it with
+        :class:`~tfscalpel.UpdatePruningStep`, then :func:`strip_pruning` it.
+    """
+    if pruning_policy is not None:
+        raise ValueError("prune_low_magnitude: pruning_policy is tfmot's; in tfscalpel a hardware "
+                         "target chooses the structure: tfscalpel.prune(model, target='x86-avx2') "
+                         "(see tfscalpel.known_targets())")
+    if kwargs:
+        raise TypeError(f"prune_low_magnitude: unknown arguments {sorted(kwargs)}")
+    schedule = (ConstantSparsity(0.5, begin_step=0) if pruning_schedule is None
+                else get_schedule(pruning_schedule))
+    pattern, importance = _pattern_and_importance(block_size, block_pooling_type, sparsity_m_by_n)
+    if isinstance(to_prune, keras.Model):
+        return prune(to_prune, schedule=schedule, pattern=pattern, importance=importance)
+    if isinstance(to_prune, keras.layers.Layer):
+        return _prune_one_layer(to_prune, pattern, importance, schedule)
+    raise ValueError("prune_low_magnitude: to_prune must be a Keras model or layer, got "
+                     f"{type(to_prune).__name__}")
+
+
+@contextlib.contextmanager
+def prune_scope():
+    """tfmot's scope for loading pruned models. tfscalpel's layers and schedules are registered
+    Keras serializables, so ``keras.models.load_model`` needs no scope; this one only keeps tfmot
+    code (``with prune_scope(): load_model(...)``) running unchanged."""
+    yield
+
+
+def strip_pruning(model):
+    """tfmot's name for :func:`tfscalpel.strip`: the plain Keras model, masks baked in."""
+    return strip(model)
