@@ -129,6 +129,7 @@ TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_i8(con
     const uint64_t v = (uint64_t)_mm_cvtsi128_si64(
         _mm_unpacklo_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)));
     if (perm[7] >= 0) { /* no padding slot (they are the last slots of the last block) */
+      TFS_UNROLL
       for (int i = 0; i < 8; ++i) yb[perm[i]] = (int8_t)(uint8_t)(v >> (8 * i));
     } else {
       for (int i = 0; i < 8; ++i)
