@@ -60,6 +60,32 @@ TFS_AVX2 static inline __m256i tfs_x86_reduce_epi32(const __m256i* v, int n) {
                           _mm256_permute2x128_si256(a, b, 0x31));
 }
 
+/* The step loop of the block kernels with several accumulator sets: a[n_set][n_vec] (n_vec
+ * vectors a step; n_set sets take consecutive steps in turn, hiding the multiply-add latency in
+ * the short blocks of a sparse layer), summed into a[0] at the end. MAC(acc, t, v) is the
+ * accumulator after vector v of step t; ZERO() and ADD(a, b) are the vector type's. Only
+ * a[0..n_set)[0..n_vec) is touched, so with constant counts the accumulators live in registers. */
+#define TFS_X86_ACCUMULATE(a, n_set, n_vec, steps, ZERO, ADD, MAC)                        \
+  do {                                                                                      \
+    TFS_UNROLL                                                                              \
+    for (int s_ = 0; s_ < (n_set); ++s_)                                                    \
+      TFS_UNROLL                                                                            \
+      for (int v_ = 0; v_ < (n_vec); ++v_) (a)[s_][v_] = ZERO();                            \
+    int32_t t_ = 0;                                                                         \
+    for (; t_ + (n_set) <= (steps); t_ += (n_set))                                          \
+      TFS_UNROLL                                                                            \
+      for (int s_ = 0; s_ < (n_set); ++s_)                                                  \
+        TFS_UNROLL                                                                          \
+        for (int v_ = 0; v_ < (n_vec); ++v_) (a)[s_][v_] = MAC((a)[s_][v_], t_ + s_, v_);   \
+    for (; t_ < (steps); ++t_)                                                              \
+      TFS_UNROLL                                                                            \
+      for (int v_ = 0; v_ < (n_vec); ++v_) (a)[0][v_] = MAC((a)[0][v_], t_, v_);            \
+    TFS_UNROLL                                                                              \
+    for (int s_ = 1; s_ < (n_set); ++s_)                                                    \
+      TFS_UNROLL                                                                            \
+      for (int v_ = 0; v_ < (n_vec); ++v_) (a)[0][v_] = ADD((a)[0][v_], (a)[s_][v_]);       \
+  } while (0)
+
 /* 8 column numbers as int32 lanes (gather indices). */
 TFS_AVX2 static inline __m256i tfs_x86_cols8(const uint16_t* col) {
   return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(const void*)col));

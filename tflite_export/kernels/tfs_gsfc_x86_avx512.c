@@ -58,33 +58,10 @@ TFS_AVX512 TFS_INLINE __m256 blk_f32(const float* x, const uint16_t* col, const 
     return r;
   }
   const int n_vec = g / 2, n_set = n_vec >= 4 ? 1 : 4 / n_vec;
-  __m512 a[4][8]; /* only [n_set][n_vec] is touched, so the used part lives in registers */
-  TFS_UNROLL
-  for (int s = 0; s < n_set; ++s)
-    TFS_UNROLL
-    for (int j = 0; j < n_vec; ++j) a[s][j] = _mm512_setzero_ps();
-  int32_t t = 0;
-  for (; t + n_set <= steps; t += n_set) {
-    TFS_UNROLL
-    for (int s = 0; s < n_set; ++s) {
-      const uint16_t* c = col + 8 * (t + s);
-      const float* wt = w + 8 * g * (t + s);
-      TFS_UNROLL
-      for (int j = 0; j < n_vec; ++j)
-        a[s][j] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16 * j), x_f32(x, c, j, g), a[s][j]);
-    }
-  }
-  for (; t < steps; ++t) {
-    const uint16_t* c = col + 8 * t;
-    const float* wt = w + 8 * g * t;
-    TFS_UNROLL
-    for (int j = 0; j < n_vec; ++j)
-      a[0][j] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16 * j), x_f32(x, c, j, g), a[0][j]);
-  }
-  TFS_UNROLL
-  for (int s = 1; s < n_set; ++s)
-    TFS_UNROLL
-    for (int j = 0; j < n_vec; ++j) a[0][j] = _mm512_add_ps(a[0][j], a[s][j]);
+  __m512 a[4][8];
+#define MAC(acc, t, j) _mm512_fmadd_ps(_mm512_loadu_ps(w + 8 * g * (t) + 16 * (j)), x_f32(x, col + 8 * (t), j, g), acc)
+  TFS_X86_ACCUMULATE(a, n_set, n_vec, steps, _mm512_setzero_ps, _mm512_add_ps, MAC);
+#undef MAC
   /* To 256-bit halves in slot order: g = 16 folds each slot's vector; else each vector splits. */
   __m256 h[8];
   if (g == 16) {
@@ -154,32 +131,9 @@ TFS_AVX512_VNNI TFS_INLINE __m256i blk_vnni(const uint8_t* xu, const uint16_t* c
   if (g == 4) return blk_vnni256(xu, col, w, steps, 4);
   const int n_vec = g / 8, n_set = 4 / n_vec;
   __m512i a[4][2];
-  TFS_UNROLL
-  for (int s = 0; s < n_set; ++s)
-    TFS_UNROLL
-    for (int j = 0; j < n_vec; ++j) a[s][j] = _mm512_setzero_si512();
-  int32_t t = 0;
-  for (; t + n_set <= steps; t += n_set) {
-    TFS_UNROLL
-    for (int s = 0; s < n_set; ++s) {
-      const uint16_t* c = col + 8 * (t + s);
-      const int8_t* wt = w + 8 * g * (t + s);
-      TFS_UNROLL
-      for (int j = 0; j < n_vec; ++j)
-        a[s][j] = _mm512_dpbusd_epi32(a[s][j], u8_chunks512(xu, c, j, g), _mm512_loadu_si512(wt + 64 * j));
-    }
-  }
-  for (; t < steps; ++t) {
-    const uint16_t* c = col + 8 * t;
-    const int8_t* wt = w + 8 * g * t;
-    TFS_UNROLL
-    for (int j = 0; j < n_vec; ++j)
-      a[0][j] = _mm512_dpbusd_epi32(a[0][j], u8_chunks512(xu, c, j, g), _mm512_loadu_si512(wt + 64 * j));
-  }
-  TFS_UNROLL
-  for (int s = 1; s < n_set; ++s)
-    TFS_UNROLL
-    for (int j = 0; j < n_vec; ++j) a[0][j] = _mm512_add_epi32(a[0][j], a[s][j]);
+#define MAC(acc, t, j) _mm512_dpbusd_epi32(acc, u8_chunks512(xu, col + 8 * (t), j, g), _mm512_loadu_si512(w + 8 * g * (t) + 64 * (j)))
+  TFS_X86_ACCUMULATE(a, n_set, n_vec, steps, _mm512_setzero_si512, _mm512_add_epi32, MAC);
+#undef MAC
   __m256i h[4]; /* slot-major halves, g / 4 lanes per slot */
   for (int j = 0; j < n_vec; ++j) {
     h[2 * j] = _mm512_castsi512_si256(a[0][j]);

@@ -15,34 +15,11 @@
 static inline __attribute__((always_inline)) TFS_VNNI256_TARGET __m256i TFS_VNNI256_BLK(
     const uint8_t* xu, const uint16_t* col, const int8_t* w, int32_t steps, const int g) {
   const int n_vec = g / 4, n_set = 4 / n_vec;
-  __m256i a[4][4]; /* only [n_set][n_vec] is touched, so the used part lives in registers */
-  TFS_UNROLL
-  for (int s = 0; s < n_set; ++s)
-    TFS_UNROLL
-    for (int v = 0; v < n_vec; ++v) a[s][v] = _mm256_setzero_si256();
-  int32_t t = 0;
-  for (; t + n_set <= steps; t += n_set) {
-    TFS_UNROLL
-    for (int s = 0; s < n_set; ++s) {
-      const uint16_t* c = col + 8 * (t + s);
-      const int8_t* wt = w + 8 * g * (t + s);
-      TFS_UNROLL
-      for (int v = 0; v < n_vec; ++v)
-        a[s][v] = TFS_VNNI256_DP(a[s][v], tfs_x86_u8_chunks(xu, c, v, g),
-                                 _mm256_loadu_si256((const __m256i*)(const void*)(wt + 32 * v)));
-    }
-  }
-  for (; t < steps; ++t) {
-    const uint16_t* c = col + 8 * t;
-    const int8_t* wt = w + 8 * g * t;
-    TFS_UNROLL
-    for (int v = 0; v < n_vec; ++v)
-      a[0][v] = TFS_VNNI256_DP(a[0][v], tfs_x86_u8_chunks(xu, c, v, g),
-                               _mm256_loadu_si256((const __m256i*)(const void*)(wt + 32 * v)));
-  }
-  TFS_UNROLL
-  for (int s = 1; s < n_set; ++s)
-    TFS_UNROLL
-    for (int v = 0; v < n_vec; ++v) a[0][v] = _mm256_add_epi32(a[0][v], a[s][v]);
+  __m256i a[4][4];
+#define TFS_VNNI256_MAC(acc, t, v)                                                   \
+  TFS_VNNI256_DP(acc, tfs_x86_u8_chunks(xu, col + 8 * (t), v, g),                    \
+                 _mm256_loadu_si256((const __m256i*)(const void*)(w + 8 * g * (t) + 32 * (v))))
+  TFS_X86_ACCUMULATE(a, n_set, n_vec, steps, _mm256_setzero_si256, _mm256_add_epi32, TFS_VNNI256_MAC);
+#undef TFS_VNNI256_MAC
   return tfs_x86_reduce_epi32(a[0], n_vec);
 }
