@@ -111,6 +111,19 @@ int tfs_check_meta_head(const tfs_tensor* inputs, size_t n_inputs, size_t n_f32,
 int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, size_t n_i8,
                           char* err, size_t err_len);
 
+/* Sets the fields both ops' validated layer structs share (same member names: dtype,
+ * activation, in_zp, out_zp, act_min, act_max, requant = FP32) from a checked meta. */
+#define TFS_SET_COMMON_LAYER_FIELDS(layer, meta)        \
+  do {                                                  \
+    (layer)->dtype = (meta)[TFS_META_DTYPE];            \
+    (layer)->activation = (meta)[TFS_META_ACTIVATION];  \
+    (layer)->in_zp = (meta)[TFS_META_IN_ZP];            \
+    (layer)->out_zp = (meta)[TFS_META_OUT_ZP];          \
+    (layer)->act_min = (meta)[TFS_META_ACT_MIN];        \
+    (layer)->act_max = (meta)[TFS_META_ACT_MAX];        \
+    (layer)->requant = TFS_REQUANT_FP32;                \
+  } while (0)
+
 /* An int8 node's requantization inputs: inputs[first], [first + 1], [first + 2] (named by
  * names[]) are out_multiplier int32[out] (>= 0), out_shift int32[out] (in [-31, 30]) and
  * out_scale float32[out] (in (0, 256)). Sets the three pointers on success. */

@@ -32,7 +32,6 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
     return rc;
   const int32_t in = meta[TFS_META_IN], out = meta[TFS_META_OUT], g = meta[TFS_META_G];
   const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
-  const int32_t act = meta[TFS_META_ACTIVATION];
   /* Every group starts below `in` and the SIMD paths' packed copy keeps first columns as uint16,
    * so in <= 65536 (FORMAT.md "Validation"). */
   if (in < 1 || in > 65536) return tfs_fail(err, err_len, "meta: in = %d not in [1, 65536]", (int)in);
@@ -46,8 +45,6 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   if ((rc = tfs_check_meta_common(meta, n_inputs, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
                                   err, err_len)) != TFS_OK)
     return rc;
-  const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
-  const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
 
   const int wtype = dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32;
   /* col_idx: uint8 or uint16 group indices (the exporter writes the narrowest that fits). */
@@ -97,14 +94,8 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   layer->out = out;
   layer->g = g;
   layer->n_groups = n_groups;
-  layer->dtype = dtype;
-  layer->activation = act;
-  layer->in_zp = in_zp;
-  layer->out_zp = out_zp;
-  layer->act_min = act_min;
-  layer->act_max = act_max;
+  TFS_SET_COMMON_LAYER_FIELDS(layer, meta);
   layer->in_full = in - in % g;
-  layer->requant = TFS_REQUANT_FP32;
   layer->values = inputs[TFS_GSFC_IN_VALUES].data;
   layer->col_idx = col;
   layer->col_bytes = ctype == TFS_ELEM_UINT8 ? 1 : 2;

@@ -31,7 +31,7 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
     return rc;
   const int32_t in = meta[TFS_NMFC_META_IN], out = meta[TFS_NMFC_META_OUT];
   const int32_t n = meta[TFS_NMFC_META_N], m = meta[TFS_NMFC_META_M];
-  const int32_t dtype = meta[TFS_META_DTYPE], act = meta[TFS_META_ACTIVATION];
+  const int32_t dtype = meta[TFS_META_DTYPE];
   if (n != 2 || m != 4)
     return tfs_fail(err, err_len, "meta: pattern %d:%d, format version 1 stores 2:4 only", (int)n, (int)m);
   if (in < 4 || in > TFS_NMFC_MAX_DIM || in % 4 != 0)
@@ -41,8 +41,6 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
   if ((rc = tfs_check_meta_common(meta, n_inputs, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8,
                                   err, err_len)) != TFS_OK)
     return rc;
-  const int32_t in_zp = meta[TFS_META_IN_ZP], out_zp = meta[TFS_META_OUT_ZP];
-  const int32_t act_min = meta[TFS_META_ACT_MIN], act_max = meta[TFS_META_ACT_MAX];
 
   const int32_t kept = in / 2, stride = (in / 4 + 1) / 2;
   if ((rc = check_tensor(&inputs[TFS_NMFC_IN_VALUES], TFS_NMFC_IN_VALUES,
@@ -80,13 +78,7 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
   layer->out = out;
   layer->n = n;
   layer->m = m;
-  layer->dtype = dtype;
-  layer->activation = act;
-  layer->in_zp = in_zp;
-  layer->out_zp = out_zp;
-  layer->act_min = act_min;
-  layer->act_max = act_max;
-  layer->requant = TFS_REQUANT_FP32;
+  TFS_SET_COMMON_LAYER_FIELDS(layer, meta);
   layer->kept_per_row = kept;
   layer->idx_stride = stride;
   layer->values = inputs[TFS_NMFC_IN_VALUES].data;
