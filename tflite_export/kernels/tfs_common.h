@@ -53,10 +53,8 @@ enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
 enum {
   TFS_IMPL_AUTO = 0,
 #define TFS_ISA(NAME, code, ...) TFS_IMPL_##NAME = code,
-#define TFS_KERNEL(...)
 #include "tfs_kernels.inc"
 #undef TFS_ISA
-#undef TFS_KERNEL
   TFS_IMPL_LIMIT = 16
 };
 

@@ -9,20 +9,16 @@
 #include "tfs_group_sparse_fc.h"
 #include "tfs_nm_sparse_fc.h"
 
+/* A probe for a feature every compiler's __builtin_cpu_supports knows; other probes are
+ * functions in their ISA's file, declared by the manifest's TFS_PROBE lines. */
 #if TFS_X86
-#include <cpuid.h>
 #define TFS_X86_CPU(feature) __builtin_cpu_supports(feature)
-/* AVX-VNNI (CPUID.(EAX=7, ECX=1):EAX bit 4): not every compiler's __builtin_cpu_supports knows
- * it. The OS's ymm state is covered by the parent (AVX2) probe. */
-static int tfs_x86_has_avx_vnni(void) {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
-  return (a >> 4) & 1u;
-}
 #else
 #define TFS_X86_CPU(feature) 0
-static int tfs_x86_has_avx_vnni(void) { return 0; }
 #endif
+#define TFS_PROBE(fn) int fn(void);
+#include "tfs_kernels.inc"
+#undef TFS_PROBE
 
 /* ---- Instruction sets ---- */
 
@@ -35,11 +31,9 @@ typedef struct {
 static const isa_info kIsas[] = {
 #define TFS_ISA(NAME, code, str, PARENT, auto_ok, probe, features) \
   {TFS_IMPL_##NAME, TFS_IMPL_##PARENT, auto_ok, str, features},
-#define TFS_KERNEL(...)
 #define TFS_IMPL_NONE TFS_IMPL_AUTO /* the parent of the root */
 #include "tfs_kernels.inc"
 #undef TFS_ISA
-#undef TFS_KERNEL
 };
 #define N_ISAS ((int)(sizeof kIsas / sizeof kIsas[0]))
 
@@ -54,10 +48,8 @@ static unsigned probe_all(void) {
   unsigned m = 0;
 #define TFS_ISA(NAME, code, str, PARENT, auto_ok, probe, features) \
   if (probe) m |= 1u << (code);
-#define TFS_KERNEL(...)
 #include "tfs_kernels.inc"
 #undef TFS_ISA
-#undef TFS_KERNEL
   return m;
 }
 
@@ -155,11 +147,9 @@ enum { F32 = TFS_DTYPE_F32, I8 = TFS_DTYPE_I8, GSFC = TFS_OP_GSFC, NMFC = TFS_OP
        MODEL = TFS_LAYOUT_MODEL, PACKED = TFS_LAYOUT_PACKED };
 
 static const tfs_kernel_entry kKernels[] = {
-#define TFS_ISA(...)
 #define TFS_KERNEL(OP, DTYPE, G, ISA, FN, LAYOUT) \
   {OP, DTYPE, G, TFS_IMPL_##ISA, LAYOUT, FN, #FN},
 #include "tfs_kernels.inc"
-#undef TFS_ISA
 #undef TFS_KERNEL
 };
 #define N_KERNELS ((int)(sizeof kKernels / sizeof kKernels[0]))

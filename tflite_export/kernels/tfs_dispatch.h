@@ -65,11 +65,9 @@ int tfs_kernel_index(int op, int dtype, int g, int impl, int have_packed);
 int tfs_impl_disable(const char* names);
 
 /* Every kernel of the manifest, declared with the common signature (defined in its ISA's file). */
-#define TFS_ISA(...)
 #define TFS_KERNEL(OP, DTYPE, G, ISA, FN, LAYOUT) \
   void FN(const void* layer, const void* packed, const void* x, void* y, int32_t batch, void* ws);
 #include "tfs_kernels.inc"
-#undef TFS_ISA
 #undef TFS_KERNEL
 
 #ifdef __cplusplus

@@ -121,19 +121,22 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* layer, void* mem, size_t bytes, tfs_gsfc
 size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch);
 
 /* y[batch, out] = act(x[batch, in] * W^T + bias), W the group-sparse weights. The layer must
- * have been validated and x/y checked with tfs_gsfc_validate_io. `packed` (from tfs_gsfc_pack)
- * is required by the x86 SIMD paths (TFS_IMPL_ARM_DSP ignores it); with NULL, TFS_IMPL_AUTO runs
- * the portable kernel, or the DSP kernel for int8 on an Arm core with the DSP extension. Returns
- * TFS_ERR_UNSUPPORTED if `impl` is not available on this CPU, TFS_ERR_INVALID if a SIMD path is
- * asked for without `packed`. No allocation, no I/O. */
+ * have been validated and x/y checked with tfs_gsfc_validate_io. The kernel comes from the
+ * manifest (tfs_kernels.inc, chosen in tfs_dispatch.c): `impl`'s kernel for the layer's (dtype,
+ * g), or its parent's; TFS_IMPL_AUTO starts from the best instruction set the CPU has. `packed`
+ * (from tfs_gsfc_pack) is required by the x86 SIMD kernels; with NULL, TFS_IMPL_AUTO only
+ * considers kernels that run on the model's layout (portable, or the DSP kernel for int8 on an
+ * Arm core with the DSP extension). Returns TFS_ERR_UNSUPPORTED if `impl` is not available on
+ * this CPU (or switched off: tfs_impl_disable), TFS_ERR_INVALID if its kernel needs `packed` and
+ * it is NULL. No allocation, no I/O. */
 int tfs_gsfc_compute(const tfs_gsfc_layer* layer, const tfs_gsfc_packed* packed, const void* x,
                      void* y, int32_t batch, void* workspace, int impl);
 
-/* 1 if `impl` can run on this CPU (TFS_IMPL_AUTO, PORTABLE and ARM_DSP - emulated off Arm -
- * always can). */
+/* 1 if `impl` can run on this CPU: TFS_IMPL_AUTO always; PORTABLE always; ARM_DSP (emulated off
+ * Arm) unless switched off; the x86 ones if the CPU has their features (tfs_dispatch.h). */
 int tfs_gsfc_impl_available(int impl);
 
-/* The implementation TFS_IMPL_AUTO resolves to on this CPU. */
+/* The implementation TFS_IMPL_AUTO starts from on this CPU. */
 int tfs_gsfc_best_impl(void);
 
 #ifdef __cplusplus

@@ -65,9 +65,11 @@ TFS_AVX512 TFS_INLINE __m256 blk_f32(const float* x, const uint16_t* col, const 
   /* To 256-bit halves in slot order: g = 16 folds each slot's vector; else each vector splits. */
   __m256 h[8];
   if (g == 16) {
+    TFS_UNROLL
     for (int j = 0; j < 8; ++j) h[j] = _mm256_add_ps(lo_ps(a[0][j]), hi_ps(a[0][j]));
     return tfs_x86_reduce_ps(h, 8);
   }
+  TFS_UNROLL
   for (int j = 0; j < n_vec; ++j) { h[2 * j] = lo_ps(a[0][j]); h[2 * j + 1] = hi_ps(a[0][j]); }
   return tfs_x86_reduce_ps(h, 2 * n_vec);
 }
@@ -92,6 +94,7 @@ TFS_AVX512 TFS_INLINE __m256i blk_i16_g16(const int16_t* xs, const uint16_t* col
     }
   }
   __m256i v[8];
+  TFS_UNROLL
   for (int j = 0; j < 4; ++j) {
     v[2 * j] = _mm512_castsi512_si256(a[j]);
     v[2 * j + 1] = _mm512_extracti64x4_epi64(a[j], 1);
@@ -135,6 +138,7 @@ TFS_AVX512_VNNI TFS_INLINE __m256i blk_vnni(const uint8_t* xu, const uint16_t* c
   TFS_X86_ACCUMULATE(a, n_set, n_vec, steps, _mm512_setzero_si512, _mm512_add_epi32, MAC);
 #undef MAC
   __m256i h[4]; /* slot-major halves, g / 4 lanes per slot */
+  TFS_UNROLL
   for (int j = 0; j < n_vec; ++j) {
     h[2 * j] = _mm512_castsi512_si256(a[0][j]);
     h[2 * j + 1] = _mm512_extracti64x4_epi64(a[0][j], 1);

@@ -4,7 +4,17 @@
 #include "tfs_common.h"
 
 #if TFS_X86
+#include <cpuid.h>
+
 #include "tfs_gsfc_x86.h"
+
+/* The manifest's probe: CPUID.(EAX=7, ECX=1):EAX bit 4 (not every compiler's
+ * __builtin_cpu_supports knows "avxvnni"). The OS's ymm state is covered by the parent (AVX2). */
+int tfs_x86_has_avx_vnni(void) {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+  return (int)((a >> 4) & 1u);
+}
 
 #define TFS_AVX_VNNI __attribute__((target("avxvnni,avx2,fma")))
 #define TFS_VNNI256_TARGET TFS_AVX_VNNI
@@ -16,4 +26,6 @@ TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g4, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8,
 TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g8, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 8)
 TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g16, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 16)
 
+#else
+int tfs_x86_has_avx_vnni(void) { return 0; }
 #endif /* TFS_X86 */
