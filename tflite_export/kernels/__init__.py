@@ -70,10 +70,6 @@ class KernelInfo(NamedTuple):
     packed: bool  # runs on tfs_gsfc_pack's copy (else on the validated layer)
     name: str     # the C function
 
-    @property
-    def id(self) -> str:
-        return self.name
-
 
 _LIB = None
 
@@ -173,8 +169,7 @@ def impl_features(impl: str) -> str:
 def kernel_table() -> List[KernelInfo]:
     """Every kernel of the C manifest, in its order (the first match wins in dispatch)."""
     lib = library()
-    names = {c: lib.tfs_impl_name(c).decode() for c in range(1, _IMPL_LIMIT)
-             if lib.tfs_impl_name(c) is not None}
+    names = {c: n for n, c in impls().items()}
     out = []
     for i in range(lib.tfs_kernel_count()):
         k = lib.tfs_kernel_at(i).contents
