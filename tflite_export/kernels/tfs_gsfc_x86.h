@@ -231,7 +231,17 @@ TFS_AVX2 static inline __attribute__((always_inline)) __m256i tfs_x86_u8_chunks(
     }                                                                                           \
   }
 
-#define TFS_X86_I8_KERNEL(NAME, TARGET, XT, PREP, BLK, BIAS, G)                                 \
+/* Blocks b and b + 1 (both present) of one batch row: two 8-lane epilogues. */
+TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_i8_x2(
+    const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b, __m256i s0, __m256i s1,
+    const int8_t* xb, int8_t* yb) {
+  tfs_x86_finish_i8(L, P, b, s0, xb, yb);
+  tfs_x86_finish_i8(L, P, b + 1, s1, xb, yb);
+}
+
+/* int8: blocks go in pairs, so that an instruction set with 16-lane vectors can finish two
+ * blocks at once (FINISH2: tfs_x86_finish_i8_x2 or a wider one); an odd last block alone. */
+#define TFS_X86_I8_KERNEL(NAME, TARGET, XT, PREP, BLK, BIAS, FINISH2, G)                        \
   TARGET void NAME(const void* layer, const void* packed, const void* x_, void* y_,             \
                    int32_t batch, void* ws) {                                                   \
     const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                     \
@@ -240,10 +250,25 @@ TFS_AVX2 static inline __attribute__((always_inline)) __m256i tfs_x86_u8_chunks(
     const int8_t* wbase = (const int8_t*)P->w;                                                  \
     XT* xk = (XT*)ws;                                                                           \
     PREP(L, x, xk, (size_t)batch * (size_t)L->in);                                              \
-    for (int32_t b = 0; b < P->n_blocks; ++b) {                                                 \
+    int32_t b = 0;                                                                              \
+    for (; b + 2 <= P->n_blocks; b += 2) {                                                      \
+      const int64_t e0 = P->blk_off[b], e1 = P->blk_off[b + 1];                                 \
+      const int32_t steps0 = (int32_t)((e1 - e0) / 8);                                          \
+      const int32_t steps1 = (int32_t)((P->blk_off[b + 2] - e1) / 8);                           \
+      const __m256i bias0 = _mm256_loadu_si256((const __m256i*)(const void*)((BIAS) + 8 * b));  \
+      const __m256i bias1 = _mm256_loadu_si256((const __m256i*)(const void*)((BIAS) + 8 * b + 8)); \
+      for (int32_t bi = 0; bi < batch; ++bi) {                                                  \
+        const XT* xr = xk + (size_t)bi * L->in;                                                 \
+        const __m256i s0 = BLK(xr, P->col + e0, wbase + e0 * (G), steps0, G);                   \
+        const __m256i s1 = BLK(xr, P->col + e1, wbase + e1 * (G), steps1, G);                   \
+        FINISH2(L, P, b, _mm256_add_epi32(s0, bias0), _mm256_add_epi32(s1, bias1),              \
+                x + (size_t)bi * L->in, (int8_t*)y_ + (size_t)bi * L->out);                     \
+      }                                                                                         \
+    }                                                                                           \
+    if (b < P->n_blocks) {                                                                      \
       const int64_t e0 = P->blk_off[b];                                                         \
       const int32_t steps = (int32_t)((P->blk_off[b + 1] - e0) / 8);                            \
-      const __m256i bias = _mm256_loadu_si256((const __m256i*)(const void*)((BIAS) + 8 * b));\
+      const __m256i bias = _mm256_loadu_si256((const __m256i*)(const void*)((BIAS) + 8 * b));   \
       for (int32_t bi = 0; bi < batch; ++bi) {                                                  \
         const __m256i s = BLK(xk + (size_t)bi * L->in, P->col + e0, wbase + e0 * (G), steps, G); \
         tfs_x86_finish_i8(L, P, b, _mm256_add_epi32(s, bias), x + (size_t)bi * L->in,          \

@@ -118,7 +118,7 @@ TFS_AVX2 static void widen_i16(const tfs_gsfc_layer* L, const int8_t* x, int16_t
 #define TFS_BIAS_I32 ((const int32_t*)P->bias)
 #define TFS_AVX2_KERNELS(G)                                                                    \
   TFS_X86_F32_KERNEL(tfs_gsfc_avx2_f32_g##G, TFS_AVX2, blk_f32, G)                           \
-  TFS_X86_I8_KERNEL(tfs_gsfc_avx2_i8_g##G, TFS_AVX2, int16_t, widen_i16, blk_i8, TFS_BIAS_I32, G)
+  TFS_X86_I8_KERNEL(tfs_gsfc_avx2_i8_g##G, TFS_AVX2, int16_t, widen_i16, blk_i8, TFS_BIAS_I32, tfs_x86_finish_i8_x2, G)
 TFS_AVX2_KERNELS(1)
 TFS_AVX2_KERNELS(2)
 TFS_AVX2_KERNELS(4)

@@ -146,15 +146,45 @@ TFS_AVX512_VNNI TFS_INLINE __m256i blk_vnni(const uint8_t* xu, const uint16_t* c
   return tfs_x86_reduce_epi32(h, 2 * n_vec);
 }
 
+/* Blocks b and b + 1 of one batch row finished together: the fp32 requantization of 16 rows in
+ * 512-bit vectors (rounding to nearest even embedded in the conversion, independent of MXCSR)
+ * and vpmovdb's 16 bytes; ragged tails and the fixed-point flavour as in tfs_x86_finish_i8. */
+TFS_AVX512 TFS_INLINE void finish_i8_x2(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
+                                        int32_t b, __m256i s0, __m256i s1, const int8_t* xb,
+                                        int8_t* yb) {
+  if (L->requant != TFS_REQUANT_FP32 || L->in_full != L->in) {
+    tfs_x86_finish_i8_x2(L, P, b, s0, s1, xb, yb);
+    return;
+  }
+  const __m512i s = _mm512_inserti64x4(_mm512_castsi256_si512(s0), s1, 1);
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_loadu_ps(P->scale + 8 * b));
+  f = _mm512_max_ps(f, _mm512_set1_ps((float)(L->act_min - L->out_zp)));
+  f = _mm512_min_ps(f, _mm512_set1_ps((float)(L->act_max - L->out_zp)));
+  const __m512i q = _mm512_add_epi32(_mm512_cvt_roundps_epi32(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                     _mm512_set1_epi32(L->out_zp));
+  const __m128i bytes = _mm512_cvtepi32_epi8(q); /* in [act_min, act_max]: no truncation */
+  const int32_t* perm = P->perm + 8 * b;
+  uint64_t v[2];
+  v[0] = (uint64_t)_mm_cvtsi128_si64(bytes);
+  v[1] = (uint64_t)_mm_extract_epi64(bytes, 1);
+  if (perm[15] >= 0) { /* no padding slot (they are the last slots of the last block) */
+    TFS_UNROLL
+    for (int i = 0; i < 16; ++i) yb[perm[i]] = (int8_t)(uint8_t)(v[i / 8] >> (8 * (i % 8)));
+  } else {
+    for (int i = 0; i < 16; ++i)
+      if (perm[i] >= 0) yb[perm[i]] = (int8_t)(uint8_t)(v[i / 8] >> (8 * (i % 8)));
+  }
+}
+
 #define TFS_BIAS_I32 ((const int32_t*)P->bias)
 TFS_X86_F32_KERNEL(tfs_gsfc_avx512_f32_g1, TFS_AVX512, blk_f32, 1)
 TFS_X86_F32_KERNEL(tfs_gsfc_avx512_f32_g2, TFS_AVX512, blk_f32, 2)
 TFS_X86_F32_KERNEL(tfs_gsfc_avx512_f32_g4, TFS_AVX512, blk_f32, 4)
 TFS_X86_F32_KERNEL(tfs_gsfc_avx512_f32_g8, TFS_AVX512, blk_f32, 8)
 TFS_X86_F32_KERNEL(tfs_gsfc_avx512_f32_g16, TFS_AVX512, blk_f32, 16)
-TFS_X86_I8_KERNEL(tfs_gsfc_avx512_i8_g16, TFS_AVX512, int16_t, widen_i16, blk_i16_g16, TFS_BIAS_I32, 16)
-TFS_X86_I8_KERNEL(tfs_gsfc_avx512_vnni_i8_g4, TFS_AVX512_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 4)
-TFS_X86_I8_KERNEL(tfs_gsfc_avx512_vnni_i8_g8, TFS_AVX512_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 8)
-TFS_X86_I8_KERNEL(tfs_gsfc_avx512_vnni_i8_g16, TFS_AVX512_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 16)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx512_i8_g16, TFS_AVX512, int16_t, widen_i16, blk_i16_g16, TFS_BIAS_I32, finish_i8_x2, 16)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx512_vnni_i8_g4, TFS_AVX512_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, finish_i8_x2, 4)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx512_vnni_i8_g8, TFS_AVX512_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, finish_i8_x2, 8)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx512_vnni_i8_g16, TFS_AVX512_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, finish_i8_x2, 16)
 
 #endif /* TFS_X86 */

@@ -22,9 +22,9 @@ int tfs_x86_has_avx_vnni(void) {
 #define TFS_VNNI256_BLK blk_vnni
 #include "tfs_gsfc_x86_vnni256.h"
 
-TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g4, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 4)
-TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g8, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 8)
-TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g16, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, 16)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g4, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, tfs_x86_finish_i8_x2, 4)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g8, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, tfs_x86_finish_i8_x2, 8)
+TFS_X86_I8_KERNEL(tfs_gsfc_avx_vnni_i8_g16, TFS_AVX_VNNI, uint8_t, tfs_x86_to_u8, blk_vnni, P->bias_u8, tfs_x86_finish_i8_x2, 16)
 
 #else
 int tfs_x86_has_avx_vnni(void) { return 0; }
