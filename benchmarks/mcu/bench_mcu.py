@@ -213,7 +213,7 @@ def main(argv=None):
     t0 = time.time()
     ensure_packages()
     if not os.path.isfile(args.model):
-        sys.exit(f"error: {args.model} missing: run `python -m tfscalpel.main` first")
+        sys.exit(f"error: {args.model} missing: run `python -m tfscalpel_jobs.main` first")
     from tfscalpel import datasets
 
     dataset = args.dataset
