@@ -1,0 +1,371 @@
+/* TFS_GROUP_SPARSE_FC on AArch64 Advanced SIMD: float32 FMLA, int8 SMLAL and int8 SDOT kernels.
+ * API and contracts in tfs_gsfc_neon.h; the format in tflite_export/FORMAT.md.
+ *
+ * Layout of the compute (all three): rows outer, batch inner (a row's weights are re-read from L1
+ * for each batch row). A row's full groups are accumulated in four independent vector
+ * accumulators (FMLA / SMLAL / SDOT latency is 2-4 cycles at up to 2 per cycle on big cores, so
+ * one chain would stall), then reduced; the ragged tail group (always the row's last, at column
+ * in_full) runs in scalar code so no load reaches past x[b, in - 1]. Each kernel body is one
+ * always-inline template on the constants G (group size) and CB (col_idx bytes), instantiated
+ * per (G, CB): the group index width is chosen once per layer, never per group.
+ *
+ * The x load of a group is one instruction: `ldr q, [x, idx, lsl #4]` (float32 g = 4, int8
+ * g = 16) or an add + load; weights are read sequentially (groups are stored in row order).
+ */
+#include "tfs_gsfc_neon.h"
+
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+#include <string.h>
+
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20) /* Linux arch/arm64 uapi hwcap.h */
+#endif
+#endif
+
+#define TFS_INLINE static inline __attribute__((always_inline))
+/* The SDOT kernels are compiled for ARMv8.2-A + dotprod per function, so this file builds with
+ * plain -march=armv8-a and the probe below decides at run time. GCC's arm_neon.h declares
+ * vdotq_s32 for such functions; clang 14's declares it only when the whole file targets
+ * dotprod, so there the one instruction is written as inline assembly. */
+#if defined(__clang__)
+#define TFS_DOTPROD __attribute__((target("dotprod")))
+/* sdot v0.4s, v1.16b, v2.16b by its encoding (clang 14's assembler knows no dotprod switch). */
+TFS_DOTPROD static inline __attribute__((always_inline)) int32x4_t tfs_sdot(int32x4_t acc, int8x16_t a,
+                                                                             int8x16_t b) {
+  register int32x4_t v0 __asm__("v0") = acc;
+  register int8x16_t v1 __asm__("v1") = a;
+  register int8x16_t v2 __asm__("v2") = b;
+  __asm__(".inst 0x4e829420" : "+w"(v0) : "w"(v1), "w"(v2));
+  return v0;
+}
+#else
+#define TFS_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#define tfs_sdot vdotq_s32
+#endif
+
+int tfs_gsfc_neon_has_dotprod(void) {
+#if defined(__linux__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__ARM_FEATURE_DOTPROD)
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared pieces                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Group index (column / g) of stored group k; CB = bytes per index (1 or 2), a constant. */
+TFS_INLINE size_t gidx(const void* col, int32_t k, const int CB) {
+  return CB == 1 ? (size_t)((const uint8_t*)col)[k] : (size_t)((const uint16_t*)col)[k];
+}
+
+/* End of the row's full groups: the last group is ragged iff in % g != 0 and it starts at
+ * in_full (it is then group in_full / g, the highest index, so always the row's last). */
+TFS_INLINE int32_t full_end(const tfs_gsfc_layer* L, int32_t k0, int32_t k1, const int G,
+                            const int CB) {
+  return (k1 > k0 && L->in_full != L->in && (int32_t)gidx(L->col_idx, k1 - 1, CB) * G >= L->in_full)
+             ? k1 - 1
+             : k1;
+}
+
+TFS_INLINE int32_t ld32(const void* p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* int32 accumulators (bias included) of output rows r0 .. r0 + nr - 1 -> y[r0 ..]: exactly
+ * tfs_requant_i8 (the portable kernel's requantization). The float32 flavour runs four rows at a
+ * time in NEON with the same operations: SCVTF and FMUL round to nearest like the C conversion
+ * and product, FMAX/FMIN clamp like the C comparisons (no NaN can occur: scale is finite), and
+ * FCVTNS rounds half to even like tfs_round_half_even. */
+TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, const int32_t* acc,
+                         int8_t* y) {
+  if (nr == 4 && L->requant == TFS_REQUANT_FP32) {
+    float32x4_t f = vmulq_f32(vcvtq_f32_s32(vld1q_s32(acc)), vld1q_f32(L->scale + r0));
+    f = vmaxq_f32(f, vdupq_n_f32((float)(L->act_min - L->out_zp)));
+    f = vminq_f32(f, vdupq_n_f32((float)(L->act_max - L->out_zp)));
+    const int16x4_t h = vmovn_s32(vaddq_s32(vcvtnq_s32_f32(f), vdupq_n_s32(L->out_zp)));
+    const int32_t packed = vget_lane_s32(vreinterpret_s32_s8(vmovn_s16(vcombine_s16(h, h))), 0);
+    memcpy(y + r0, &packed, 4); /* every value is in [act_min, act_max], so the narrowing is exact */
+    return;
+  }
+  for (int32_t i = 0; i < nr; ++i)
+    y[r0 + i] = tfs_requant_i8(acc[i], L->requant, L->multiplier[r0 + i], L->shift[r0 + i],
+                               L->scale[r0 + i], L->out_zp, L->act_min, L->act_max);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* float32: FMLA                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..]: G / 4 FMLAs per group, four
+ * accumulators, 16 / G groups (at least one) per step. */
+TFS_INLINE float32x4_t dot_f32(const float* x, const void* col, const float* w, int32_t k0,
+                               int32_t k1, const int G, const int CB) {
+  const int V = G / 4, U = G >= 16 ? 1 : 16 / G;
+  float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+  int32_t k = k0;
+  for (; k + U <= k1; k += U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const float* xp = x + gidx(col, k + u, CB) * G;
+      const float* wp = w + (size_t)(k + u) * G;
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v)
+        a[(u * V + v) & 3] = vfmaq_f32(a[(u * V + v) & 3], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
+    }
+  }
+  for (; k < k1; ++k) {
+    const float* xp = x + gidx(col, k, CB) * G;
+    const float* wp = w + (size_t)k * G;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) a[v & 3] = vfmaq_f32(a[v & 3], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
+  }
+  return vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]));
+}
+
+TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch,
+                        const int G, const int CB) {
+  const float* vals = (const float*)L->values;
+  const float* bias = (const float*)L->bias;
+  const int32_t in = L->in, out = L->out;
+  for (int32_t r = 0; r < out; ++r) {
+    const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1], kf = full_end(L, k0, k1, G, CB);
+    for (int32_t b = 0; b < batch; ++b) {
+      const float* xb = x + (size_t)b * in;
+      float s = vaddvq_f32(dot_f32(xb, L->col_idx, vals, k0, kf, G, CB));
+      if (kf != k1) { /* ragged tail: only the in - c columns that exist */
+        const int32_t c = (int32_t)gidx(L->col_idx, kf, CB) * G;
+        const float* w = vals + (size_t)kf * G;
+        for (int32_t j = 0; j < in - c; ++j) s += w[j] * xb[c + j];
+      }
+      y[(size_t)b * out + r] = tfs_act_f32(s + bias[r], L->activation);
+    }
+  }
+}
+
+#define TFS_NEON_F32(G)                                                                         \
+  int tfs_gsfc_neon_f32_g##G(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch) { \
+    if (L->g != G) return TFS_ERR_INVALID;                                                      \
+    if (L->col_bytes == 1) run_f32(L, x, y, batch, G, 1);                                        \
+    else run_f32(L, x, y, batch, G, 2);                                                          \
+    return TFS_OK;                                                                               \
+  }
+TFS_NEON_F32(4)
+TFS_NEON_F32(8)
+TFS_NEON_F32(16)
+
+/* ------------------------------------------------------------------------------------------ */
+/* int8 on any AArch64 core: SMLAL on x - input_zp widened to int16 (as the portable kernel)  */
+/* ------------------------------------------------------------------------------------------ */
+
+static void widen_i8(const int8_t* x, int16_t* xs, size_t n, int32_t zp) {
+  const int16x8_t z = vdupq_n_s16((int16_t)zp);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const int8x16_t v = vld1q_s8(x + i);
+    vst1q_s16(xs + i, vsubq_s16(vmovl_s8(vget_low_s8(v)), z));
+    vst1q_s16(xs + i + 8, vsubq_s16(vmovl_high_s8(v), z));
+  }
+  for (; i < n; ++i) xs[i] = (int16_t)(x[i] - zp);
+}
+
+/* 4 int8 weights (one g = 4 group) sign-extended to int16. */
+TFS_INLINE int16x4_t load_w4_s16(const int8_t* w) {
+  return vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(ld32(w)))));
+}
+
+/* Sum over full groups k0 .. k1-1 of w_k . xs[col_k * G ..] in four int32x4 accumulators
+ * (products |w * xs| <= 128 * 255; the lanes wrap modulo 2^32 like the portable sum). */
+TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t* w, int32_t k0,
+                               int32_t k1, const int G, const int CB) {
+  int32x4_t a[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+  int32_t k = k0;
+  if (G == 4) {
+    /* Four groups per step: one 16-byte weight load, two pairs of x quads. */
+    for (; k + 4 <= k1; k += 4) {
+      const int8x16_t wv = vld1q_s8(w + (size_t)k * 4);
+      const int16x8_t w01 = vmovl_s8(vget_low_s8(wv)), w23 = vmovl_high_s8(wv);
+      const int16x8_t x01 = vcombine_s16(vld1_s16(xs + gidx(col, k, CB) * 4), vld1_s16(xs + gidx(col, k + 1, CB) * 4));
+      const int16x8_t x23 = vcombine_s16(vld1_s16(xs + gidx(col, k + 2, CB) * 4), vld1_s16(xs + gidx(col, k + 3, CB) * 4));
+      a[0] = vmlal_s16(a[0], vget_low_s16(w01), vget_low_s16(x01));
+      a[1] = vmlal_high_s16(a[1], w01, x01);
+      a[2] = vmlal_s16(a[2], vget_low_s16(w23), vget_low_s16(x23));
+      a[3] = vmlal_high_s16(a[3], w23, x23);
+    }
+    for (; k < k1; ++k) a[0] = vmlal_s16(a[0], load_w4_s16(w + (size_t)k * 4), vld1_s16(xs + gidx(col, k, CB) * 4));
+  } else {
+    /* G / 8 chunks of 8 per group, two SMLALs each; 16 / G groups per step. */
+    const int C = G / 8, U = G >= 16 ? 1 : 16 / G;
+    for (; k + U <= k1; k += U) {
+#pragma GCC unroll 2
+      for (int u = 0; u < U; ++u) {
+        const int16_t* xp = xs + gidx(col, k + u, CB) * G;
+        const int8_t* wp = w + (size_t)(k + u) * G;
+#pragma GCC unroll 2
+        for (int c = 0; c < C; ++c) {
+          const int16x8_t wc = vmovl_s8(vld1_s8(wp + 8 * c)), xc = vld1q_s16(xp + 8 * c);
+          const int j = 2 * (u * C + c);
+          a[j & 3] = vmlal_s16(a[j & 3], vget_low_s16(wc), vget_low_s16(xc));
+          a[(j + 1) & 3] = vmlal_high_s16(a[(j + 1) & 3], wc, xc);
+        }
+      }
+    }
+    for (; k < k1; ++k) { /* G = 8 only: one leftover group */
+      const int16x8_t wc = vmovl_s8(vld1_s8(w + (size_t)k * G)), xc = vld1q_s16(xs + gidx(col, k, CB) * G);
+      a[0] = vmlal_s16(a[0], vget_low_s16(wc), vget_low_s16(xc));
+      a[1] = vmlal_high_s16(a[1], wc, xc);
+    }
+  }
+  return vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3]));
+}
+
+TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,
+                             void* workspace, const int G, const int CB) {
+  const int8_t* vals = (const int8_t*)L->values;
+  const int32_t* bias = (const int32_t*)L->bias;
+  const int32_t in = L->in, out = L->out;
+  int16_t* xs = (int16_t*)workspace;
+  widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
+  for (int32_t r0 = 0; r0 < out; r0 += 4) {
+    const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+    for (int32_t b = 0; b < batch; ++b) {
+      const int16_t* xb = xs + (size_t)b * in;
+      int32_t acc[4];
+      for (int32_t i = 0; i < nr; ++i) {
+        const int32_t r = r0 + i, k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];
+        const int32_t kf = full_end(L, k0, k1, G, CB);
+        uint32_t s = (uint32_t)bias[r] + (uint32_t)vaddvq_s32(dot_smlal(xb, L->col_idx, vals, k0, kf, G, CB));
+        if (kf != k1) {
+          const int32_t c = (int32_t)gidx(L->col_idx, kf, CB) * G;
+          const int8_t* w = vals + (size_t)kf * G;
+          for (int32_t j = 0; j < in - c; ++j) s += (uint32_t)((int32_t)w[j] * xb[c + j]);
+        }
+        acc[i] = (int32_t)s;
+      }
+      store_i8(L, r0, nr, acc, y + (size_t)b * out);
+    }
+  }
+}
+
+#define TFS_NEON_I8(NAME, RUN, G, ATTR)                                                          \
+  ATTR int NAME(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,              \
+                void* workspace) {                                                               \
+    if (L->g != G) return TFS_ERR_INVALID;                                                       \
+    if (L->col_bytes == 1) RUN(L, x, y, batch, workspace, G, 1);                                 \
+    else RUN(L, x, y, batch, workspace, G, 2);                                                   \
+    return TFS_OK;                                                                               \
+  }
+TFS_NEON_I8(tfs_gsfc_neon_i8_g4, run_i8_smlal, 4, )
+TFS_NEON_I8(tfs_gsfc_neon_i8_g8, run_i8_smlal, 8, )
+TFS_NEON_I8(tfs_gsfc_neon_i8_g16, run_i8_smlal, 16, )
+
+/* ------------------------------------------------------------------------------------------ */
+/* int8 with the dot-product extension: SDOT on the raw int8 x                                */
+/* ------------------------------------------------------------------------------------------ */
+/* sum w * (x - zp) = sum w * x - zp * sum w, exactly, modulo 2^32: SDOT multiplies the raw
+ * bytes, and a second SDOT against ones sums the row's weights (only if zp != 0, and only in the
+ * first batch row; the sum is kept for the others). A 16-byte vector holds 16 / G groups. */
+
+/* The x bytes of groups k .. k + n - 1 (n <= 16 / G), one group per 16 / (16 / G) lanes; lanes
+ * of missing groups are 0. */
+TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const void* col, int32_t k, int32_t n,
+                                         const int G, const int CB) {
+  if (G == 16) return vld1q_s8(x + gidx(col, k, CB) * 16);
+  if (G == 8)
+    return vcombine_s8(vld1_s8(x + gidx(col, k, CB) * 8),
+                       n > 1 ? vld1_s8(x + gidx(col, k + 1, CB) * 8) : vdup_n_s8(0));
+  int32x4_t v = vdupq_n_s32(ld32(x + gidx(col, k, CB) * 4));
+  v = vsetq_lane_s32(n > 1 ? ld32(x + gidx(col, k + 1, CB) * 4) : 0, v, 1);
+  v = vsetq_lane_s32(n > 2 ? ld32(x + gidx(col, k + 2, CB) * 4) : 0, v, 2);
+  v = vsetq_lane_s32(n > 3 ? ld32(x + gidx(col, k + 3, CB) * 4) : 0, v, 3);
+  return vreinterpretq_s8_s32(v);
+}
+
+/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..] (raw int8), four vectors per step;
+ * if SUM, also the sum of the weights into *wsum. */
+TFS_DOTPROD TFS_INLINE int32x4_t dot_sdot(const int8_t* x, const void* col, const int8_t* w,
+                                         int32_t k0, int32_t k1, const int G, const int CB,
+                                         const int SUM, int32x4_t* wsum) {
+  const int P = 16 / G; /* groups per vector */
+  const int8x16_t ones = vdupq_n_s8(1);
+  int32x4_t a[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+  int32x4_t s[2] = {vdupq_n_s32(0), vdupq_n_s32(0)};
+  int32_t k = k0;
+  for (; k + 4 * P <= k1; k += 4 * P) {
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      const int8x16_t wv = vld1q_s8(w + (size_t)(k + v * P) * G);
+      a[v] = tfs_sdot(a[v], wv, gather_x(x, col, k + v * P, P, G, CB));
+      if (SUM) s[v & 1] = tfs_sdot(s[v & 1], wv, ones);
+    }
+  }
+  for (; k < k1; k += P) {
+    const int32_t n = k1 - k < P ? k1 - k : P;
+    int8x16_t wv;
+    if (n == P) {
+      wv = vld1q_s8(w + (size_t)k * G);
+    } else { /* the row's last few groups: zero the missing ones' weights */
+      int8_t buf[16] = {0};
+      memcpy(buf, w + (size_t)k * G, (size_t)n * G);
+      wv = vld1q_s8(buf);
+    }
+    a[0] = tfs_sdot(a[0], wv, gather_x(x, col, k, n, G, CB));
+    if (SUM) s[0] = tfs_sdot(s[0], wv, ones);
+  }
+  if (SUM) *wsum = vaddq_s32(s[0], s[1]);
+  return vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3]));
+}
+
+TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y,
+                                        int32_t batch, void* workspace, const int G, const int CB) {
+  (void)workspace;
+  const int8_t* vals = (const int8_t*)L->values;
+  const int32_t* bias = (const int32_t*)L->bias;
+  const int32_t in = L->in, out = L->out, zp = L->in_zp;
+  for (int32_t r0 = 0; r0 < out; r0 += 4) {
+    const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+    uint32_t zp_wsum[4] = {0, 0, 0, 0}; /* zp * (sum of the row's full-group weights) */
+    for (int32_t b = 0; b < batch; ++b) {
+      const int8_t* xb = x + (size_t)b * in;
+      int32_t acc[4];
+      for (int32_t i = 0; i < nr; ++i) {
+        const int32_t r = r0 + i, k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];
+        const int32_t kf = full_end(L, k0, k1, G, CB);
+        int32x4_t d;
+        if (b == 0 && zp != 0) {
+          int32x4_t ws;
+          d = dot_sdot(xb, L->col_idx, vals, k0, kf, G, CB, 1, &ws);
+          zp_wsum[i] = (uint32_t)zp * (uint32_t)vaddvq_s32(ws);
+        } else {
+          d = dot_sdot(xb, L->col_idx, vals, k0, kf, G, CB, 0, NULL);
+        }
+        uint32_t s = (uint32_t)bias[r] + (uint32_t)vaddvq_s32(d) - zp_wsum[i];
+        if (kf != k1) {
+          const int32_t c = (int32_t)gidx(L->col_idx, kf, CB) * G;
+          const int8_t* w = vals + (size_t)kf * G;
+          for (int32_t j = 0; j < in - c; ++j) s += (uint32_t)((int32_t)w[j] * (xb[c + j] - zp));
+        }
+        acc[i] = (int32_t)s;
+      }
+      store_i8(L, r0, nr, acc, y + (size_t)b * out);
+    }
+  }
+}
+
+TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g4, run_i8_sdot, 4, TFS_DOTPROD)
+TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g8, run_i8_sdot, 8, TFS_DOTPROD)
+TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g16, run_i8_sdot, 16, TFS_DOTPROD)
+
+#else
+/* Not AArch64: nothing to compile (ISO C forbids an empty translation unit). */
+typedef int tfs_gsfc_neon_unused;
+#endif /* __aarch64__ */
