@@ -1,0 +1,82 @@
+"""AArch64 Linux programs built and run on an x86 host: Debian's cross GCC and QEMU user mode.
+
+Shared by the NEON kernel tests (tests/test_neon_qemu.py) and the Cortex-A benchmark
+(bench_cortex_a.py here). `ensure_packages` installs the Debian packages the way setup.sh does
+(scripts/debian_packages.sh); `kernel_sources` is the C kernel core as setup.py builds it, minus
+the LiteRT adapters; `compile_program` cross-compiles; `run` runs a binary under qemu-aarch64
+with a chosen CPU model (`max` has the dot-product extension, `cortex-a72` has not).
+"""
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+KERNELS = os.path.join(ROOT, "tflite_export", "kernels")
+PACKAGES = ("gcc-aarch64-linux-gnu", "qemu-user", "libc6-dev-arm64-cross")
+CC = "aarch64-linux-gnu-gcc"
+QEMU = "qemu-aarch64"
+SYSROOT = "/usr/aarch64-linux-gnu"  # the dynamic loader and libc of libc6-arm64-cross
+# Plain ARMv8.0-A: the SDOT kernels carry their own per-function target, as on a real build.
+CFLAGS = ("-std=c11", "-D_POSIX_C_SOURCE=200112L", "-O2", "-march=armv8-a", "-Wall", "-Wextra",
+          "-Werror")
+NEON_SOURCE = "tfs_gsfc_neon.c"
+
+
+class ToolchainError(RuntimeError):
+    """The cross compiler or QEMU is missing and could not be installed."""
+
+
+def ensure_packages() -> None:
+    """Install the cross compiler and QEMU user mode through scripts/debian_packages.sh unless
+    both are on PATH; raises ToolchainError (with apt's output) if that fails."""
+    if shutil.which(CC) and shutil.which(QEMU):
+        return
+    script = os.path.join(ROOT, "scripts", "debian_packages.sh")
+    run = subprocess.run([script, *PACKAGES], capture_output=True, text=True)
+    if run.returncode != 0 or not (shutil.which(CC) and shutil.which(QEMU)):
+        raise ToolchainError(
+            f"{CC} / {QEMU} missing and `scripts/debian_packages.sh {' '.join(PACKAGES)}` failed "
+            f"(exit {run.returncode}); install those Debian packages (scripts/setup.sh does):\n"
+            f"{run.stdout[-2000:]}{run.stderr[-2000:]}")
+
+
+def kernel_sources() -> list[str]:
+    """Paths of the kernel core's C files: setup.py's extension sources under
+    tflite_export/kernels minus the LiteRT adapters (which need LiteRT's headers), plus the NEON
+    kernels (listed there once the aarch64 build takes them)."""
+    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "sources":
+            names += [elt.value for elt in node.value.elts
+                      if isinstance(elt, ast.Constant) and isinstance(elt.value, str)]
+    files = [os.path.basename(n) for n in names if n.startswith("tflite_export/kernels/")
+             and n.endswith(".c") and "litert" not in os.path.basename(n)]
+    if NEON_SOURCE not in files:
+        files.append(NEON_SOURCE)
+    return [os.path.join(KERNELS, f) for f in files]
+
+
+def compile_program(sources, binary, extra_flags=()) -> str:
+    """Cross-compile C `sources` (with the kernel core) into `binary`; raises RuntimeError with
+    the compiler's message on failure."""
+    cmd = [CC, *CFLAGS, *extra_flags, *map(str, sources), *kernel_sources(), "-lm", "-o", str(binary)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"cross-compiling {binary} failed:\n{' '.join(cmd)}\n{run.stderr}")
+    return str(binary)
+
+
+def run(binary, args=(), cpu="max", plugin=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run an AArch64 binary under qemu-aarch64 `-cpu cpu` (optionally with a TCG plugin:
+    "path.so,arg=value,..."); returns the completed process (stdout/stderr as text)."""
+    cmd = [QEMU, "-L", SYSROOT, "-cpu", cpu]
+    if plugin:
+        cmd += ["-plugin", plugin]
+    return subprocess.run([*cmd, str(binary), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
