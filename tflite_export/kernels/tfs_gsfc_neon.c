@@ -1,13 +1,17 @@
 /* TFS_GROUP_SPARSE_FC on AArch64 Advanced SIMD: float32 FMLA, int8 SMLAL and int8 SDOT kernels.
  * API and contracts in tfs_gsfc_neon.h; the format in tflite_export/FORMAT.md.
  *
- * Layout of the compute (all three): rows outer, batch inner (a row's weights are re-read from L1
- * for each batch row). A row's full groups are accumulated in four independent vector
- * accumulators (FMLA / SMLAL / SDOT latency is 2-4 cycles at up to 2 per cycle on big cores, so
- * one chain would stall), then reduced; the ragged tail group (always the row's last, at column
- * in_full) runs in scalar code so no load reaches past x[b, in - 1]. Each kernel body is one
- * always-inline template on the constants G (group size) and CB (col_idx bytes), instantiated
- * per (G, CB): the group index width is chosen once per layer, never per group.
+ * Layout of the compute (all three): blocks of 4 output rows outer, batch inner (a block's weights
+ * are re-read from L1 for each batch row). Each row's full groups are accumulated in independent
+ * vector accumulators (FMLA / SMLAL / SDOT latency is 2-4 cycles at up to 2 per cycle on big
+ * cores, so one chain would stall); the block's 4 row vectors are reduced with two pairwise adds
+ * into one vector of 4 row sums, and bias, activation / requantization and the store run on that
+ * vector: at 90 % sparsity a row has only a few groups, so per-row work decides the speed. The
+ * ragged tail group (always the row's last, at column in_full) runs in scalar code so no load
+ * reaches past x[b, in - 1]. Each kernel body is one always-inline template on the constants G
+ * (group size) and CB (col_idx bytes), instantiated per (G, CB): the group index width is chosen
+ * once per layer, never per group. Layer fields used in the loops are copied to locals (stores
+ * through the int8 output may alias anything, so the compiler would reload them per row).
  *
  * The x load of a group is one instruction: `ldr q, [x, idx, lsl #4]` (float32 g = 4, int8
  * g = 16) or an add + load; weights are read sequentially (groups are stored in row order).
@@ -66,13 +70,31 @@ TFS_INLINE size_t gidx(const void* col, int32_t k, const int CB) {
   return CB == 1 ? (size_t)((const uint8_t*)col)[k] : (size_t)((const uint16_t*)col)[k];
 }
 
-/* End of the row's full groups: the last group is ragged iff in % g != 0 and it starts at
- * in_full (it is then group in_full / g, the highest index, so always the row's last). */
-TFS_INLINE int32_t full_end(const tfs_gsfc_layer* L, int32_t k0, int32_t k1, const int G,
-                            const int CB) {
-  return (k1 > k0 && L->in_full != L->in && (int32_t)gidx(L->col_idx, k1 - 1, CB) * G >= L->in_full)
-             ? k1 - 1
-             : k1;
+/* End of row's full groups [k0, kf): its last group is ragged (the scalar tail) iff it is group
+ * `last` (= in_full / g when in % g != 0, else -1; the highest index, so always the row's last). */
+TFS_INLINE int32_t row_kf(const void* col, int32_t k0, int32_t k1, int32_t last, const int CB) {
+  return (last >= 0 && k1 > k0 && (int32_t)gidx(col, k1 - 1, CB) == last) ? k1 - 1 : k1;
+}
+
+/* Groups [k0, k1) of row r0 + i of a block of nr rows (rows past the block's end: empty). */
+#define TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1)                  \
+  const int32_t k0 = (i) < (nr) ? (row_ptr)[(r0) + (i)] : 0;       \
+  const int32_t k1 = (i) < (nr) ? (row_ptr)[(r0) + (i) + 1] : 0
+
+/* Row sums of four accumulators: lane i = sum of a[i]'s lanes (two pairwise adds). */
+TFS_INLINE float32x4_t sum4_f32(const float32x4_t* a) {
+  return vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3]));
+}
+TFS_INLINE int32x4_t sum4_s32(const int32x4_t* a) {
+  return vpaddq_s32(vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3]));
+}
+
+/* 4 values from p[0 .. nr-1] (zeros after). */
+TFS_INLINE int32x4_t load4_s32(const int32_t* p, int32_t nr) {
+  if (nr == 4) return vld1q_s32(p);
+  int32_t t[4] = {0, 0, 0, 0};
+  for (int32_t i = 0; i < nr; ++i) t[i] = p[i];
+  return vld1q_s32(t);
 }
 
 TFS_INLINE int32_t ld32(const void* p) {
@@ -86,10 +108,10 @@ TFS_INLINE int32_t ld32(const void* p) {
  * time in NEON with the same operations: SCVTF and FMUL round to nearest like the C conversion
  * and product, FMAX/FMIN clamp like the C comparisons (no NaN can occur: scale is finite), and
  * FCVTNS rounds half to even like tfs_round_half_even. */
-TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, const int32_t* acc,
+TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, int32x4_t acc,
                          int8_t* y) {
   if (nr == 4 && L->requant == TFS_REQUANT_FP32) {
-    float32x4_t f = vmulq_f32(vcvtq_f32_s32(vld1q_s32(acc)), vld1q_f32(L->scale + r0));
+    float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), vld1q_f32(L->scale + r0));
     f = vmaxq_f32(f, vdupq_n_f32((float)(L->act_min - L->out_zp)));
     f = vminq_f32(f, vdupq_n_f32((float)(L->act_max - L->out_zp)));
     const int16x4_t h = vmovn_s32(vaddq_s32(vcvtnq_s32_f32(f), vdupq_n_s32(L->out_zp)));
@@ -97,8 +119,10 @@ TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, const 
     memcpy(y + r0, &packed, 4); /* every value is in [act_min, act_max], so the narrowing is exact */
     return;
   }
+  int32_t a[4];
+  vst1q_s32(a, acc);
   for (int32_t i = 0; i < nr; ++i)
-    y[r0 + i] = tfs_requant_i8(acc[i], L->requant, L->multiplier[r0 + i], L->shift[r0 + i],
+    y[r0 + i] = tfs_requant_i8(a[i], L->requant, L->multiplier[r0 + i], L->shift[r0 + i],
                                L->scale[r0 + i], L->out_zp, L->act_min, L->act_max);
 }
 
@@ -106,48 +130,83 @@ TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, const 
 /* float32: FMLA                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..]: G / 4 FMLAs per group, four
- * accumulators, 16 / G groups (at least one) per step. */
+/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..]: G / 4 FMLAs per group into at least
+ * two accumulators (g = 4: two groups per step). Short loops on purpose: at 90 % sparsity rows
+ * have a few groups, and the four rows of a block are independent chains for an out-of-order
+ * core. */
 TFS_INLINE float32x4_t dot_f32(const float* x, const void* col, const float* w, int32_t k0,
                                int32_t k1, const int G, const int CB) {
-  const int V = G / 4, U = G >= 16 ? 1 : 16 / G;
+  const int V = G / 4, U = G == 4 ? 2 : 1;
   float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+  const float* wp = w + (size_t)k0 * G;
   int32_t k = k0;
-  for (; k + U <= k1; k += U) {
+  for (; k + U <= k1; k += U, wp += U * G) {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
       const float* xp = x + gidx(col, k + u, CB) * G;
-      const float* wp = w + (size_t)(k + u) * G;
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v)
-        a[(u * V + v) & 3] = vfmaq_f32(a[(u * V + v) & 3], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
+        a[u * V + v] = vfmaq_f32(a[u * V + v], vld1q_f32(wp + u * G + 4 * v), vld1q_f32(xp + 4 * v));
     }
   }
-  for (; k < k1; ++k) {
-    const float* xp = x + gidx(col, k, CB) * G;
-    const float* wp = w + (size_t)k * G;
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) a[v & 3] = vfmaq_f32(a[v & 3], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
-  }
-  return vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]));
+  if (U == 2 && k < k1) a[0] = vfmaq_f32(a[0], vld1q_f32(wp), vld1q_f32(x + gidx(col, k, CB) * G));
+  return V == 4 ? vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])) : vaddq_f32(a[0], a[1]);
+}
+
+/* tfs_act_f32 on 4 lanes; FMAXNM / FMINNM map NaN to 0 under RELU / RELU6 as the C does. */
+TFS_INLINE float32x4_t act4_f32(float32x4_t v, int act) {
+  if (act == TFS_ACT_RELU) return vmaxnmq_f32(v, vdupq_n_f32(0.0f));
+  if (act == TFS_ACT_RELU6) return vminnmq_f32(vmaxnmq_f32(v, vdupq_n_f32(0.0f)), vdupq_n_f32(6.0f));
+  return v;
 }
 
 TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch,
                         const int G, const int CB) {
   const float* vals = (const float*)L->values;
   const float* bias = (const float*)L->bias;
-  const int32_t in = L->in, out = L->out;
-  for (int32_t r = 0; r < out; ++r) {
-    const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1], kf = full_end(L, k0, k1, G, CB);
+  const int32_t* row_ptr = L->row_ptr;
+  const void* col = L->col_idx;
+  const int32_t in = L->in, out = L->out, act = L->activation;
+  const int32_t last = L->in_full != in ? L->in_full / G : -1;
+  for (int32_t r0 = 0; r0 < out; r0 += 4) {
+    const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+    float32x4_t bv;
+    if (nr == 4) {
+      bv = vld1q_f32(bias + r0);
+    } else {
+      float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int32_t i = 0; i < nr; ++i) t[i] = bias[r0 + i];
+      bv = vld1q_f32(t);
+    }
     for (int32_t b = 0; b < batch; ++b) {
       const float* xb = x + (size_t)b * in;
-      float s = vaddvq_f32(dot_f32(xb, L->col_idx, vals, k0, kf, G, CB));
-      if (kf != k1) { /* ragged tail: only the in - c columns that exist */
-        const int32_t c = (int32_t)gidx(L->col_idx, kf, CB) * G;
-        const float* w = vals + (size_t)kf * G;
-        for (int32_t j = 0; j < in - c; ++j) s += w[j] * xb[c + j];
+      float32x4_t d[4];
+#pragma GCC unroll 4
+      for (int32_t i = 0; i < 4; ++i) {
+        TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+        d[i] = dot_f32(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB);
       }
-      y[(size_t)b * out + r] = tfs_act_f32(s + bias[r], L->activation);
+      float32x4_t s = sum4_f32(d);
+      if (last >= 0) { /* ragged tails: only the in - c columns that exist */
+        float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int32_t i = 0; i < nr; ++i) {
+          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+          const int32_t kf = row_kf(col, k0, k1, last, CB), c = last * G;
+          const float* w = vals + (size_t)kf * G;
+          if (kf != k1)
+            for (int32_t j = 0; j < in - c; ++j) t[i] += w[j] * xb[c + j];
+        }
+        s = vaddq_f32(s, vld1q_f32(t));
+      }
+      s = act4_f32(vaddq_f32(s, bv), act);
+      float* yb = y + (size_t)b * out + r0;
+      if (nr == 4) {
+        vst1q_f32(yb, s);
+      } else {
+        float o[4];
+        vst1q_f32(o, s);
+        for (int32_t i = 0; i < nr; ++i) yb[i] = o[i];
+      }
     }
   }
 }
@@ -183,75 +242,71 @@ TFS_INLINE int16x4_t load_w4_s16(const int8_t* w) {
   return vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(ld32(w)))));
 }
 
-/* Sum over full groups k0 .. k1-1 of w_k . xs[col_k * G ..] in four int32x4 accumulators
- * (products |w * xs| <= 128 * 255; the lanes wrap modulo 2^32 like the portable sum). */
+/* Sum over full groups k0 .. k1-1 of w_k . xs[col_k * G ..] (products |w * xs| <= 128 * 255;
+ * the lanes wrap modulo 2^32 like the portable sum): g = 4 two groups per step (one 8-byte weight
+ * load, x quads paired), g = 8 and 16 one group per step, two SMLALs per 8 weights. */
 TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t* w, int32_t k0,
                                int32_t k1, const int G, const int CB) {
   int32x4_t a[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
+  const int8_t* wp = w + (size_t)k0 * G;
   int32_t k = k0;
   if (G == 4) {
-    /* Four groups per step: one 16-byte weight load, two pairs of x quads. */
-    for (; k + 4 <= k1; k += 4) {
-      const int8x16_t wv = vld1q_s8(w + (size_t)k * 4);
-      const int16x8_t w01 = vmovl_s8(vget_low_s8(wv)), w23 = vmovl_high_s8(wv);
-      const int16x8_t x01 = vcombine_s16(vld1_s16(xs + gidx(col, k, CB) * 4), vld1_s16(xs + gidx(col, k + 1, CB) * 4));
-      const int16x8_t x23 = vcombine_s16(vld1_s16(xs + gidx(col, k + 2, CB) * 4), vld1_s16(xs + gidx(col, k + 3, CB) * 4));
-      a[0] = vmlal_s16(a[0], vget_low_s16(w01), vget_low_s16(x01));
-      a[1] = vmlal_high_s16(a[1], w01, x01);
-      a[2] = vmlal_s16(a[2], vget_low_s16(w23), vget_low_s16(x23));
-      a[3] = vmlal_high_s16(a[3], w23, x23);
+    for (; k + 2 <= k1; k += 2, wp += 8) {
+      const int16x8_t wv = vmovl_s8(vld1_s8(wp));
+      const int16x8_t xv = vcombine_s16(vld1_s16(xs + gidx(col, k, CB) * 4), vld1_s16(xs + gidx(col, k + 1, CB) * 4));
+      a[0] = vmlal_s16(a[0], vget_low_s16(wv), vget_low_s16(xv));
+      a[1] = vmlal_high_s16(a[1], wv, xv);
     }
-    for (; k < k1; ++k) a[0] = vmlal_s16(a[0], load_w4_s16(w + (size_t)k * 4), vld1_s16(xs + gidx(col, k, CB) * 4));
-  } else {
-    /* G / 8 chunks of 8 per group, two SMLALs each; 16 / G groups per step. */
-    const int C = G / 8, U = G >= 16 ? 1 : 16 / G;
-    for (; k + U <= k1; k += U) {
+    if (k < k1) a[0] = vmlal_s16(a[0], load_w4_s16(wp), vld1_s16(xs + gidx(col, k, CB) * 4));
+    return vaddq_s32(a[0], a[1]);
+  }
+  const int C = G / 8; /* chunks of 8 per group */
+  for (; k < k1; ++k, wp += G) {
+    const int16_t* xp = xs + gidx(col, k, CB) * G;
 #pragma GCC unroll 2
-      for (int u = 0; u < U; ++u) {
-        const int16_t* xp = xs + gidx(col, k + u, CB) * G;
-        const int8_t* wp = w + (size_t)(k + u) * G;
-#pragma GCC unroll 2
-        for (int c = 0; c < C; ++c) {
-          const int16x8_t wc = vmovl_s8(vld1_s8(wp + 8 * c)), xc = vld1q_s16(xp + 8 * c);
-          const int j = 2 * (u * C + c);
-          a[j & 3] = vmlal_s16(a[j & 3], vget_low_s16(wc), vget_low_s16(xc));
-          a[(j + 1) & 3] = vmlal_high_s16(a[(j + 1) & 3], wc, xc);
-        }
-      }
-    }
-    for (; k < k1; ++k) { /* G = 8 only: one leftover group */
-      const int16x8_t wc = vmovl_s8(vld1_s8(w + (size_t)k * G)), xc = vld1q_s16(xs + gidx(col, k, CB) * G);
-      a[0] = vmlal_s16(a[0], vget_low_s16(wc), vget_low_s16(xc));
-      a[1] = vmlal_high_s16(a[1], wc, xc);
+    for (int c = 0; c < C; ++c) {
+      const int16x8_t wc = vmovl_s8(vld1_s8(wp + 8 * c)), xc = vld1q_s16(xp + 8 * c);
+      a[2 * c] = vmlal_s16(a[2 * c], vget_low_s16(wc), vget_low_s16(xc));
+      a[2 * c + 1] = vmlal_high_s16(a[2 * c + 1], wc, xc);
     }
   }
-  return vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3]));
+  return C == 2 ? vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3])) : vaddq_s32(a[0], a[1]);
 }
 
 TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,
                              void* workspace, const int G, const int CB) {
   const int8_t* vals = (const int8_t*)L->values;
   const int32_t* bias = (const int32_t*)L->bias;
+  const int32_t* row_ptr = L->row_ptr;
+  const void* col = L->col_idx;
   const int32_t in = L->in, out = L->out;
+  const int32_t last = L->in_full != in ? L->in_full / G : -1;
   int16_t* xs = (int16_t*)workspace;
   widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
   for (int32_t r0 = 0; r0 < out; r0 += 4) {
     const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+    const int32x4_t bv = load4_s32(bias + r0, nr);
     for (int32_t b = 0; b < batch; ++b) {
       const int16_t* xb = xs + (size_t)b * in;
-      int32_t acc[4];
-      for (int32_t i = 0; i < nr; ++i) {
-        const int32_t r = r0 + i, k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];
-        const int32_t kf = full_end(L, k0, k1, G, CB);
-        uint32_t s = (uint32_t)bias[r] + (uint32_t)vaddvq_s32(dot_smlal(xb, L->col_idx, vals, k0, kf, G, CB));
-        if (kf != k1) {
-          const int32_t c = (int32_t)gidx(L->col_idx, kf, CB) * G;
-          const int8_t* w = vals + (size_t)kf * G;
-          for (int32_t j = 0; j < in - c; ++j) s += (uint32_t)((int32_t)w[j] * xb[c + j]);
-        }
-        acc[i] = (int32_t)s;
+      int32x4_t d[4];
+#pragma GCC unroll 4
+      for (int32_t i = 0; i < 4; ++i) {
+        TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+        d[i] = dot_smlal(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB);
       }
-      store_i8(L, r0, nr, acc, y + (size_t)b * out);
+      int32x4_t s = vaddq_s32(sum4_s32(d), bv); /* lanes wrap modulo 2^32, as the portable sum */
+      if (last >= 0) {
+        uint32_t t[4] = {0, 0, 0, 0};
+        for (int32_t i = 0; i < nr; ++i) {
+          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+          const int32_t kf = row_kf(col, k0, k1, last, CB), c = last * G;
+          const int8_t* w = vals + (size_t)kf * G;
+          if (kf != k1)
+            for (int32_t j = 0; j < in - c; ++j) t[i] += (uint32_t)((int32_t)w[j] * xb[c + j]);
+        }
+        s = vaddq_s32(s, vreinterpretq_s32_u32(vld1q_u32(t)));
+      }
+      store_i8(L, r0, nr, s, y + (size_t)b * out);
     }
   }
 }
@@ -290,39 +345,32 @@ TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const void* col, int3
   return vreinterpretq_s8_s32(v);
 }
 
-/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..] (raw int8), four vectors per step;
- * if SUM, also the sum of the weights into *wsum. */
+/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..] (raw int8), one vector (16 / G
+ * groups) per step, the row's last partial vector zero-padded; if SUM, also the sum of the
+ * weights into *wsum. */
 TFS_DOTPROD TFS_INLINE int32x4_t dot_sdot(const int8_t* x, const void* col, const int8_t* w,
                                          int32_t k0, int32_t k1, const int G, const int CB,
                                          const int SUM, int32x4_t* wsum) {
   const int P = 16 / G; /* groups per vector */
   const int8x16_t ones = vdupq_n_s8(1);
-  int32x4_t a[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-  int32x4_t s[2] = {vdupq_n_s32(0), vdupq_n_s32(0)};
+  int32x4_t a = vdupq_n_s32(0), s = vdupq_n_s32(0);
+  const int8_t* wp = w + (size_t)k0 * G;
   int32_t k = k0;
-  for (; k + 4 * P <= k1; k += 4 * P) {
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; ++v) {
-      const int8x16_t wv = vld1q_s8(w + (size_t)(k + v * P) * G);
-      a[v] = tfs_sdot(a[v], wv, gather_x(x, col, k + v * P, P, G, CB));
-      if (SUM) s[v & 1] = tfs_sdot(s[v & 1], wv, ones);
-    }
+  for (; k + P <= k1; k += P, wp += 16) {
+    const int8x16_t wv = vld1q_s8(wp);
+    a = tfs_sdot(a, wv, gather_x(x, col, k, P, G, CB));
+    if (SUM) s = tfs_sdot(s, wv, ones);
   }
-  for (; k < k1; k += P) {
-    const int32_t n = k1 - k < P ? k1 - k : P;
-    int8x16_t wv;
-    if (n == P) {
-      wv = vld1q_s8(w + (size_t)k * G);
-    } else { /* the row's last few groups: zero the missing ones' weights */
-      int8_t buf[16] = {0};
-      memcpy(buf, w + (size_t)k * G, (size_t)n * G);
-      wv = vld1q_s8(buf);
-    }
-    a[0] = tfs_sdot(a[0], wv, gather_x(x, col, k, n, G, CB));
-    if (SUM) s[0] = tfs_sdot(s[0], wv, ones);
+  if (P > 1 && k < k1) { /* the row's last few groups: zero the missing ones' weights */
+    const int32_t n = k1 - k;
+    int8_t buf[16] = {0};
+    memcpy(buf, wp, (size_t)n * G);
+    const int8x16_t wv = vld1q_s8(buf);
+    a = tfs_sdot(a, wv, gather_x(x, col, k, n, G, CB));
+    if (SUM) s = tfs_sdot(s, wv, ones);
   }
-  if (SUM) *wsum = vaddq_s32(s[0], s[1]);
-  return vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3]));
+  if (SUM) *wsum = s;
+  return a;
 }
 
 TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y,
@@ -330,33 +378,46 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
   (void)workspace;
   const int8_t* vals = (const int8_t*)L->values;
   const int32_t* bias = (const int32_t*)L->bias;
+  const int32_t* row_ptr = L->row_ptr;
+  const void* col = L->col_idx;
   const int32_t in = L->in, out = L->out, zp = L->in_zp;
+  const int32_t last = L->in_full != in ? L->in_full / G : -1;
   for (int32_t r0 = 0; r0 < out; r0 += 4) {
     const int32_t nr = out - r0 < 4 ? out - r0 : 4;
-    uint32_t zp_wsum[4] = {0, 0, 0, 0}; /* zp * (sum of the row's full-group weights) */
+    int32x4_t bv = load4_s32(bias + r0, nr);
     for (int32_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + (size_t)b * in;
-      int32_t acc[4];
-      for (int32_t i = 0; i < nr; ++i) {
-        const int32_t r = r0 + i, k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];
-        const int32_t kf = full_end(L, k0, k1, G, CB);
-        int32x4_t d;
-        if (b == 0 && zp != 0) {
-          int32x4_t ws;
-          d = dot_sdot(xb, L->col_idx, vals, k0, kf, G, CB, 1, &ws);
-          zp_wsum[i] = (uint32_t)zp * (uint32_t)vaddvq_s32(ws);
-        } else {
-          d = dot_sdot(xb, L->col_idx, vals, k0, kf, G, CB, 0, NULL);
+      int32x4_t d[4];
+      if (b == 0 && zp != 0) {
+        /* bias - zp * (sum of each row's full-group weights), kept for the other batch rows */
+        int32x4_t ws[4];
+#pragma GCC unroll 4
+        for (int32_t i = 0; i < 4; ++i) {
+          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB, 1, &ws[i]);
         }
-        uint32_t s = (uint32_t)bias[r] + (uint32_t)vaddvq_s32(d) - zp_wsum[i];
-        if (kf != k1) {
-          const int32_t c = (int32_t)gidx(L->col_idx, kf, CB) * G;
-          const int8_t* w = vals + (size_t)kf * G;
-          for (int32_t j = 0; j < in - c; ++j) s += (uint32_t)((int32_t)w[j] * (xb[c + j] - zp));
+        bv = vreinterpretq_s32_u32(vmlsq_u32(vreinterpretq_u32_s32(bv), vreinterpretq_u32_s32(sum4_s32(ws)),
+                                             vdupq_n_u32((uint32_t)zp)));
+      } else {
+#pragma GCC unroll 4
+        for (int32_t i = 0; i < 4; ++i) {
+          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB, 0, NULL);
         }
-        acc[i] = (int32_t)s;
       }
-      store_i8(L, r0, nr, acc, y + (size_t)b * out);
+      int32x4_t s = vaddq_s32(sum4_s32(d), bv);
+      if (last >= 0) {
+        uint32_t t[4] = {0, 0, 0, 0};
+        for (int32_t i = 0; i < nr; ++i) {
+          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
+          const int32_t kf = row_kf(col, k0, k1, last, CB), c = last * G;
+          const int8_t* w = vals + (size_t)kf * G;
+          if (kf != k1)
+            for (int32_t j = 0; j < in - c; ++j) t[i] += (uint32_t)((int32_t)w[j] * (xb[c + j] - zp));
+        }
+        s = vaddq_s32(s, vreinterpretq_s32_u32(vld1q_u32(t)));
+      }
+      store_i8(L, r0, nr, s, y + (size_t)b * out);
     }
   }
 }
