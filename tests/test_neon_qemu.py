@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import custom_op_testlib as tl
+import sanitized_c
 from test_kernels import _int8_params, _ref_float, _ref_int8_fixed, _ref_int8_fp32
 from tflite_export import params_blob
 from tflite_export.kernels import REQUANT
@@ -99,6 +100,16 @@ def driver(tmp_path_factory):
     return binary, work
 
 
+@pytest.fixture(scope="module")
+def sanitized_driver(driver):
+    """The same driver built with ASan + UBSan (errors abort), same case file."""
+    _, work = driver
+    binary = a64.compile_program([os.path.join(os.path.dirname(__file__), "c", "neon_driver.c")],
+                                 work / "neon_driver_asan",
+                                 [*sanitized_c.FLAGS, "-fsanitize=address,undefined"])
+    return binary, work
+
+
 def _run(driver, cpu):
     binary, work = driver
     out = work / f"out_{cpu}.bin"
@@ -156,3 +167,14 @@ def test_neon_kernels_without_dotprod(driver):
     for case, (y_portable, y_neon, y_dot) in zip(CASES, results):
         _check(case, y_neon, y_portable)
         assert not y_dot.any()  # the driver did not run SDOT
+
+
+@pytest.mark.parametrize("cpu", ["max", "cortex-a72"])
+def test_neon_kernels_under_asan_and_ubsan(sanitized_driver, cpu):
+    """Every case again with AddressSanitizer and UBSan (LeakSanitizer cannot run under QEMU user
+    mode, so only leak detection is off): no out-of-bounds access, no undefined behaviour, and the
+    same outputs as the plain build."""
+    info, results = _run(sanitized_driver, cpu)
+    assert info == f"dotprod={int(cpu == 'max')} cases={len(CASES)}"
+    for case, (y_portable, y_neon, _) in zip(CASES, results):
+        _check(case, y_neon, y_portable)

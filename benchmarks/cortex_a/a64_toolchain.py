@@ -74,9 +74,12 @@ def compile_program(sources, binary, extra_flags=()) -> str:
 
 def run(binary, args=(), cpu="max", plugin=None, timeout=600) -> subprocess.CompletedProcess:
     """Run an AArch64 binary under qemu-aarch64 `-cpu cpu` (optionally with a TCG plugin:
-    "path.so,arg=value,..."); returns the completed process (stdout/stderr as text)."""
+    "path.so,arg=value,..."); returns the completed process (stdout/stderr as text).
+    LeakSanitizer cannot run under QEMU user mode (it needs ptrace), so a sanitized binary runs
+    with leak detection off."""
     cmd = [QEMU, "-L", SYSROOT, "-cpu", cpu]
     if plugin:
         cmd += ["-plugin", plugin]
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
     return subprocess.run([*cmd, str(binary), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)

@@ -185,6 +185,12 @@ def main(argv=None):
             w, arrays, x = sparse_layer(rng, in_f, out_f, dtype, g)
             dense_w.setdefault((in_f, out_f, dtype), w)
             cases.append((in_f, out_f, dtype, g, int(arrays["meta"][4]), arrays, x))
+            if dtype == "int8":
+                # The same layer with input zero point 0: what SDOT costs once zp * (row weight
+                # sums) is folded into the bias at node preparation (as XNNPACK's packing does).
+                folded = dict(arrays, meta=arrays["meta"].copy())
+                folded["meta"][7] = 0
+                cases.append((in_f, out_f, "int8 zp0", g, int(arrays["meta"][4]), folded, x))
     case_file = os.path.join(args.build_dir, "cases.bin")
     with open(case_file, "wb") as f:
         for *_, arrays, x in cases:
@@ -225,18 +231,22 @@ def main(argv=None):
     print("               (the SMLAL rows run without the dot product, e.g. Cortex-A72, but are "
           "compared with the same SDOT-capable dense baseline)")
     print(f"Sparse:        tflite_export/kernels/tfs_gsfc_neon.c ({KEEP:.0%} of groups kept, "
-          f"batch 1, int8 input zero point {IN_ZP}); portable = the portable C kernel")
+          f"batch 1, int8 input zero point {IN_ZP}); portable = the portable C kernel; "
+          "'zp*sum(w) in bias' = the same layer with zero point 0, i.e. the SDOT kernel without its "
+          "second SDOT per group, as it would run with the correction folded into the bias when "
+          "the node is prepared")
     print(f"Paths:         driver {driver}, runner {runner}, plugin {plugin}")
     print()
-    head = ("| layer (in x out) | dtype | g | groups | dense instr | dense cyc (measured) | "
+    head = ("| layer (in x out) | dtype | g | groups | dense instr (best) | dense cyc (measured) | "
             "dense cyc (best) | NEON kernel | NEON instr | NEON cyc | NEON / best dense | "
             "portable cyc |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for i, (in_f, out_f, dtype, g, groups, _, _) in enumerate(cases):
         portable, neon, dot = seg[1 + 4 * i], seg[2 + 4 * i], seg[3 + 4 * i]
-        (_, measured), (di, dc), _ = dense[(in_f, out_f, dtype)]
-        rows = [("FMLA", neon)] if dtype == "float32" else [("SDOT", dot), ("SMLAL (no dotprod)", neon)]
+        (_, measured), (di, dc), _ = dense[(in_f, out_f, dtype.split()[0])]
+        rows = {"float32": [("FMLA", neon)], "int8": [("SDOT", dot), ("SMLAL (no dotprod)", neon)],
+                "int8 zp0": [("SDOT, zp*sum(w) in bias", dot)]}[dtype]
         for kern, (ki, kc, _) in rows:
             print(f"| {in_f}x{out_f} | {dtype} | {g} | {groups:,} | {di:,.0f} | {measured:,.0f} | "
                   f"{dc:,.0f} | {kern} | {ki:,} | {kc:,.0f} | {kc / dc:.2f}x | {portable[1]:,.0f} |")

@@ -130,13 +130,11 @@ TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, int32x
 /* float32: FMLA                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..]: G / 4 FMLAs per group into at least
- * two accumulators (g = 4: two groups per step). Short loops on purpose: at 90 % sparsity rows
- * have a few groups, and the four rows of a block are independent chains for an out-of-order
- * core. */
+/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..]: G / 4 FMLAs per group, four per
+ * step into four accumulators (16 / G groups per step, the rest one group at a time). */
 TFS_INLINE float32x4_t dot_f32(const float* x, const void* col, const float* w, int32_t k0,
                                int32_t k1, const int G, const int CB) {
-  const int V = G / 4, U = G == 4 ? 2 : 1;
+  const int V = G / 4, U = G == 4 ? 4 : G == 8 ? 2 : 1; /* four FMLAs per step */
   float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
   const float* wp = w + (size_t)k0 * G;
   int32_t k = k0;
@@ -149,8 +147,12 @@ TFS_INLINE float32x4_t dot_f32(const float* x, const void* col, const float* w, 
         a[u * V + v] = vfmaq_f32(a[u * V + v], vld1q_f32(wp + u * G + 4 * v), vld1q_f32(xp + 4 * v));
     }
   }
-  if (U == 2 && k < k1) a[0] = vfmaq_f32(a[0], vld1q_f32(wp), vld1q_f32(x + gidx(col, k, CB) * G));
-  return V == 4 ? vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])) : vaddq_f32(a[0], a[1]);
+  for (; U > 1 && k < k1; ++k, wp += G) { /* the row's last < U groups */
+    const float* xp = x + gidx(col, k, CB) * G;
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) a[v] = vfmaq_f32(a[v], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
+  }
+  return vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]));
 }
 
 /* tfs_act_f32 on 4 lanes; FMAXNM / FMINNM map NaN to 0 under RELU / RELU6 as the C does. */
@@ -346,7 +348,8 @@ TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const void* col, int3
 }
 
 /* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..] (raw int8), one vector (16 / G
- * groups) per step, the row's last partial vector zero-padded; if SUM, also the sum of the
+ * groups) per step (rows are short at 90 % sparsity: a two-vector step cost more in remainder
+ * handling than it saved, measured), the row's last partial vector zero-padded; if SUM, also the sum of the
  * weights into *wsum. */
 TFS_DOTPROD TFS_INLINE int32x4_t dot_sdot(const int8_t* x, const void* col, const int8_t* w,
                                          int32_t k0, int32_t k1, const int G, const int CB,
