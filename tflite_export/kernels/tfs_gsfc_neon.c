@@ -81,6 +81,22 @@ TFS_INLINE int32_t row_kf(const void* col, int32_t k0, int32_t k1, int32_t last,
   const int32_t k0 = (i) < (nr) ? (row_ptr)[(r0) + (i)] : 0;       \
   const int32_t k1 = (i) < (nr) ? (row_ptr)[(r0) + (i) + 1] : 0
 
+/* Runs the statements (which use r0 and nr) for each block of 4 output rows: the full blocks
+ * with nr a constant 4, so the compiler drops every partial-block check, then the last partial
+ * block. */
+#define TFS_FOR_BLOCKS(out, ...)                  \
+  do {                                            \
+    int32_t r0 = 0;                               \
+    for (; r0 + 4 <= (out); r0 += 4) {            \
+      const int32_t nr = 4;                       \
+      __VA_ARGS__                                 \
+    }                                             \
+    if (r0 < (out)) {                             \
+      const int32_t nr = (out) - r0;              \
+      __VA_ARGS__                                 \
+    }                                             \
+  } while (0)
+
 /* Row sums of four accumulators: lane i = sum of a[i]'s lanes (two pairwise adds). */
 TFS_INLINE float32x4_t sum4_f32(const float32x4_t* a) {
   return vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3]));
@@ -170,8 +186,7 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32
   const void* col = L->col_idx;
   const int32_t in = L->in, out = L->out, act = L->activation;
   const int32_t last = L->in_full != in ? L->in_full / G : -1;
-  for (int32_t r0 = 0; r0 < out; r0 += 4) {
-    const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+  TFS_FOR_BLOCKS(out,
     float32x4_t bv;
     if (nr == 4) {
       bv = vld1q_f32(bias + r0);
@@ -183,7 +198,7 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32
     for (int32_t b = 0; b < batch; ++b) {
       const float* xb = x + (size_t)b * in;
       float32x4_t d[4];
-#pragma GCC unroll 4
+_Pragma("GCC unroll 4")
       for (int32_t i = 0; i < 4; ++i) {
         TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
         d[i] = dot_f32(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB);
@@ -210,7 +225,7 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32
         for (int32_t i = 0; i < nr; ++i) yb[i] = o[i];
       }
     }
-  }
+  );
 }
 
 #define TFS_NEON_F32(G)                                                                         \
@@ -285,13 +300,12 @@ TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y
   const int32_t last = L->in_full != in ? L->in_full / G : -1;
   int16_t* xs = (int16_t*)workspace;
   widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
-  for (int32_t r0 = 0; r0 < out; r0 += 4) {
-    const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+  TFS_FOR_BLOCKS(out,
     const int32x4_t bv = load4_s32(bias + r0, nr);
     for (int32_t b = 0; b < batch; ++b) {
       const int16_t* xb = xs + (size_t)b * in;
       int32x4_t d[4];
-#pragma GCC unroll 4
+_Pragma("GCC unroll 4")
       for (int32_t i = 0; i < 4; ++i) {
         TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
         d[i] = dot_smlal(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB);
@@ -310,7 +324,7 @@ TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y
       }
       store_i8(L, r0, nr, s, y + (size_t)b * out);
     }
-  }
+  );
 }
 
 #define TFS_NEON_I8(NAME, RUN, G, ATTR)                                                          \
@@ -385,8 +399,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
   const void* col = L->col_idx;
   const int32_t in = L->in, out = L->out, zp = L->in_zp;
   const int32_t last = L->in_full != in ? L->in_full / G : -1;
-  for (int32_t r0 = 0; r0 < out; r0 += 4) {
-    const int32_t nr = out - r0 < 4 ? out - r0 : 4;
+  TFS_FOR_BLOCKS(out,
     int32x4_t bv = load4_s32(bias + r0, nr);
     for (int32_t b = 0; b < batch; ++b) {
       const int8_t* xb = x + (size_t)b * in;
@@ -394,7 +407,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
       if (b == 0 && zp != 0) {
         /* bias - zp * (sum of each row's full-group weights), kept for the other batch rows */
         int32x4_t ws[4];
-#pragma GCC unroll 4
+_Pragma("GCC unroll 4")
         for (int32_t i = 0; i < 4; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
           d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB, 1, &ws[i]);
@@ -402,7 +415,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
         bv = vreinterpretq_s32_u32(vmlsq_u32(vreinterpretq_u32_s32(bv), vreinterpretq_u32_s32(sum4_s32(ws)),
                                              vdupq_n_u32((uint32_t)zp)));
       } else {
-#pragma GCC unroll 4
+_Pragma("GCC unroll 4")
         for (int32_t i = 0; i < 4; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
           d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB, 0, NULL);
@@ -422,7 +435,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
       }
       store_i8(L, r0, nr, s, y + (size_t)b * out);
     }
-  }
+  );
 }
 
 TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g4, run_i8_sdot, 4, TFS_DOTPROD)
