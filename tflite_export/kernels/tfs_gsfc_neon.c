@@ -9,8 +9,8 @@
  * vector: at 90 % sparsity a row has only a few groups, so per-row work decides the speed. The
  * ragged tail group (always the row's last, at column in_full) runs in scalar code so no load
  * reaches past x[b, in - 1]. Each kernel body is one always-inline template on the constants G
- * (group size) and CB (col_idx bytes), instantiated per (G, CB): the group index width is chosen
- * once per layer, never per group. Layer fields used in the loops are copied to locals (stores
+ * (group size), CB (col_idx bytes) and RAG (in % g != 0), instantiated per combination: index
+ * width and raggedness are decided once per layer, never per group or row. Layer fields used in the loops are copied to locals (stores
  * through the int8 output may alias anything, so the compiler would reload them per row).
  *
  * The x load of a group is one instruction: `ldr q, [x, idx, lsl #4]` (float32 g = 4, int8
@@ -71,9 +71,11 @@ TFS_INLINE size_t gidx(const void* col, int32_t k, const int CB) {
 }
 
 /* End of row's full groups [k0, kf): its last group is ragged (the scalar tail) iff it is group
- * `last` (= in_full / g when in % g != 0, else -1; the highest index, so always the row's last). */
-TFS_INLINE int32_t row_kf(const void* col, int32_t k0, int32_t k1, int32_t last, const int CB) {
-  return (last >= 0 && k1 > k0 && (int32_t)gidx(col, k1 - 1, CB) == last) ? k1 - 1 : k1;
+ * `last` (= in_full / g; the highest index, so always the row's last). RAG (a constant: in % g
+ * != 0) compiles the check out of layers without ragged groups. */
+TFS_INLINE int32_t row_kf(const void* col, int32_t k0, int32_t k1, int32_t last, const int CB,
+                          const int RAG) {
+  return (RAG && k1 > k0 && (int32_t)gidx(col, k1 - 1, CB) == last) ? k1 - 1 : k1;
 }
 
 /* Groups [k0, k1) of row r0 + i of a block of nr rows (rows past the block's end: empty). */
@@ -179,7 +181,7 @@ TFS_INLINE float32x4_t act4_f32(float32x4_t v, int act) {
 }
 
 TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch,
-                        const int G, const int CB) {
+                        const int G, const int CB, const int RAG) {
   const float* vals = (const float*)L->values;
   const float* bias = (const float*)L->bias;
   const int32_t* row_ptr = L->row_ptr;
@@ -201,14 +203,14 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32
 _Pragma("GCC unroll 4")
       for (int32_t i = 0; i < 4; ++i) {
         TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-        d[i] = dot_f32(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB);
+        d[i] = dot_f32(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB);
       }
       float32x4_t s = sum4_f32(d);
-      if (last >= 0) { /* ragged tails: only the in - c columns that exist */
+      if (RAG) { /* ragged tails: only the in - c columns that exist */
         float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int32_t i = 0; i < nr; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          const int32_t kf = row_kf(col, k0, k1, last, CB), c = last * G;
+          const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;
           const float* w = vals + (size_t)kf * G;
           if (kf != k1)
             for (int32_t j = 0; j < in - c; ++j) t[i] += w[j] * xb[c + j];
@@ -231,8 +233,14 @@ _Pragma("GCC unroll 4")
 #define TFS_NEON_F32(G)                                                                         \
   int tfs_gsfc_neon_f32_g##G(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch) { \
     if (L->g != G) return TFS_ERR_INVALID;                                                      \
-    if (L->col_bytes == 1) run_f32(L, x, y, batch, G, 1);                                        \
-    else run_f32(L, x, y, batch, G, 2);                                                          \
+    const int ragged = L->in_full != L->in;                                                      \
+    if (L->col_bytes == 1) {                                                                     \
+      if (ragged) run_f32(L, x, y, batch, G, 1, 1);                                              \
+      else run_f32(L, x, y, batch, G, 1, 0);                                                     \
+    } else {                                                                                     \
+      if (ragged) run_f32(L, x, y, batch, G, 2, 1);                                              \
+      else run_f32(L, x, y, batch, G, 2, 0);                                                     \
+    }                                                                                            \
     return TFS_OK;                                                                               \
   }
 TFS_NEON_F32(4)
@@ -291,7 +299,7 @@ TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t*
 }
 
 TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,
-                             void* workspace, const int G, const int CB) {
+                             void* workspace, const int G, const int CB, const int RAG) {
   const int8_t* vals = (const int8_t*)L->values;
   const int32_t* bias = (const int32_t*)L->bias;
   const int32_t* row_ptr = L->row_ptr;
@@ -308,14 +316,14 @@ TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y
 _Pragma("GCC unroll 4")
       for (int32_t i = 0; i < 4; ++i) {
         TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-        d[i] = dot_smlal(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB);
+        d[i] = dot_smlal(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB);
       }
       int32x4_t s = vaddq_s32(sum4_s32(d), bv); /* lanes wrap modulo 2^32, as the portable sum */
-      if (last >= 0) {
+      if (RAG) {
         uint32_t t[4] = {0, 0, 0, 0};
         for (int32_t i = 0; i < nr; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          const int32_t kf = row_kf(col, k0, k1, last, CB), c = last * G;
+          const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;
           const int8_t* w = vals + (size_t)kf * G;
           if (kf != k1)
             for (int32_t j = 0; j < in - c; ++j) t[i] += (uint32_t)((int32_t)w[j] * xb[c + j]);
@@ -331,8 +339,14 @@ _Pragma("GCC unroll 4")
   ATTR int NAME(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,              \
                 void* workspace) {                                                               \
     if (L->g != G) return TFS_ERR_INVALID;                                                       \
-    if (L->col_bytes == 1) RUN(L, x, y, batch, workspace, G, 1);                                 \
-    else RUN(L, x, y, batch, workspace, G, 2);                                                   \
+    const int ragged = L->in_full != L->in;                                                      \
+    if (L->col_bytes == 1) {                                                                     \
+      if (ragged) RUN(L, x, y, batch, workspace, G, 1, 1);                                       \
+      else RUN(L, x, y, batch, workspace, G, 1, 0);                                              \
+    } else {                                                                                     \
+      if (ragged) RUN(L, x, y, batch, workspace, G, 2, 1);                                       \
+      else RUN(L, x, y, batch, workspace, G, 2, 0);                                              \
+    }                                                                                            \
     return TFS_OK;                                                                               \
   }
 TFS_NEON_I8(tfs_gsfc_neon_i8_g4, run_i8_smlal, 4, )
@@ -391,7 +405,8 @@ TFS_DOTPROD TFS_INLINE int32x4_t dot_sdot(const int8_t* x, const void* col, cons
 }
 
 TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y,
-                                        int32_t batch, void* workspace, const int G, const int CB) {
+                                        int32_t batch, void* workspace, const int G, const int CB,
+                                        const int RAG) {
   (void)workspace;
   const int8_t* vals = (const int8_t*)L->values;
   const int32_t* bias = (const int32_t*)L->bias;
@@ -410,7 +425,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
 _Pragma("GCC unroll 4")
         for (int32_t i = 0; i < 4; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB, 1, &ws[i]);
+          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB, 1, &ws[i]);
         }
         bv = vreinterpretq_s32_u32(vmlsq_u32(vreinterpretq_u32_s32(bv), vreinterpretq_u32_s32(sum4_s32(ws)),
                                              vdupq_n_u32((uint32_t)zp)));
@@ -418,15 +433,15 @@ _Pragma("GCC unroll 4")
 _Pragma("GCC unroll 4")
         for (int32_t i = 0; i < 4; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB), G, CB, 0, NULL);
+          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB, 0, NULL);
         }
       }
       int32x4_t s = vaddq_s32(sum4_s32(d), bv);
-      if (last >= 0) {
+      if (RAG) {
         uint32_t t[4] = {0, 0, 0, 0};
         for (int32_t i = 0; i < nr; ++i) {
           TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          const int32_t kf = row_kf(col, k0, k1, last, CB), c = last * G;
+          const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;
           const int8_t* w = vals + (size_t)kf * G;
           if (kf != k1)
             for (int32_t j = 0; j < in - c; ++j) t[i] += (uint32_t)((int32_t)w[j] * (xb[c + j] - zp));
