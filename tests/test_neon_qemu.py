@@ -9,6 +9,7 @@ must equal numpy's (tests/test_kernels.py's references) and the portable kernel'
 binary exactly; float32 ones within 1e-5 of the sum of |terms| (the kernels sum in another order).
 """
 import os
+import shutil
 import struct
 import sys
 
@@ -112,7 +113,7 @@ def sanitized_driver(driver):
 
 def _run(driver, cpu):
     binary, work = driver
-    out = work / f"out_{cpu}.bin"
+    out = work / f"out_{os.path.basename(str(binary))}_{cpu}.bin"
     run = a64.run(binary, [work / "cases.bin", out], cpu=cpu)
     assert run.returncode == 0, f"neon_driver under qemu -cpu {cpu} failed:\n{run.stdout}{run.stderr}"
     raw = out.read_bytes()
@@ -178,3 +179,26 @@ def test_neon_kernels_under_asan_and_ubsan(sanitized_driver, cpu):
     assert info == f"dotprod={int(cpu == 'max')} cases={len(CASES)}"
     for case, (y_portable, y_neon, _) in zip(CASES, results):
         _check(case, y_neon, y_portable)
+
+
+def test_clang_build_matches_gcc_build(driver):
+    """clang 14's arm_neon.h has no vdotq_s32 for a function-level +dotprod target, so under clang
+    the SDOT kernels use one instruction of inline assembly: the clang-built driver must give the
+    GCC-built one's int8 outputs bit for bit (float32: within tolerance, FMA contraction differs)."""
+    if shutil.which("clang") is None:
+        pytest.fail("clang not found: install the Debian package clang (scripts/setup.sh does)")
+    _, work = driver
+    # -Wno-unused-function: tfs_group_sparse_fc.c's x86-only helpers are unused on AArch64 and
+    # clang (unlike GCC) warns about unused static inline functions.
+    binary = a64.compile_program([os.path.join(os.path.dirname(__file__), "c", "neon_driver.c")],
+                                 work / "neon_driver_clang", ["-Wno-unused-function"], clang=True)
+    info, results = _run((binary, work), "max")
+    assert info == f"dotprod=1 cases={len(CASES)}"
+    _, gcc_results = _run(driver, "max")
+    for case, ys, gcc_ys in zip(CASES, results, gcc_results):
+        for y, y_gcc in zip(ys, gcc_ys):
+            if case[1] == "int8":
+                np.testing.assert_array_equal(y, y_gcc, err_msg=case[0])
+        _check(case, ys[1], ys[0])
+        if case[1] == "int8":
+            _check(case, ys[2], ys[0])

@@ -62,10 +62,12 @@ def kernel_sources() -> list[str]:
     return [os.path.join(KERNELS, f) for f in files]
 
 
-def compile_program(sources, binary, extra_flags=()) -> str:
-    """Cross-compile C `sources` (with the kernel core) into `binary`; raises RuntimeError with
-    the compiler's message on failure."""
-    cmd = [CC, *CFLAGS, *extra_flags, *map(str, sources), *kernel_sources(), "-lm", "-o", str(binary)]
+def compile_program(sources, binary, extra_flags=(), clang=False) -> str:
+    """Cross-compile C `sources` (with the kernel core) into `binary` with the aarch64 GCC, or with
+    clang (`--target=aarch64-linux-gnu`, same sysroot) if `clang`; raises RuntimeError with the
+    compiler's message on failure."""
+    cc = ["clang", "--target=aarch64-linux-gnu"] if clang else [CC]
+    cmd = [*cc, *CFLAGS, *extra_flags, *map(str, sources), *kernel_sources(), "-lm", "-o", str(binary)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"cross-compiling {binary} failed:\n{' '.join(cmd)}\n{run.stderr}")
