@@ -2,19 +2,21 @@
  * API and contracts in tfs_gsfc_neon.h; the format in tflite_export/FORMAT.md.
  *
  * Layout of the compute (all three): blocks of 4 output rows outer, batch inner (a block's weights
- * are re-read from L1 for each batch row). Each row's full groups are accumulated in independent
- * vector accumulators (FMLA / SMLAL / SDOT latency is 2-4 cycles at up to 2 per cycle on big
- * cores, so one chain would stall); the block's 4 row vectors are reduced with two pairwise adds
- * into one vector of 4 row sums, and bias, activation / requantization and the store run on that
- * vector: at 90 % sparsity a row has only a few groups, so per-row work decides the speed. The
- * ragged tail group (always the row's last, at column in_full) runs in scalar code so no load
- * reaches past x[b, in - 1]. Each kernel body is one always-inline template on the constants G
- * (group size), CB (col_idx bytes) and RAG (in % g != 0), instantiated per combination: index
- * width and raggedness are decided once per layer, never per group or row. Layer fields used in the loops are copied to locals (stores
- * through the int8 output may alias anything, so the compiler would reload them per row).
+ * are re-read from L1 for each batch row). Each row's full groups are accumulated in vector
+ * accumulators (float32: four FMLA chains per row; int8: one to four, the 4 rows of a block being
+ * independent chains for an out-of-order core); the block's 4 row vectors are reduced with two
+ * pairwise adds into one vector of 4 row sums, and bias, activation / requantization and the
+ * store run on that vector: at 90 % sparsity a row has only a few groups, so per-row work decides
+ * the speed. The ragged tail group (always the row's last, at column in_full) runs in scalar code
+ * so no load reaches past x[b, in - 1]. Each kernel body is one always-inline template on the
+ * constants G (group size), CB (col_idx bytes) and RAG (in % g != 0), instantiated per
+ * combination: index width and raggedness are decided once per layer, never per group or row.
+ * Layer fields used in the loops are copied to locals (stores through the int8 output may alias
+ * anything, so the compiler would reload them per row).
  *
- * The x load of a group is one instruction: `ldr q, [x, idx, lsl #4]` (float32 g = 4, int8
- * g = 16) or an add + load; weights are read sequentially (groups are stored in row order).
+ * A group costs an index load, a shift, one 16-byte x load per 4 floats / 16 bytes (at x + index *
+ * 16 bytes for float32 g = 4 and int8 g = 16) and its weights, read sequentially (groups are
+ * stored in row order).
  */
 #include "tfs_gsfc_neon.h"
 
