@@ -14,7 +14,8 @@
  * on N1's issue pipes B (1), I = S0/S1/M (3), M (1), L (2), V = V0/V1 (2):
  *   branch 1 (B);  integer ALU 1/3 (I);  ALU with a shifted (other than LSL <= 4) or extended
  *   register 1 (M);  integer multiply 1 (M);  integer divide 5 (M);
- *   load / store (any form, per register moved for LD1/ST1 lists and LDP/STP of Q) 1/2 (L);
+ *   load / store (any form, per register moved for LD1/ST1 lists and LDP/STP of Q) 1/2 (L),
+ *   + 1/3 (I) for a vector register with a register offset, + 1/2 (V) for one lane / replicate;
  *   FP and ASIMD arithmetic, FMLA, SDOT/UDOT, logic, moves, permutes, widening moves 1/2 (V);
  *   ASIMD integer multiply(-accumulate)(long) (MUL, MLA, SMULL, SMLAL, SQDMULH, ...) 1 (V0);
  *   ASIMD pairwise add-accumulate long (SADALP), shifts, reductions (ADDV), saturating narrows
@@ -150,6 +151,16 @@ static void classify(insn_info* info, const char* dis) {
          strcmp(m, "stnp") == 0) && ops[0] == 'q')
       regs = 2;
     info->cost = (uint32_t)(C_HALF * regs);
+    /* A vector register loaded or stored with a register offset ("[xN, xM...]") also takes an
+     * I-pipe slot; one lane or replicate (LD1 {v.s}[i], LD1R) also a V-pipe slot. */
+    const char* br = strchr(ops, '[');
+    const char* comma = br ? strchr(br, ',') : NULL;
+    const char* close = br ? strchr(br, ']') : NULL;
+    if (fp_or_vec && comma && close && comma < close && (comma[2] == 'x' || comma[2] == 'w'))
+      info->cost += C_THIRD;
+    if (strstr(ops, "}[") || starts(m, "ld1r") || starts(m, "ld2r") || starts(m, "ld3r") ||
+        starts(m, "ld4r"))
+      info->cost += C_HALF;
     return;
   }
   if (strcmp(m, "sdiv") == 0 || strcmp(m, "udiv") == 0) { info->cost = 5 * C_ONE; return; }
