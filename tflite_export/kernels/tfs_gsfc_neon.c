@@ -117,6 +117,16 @@ TFS_INLINE int32x4_t load4_s32(const int32_t* p, int32_t nr) {
   return vld1q_s32(t);
 }
 
+/* x + group index * G elements, materialized in a register: the empty asm stops the compiler from
+ * folding the add into the load as a register offset ("ldr q, [x, idx]"), which costs N1-class
+ * cores an extra integer-pipe slot per load, while "add xp, x, idx, lsl #4" + "ldr q, [xp]" does
+ * not (Neoverse N1 Software Optimization Guide: load vector reg, register offset = I + L). */
+TFS_INLINE const void* group_ptr(const void* x, size_t idx, size_t group_bytes) {
+  const char* p = (const char*)x + idx * group_bytes;
+  __asm__("" : "+r"(p));
+  return p;
+}
+
 TFS_INLINE int32_t ld32(const void* p) {
   int32_t v;
   memcpy(&v, p, 4);
@@ -161,14 +171,14 @@ TFS_INLINE float32x4_t dot_f32(const float* x, const void* col, const float* w, 
   for (; k + U <= k1; k += U, wp += U * G) {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const float* xp = x + gidx(col, k + u, CB) * G;
+      const float* xp = (const float*)group_ptr(x, gidx(col, k + u, CB), 4 * G);
 #pragma GCC unroll 4
       for (int v = 0; v < V; ++v)
         a[u * V + v] = vfmaq_f32(a[u * V + v], vld1q_f32(wp + u * G + 4 * v), vld1q_f32(xp + 4 * v));
     }
   }
   for (; U > 1 && k < k1; ++k, wp += G) { /* the row's last < U groups */
-    const float* xp = x + gidx(col, k, CB) * G;
+    const float* xp = (const float*)group_ptr(x, gidx(col, k, CB), 4 * G);
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) a[v] = vfmaq_f32(a[v], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
   }
@@ -289,7 +299,7 @@ TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t*
   }
   const int C = G / 8; /* chunks of 8 per group */
   for (; k < k1; ++k, wp += G) {
-    const int16_t* xp = xs + gidx(col, k, CB) * G;
+    const int16_t* xp = (const int16_t*)group_ptr(xs, gidx(col, k, CB), 2 * G);
 #pragma GCC unroll 2
     for (int c = 0; c < C; ++c) {
       const int16x8_t wc = vmovl_s8(vld1_s8(wp + 8 * c)), xc = vld1q_s16(xp + 8 * c);
@@ -366,7 +376,7 @@ TFS_NEON_I8(tfs_gsfc_neon_i8_g16, run_i8_smlal, 16, )
  * of missing groups are 0. */
 TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const void* col, int32_t k, int32_t n,
                                          const int G, const int CB) {
-  if (G == 16) return vld1q_s8(x + gidx(col, k, CB) * 16);
+  if (G == 16) return vld1q_s8((const int8_t*)group_ptr(x, gidx(col, k, CB), 16));
   if (G == 8)
     return vcombine_s8(vld1_s8(x + gidx(col, k, CB) * 8),
                        n > 1 ? vld1_s8(x + gidx(col, k + 1, CB) * 8) : vdup_n_s8(0));
