@@ -117,10 +117,12 @@ TFS_INLINE int32x4_t load4_s32(const int32_t* p, int32_t nr) {
   return vld1q_s32(t);
 }
 
-/* x + group index * G elements, materialized in a register: the empty asm stops the compiler from
- * folding the add into the load as a register offset ("ldr q, [x, idx]"), which costs N1-class
- * cores an extra integer-pipe slot per load, while "add xp, x, idx, lsl #4" + "ldr q, [xp]" does
- * not (Neoverse N1 Software Optimization Guide: load vector reg, register offset = I + L). */
+/* x + group index * group bytes, materialized in a register: the empty asm stops the compiler
+ * from folding the add into the load as a register offset ("lsl t, idx, #4; ldr q, [x, t]"). A
+ * vector load with a register offset costs N1-class cores an integer-pipe slot on top of the
+ * shift (Neoverse N1 Software Optimization Guide: load vector reg, register offset = I + L);
+ * "add p, x, idx, lsl #4" shifts and adds in one, and every vector of the group then loads from
+ * p with an immediate offset (or as a pair). */
 TFS_INLINE const void* group_ptr(const void* x, size_t idx, size_t group_bytes) {
   const char* p = (const char*)x + idx * group_bytes;
   __asm__("" : "+r"(p));
@@ -290,11 +292,11 @@ TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t*
   if (G == 4) {
     for (; k + 2 <= k1; k += 2, wp += 8) {
       const int16x8_t wv = vmovl_s8(vld1_s8(wp));
-      const int16x8_t xv = vcombine_s16(vld1_s16(xs + gidx(col, k, CB) * 4), vld1_s16(xs + gidx(col, k + 1, CB) * 4));
+      const int16x8_t xv = vcombine_s16(vld1_s16((const int16_t*)group_ptr(xs, gidx(col, k, CB), 8)), vld1_s16((const int16_t*)group_ptr(xs, gidx(col, k + 1, CB), 8)));
       a[0] = vmlal_s16(a[0], vget_low_s16(wv), vget_low_s16(xv));
       a[1] = vmlal_high_s16(a[1], wv, xv);
     }
-    if (k < k1) a[0] = vmlal_s16(a[0], load_w4_s16(wp), vld1_s16(xs + gidx(col, k, CB) * 4));
+    if (k < k1) a[0] = vmlal_s16(a[0], load_w4_s16(wp), vld1_s16((const int16_t*)group_ptr(xs, gidx(col, k, CB), 8)));
     return vaddq_s32(a[0], a[1]);
   }
   const int C = G / 8; /* chunks of 8 per group */
@@ -378,8 +380,8 @@ TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const void* col, int3
                                          const int G, const int CB) {
   if (G == 16) return vld1q_s8((const int8_t*)group_ptr(x, gidx(col, k, CB), 16));
   if (G == 8)
-    return vcombine_s8(vld1_s8(x + gidx(col, k, CB) * 8),
-                       n > 1 ? vld1_s8(x + gidx(col, k + 1, CB) * 8) : vdup_n_s8(0));
+    return vcombine_s8(vld1_s8((const int8_t*)group_ptr(x, gidx(col, k, CB), 8)),
+                       n > 1 ? vld1_s8((const int8_t*)group_ptr(x, gidx(col, k + 1, CB), 8)) : vdup_n_s8(0));
   int32x4_t v = vdupq_n_s32(ld32(x + gidx(col, k, CB) * 4));
   v = vsetq_lane_s32(n > 1 ? ld32(x + gidx(col, k + 1, CB) * 4) : 0, v, 1);
   v = vsetq_lane_s32(n > 2 ? ld32(x + gidx(col, k + 2, CB) * 4) : 0, v, 2);
