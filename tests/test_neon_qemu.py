@@ -7,6 +7,8 @@ flavours. Two emulated cores: `max` (ARMv8.x with the dot-product extension: FML
 SDOT kernels) and `cortex-a72` (ARMv8.0-A, no dot product: the probe must say so). int8 outputs
 must equal numpy's (tests/test_kernels.py's references) and the portable kernel's in the same
 binary exactly; float32 ones within 1e-5 of the sum of |terms| (the kernels sum in another order).
+The same cases run again under ASan + UBSan, and with the driver built by clang (whose SDOT is
+inline assembly) against the GCC build.
 """
 import os
 import shutil

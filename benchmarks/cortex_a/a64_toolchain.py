@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import ast
 import os
+import platform
 import shutil
 import subprocess
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 KERNELS = os.path.join(ROOT, "tflite_export", "kernels")
-PACKAGES = ("gcc-aarch64-linux-gnu", "qemu-user", "libc6-dev-arm64-cross")
-CC = "aarch64-linux-gnu-gcc"
+# On an AArch64 host the native GCC builds the programs, and QEMU still runs them, to choose the
+# emulated core (-cpu cortex-a72 has no dot product).
+NATIVE = platform.machine() in ("aarch64", "arm64")
+PACKAGES = ("qemu-user",) if NATIVE else ("gcc-aarch64-linux-gnu", "qemu-user", "libc6-dev-arm64-cross")
+CC = "gcc" if NATIVE else "aarch64-linux-gnu-gcc"
+NM = "nm" if NATIVE else "aarch64-linux-gnu-nm"
 QEMU = "qemu-aarch64"
-SYSROOT = "/usr/aarch64-linux-gnu"  # the dynamic loader and libc of libc6-arm64-cross
+SYSROOT = "/" if NATIVE else "/usr/aarch64-linux-gnu"  # dynamic loader and libc (libc6-arm64-cross)
 # Plain ARMv8.0-A: the SDOT kernels carry their own per-function target, as on a real build.
 CFLAGS = ("-std=c11", "-D_POSIX_C_SOURCE=200112L", "-O2", "-march=armv8-a", "-Wall", "-Wextra",
           "-Werror")
@@ -66,7 +71,7 @@ def compile_program(sources, binary, extra_flags=(), clang=False) -> str:
     """Cross-compile C `sources` (with the kernel core) into `binary` with the aarch64 GCC, or with
     clang (`--target=aarch64-linux-gnu`, same sysroot) if `clang`; raises RuntimeError with the
     compiler's message on failure."""
-    cc = ["clang", "--target=aarch64-linux-gnu"] if clang else [CC]
+    cc = (["clang"] if NATIVE else ["clang", "--target=aarch64-linux-gnu"]) if clang else [CC]
     cmd = [*cc, *CFLAGS, *extra_flags, *map(str, sources), *kernel_sources(), "-lm", "-o", str(binary)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:

@@ -86,7 +86,7 @@ def build(build_dir):
 
 
 def mark_address(binary):
-    out = subprocess.run(["aarch64-linux-gnu-nm", binary], capture_output=True, text=True,
+    out = subprocess.run([a64.NM, binary], capture_output=True, text=True,
                          check=True).stdout
     return next("0x" + line.split()[0] for line in out.splitlines() if line.endswith(" T tfs_mark"))
 
