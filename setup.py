@@ -1,20 +1,19 @@
 """tfscalpel: hardware-aware pruning for Keras 3, with TFLite export and sparse kernels."""
+import glob
+import runpy
+
 from setuptools import Extension, find_packages, setup
 
 # The C kernels of TFS_GROUP_SPARSE_FC (core + LiteRT adapter) as one shared library, loaded with
 # ctypes by tflite_export.kernels (no Python C API is used). SIMD paths are compiled per function
 # with target attributes and chosen at run time, so no -mavx2 here: the library runs on any x86-64.
+# The sources come from tflite_export/kernels/sources.py (one rule for the build, the tests and
+# the firmware; run by path, so the package is not imported at build time).
+_SOURCES = runpy.run_path("tflite_export/kernels/sources.py")
 KERNELS = Extension(
     "tflite_export.kernels._tfs_kernels",
-    sources=[
-        "tflite_export/kernels/tfs_common.c",
-        "tflite_export/kernels/tfs_group_sparse_fc.c",
-        "tflite_export/kernels/tfs_litert_common.c",
-        "tflite_export/kernels/tfs_litert_adapter.c",
-        "tflite_export/kernels/tfs_nm_sparse_fc.c",
-        "tflite_export/kernels/tfs_nm_litert_adapter.c",
-    ],
-    depends=["tflite_export/kernels/tfs_common.h", "tflite_export/kernels/tfs_litert_common.h", "tflite_export/kernels/tfs_group_sparse_fc.h", "tflite_export/kernels/tfs_nm_sparse_fc.h"],
+    sources=["tflite_export/kernels/" + s for s in _SOURCES["library_sources"]()],
+    depends=sorted(glob.glob("tflite_export/kernels/*.h") + glob.glob("tflite_export/kernels/*.inc")),
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fvisibility=default"],
     libraries=["m"],
 )
@@ -26,9 +25,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["tfscalpel", "tfscalpel.*", "tflite_export", "tflite_export.*"]),
+    packages=find_packages(include=["tfscalpel", "tfscalpel.*", "tflite_export", "tflite_export.*",
+                                    "tfscalpel_jobs", "tfscalpel_jobs.*"]),
     ext_modules=[KERNELS],
-    package_data={"tflite_export.kernels": ["*.h", "*.c"]},
+    package_data={"tflite_export.kernels": ["*.h", "*.c", "*.inc"]},
     install_requires=[
         "tensorflow==2.21.*",
         "numpy",

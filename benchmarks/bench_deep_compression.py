@@ -3,7 +3,7 @@ Han et al.'s published figures.
 
     python benchmarks/bench_deep_compression.py [--quick] [--models lenet300,lenet5]
 
-1. train the dense network (SGD; cached by settings, LeNet-300-100 shares tfscalpel.main's),
+1. train the dense network (SGD; cached by settings, LeNet-300-100 shares tfscalpel_jobs.main's),
 2. prune unstructured by magnitude to Han et al.'s per-layer densities (LeNet-300-100: 8 %,
    9 %, 26 %; LeNet-5: 66 %, 12 %, 8 %, 19 %) on a cubic schedule while retraining (Adam),
    then fine-tune with the masks fixed,
@@ -24,7 +24,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfscalpel  # noqa: E402
-from tfscalpel import compression, datasets, models  # noqa: E402
+from tfscalpel import datasets, models  # noqa: E402
+from tflite_export import compression  # noqa: E402
 
 # Han et al. 2015, Tables 1-2: fraction of weights kept per layer.
 HAN_DENSITY = {

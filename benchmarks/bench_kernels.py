@@ -7,9 +7,13 @@ and int8, microseconds per inference of:
              float32 / (16, 1) int8), same runtime
   gN rt    - TFS_GROUP_SPARSE_FC with group width N through the runtime (a one-node model)
   gN k     - the same kernel called directly (no runtime), timed in C
-Speedups are dense / x. Every time is the best of several C-timed loops.
+Speedups are dense / x. Every time is the best of several C-timed loops. The header names the
+CPU, its ISA features and the kernel path; each row names the C kernel (from the manifest,
+tflite_export/kernels/tfs_kernels.inc) that ran for each g. The converter's and LiteRT's log
+lines are filtered out of the table (tflite_export/quiet.py); anything else they print comes
+after it.
 
-    python benchmarks/bench_kernels.py [--quick]
+    python benchmarks/bench_kernels.py [--quick] [--impl NAME]
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -28,6 +33,28 @@ LAYERS = [(1024, 1024), (784, 300), (300, 100)]
 SPARSITIES = [0.5, 0.75, 0.9, 0.95]
 
 
+def _noise(line: bytes) -> bool:
+    """Converter / LiteRT chatter, and TensorFlow's start-up lines (absl's banner, the CUDA
+    probe on a machine without a GPU, the sparse-model load warning)."""
+    from tflite_export.quiet import converter_noise, litert_noise
+
+    return (converter_noise(line) or litert_noise(line)
+            or line.startswith(b"WARNING: All log messages before absl::InitializeLog()")
+            or (line[:1] == b"E" and b"cuInit" in line)
+            or b"Sparsity tensors may not yet be fully supported" in line)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Everything in the block with its log lines filtered (fd 2) and Python warnings off; what
+    is not noise is written back after the block, so rows never interleave with logs."""
+    from tflite_export.quiet import filtered_stderr
+
+    with filtered_stderr(_noise), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _best_runtime_time(rt, x, target_s=0.15, reps=7):
     rt.run(x)
     t = rt.time_run(20)
@@ -36,9 +63,12 @@ def _best_runtime_time(rt, x, target_s=0.15, reps=7):
 
 
 def _best_kernel_time(layer, x, target_s=0.15, reps=7):
-    t = layer.time(x, 20)
+    from tflite_export import kernels
+
+    impl = kernels.get_runtime_impl()  # the path the runtime rows use
+    t = layer.time(x, 20, impl)
     iters = max(20, int(target_s / reps / max(t, 1e-7)))
-    return min(layer.time(x, iters) for _ in range(reps))
+    return min(layer.time(x, iters, impl) for _ in range(reps))
 
 
 def _weights(rng, in_f, out_f, g, sparsity):
@@ -49,6 +79,11 @@ def _weights(rng, in_f, out_f, g, sparsity):
 
 
 def _convert(w, bias, int8, sparse_builtin=False):
+    with _quiet():  # Keras' first model also probes for accelerators on fd 2
+        return _convert_quietly(w, bias, int8, sparse_builtin)
+
+
+def _convert_quietly(w, bias, int8, sparse_builtin):
     import keras
     import tensorflow as tf
 
@@ -68,10 +103,8 @@ def _convert(w, bias, int8, sparse_builtin=False):
     if sparse_builtin:
         opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     c.optimizations = opts
-    from tflite_export.quiet import converter_noise, filtered_stderr
-
-    # The export archive prints its endpoints on stdout; the converter logs on fd 2.
-    with contextlib.redirect_stdout(io.StringIO()), filtered_stderr(converter_noise):
+    # The export archive prints its endpoints on stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
         return c.convert()
 
 
@@ -117,18 +150,19 @@ def bench(layers, sparsities, gs_f32=(4, 8), gs_i8=(4, 16)):
                 res = {"layer": f"{in_f}x{out_f}", "sparsity": sp, "dtype": dtype}
                 wb = _weights(rng, in_f, out_f, block, sp)
                 dense_data = _convert(wb, bias, int8)
-                with runtime.load(dense_data) as rt:
+                with _quiet(), runtime.load(dense_data) as rt:
                     res["dense"] = _best_runtime_time(rt, x)
-                with runtime.load(_convert(wb, bias, int8, sparse_builtin=True)) as rt:
+                with _quiet(), runtime.load(_convert(wb, bias, int8, sparse_builtin=True)) as rt:
                     res["builtin"] = _best_runtime_time(rt, x)
                 for g in (gs_i8 if int8 else gs_f32):
                     w = wb if g == block else _weights(rng, in_f, out_f, g, sp)
                     data_i8 = (dense_data if g == block else _convert(w, bias, True)) if int8 else None
                     model, arrays = _custom_model(data_i8, w, bias, g)
-                    with runtime.load(model) as rt:
+                    with _quiet(), runtime.load(model) as rt:
                         res[f"g{g} rt"] = _best_runtime_time(rt, x)
                     layer = kernels.GroupSparseFC(*arrays.values())
                     res[f"g{g} k"] = _best_kernel_time(layer, x)
+                    res[f"g{g} kernel"] = layer.kernel(kernels.get_runtime_impl())
                 rows.append(res)
                 print(_fmt_row(res), flush=True)
     return rows
@@ -142,18 +176,26 @@ def _fmt_row(r):
         if k.startswith("g") and k.endswith(" rt"):
             g = k.split()[0]
             parts.append(f"{g} rt {r[k] * 1e6:6.2f} ({d / r[k]:5.2f}x) k {r[g + ' k'] * 1e6:6.2f}"
-                         f" ({d / r[g + ' k']:5.2f}x)")
+                         f" ({d / r[g + ' k']:5.2f}x) [{r[g + ' kernel'].replace('tfs_gsfc_', '')}]")
     return " | ".join(parts)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only 1024x1024 at 90 and 95 %%")
+    ap.add_argument("--impl", default="auto",
+                    help="kernel path for the custom op (a name of kernels.available_impls(); "
+                         "default: auto, the best this CPU has)")
     args = ap.parse_args(argv)
-    from tflite_export import kernels
+    with _quiet():  # TensorFlow's start-up lines
+        import tensorflow  # noqa: F401
+    from tflite_export import host_info, kernels
 
-    print(f"kernel path: {kernels.best_impl()} (available: {', '.join(kernels.available_impls())});"
-          " times in microseconds, batch 1, 1 thread; speedup = dense / time")
+    kernels.set_runtime_impl(args.impl)
+    path = kernels.best_impl() if args.impl == "auto" else args.impl
+    print(host_info.describe(f"{path} (available: {', '.join(kernels.available_impls())})"))
+    print("times in microseconds, batch 1, 1 thread; speedup = dense / time; [kernel] = the C "
+          "kernel that ran", flush=True)
     layers, sps = (LAYERS[:1], [0.9, 0.95]) if args.quick else (LAYERS, SPARSITIES)
     bench(layers, sps)
 

@@ -20,7 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfscalpel import lottery, models  # noqa: E402
-from tfscalpel.main import load_data  # noqa: E402
+from tfscalpel_jobs.main import load_data  # noqa: E402
 
 
 def main(argv=None):

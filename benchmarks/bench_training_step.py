@@ -54,17 +54,6 @@ def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_average():
     try:
         with open("/proc/loadavg") as f:
@@ -274,7 +263,9 @@ def print_table(args, k3, legacy):
     n_windows = len(dense["windows_ms"])
     print()
     print("Training-step time: LeNet-300-100 on MNIST, batch 128, Adam, model.fit")
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, TF threads intra={args.threads}"
+    from tflite_export import host_info  # main process only (the tfmot worker must not)
+
+    print(f"machine: {host_info.describe()}; TF threads intra={args.threads}"
           f" inter={args.threads}, CPU only (no XLA); {datetime.datetime.now():%Y-%m-%d %H:%M}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
           + f", python {platform.python_version()}")

@@ -6,11 +6,11 @@
 
 For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
 
-1. train the dense network (LeNet-300-100: `tfscalpel.main.train_dense`, SGD; the conv nets: Adam),
+1. train the dense network (LeNet-300-100: `tfscalpel_jobs.main.train_dense`, SGD; the conv nets: Adam),
 2. prune it *traditionally* (Han et al.: iterative unstructured magnitude pruning,
    `IterativePruning` rounds with one global ranking, retrained with Adam),
 3. prune it with *Scalpel's plan* for each platform (`tfscalpel.plan` / `prune(target=...)`):
-   MCU = SIMD group pruning on every layer (cortex-m4: g=4, `tfscalpel.main.prune_and_retrain`),
+   MCU = SIMD group pruning on every layer (cortex-m4: g=4, `tfscalpel_jobs.main.prune_and_retrain`),
    CPU = x86-avx2 plan (group pruning g=8 on dense layers, node pruning on conv layers),
    GPU = gpu-ampere plan (node pruning; 2:4 where the plan says so), gates trained with
    `GateTraining`,
@@ -55,7 +55,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfscalpel  # noqa: E402
-from tfscalpel import datasets, main as recipe, models  # noqa: E402
+from tfscalpel import datasets, models  # noqa: E402
+from tfscalpel_jobs import main as recipe  # noqa: E402
 
 import nm_accuracy  # noqa: E402  (benchmarks/: the dense models' original schedule and cache)
 
@@ -70,7 +71,7 @@ COLUMNS = ["model", "platform", "method", "accuracy_pct", "pruned_pct", "rel_siz
 #: original schedule of benchmarks/nm_accuracy.py (SGD momentum 0.9, cosine-decayed 0.05) and are
 #: shared with it; every pruned model retrains with Adam 1e-3, cosine-decayed.
 #: ``trad``: Han's rounds (sparsity per round, epochs per round, then fine-tuning epochs);
-#: ``groups``: the group recipe of `tfscalpel.main.prune_and_retrain` (sparsity rising on a cubic
+#: ``groups``: the group recipe of `tfscalpel_jobs.main.prune_and_retrain` (sparsity rising on a cubic
 #: schedule for ``prune_epochs``, then ``finetune_epochs`` with the masks fixed);
 #: ``gates``: GateTraining's L1 stages (each ``stage_epochs`` long; conv channels need stronger
 #: penalties than Dense units, LeNet-5's first conv layer stronger still), fine-tuning epochs with

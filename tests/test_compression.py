@@ -1,11 +1,11 @@
-"""Deep Compression chain (tfscalpel.compression): int8 keeps the pruned zeros, the sparse
+"""Deep Compression chain (tflite_export.compression): int8 keeps the pruned zeros, the sparse
 encoding round-trips, Huffman sizes are exact, and the report adds up."""
 import keras
 import numpy as np
 import pytest
 
 import tfscalpel
-from tfscalpel import compression
+from tflite_export import compression
 
 
 def _decode(values, gaps, size):

@@ -4,20 +4,11 @@ import numpy as np
 import pytest
 
 import tfscalpel
+from gating_testlib import kill as _kill
 from tfscalpel import MaskLayer
 from tfscalpel.dependency import channel_plan
 
 L = keras.layers
-
-
-def _kill(model, dead):
-    """Set MaskLayer masks: ``{name: [dead indices]}``; gates follow so nothing is ambiguous."""
-    for name, idx in dead.items():
-        layer = model.get_layer(name)
-        mask = np.ones(layer.units, "float32")
-        mask[idx] = 0
-        layer.node_mask.assign(mask)
-        layer.set_gates(mask * 0.9 + 0.05)
 
 
 def _randomise_bn(model, rng):

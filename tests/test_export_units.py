@@ -195,8 +195,18 @@ def test_planner_unsupported_and_all_zero_layers_stay_dense():
 def test_target_profiles_load_and_calibrate(tmp_path):
     cm = cost_model.load("x86-avx2")
     assert cm.builtin_block("float32") == 4 and cm.builtin_block("int8") == 16
-    with pytest.raises(ValueError, match=r"unknown target 'nope'; allowed: \['cortex-m4', 'x86-avx2'\]"):
+    with pytest.raises(ValueError, match=r"unknown target 'nope'; allowed: \['cortex-m4', 'cortex-m7', "
+                                         r"'x86-avx2', 'x86-avx512'\]"):
         cost_model.load("nope")
+    # Profiles are data in the target registry; borrowed ones say whose numbers they are.
+    assert cost_model.load("x86-avx512").borrowed_from == "x86-avx2"
+    assert cost_model.load("x86-avx512").profile["formats"] == cm.profile["formats"]
+    assert cost_model.load("cortex-m7").borrowed_from == "cortex-m4"
+    assert cm.borrowed_from is None
+    with pytest.raises(ValueError, match="target 'arm-neon' cannot be exported: no Arm NEON kernels"):
+        cost_model.load("arm-neon")
+    with pytest.raises(ValueError, match=r"target 'gpu-ampere' has no cost profile .*\['2:4'\]"):
+        cost_model.load("gpu-ampere")
     bad = dict(cm.to_dict())
     del bad["formats"]["custom"]["int8"]
     with pytest.raises(ValueError, match="invalid target profile"):

@@ -9,7 +9,7 @@ FUZZ_SECONDS = int(os.environ.get("TFS_FUZZ_SECONDS", "20"))
 
 
 def test_fuzz_validator_under_asan_ubsan(tmp_path):
-    binary = sanitized_c.build("clang", "fuzz_validator.c", ["tfs_group_sparse_fc.c", "tfs_common.c"],
+    binary = sanitized_c.build("clang", "fuzz_validator.c", sanitized_c.CORE,
                                tmp_path / "fuzz_validator", fuzzer=True)
     run = sanitized_c.fuzz(binary, FUZZ_SECONDS, tmp_path)
     tail = run.stderr[-3000:]

@@ -1,5 +1,9 @@
 """The C kernel core through tflite_export.kernels: every g, ragged tails, batch, every SIMD path
 against the portable one and against numpy, and the validator's rules one by one."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -82,11 +86,23 @@ def _ref_int8_fixed(wq, bias, x, p):
     return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
 
 
+#: Every group-sparse kernel of the C manifest (tfs_kernels.inc): a kernel is tested by being listed.
+GSFC_KERNELS = [k for k in kernels.kernel_table() if k.op == "group_sparse_fc"]
+
+
+def require_impl(impl):
+    """Skip (naming the missing CPU features) unless this CPU runs `impl`."""
+    if impl not in kernels.available_impls():
+        pytest.skip(f"kernel path {impl!r} needs the CPU features {kernels.impl_features(impl)}, "
+                    "which this CPU lacks")
+
+
 @pytest.fixture(scope="module")
 def impls(request):
     names = kernels.available_impls()
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    missing = [n for n in ("avx2", "avx512") if n not in names]
+    missing = [f"{n} ({kernels.impl_features(n)})" for n in kernels.impls()
+               if n != "auto" and n not in names]
     line = (f"\n[tfs kernels] paths exercised: {', '.join(names)}; not available on this CPU "
             f"(not tested here): {', '.join(missing) or 'none'}")
     capman = request.config.pluginmanager.get_plugin("capturemanager")
@@ -178,16 +194,101 @@ def test_empty_rows_and_no_groups(impls):
                                       np.tile(np.arange(5, dtype=np.float32), (2, 1)))
 
 
+@pytest.mark.parametrize("kernel", GSFC_KERNELS, ids=lambda k: k.name)
+def test_every_listed_kernel_runs_and_is_exact(kernel):
+    """Each manifest line: its path picks exactly this kernel for its (dtype, g), and the result
+    matches numpy (int8: bit-exact, both requantization flavours) on every shape class."""
+    require_impl(kernel.impl)
+    for g in [kernel.g] if kernel.g else GS:
+        for in_f, out_f in SHAPES:
+            rng = np.random.default_rng(7 * g + in_f)
+            if kernel.dtype == "float32":
+                w, bias, _, layer = _layer(rng, in_f, out_f, g, "float32", activation=1)
+                assert layer.kernel(kernel.impl) == kernel.name
+                x = rng.standard_normal((3, in_f)).astype(np.float32)
+                want, mag = _ref_float(w, bias, x, 1)
+                assert np.all(np.abs(layer(x, kernel.impl) - want) <= 1e-5 * mag + 1e-7)
+                continue
+            for requant, ref in (("fp32", _ref_int8_fp32), ("fixed_point", _ref_int8_fixed)):
+                wq, bias, p, layer = _layer(rng, in_f, out_f, g, "int8", requant=requant)
+                assert layer.kernel(kernel.impl) == kernel.name
+                x = rng.integers(-128, 128, (3, in_f)).astype(np.int8)
+                np.testing.assert_array_equal(layer(x, kernel.impl), ref(wq, bias, x, p))
+
+
+def test_int8_extreme_values_are_bit_exact_on_every_path(impls):
+    """x and w at the int8 extremes (the VNNI paths' x + 128 and bias correction at their
+    limits; int16 products at their largest), every g, against numpy."""
+    for g in GS:
+        rng = np.random.default_rng(500 + g)
+        for xv, wv, zp in ((-128, -128, 127), (127, 127, -128), (-128, 127, 0), (127, -128, -1)):
+            w = tl.random_group_sparse(rng, 19, 45, g, 0.5)
+            wq = np.where(w != 0, np.int8(wv), np.int8(0)).astype(np.int8)
+            bias = np.full(19, -7, np.int32)
+            p = dict(_int8_params(rng, 19), in_zp=zp)
+            layer = kernels.GroupSparseFC(*tl.layer_arrays(wq, bias, g, int8=p).values())
+            x = np.full((2, 45), xv, np.int8)
+            want = _ref_int8_fp32(wq, bias, x, p)
+            for impl in impls:
+                np.testing.assert_array_equal(layer(x, impl), want, err_msg=f"{impl} g={g}")
+
+
 def test_unavailable_path_is_an_error_not_a_silent_fallback():
-    missing = [n for n in kernels.IMPLS if n != "auto" and n not in kernels.available_impls()]
-    if not missing:
-        pytest.skip("every kernel path in IMPLS runs on this CPU, so none is missing to ask for")
+    """On any CPU: with "avx2" switched off (as on a CPU without it), asking for it, or for a
+    path built on it, fails loudly; "auto" still runs (on what is left) and agrees."""
     rng = np.random.default_rng(0)
     *_, layer = _layer(rng, 16, 8, 4, "float32")
-    with pytest.raises(RuntimeError, match="not available"):
-        layer(np.zeros((1, 16), np.float32), missing[0])
-    with pytest.raises(RuntimeError, match="not available"):
-        kernels.set_runtime_impl(missing[0])
+    x = rng.standard_normal((1, 16)).astype(np.float32)
+    want = layer(x, "portable")
+    before = kernels.available_impls()
+    with kernels.disabled_impls(["avx2"]):
+        left = kernels.available_impls()
+        assert "avx2" not in left and "avx512" not in left and "portable" in left
+        for impl in ("avx2", "avx512"):
+            with pytest.raises(RuntimeError, match="not available"):
+                layer(x, impl)
+            with pytest.raises(RuntimeError, match="not available"):
+                layer.kernel(impl)
+            with pytest.raises(RuntimeError, match="not available"):
+                kernels.set_runtime_impl(impl)
+        np.testing.assert_array_equal(layer(x), want)
+        assert kernels.get_runtime_impl() == "auto"
+    assert kernels.available_impls() == before
+
+
+def test_auto_picks_what_is_left_when_paths_are_switched_off():
+    rng = np.random.default_rng(1)
+    everything = [n for n in kernels.impls() if n not in ("auto", "portable")]
+    for dtype in ("float32", "int8"):
+        *_, layer = _layer(rng, 40, 9, 16, dtype)
+        with kernels.disabled_impls(everything):
+            assert kernels.available_impls() == ["portable"]
+            assert layer.kernel("auto") == f"tfs_gsfc_portable_{'f32' if dtype == 'float32' else 'i8'}"
+        for k in GSFC_KERNELS:  # with nothing switched off, auto runs an available listed kernel
+            if k.name == layer.kernel("auto"):
+                assert k.impl in kernels.available_impls()
+                break
+        else:
+            pytest.fail(f"auto ran a kernel that is not in the manifest: {layer.kernel('auto')}")
+
+
+def test_disable_rejects_unknown_names_and_portable():
+    with pytest.raises(ValueError, match="unknown kernel implementation"):
+        with kernels.disabled_impls(["avx9000"]):
+            pass
+    with pytest.raises(ValueError, match="portable"):
+        with kernels.disabled_impls(["portable"]):
+            pass
+
+
+def test_environment_variable_switches_paths_off():
+    """TFS_KERNELS_DISABLE, read by the C library at its first query, in a fresh process."""
+    code = ("from tflite_export import kernels; print(','.join(kernels.available_impls()))")
+    env = dict(os.environ, TFS_KERNELS_DISABLE="avx2,arm_dsp")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().split(",")
+    assert out == ["portable"] + [n for n in out if n not in ("portable",)]
+    assert "avx2" not in out and "avx512" not in out and "arm_dsp" not in out and "portable" in out
 
 
 # ---- validator: one test per rule -------------------------------------------------------------

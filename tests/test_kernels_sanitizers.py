@@ -7,7 +7,7 @@ import sanitized_c
 
 def test_kernel_core_under_asan_and_ubsan(tmp_path, request):
     binary = sanitized_c.build("gcc", "sanitizer_driver.c",
-                               ["tfs_group_sparse_fc.c", "tfs_common.c"], tmp_path / "sanitizer_driver")
+                               sanitized_c.CORE, tmp_path / "sanitizer_driver")
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"sanitizer driver failed:\n{run.stdout}\n{run.stderr[-3000:]}"
     assert run.stdout.startswith("OK:"), run.stdout

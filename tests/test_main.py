@@ -8,7 +8,7 @@ import sys
 def test_main_job_quick_run_prints_table_and_writes_results(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(
-        [sys.executable, "-m", "tfscalpel.main", "--quick", "--output", str(tmp_path)],
+        [sys.executable, "-m", "tfscalpel_jobs.main", "--quick", "--output", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

@@ -1,5 +1,5 @@
-"""2:4 recipe (prune_2_4: skip rule, fixed mask, channel permutation) and the check_nm validator
-on Keras models, .tflite files and the command line."""
+"""2:4 recipe (prune_2_4: skip rule, fixed mask, channel permutation) and the check_nm validators
+on Keras models (tfscalpel.check_nm), .tflite files and the command line (tflite_export.check)."""
 import os
 import subprocess
 import sys
@@ -36,7 +36,7 @@ def test_skip_rule_and_conv_windows_run_along_cin():
     pruned, plan = tfscalpel.prune_2_4(model)
     assert plan.pruned == ["c_in8", "c_in12", "d_in384"]
     assert set(plan.skipped) == {"c_in3", "d_in30"}
-    assert "straddle" in plan.skipped["c_in3"] and "30 inputs" in plan.skipped["d_in30"]
+    assert "straddle" in plan.skipped["c_in3"] and plan.skipped["d_in30"] == "in = 30 is not a multiple of 4"
     assert "skipped" in str(plan)
     by_name = {layer.name: layer for layer in pruned.layers}
     assert isinstance(by_name["c_in8"], tfscalpel.GroupPrunedConv2D)
@@ -57,6 +57,35 @@ def test_skip_rule_and_conv_windows_run_along_cin():
     assert status == {"c_in3": "skipped", "c_in8": "n:m", "c_in12": "n:m", "d_in384": "n:m",
                       "d_in30": "skipped"}
     assert report.ok
+
+
+def test_plan_and_plan_2_4_agree_on_every_layer():
+    """One 2:4 rule (tfscalpel.nm_rule): the planner's 2:4 choice and prune_2_4's plan agree on
+    every layer, including a 2x2 convolution with cin = 2, whose kh*kw*cin = 8 is a multiple of 4
+    although its windows would straddle kernel positions. Every layer reads a model input and
+    is a model output, so the planner's own conditions (fixed input, no node pruning of outputs)
+    leave the shape rule as the only one."""
+    i1, i2, i3, i4 = (keras.Input((6, 6, 2)), keras.Input((6, 6, 8)), keras.Input((30,)),
+                      keras.Input((32,)))
+    outputs = [keras.layers.Conv2D(4, 2, name="c2x2_cin2")(i1),
+               keras.layers.Conv2D(4, 3, name="c3x3_cin8")(i2),
+               keras.layers.Conv2D(4, 1, groups=2, name="grouped")(i2),
+               keras.layers.Dense(4, name="d30")(i3), keras.layers.Dense(4, name="d32")(i4)]
+    model = keras.Model([i1, i2, i3, i4], outputs)
+    gpu = tfscalpel.plan(model, "gpu-ampere")
+    recipe = nm.plan_2_4(model)
+    assert recipe.pruned == ["c3x3_cin8", "d32"]
+    # The planner leaves grouped convolutions out of its plan: not 2:4 either.
+    assert {p.name: p.method for p in gpu.layers} == {
+        "c2x2_cin2": "none", "c3x3_cin8": "2:4", "d30": "none", "d32": "2:4"}
+    methods = {p.name: p.method for p in gpu.layers}
+    for p in recipe.layers:
+        assert (methods.get(p.name) == "2:4") == p.eligible, p
+        if p.name in methods and not p.eligible:
+            assert gpu[p.name].reason.endswith(f"; {p.reason}: no 2:4")
+    assert recipe.skipped["c2x2_cin2"] == ("cin = 2 is not a multiple of 4: windows would "
+                                           "straddle kernel positions")
+    assert recipe.skipped["grouped"] == "grouped convolution (groups=2) is not one GEMM"
 
 
 def test_stricter_asp_rule_and_no_eligible_layer():
@@ -156,13 +185,19 @@ def nm_files(tmp_path_factory):
 
 
 def test_check_nm_tflite_files(nm_files):
-    good = tfscalpel.check_nm(nm_files["nm_builtin"])
+    from tflite_export import check_nm
+
+    good = check_nm(nm_files["nm_builtin"])
     assert good.ok and [c.kind for c in good.layers] == ["FULLY_CONNECTED"] * 2
-    custom = tfscalpel.check_nm(str(nm_files["nm_custom"]))
+    custom = check_nm(str(nm_files["nm_custom"]))
     assert custom.ok and [c.name for c in custom.layers] == ["a", "b"]
     assert {c.kind for c in custom.layers} == {"TFS_NM_SPARSE_FC"}
-    bad = tfscalpel.check_nm(nm_files["dense"])
+    assert check_nm(nm_files["nm_custom"].read_bytes()).ok
+    bad = check_nm(nm_files["dense"])
     assert not bad.ok and all(c.status == "not n:m" for c in bad.layers)
+    # The training side checks Keras models only: a .tflite is the deployment side's.
+    with pytest.raises(TypeError, match="tflite_export.check_nm"):
+        tfscalpel.check_nm(nm_files["dense"])
 
 
 def _corrupt_positions(path, out_path):
@@ -182,14 +217,16 @@ def _corrupt_positions(path, out_path):
 
 def _cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "tfscalpel.check_nm", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tflite_export.check", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
 
 def test_check_nm_rejects_corrupt_custom_node(nm_files, tmp_path):
+    from tflite_export import check_nm
+
     corrupt = tmp_path / "corrupt.tflite"
     _corrupt_positions(nm_files["nm_custom"], corrupt)
-    report = tfscalpel.check_nm(corrupt)
+    report = check_nm(corrupt)
     assert [c.status for c in report.layers] == ["invalid", "n:m"] and not report.ok
     assert "not increasing" in report.layers[0].reason and "invalid" in str(report)
 

@@ -9,7 +9,14 @@ from tflite_export import kernels, nm_export
 from tflite_export.kernels import KernelFormatError
 from tflite_export.kernels.nm import NMSparseFC
 
-IMPLS = ["portable"] + [i for i in kernels.available_impls() if i in ("avx2", "avx512")]
+#: The implementations the C manifest lists TFS_NM_SPARSE_FC kernels for (tested by being listed).
+IMPLS = sorted({k.impl for k in kernels.kernel_table() if k.op == "nm_sparse_fc"})
+
+
+def _require(impl):
+    if impl not in kernels.available_impls():
+        pytest.skip(f"kernel path {impl!r} needs the CPU features {kernels.impl_features(impl)}, "
+                    "which this CPU lacks")
 
 
 def random_2_4(rng, out_f, in_f, sparse_windows=0.1):
@@ -91,18 +98,22 @@ def test_encode_rejects_non_2_4():
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_float32_kernel_vs_numpy(impl):
+    _require(impl)
     for (in_f, out_f), activation, batch in _cases(((0, 1), (1, 3), (3, 2))):
         rng = np.random.default_rng(in_f + 7 * out_f + activation)
         w = random_2_4(rng, out_f, in_f)
         bias = rng.standard_normal(out_f).astype(np.float32)
         x = rng.standard_normal((batch, in_f)).astype(np.float32) * (4 if activation == 3 else 1)
-        y = NMSparseFC(*f32_layer(w, bias, activation))(x, impl=impl)
+        layer = NMSparseFC(*f32_layer(w, bias, activation))
+        assert layer.kernel(impl) == f"tfs_nmfc_{impl}_f32"
+        y = layer(x, impl=impl)
         ref = ref_f32(w, bias, x, activation)
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_int8_kernel_vs_numpy_bit_exact(impl):
+    _require(impl)
     for (in_f, out_f), activation, batch in _cases(((0, 1), (1, 4))):
         rng = np.random.default_rng(3 * in_f + out_f + activation)
         wq = np.clip(np.round(random_2_4(rng, out_f, in_f) * 40), -127, 127).astype(np.int8)
@@ -111,7 +122,8 @@ def test_int8_kernel_vs_numpy_bit_exact(impl):
         y = NMSparseFC(*arrays)(x, impl=impl)
         np.testing.assert_array_equal(y, ref_i8(arrays, wq, x))
         # the fixed-point flavour (TFLite Micro's) agrees between paths too
-        fp = [NMSparseFC(*arrays, requant="fixed_point")(x, impl=i) for i in IMPLS]
+        fp = [NMSparseFC(*arrays, requant="fixed_point")(x, impl=i) for i in IMPLS
+              if i in kernels.available_impls()]
         for other in fp[1:]:
             np.testing.assert_array_equal(other, fp[0])
         acc = (x.astype(np.int64) - int(arrays[2][7])) @ wq.T.astype(np.int64) + arrays[3]

@@ -7,7 +7,7 @@ import subprocess
 
 import sanitized_c
 
-SOURCES = ["tfs_nm_sparse_fc.c", "tfs_group_sparse_fc.c", "tfs_common.c"]
+SOURCES = sanitized_c.CORE
 FUZZ_SECONDS = int(os.environ.get("TFS_NM_FUZZ_SECONDS", "10"))
 
 

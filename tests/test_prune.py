@@ -68,14 +68,17 @@ def test_global_sparsity_ranks_across_layers():
 
 def test_unprunable_layers_listed_in_one_warning():
     inputs = keras.Input((6, 6, 3))
-    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    x = keras.layers.SeparableConv2D(3, 3, name="sep")(inputs)
+    x = keras.layers.Conv2DTranspose(3, 1, name="up")(x)
+    x = keras.layers.DepthwiseConv2D(1, name="dw")(x)
     x = keras.layers.Conv2D(4, 3, name="conv")(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(3, name="fc")(x)
     model = keras.Model(inputs, x)
-    with pytest.warns(UserWarning, match=r"cannot be pruned and stay dense: dw \(DepthwiseConv2D\)"):
+    with pytest.warns(UserWarning, match=r"cannot be pruned and stay dense: sep \(SeparableConv2D\)"
+                                         r", up \(Conv2DTranspose\)$"):
         pruned = tfscalpel.prune(model, sparsity=0.5)
-    assert [l.name for l in tfscalpel.pruned_layers(pruned)] == ["conv", "fc"]
+    assert [l.name for l in tfscalpel.pruned_layers(pruned)] == ["dw", "conv", "fc"]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import pytest
 
 import tfscalpel
 from tfscalpel import models
+from tfscalpel import targets as targets_module
 from tfscalpel.targets import HardwareTarget
 
 
@@ -31,7 +32,9 @@ def test_unknown_target_lists_known_ones():
         tfscalpel.plan(models.lenet_300_100(), "cortex-m4", dtype="int4")
 
 
-def test_user_target_registration_and_validation():
+def test_user_target_registration_and_validation(monkeypatch):
+    # The registry is global: the test's target must not outlive the test (README table check).
+    monkeypatch.setattr(targets_module, "_TARGETS", dict(targets_module._TARGETS))
     mine = tfscalpel.register_target(dict(
         name="test-dsp", kind="mcu", group_width={"int8": 8}, default_dtype="int8",
         methods={"dense": "group", "conv": "node"}))
@@ -58,7 +61,8 @@ def test_plan_tables_per_target():
     table = str(cpu)
     assert table.splitlines()[0] == "plan for x86-avx2 (float32)"
     assert "conv2       conv         500x50  node        1  pool2" in table
-    assert "fan-in 25 not a multiple of 4: no 2:4" in str(tfscalpel.plan(lenet5, "gpu-ampere"))
+    assert ("cin = 1 is not a multiple of 4: windows would straddle kernel positions: no 2:4"
+            in str(tfscalpel.plan(lenet5, "gpu-ampere")))
 
 
 def test_mask_goes_after_activation_pooling_and_batch_norm():
@@ -168,3 +172,48 @@ def test_pruned_model_never_shares_layers_with_the_source_model():
                epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()] if tfscalpel.pruned_layers(pruned) else [])
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", tfscalpel.known_targets())
+def test_every_target_exports_a_small_model_or_is_refused_at_prune(name):
+    """The contract: a target prune() accepts is one the exporter serves (with its own or a
+    borrowed cost profile, or gpu-ampere's 2:4 without one); the others are refused by prune()
+    and by the exporter with the registry's reason."""
+    import re
+
+    import tflite_export
+    from tflite_export import runtime
+
+    target = tfscalpel.get_target(name)
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((32,), name="x"),
+                              keras.layers.Dense(16, activation="relu", name="fc1"),
+                              keras.layers.Dense(4, name="fc2")])
+    x = np.random.default_rng(0).normal(size=(8, 32)).astype("float32")
+    if target.export_unsupported:
+        with pytest.raises(ValueError, match=re.escape(target.export_unsupported)):
+            tfscalpel.prune(model, target=name, sparsity=0.5)
+        with pytest.raises(ValueError, match=f"target '{name}' cannot be exported: "
+                                             + re.escape(target.export_unsupported)):
+            tflite_export.export(model, target=name)
+        assert "not exportable" in str(tfscalpel.plan(model, name))  # the plan still shows it
+        return
+    pruned = tfscalpel.prune(model, target=name, sparsity=0.5)
+    tfscalpel.update_pruning(pruned)  # step 0: the masks (groups or 2:4) are computed now
+    stripped = tfscalpel.strip(pruned)
+    quantize = "int8" if target.default_dtype == "int8" else None
+    result = tflite_export.export(stripped, target=name, quantize=quantize, representative_data=x)
+    assert result.report.target == name
+    used = {r.format for r in result.layers} - {"dense"}
+    assert used <= set(target.export_formats), (used, target.export_formats)
+    if target.borrowed_from:
+        assert f"note: costs borrowed from {target.borrowed_from}" in str(result)
+    if name == "gpu-ampere":
+        # fc1 reads the input and keeps its width: 2:4; fc2's input shrinks with node pruning.
+        assert [r.format for r in result.layers] == ["2:4", "dense"]
+    with runtime.load(result.model_bytes) as rt:
+        y = rt.run(x)[0]
+    if quantize is None:
+        np.testing.assert_allclose(y, stripped.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    else:
+        assert y.shape == (8, 4)

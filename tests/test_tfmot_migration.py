@@ -157,7 +157,7 @@ def test_one_built_layer_keeps_its_weights_and_other_layers_are_refused():
     model = keras.Sequential([keras.Input((5,)), tfscalpel.prune_low_magnitude(
         keras.layers.Dense(3)), keras.layers.Dense(2)])
     assert len(tfscalpel.layers.pruned_layers(model)) == 1
-    with pytest.raises(ValueError, match="layer 'emb' is a Embedding; one layer can be pruned"):
+    with pytest.raises(ValueError, match="layer 'emb' is a Embedding, which has no pruned twin"):
         tfscalpel.prune_low_magnitude(keras.layers.Embedding(10, 4, name="emb"))
 
 
@@ -194,3 +194,16 @@ def test_numpy_numbers_are_numbers():
     assert tfscalpel.ConstantSparsity(np.float32(0.5)).target_sparsity == 0.5
     assert tfscalpel.StagedThreshold([np.float32(0.5)], np.int64(3)).stage_steps == 3
     assert tfscalpel.IterativePruning([np.float64(0.5)], np.int64(3)).sparsities == [0.5]
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (keras.layers.Conv2D(4, 3, name="c2"), (None, 8, 8, 3)),
+    (keras.layers.Conv1D(4, 3, name="c1"), (None, 8, 3)),
+    (keras.layers.DepthwiseConv2D(3, name="dw"), (None, 8, 8, 3)),
+])
+def test_one_built_conv_layer_keeps_its_weights(layer, shape):
+    layer.build(shape)
+    twin = tfscalpel.prune_low_magnitude(layer)
+    assert type(twin).__name__.startswith("GroupPruned")
+    for a, b in zip(layer.weights, twin.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

@@ -11,6 +11,7 @@ _EXPORTER_NAMES = {
     "LayerReport": "tflite_export.report",
     "CostModel": "tflite_export.cost_model",
     "convert_keras": "tflite_export.converter",
+    "check_nm": "tflite_export.check",
 }
 
 

@@ -31,16 +31,15 @@ import os
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer
+from tflite_export import flatbuffer, formats
 from tflite_export.atomic import write_atomic
 
 ALIGNMENT = 16
-CUSTOM_CODE = "TFS_GROUP_SPARSE_FC"
 # TFLite Micro's persistent arena use besides the planned tensors, fitted to arena_used_bytes of
-# a host TFLite Micro build (see the module docstring); an estimate, not a bound.
+# a host TFLite Micro build (see the module docstring); an estimate, not a bound. A custom op's
+# numbers (workspace, persistent bytes per node) are its format's (`tflite_export.formats`).
 PERSISTENT_FIXED = 456
 PERSISTENT_PER_TENSOR = 24  # TfLiteEvalTensor (64-bit)
-PERSISTENT_PER_CUSTOM_OP = 204  # node record + the adapter's OpData (tfs_gsfc_layer) + scratch handle
 PERSISTENT_PER_OP = 152  # node record + a builtin kernel's OpData (FULLY_CONNECTED measured)
 
 _ELEM_BYTES = {schema.TensorType.FLOAT32: 4, schema.TensorType.INT32: 4, schema.TensorType.INT8: 1,
@@ -79,17 +78,27 @@ def _is_constant(model: schema.ModelT, t: schema.TensorT) -> bool:
     return (buf.data is not None and len(buf.data) > 0) or int(getattr(buf, "size", 0) or 0) > 0
 
 
+def _tflm_format(model: schema.ModelT, op: schema.OperatorT):
+    """The registered custom-op format of ``op`` (None for a builtin); ValueError when the op
+    has no TFLite Micro kernel."""
+    name = flatbuffer.custom_code(model, op)
+    if name is None:
+        return None
+    fmt = formats.by_op_name(name)
+    if fmt is None or fmt.tflm_registration is None:
+        have = [f.op_name for f in formats.custom_ops() if f.tflm_registration]
+        raise ValueError(f"custom op {name!r} has no TFLite Micro kernel (those with one: {have})")
+    return fmt
+
+
 def _custom_workspace(model: schema.ModelT, sg: schema.SubGraphT, op: schema.OperatorT) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
-    cc = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-    if cc != CUSTOM_CODE:
+    fmt = _tflm_format(model, op)
+    if fmt is None:
         return 0
-    x, y = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
-    if x.type != schema.TensorType.INT8:
-        return 0
+    x = sg.tensors[op.inputs[0]]
     in_features = int(x.shape[-1]) if x.shape is not None and len(x.shape) else 1
     batch = _tensor_bytes(x) // max(in_features, 1)
-    return batch * in_features * 2 + 32 if y is not None else 0
+    return fmt.tflm_workspace_bytes(x.type, batch, in_features)
 
 
 def arena_estimate(model_bytes: bytes) -> ArenaEstimate:
@@ -136,8 +145,8 @@ def arena_estimate(model_bytes: bytes) -> ArenaEstimate:
     persistent = PERSISTENT_FIXED + PERSISTENT_PER_TENSOR * len(sg.tensors)
     for op in sg.operators or []:
         code = model.operatorCodes[op.opcodeIndex]
-        cc = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-        persistent += PERSISTENT_PER_CUSTOM_OP if cc == CUSTOM_CODE else PERSISTENT_PER_OP
+        fmt = _tflm_format(model, op)
+        persistent += PERSISTENT_PER_OP if fmt is None else fmt.tflm_persistent_bytes
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
         if builtin == schema.BuiltinOperator.FULLY_CONNECTED and len(op.inputs) > 1:
             q = sg.tensors[op.inputs[1]].quantization

@@ -6,7 +6,8 @@ Times TFS_GROUP_SPARSE_FC (the kernel library's C timing hook, one thread, batch
 layers for every dtype and g over several shapes and densities, fits
 `fixed_ns + row_ns * out + unit_ns * n_groups` by least squares (`cost_model.calibrate`) and
 writes a JSON profile to pass as `target=` / `--target`. Dense and builtin block-sparse costs
-are kept from the base profile (they need TensorFlow-built models; see target_profiles.py).
+are kept from the base profile (they need TensorFlow-built models; see the profiles in
+tfscalpel/targets.py).
 """
 from __future__ import annotations
 

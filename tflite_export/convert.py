@@ -83,10 +83,10 @@ def _load_representative(path: str):
 
 def _run() -> None:
     _check_paths()
-    from tflite_export import cost_model  # heavy imports (TensorFlow) only after flags are valid
+    from tflite_export import cost_model, exporter  # heavy imports (TensorFlow) only after flags are valid
 
-    try:
-        target = cost_model.load(FLAGS.target)
+    try:  # a target without a cost model (gpu-ampere) goes by name; the others by their profile
+        target = FLAGS.target if exporter.fixed_format(FLAGS.target) else cost_model.load(FLAGS.target)
     except ValueError as e:
         raise CliError(f"--target: {e}") from None
     representative = None
@@ -101,11 +101,10 @@ def _run() -> None:
     except Exception as e:
         raise CliError(f"--model: cannot load {FLAGS.model}: {type(e).__name__}: {e}") from None
 
-    from tflite_export import exporter
     from tflite_export.atomic import write_atomic
 
     quantize = None if FLAGS.quantize == "none" else "int8"
-    _progress(f"converting ({quantize or 'float32'}) and rewriting for {target.name}")
+    _progress(f"converting ({quantize or 'float32'}) and rewriting for {getattr(target, 'name', target)}")
     result = exporter.export(model, target=target, quantize=quantize,
                              representative_data=representative, output=None, int8_io=FLAGS.int8_io)
     # Report first, model last: the model file only appears once everything has succeeded.

@@ -1,7 +1,8 @@
 """Per-layer cost model: which format (dense, TFLite block-sparse, custom group-sparse) is fastest.
 
 Every format's batch-1 time is modelled as `fixed_ns + row_ns * out + unit_ns * units` with the
-coefficients of a target profile (see `target_profiles.py` for where they come from). The
+coefficients of a target's cost profile: data in the target registry (`tfscalpel/targets.py`
+says where each number comes from), or a JSON / dict profile of the same layout. The
 decision is made at batch 1, one thread: the latency case the product targets. A sparse format
 is only chosen when its predicted speedup over dense is at least the profile's `min_speedup`.
 
@@ -20,8 +21,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from tflite_export import target_profiles
 from tflite_export.group_csr import ALLOWED_GROUP_SIZES
+from tfscalpel import targets
 
 DTYPES = ("float32", "int8")
 FORMATS = ("dense", "builtin_sparse", "custom")
@@ -38,7 +39,8 @@ class Estimate:
 
 
 class CostModel:
-    """Predicts per-layer times from a target profile (a dict in the `target_profiles` layout)."""
+    """Predicts per-layer times from a cost profile (a dict in the layout of the profiles in
+    `tfscalpel/targets.py`)."""
 
     def __init__(self, profile: Mapping):
         _validate_profile(profile)
@@ -47,6 +49,8 @@ class CostModel:
         self.min_speedup = float(self.profile.get("min_speedup", 1.0))
         self.dtypes = tuple(self.profile.get("dtypes", DTYPES))
         self.time_unit = str(self.profile.get("time_unit", "ns"))
+        self.borrowed_from = self.profile.get("borrowed_from")
+        self.source = str(self.profile.get("source", ""))
 
     def _coeffs(self, fmt: str, dtype: str) -> Mapping:
         if dtype not in self.dtypes:
@@ -54,10 +58,26 @@ class CostModel:
                              f"{dtype}" + (" (export with quantize='int8')" if self.dtypes == ("int8",) else ""))
         return self.profile["formats"][fmt][dtype]
 
+    def prices(self, fmt: str) -> bool:
+        """True if the profile has costs for format ``fmt`` (a target's profile lists the
+        formats its runtime runs; the others are no candidates)."""
+        return fmt in self.profile["formats"]
+
+    def unsupported(self, fmt: str, dtype: str) -> str | None:
+        """Why format ``fmt`` cannot be used on this target for ``dtype``, or None when it can."""
+        reason = self._coeffs(fmt, dtype).get("unsupported")
+        return None if reason is None else str(reason)
+
     def builtin_unsupported(self, dtype: str) -> str | None:
         """Why TFLite's block-sparse FC cannot be used on this target, or None when it can."""
-        reason = self._coeffs("builtin_sparse", dtype).get("unsupported")
-        return None if reason is None else str(reason)
+        return self.unsupported("builtin_sparse", dtype)
+
+    def estimate(self, fmt: str, dtype: str, g: int, out_features: int, units: int) -> Estimate:
+        """Predicted time of format ``fmt`` at width ``g`` storing ``units`` (groups, blocks,
+        windows); ``unit_ns`` is one number or one per width (``{"4": ...}``)."""
+        c = self._coeffs(fmt, dtype)
+        unit = c["unit_ns"][str(g)] if isinstance(c["unit_ns"], Mapping) else c["unit_ns"]
+        return Estimate(fmt, g, units, _linear(c, out_features, units, unit))
 
     def builtin_block(self, dtype: str) -> int:
         """Block width of TFLite's block-sparse FC for `dtype` (4 float32, 16 int8)."""
@@ -69,14 +89,10 @@ class CostModel:
         return Estimate("dense", 0, units, _linear(c, out_features, units, c["unit_ns"]))
 
     def builtin_sparse(self, dtype: str, out_features: int, n_blocks: int) -> Estimate:
-        c = self._coeffs("builtin_sparse", dtype)
-        t = _linear(c, out_features, n_blocks, c["unit_ns"])
-        return Estimate("builtin_sparse", int(c["block"]), n_blocks, t)
+        return self.estimate("builtin_sparse", dtype, self.builtin_block(dtype), out_features, n_blocks)
 
     def custom(self, dtype: str, g: int, out_features: int, n_groups: int) -> Estimate:
-        c = self._coeffs("custom", dtype)
-        unit = c["unit_ns"][str(g)]
-        return Estimate("custom", g, n_groups, _linear(c, out_features, n_groups, unit))
+        return self.estimate("custom", dtype, g, out_features, n_groups)
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self.profile)
@@ -113,21 +129,36 @@ def _validate_profile(profile: Mapping) -> None:
         ) from None
 
 
+def priced_targets() -> list[str]:
+    """Registered targets that carry a cost profile (what `load` accepts by name)."""
+    return [n for n in targets.known_targets() if targets.get_target(n).cost_profile is not None]
+
+
 def load(target) -> CostModel:
-    """A CostModel for `target`: a built-in name, a path to a JSON profile, a dict, or a CostModel."""
+    """A CostModel for `target`: a registered target's name or `HardwareTarget` (its cost
+    profile), a path to a JSON profile, a dict, or a CostModel.
+
+    Raises ValueError for an unknown target, one the exporter cannot serve (with its reason), or
+    one without a cost profile (``gpu-ampere``: the exporter rewrites its format without one)."""
     if isinstance(target, CostModel):
         return target
+    if isinstance(target, targets.HardwareTarget) or (
+            isinstance(target, str) and target in targets.known_targets()):
+        t = targets.get_target(target)
+        if t.export_unsupported:
+            raise ValueError(f"target {t.name!r} cannot be exported: {t.export_unsupported}")
+        if t.cost_profile is None:
+            raise ValueError(f"target {t.name!r} has no cost profile (it exports every eligible "
+                             f"layer as {list(t.export_formats)} without a cost model)")
+        return CostModel(t.cost_profile)
     if isinstance(target, Mapping):
         return CostModel(target)
-    if isinstance(target, str):
-        if target in target_profiles.PROFILES:
-            return CostModel(target_profiles.PROFILES[target])
-        if target.endswith(".json") and os.path.isfile(target):
-            with open(target, encoding="utf-8") as f:
-                return CostModel(json.load(f))
+    if isinstance(target, str) and target.endswith(".json") and os.path.isfile(target):
+        with open(target, encoding="utf-8") as f:
+            return CostModel(json.load(f))
     raise ValueError(
-        f"unknown target {target!r}; allowed: {sorted(target_profiles.PROFILES)}, a path to a "
-        f"JSON profile, a profile dict or a CostModel"
+        f"unknown target {target!r}; allowed: {priced_targets()}, a path to a JSON profile, a "
+        f"profile dict or a CostModel"
     )
 
 

@@ -1,9 +1,9 @@
 """The exporter's public entry points: Keras model (or `.tflite` bytes) -> sparse-aware `.tflite` + report.
 
 Flow: convert with TF's converter (`converter.py`), find every FULLY_CONNECTED (`fc_layers.py`),
-name it after its Keras layer (`keras_names.py`), let the cost model choose dense / TFLite
-block-sparse / TFS_GROUP_SPARSE_FC per layer (`planner.py`), rewrite the flatbuffer through the
-schema's object API (`rewrite.py`), drop orphaned tensors and buffers and pack with every buffer
+name it after its Keras layer (`keras_names.py`), let the cost model choose dense or one of the
+registered formats per layer (`planner.py`, `formats/`), rewrite the flatbuffer through the
+schema's object API (each format's `rewrite`), drop orphaned tensors and buffers and pack with every buffer
 64-byte aligned (`flatbuffer.py`), and write the file atomically (`atomic.py`).
 """
 from __future__ import annotations
@@ -14,11 +14,14 @@ from typing import Mapping
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import cost_model, flatbuffer, keras_names, planner, rewrite
+from tflite_export import cost_model, flatbuffer, keras_names, planner
+from tflite_export import formats as formats_registry
 from tflite_export.atomic import write_atomic
 from tflite_export.converter import convert_keras
 from tflite_export.fc_layers import FCLayer, find_fully_connected
+from tflite_export.host import HostMeasurement
 from tflite_export.report import ExportReport, LayerReport
+from tfscalpel.targets import HardwareTarget, get_target, known_targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,11 @@ class ExportResult:
 
     def __str__(self) -> str:
         return self.report.table()
+
+    @property
+    def layers(self) -> tuple:
+        """The report's per-layer rows (``LayerReport``)."""
+        return self.report.layers
 
     def write_c_array(self, directory: str, stem: str = "model_data") -> tuple[str, str]:
         """Write the model as a 16-byte-aligned C array `<stem>.cc/.h` for TFLite Micro (see
@@ -56,15 +64,20 @@ def export(
 
     Args:
       model: a built Keras 3 model whose Dense kernels hold zeroed groups (e.g. `tfscalpel.strip`).
-      target: a built-in target profile name (see `tflite_export.target_profiles.PROFILES`), a
-        path to a JSON profile, a profile dict, or a `cost_model.CostModel`.
+      target: a registered target (name or `tfscalpel.HardwareTarget`; its cost profile, or for
+        a target without one such as "gpu-ampere" its one format on every eligible layer), a
+        path to a JSON profile, a profile dict, or a `cost_model.CostModel`. A target the
+        exporter cannot serve (e.g. "arm-neon") raises ValueError with the registry's reason.
+        "host" (or a `host.HostMeasurement`) measures every candidate on this machine instead
+        of predicting it (cached per CPU model and kernel build; see `tflite_export.host`).
       quantize: None (float32) or "int8" (full integer; needs `representative_data`).
       representative_data: calibration inputs for int8 (see `converter.convert_keras`).
       output: if given, the `.tflite` is written there atomically (never a partial file).
       group_sizes: optional {layer name: g} pinning the custom op's group width per layer,
         g in (1, 2, 4, 8, 16); otherwise the cheapest g is chosen from the weights.
-      formats: optional {layer name: "auto" | "dense" | "custom" | "builtin_sparse"} forcing a
-        format per layer (default "auto": the cost model decides).
+      formats: optional {layer name: "auto" | "dense" | a registered format ("custom",
+        "builtin_sparse", "2:4")} forcing a format per layer (default "auto": the cost model
+        decides among the formats the target's profile prices).
       int8_io: with int8, int8 model inputs/outputs instead of float32.
       per_channel: with int8, per-output-channel weight scales (default) or per-tensor.
 
@@ -87,31 +100,93 @@ def rewrite_tflite(
 
     `keras_model`, when given, only supplies layer names for the report and the hints.
     """
+    group_sizes, hints = dict(group_sizes or {}), dict(formats or {})
+    if isinstance(target, str) and target == "host":
+        target = HostMeasurement()
+    if isinstance(target, HostMeasurement):
+        result = _rewrite(tflite_bytes, lambda fc: target.decide(
+            tflite_bytes, fc, group_sizes.get(fc.name), hints.get(fc.name, "auto")), target.name,
+            output, keras_model, {"group_sizes": group_sizes, "formats": hints})
+        target.save()
+        note = f"measured on this host ({target.key}): {target.measured} new timings, cached in {target.path}"
+        return dataclasses.replace(result, report=dataclasses.replace(result.report, note=note))
+    fixed = fixed_format(target)
+    if fixed is not None:
+        name, fmt = fixed
+        if group_sizes:
+            raise ValueError(f"group_sizes: target {name} has no group widths to pin (it exports "
+                             f"{fmt.name} without a cost model)")
+        return _rewrite(tflite_bytes, lambda fc: planner.decide_fixed(fc, fmt, hints.get(fc.name, "auto")),
+                        name, output, keras_model, {"formats": hints},
+                        f"no cost model: every eligible layer becomes {fmt.name}")
     cost = cost_model.load(target)
+
+    def choose(fc: FCLayer) -> planner.Decision:
+        return planner.decide(fc, cost, group_sizes.get(fc.name), hints.get(fc.name, "auto"))
+
+    note = f"costs borrowed from {cost.borrowed_from}: {cost.source}" if cost.borrowed_from else ""
+    return _rewrite(tflite_bytes, choose, cost.name, output, keras_model,
+                    {"group_sizes": group_sizes, "formats": hints}, note)
+
+
+def fixed_format(target):
+    """``(target name, format)`` for a registered target without a cost model (every eligible
+    layer becomes its one format), None for a target priced by a cost model. Raises ValueError
+    for a target the exporter cannot serve, with the target registry's reason."""
+    if not isinstance(target, HardwareTarget) and not (
+            isinstance(target, str) and target in known_targets()):
+        return None
+    t = get_target(target)
+    if t.export_unsupported:
+        raise ValueError(f"target {t.name!r} cannot be exported: {t.export_unsupported}")
+    if t.cost_profile is not None:
+        return None
+    if len(t.export_formats) != 1:
+        raise ValueError(f"target {t.name!r} has no cost profile, so it needs exactly one export "
+                         f"format to rewrite every eligible layer into, not {list(t.export_formats)}")
+    return t.name, formats_registry.get(t.export_formats[0])
+
+
+def export_nm(model, output: str | None = None, quantize: str | None = None,
+              representative_data=None, int8_io: bool = False) -> ExportResult:
+    """Convert a stripped 2:4 Keras model (e.g. ``tfscalpel.strip(prune_2_4(...)[0])`` after
+    fine-tuning) to `.tflite` with every eligible dense layer as TFS_NM_SPARSE_FC.
+
+    Every 2:4 layer is rewritten, without a cost model: the file carries the compressed layout
+    that sparse tensor cores consume, and its host kernels make it runnable and testable on a
+    CPU, at about dense speed (`benchmarks/bench_nm_cpu.py`). For CPU latency export
+    group-sparse models with `export`, which chooses the format per layer."""
+    dense = convert_keras(model, quantize, representative_data, int8_io)
+    return rewrite_nm(dense, output, keras_model=model)
+
+
+def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None) -> ExportResult:
+    """Rewrite every 2:4-eligible FULLY_CONNECTED of a converted `.tflite` into TFS_NM_SPARSE_FC;
+    the others stay dense with the N:M format's reason (the `gpu-ampere` target's export)."""
+    return rewrite_tflite(tflite_bytes, target="gpu-ampere", output=output, keras_model=keras_model)
+
+
+def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, keras_model,
+             hints: Mapping[str, Mapping], note: str = "") -> ExportResult:
+    """The one rewrite loop: ``choose(fc)`` decides each FULLY_CONNECTED's format, the
+    registered format rewrites it, then the model is compacted, packed and written."""
     model = flatbuffer.load(tflite_bytes)
     fcs = find_fully_connected(model)
     if keras_model is not None:
         keras_names.assign_names(keras_model, model, fcs)
-    group_sizes, formats = dict(group_sizes or {}), dict(formats or {})
-    _check_hint_names(fcs, group_sizes, "group_sizes")
-    _check_hint_names(fcs, formats, "formats")
-
+    for arg, given in hints.items():
+        _check_hint_names(fcs, given, arg)
     layer_reports = []
     for fc in fcs:
-        decision = planner.decide(fc, cost, group_sizes.get(fc.name), formats.get(fc.name, "auto"))
+        decision = choose(fc)
         dense_b = _dense_bytes(model, fc)
-        if decision.format == "custom":
-            stored = rewrite.to_custom(model, fc, decision.g)
-        elif decision.format == "builtin_sparse":
-            stored = rewrite.to_builtin_sparse(model, fc, decision.g)
-        else:
-            stored = dense_b
+        stored = dense_b if decision.format == "dense" else formats_registry.get(
+            decision.format).rewrite(model, fc, decision.g)
         layer_reports.append(_layer_report(fc, decision, dense_b, stored))
-
     flatbuffer.compact(model)
     out_bytes = flatbuffer.save(model)
-    quant = _model_dtype(model)
-    report = ExportReport(cost.name, quant, tuple(layer_reports), len(out_bytes), len(tflite_bytes))
+    report = ExportReport(target_name, _model_dtype(model), tuple(layer_reports), len(out_bytes),
+                          len(tflite_bytes), note)
     if output is not None:
         write_atomic(output, out_bytes)
     return ExportResult(out_bytes, report, bytes(tflite_bytes), output)

@@ -77,6 +77,32 @@ def add_buffer(model: schema.ModelT, data: np.ndarray) -> int:
     return len(model.buffers) - 1
 
 
+def opcode_index(model: schema.ModelT, builtin: int, version: int, custom_code: str | None = None) -> int:
+    """Index of the operator code (builtin, version, custom code), appended when missing."""
+    for i, oc in enumerate(model.operatorCodes):
+        code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
+        if code == builtin and int(oc.version) == version and text(oc.customCode) == custom_code:
+            return i
+    oc = schema.OperatorCodeT()
+    oc.builtinCode = builtin
+    # Codes below 127 must also be in the deprecated int8 field for older readers.
+    oc.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    oc.version = version
+    oc.customCode = custom_code
+    model.operatorCodes.append(oc)
+    return len(model.operatorCodes) - 1
+
+
+def custom_code(model: schema.ModelT, op: schema.OperatorT) -> str | None:
+    """The custom op name of ``op`` (None for a builtin operator)."""
+    return text(model.operatorCodes[op.opcodeIndex].customCode)
+
+
+def text(raw) -> str | None:
+    """A flatbuffer string field as str (the object API gives bytes)."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
 def tensor_data(model: schema.ModelT, tensor: schema.TensorT, dtype) -> np.ndarray | None:
     """A constant tensor's data as a numpy array of `tensor.shape`, or None if it has no data."""
     buf = model.buffers[tensor.buffer]

@@ -1,5 +1,6 @@
-"""Per-layer format choice: dense builtin, TFLite block-sparse FC, or TFS_GROUP_SPARSE_FC with some g.
+"""Per-layer format choice: dense builtin, or a format of the registry (`tflite_export.formats`).
 
+Every registered format the target's profile prices is a candidate, at each width it offers.
 The cost model predicts each candidate's batch-1 time from the actual weights (stored groups or
 blocks counted on the TFLite weight `[out, in]`, so quantization zeros count too). The cheapest
 candidate wins if it beats dense by the profile's `min_speedup`; otherwise the layer stays dense.
@@ -9,24 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
-from tflite_export import group_csr
+from tflite_export import formats, group_csr
 from tflite_export.cost_model import CostModel, Estimate
 from tflite_export.fc_layers import FCLayer
 
-FORMAT_CHOICES = ("auto", "dense", "custom", "builtin_sparse")
-# The int8 builtin kernel keeps per-row block counts and block indices in uint8 ("ledger").
-_BUILTIN_INT8_MAX_BLOCKS = 255
+#: What ``export(formats=...)`` may force per layer: "auto", "dense" or a registered format.
+FORMAT_CHOICES = ("auto", "dense") + formats.names()
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
     """What to do with one FC layer, and why."""
 
-    format: str  # "dense" | "custom" | "builtin_sparse"
-    g: int  # custom: group width; builtin_sparse: block width; dense: 0
-    units: int  # stored groups / blocks; weights for dense
+    format: str  # "dense" or a registered format's name ("custom", "builtin_sparse", "2:4")
+    g: int  # custom: group width; builtin_sparse: block width; dense and 2:4: 0
+    units: int  # stored groups / blocks / windows; weights for dense
     dense: Estimate
     chosen: Estimate
     reason: str
@@ -34,21 +32,6 @@ class Decision:
     @property
     def expected_speedup(self) -> float:
         return self.dense.time_ns / self.chosen.time_ns if self.chosen.time_ns > 0 else 1.0
-
-
-def builtin_blocks(weights: np.ndarray, block: int) -> int | None:
-    """Stored blocks of TFLite's block-sparse FC, or None when the layer cannot use it."""
-    if weights.shape[1] % block:
-        return None
-    return group_csr.count_groups(weights, block)
-
-
-def _builtin_unusable(layer: FCLayer, block: int) -> str | None:
-    if layer.in_features % block:
-        return f"in={layer.in_features} is not a multiple of the builtin block {block}"
-    if layer.dtype == "int8" and layer.in_features // block > _BUILTIN_INT8_MAX_BLOCKS + 1:
-        return f"in={layer.in_features} has more than 256 int8 blocks per row"
-    return None
 
 
 def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force: str = "auto") -> Decision:
@@ -61,28 +44,24 @@ def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force
         )
     if layer.unsupported:
         dense = _dense_only(layer, cost)
-        if force in ("custom", "builtin_sparse"):
+        if force not in ("auto", "dense"):
             raise ValueError(f"layer {layer.name!r}: cannot force {force}: {layer.unsupported}")
         return dataclasses.replace(dense, reason=f"kept dense: {layer.unsupported}")
 
     dense = cost.dense(layer.dtype, layer.in_features, layer.out_features)
-    w = layer.weights
     candidates: list[Estimate] = []
     notes = []
-    if force in ("auto", "custom"):
-        for g in [group_size] if group_size else group_csr.ALLOWED_GROUP_SIZES:
-            n = group_csr.count_groups(w, g)
+    for fmt in formats.all_formats():
+        if force not in ("auto", fmt.name) or not cost.prices(fmt.name):
+            continue  # a profile prices the formats its target runs
+        why_not = cost.unsupported(fmt.name, layer.dtype) or fmt.eligible(layer)
+        for g in () if why_not else fmt.widths(layer, cost, group_size):
+            why_not = fmt.width_reason(layer, g)
+            n = None if why_not else fmt.stored_units(layer.weights, g)
             if n:  # zero-length tensors are not allowed, so an all-zero layer stays dense
-                candidates.append(cost.custom(layer.dtype, g, layer.out_features, n))
-    if force in ("auto", "builtin_sparse"):
-        why_not = cost.builtin_unsupported(layer.dtype)
-        block = 0 if why_not else cost.builtin_block(layer.dtype)
-        why_not = why_not or _builtin_unusable(layer, block)
-        n = None if why_not else builtin_blocks(w, block)
+                candidates.append(cost.estimate(fmt.name, layer.dtype, g, layer.out_features, n))
         if why_not:
-            notes.append(f"builtin block-sparse unusable: {why_not}")
-        elif n:
-            candidates.append(cost.builtin_sparse(layer.dtype, layer.out_features, n))
+            notes.append(f"{fmt.title} unusable: {why_not}")
     if force == "dense":
         return Decision("dense", 0, dense.units, dense, dense, "kept dense: forced by formats=")
     if not candidates:
@@ -117,7 +96,28 @@ def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force
 
 
 def _label(e: Estimate) -> str:
-    return f"custom g={e.g}" if e.format == "custom" else f"builtin block-sparse 1x{e.g}"
+    return formats.get(e.format).label(e.g)
+
+
+def decide_fixed(layer: FCLayer, fmt, force: str = "auto") -> Decision:
+    """Without a cost model: ``fmt`` wherever the layer is eligible, else dense with the reason
+    (the 2:4 export for sparse tensor cores, whose speed a CPU profile cannot predict).
+    ``force``: "auto", "dense" or ``fmt.name`` (which raises where the layer is not eligible)."""
+    if force not in ("auto", "dense", fmt.name):
+        raise ValueError(f"layer {layer.name!r}: format {force!r} not in "
+                         f"{('auto', 'dense', fmt.name)} (the target exports only {fmt.name})")
+    units = layer.in_features * layer.out_features
+    dense = Estimate("dense", 0, units, 0.0)
+    if force == "dense":
+        return Decision("dense", 0, units, dense, dense, "kept dense: forced by formats=")
+    why = fmt.eligible(layer)
+    if why and force != "auto":
+        raise ValueError(f"layer {layer.name!r}: cannot force {force}: {why}")
+    if why:
+        return Decision("dense", 0, units, dense, dense, why)
+    n = fmt.stored_units(layer.weights, 0)
+    return Decision(fmt.name, 0, n, dense, Estimate(fmt.name, 0, n, 0.0),
+                    f"{fmt.label(0)}: every eligible layer (no cost model)")
 
 
 def _dense_only(layer: FCLayer, cost: CostModel) -> Decision:

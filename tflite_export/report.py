@@ -37,6 +37,7 @@ class ExportReport:
     layers: tuple[LayerReport, ...]
     model_bytes: int
     dense_model_bytes: int  # the converter's unmodified output
+    note: str = ""  # where the costs come from when not the target's own (borrowed profile)
 
     def to_dict(self) -> dict:
         return {
@@ -44,8 +45,20 @@ class ExportReport:
             "quantize": self.quantize,
             "model_bytes": self.model_bytes,
             "dense_model_bytes": self.dense_model_bytes,
+            "note": self.note,
             "layers": [layer.to_dict() for layer in self.layers],
         }
+
+    def layer_bars(self):
+        """The rows ``tfscalpel.report.plot_layers`` draws: sparsity, dense vs exported bytes."""
+        from tfscalpel.report import LayerBars
+
+        rows = self.layers
+        return LayerBars(
+            f"TFLite {self.quantize} for {self.target} (bytes)", tuple(r.layer for r in rows),
+            tuple(100 * (1 - r.density) for r in rows),
+            {"dense": [r.bytes_dense for r in rows], "exported": [r.bytes_exported for r in rows]},
+            tuple(f"{r.format}" + (f", g={r.g}" if r.g else "") for r in rows))
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -68,7 +81,9 @@ class ExportReport:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
 
         out = [f"target {self.target}, {self.quantize}: {self.model_bytes} bytes "
-               f"(converter's dense model {self.dense_model_bytes} bytes)", line(head),
+               f"(converter's dense model {self.dense_model_bytes} bytes)"]
+        out += [f"note: {self.note}"] if self.note else []
+        out += [line(head),
                line("-" * w for w in widths)]
         out += [line(r) for r in rows]
         out += [f"  {lr.layer}: {lr.reason}" for lr in self.layers]

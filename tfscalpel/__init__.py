@@ -8,6 +8,8 @@ from tfscalpel.distill import Distiller
 from tfscalpel.gate_training import GateTraining
 from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
+from tfscalpel import layer_handlers
+from tfscalpel.layer_handlers import register_layer
 from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin, pruned_layers
 from tfscalpel.mask_update import update_pruning
 from tfscalpel.nm import check_nm, prune_2_4

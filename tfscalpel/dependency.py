@@ -1,14 +1,16 @@
 """Channel dependency graph: which nodes (Dense units, conv channels) can be removed, and where.
 
 Built from a Functional model's nodes, Torch-Pruning style. Every channel of the last axis of
-every tensor carries an *id*; Dense and Conv2D layers and model inputs create fresh ids, and
-ids flow through the graph:
+every tensor carries an *id*; weighted layers (Dense, Conv2D) and model inputs create fresh
+ids, and ids flow through the graph as each layer's handler (:mod:`tfscalpel.layer_handlers`)
+says:
 
-- channel-wise layers (MaskLayer, BatchNormalization, DepthwiseConv2D, activations, pooling,
-  dropout, padding, ...) pass ids through;
+- channel-wise layers (MaskLayer, BatchNormalization and the like on the channel axis --
+  ``axis=-1`` or its positive equivalent --, DepthwiseConv2D, activations, pooling, dropout,
+  padding, a Reshape that keeps the last axis as squeeze-excite's, ...) pass ids through;
 - Flatten tiles them in the flattened ``(H, W, C)`` order, so a Dense after it sees channel
   ``c`` at rows ``c, c + C, c + 2C, ...``;
-- Concatenate (last axis) concatenates them;
+- Concatenate (on the channel axis) concatenates them;
 - Add, Subtract, Average, Maximum, Minimum and Multiply *couple* them: ids at the same position
   of their inputs are merged into one class, which is removed everywhere or nowhere.
 
@@ -19,46 +21,30 @@ it (the input rows of a Dense or Conv2D) sees exactly zero there, and it does no
 input or output. Removing it then changes no output: the producing units and filters go, the
 channel-wise layers lose the channel, and the consumers lose the matching input rows.
 
-A layer the analysis cannot follow (Reshape, LayerNormalization, Softmax, grouped convolutions,
-nested models, ...) is fine as long as no gated channel reaches it; if one does, the error names
-the layer and the gates involved.
+A layer the analysis cannot follow (a Reshape of the channel axis, LayerNormalization, Softmax,
+grouped convolutions, nested models, unregistered layers, ...) is fine as long as no gated
+channel reaches it; if one does, the error names the layer and the gates involved.
 """
 import dataclasses
 import inspect
 
-import keras
 import numpy as np
 from keras import ops
 
-from tfscalpel.gates import MaskLayer
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order
+from tfscalpel.layer_handlers import get_handler, registered
 
-_L = keras.layers
-#: Layers that change no channel relation (output channel c depends on input channel c only).
-#: Whether each maps zero to zero is measured per channel, not assumed.
-CHANNELWISE = (
-    _L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU,
-    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D,
-    _L.AveragePooling1D, _L.AveragePooling2D, _L.AveragePooling3D,
-    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D,
-    _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
-    _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D, _L.GaussianNoise, _L.GaussianDropout,
-    _L.ZeroPadding1D, _L.ZeroPadding2D, _L.Cropping1D, _L.Cropping2D, _L.UpSampling1D,
-    _L.UpSampling2D, _L.Identity,
-)
-#: Channel-wise layers with one weight entry per channel, sliced when channels go.
-PER_CHANNEL = (MaskLayer, _L.BatchNormalization, _L.DepthwiseConv2D)
-#: Element-wise merges, and how exact zeros combine through them.
-MERGE_ALL_ZERO = (_L.Add, _L.Subtract, _L.Average, _L.Maximum, _L.Minimum)
-MERGE_ANY_ZERO = (_L.Multiply,)
-_CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+#: Built-in channel-wise layer types without weights, for the planner's walks along the graph.
+#: The channel analysis itself asks each layer's handler (:mod:`tfscalpel.layer_handlers`).
+CHANNELWISE = tuple(cls for cls, h in registered().items()
+                    if h.role == "channelwise" and not h.owns_channels)
 
 
 def is_weighted(layer):
-    """Dense and (ungrouped) Conv2D layers: they create channels and consume input rows."""
-    if isinstance(layer, _L.Dense):
-        return True
-    return isinstance(layer, _L.Conv2D) and getattr(layer, "groups", 1) == 1
+    """Layers that create channels and consume input rows (Dense, ungrouped Conv2D, and what
+    :func:`tfscalpel.register_layer` registers as weighted)."""
+    handler = get_handler(layer)
+    return handler.role == "weighted" and handler.creates_channels(layer)
 
 
 @dataclasses.dataclass
@@ -127,19 +113,107 @@ def _zero_preserved(layer, input_shape):
     return np.all(out.reshape(-1, out.shape[-1]) == 0, axis=0)
 
 
-def _unfollowable_reason(layer):
-    if isinstance(layer, _L.Conv2D) and getattr(layer, "groups", 1) != 1:
-        return "a grouped convolution"
-    if isinstance(layer, _L.DepthwiseConv2D) and layer.depth_multiplier != 1:
-        return "a depthwise convolution with depth_multiplier != 1"
-    if isinstance(layer, _L.BatchNormalization) and layer.axis not in (-1,):
-        return f"a batch norm over axis {layer.axis}, not the channel axis"
-    if isinstance(layer, _L.Activation) and getattr(layer.activation, "__name__", "") in \
-            _CHANNEL_MIXING_ACTIVATIONS:
-        return "an activation that mixes channels"
-    if isinstance(layer, _L.Concatenate) and layer.axis != -1:
-        return f"a concatenation along axis {layer.axis}"
-    return None
+@dataclasses.dataclass
+class _Walk:
+    """The channel classes of a model's graph, as :func:`_walk` found them."""
+
+    classes: _Classes
+    pinned: list  # ids that must stay: model inputs and outputs, inputs of opaque layers
+    opaque: list  # (layer, reason, ids it consumes)
+    uses: list  # (ids, zero) seen by the input rows of weighted layers
+    gated: set  # ids at MaskLayer positions (before unions)
+    out_ids: dict  # layer name -> ids of its output channels (weighted, per-channel, gates)
+    in_ids: dict  # weighted layer name -> ids of its input rows
+    gates: list  # names of the MaskLayers, in graph order
+
+
+def _walk(model, dead):
+    """Follow channel ids (and exact zeros) through ``model``'s graph; see the module
+    docstring. ``dead`` as :func:`channel_plan`."""
+    classes = _Classes()
+    ids, zero = {}, {}  # id(KerasTensor) -> channel ids / exact-zero flags of its last axis
+    pinned = []  # ids that must stay: model inputs and outputs, inputs of opaque layers
+    opaque = []  # (layer, reason, ids it consumes)
+    uses = []  # (ids, zero) seen by the input rows of weighted layers
+    gated = set()  # ids at MaskLayer positions (before unions)
+    out_ids, in_ids, gates, seen = {}, {}, [], set()
+
+    graph = functional_graph(model)
+    for x in graph.inputs:
+        n = _last_dim(x, x._keras_history.operation)
+        ids[id(x)] = classes.fresh(n)
+        zero[id(x)] = np.zeros(n, dtype=bool)
+        pinned.extend(ids[id(x)])
+
+    for node in nodes_in_order(model):
+        layer = node.operation
+        ins = node_inputs(node)
+        outs = node.outputs
+        handler = get_handler(layer)
+        reason = handler.refusal(layer, [x.shape for x in ins], [y.shape for y in outs])
+        if reason is None and layer.name in seen and handler.owns_channels:
+            reason = "shared by several calls"
+        seen.add(layer.name)
+        if reason is not None:
+            consumed = np.concatenate([ids[id(x)] for x in ins]) if ins else np.zeros(0, int)
+            opaque.append((layer, reason, consumed))
+            pinned.extend(consumed)
+            for y in outs:
+                n = y.shape[-1] if y.shape else 1
+                ids[id(y)] = classes.fresh(int(n or 1))
+                zero[id(y)] = np.zeros(len(ids[id(y)]), dtype=bool)
+                pinned.extend(ids[id(y)])
+            continue
+
+        x, y = ins[0], outs[0]
+        role = handler.role
+        if role == "weighted":
+            uses.append((ids[id(x)], zero[id(x)]))
+            in_ids[layer.name] = ids[id(x)]
+            new = classes.fresh(_last_dim(y, layer))
+            ids[id(y)], zero[id(y)] = new, np.zeros(len(new), dtype=bool)
+            out_ids[layer.name] = new
+        elif role == "gate":
+            units = len(ids[id(x)])
+            d = dead.get(layer.name) if dead is not None else None
+            if d is None:
+                d = ~layer.kept() if layer.built else np.zeros(units, dtype=bool)
+            d = np.asarray(d, dtype=bool)
+            if d.shape != (units,):
+                raise ValueError(f"dead[{layer.name!r}] must have shape ({units},), got {d.shape}")
+            ids[id(y)], zero[id(y)] = ids[id(x)], zero[id(x)] | d
+            out_ids[layer.name] = ids[id(x)]
+            gated.update(int(i) for i in ids[id(x)])
+            gates.append(layer.name)
+        elif role == "channelwise":
+            ids[id(y)] = ids[id(x)]
+            zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
+            if handler.owns_channels:
+                out_ids[layer.name] = ids[id(x)]
+        elif role == "flatten":
+            spatial = x.shape[1:-1]
+            if any(d is None for d in spatial):
+                raise ValueError(f"layer {layer.name!r}: Flatten needs a fully known input shape")
+            reps = int(np.prod(spatial)) if spatial else 1
+            ids[id(y)], zero[id(y)] = np.tile(ids[id(x)], reps), np.tile(zero[id(x)], reps)
+        elif role == "concat":
+            ids[id(y)] = np.concatenate([ids[id(t)] for t in ins])
+            zero[id(y)] = np.concatenate([zero[id(t)] for t in ins])
+        else:  # element-wise merge: couple positions
+            first = ids[id(ins[0])]
+            for t in ins[1:]:
+                if len(ids[id(t)]) != len(first):
+                    raise ValueError(f"layer {layer.name!r}: broadcasting merges are not followed")
+                for a, b in zip(first, ids[id(t)]):
+                    classes.union(int(a), int(b))
+            stack = np.stack([zero[id(t)] for t in ins])
+            combine = np.all if handler.zero == "all" else np.any
+            ids[id(y)], zero[id(y)] = first, combine(stack, axis=0)
+
+    for x in graph.outputs:
+        pinned.extend(ids[id(x)])
+
+    return _Walk(classes, pinned, opaque, uses, gated, out_ids, in_ids, gates)
 
 
 def channel_plan(model, dead=None):
@@ -156,97 +230,14 @@ def channel_plan(model, dead=None):
         ValueError: if a gated channel reaches a layer the analysis cannot follow (naming it),
             or a gated layer is shared by several calls.
     """
-    classes = _Classes()
-    ids, zero = {}, {}  # id(KerasTensor) -> channel ids / exact-zero flags of its last axis
-    pinned = []  # ids that must stay: model inputs and outputs, inputs of opaque layers
-    opaque = []  # (layer, reason, ids it consumes)
-    uses = []  # (ids, zero) seen by the input rows of weighted layers
-    gated = set()  # ids at MaskLayer positions (before unions)
-    out_ids, in_ids, in_units, seen = {}, {}, {}, set()
-
-    graph = functional_graph(model)
-    for x in graph.inputs:
-        n = _last_dim(x, x._keras_history.operation)
-        ids[id(x)] = classes.fresh(n)
-        zero[id(x)] = np.zeros(n, dtype=bool)
-        pinned.extend(ids[id(x)])
-
-    for node in nodes_in_order(model):
-        layer = node.operation
-        ins = node_inputs(node)
-        outs = node.outputs
-        reason = _unfollowable_reason(layer)
-        followable = reason is None and (is_weighted(layer) or isinstance(
-            layer, PER_CHANNEL + CHANNELWISE + MERGE_ALL_ZERO + MERGE_ANY_ZERO
-            + (_L.Flatten, _L.Concatenate)))
-        if followable and layer.name in seen and (is_weighted(layer) or isinstance(layer, PER_CHANNEL)):
-            reason, followable = "shared by several calls", False
-        seen.add(layer.name)
-        if not followable:
-            reason = reason or f"a {type(layer).__name__} layer, which the channel analysis does not know"
-            consumed = np.concatenate([ids[id(x)] for x in ins]) if ins else np.zeros(0, int)
-            opaque.append((layer, reason, consumed))
-            pinned.extend(consumed)
-            for y in outs:
-                n = y.shape[-1] if y.shape else 1
-                ids[id(y)] = classes.fresh(int(n or 1))
-                zero[id(y)] = np.zeros(len(ids[id(y)]), dtype=bool)
-                pinned.extend(ids[id(y)])
-            continue
-
-        x, y = ins[0], outs[0]
-        if is_weighted(layer):
-            uses.append((ids[id(x)], zero[id(x)]))
-            in_ids[layer.name] = ids[id(x)]
-            in_units[layer.name] = len(ids[id(x)])
-            new = classes.fresh(_last_dim(y, layer))
-            ids[id(y)], zero[id(y)] = new, np.zeros(len(new), dtype=bool)
-            out_ids[layer.name] = new
-        elif isinstance(layer, MaskLayer):
-            units = len(ids[id(x)])
-            d = dead.get(layer.name) if dead is not None else None
-            if d is None:
-                d = ~layer.kept() if layer.built else np.zeros(units, dtype=bool)
-            d = np.asarray(d, dtype=bool)
-            if d.shape != (units,):
-                raise ValueError(f"dead[{layer.name!r}] must have shape ({units},), got {d.shape}")
-            ids[id(y)], zero[id(y)] = ids[id(x)], zero[id(x)] | d
-            out_ids[layer.name] = ids[id(x)]
-            gated.update(int(i) for i in ids[id(x)])
-        elif isinstance(layer, PER_CHANNEL + CHANNELWISE):
-            ids[id(y)] = ids[id(x)]
-            zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
-            if isinstance(layer, PER_CHANNEL):
-                out_ids[layer.name] = ids[id(x)]
-        elif isinstance(layer, _L.Flatten):
-            spatial = x.shape[1:-1]
-            if any(d is None for d in spatial):
-                raise ValueError(f"layer {layer.name!r}: Flatten needs a fully known input shape")
-            reps = int(np.prod(spatial)) if spatial else 1
-            ids[id(y)], zero[id(y)] = np.tile(ids[id(x)], reps), np.tile(zero[id(x)], reps)
-        elif isinstance(layer, _L.Concatenate):
-            ids[id(y)] = np.concatenate([ids[id(t)] for t in ins])
-            zero[id(y)] = np.concatenate([zero[id(t)] for t in ins])
-        else:  # element-wise merge: couple positions
-            first = ids[id(ins[0])]
-            for t in ins[1:]:
-                if len(ids[id(t)]) != len(first):
-                    raise ValueError(f"layer {layer.name!r}: broadcasting merges are not followed")
-                for a, b in zip(first, ids[id(t)]):
-                    classes.union(int(a), int(b))
-            stack = np.stack([zero[id(t)] for t in ins])
-            combine = np.all if isinstance(layer, MERGE_ALL_ZERO) else np.any
-            ids[id(y)], zero[id(y)] = first, combine(stack, axis=0)
-
-    for x in graph.outputs:
-        pinned.extend(ids[id(x)])
-
-    gated_roots = {classes.find(i) for i in gated}
-    for layer, reason, consumed in opaque:
+    walk = _walk(model, dead)
+    classes, out_ids, in_ids = walk.classes, walk.out_ids, walk.in_ids
+    gated_roots = {classes.find(i) for i in walk.gated}
+    for layer, reason, consumed in walk.opaque:
         hit = sorted({classes.find(int(i)) for i in consumed} & gated_roots)
         if hit:
-            gates = sorted({lyr.name for lyr in model.layers if isinstance(lyr, MaskLayer)
-                            and set(classes.roots(out_ids.get(lyr.name, []))) & set(hit)})
+            gates = sorted({name for name in walk.gates
+                            if set(classes.roots(out_ids[name])) & set(hit)})
             raise ValueError(
                 f"layer {layer.name!r} is {reason}: node removal cannot follow channels through "
                 f"it, but channels gated by MaskLayer(s) {gates} reach it. Exclude the layers "
@@ -255,10 +246,10 @@ def channel_plan(model, dead=None):
             )
 
     removable = {}
-    for x_ids, x_zero in uses:
+    for x_ids, x_zero in walk.uses:
         for i, z in zip(classes.roots(x_ids), x_zero):
             removable[i] = removable.get(i, True) and bool(z)
-    for i in classes.roots(pinned) if pinned else []:
+    for i in classes.roots(walk.pinned) if walk.pinned else []:
         removable[i] = False
 
     # A layer whose every node is dead keeps one (a zero-width layer cannot be built); the
@@ -277,6 +268,24 @@ def channel_plan(model, dead=None):
         keep_out={name: kept(v) for name, v in out_ids.items()},
         keep_in={name: kept(v) for name, v in in_ids.items()},
         units={name: len(v) for name, v in out_ids.items()},
-        in_units=in_units,
+        in_units={name: len(v) for name, v in in_ids.items()},
     )
     return plan
+
+
+def coupled_gates(model):
+    """MaskLayer nodes that gate one coupled channel class (tied by Add, Multiply, ...).
+
+    Such a channel is removed only when every gate of its group is dead, so gates trained
+    independently rarely remove it: :class:`~tfscalpel.GateTraining` ties each group to one
+    value (Torch-Pruning's group importance).
+
+    Returns a list of groups with more than one node, each a list of ``(MaskLayer name, node
+    index)`` pairs.
+    """
+    walk = _walk(model, None)
+    groups = {}
+    for name in walk.gates:
+        for k, root in enumerate(walk.classes.roots(walk.out_ids[name])):
+            groups.setdefault(int(root), []).append((name, k))
+    return [g for g in groups.values() if len(g) > 1]

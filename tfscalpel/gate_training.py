@@ -10,10 +10,18 @@ Training runs in phases of whole epochs:
 2. *fine-tuning*: every mask is frozen (no penalty, no gradient, the mask fixed) for
    ``finetune_epochs`` epochs, so the surviving weights recover accuracy.
 
+*Coupled channels.* Channels tied by a merge (a residual Add, a squeeze-excite Multiply) are
+one channel class for :func:`tfscalpel.strip`: it is removed only when every gate of the class
+is dead. Gates trained one by one rarely all die (a ResNet keeps every such channel), so by
+default each class's gates are tied to one value, their mean, after every training batch: with
+equal starting values that is one shared gate moved by the group's mean gradient
+(Torch-Pruning's group importance).
+
 Train for :attr:`GateTraining.total_epochs` epochs. Penalty and frozen flag are layer weights,
 so a run resumed with ``initial_epoch`` (or ``BackupAndRestore``) continues in the right phase.
 """
 import keras
+import numpy as np
 
 from tfscalpel.gates import mask_layers
 
@@ -52,10 +60,13 @@ class GateTraining(keras.callbacks.Callback):
         rescale_dropout: scale each Dropout directly after a MaskLayer to
             ``original rate * kept fraction`` of that mask at every epoch start (fewer nodes
             need less dropout). The train function is rebuilt when a rate changes.
+        tie_coupled: after every training batch, set the gates of each coupled channel class
+            (:func:`tfscalpel.dependency.coupled_gates`) to their mean, so such channels die
+            together (module docstring). Models without merges have no such classes.
     """
 
     def __init__(self, penalties=(1e-4, 3e-4, 1e-3), epochs_per_stage=1, conv_first=False,
-                 finetune_epochs=1, rescale_dropout=False):
+                 finetune_epochs=1, rescale_dropout=False, tie_coupled=True):
         super().__init__()
         if isinstance(penalties, dict):
             if not set(_KINDS) <= set(penalties) or not all(isinstance(k, str) for k in penalties):
@@ -79,6 +90,8 @@ class GateTraining(keras.callbacks.Callback):
         self.conv_first = bool(conv_first)
         self.finetune_epochs = finetune_epochs
         self.rescale_dropout = bool(rescale_dropout)
+        self.tie_coupled = bool(tie_coupled)
+        self._ties = None  # (MaskLayers, their slices of one gate vector, group per position)
         self._dropout_rates = {}
         self._named_kinds = {}
 
@@ -135,6 +148,44 @@ class GateTraining(keras.callbacks.Callback):
             layer.frozen.assign(1.0 if frozen else 0.0)
         if self.rescale_dropout:
             self._rescale_dropout()
+
+    def on_train_begin(self, logs=None):
+        self._ties = self._coupled_groups() if self.tie_coupled else None
+
+    def _coupled_groups(self):
+        from tfscalpel.dependency import coupled_gates
+        from tfscalpel.prune_model import _is_cloneable
+
+        if not _is_cloneable(self.model):
+            return None  # no graph to read couplings from: gates stay independent
+        groups = coupled_gates(self.model)
+        if not groups:
+            return None
+        names = sorted({name for group in groups for name, _ in group})
+        layers = [self.model.get_layer(name) for name in names]
+        starts = dict(zip(names, np.cumsum([0] + [layer.units for layer in layers])))
+        # every position its own group, then the coupled positions share one
+        group_of = np.arange(starts[names[-1]] + layers[-1].units)
+        for group in groups:
+            first = starts[group[0][0]] + group[0][1]
+            for name, k in group:
+                group_of[starts[name] + k] = first
+        return layers, [starts[name] for name in names], group_of
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._ties is None:
+            return
+        layers, starts, group_of = self._ties
+        # In gate units (layers may differ in gate_scale); raw variables, as keras.ops calls on
+        # each small tensor would cost more than the tying itself.
+        values = np.concatenate([keras.ops.convert_to_numpy(layer.gate_param) * layer.gate_scale
+                                 for layer in layers]).astype(np.float64)
+        counts = np.bincount(group_of, minlength=len(values))
+        sums = np.bincount(group_of, weights=values, minlength=len(values))
+        tied = (sums / np.maximum(counts, 1))[group_of]
+        for layer, start in zip(layers, starts):
+            layer.gate_param.assign(
+                (tied[start:start + layer.units] / layer.gate_scale).astype("float32"))
 
     def _rescale_dropout(self):
         changed = False

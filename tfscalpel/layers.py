@@ -25,12 +25,31 @@ def pruning_boundary(scores, keep):
     return float(np.max(np.where(keep, 0.0, scores)))
 
 
+def kernel_matrix(kernel, fan_in_ndim=None):
+    """A kernel as the ``(fan_in, units)`` matrix that pruning patterns see: its first
+    ``fan_in_ndim`` axes (default all but the last) flattened row-major into the fan-in (the
+    im2col order for convolutions), the rest into the units. TFLite's weight layout is the
+    transpose."""
+    kernel = np.asarray(kernel)
+    k = kernel.ndim - 1 if fan_in_ndim is None else fan_in_ndim
+    return kernel.reshape(int(np.prod(kernel.shape[:k])), -1)
+
+
 class PrunableMixin:
     """The pruning state and mask logic shared by every pruned layer.
 
-    A layer using it has a ``kernel`` whose last axis is its output units; everything else is
-    flattened into the fan-in in row-major order (the im2col order for convolutions).
+    A layer using it has a ``kernel`` whose first ``fan_in_ndim`` axes are the contraction
+    (by default every axis but the last, the output units): they are flattened into the fan-in
+    in row-major order (the im2col order for convolutions), along which groups run.
+
+    A custom pruned layer is ``class MyPruned(PrunableMixin, MyLayer)`` whose ``__init__``
+    calls ``self._init_pruning(pattern, importance, schedule, global_group)`` and whose forward
+    pass uses :meth:`masked_kernel`; register it as the twin of ``MyLayer`` with
+    :func:`tfscalpel.register_layer`.
     """
+
+    #: Leading kernel axes that form the fan-in; None: all but the last.
+    fan_in_ndim = None
 
     def _init_pruning(self, pattern, importance, schedule, global_group):
         if schedule is None:
@@ -96,15 +115,15 @@ class PrunableMixin:
         Scoring the *masked* kernel means pruned blocks score zero, so a block that was pruned
         stays pruned even if the optimizer's momentum has moved its raw kernel values.
         """
-        kernel = self._numpy_masked_kernel()
+        kernel = kernel_matrix(self._numpy_masked_kernel(), self.fan_in_ndim)
         criterion = self.importance.for_layer(self)
-        return self.pattern.scores(kernel.reshape(-1, kernel.shape[-1]), criterion)
+        return self.pattern.scores(kernel, criterion)
 
     def apply_block_mask(self, keep, threshold=0.0):
         """Install a block decision ``(n_blocks, units)`` as the new mask and zero the pruned
         kernel entries (so a later unmasking cannot resurrect stale values)."""
         shape = tuple(self.kernel.shape)
-        fan_in = int(np.prod(shape[:-1]))
+        fan_in = kernel_matrix(np.empty(shape, np.int8), self.fan_in_ndim).shape[0]
         mask = self.pattern.expand(keep, fan_in).reshape(shape)
         self.pruning_mask.assign(mask)
         self.kernel.assign(ops.convert_to_numpy(self.kernel) * mask)
@@ -183,3 +202,60 @@ def pruned_layers(model):
         if isinstance(layer, PrunableMixin):
             found.append(layer)
     return found
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GroupPrunedConv1D(PrunableMixin, keras.layers.Conv1D):
+    """A ``keras.layers.Conv1D`` whose filters are pruned in blocks along the flattened
+    ``k*cin`` of each filter (the im2col order). Arguments as :class:`GroupPrunedDense` plus
+    those of ``keras.layers.Conv1D``."""
+
+    def __init__(self, filters, kernel_size, pattern="group", importance=None, schedule=None,
+                 global_group=None, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self._init_pruning(pattern, importance, schedule, global_group)
+
+    def call(self, inputs):
+        # Conv1D.call with the masked kernel (it calls ops.conv, not convolution_op).
+        padding = self.padding
+        if padding == "causal":
+            inputs = ops.pad(inputs, self._compute_causal_padding())
+            padding = "valid"
+        outputs = ops.conv(inputs, self.masked_kernel(), strides=list(self.strides),
+                           padding=padding, dilation_rate=self.dilation_rate,
+                           data_format=self.data_format)
+        return _bias_and_activation(self, outputs)
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GroupPrunedDepthwiseConv2D(PrunableMixin, keras.layers.DepthwiseConv2D):
+    """A ``keras.layers.DepthwiseConv2D`` whose filters are pruned in blocks along the
+    flattened ``kh*kw`` window of each output channel (a depthwise filter contracts over its
+    window only). Arguments as :class:`GroupPrunedDense` plus those of
+    ``keras.layers.DepthwiseConv2D``."""
+
+    fan_in_ndim = 2  # kernel (kh, kw, channels, depth_multiplier)
+
+    def __init__(self, kernel_size, pattern="group", importance=None, schedule=None,
+                 global_group=None, **kwargs):
+        super().__init__(kernel_size, **kwargs)
+        self._init_pruning(pattern, importance, schedule, global_group)
+
+    def call(self, inputs):
+        # DepthwiseConv2D.call with the masked kernel (it has no convolution_op to override).
+        outputs = ops.depthwise_conv(
+            inputs, self.masked_kernel(), strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return _bias_and_activation(self, outputs)
+
+
+def _bias_and_activation(layer, outputs):
+    """The end of a Keras convolution's ``call``: bias on the channel axis, then activation."""
+    if layer.use_bias:
+        channels = int(layer.bias.shape[0])
+        shape = ((1,) * (layer.rank + 1) + (channels,) if layer.data_format == "channels_last"
+                 else (1, channels) + (1,) * layer.rank)
+        outputs = ops.add(outputs, ops.reshape(layer.bias, shape))
+    if layer.activation is not None:
+        return layer.activation(outputs)
+    return outputs

@@ -6,7 +6,7 @@ The recipe (NVIDIA ASP: Mishra et al. 2021, "Accelerating Sparse Deep Neural Net
     print(report)                                         # which layers are 2:4, which skipped, why
     compile + fit(pruned, ..., callbacks=[tfscalpel.UpdatePruningStep()])  # the original schedule
     sparse = tfscalpel.strip(pruned)
-    tfscalpel.check_nm(sparse)                            # or check_nm("model.tflite")
+    tfscalpel.check_nm(sparse)                            # .tflite: tflite_export.check_nm
 
 1. Optionally permute input channels (:func:`permute_channels`) so that each 4-window keeps
    more magnitude. Permuting the input channels of a layer means permuting the output units of
@@ -34,20 +34,20 @@ dimension, and the 2:4 windows run along ``K``. A layer is 2:4-eligible when
   cuSPARSELt pad ``M`` and ``N`` themselves.
 
 Skipped layers stay dense (not pruned at all) and are listed with their reason in the report.
+The rule is :func:`tfscalpel.nm_rule.nm_shape_reason`, shared with the planner and the exporter.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 
 import numpy as np
 
+from tfscalpel.nm_rule import keras_nm_reason
 from tfscalpel.patterns import NMPattern
 
 __all__ = ["NMLayerPlan", "NMPlan", "plan_2_4", "prune_2_4", "permute_channels",
-           "NMLayerCheck", "NMCheckReport", "check_nm", "check_nm_weights", "main"]
+           "NMLayerCheck", "NMCheckReport", "check_nm", "check_nm_weights"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,24 +111,14 @@ def _kind(layer):
 
 
 def layer_plan(layer, n=2, m=4, k_multiple=None, out_multiple=1):
-    """Eligibility of one built Dense / Conv2D layer under the skip rule (module docstring)."""
+    """Eligibility of one built Dense / Conv2D layer under the skip rule
+    (:func:`tfscalpel.nm_rule.nm_shape_reason`, the rule the planner and the exporter use too)."""
     kind = _kind(layer)
     if kind is None:
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is not Dense or Conv2D")
     shape = tuple(layer.kernel.shape)
     k, out = int(shape[-2]), int(shape[-1])
-    k_multiple = m if k_multiple is None else k_multiple
-    reason = ""
-    if kind == "Conv2D" and getattr(layer, "groups", 1) != 1:
-        reason = f"grouped convolution (groups={layer.groups}) is not one GEMM"
-    elif k % m:
-        where = "input channels" if kind == "Conv2D" else "inputs"
-        reason = f"{k} {where} not a multiple of {m}" + (
-            ": windows would straddle kernel positions" if kind == "Conv2D" else "")
-    elif k % k_multiple:
-        reason = f"K={k} not a multiple of {k_multiple}"
-    elif out % out_multiple:
-        reason = f"out={out} not a multiple of {out_multiple}"
+    reason = keras_nm_reason(layer, m, k_multiple, out_multiple) or ""
     return NMLayerPlan(layer.name, kind, k, out, not reason, reason)
 
 
@@ -312,8 +302,8 @@ class NMLayerCheck:
     """N:M status of one layer's weights.
 
     ``status``: ``"n:m"`` (every window holds at most n nonzeros), ``"not n:m"`` (see
-    ``bad_windows`` and the first offender), ``"invalid"`` (a TFS_NM_SPARSE_FC node the
-    kernel's validator rejects; ``reason`` says why), or ``"skipped"`` (``reason``: e.g. the window axis
+    ``bad_windows`` and the first offender), ``"invalid"`` (a custom-op node its format's
+    validator rejects; ``reason`` says why), or ``"skipped"`` (``reason``: e.g. the window axis
     is not a multiple of m, so the layer cannot be N:M in the hardware's sense).
     ``first_offender``: ``(output unit, first input index of the window, nonzeros)``; for a
     convolution the input index is ``(kh, kw, cin)``.
@@ -408,83 +398,31 @@ def _check_keras(model, n, m):
     return checks
 
 
-def _check_tflite(model_bytes, n, m):
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    from tflite_export import flatbuffer, nm_export
-
-    model = flatbuffer.load(model_bytes)
-    ops = schema.BuiltinOperator
-    np_types = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT8: np.int8,
-                schema.TensorType.FLOAT16: np.float16}
-    checks = []
-    for sg in model.subgraphs:
-        for op in sg.operators:
-            oc = model.operatorCodes[op.opcodeIndex]
-            code = max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))
-            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else oc.customCode
-            if code == ops.CUSTOM and custom == nm_export.CUSTOM_CODE:
-                checks.append(nm_export.check_custom_node(model, sg, op, n, m))
-                continue
-            kinds = {ops.FULLY_CONNECTED: "FULLY_CONNECTED", ops.CONV_2D: "CONV_2D"}
-            if code not in kinds:
-                continue
-            wt = sg.tensors[int(op.inputs[1])]
-            name = wt.name.decode() if isinstance(wt.name, bytes) else str(wt.name)
-            dtype = np_types.get(wt.type)
-            data = None if dtype is None or wt.sparsity is not None else flatbuffer.tensor_data(
-                model, wt, dtype)
-            if data is None:
-                checks.append(NMLayerCheck(name, kinds[code], tuple(int(d) for d in wt.shape),
-                                           "skipped", reason="weights not a plain constant"))
-                continue
-            checks.append(check_nm_weights(data, n, m, name, kinds[code]))
-    return checks
+def check_n_m(n, m):
+    """``(n, m)`` as ints, or ValueError unless ``1 <= n <= m``."""
+    if isinstance(n, bool) or isinstance(m, bool) or not (1 <= int(n) <= int(m)):
+        raise ValueError(f"need 1 <= n <= m, got n={n!r}, m={m!r}")
+    return int(n), int(m)
 
 
 def check_nm(model_or_path, n=2, m=4):
-    """Check that a model's weights follow N:M sparsity along the input dimension.
+    """Check that a Keras model's weights follow N:M sparsity along the input dimension.
 
-    ``model_or_path``: a Keras model (Dense and Conv2D layers, pruned twins included; a Conv2D
-    kernel is checked along ``cin`` at each ``(kh, kw)``), or a ``.tflite`` path or bytes
-    (``FULLY_CONNECTED`` and ``CONV_2D`` weights along their last axis, and the compressed
-    layout of ``TFS_NM_SPARSE_FC`` nodes, fully validated). Returns :class:`NMCheckReport`:
-    per layer N:M or not, and where not the first offending window.
+    ``model_or_path``: a Keras model or a ``.keras`` path (Dense and Conv2D layers, pruned twins
+    included; a Conv2D kernel is checked along ``cin`` at each ``(kh, kw)``). Returns
+    :class:`NMCheckReport`: per layer N:M or not, and where not the first offending window.
+    ``.tflite`` files are the deployment side's: ``tflite_export.check_nm`` checks those (and
+    Keras models, through this function); its command line is ``python -m tflite_export.check``.
     """
-    if isinstance(n, bool) or isinstance(m, bool) or not (1 <= int(n) <= int(m)):
-        raise ValueError(f"need 1 <= n <= m, got n={n!r}, m={m!r}")
-    n, m = int(n), int(m)
-    if isinstance(model_or_path, (bytes, bytearray)):
-        return NMCheckReport("<tflite bytes>", n, m, tuple(_check_tflite(bytes(model_or_path), n, m)))
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        if path.endswith(".keras"):
-            import keras
+    n, m = check_n_m(n, m)
+    if isinstance(model_or_path, (str, os.PathLike)) and os.fspath(model_or_path).endswith(".keras"):
+        import keras
 
-            return NMCheckReport(path, n, m, tuple(_check_keras(keras.models.load_model(path), n, m)))
-        with open(path, "rb") as f:
-            data = f.read()
-        return NMCheckReport(path, n, m, tuple(_check_tflite(data, n, m)))
+        path = os.fspath(model_or_path)
+        return NMCheckReport(path, n, m, tuple(_check_keras(keras.models.load_model(path), n, m)))
     if hasattr(model_or_path, "layers"):
         return NMCheckReport(getattr(model_or_path, "name", "model"), n, m,
                              tuple(_check_keras(model_or_path, n, m)))
-    raise TypeError(f"check_nm takes a Keras model, a .tflite/.keras path or .tflite bytes, "
-                    f"got {type(model_or_path).__name__}")
-
-
-def main(argv=None):
-    """``python -m tfscalpel.check_nm FILE [--n 2 --m 4]``: exit 0 if every eligible layer is
-    N:M, 1 if some layer is not, 2 if the file cannot be read."""
-    parser = argparse.ArgumentParser(prog="python -m tfscalpel.check_nm",
-                                     description="Check N:M (2:4) sparsity of a .tflite or .keras model.")
-    parser.add_argument("file", help="a .tflite or .keras file")
-    parser.add_argument("--n", type=int, default=2)
-    parser.add_argument("--m", type=int, default=4)
-    args = parser.parse_args(argv)
-    try:
-        report = check_nm(args.file, args.n, args.m)
-    except (OSError, ValueError) as e:
-        print(f"check_nm: cannot check {args.file}: {e}", file=sys.stderr)
-        return 2
-    print(report)
-    return 0 if report.ok else 1
+    raise TypeError(f"tfscalpel.check_nm takes a Keras model or a .keras path, got "
+                    f"{type(model_or_path).__name__} {model_or_path!r:.60}; check .tflite files "
+                    "with tflite_export.check_nm (python -m tflite_export.check FILE)")

@@ -12,7 +12,9 @@ import keras
 
 from tfscalpel.dependency import CHANNELWISE, channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
+from tfscalpel.nm_rule import keras_nm_reason
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
+from tfscalpel.layer_handlers import get_handler
 from tfscalpel.targets import METHODS, get_target
 
 _L = keras.layers
@@ -54,6 +56,9 @@ class Plan:
     target: str
     dtype: str
     layers: tuple
+    #: Why the exporter cannot serve the target (its ``export_unsupported``): ``apply_plan``, and
+    #: so ``prune(target=...)``, refuses such a plan; the table still shows what it would do.
+    unsupported: str | None = None
 
     def __getitem__(self, name):
         for layer in self.layers:
@@ -64,7 +69,10 @@ class Plan:
     def __str__(self):
         head = (f"{'layer':<12}{'type':<7}{'shape':>12}  {'method':<10}{'g':>3}  "
                 f"{'mask after':<12}reason")
-        lines = [f"plan for {self.target} ({self.dtype})", head, "-" * (len(head) + 30)]
+        lines = [f"plan for {self.target} ({self.dtype})"]
+        if self.unsupported:
+            lines.append(f"not exportable: {self.unsupported}")
+        lines += [head, "-" * (len(head) + 30)]
         for p in self.layers:
             lines.append(f"{p.name:<12}{p.layer_type:<7}{f'{p.fan_in}x{p.units}':>12}  "
                          f"{p.method:<10}{p.group_size:>3}  {p.mask_after or '-':<12}{p.reason}")
@@ -133,7 +141,8 @@ def plan(model, target, dtype=None, per_layer=None):
         per_layer: ``{layer name: {"method": one of METHODS, "group_size": g}}`` overrides.
 
     Returns a :class:`Plan`. The model's output layer is never node-pruned (its units are the
-    model's outputs), and 2:4 applies only where the input width is a multiple of 4 and fixed.
+    model's outputs), and 2:4 applies only where the layer passes the N:M shape rule
+    (:func:`tfscalpel.nm_rule.nm_shape_reason`, as in ``prune_2_4``) and its input is fixed.
     """
     target = get_target(target)
     dtype = target.default_dtype if dtype is None else dtype
@@ -153,9 +162,7 @@ def plan(model, target, dtype=None, per_layer=None):
         layer = node.operation
         if not is_weighted(layer) or layer.name in {d.name for d in decisions}:
             continue
-        kind = "dense" if isinstance(layer, _L.Dense) else "conv"
-        fan_in = int(layer.kernel.shape[-2]) * (
-            1 if kind == "dense" else int(layer.kernel.shape[0] * layer.kernel.shape[1]))
+        kind, fan_in = get_handler(layer).kind, get_handler(layer).fan_in(layer)
         units = int(layer.kernel.shape[-1])
         method, reason = target.methods[kind], f"{target.kind}: {target.methods[kind]} on {kind}"
         override = dict(per_layer.pop(layer.name, {}))
@@ -172,8 +179,8 @@ def plan(model, target, dtype=None, per_layer=None):
             method = "2:4" if method == "node+2:4" else "none"
             reason += "; units are model outputs: no node pruning"
         if method in ("2:4", "node+2:4"):
-            why = (f"fan-in {fan_in} not a multiple of 4" if fan_in % 4 else
-                   None if _input_is_fixed(node, producer) else "input shrinks upstream")
+            why = keras_nm_reason(layer) or (
+                None if _input_is_fixed(node, producer) else "input shrinks upstream")
             if why:
                 method = "node" if method == "node+2:4" else "none"
                 reason += f"; {why}: no 2:4"
@@ -192,7 +199,7 @@ def plan(model, target, dtype=None, per_layer=None):
     if per_layer:
         raise ValueError(f"per_layer configures layers that are not Dense or Conv2D: "
                          f"{sorted(per_layer)}")
-    return Plan(target.name, dtype, tuple(decisions))
+    return Plan(target.name, dtype, tuple(decisions), target.export_unsupported)
 
 
 def insert_masks(model, after, mask_options=None):
@@ -229,9 +236,13 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
                mask_options=None):
     """Build the pruned model for ``the_plan``: weight patterns via :func:`tfscalpel.prune`,
     then the gates. ``schedule`` / ``sparsity`` drive the weight patterns (2:4 alone needs
-    neither: its sparsity is fixed)."""
+    neither: its sparsity is fixed). Raises ValueError, with the target registry's reason, for a
+    target the exporter cannot serve (``Plan.unsupported``)."""
     from tfscalpel.prune_model import prune
 
+    if the_plan.unsupported:
+        raise ValueError(f"target {the_plan.target!r} cannot be exported, so tfscalpel does not "
+                         f"prune for it: {the_plan.unsupported}")
     weighted = {p.name: p for p in the_plan.layers if p.weight_pattern}
     # Gates are inserted around the given layers (insert_masks reuses them), so start from a
     # copy: training the pruned model must never train the caller's model in place.

@@ -3,20 +3,17 @@ import warnings
 
 import keras
 
-from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense
+from tfscalpel.layer_handlers import get_handler
+from tfscalpel.layers import PrunableMixin
 from tfscalpel.patterns import GroupPattern, get_pattern
 from tfscalpel.schedules import ConstantSparsity, get_schedule
 
-#: Layer types tfscalpel prunes, mapped to their pruned twin. Exact types: a subclass may carry
-#: state the twin does not know about.
-PRUNABLE = {keras.layers.Dense: GroupPrunedDense, keras.layers.Conv2D: GroupPrunedConv2D}
-
 _SPEC_KEYS = ("pattern", "group_size", "importance", "schedule", "sparsity")
-_NORMALISATION = (
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.GroupNormalization,
-)
+
+
+def _twin(layer):
+    """The pruned class that replaces ``layer`` (its handler's), or None if it stays dense."""
+    return get_handler(layer).pruned_twin(layer)
 
 
 def _resolve_spec(pattern, group_size, importance, schedule, sparsity):
@@ -41,7 +38,8 @@ def _is_cloneable(model):
 def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=None,
           importance=None, layers=None, per_layer=None, global_sparsity=False, target=None,
           dtype=None, mask_options=None):
-    """Return a copy of ``model`` whose Dense and Conv2D layers prune as they train.
+    """Return a copy of ``model`` whose prunable layers (Dense, Conv2D, Conv1D,
+    DepthwiseConv2D, and what :func:`tfscalpel.register_layer` adds) prune as they train.
 
     The trained weights are kept; ``model`` itself is untouched. Train the result with the
     :class:`~tfscalpel.UpdatePruningStep` callback, then :func:`~tfscalpel.strip` it.
@@ -56,7 +54,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         group_size: width of SIMD groups (default 4) for the group pattern.
         importance: block criterion (default RMS for groups, magnitude otherwise).
         layers: names of the layers to prune, or a predicate ``layer -> bool``; default every
-            Dense and Conv2D layer.
+            prunable layer (one whose handler has a pruned twin).
         per_layer: ``{layer_name: {"pattern"|"group_size"|"importance"|"schedule"|"sparsity":
             value}}`` overriding the arguments above for single layers.
         global_sparsity: rank all pruned layers together (normalised scores) and apply one
@@ -106,12 +104,18 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     if per_layer:
         raise ValueError(
             f"per_layer configures layers that are not pruned: {sorted(per_layer)}; add them to "
-            "layers= (only Dense and Conv2D layers can be pruned)"
+            "layers= (only layers whose handler has a pruned twin can be pruned; see "
+            "tfscalpel.register_layer)"
         )
     if unprunable:
+        subclasses = sorted({type(layer).__name__ for layer in unprunable
+                             if get_handler(layer).twin is not None})
         warnings.warn(
             "tfscalpel.prune: these layers cannot be pruned and stay dense: "
-            + ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unprunable),
+            + ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unprunable)
+            + (f". {subclasses} subclass a prunable type, whose pruned twin would lose what "
+               "they add: register a twin for them with tfscalpel.register_layer"
+               if subclasses else ""),
             stacklevel=2,
         )
 
@@ -121,7 +125,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         if layer.name not in specs:
             return layer.__class__.from_config(layer.get_config())
         p, imp, sched = specs[layer.name]
-        twin = PRUNABLE[type(layer)]
+        twin = _twin(layer)
         try:
             return twin(**layer.get_config(), pattern=p, importance=imp, schedule=sched,
                         global_group=global_group)
@@ -133,7 +137,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
 
     pruned = keras.models.clone_model(model, clone_function=clone)
     for source, target in zip(model.layers, pruned.layers):
-        if isinstance(target, (GroupPrunedDense, GroupPrunedConv2D)):
+        if isinstance(target, PrunableMixin):
             target.kernel.assign(source.kernel)
             if source.bias is not None:
                 target.bias.assign(source.bias)
@@ -155,7 +159,7 @@ def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, im
         chosen, _ = _select_layers(model, layers)
         chosen = {layer.name for layer in chosen}
         for layer in model.layers:
-            if type(layer) in PRUNABLE and layer.name not in chosen:
+            if get_handler(layer).role == "weighted" and layer.name not in chosen:
                 per_layer.setdefault(layer.name, {})["method"] = "none"
     the_plan = plan(model, target, dtype=dtype, per_layer=per_layer)
     return apply_plan(model, the_plan, schedule=schedule, sparsity=sparsity,
@@ -185,11 +189,10 @@ def _select_layers(model, layers):
     if layers is None or callable(layers):
         # Implicit choice: complain only about layers with weights that could matter.
         candidates = [layer for layer in model.layers if layers is None or layers(layer)]
-        chosen = [layer for layer in candidates if type(layer) in PRUNABLE]
+        chosen = [layer for layer in candidates if _twin(layer) is not None]
         rest = [
             layer for layer in candidates
-            if type(layer) not in PRUNABLE and layer.trainable_weights
-            and not isinstance(layer, _NORMALISATION)
+            if _twin(layer) is None and layer.trainable_weights and not get_handler(layer).quiet
         ]
         return chosen, rest
     if isinstance(layers, str):
@@ -199,6 +202,6 @@ def _select_layers(model, layers):
         raise ValueError(f"layers names unknown layers {unknown}; the model has {list(by_name)}")
     # Explicitly named layers that cannot be pruned are all reported.
     candidates = [by_name[name] for name in layers]
-    chosen = [layer for layer in candidates if type(layer) in PRUNABLE]
-    rest = [layer for layer in candidates if type(layer) not in PRUNABLE]
+    chosen = [layer for layer in candidates if _twin(layer) is not None]
+    rest = [layer for layer in candidates if _twin(layer) is None]
     return chosen, rest

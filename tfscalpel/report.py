@@ -3,7 +3,8 @@
 - :func:`plot_training`: accuracy (or loss) and sparsity over the epochs of ``model.fit``,
   from its ``History`` when the fit ran with :class:`tfscalpel.SparsityHistory`;
 - :func:`plot_layers`: per-layer sparsity and size bars, from :func:`tfscalpel.strip`'s
-  :class:`~tfscalpel.StripReport` or the exporter's ``tflite_export.ExportReport``;
+  :class:`~tfscalpel.StripReport`, or from any rows given as :class:`LayerBars` (the
+  exporter's report makes them with ``layer_bars()``; this module knows no export class);
 - :func:`plot_latency`: latency (and file size) bars from measured rows
   ``{"model": name, "latency_us": float, "bytes": int (optional)}``, the rows the main job's
   ``export_and_measure`` returns;
@@ -17,9 +18,10 @@ global backend is left alone.
     plain, strip_report = tfscalpel.strip(pruned, return_report=True)
     tfscalpel.report.write_all("out/plots", history=history, strip_report=strip_report)
 """
+import dataclasses
 import math
-import os
 import numbers
+import os
 
 from tfscalpel.strip import StripReport
 
@@ -119,51 +121,72 @@ def plot_training(history, path, title=None):
     return _save(fig, path)
 
 
-def _layer_rows(report):
-    """``(title, names, sparsity %, {size label: bytes per layer}, notes per layer)``."""
+@dataclasses.dataclass(frozen=True)
+class LayerBars:
+    """What :func:`plot_layers` draws, one entry per layer: any report can produce it.
+
+    ``sizes`` maps a size label (e.g. ``"dense"``, ``"exported"``) to bytes per layer;
+    ``nodes_removed`` (percent per layer) adds a second sparsity bar for node pruning.
+    The exporter's report gives one with ``ExportReport.layer_bars()``.
+    """
+
+    title: str  # what the size panel shows, e.g. "stripped model (float32 bytes)"
+    names: tuple
+    sparsity: tuple  # percent of weights pruned, per layer
+    sizes: dict  # {label: bytes per layer}
+    notes: tuple  # a short label per layer under its name
+    nodes_removed: tuple | None = None
+
+
+def strip_bars(report):
+    """:class:`LayerBars` of a :class:`tfscalpel.StripReport`."""
+    rows = report.layers
+    sizes = {"dense": [r.bytes_dense for r in rows], "CSR": [r.bytes_csr for r in rows],
+             "group-CSR": [r.bytes_group_csr for r in rows]}
+    notes = [r.pattern if r.nodes_total is None else f"{r.pattern}, {r.nodes_kept}/"
+             f"{r.nodes_total} nodes" for r in rows]
+    removed = None
+    if any(r.nodes_total for r in rows):
+        removed = tuple(100 * (1 - r.nodes_kept / r.nodes_total) if r.nodes_total else 0.0
+                        for r in rows)
+    return LayerBars("stripped model (float32 bytes)", tuple(r.name for r in rows),
+                     tuple(100 * (1 - r.density) for r in rows), sizes, tuple(notes), removed)
+
+
+def _layer_bars(report):
+    if isinstance(report, LayerBars):
+        return report
     if isinstance(report, StripReport):
-        rows = report.layers
-        sizes = {"dense": [r.bytes_dense for r in rows], "CSR": [r.bytes_csr for r in rows],
-                 "group-CSR": [r.bytes_group_csr for r in rows]}
-        notes = [r.pattern if r.nodes_total is None else f"{r.pattern}, {r.nodes_kept}/"
-                 f"{r.nodes_total} nodes" for r in rows]
-        return ("stripped model (float32 bytes)", [r.name for r in rows],
-                [100 * (1 - r.density) for r in rows], sizes, notes)
-    try:
-        from tflite_export.report import ExportReport
-    except ImportError:  # pragma: no cover - the same distribution ships both packages
-        ExportReport = ()
-    if isinstance(report, ExportReport):
-        rows = report.layers
-        sizes = {"dense": [r.bytes_dense for r in rows],
-                 "exported": [r.bytes_exported for r in rows]}
-        notes = [f"{r.format}" + (f", g={r.g}" if r.g else "") for r in rows]
-        return (f"TFLite {report.quantize} for {report.target} (bytes)",
-                [r.layer for r in rows], [100 * (1 - r.density) for r in rows], sizes, notes)
-    raise TypeError("plot_layers needs a tfscalpel.StripReport (strip(..., return_report=True)) "
-                    f"or a tflite_export ExportReport (export(...).report), got {type(report).__name__}")
+        return strip_bars(report)
+    if callable(getattr(report, "layer_bars", None)):
+        return report.layer_bars()
+    raise TypeError("plot_layers needs a tfscalpel.StripReport (strip(..., return_report=True)), "
+                    "a LayerBars, or a report with a layer_bars() method (the exporter's "
+                    f"ExportReport), got {type(report).__name__}")
 
 
 def plot_layers(report, path, title=None):
     """Per-layer sparsity bars and size bars (dense vs the sparse formats), as PNG.
 
     Args:
-        report: a :class:`tfscalpel.StripReport` or a ``tflite_export.ExportReport``.
+        report: a :class:`tfscalpel.StripReport`, a :class:`LayerBars`, or any report with a
+            ``layer_bars()`` method returning one (e.g. the exporter's ``ExportReport``).
         path: the ``.png`` file to write.
         title: optional figure title.
 
     Raises:
         TypeError: for another kind of report; ValueError: for a report without layers.
     """
-    size_title, names, sparsity, sizes, notes = _layer_rows(report)
+    bars = _layer_bars(report)
+    size_title, names, sparsity, sizes, notes = (bars.title, bars.names, bars.sparsity,
+                                                 bars.sizes, bars.notes)
     if not names:
         raise ValueError("the report has no layers to plot")
     fig, (left, right) = _figure(2, width=max(5.0, 1.2 * len(names) + 2.5))
     xs = range(len(names))
-    rows = getattr(report, "layers", ())
-    if any(getattr(r, "nodes_total", None) for r in rows):
+    if bars.nodes_removed is not None:
         # Node pruning: what was removed is nodes; the weights left may be dense.
-        removed = [100 * (1 - r.nodes_kept / r.nodes_total) if r.nodes_total else 0.0 for r in rows]
+        removed = bars.nodes_removed
         series = [("weights pruned", sparsity, -0.2), ("nodes removed", removed, 0.2)]
         left.legend(handles=[left.bar([x + off for x in xs], vals, 0.4, label=label,
                                       color=color)
@@ -280,19 +303,35 @@ def write_all(directory, history=None, strip_report=None, export_reports=(), lat
     return written
 
 
+def _export_cell(t):
+    if t.export_unsupported:
+        return "refused (reason below)"
+    if t.cost_profile is None:
+        return f"{', '.join(t.export_formats)} on every eligible layer, no cost model"
+    if t.borrowed_from:
+        return f"cost profile borrowed from `{t.borrowed_from}`"
+    return f"own cost profile ({t.cost_profile.get('time_unit', 'ns')})"
+
+
 def targets_table():
-    """The hardware-target registry as a Markdown table (README's "Hardware targets" section is
-    this output; ``python -m tfscalpel.report --targets`` prints it)."""
+    """The hardware-target registry as a Markdown table, then why the refused targets are
+    (README's "Hardware targets" section is this output; ``python -m tfscalpel.report --targets``
+    prints it)."""
     from tfscalpel.targets import get_target, known_targets
 
-    lines = ["| target | kind | deployment dtype | SIMD group width g | dense layers | conv layers | description |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| target | kind | deployment dtype | SIMD group width g | dense layers | conv layers | export | description |",
+             "|---|---|---|---|---|---|---|---|"]
+    refused = []
     for name in known_targets():
         t = get_target(name)
         widths = ", ".join(f"{dtype} {g}" for dtype, g in sorted(t.group_width.items()))
         lines.append(f"| `{t.name}` | {t.kind} | {t.default_dtype} | {widths} | "
-                     f"{t.methods['dense']} | {t.methods['conv']} | {t.description} |")
-    return "\n".join(lines)
+                     f"{t.methods['dense']} | {t.methods['conv']} | {_export_cell(t)} | {t.description} |")
+        if t.export_unsupported:
+            refused.append(f"- `{t.name}`: {t.export_unsupported}.")
+        elif t.borrowed_from:
+            refused.append(f"- `{t.name}`: {t.cost_profile.get('source', '')}.")
+    return "\n".join(lines + ([""] + refused if refused else []))
 
 
 if __name__ == "__main__":

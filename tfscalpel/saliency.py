@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfscalpel.importance import Importance, _register
-from tfscalpel.layers import pruned_layers
+from tfscalpel.layers import kernel_matrix, pruned_layers
 
 HESSIAN_ESTIMATORS = ("fisher", "hutchinson")
 
@@ -230,8 +230,7 @@ def weight_saliency(layer, importance=None):
 def unit_saliency(layer, importance=None):
     """Saliency of each output unit (neuron or filter) of ``layer``: the per-weight saliency
     summed over its whole fan-in, shape ``(units,)``. The score node pruning ranks by."""
-    s = weight_saliency(layer, importance)
-    return s.reshape(-1, s.shape[-1]).sum(axis=0)
+    return kernel_matrix(weight_saliency(layer, importance), layer.fan_in_ndim).sum(axis=0)
 
 
 class DataImportance(Importance):
@@ -273,10 +272,9 @@ class DataImportance(Importance):
 
     def for_layer(self, layer):
         """A ``score(blocks, counts)`` bound to ``layer``'s statistics."""
-        units = layer.kernel.shape[-1]
         # The statistics in the pattern's block view, ready to meet the weight blocks.
         stat_blocks = {
-            name: layer.pattern.block_view(value.reshape(-1, units))[0]
+            name: layer.pattern.block_view(kernel_matrix(value, layer.fan_in_ndim))[0]
             for name, value in self.stat_arrays(self.stats_of(layer), layer).items()
         }
 

@@ -6,10 +6,8 @@ import math
 import keras
 import numpy as np
 
-from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin
-
-_PLAIN = {GroupPrunedDense: keras.layers.Dense, GroupPrunedConv2D: keras.layers.Conv2D}
-_PRUNING_KEYS = ("pattern", "importance", "schedule", "global_group")
+from tfscalpel.layer_handlers import get_handler
+from tfscalpel.layers import PrunableMixin, kernel_matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +89,11 @@ class StripReport:
         return "\n".join(lines)
 
 
-def layer_report(name, kernel, pattern_name, group_size, nodes_total=None):
-    """Measure a (masked) kernel: any shape whose last axis is the output units. With
-    ``nodes_total`` (units before node removal), the report also says how many nodes remain."""
-    w = np.asarray(kernel).reshape(-1, kernel.shape[-1]).T  # TFLite layout [rows, cols]
+def layer_report(name, kernel, pattern_name, group_size, nodes_total=None, fan_in_ndim=None):
+    """Measure a (masked) kernel whose first ``fan_in_ndim`` axes (default all but the last)
+    are the fan-in. With ``nodes_total`` (units before node removal), the report also says how
+    many nodes remain."""
+    w = kernel_matrix(kernel, fan_in_ndim).T  # TFLite layout [rows, cols]
     rows, cols = w.shape
     n_groups = math.ceil(cols / group_size)
     padded = np.zeros((rows, n_groups * group_size), dtype=w.dtype)
@@ -108,34 +107,21 @@ def layer_report(name, kernel, pattern_name, group_size, nodes_total=None):
     )
 
 
-def plain_layer(layer):
-    """A new, unbuilt copy of ``layer`` as a stock Keras layer (pruned twins lose their pruning
-    configuration)."""
-    config = layer.get_config()
-    plain = _PLAIN.get(type(layer))
-    if plain is None:
-        return layer.__class__.from_config(config)
-    for key in _PRUNING_KEYS:
-        config.pop(key)
-    return plain.from_config(config)
-
-
-def _masked_kernel(layer):
-    if isinstance(layer, PrunableMixin):
-        return keras.ops.convert_to_numpy(layer.masked_kernel())
-    return keras.ops.convert_to_numpy(layer.kernel)
+def _plain_layer(layer):
+    return get_handler(layer).plain_layer(layer)
 
 
 def strip(model, return_report=False):
-    """Return a plain Keras model (stock Dense / Conv2D) with the pruning masks multiplied into
-    the kernels; outputs equal the pruned model's. With ``return_report=True``, return
-    ``(model, StripReport)``.
+    """Return a plain Keras model (stock layers: Dense, Conv2D, ...) with the pruning masks
+    multiplied into the kernels; outputs equal the pruned model's. With
+    ``return_report=True``, return ``(model, StripReport)``.
 
     Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand.
     A model with :class:`~tfscalpel.MaskLayer` gates also loses its dead nodes for real (the
     result is Functional): units, filters and the matching input rows of the next layers are
     removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
-    the report gives the kept / original nodes of every Dense and Conv2D layer.
+    the report gives the kept / original nodes of every weighted (Dense, Conv2D, ...) and
+    pruned layer.
 
     Raises:
         ValueError: for a subclassed model, or a gated channel reaching a layer node removal
@@ -152,38 +138,34 @@ def strip(model, return_report=False):
 
     if mask_layers(model):
         return _strip_nodes(model, return_report)
-    stripped = keras.models.clone_model(model, clone_function=plain_layer)
+    stripped = keras.models.clone_model(model, clone_function=_plain_layer)
     reports = []
     for source, target in zip(model.layers, stripped.layers):
+        weights = get_handler(source).weights(source)
+        target.set_weights(weights)
         if isinstance(source, PrunableMixin):
-            kernel = keras.ops.convert_to_numpy(source.masked_kernel())
-            target.kernel.assign(kernel)
-            if source.bias is not None:
-                target.bias.assign(source.bias)
-            reports.append(
-                layer_report(source.name, kernel, source.pattern.describe(),
-                             source.pattern.group_size)
-            )
-        else:
-            target.set_weights(source.get_weights())
+            reports.append(layer_report(source.name, weights[0], source.pattern.describe(),
+                                        source.pattern.group_size,
+                                        fan_in_ndim=source.fan_in_ndim))
     stripped_report = StripReport(tuple(reports))
     return (stripped, stripped_report) if return_report else stripped
 
 
 def _strip_nodes(model, return_report):
     """strip() for a gated model: bake the masks in and remove dead nodes."""
-    from tfscalpel.dependency import channel_plan, is_weighted
+    from tfscalpel.dependency import channel_plan
     from tfscalpel.removal import remove_channels
 
     plan = channel_plan(model)
-    stripped, kernels = remove_channels(model, plan, plain_layer, _masked_kernel)
+    stripped, kernels = remove_channels(model, plan)
     reports = []
     for layer in model.layers:
-        if layer.name not in kernels or not is_weighted(layer):
+        if layer.name not in kernels:
             continue
         pattern = getattr(layer, "pattern", None)
         reports.append(layer_report(
             layer.name, kernels[layer.name], "dense" if pattern is None else pattern.describe(),
-            1 if pattern is None else pattern.group_size, nodes_total=plan.units[layer.name]))
+            1 if pattern is None else pattern.group_size, nodes_total=plan.units[layer.name],
+            fan_in_ndim=getattr(layer, "fan_in_ndim", None)))
     report = StripReport(tuple(reports))
     return (stripped, report) if return_report else stripped

@@ -11,10 +11,27 @@ index) and the method per layer type:
 
 Group widths are one vector register of the target divided by the element size, capped at 16
 (the widest group the project's kernels run); for Cortex-M4/M7 int8 it is the 4 int8 values one
-32-bit load brings in for ``SXTB16`` + ``SMLAD`` (measured fastest in notes/cortex-m4-emulation.md).
+32-bit load brings in for ``SXTB16`` + ``SMLAD`` (measured fastest on the emulated Cortex-M4:
+``benchmarks/mcu/bench_mcu.py``).
+
+Each target also carries its export data, read by the deployment side (``tflite_export``):
+
+- ``cost_profile``: the exporter's cost model for it, as data (fitted per-format costs, see the
+  profiles below); ``None`` when the target has none (``gpu-ampere``: every eligible layer is
+  rewritten into its one format, 2:4, and the rest is the node-pruned dense model);
+- ``export_formats``: the sparse formats its runtime runs (names of ``tflite_export.formats``);
+  by default the formats its cost profile prices;
+- ``export_unsupported``: why the exporter cannot serve the target yet. ``tfscalpel.prune``
+  refuses such a target with this reason (through :func:`tfscalpel.planner.apply_plan`), so a
+  target ``prune()`` accepts is one the exporter can export.
+
+Where a target's profile is borrowed from another's, the profile says so (``borrowed_from`` and
+``source``) and the exporter's report prints it.
 
 Users add their own with :func:`register_target`; :func:`get_target` resolves names.
 """
+import copy
+
 import keras
 
 from tfscalpel.config_objects import ConfigObject
@@ -36,9 +53,18 @@ class HardwareTarget(ConfigObject):
         default_dtype: the dtype models are deployed in on this target (a key of group_width).
         methods: ``{"dense": method, "conv": method}``, each one of :data:`METHODS`.
         description: one line for tables.
+        cost_profile: the exporter's cost profile (a dict in the layout of the profiles in this
+            module), or None (no cost model; then ``export_formats`` names the one format every
+            eligible layer is rewritten into).
+        export_formats: the sparse formats the target's runtime runs; default: those its
+            ``cost_profile`` prices (every entry but ``dense`` and those marked unsupported).
+        export_unsupported: why the exporter cannot serve this target; ``prune(target=...)``
+            refuses it with this reason. A target with neither a cost profile nor export formats
+            gets a reason saying so.
     """
 
-    def __init__(self, name, kind, group_width, default_dtype, methods, description=""):
+    def __init__(self, name, kind, group_width, default_dtype, methods, description="",
+                 cost_profile=None, export_formats=None, export_unsupported=None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"HardwareTarget: name must be a non-empty string, got {name!r}")
         if kind not in KINDS:
@@ -63,6 +89,23 @@ class HardwareTarget(ConfigObject):
         self.group_width = dict(group_width)
         self.default_dtype = default_dtype
         self.methods = dict(methods)
+        if cost_profile is not None and not isinstance(cost_profile, dict):
+            raise ValueError(f"target {name!r}: cost_profile must be a dict or None, got "
+                             f"{type(cost_profile).__name__}")
+        if export_unsupported is not None and (not isinstance(export_unsupported, str)
+                                               or not export_unsupported):
+            raise ValueError(f"target {name!r}: export_unsupported must be a reason (a non-empty "
+                             f"string) or None, got {export_unsupported!r}")
+        self.cost_profile = copy.deepcopy(cost_profile)
+        if export_formats is None and cost_profile is not None:
+            export_formats = [fmt for fmt, by_dtype in cost_profile.get("formats", {}).items()
+                              if fmt != "dense" and not all(
+                                  "unsupported" in c for c in by_dtype.values())]
+        self.export_formats = tuple(export_formats or ())
+        if export_unsupported is None and cost_profile is None and not self.export_formats:
+            export_unsupported = ("the target has no export data (a cost_profile, or the "
+                                  "export_formats it runs without one)")
+        self.export_unsupported = export_unsupported
 
     def group_size(self, dtype=None):
         """SIMD group width for ``dtype`` (default: the target's deployment dtype)."""
@@ -72,10 +115,17 @@ class HardwareTarget(ConfigObject):
                              f"known: {sorted(self.group_width)}")
         return self.group_width[dtype]
 
+    @property
+    def borrowed_from(self):
+        """The target whose cost profile this one borrows, or None."""
+        return (self.cost_profile or {}).get("borrowed_from")
+
     def get_config(self):
         return {"name": self.name, "kind": self.kind, "group_width": dict(self.group_width),
                 "default_dtype": self.default_dtype, "methods": dict(self.methods),
-                "description": self.description}
+                "description": self.description, "cost_profile": copy.deepcopy(self.cost_profile),
+                "export_formats": list(self.export_formats),
+                "export_unsupported": self.export_unsupported}
 
 
 def register_target(target, overwrite=False):
@@ -107,23 +157,140 @@ def get_target(spec):
                      "tfscalpel.register_target)")
 
 
+# ---------------------------------------------------------------------------------------------
+# Cost profiles: how long one fully-connected layer takes at batch 1 on one thread, per format.
+# ---------------------------------------------------------------------------------------------
+# A profile says how long one fully-connected layer takes at batch 1 on one thread, as
+# `fixed_ns + row_ns * out + unit_ns * units`, where `units` is weights (dense), stored groups
+# (custom op, per g) or stored blocks (TFLite's block-sparse FC). Only differences between formats
+# matter, so the interpreter's own per-run cost is left out; every builtin op (dense or
+# block-sparse) gets the same fixed dispatch cost, and the custom op's fixed cost includes the
+# ~0.8 us LiteRT adds per custom-op node over a builtin one (tflite_export/calibrate.py).
+# Underestimating dense time is the safe direction: the contract is "never slower than dense".
+#
+# Where the numbers come from (x86-avx2):
+# - dense (XNNPACK) and builtin_sparse: measured on this project's x86-64 dev host with the stock
+#   LiteRT interpreter, one thread, batch 1, on 1024x1024, 784x300 and 300x100 at 50/75/90/95 %
+#   block sparsity (float32: dense 84 us, 1x4 sparse 31 us at 90 % on 1024x1024; int8: dense
+#   24 us, 1x16 sparse 28.5 us at 90 %), fitted to the linear form above.
+# - custom (TFS_GROUP_SPARSE_FC): measured with `python -m tflite_export.calibrate` (the kernel
+#   library's C timing hook, AVX2 path, 1 thread, batch 1, 7 shapes/densities per dtype and g, best
+#   of 7) on the same 2-core dev host; the median of three calibrations, plus LiteRT's ~0.8 us
+#   extra per custom node (recalibrated 2026-11-21 after the SIMD kernels' per-slot epilogue and
+#   unrolled slot loops: per-row costs ~4x and g = 8 / 16 per-group costs ~1.5x lower). The host
+#   is shared and noisy (per-group costs varied up to +-40 % between runs), so recalibrate on
+#   the real target and pass the JSON as `target=`.
+
+X86_AVX2 = {
+    "name": "x86-avx2",
+    "source": "measured on a 2-core x86-64 AVX2 dev host: dense/builtin with stock LiteRT, "
+    "custom with the kernel timing hook (see tfscalpel/targets.py)",
+    # A sparse format must be predicted at least this much faster than dense to be chosen,
+    # because the contract is "never slower than dense" and the model has some error.
+    "min_speedup": 1.15,
+    "formats": {
+        "dense": {
+            "float32": {"fixed_ns": 300.0, "row_ns": 0.0, "unit_ns": 0.079},
+            "int8": {"fixed_ns": 300.0, "row_ns": 0.0, "unit_ns": 0.023},
+        },
+        "builtin_sparse": {
+            "float32": {"block": 4, "fixed_ns": 300.0, "row_ns": 2.0, "unit_ns": 1.15},
+            "int8": {"block": 16, "fixed_ns": 300.0, "row_ns": 8.0, "unit_ns": 4.2},
+        },
+        "custom": {
+            "float32": {
+                "fixed_ns": 910.0,
+                "row_ns": 1.2,
+                "unit_ns": {"1": 0.48, "2": 0.54, "4": 0.37, "8": 0.58, "16": 0.95},
+            },
+            "int8": {
+                "fixed_ns": 1055.0,
+                "row_ns": 1.5,
+                "unit_ns": {"1": 0.50, "2": 0.49, "4": 0.36, "8": 0.41, "16": 0.51},
+            },
+        },
+    },
+}
+
+# Cortex-M4 (TFLite Micro): costs in estimated CPU cycles (only ratios matter), int8 only.
+# From `benchmarks/mcu/bench_mcu.py --json` on QEMU mps2-an386 with the counting plugin (exact
+# instruction counts, cycles from the TRM's timing table, +-20 % absolute, deterministic), on the
+# LeNet-300-100 int8 layers (784x300, 300x100, 100x10) of the main job's 92 % model, exported at
+# g = 1, 2, 4, 8, 16 (15 custom-op measurements, 3 dense), least squares with fixed_ns / row_ns
+# shared across g (cost_model.calibrate's layout); every measurement within 10 % of the fit
+# (the largest misses are the 10-row layer, the most expensive one stays within 1 %):
+# - dense: the CMSIS-NN-style SMLAD kernel doing two rows per pass (benchmarks/mcu/dense_baseline.c),
+#   the fair stand-in for TFLite Micro's CMSIS-NN FULLY_CONNECTED: 2.38 cycles per MAC;
+# - custom: TFS_GROUP_SPARSE_FC's DSP path (input widening included in the per-node and per-row
+#   terms): g = 4 costs 14.8 cycles per stored group (3.7 per stored weight), so on this core
+#   g = 4 pays off from ~35 % group sparsity, not ~75 % as on x86.
+# TFLite Micro's FULLY_CONNECTED has no sparse weights, so TFLite's block-sparse format is out.
+CORTEX_M4 = {
+    "name": "cortex-m4",
+    "source": "estimated Cortex-M4 cycles on QEMU mps2-an386 (benchmarks/mcu/bench_mcu.py --json; "
+    "see tfscalpel/targets.py)",
+    "time_unit": "cycles",
+    "dtypes": ["int8"],
+    # The cycle counts are deterministic, the estimate is not exact: a small margin.
+    "min_speedup": 1.1,
+    "formats": {
+        "dense": {"int8": {"fixed_ns": 136.4, "row_ns": 86.3, "unit_ns": 2.380}},
+        "builtin_sparse": {"int8": {"unsupported": "TFLite Micro's FULLY_CONNECTED has no sparse weights"}},
+        "custom": {
+            "int8": {
+                "fixed_ns": 799.4,
+                "row_ns": 137.3,
+                "unit_ns": {"1": 9.17, "2": 11.30, "4": 14.76, "8": 25.17, "16": 63.06},
+            },
+        },
+    },
+}
+
+
+def _borrowed(profile, name, source):
+    """A copy of ``profile`` for target ``name``, saying whose numbers it borrows and why."""
+    borrowed = copy.deepcopy(profile)
+    borrowed.update(name=name, borrowed_from=profile["name"], source=source)
+    return borrowed
+
+
+X86_AVX512 = _borrowed(
+    X86_AVX2, "x86-avx512",
+    "x86-avx2's numbers, fitted on a 2-core Zen 3 AVX2 host, not measured on an AVX-512 "
+    "machine (where dense int8 XNNPACK can be ~2.5x faster per weight); export with "
+    "target='host' to measure on this machine, or recalibrate with "
+    "`python -m tflite_export.calibrate --base x86-avx512` and pass the JSON as target=")
+CORTEX_M7 = _borrowed(
+    CORTEX_M4, "cortex-m7",
+    "cortex-m4's cycle costs: the same DSP instructions (SMLAD/SXTB16) and kernel path, and "
+    "TFLite Micro's dense FC uses the same CMSIS-NN DSP kernels, so the ratios carry over; the "
+    "M7's dual issue and caches are not modelled (cycle counts are the M4's)")
+
 _MCU = {"dense": "group", "conv": "group"}
 _CPU = {"dense": "group", "conv": "node"}
 _GPU = {"dense": "node+2:4", "conv": "node+2:4"}
 for _t in (
     HardwareTarget("cortex-m4", "mcu", {"int8": 4, "int16": 2, "float32": 1}, "int8", _MCU,
-                   "Arm Cortex-M4, DSP SIMD (SMLAD on 2x16 bit)"),
+                   "Arm Cortex-M4, DSP SIMD (SMLAD on 2x16 bit)", cost_profile=CORTEX_M4),
     HardwareTarget("cortex-m7", "mcu", {"int8": 4, "int16": 2, "float32": 1}, "int8", _MCU,
-                   "Arm Cortex-M7, DSP SIMD as M4, dual issue, caches"),
+                   "Arm Cortex-M7, DSP SIMD as M4, dual issue, caches", cost_profile=CORTEX_M7),
     HardwareTarget("cortex-m55", "mcu", {"int8": 16, "int16": 8, "float32": 4}, "int8", _MCU,
-                   "Arm Cortex-M55, Helium (MVE) 128-bit vectors"),
+                   "Arm Cortex-M55, Helium (MVE) 128-bit vectors", export_unsupported=(
+                       "no Helium (MVE) kernels yet: its g=16 groups would run the Cortex-M4 DSP "
+                       "path while TFLite Micro's dense layers run CMSIS-NN's Helium kernels, "
+                       "which the cortex-m4 profile cannot price, so the exporter cannot keep "
+                       "its never-slower-than-dense promise; use cortex-m4 (g=4) meanwhile")),
     HardwareTarget("x86-avx2", "cpu", {"float32": 8, "int8": 16}, "float32", _CPU,
-                   "x86-64 with AVX2 (256-bit)"),
+                   "x86-64 with AVX2 (256-bit)", cost_profile=X86_AVX2),
     HardwareTarget("x86-avx512", "cpu", {"float32": 16, "int8": 16}, "float32", _CPU,
-                   "x86-64 with AVX-512 (512-bit)"),
+                   "x86-64 with AVX-512 (512-bit)", cost_profile=X86_AVX512),
     HardwareTarget("arm-neon", "cpu", {"float32": 4, "int8": 16}, "float32", _CPU,
-                   "Arm Cortex-A with NEON (128-bit)"),
+                   "Arm Cortex-A with NEON (128-bit)", export_unsupported=(
+                       "no Arm NEON kernels yet (the group-sparse op would run its portable C "
+                       "path) and no Cortex-A cost profile, so the exporter cannot keep its "
+                       "never-slower-than-dense promise")),
     HardwareTarget("gpu-ampere", "gpu", {"float16": 1, "float32": 1, "int8": 1}, "float16", _GPU,
-                   "NVIDIA Ampere or later: dense cores + 2:4 sparse tensor cores"),
+                   "NVIDIA Ampere or later: dense cores + 2:4 sparse tensor cores",
+                   export_formats=("2:4",)),
 ):
     register_target(_t)

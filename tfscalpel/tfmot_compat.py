@@ -22,7 +22,8 @@ import contextlib
 import keras
 
 from tfscalpel.patterns import GroupPattern, NMPattern
-from tfscalpel.prune_model import PRUNABLE, prune
+from tfscalpel.layer_handlers import get_handler
+from tfscalpel.prune_model import prune
 from tfscalpel.schedules import ConstantSparsity, get_schedule
 from tfscalpel.strip import strip
 
@@ -63,29 +64,30 @@ def _pattern_and_importance(block_size, block_pooling_type, sparsity_m_by_n):
 
 
 def _prune_one_layer(layer, pattern, importance, schedule):
-    """The pruned twin of one Dense / Conv2D layer, keeping its weights if it is built."""
-    twin_class = PRUNABLE.get(type(layer))
+    """The pruned twin of one layer (its handler's), keeping the weights if it is built."""
+    twin_class = get_handler(layer).pruned_twin(layer)
     if twin_class is None:
         raise ValueError(
-            f"prune_low_magnitude: layer {layer.name!r} is a {type(layer).__name__}; one layer "
-            f"can be pruned if it is one of {[c.__name__ for c in PRUNABLE]} (pass a model to "
-            "prune the layers it can and leave the rest dense)")
+            f"prune_low_magnitude: layer {layer.name!r} is a {type(layer).__name__}, which has no "
+            "pruned twin; one layer can be pruned when its type has one (Dense, Conv1D, Conv2D, "
+            "DepthwiseConv2D, or a type given one with tfscalpel.register_layer); pass a model to "
+            "prune the layers it can and leave the rest dense")
     twin = twin_class(**layer.get_config(), pattern=pattern, importance=importance,
                       schedule=schedule)
     if layer.built:
-        # Only the input channels matter to build: the kernel's second-to-last axis.
-        channels = int(layer.kernel.shape[-2])
-        if isinstance(layer, keras.layers.Dense):
-            shape = (None, channels)
-        elif getattr(layer, "data_format", "channels_last") == "channels_first":
-            shape = (None, channels, None, None)
-        else:
-            shape = (None, None, None, channels)
-        twin.build(shape)
-        twin.kernel.assign(layer.kernel)
-        if layer.bias is not None:
-            twin.bias.assign(layer.bias)
+        twin.build(_input_shape(layer))
+        for source, target in zip(layer.weights, twin.weights):
+            target.assign(source)
     return twin
+
+
+def _input_shape(layer):
+    """An input shape that builds ``layer``'s twin: only its input channels matter."""
+    channels = int(layer.kernel.shape[-2])  # (..., in, out); depthwise: (kh, kw, in, mult)
+    rank = len(layer.kernel.shape)  # Dense 2, Conv1D 3, Conv2D 4: the input has the same rank
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return (None, channels) + (None,) * (rank - 2)
+    return (None,) * (rank - 1) + (channels,)
 
 
 def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),

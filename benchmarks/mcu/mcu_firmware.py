@@ -3,7 +3,7 @@
 `ensure_packages` installs the cross compiler and QEMU if missing; `write_header` generates
 layers_data.h (per layer the dense weights, the custom op's arrays, the input and the host's
 expected output) for bench_main.c; `build` compiles the firmware with arm-none-eabi-gcc
-(`-mcpu=cortex-m4`, the kernel core tflite_export/kernels/tfs_group_sparse_fc.c unchanged) and
+(`-mcpu=cortex-m4`, the kernel cores of tflite_export/kernels unchanged) and
 the counting plugin tfs_cycles_plugin.c for the host; `run_qemu` runs it on QEMU `mps2-an386`
 with the plugin; `measure_layers_on_qemu` does all of that for a list of layers and returns
 each layer's measured segments. Build outputs go to the build directory given; nothing is
@@ -12,6 +12,7 @@ written into the source tree.
 from __future__ import annotations
 
 import os
+import runpy
 import shutil
 import subprocess
 
@@ -104,7 +105,9 @@ def build(build_dir):
     address of tfs_mark, the segment boundary the plugin counts between)."""
     elf = os.path.join(build_dir, "bench.elf")
     srcs = [os.path.join(HERE, s) for s in ("startup.c", "bench_main.c", "dense_baseline.c", "im2col.c")]
-    srcs += [os.path.join(KERNELS, "tfs_group_sparse_fc.c"), os.path.join(KERNELS, "tfs_common.c")]
+    # The runtime-neutral kernel cores (the x86 files compile to nothing for Arm).
+    core = runpy.run_path(os.path.join(KERNELS, "sources.py"))["core_sources"]()
+    srcs += [os.path.join(KERNELS, s) for s in core]
     cmd = ["arm-none-eabi-gcc", *CFLAGS, "-I", build_dir, "-I", HERE, "-I", KERNELS, *srcs,
            "--specs=nano.specs", "--specs=rdimon.specs", "-nostartfiles",
            "-T", os.path.join(HERE, "mps2_an386.ld"), "-Wl,--gc-sections", "-o", elf, "-lm"]

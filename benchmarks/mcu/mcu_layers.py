@@ -3,7 +3,7 @@
 `model_layers` converts a Keras model to full int8 with the exporter's own `convert_keras` and
 describes every CONV_2D (`find_conv2d`: filters flattened to `[out, kh*kw*cin]`, the im2col
 order) and FULLY_CONNECTED as a layer dict holding the dense weights and the arrays the
-TFS_GROUP_SPARSE_FC custom op carries (`rewrite.custom_op_arrays`). `host_layer` runs one layer
+TFS_GROUP_SPARSE_FC custom op carries (`formats.group_sparse.FORMAT.arrays`). `host_layer` runs one layer
 on the host (numpy `im2col` + the kernel's DSP algorithm, bit-exact with the firmware's);
 `check_layers` compares every layer with TFLite's reference kernels (`tflite_tensors`,
 `double_requant`) and XNNPACK and yields the firmware's inputs and expected outputs;
@@ -33,7 +33,7 @@ def _keras_conv_layers(model):
 def find_conv2d(tfl):
     """Every int8 CONV_2D of a converted model as (FCLayer view, geometry dict): the FCLayer has
     the filters `[out, kh, kw, cin]` flattened to `[out, kh*kw*cin]` (the im2col order), so the
-    exporter's `rewrite.custom_op_arrays` builds the group-CSR and requantization arrays for it
+    exporter's group-sparse format (`arrays`) builds the group-CSR and requantization arrays for it
     exactly as for an FC layer (per-channel weight scales along dim 0)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -83,9 +83,10 @@ def find_conv2d(tfl):
 def model_layers(model, calibration_x, group_size):
     """Convert `model` to full int8 (the exporter's `convert_keras`) and describe every CONV_2D
     and FULLY_CONNECTED in execution order: name, kind, tensor ids, dense weights `[out, K]`, the
-    custom op's arrays at `group_size` (`rewrite.custom_op_arrays`), conv geometry and im2col tile.
+    custom op's arrays at `group_size` (`formats.group_sparse.FORMAT.arrays`), conv geometry and im2col tile.
     Returns (int8 .tflite bytes, layers)."""
-    from tflite_export import flatbuffer, keras_names, rewrite
+    from tflite_export import flatbuffer, keras_names
+    from tflite_export.formats.group_sparse import FORMAT as GROUP_SPARSE
     from tflite_export.converter import convert_keras
     from tflite_export.fc_layers import find_fully_connected
 
@@ -101,7 +102,7 @@ def model_layers(model, calibration_x, group_size):
             raise ValueError(f"layer {fc.name}: {fc.unsupported or 'not a full int8 layer'}")
         T = tfl.subgraphs[fc.subgraph].tensors
         L = {"name": fc.name, "kind": "fc", "input": fc.input, "output": fc.output,
-             "weights": np.ascontiguousarray(fc.weights), **rewrite.custom_op_arrays(tfl, fc, group_size),
+             "weights": np.ascontiguousarray(fc.weights), **GROUP_SPARSE.arrays(tfl, fc, group_size),
              "positions": 1, "tile": 1,
              "scales": (float(T[fc.input].quantization.scale[0]),  # input, weights [out], output
                         np.broadcast_to(np.asarray(T[fc.weight].quantization.scale, np.float32),

@@ -65,8 +65,7 @@ int main(void) {
       EXPECT_REJECT(t[1].count -= 1, t[1].count += 1)
       free(values); free(idx); free(bias); free(mult); free(shift); free(scale);
     }
-  printf("OK: %d layers on portable%s%s, %d corruptions rejected\n", cases,
-         tfs_gsfc_impl_available(TFS_IMPL_AVX2) ? " + avx2" : "",
-         tfs_gsfc_impl_available(TFS_IMPL_AVX512) ? " + avx512" : "", rejected_count);
+  printf("OK: %d layers on portable%s, %d corruptions rejected\n", cases, tfs_available_impls_text(),
+         rejected_count);
   return 0;
 }

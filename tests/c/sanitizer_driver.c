@@ -98,8 +98,7 @@ int main(void) {
         EXPECT_REJECT(t[2].count += 1, t[2].count -= 1)
         free(row_ptr); free(col); free(values); free(bias); free(mult); free(shift); free(scale);
       }
-  printf("OK: %d layers on portable + arm_dsp (emulated)%s%s, %d corruptions rejected\n", cases,
-         tfs_gsfc_impl_available(TFS_IMPL_AVX2) ? " + avx2" : "",
-         tfs_gsfc_impl_available(TFS_IMPL_AVX512) ? " + avx512" : "", rejected_count);
+  printf("OK: %d layers on portable%s, %d corruptions rejected\n", cases, tfs_available_impls_text(),
+         rejected_count);
   return 0;
 }

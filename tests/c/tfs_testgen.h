@@ -9,6 +9,19 @@
 #include <string.h>
 
 #include "../../tflite_export/kernels/tfs_common.h"
+#include "../../tflite_export/kernels/tfs_dispatch.h"
+
+/* " + avx2 + avx512 ..." : the available implementations besides portable (manifest names). */
+static inline const char* tfs_available_impls_text(void) {
+  static char text[256];
+  text[0] = '\0';
+  for (int impl = TFS_IMPL_PORTABLE + 1; impl < TFS_IMPL_LIMIT; ++impl)
+    if (tfs_impl_name(impl) != NULL && tfs_impl_available(impl)) {
+      strncat(text, " + ", sizeof text - strlen(text) - 1);
+      strncat(text, tfs_impl_name(impl), sizeof text - strlen(text) - 1);
+    }
+  return text;
+}
 
 /* Pack tensors 1..n-1 into a parameter blob (FORMAT.md) in a 64-byte aligned heap block of
  * exactly *bytes bytes, as tflite_export/params_blob.py does. */

@@ -10,33 +10,36 @@ module adds a direct, runtime-free way to validate and run one layer::
                                   out_multiplier, out_shift, out_scale)      # int8
     y = layer(x)                        # x [batch, in] -> y [batch, out]; impl="auto" by default
     t = layer.time(x, iterations=1000)  # seconds per call, timed in C
-    kernels.available_impls()           # e.g. ["portable", "avx2"]
+    kernels.available_impls()           # e.g. ["portable", "avx2", "avx512", "avx512_vnni"]
+    layer.kernel("avx2")                # the manifest's kernel that impl runs for this layer
+
+The implementations and kernels are the C library's manifest (``tfs_kernels.inc``), read through
+:func:`impls` and :func:`kernel_table`; :func:`disabled_impls` switches instruction sets off as if
+the CPU lacked them (tests; the environment variable ``TFS_KERNELS_DISABLE`` does the same).
 
 An invalid layer raises :class:`KernelFormatError` with the validator's message.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import importlib.machinery
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 __all__ = [
     "KernelFormatError", "GroupSparseFC", "library", "available_impls", "best_impl", "IMPLS",
     "set_runtime_impl", "get_runtime_impl", "multiply_by_quantized_multiplier",
-    "time_layer_vs_dense", "FORMAT_VERSION", "META_LEN",
+    "time_layer_vs_dense", "FORMAT_VERSION", "META_LEN", "impls", "impl_features",
+    "kernel_table", "KernelInfo", "disabled_impls",
 ]
 
 FORMAT_VERSION = 2
 META_LEN = 16
 
-#: Implementation names -> the C enum (TFS_IMPL_*).
-#: "arm_dsp" is the Cortex-M DSP (SMLAD/SXTB16) int8 algorithm; off Arm its intrinsics are
-#: emulated in C, so it is always available here and tested bit-exact against the others.
-IMPLS: Dict[str, int] = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3, "arm_dsp": 4}
 REQUANT = {"fp32": 0, "fixed_point": 1}
 
 # TfLiteType numbering (the C core uses the same).
@@ -50,6 +53,22 @@ class KernelFormatError(ValueError):
 
 class _Tensor(ctypes.Structure):
     _fields_ = [("data", ctypes.c_void_p), ("count", ctypes.c_size_t), ("elem", ctypes.c_int)]
+
+
+class _KernelEntry(ctypes.Structure):  # tfs_kernel_entry (tfs_dispatch.h)
+    _fields_ = [("op", ctypes.c_int), ("dtype", ctypes.c_int), ("g", ctypes.c_int),
+                ("impl", ctypes.c_int), ("layout", ctypes.c_int), ("fn", ctypes.c_void_p),
+                ("name", ctypes.c_char_p)]
+
+
+class KernelInfo(NamedTuple):
+    """One line of the C kernel manifest (tfs_kernels.inc)."""
+    op: str       # "group_sparse_fc" or "nm_sparse_fc"
+    dtype: str    # "float32" or "int8"
+    g: int        # group width; 0 = any
+    impl: str     # the instruction set, a name of impls()
+    packed: bool  # runs on tfs_gsfc_pack's copy (else on the validated layer)
+    name: str     # the C function
 
 
 _LIB = None
@@ -87,6 +106,13 @@ def library() -> ctypes.CDLL:
         "tfs_gsfc_packed_struct_size": (sz, []),
         "tfs_gsfc_impl_available": (ctypes.c_int, [ctypes.c_int]),
         "tfs_gsfc_best_impl": (ctypes.c_int, []),
+        "tfs_impl_name": (ctypes.c_char_p, [ctypes.c_int]),
+        "tfs_impl_features": (ctypes.c_char_p, [ctypes.c_int]),
+        "tfs_impl_available": (ctypes.c_int, [ctypes.c_int]),
+        "tfs_impl_disable": (ctypes.c_int, [ctypes.c_char_p]),
+        "tfs_kernel_count": (ctypes.c_int, []),
+        "tfs_kernel_at": (ctypes.POINTER(_KernelEntry), [ctypes.c_int]),
+        "tfs_kernel_index": (ctypes.c_int, [ctypes.c_int] * 5),
         "tfs_multiply_by_quantized_multiplier": (i32, [i32, i32, i32]),
         "tfs_gsfc_layer_size": (sz, []),
         "tfs_gsfc_set_requant": (ctypes.c_int, [vp, ctypes.c_int]),
@@ -109,22 +135,93 @@ def library() -> ctypes.CDLL:
     return lib
 
 
+_IMPL_LIMIT = 16  # TFS_IMPL_LIMIT: implementation codes are below it
+_OPS = ("group_sparse_fc", "nm_sparse_fc")  # TFS_OP_*
+_DTYPES = ("float32", "int8")  # TFS_DTYPE_*
+_IMPLS: Optional[Dict[str, int]] = None
+_DISABLED = ""
+
+
+def impls() -> Dict[str, int]:
+    """Implementation names -> TFS_IMPL_* codes, as the C manifest lists them, by code; "auto"
+    (0) first. "arm_dsp" is the Cortex-M DSP (SMLAD/SXTB16) int8 algorithm; off Arm its
+    intrinsics are emulated in C, so it runs here and is tested bit-exact against the others."""
+    global _IMPLS
+    if _IMPLS is None:
+        lib = library()
+        named = {lib.tfs_impl_name(c).decode(): c for c in range(1, _IMPL_LIMIT)
+                 if lib.tfs_impl_name(c) is not None}
+        _IMPLS = {"auto": 0, **dict(sorted(named.items(), key=lambda nc: nc[1]))}
+    return _IMPLS
+
+
+def __getattr__(name: str):
+    if name == "IMPLS":  # the historical name; computed from the library on first use
+        return impls()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def impl_features(impl: str) -> str:
+    """The CPU features an implementation needs, as the manifest states them (skip messages)."""
+    return library().tfs_impl_features(_impl_code(impl)).decode()
+
+
+def kernel_table() -> List[KernelInfo]:
+    """Every kernel of the C manifest, in its order (the first match wins in dispatch)."""
+    lib = library()
+    names = {c: n for n, c in impls().items()}
+    out = []
+    for i in range(lib.tfs_kernel_count()):
+        k = lib.tfs_kernel_at(i).contents
+        out.append(KernelInfo(_OPS[k.op], _DTYPES[k.dtype], int(k.g), names[k.impl],
+                              bool(k.layout), k.name.decode()))
+    return out
+
+
 def _impl_code(impl: str) -> int:
-    if impl not in IMPLS:
-        raise ValueError(f"unknown kernel implementation {impl!r}; choose from {sorted(IMPLS)}")
-    return IMPLS[impl]
+    table = impls()
+    if impl not in table:
+        raise ValueError(f"unknown kernel implementation {impl!r}; choose from {sorted(table)}")
+    return table[impl]
+
+
+def _kernel_name(op: int, dtype: str, g: int, impl: str, packed: bool) -> str:
+    i = library().tfs_kernel_index(op, _DTYPES.index(dtype), g, _impl_code(impl), int(packed))
+    if i < 0:
+        raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
+    return kernel_table()[i].name
 
 
 def available_impls() -> List[str]:
-    """Implementations this CPU can run, besides "auto" (always includes "portable")."""
+    """Implementations this CPU can run (not switched off), besides "auto" (always includes
+    "portable")."""
     lib = library()
-    return [n for n, c in IMPLS.items() if c and lib.tfs_gsfc_impl_available(c)]
+    return [n for n, c in impls().items() if c and lib.tfs_impl_available(c)]
 
 
 def best_impl() -> str:
     """What "auto" resolves to on this CPU."""
     code = library().tfs_gsfc_best_impl()
-    return next(n for n, c in IMPLS.items() if c == code)
+    return next(n for n, c in impls().items() if c == code)
+
+
+@contextlib.contextmanager
+def disabled_impls(names: Sequence[str]) -> Iterator[None]:
+    """Within the block, the named implementations (and those built on them, e.g. "avx2" takes
+    "avx512" along) are unavailable, as on a CPU without them; restores the previous mask."""
+    global _DISABLED
+    lib, before = library(), _DISABLED
+    wanted = ",".join(sorted(set(filter(None, before.split(",") + list(names)))))
+    for n in names:
+        _impl_code(n)
+    if lib.tfs_impl_disable(wanted.encode()) != 0:
+        raise ValueError(f"cannot disable {list(names)} (\"portable\" cannot be)")
+    _DISABLED = wanted
+    try:
+        yield
+    finally:
+        lib.tfs_impl_disable(before.encode())
+        _DISABLED = before
 
 
 def set_runtime_impl(impl: str) -> None:
@@ -138,7 +235,7 @@ def set_runtime_impl(impl: str) -> None:
 
 def get_runtime_impl() -> str:
     code = library().tfs_get_impl()
-    return next(n for n, c in IMPLS.items() if c == code)
+    return next(n for n, c in impls().items() if c == code)
 
 
 def multiply_by_quantized_multiplier(acc: int, multiplier: int, shift: int) -> int:
@@ -213,6 +310,11 @@ class GroupSparseFC:
                                       batch, ws, _impl_code(impl)) != 0:
             raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
         return y
+
+    def kernel(self, impl: str = "auto") -> str:
+        """The manifest's C function that `impl` runs for this layer (RuntimeError if `impl`
+        is not available on this CPU)."""
+        return _kernel_name(0, self.dtype.name, self.g, impl, True)
 
     def time(self, x: np.ndarray, iterations: int = 1000, impl: str = "auto") -> float:
         """Seconds per call on x, measured by a loop in C (best of 3 repetitions)."""

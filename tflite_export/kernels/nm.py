@@ -15,7 +15,7 @@ import ctypes
 
 import numpy as np
 
-from tflite_export.kernels import IMPLS, REQUANT, KernelFormatError, _Tensor, library
+from tflite_export.kernels import REQUANT, KernelFormatError, _impl_code, _kernel_name, _Tensor, library
 
 __all__ = ["NMSparseFC", "nm_library", "FORMAT_VERSION", "META_LEN", "NUM_INPUTS"]
 
@@ -62,12 +62,6 @@ def _tensor(arr):
     if arr is None:
         return _Tensor(None, 0, 0)
     return _Tensor(arr.ctypes.data if arr.size else None, arr.size, _ELEM.get(arr.dtype, 0))
-
-
-def _impl(impl: str) -> int:
-    if impl not in IMPLS:
-        raise ValueError(f"unknown kernel implementation {impl!r}; choose from {sorted(IMPLS)}")
-    return IMPLS[impl]
 
 
 class NMSparseFC:
@@ -140,9 +134,14 @@ class NMSparseFC:
         """y[..., out] for x[..., in] (x's dtype must be the layer's)."""
         x, y, batch, ws = self._prepare(x)
         if nm_library().tfs_nmfc_compute(self._layer, x.ctypes.data, y.ctypes.data, batch, ws,
-                                         _impl(impl)) != 0:
+                                         _impl_code(impl)) != 0:
             raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
         return y
+
+    def kernel(self, impl: str = "auto") -> str:
+        """The manifest's C function that `impl` runs for this layer (RuntimeError if `impl`
+        is not available on this CPU)."""
+        return _kernel_name(1, self.dtype.name, 0, impl, False)
 
     def time(self, x, iterations: int = 1000, impl: str = "auto") -> float:
         """Seconds per call on x, a loop in C (best of 3)."""
@@ -150,7 +149,7 @@ class NMSparseFC:
         best = float("inf")
         for _ in range(3):
             t = nm_library().tfs_nmfc_time_compute(self._layer, x.ctypes.data, y.ctypes.data,
-                                                   batch, ws, _impl(impl), int(iterations))
+                                                   batch, ws, _impl_code(impl), int(iterations))
             if t < 0:
                 raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
             best = min(best, t)

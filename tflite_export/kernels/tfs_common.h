@@ -34,16 +34,28 @@ enum { TFS_ACT_NONE = 0, TFS_ACT_RELU = 1, TFS_ACT_RELU6 = 3 };
  * use the fixed-point multiplier and shift. The model carries both (FORMAT.md). */
 enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
 
-/* Compute implementations; TFS_IMPL_AUTO picks the best the CPU supports. */
+/* Where the kernels can run: TFS_X86 on x86 (its SIMD files compile to nothing elsewhere);
+ * TFS_ARM_DSP_NATIVE on an Arm core with the DSP extension (SMLAD, SXTB16). */
+#if defined(__x86_64__) || defined(__i386__)
+#define TFS_X86 1
+#else
+#define TFS_X86 0
+#endif
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#define TFS_ARM_DSP_NATIVE 1
+#else
+#define TFS_ARM_DSP_NATIVE 0
+#endif
+
+/* Compute implementations (instruction sets), numbered by the kernel manifest
+ * (tfs_kernels.inc): TFS_IMPL_PORTABLE, _AVX2, _AVX512, _ARM_DSP, _AVX512_VNNI, _AVX_VNNI, ...
+ * TFS_IMPL_AUTO picks the best the CPU supports, per layer. Codes are below TFS_IMPL_LIMIT. */
 enum {
   TFS_IMPL_AUTO = 0,
-  TFS_IMPL_PORTABLE = 1,
-  TFS_IMPL_AVX2 = 2,   /* AVX2 + FMA */
-  TFS_IMPL_AVX512 = 3, /* AVX-512 F + BW, on top of AVX2 */
-  /* Cortex-M DSP extension (SMLAD/SXTB16), int8 only (float32 runs the portable kernel); no
-   * packed copy needed. Native where __ARM_FEATURE_DSP is defined (TFS_IMPL_AUTO picks it there);
-   * elsewhere the same algorithm runs with the intrinsics emulated in C, for host tests. */
-  TFS_IMPL_ARM_DSP = 4
+#define TFS_ISA(NAME, code, ...) TFS_IMPL_##NAME = code,
+#include "tfs_kernels.inc"
+#undef TFS_ISA
+  TFS_IMPL_LIMIT = 16
 };
 
 /* Error codes (0 = ok). */
@@ -96,6 +108,19 @@ int tfs_check_meta_head(const tfs_tensor* inputs, size_t n_inputs, size_t n_f32,
  * reserved fields = 0), checked in that order, then n_inputs against the dtype's count. */
 int tfs_check_meta_common(const int32_t* meta, size_t n_inputs, size_t n_f32, size_t n_i8,
                           char* err, size_t err_len);
+
+/* Sets the fields both ops' validated layer structs share (same member names: dtype,
+ * activation, in_zp, out_zp, act_min, act_max, requant = FP32) from a checked meta. */
+#define TFS_SET_COMMON_LAYER_FIELDS(layer, meta)        \
+  do {                                                  \
+    (layer)->dtype = (meta)[TFS_META_DTYPE];            \
+    (layer)->activation = (meta)[TFS_META_ACTIVATION];  \
+    (layer)->in_zp = (meta)[TFS_META_IN_ZP];            \
+    (layer)->out_zp = (meta)[TFS_META_OUT_ZP];          \
+    (layer)->act_min = (meta)[TFS_META_ACT_MIN];        \
+    (layer)->act_max = (meta)[TFS_META_ACT_MAX];        \
+    (layer)->requant = TFS_REQUANT_FP32;                \
+  } while (0)
 
 /* An int8 node's requantization inputs: inputs[first], [first + 1], [first + 2] (named by
  * names[]) are out_multiplier int32[out] (>= 0), out_shift int32[out] (in [-31, 30]) and

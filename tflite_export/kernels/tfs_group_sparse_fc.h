@@ -79,7 +79,7 @@ static inline int32_t tfs_gsfc_col(const tfs_gsfc_layer* layer, int32_t k) {
 
 /* The SIMD paths' packed copy of a layer (made once per node by tfs_gsfc_pack into memory the
  * caller owns; it points into that memory). Rows sorted by length and interleaved in blocks of
- * TFS_GSFC_BLOCK_ROWS: see "Packed layout" in tfs_group_sparse_fc.c. */
+ * TFS_GSFC_BLOCK_ROWS: see tfs_gsfc_pack.c. */
 #define TFS_GSFC_BLOCK_ROWS 8
 typedef struct {
   int32_t n_blocks;
@@ -87,6 +87,8 @@ typedef struct {
   const int32_t* tail;    /* [n_blocks * 8] index of the slot's ragged tail group, or -1 */
   const void* bias;       /* [n_blocks * 8] each slot's bias (float or int32; 0 for padding) */
   const float* scale;     /* [n_blocks * 8] each slot's out_scale (int8 only; else 0) */
+  const int32_t* bias_u8; /* [n_blocks * 8] int8: bias - (128 + input_zp) * sum of the slot's
+                             full-group weights (mod 2^32), for kernels on x + 128 as uint8 */
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
   const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
@@ -119,19 +121,22 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* layer, void* mem, size_t bytes, tfs_gsfc
 size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch);
 
 /* y[batch, out] = act(x[batch, in] * W^T + bias), W the group-sparse weights. The layer must
- * have been validated and x/y checked with tfs_gsfc_validate_io. `packed` (from tfs_gsfc_pack)
- * is required by the x86 SIMD paths (TFS_IMPL_ARM_DSP ignores it); with NULL, TFS_IMPL_AUTO runs
- * the portable kernel, or the DSP kernel for int8 on an Arm core with the DSP extension. Returns
- * TFS_ERR_UNSUPPORTED if `impl` is not available on this CPU, TFS_ERR_INVALID if a SIMD path is
- * asked for without `packed`. No allocation, no I/O. */
+ * have been validated and x/y checked with tfs_gsfc_validate_io. The kernel comes from the
+ * manifest (tfs_kernels.inc, chosen in tfs_dispatch.c): `impl`'s kernel for the layer's (dtype,
+ * g), or its parent's; TFS_IMPL_AUTO starts from the best instruction set the CPU has. `packed`
+ * (from tfs_gsfc_pack) is required by the x86 SIMD kernels; with NULL, TFS_IMPL_AUTO only
+ * considers kernels that run on the model's layout (portable, or the DSP kernel for int8 on an
+ * Arm core with the DSP extension). Returns TFS_ERR_UNSUPPORTED if `impl` is not available on
+ * this CPU (or switched off: tfs_impl_disable), TFS_ERR_INVALID if its kernel needs `packed` and
+ * it is NULL. No allocation, no I/O. */
 int tfs_gsfc_compute(const tfs_gsfc_layer* layer, const tfs_gsfc_packed* packed, const void* x,
                      void* y, int32_t batch, void* workspace, int impl);
 
-/* 1 if `impl` can run on this CPU (TFS_IMPL_AUTO, PORTABLE and ARM_DSP - emulated off Arm -
- * always can). */
+/* 1 if `impl` can run on this CPU: TFS_IMPL_AUTO always; PORTABLE always; ARM_DSP (emulated off
+ * Arm) unless switched off; the x86 ones if the CPU has their features (tfs_dispatch.h). */
 int tfs_gsfc_impl_available(int impl);
 
-/* The implementation TFS_IMPL_AUTO resolves to on this CPU. */
+/* The implementation TFS_IMPL_AUTO starts from on this CPU. */
 int tfs_gsfc_best_impl(void);
 
 #ifdef __cplusplus

@@ -91,8 +91,9 @@ int tfs_nmfc_validate_io(const tfs_nmfc_layer* layer, const tfs_tensor* x, const
 /* Scratch bytes compute needs (int8: x - input_zp as int32; 0 for float32). */
 size_t tfs_nmfc_workspace_size(const tfs_nmfc_layer* layer, int32_t batch);
 
-/* y[batch, out] = act(x[batch, in] * W^T + bias) on a validated layer and checked x / y.
- * TFS_ERR_UNSUPPORTED if `impl` is not available on this CPU. No allocation, no I/O. */
+/* y[batch, out] = act(x[batch, in] * W^T + bias) on a validated layer and checked x / y, by the
+ * manifest's kernel for `impl` (or its parent's; tfs_kernels.inc). TFS_ERR_UNSUPPORTED if `impl`
+ * is not available on this CPU. Defined in tfs_dispatch.c. No allocation, no I/O. */
 int tfs_nmfc_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_t batch,
                      void* workspace, int impl);
 

@@ -1,9 +1,11 @@
 """The Deep Compression chain (Han et al. 2016): prune -> int8 keeping the zeros -> coded size.
 
+Deployment side: it reads the int8 weights back out of a converted ``.tflite``.
+
 1. Prune and retrain as usual (:func:`tfscalpel.prune`, ``UpdatePruningStep``), then
    :func:`tfscalpel.strip`.
 2. Quantize with post-training int8 quantization through the exporter
-   (:func:`tflite_export.convert_keras`). TFLite quantizes weights *symmetrically* (zero point
+   (:func:`tflite_export.converter.convert_keras`). TFLite quantizes weights *symmetrically* (zero point
    0, one scale per output channel), so ``round(0 / scale) = 0``: a pruned weight is exactly 0
    in int8 too. :func:`quantized_weights` reads the int8 weights back out of the flatbuffer and
    checks that every pruned weight stayed zero (it raises otherwise), so the claim is verified
@@ -25,6 +27,11 @@ import math
 
 import keras
 import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from tflite_export import flatbuffer
+from tflite_export.converter import convert_keras
+from tflite_export.fc_layers import builtin_code
 
 #: Deep Compression's published LeNet results (Han et al. 2016, Table 1).
 HAN_LENET = {
@@ -73,11 +80,6 @@ def quantized_weights(tflite_bytes, keras_model):
         ValueError: a layer has no int8 weights in the file (not an int8 model), cannot be
             matched, or a weight that is zero in ``keras_model`` is not zero in int8.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    from tflite_export import flatbuffer
-    from tflite_export.fc_layers import builtin_code
-
     model = flatbuffer.load(tflite_bytes)
     ops = {schema.BuiltinOperator.FULLY_CONNECTED: "fc", schema.BuiltinOperator.CONV_2D: "conv"}
     candidates = []
@@ -253,7 +255,5 @@ def deep_compression(stripped_model, representative_data):
     Returns ``(tflite_bytes, CompressionReport)``; raises ValueError if quantization made any
     pruned weight nonzero (it cannot with TFLite's symmetric weights; the check proves it).
     """
-    from tflite_export.converter import convert_keras
-
     tflite_bytes = convert_keras(stripped_model, "int8", representative_data)
     return tflite_bytes, compression_report(quantized_weights(tflite_bytes, stripped_model))

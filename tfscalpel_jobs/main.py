@@ -1,6 +1,7 @@
 """The main job: LeNet-300-100 on full MNIST, pruned with SIMD groups while it retrains.
 
-    python -m tfscalpel.main [--group-size 4] [--sparsity 0.92] [--quick] [--output out/main]
+    python -m tfscalpel_jobs.main [--group-size 4] [--sparsity 0.92] [--quick] [--output out/main]
+                                  [--target host | x86-avx2 | ...]
 
 1. train the dense network (or reuse the cached one),
 2. prune it with Scalpel's SIMD groups (``g`` weights along the input dimension, RMS score)
@@ -101,7 +102,7 @@ def _runtime_error(runtime, x, y):
     return 100.0 * float(np.mean(np.argmax(logits, axis=1) != y))
 
 
-def export_and_measure(dense, stripped, group_sizes, train, test, output):
+def export_and_measure(dense, stripped, group_sizes, train, test, output, target="host"):
     """Export dense and pruned models (float32, int8), run each through the host runtime, and
     return ``(table text, rows)``. The pruned model's layers use the format the exporter's cost
     model picks per layer (group-sparse custom op, TFLite block-sparse, or dense)."""
@@ -114,7 +115,7 @@ def export_and_measure(dense, stripped, group_sizes, train, test, output):
         tag = "int8" if quantize else "float32"
         dense_bytes = tflite_export.convert_keras(dense, quantize, calibration)
         pruned = tflite_export.export(
-            stripped, target="x86-avx2", quantize=quantize, representative_data=calibration,
+            stripped, target=target, quantize=quantize, representative_data=calibration,
             group_sizes=group_sizes, output=os.path.join(output, f"lenet300_pruned_{tag}.tflite"))
         reports.append((tag, pruned.report))
         blobs += [(f"dense {tag}", dense_bytes), (f"pruned {tag}", pruned.model_bytes)]
@@ -171,7 +172,7 @@ def results_table(dense_error, pruned_error, report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfscalpel.main", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tfscalpel_jobs.main", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--group-size", type=int, default=4, help="SIMD group width g (default 4)")
     parser.add_argument("--sparsity", type=float, default=0.92, help="target weight sparsity")
@@ -180,6 +181,10 @@ def main(argv=None):
     parser.add_argument("--finetune-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small data and few epochs (smoke run)")
+    parser.add_argument("--target", default="host",
+                        help="export target: 'host' (default: the models run here, so every "
+                             "layer's candidates are measured on this machine) or a target "
+                             "whose cost profile predicts them, e.g. x86-avx2")
     parser.add_argument("--output", default="out/main", help="directory for the model and JSON")
     args = parser.parse_args(argv)
     if args.quick:
@@ -211,7 +216,7 @@ def main(argv=None):
 
     _log("[5/5] exporting to .tflite (float32, int8) and running on the host runtime")
     export_table, results["tflite"] = export_and_measure(
-        dense, stripped, report.group_sizes(), train, test, args.output)
+        dense, stripped, report.group_sizes(), train, test, args.output, args.target)
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     plots = tfscalpel.report.write_all(args.output, history=pruned.history, strip_report=report,

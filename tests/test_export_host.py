@@ -1,0 +1,91 @@
+"""target="host": candidates measured on this machine through an injected timer (synthetic
+timings: no test depends on this CPU's speed), the never-slower rule, and the cache."""
+import numpy as np
+import pytest
+
+from export_testlib import stripped_model
+from tflite_export import converter, exporter, flatbuffer, host, host_info
+from tflite_export.fc_layers import find_fully_connected
+
+
+class SyntheticTimer:
+    """Seconds from the model's structure: dense costs 1 ns a weight; a custom node costs
+    ``custom_ns`` per stored weight plus ``node_ns``; TFLite's block-sparse FC is slow."""
+
+    def __init__(self, custom_ns=0.2, node_ns=100.0):
+        self.custom_ns, self.node_ns, self.calls = custom_ns, node_ns, 0
+
+    def __call__(self, model_bytes, x):
+        self.calls += 1
+        model = flatbuffer.load(model_bytes)
+        (op,) = model.subgraphs[0].operators
+        code = flatbuffer.custom_code(model, op)
+        sg = model.subgraphs[0]
+        if code is not None:
+            blob = sg.tensors[int(op.inputs[1])]
+            return 1e-9 * (self.custom_ns * int(np.prod(blob.shape)) + self.node_ns)
+        w = sg.tensors[int(op.inputs[1])]
+        weights = int(np.prod(w.shape))
+        return 1e-9 * (weights * (5.0 if w.sparsity is not None else 1.0))
+
+
+@pytest.fixture(scope="module")
+def converted():
+    model = stripped_model(64, [(32, "relu"), (10, None)], g=4, sparsity=0.9, seed=4)
+    return model, converter.convert_keras(model)
+
+
+def test_layer_model_holds_one_fully_connected(converted):
+    model, tflite = converted
+    fcs = find_fully_connected(flatbuffer.load(tflite))
+    one = host.layer_model(tflite, fcs[1])
+    (fc,) = find_fully_connected(one)
+    assert (fc.in_features, fc.out_features) == (32, 10)
+    np.testing.assert_array_equal(fc.weights, fcs[1].weights)
+    assert [tm.tensorIndex for tm in one.signatureDefs[0].inputs] == [int(one.subgraphs[0].inputs[0])]
+
+
+def test_selection_is_deterministic_and_never_slower(converted, tmp_path):
+    model, tflite = converted
+    timer = SyntheticTimer()
+    measured = host.HostMeasurement(timer=timer, cache_dir=str(tmp_path), key="test-cpu | build 1")
+    result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
+    # The synthetic custom node costs its parameter blob's bytes: the smallest blob wins.
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("custom", 2)]
+    assert [r.reason for r in result.layers] == [
+        "custom g=4 measured 5.37x vs dense (0.38 us vs 2.05 us on test-cpu | build 1)",
+        "custom g=2 measured 1.86x vs dense (0.17 us vs 0.32 us on test-cpu | build 1)"]
+    assert [r.expected_speedup for r in result.layers] == [5.367, 1.86]
+    assert "measured on this host (test-cpu | build 1)" in str(result)
+    # Never slower: a custom node that costs more than dense keeps every layer dense.
+    slow = host.HostMeasurement(timer=SyntheticTimer(custom_ns=50.0), cache_dir=str(tmp_path),
+                                key="slow-cpu")
+    kept = exporter.rewrite_tflite(tflite, target=slow, keras_model=model)
+    assert [r.format for r in kept.layers] == ["dense", "dense"]
+    assert kept.layers[0].reason == (
+        "kept dense: best sparse choice builtin block-sparse 1x4 measured 0.20x vs dense "
+        "(10.24 us vs 2.05 us on slow-cpu), < 1.10x required")
+
+
+def test_cache_hit_and_invalidation(converted, tmp_path):
+    model, tflite = converted
+    first = SyntheticTimer()
+    a = host.HostMeasurement(timer=first, cache_dir=str(tmp_path), key="cpu A | build 1")
+    ra = exporter.rewrite_tflite(tflite, target=a, keras_model=model)
+    assert first.calls > 0 and a.measured == first.calls
+    again = SyntheticTimer()
+    b = host.HostMeasurement(timer=again, cache_dir=str(tmp_path), key="cpu A | build 1")
+    rb = exporter.rewrite_tflite(tflite, target=b, keras_model=model)
+    assert again.calls == 0 and b.measured == 0  # a second export costs nothing
+    assert [(r.format, r.g) for r in rb.layers] == [(r.format, r.g) for r in ra.layers]
+    rebuilt = SyntheticTimer()
+    c = host.HostMeasurement(timer=rebuilt, cache_dir=str(tmp_path), key="cpu A | build 2")
+    exporter.rewrite_tflite(tflite, target=c, keras_model=model)
+    assert rebuilt.calls == first.calls  # a new kernel build (or CPU) measures anew
+    assert a.path != c.path
+
+
+def test_default_key_names_cpu_and_kernel_build(tmp_path):
+    measured = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path))
+    assert host_info.cpu_model() in measured.key and host_info.kernel_build() in measured.key
+    assert measured.path.startswith(str(tmp_path))

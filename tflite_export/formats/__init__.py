@@ -1,0 +1,60 @@
+"""The format registry: every sparse format a FULLY_CONNECTED layer can be exported in.
+
+One module per format (``group_sparse``, ``nm``, ``block_sparse``; the shared parts in ``base``),
+one line per format in :data:`FORMATS` below. The exporter's rewrite, the cost model's
+candidates (``tflite_export.planner``), the validator (``tflite_export.check``), the C-array
+writer (``tflite_export.c_array``) and the runtime's op registration loop over this registry::
+
+    from tflite_export import formats
+    for fmt in formats.custom_ops():          # what a runtime registers
+        fmt.op_name, fmt.op_version, fmt.litert_kernel(), fmt.tflm_registration
+    formats.get("2:4").eligible(fc_layer, target)   # None, or why not
+
+A new format: a module with a :class:`~tflite_export.formats.base.SparseFormat` subclass and
+its ``FORMAT`` instance, one line in :data:`FORMATS` (candidate order: ties go to the earlier).
+"""
+from __future__ import annotations
+
+from tflite_export.formats import block_sparse, group_sparse, nm
+from tflite_export.formats.base import CustomOpFormat, SparseFormat
+
+#: Every format, in the order the cost model prices them.
+FORMATS: tuple[SparseFormat, ...] = (
+    group_sparse.FORMAT,
+    block_sparse.FORMAT,
+    nm.FORMAT,
+)
+
+__all__ = ["FORMATS", "SparseFormat", "CustomOpFormat", "all_formats", "names", "get",
+           "custom_ops", "by_op_name"]
+
+
+def all_formats() -> tuple[SparseFormat, ...]:
+    """Every registered format."""
+    return FORMATS
+
+
+def names() -> tuple[str, ...]:
+    """The formats' names (the report's labels and ``export(formats=...)`` values)."""
+    return tuple(fmt.name for fmt in FORMATS)
+
+
+def get(name: str) -> SparseFormat:
+    """The format called ``name``; ValueError listing the known ones otherwise."""
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise ValueError(f"unknown format {name!r}; known: {list(names())}")
+
+
+def custom_ops() -> tuple[CustomOpFormat, ...]:
+    """The formats that are custom operators (what a runtime must register)."""
+    return tuple(fmt for fmt in FORMATS if isinstance(fmt, CustomOpFormat))
+
+
+def by_op_name(op_name: str | None) -> CustomOpFormat | None:
+    """The custom-op format whose operator is called ``op_name``, or None."""
+    for fmt in custom_ops():
+        if fmt.op_name == op_name:
+            return fmt
+    return None

@@ -1,0 +1,169 @@
+"""Host measurement: ``export(..., target="host")`` times every candidate on this machine.
+
+For each FULLY_CONNECTED layer, with its real shape, weights and dtype, the candidates are
+dense (the converter's builtin, run by XNNPACK), and every registered format the layer is
+eligible for at each width it offers (``tflite_export.formats``): each is a one-layer model cut
+out of the converted model, rewritten into the format and run through the host runtime
+(LiteRT with the custom ops registered), so the per-node cost of a custom op is in the time.
+The fastest wins only when it beats dense by ``margin`` (never slower than dense on the machine
+that exported it); otherwise the layer stays dense. The report gives the measured speedup.
+
+Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or ``cache_dir``), one JSON file per CPU model
+and kernel-library build, keyed per candidate by the layer's weights, dtype, format and width:
+a second export of the same model measures nothing, and a new CPU or kernel build measures anew.
+The timer is injectable (``timer(model_bytes, x) -> seconds``), which is how the tests drive
+the selection with synthetic timings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from tflite_export import flatbuffer, formats, group_csr, host_info
+from tflite_export.atomic import write_atomic
+from tflite_export.cost_model import Estimate
+from tflite_export.fc_layers import FCLayer, find_fully_connected
+from tflite_export.formats.block_sparse import TFLITE_BLOCKS
+from tflite_export.planner import FORMAT_CHOICES, Decision
+
+#: A sparse candidate must run at least this much faster than dense (timing noise).
+MARGIN = 1.10
+
+
+def runtime_timer(model_bytes: bytes, x: np.ndarray, rounds: int = 5, iterations: int = 200) -> float:
+    """Seconds per batch-1 run of ``model_bytes`` on this machine: best of ``rounds`` C-timed
+    loops of the host runtime, one thread."""
+    from tflite_export import runtime
+
+    with runtime.load(model_bytes, num_threads=1) as rt:
+        rt.run(x)
+        return min(rt.time_run(iterations) for _ in range(rounds))
+
+
+def layer_model(model_bytes: bytes, fc: FCLayer) -> schema.ModelT:
+    """A model holding only ``fc``'s FULLY_CONNECTED: its input and output become the model's
+    (and its signature's), everything else is dropped."""
+    model = flatbuffer.load(model_bytes)
+    model.subgraphs = [model.subgraphs[fc.subgraph]]
+    sg = model.subgraphs[0]
+    sg.operators = [sg.operators[fc.op_index]]
+    sg.inputs, sg.outputs = np.array([fc.input], np.int32), np.array([fc.output], np.int32)
+    sig = schema.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = b"serving_default", 0
+    sig.inputs, sig.outputs = [schema.TensorMapT()], [schema.TensorMapT()]
+    sig.inputs[0].name, sig.inputs[0].tensorIndex = b"x", fc.input
+    sig.outputs[0].name, sig.outputs[0].tensorIndex = b"y", fc.output
+    model.signatureDefs = [sig]
+    flatbuffer.compact(model)
+    return model
+
+
+@dataclasses.dataclass
+class HostMeasurement:
+    """Measures candidates on this host (see the module docstring); use it as ``target=``.
+
+    Args:
+        timer: ``timer(model_bytes, x) -> seconds``; default :func:`runtime_timer`.
+        cache_dir: where the cache lives (default ``$TFSCALPEL_CACHE`` or ``~/.cache/tfscalpel``).
+        margin: how much faster than dense a sparse candidate must measure.
+        key: the cache's machine key (default: CPU model and kernel build).
+    """
+
+    timer: object = None
+    cache_dir: str | None = None
+    margin: float = MARGIN
+    key: str | None = None
+    name: str = "host"
+
+    def __post_init__(self):
+        self.timer = self.timer or runtime_timer
+        self.key = self.key or f"{host_info.cpu_model()} | kernels {host_info.kernel_build()}"
+        from tfscalpel.datasets import cache_dir  # the project's one cache ($TFSCALPEL_CACHE)
+
+        base = self.cache_dir or str(cache_dir())
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.key).strip("-")[:80]
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:12]
+        self.path = os.path.join(base, "host", f"{slug}-{digest}.json")
+        self.times = {}
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                stored = json.load(f)
+            if stored.get("key") == self.key:
+                self.times = dict(stored.get("times", {}))
+        self.measured = 0  # timer calls made by this object (cache misses)
+
+    def save(self) -> None:
+        """Write the cache (atomically)."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_atomic(self.path, json.dumps({"key": self.key, "times": self.times}, indent=1,
+                                           sort_keys=True))
+
+    def _time(self, model_bytes: bytes, fc: FCLayer, fmt, g: int) -> float:
+        """Measured seconds of ``fc`` in ``fmt`` at width ``g`` (``fmt`` None: dense)."""
+        weights = hashlib.sha256(np.ascontiguousarray(fc.weights).tobytes()).hexdigest()[:16]
+        key = f"{fc.dtype}:{fc.in_features}x{fc.out_features}:{fc.activation}:{weights}:" \
+              f"{'dense' if fmt is None else fmt.name}:{g}"
+        if key not in self.times:
+            model = layer_model(model_bytes, fc)
+            if fmt is not None:
+                fmt.rewrite(model, find_fully_connected(model)[0], g)
+                flatbuffer.compact(model)
+            x = np.zeros((1, fc.in_features), np.int8 if fc.dtype == "int8" else np.float32)
+            self.times[key] = float(self.timer(flatbuffer.save(model), x))
+            self.measured += 1
+        return self.times[key]
+
+    def decide(self, model_bytes: bytes, fc: FCLayer, group_size: int | None = None,
+               force: str = "auto") -> Decision:
+        """Measure ``fc``'s candidates and choose (see the module docstring)."""
+        if force not in FORMAT_CHOICES:
+            raise ValueError(f"layer {fc.name!r}: format {force!r} not in {FORMAT_CHOICES}")
+        if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
+            raise ValueError(f"layer {fc.name!r}: group size {group_size!r} not in "
+                             f"{group_csr.ALLOWED_GROUP_SIZES}")
+        units = fc.in_features * fc.out_features
+        if fc.unsupported or force == "dense":
+            if fc.unsupported and force not in ("auto", "dense"):
+                raise ValueError(f"layer {fc.name!r}: cannot force {force}: {fc.unsupported}")
+            why = f"kept dense: {fc.unsupported}" if fc.unsupported else "kept dense: forced by formats="
+            dense = Estimate("dense", 0, units, 0.0)
+            return Decision("dense", 0, units, dense, dense, why)
+        dense = Estimate("dense", 0, units, 1e9 * self._time(model_bytes, fc, None, 0))
+        candidates, notes = [], []
+        for fmt in formats.all_formats():
+            if force not in ("auto", fmt.name):
+                continue
+            why_not = fmt.eligible(fc)
+            for g in () if why_not else fmt.widths(fc, self, group_size):
+                why_not = fmt.width_reason(fc, g)
+                n = None if why_not else fmt.stored_units(fc.weights, g)
+                if n:
+                    t = 1e9 * self._time(model_bytes, fc, fmt, g)
+                    candidates.append((fmt, Estimate(fmt.name, g, n, t)))
+            if why_not:
+                notes.append(f"{fmt.title} unusable: {why_not}")
+        if not candidates:
+            if force != "auto":
+                raise ValueError(f"layer {fc.name!r}: cannot force {force}: "
+                                 + ("; ".join(notes) or "all weights are zero"))
+            return Decision("dense", 0, units, dense, dense,
+                            "kept dense: " + ("; ".join(notes) or "all weights are zero"))
+        fmt, best = min(candidates, key=lambda c: c[1].time_ns)
+        speedup = dense.time_ns / best.time_ns
+        measured = (f"{fmt.label(best.g)} measured {speedup:.2f}x vs dense "
+                    f"({best.time_ns / 1e3:.2f} us vs {dense.time_ns / 1e3:.2f} us on {self.key})")
+        if force == "auto" and speedup < self.margin:
+            return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice "
+                            f"{measured}, < {self.margin:.2f}x required")
+        return Decision(fmt.name, best.g, best.units, dense, best,
+                        measured + (" (forced by formats=)" if force != "auto" else ""))
+
+    def builtin_block(self, dtype: str) -> int:
+        """TFLite's block width for its sparse FC kernel (what ``formats`` asks a cost for)."""
+        return TFLITE_BLOCKS[dtype]

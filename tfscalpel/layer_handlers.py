@@ -1,0 +1,427 @@
+"""Layer handlers: what each Keras layer type owns for pruning (Torch-Pruning's ``PrunerBox``).
+
+One handler object per layer type answers every question the pruning code asks about a layer,
+so supporting a new layer type is one :func:`register_layer` call, not an edit in several
+modules:
+
+- its *role* in the channel dependency graph (:mod:`tfscalpel.dependency`, which tracks the
+  channels of the last axis of every tensor):
+
+  ========== =================================================================================
+  role       channels
+  ========== =================================================================================
+  weighted   creates fresh output channels and consumes its input channels (Dense, Conv2D)
+  channelwise output channel ``c`` depends on input channel ``c`` only (activations, pooling,
+             BatchNormalization, DepthwiseConv2D, a Reshape that keeps the last axis, ...)
+  gate       a channel-wise :class:`~tfscalpel.MaskLayer` whose dead nodes output zero
+  merge      element-wise merge: couples the channels at the same position of its inputs
+  concat     concatenates its inputs' channels
+  flatten    tiles the channels in the flattened ``(H, W, C)`` order
+  opaque     cannot be followed: fine unless a gated channel reaches it
+  ========== =================================================================================
+
+- why one particular layer of a known type cannot be followed anyway (:meth:`refusal`: a
+  grouped convolution, a batch norm over a non-channel axis, ...);
+- its prunable weights and their group axes, the contraction along which groups run
+  (:meth:`prunable_weights`, :meth:`group_axes`), and its pruned twin, which
+  :func:`tfscalpel.prune` swaps in (a ``PrunableMixin`` layer);
+- how it becomes a stock layer again and how its channels are removed (:meth:`plain_layer`,
+  :meth:`weights`, :meth:`remove`, used by :func:`tfscalpel.strip`);
+- its export form: the TFLite op it converts to (``Weighted.export_op``).
+
+Lookup walks the class's MRO: a subclass uses the handler of its nearest registered base class
+(``GroupPrunedDense`` is handled as a ``Dense``). Unregistered layers are opaque.
+"""
+import keras
+import numpy as np
+
+from tfscalpel.gates import MaskLayer
+from tfscalpel.layers import (
+    GroupPrunedConv1D,
+    GroupPrunedConv2D,
+    GroupPrunedDense,
+    GroupPrunedDepthwiseConv2D,
+    PrunableMixin,
+)
+
+#: Config entries that only pruned twins have; dropped when a twin becomes a stock layer again.
+_PRUNING_KEYS = ("pattern", "importance", "schedule", "global_group")
+
+
+def is_last_axis(axis, rank):
+    """True if ``axis`` (negative or positive, or a one-element list) is the last of ``rank``
+    axes: ``axis=3`` on a rank-4 NHWC tensor is the channel axis, as ``axis=-1`` is."""
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            return False
+        axis = axis[0]
+    return rank is not None and rank > 0 and int(axis) % rank == rank - 1
+
+
+def _rank(shape):
+    return None if shape is None else len(shape)
+
+
+class LayerHandler:
+    """Base handler; on its own it describes an *opaque* layer.
+
+    Args:
+        check: optional ``(layer, input_shapes, output_shapes) -> None | reason``: a reason
+            (completing "layer 'x' is ...") why this layer cannot be followed after all.
+        quiet: the layer has weights that are not pruned on purpose (normalisation layers):
+            :func:`tfscalpel.prune` does not list it among the layers that stay dense.
+        twin: the pruned class (``class Twin(PrunableMixin, LayerClass)``) that
+            :func:`tfscalpel.prune` swaps in for a layer of exactly the registered class.
+    """
+
+    role = "opaque"
+
+    def __init__(self, check=None, quiet=False, twin=None):
+        if twin is not None and not (isinstance(twin, type) and issubclass(twin, PrunableMixin)):
+            raise TypeError(f"twin must be a class derived from tfscalpel.PrunableMixin, got "
+                            f"{twin!r}")
+        self.check = check
+        self.quiet = bool(quiet)
+        self.twin = twin
+
+    # -- the dependency graph -------------------------------------------------------------------
+    @property
+    def owns_channels(self):
+        """True when the layer has per-channel state (weights sliced when channels go), so one
+        layer called at several places cannot lose different channels at each."""
+        return False
+
+    def refusal(self, layer, input_shapes, output_shapes):
+        """None if the channel analysis can follow this layer, else the reason why not."""
+        if self.role == "opaque":
+            return f"a {type(layer).__name__} layer, which the channel analysis does not know"
+        reason = self._refusal(layer, input_shapes, output_shapes)
+        if reason is None and self.check is not None:
+            reason = self.check(layer, input_shapes, output_shapes)
+        return reason
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        return None
+
+    # -- pruning --------------------------------------------------------------------------------
+    def pruned_twin(self, layer):
+        """The class :func:`tfscalpel.prune` replaces ``layer`` with, or None (stays dense).
+        Only a layer of exactly the class this handler is registered for gets the twin: a
+        subclass may carry state or a ``call`` the twin does not know."""
+        if self.twin is None or _REGISTRY.get(type(layer)) is not self:
+            return None
+        return self.twin
+
+    def prunable_weights(self, layer):
+        """The weights pruning masks (tfmot's ``get_prunable_weights``): the kernel of a layer
+        that has (or is) a pruned twin, else none."""
+        if self.twin is None and not isinstance(layer, PrunableMixin):
+            return []
+        return [layer.kernel]
+
+    def group_axes(self, layer):
+        """The kernel axes that form the contraction, flattened row-major into the fan-in along
+        which groups run (the twin's ``fan_in_ndim``; default every axis but the last)."""
+        twin = type(layer) if isinstance(layer, PrunableMixin) else self.twin
+        ndim = getattr(twin, "fan_in_ndim", None)
+        return tuple(range(len(layer.kernel.shape) - 1 if ndim is None else ndim))
+
+    # -- stripping and removal ------------------------------------------------------------------
+    def plain_layer(self, layer):
+        """A new, unbuilt copy of ``layer``; a pruned twin becomes its stock class again."""
+        config = layer.get_config()
+        if not isinstance(layer, PrunableMixin):
+            return layer.__class__.from_config(config)
+        for key in _PRUNING_KEYS:
+            config.pop(key)
+        stock = next(c for c in type(layer).__mro__ if not issubclass(c, PrunableMixin))
+        return stock.from_config(config)
+
+    def weights(self, layer):
+        """``layer``'s weights as :meth:`plain_layer` takes them: a twin's masks multiplied
+        into its kernel and its pruning state dropped."""
+        if not isinstance(layer, PrunableMixin):
+            return layer.get_weights()
+        state = {id(v) for v in (layer.pruning_mask, layer.pruning_step, layer.pruning_threshold)}
+        return [layer._numpy_masked_kernel() if v is layer.kernel else
+                keras.ops.convert_to_numpy(v) for v in layer.weights if id(v) not in state]
+
+    def remove(self, layer, keep_in, keep_out):
+        """``(new unbuilt layer or None to drop it, its weights)`` without the removed
+        channels. ``keep_in`` / ``keep_out``: indices of the input / output channels kept, or
+        None where the plan does not track them for this layer."""
+        return self.plain_layer(layer), self.weights(layer)
+
+
+class Weighted(LayerHandler):
+    """A layer that creates output channels from all of its input channels, with a kernel of
+    shape ``(..., in, out)`` (Dense ``(in, out)``, Conv2D ``(kh, kw, cin, cout)``) followed by
+    weights with one entry per output channel (the bias).
+
+    Args:
+        width_key: the config entry holding the number of output channels.
+        kind: the planner's layer type (``"dense"`` or ``"conv"``).
+        export_op: the TFLite builtin op the layer converts to.
+        twin, check, quiet: as :class:`LayerHandler`.
+    """
+
+    role = "weighted"
+
+    def __init__(self, width_key, kind, export_op, twin=None, check=None, quiet=False):
+        super().__init__(check, quiet, twin)
+        self.width_key, self.kind, self.export_op = width_key, kind, export_op
+
+    @property
+    def owns_channels(self):
+        return True
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        return None if self.creates_channels(layer) else "a grouped convolution"
+
+    @staticmethod
+    def creates_channels(layer):
+        """True unless a grouped convolution (each output channel reads only its group)."""
+        return getattr(layer, "groups", 1) == 1
+
+    def fan_in(self, layer):
+        """Length of the contraction: the product of the kernel's group axes."""
+        return int(np.prod([layer.kernel.shape[a] for a in self.group_axes(layer)]))
+
+    def remove(self, layer, keep_in, keep_out):
+        plain = self.plain_layer(layer)
+        kernel, *per_unit = self.weights(layer)
+        if keep_in is None:
+            keep_in = np.arange(kernel.shape[-2])
+        if keep_out is None:
+            keep_out = np.arange(kernel.shape[-1])
+        config = plain.get_config()
+        config[self.width_key] = int(len(keep_out))
+        new = type(plain).from_config(config)
+        kernel = np.take(np.take(kernel, keep_in, axis=-2), keep_out, axis=-1)
+        return new, [kernel] + [np.take(w, keep_out, axis=-1) for w in per_unit]
+
+
+class Channelwise(LayerHandler):
+    """Output channel ``c`` depends on input channel ``c`` only. Whether the layer maps an
+    all-zero channel to zero is measured per channel, never assumed.
+
+    Args:
+        weight_axes: None if the layer has no per-channel weights; else the channel axis of
+            its weights when channels are removed: one int for every weight (``-1`` for
+            BatchNormalization's four vectors) or a tuple with one per weight
+            (DepthwiseConv2D: ``(-2, -1)`` for kernel and bias).
+        axis_attr: the name of the layer attribute holding the axis it works on
+            (BatchNormalization's ``axis``); it must be the last (channel) axis.
+        twin, check, quiet: as :class:`LayerHandler`.
+    """
+
+    role = "channelwise"
+
+    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False, twin=None):
+        super().__init__(check, quiet, twin)
+        self.weight_axes = weight_axes
+        self.axis_attr = axis_attr
+
+    @property
+    def owns_channels(self):
+        return self.weight_axes is not None
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        if self.axis_attr is not None:
+            axis = getattr(layer, self.axis_attr)
+            if not is_last_axis(axis, _rank(input_shapes[0])):
+                return (f"a {type(layer).__name__} over axis {axis}, not the channel axis "
+                        f"(the last of {_rank(input_shapes[0])})")
+        return None
+
+    def remove(self, layer, keep_in, keep_out):
+        weights = self.weights(layer)
+        if self.weight_axes is not None and keep_out is not None:
+            axes = self.weight_axes
+            if isinstance(axes, int):
+                axes = (axes,) * len(weights)
+            weights = [np.take(w, keep_out, axis=a) for w, a in zip(weights, axes)]
+        return self.plain_layer(layer), weights
+
+
+class ChannelwiseReshape(Channelwise):
+    """A Reshape that keeps the size of the last axis keeps every element's channel (row-major
+    order), as squeeze-excite's ``(N, C) -> (N, 1, 1, C)``; its ``target_shape`` names the
+    width, so it is rewritten when channels go. Any other Reshape is refused."""
+
+    @property
+    def owns_channels(self):
+        return True
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        before, after = input_shapes[0][-1], output_shapes[0][-1]
+        if before is None or before != after:
+            return f"a Reshape layer that changes the channel axis ({before} -> {after})"
+        return None
+
+    def remove(self, layer, keep_in, keep_out):
+        config = layer.get_config()
+        if keep_out is not None:
+            config["target_shape"] = (*tuple(config["target_shape"])[:-1], int(len(keep_out)))
+        return type(layer).from_config(config), []
+
+
+class Gate(Channelwise):
+    """A :class:`~tfscalpel.MaskLayer`: its dead nodes output exact zeros. On removal it goes
+    away, unless dead nodes had to stay (coupled with live ones through a merge): then it
+    becomes a stock ``Rescaling`` by the 0/1 mask, so those nodes still output zero."""
+
+    role = "gate"
+
+    def __init__(self):
+        super().__init__(weight_axes=-1, quiet=True)  # gates are trained, not weight-pruned
+
+    def remove(self, layer, keep_in, keep_out):
+        alive = layer.kept()[keep_out]
+        if alive.all():
+            return None, []
+        return keras.layers.Rescaling(scale=alive.astype(float).tolist(), name=layer.name), []
+
+
+class Merge(LayerHandler):
+    """Element-wise merge of same-width inputs: couples their channels position by position.
+
+    Args:
+        zero: ``"all"`` if the output is exactly zero where every input is (Add, Maximum, ...),
+            ``"any"`` if where any input is (Multiply).
+    """
+
+    role = "merge"
+
+    def __init__(self, zero, check=None):
+        super().__init__(check)
+        if zero not in ("all", "any"):
+            raise ValueError(f"Merge: zero must be 'all' or 'any', got {zero!r}")
+        self.zero = zero
+
+
+class Concat(LayerHandler):
+    """Concatenation along the channel axis (``axis=-1``, or its positive equivalent)."""
+
+    role = "concat"
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        if not is_last_axis(layer.axis, _rank(output_shapes[0])):
+            return f"a concatenation along axis {layer.axis}, not the channel axis"
+        return None
+
+
+class Flatten(LayerHandler):
+    """Flatten: channel ``c`` of an ``(H, W, C)`` input lands at rows ``c, c + C, ...``."""
+
+    role = "flatten"
+
+
+# -- the registry ---------------------------------------------------------------------------------
+_REGISTRY = {}
+
+
+def register_layer(layer_class, handler):
+    """Tell tfscalpel how a Keras layer type takes part in pruning.
+
+    ``handler`` is a :class:`LayerHandler` describing the type's role (see
+    :mod:`tfscalpel.layer_handlers`): for example a custom per-channel scale layer whose one
+    weight has shape ``(channels,)``::
+
+        tfscalpel.register_layer(MyScale, tfscalpel.layer_handlers.Channelwise(weight_axes=-1))
+
+    makes node pruning follow channels through it and slice its weight when channels go. The
+    handler also applies to subclasses of ``layer_class`` that have no handler of their own
+    (the nearest registered class in the MRO wins). Registering a class again replaces its
+    handler.
+
+    Returns the handler that ``layer_class`` itself had before (None if it had none).
+
+    Raises:
+        TypeError: if ``layer_class`` is not a subclass of ``keras.layers.Layer`` or
+            ``handler`` is not a :class:`LayerHandler`.
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(f"register_layer: layer_class must be a keras.layers.Layer subclass, "
+                        f"got {layer_class!r}")
+    if not isinstance(handler, LayerHandler):
+        raise TypeError(f"register_layer: handler must be a tfscalpel.layer_handlers."
+                        f"LayerHandler, got {type(handler).__name__}")
+    previous = _REGISTRY.get(layer_class)
+    _REGISTRY[layer_class] = handler
+    return previous
+
+
+def unregister_layer(layer_class):
+    """Remove ``layer_class``'s own handler (its subclasses fall back to a base class's);
+    returns it, or None if it had none."""
+    return _REGISTRY.pop(layer_class, None)
+
+
+def registered():
+    """``{layer class: handler}`` for every class registered so far (a copy)."""
+    return dict(_REGISTRY)
+
+
+_OPAQUE = LayerHandler()
+
+
+def get_handler(layer):
+    """The handler of a layer or layer class: that of the nearest registered class in its MRO,
+    or an opaque handler."""
+    cls = layer if isinstance(layer, type) else type(layer)
+    for base in cls.__mro__:
+        handler = _REGISTRY.get(base)
+        if handler is not None:
+            return handler
+    return _OPAQUE
+
+
+def _mixing_activation(layer, input_shapes, output_shapes):
+    if getattr(layer.activation, "__name__", "") in ("softmax", "log_softmax"):
+        return "an activation that mixes channels"
+    return None
+
+
+def _depth_multiplier(layer, input_shapes, output_shapes):
+    if layer.depth_multiplier != 1:
+        return "a depthwise convolution with depth_multiplier != 1"
+    return None
+
+
+def _register_builtins():
+    L = keras.layers
+    register_layer(L.Dense, Weighted("units", "dense", "FULLY_CONNECTED", twin=GroupPrunedDense))
+    register_layer(L.Conv2D, Weighted("filters", "conv", "CONV_2D", twin=GroupPrunedConv2D))
+    # TFLite converts a 1-D convolution to CONV_2D over a height-1 image.
+    register_layer(L.Conv1D, Weighted("filters", "conv", "CONV_2D", twin=GroupPrunedConv1D))
+    register_layer(MaskLayer, Gate())
+    register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
+                                                     quiet=True))
+    register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier,
+                                                  twin=GroupPrunedDepthwiseConv2D))
+    register_layer(L.Activation, Channelwise(check=_mixing_activation))
+    register_layer(L.Reshape, ChannelwiseReshape())
+    for cls in (
+        L.ReLU, L.LeakyReLU, L.ELU,
+        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
+        L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+        L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+        L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+        L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,
+        L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D, L.UpSampling1D,
+        L.UpSampling2D, L.Identity,
+    ):
+        register_layer(cls, Channelwise())
+    for cls in (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum):
+        register_layer(cls, Merge("all"))
+    register_layer(L.Multiply, Merge("any"))
+    register_layer(L.Concatenate, Concat())
+    register_layer(L.Flatten, Flatten())
+    # Normalisation over channels mixes them (statistics across the axis): opaque, but they
+    # are not pruned on purpose, so prune() does not warn about them.
+    for cls in (L.LayerNormalization, L.GroupNormalization):
+        register_layer(cls, LayerHandler(quiet=True))
+
+
+_register_builtins()
