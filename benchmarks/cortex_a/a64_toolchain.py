@@ -8,9 +8,9 @@ with a chosen CPU model (`max` has the dot-product extension, `cortex-a72` has n
 """
 from __future__ import annotations
 
-import ast
 import os
 import platform
+import runpy
 import shutil
 import subprocess
 
@@ -28,7 +28,6 @@ SYSROOT = "/" if NATIVE else "/usr/aarch64-linux-gnu"  # dynamic loader and libc
 # Plain ARMv8.0-A: the SDOT kernels carry their own per-function target, as on a real build.
 CFLAGS = ("-std=c11", "-D_POSIX_C_SOURCE=200112L", "-O2", "-march=armv8-a", "-Wall", "-Wextra",
           "-Werror")
-NEON_SOURCE = "tfs_gsfc_neon.c"
 
 
 class ToolchainError(RuntimeError):
@@ -50,21 +49,10 @@ def ensure_packages() -> None:
 
 
 def kernel_sources() -> list[str]:
-    """Paths of the kernel core's C files: setup.py's extension sources under
-    tflite_export/kernels minus the LiteRT adapters (which need LiteRT's headers), plus the NEON
-    kernels (listed there once the aarch64 build takes them)."""
-    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "sources":
-            names += [elt.value for elt in node.value.elts
-                      if isinstance(elt, ast.Constant) and isinstance(elt.value, str)]
-    files = [os.path.basename(n) for n in names if n.startswith("tflite_export/kernels/")
-             and n.endswith(".c") and "litert" not in os.path.basename(n)]
-    if NEON_SOURCE not in files:
-        files.append(NEON_SOURCE)
-    return [os.path.join(KERNELS, f) for f in files]
+    """Paths of the kernel core's C files: tflite_export/kernels/sources.py's core sources (every
+    kernel file minus the LiteRT adapters, which need LiteRT's C API), as setup.py builds them."""
+    sources = runpy.run_path(os.path.join(KERNELS, "sources.py"))
+    return [os.path.join(KERNELS, f) for f in sources["core_sources"]()]
 
 
 def compile_program(sources, binary, extra_flags=(), clang=False) -> str:

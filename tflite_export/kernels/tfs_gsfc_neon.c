@@ -53,7 +53,9 @@ TFS_DOTPROD static inline __attribute__((always_inline)) int32x4_t tfs_sdot(int3
 #define tfs_sdot vdotq_s32
 #endif
 
-int tfs_gsfc_neon_has_dotprod(void) {
+int tfs_arm_has_neon(void) { return 1; }
+
+int tfs_arm_has_dotprod(void) {
 #if defined(__linux__)
   return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #elif defined(__ARM_FEATURE_DOTPROD)
@@ -245,17 +247,21 @@ _Pragma("GCC unroll 4")
 }
 
 #define TFS_NEON_F32(G)                                                                         \
-  int tfs_gsfc_neon_f32_g##G(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch) { \
-    if (L->g != G) return TFS_ERR_INVALID;                                                      \
+  void tfs_gsfc_neon_f32_g##G(const void* layer, const void* packed, const void* x, void* y,     \
+                              int32_t batch, void* ws) {                                         \
+    (void)packed;                                                                                \
+    (void)ws;                                                                                    \
+    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
+    const float* xf = (const float*)x;                                                           \
+    float* yf = (float*)y;                                                                       \
     const int ragged = L->in_full != L->in;                                                      \
     if (L->col_bytes == 1) {                                                                     \
-      if (ragged) run_f32(L, x, y, batch, G, 1, 1);                                              \
-      else run_f32(L, x, y, batch, G, 1, 0);                                                     \
+      if (ragged) run_f32(L, xf, yf, batch, G, 1, 1);                                            \
+      else run_f32(L, xf, yf, batch, G, 1, 0);                                                   \
     } else {                                                                                     \
-      if (ragged) run_f32(L, x, y, batch, G, 2, 1);                                              \
-      else run_f32(L, x, y, batch, G, 2, 0);                                                     \
+      if (ragged) run_f32(L, xf, yf, batch, G, 2, 1);                                            \
+      else run_f32(L, xf, yf, batch, G, 2, 0);                                                   \
     }                                                                                            \
-    return TFS_OK;                                                                               \
   }
 TFS_NEON_F32(4)
 TFS_NEON_F32(8)
@@ -350,18 +356,20 @@ _Pragma("GCC unroll 4")
 }
 
 #define TFS_NEON_I8(NAME, RUN, G, ATTR)                                                          \
-  ATTR int NAME(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,              \
-                void* workspace) {                                                               \
-    if (L->g != G) return TFS_ERR_INVALID;                                                       \
+  ATTR void NAME(const void* layer, const void* packed, const void* x, void* y, int32_t batch,   \
+                 void* ws) {                                                                      \
+    (void)packed;                                                                                \
+    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
+    const int8_t* xi = (const int8_t*)x;                                                         \
+    int8_t* yi = (int8_t*)y;                                                                     \
     const int ragged = L->in_full != L->in;                                                      \
     if (L->col_bytes == 1) {                                                                     \
-      if (ragged) RUN(L, x, y, batch, workspace, G, 1, 1);                                       \
-      else RUN(L, x, y, batch, workspace, G, 1, 0);                                              \
+      if (ragged) RUN(L, xi, yi, batch, ws, G, 1, 1);                                            \
+      else RUN(L, xi, yi, batch, ws, G, 1, 0);                                                   \
     } else {                                                                                     \
-      if (ragged) RUN(L, x, y, batch, workspace, G, 2, 1);                                       \
-      else RUN(L, x, y, batch, workspace, G, 2, 0);                                              \
+      if (ragged) RUN(L, xi, yi, batch, ws, G, 2, 1);                                            \
+      else RUN(L, xi, yi, batch, ws, G, 2, 0);                                                   \
     }                                                                                            \
-    return TFS_OK;                                                                               \
   }
 TFS_NEON_I8(tfs_gsfc_neon_i8_g4, run_i8_smlal, 4, )
 TFS_NEON_I8(tfs_gsfc_neon_i8_g8, run_i8_smlal, 8, )
@@ -472,6 +480,7 @@ TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g8, run_i8_sdot, 8, TFS_DOTPROD)
 TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g16, run_i8_sdot, 16, TFS_DOTPROD)
 
 #else
-/* Not AArch64: nothing to compile (ISO C forbids an empty translation unit). */
-typedef int tfs_gsfc_neon_unused;
+/* Not AArch64: only the probes, saying no. */
+int tfs_arm_has_neon(void) { return 0; }
+int tfs_arm_has_dotprod(void) { return 0; }
 #endif /* __aarch64__ */
