@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages: a C compiler for the kernels, clang + its compiler-rt (libFuzzer, ASan, UBSan)
 # for the kernel fuzz test, Fashion-MNIST (MIT, idx files).
 ./scripts/debian_packages.sh build-essential clang libclang-rt-14-dev dataset-fashion-mnist
+# aarch64 cross compiler + QEMU user mode: the NEON kernels are built and tested here (tests/test_neon_qemu.py).
+./scripts/debian_packages.sh gcc-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"

@@ -1,0 +1,206 @@
+"""The AArch64 NEON group-sparse FC kernels (tflite_export/kernels/tfs_gsfc_neon.c), cross-compiled
+with Debian's aarch64 GCC and run under qemu-aarch64 (tests/c/neon_driver.c), on an x86 host.
+
+Every g the kernels have (4, 8, 16), both col_idx widths, ragged tails, rows without groups,
+layers wider than 256 groups, zero and non-zero input zero points, both int8 requantization
+flavours. Two emulated cores: `max` (ARMv8.x with the dot-product extension: FMLA, SMLAL and
+SDOT kernels) and `cortex-a72` (ARMv8.0-A, no dot product: the probe must say so). int8 outputs
+must equal numpy's (tests/test_kernels.py's references) and the portable kernel's in the same
+binary exactly; float32 ones within 1e-5 of the sum of |terms| (the kernels sum in another order).
+The same cases run again under ASan + UBSan, and with the driver built by clang (whose SDOT is
+inline assembly) against the GCC build.
+"""
+import os
+import shutil
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+import custom_op_testlib as tl
+import sanitized_c
+from test_kernels import _int8_params, _ref_float, _ref_int8_fixed, _ref_int8_fp32
+from tflite_export import params_blob
+from tflite_export.kernels import REQUANT
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks", "cortex_a"))
+import a64_toolchain as a64  # noqa: E402
+
+GS = [4, 8, 16]
+# (in, out): multiples of 16; ragged for every g; in < 16 (all-tail rows for g = 16); more than
+# 256 groups per row for g = 4 (uint16 indices only); out not a multiple of 4 (the int8 kernels
+# requantize 4 rows at a time).
+SHAPES = [(64, 16), (45, 19), (7, 9), (130, 33), (1030, 6)]
+INDEX_DTYPES = [np.uint8, np.uint16]
+BATCH = 3
+TOL = 1e-5
+
+
+def _weights(rng, in_f, out_f, g):
+    w = tl.random_group_sparse(rng, out_f, in_f, g, 0.35)
+    w[1::4] = 0.0  # rows without groups
+    return w
+
+
+def _cases():
+    """(name, dtype, requant, w, bias, params, arrays, x) for every combination."""
+    rng = np.random.default_rng(16)
+    cases = []
+    for dtype in ("float32", "int8"):
+        for g in GS:
+            for index_dtype in INDEX_DTYPES:
+                for s, (in_f, out_f) in enumerate(SHAPES):
+                    if index_dtype == np.uint8 and -(-in_f // g) > 256:
+                        continue  # group indices above 255 need uint16
+                    activation = s % 2
+                    w = _weights(rng, in_f, out_f, g)
+                    name = f"{dtype} g={g} {np.dtype(index_dtype).name} {in_f}x{out_f}"
+                    if dtype == "float32":
+                        bias = rng.standard_normal(out_f).astype(np.float32)
+                        arrays = tl.layer_arrays(w, bias, g, activation, index_dtype=index_dtype)
+                        x = rng.standard_normal((BATCH, in_f)).astype(np.float32)
+                        cases.append((name, dtype, "fp32", w, bias, None, arrays, x))
+                        continue
+                    wq = np.clip(np.round(w * 50), -128, 127).astype(np.int8)
+                    bias = rng.integers(-3000, 3000, out_f).astype(np.int32)
+                    p = _int8_params(rng, out_f, activation)
+                    if s % 3 == 0:
+                        p["in_zp"] = 0  # the SDOT kernels skip the weight sums then
+                    arrays = tl.layer_arrays(wq, bias, g, activation, int8=p, index_dtype=index_dtype)
+                    x = rng.integers(-128, 128, (BATCH, in_f)).astype(np.int8)
+                    for requant in REQUANT:
+                        cases.append((f"{name} {requant}", dtype, requant, wq, bias, p, arrays, x))
+    return cases
+
+
+CASES = _cases()
+
+
+def _expected(case):
+    _, dtype, requant, w, bias, p, arrays, x = case
+    activation = int(arrays["meta"][6])
+    if dtype == "float32":
+        return _ref_float(w, bias, x, activation)
+    return (_ref_int8_fp32 if requant == "fp32" else _ref_int8_fixed)(w, bias, x, p), None
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    try:
+        a64.ensure_packages()
+    except a64.ToolchainError as e:
+        pytest.fail(str(e))
+    work = tmp_path_factory.mktemp("neon")
+    binary = a64.compile_program([os.path.join(os.path.dirname(__file__), "c", "neon_driver.c")],
+                                 work / "neon_driver")
+    with open(work / "cases.bin", "wb") as f:
+        for _, _, requant, _, _, _, arrays, x in CASES:
+            blob = params_blob.pack_params(arrays, int(arrays["meta"][2])).tobytes()
+            xb = np.ascontiguousarray(x).tobytes()
+            f.write(struct.pack("<4i", BATCH, REQUANT[requant], len(blob), len(xb)) + blob + xb)
+    return binary, work
+
+
+@pytest.fixture(scope="module")
+def sanitized_driver(driver):
+    """The same driver built with ASan + UBSan (errors abort), same case file."""
+    _, work = driver
+    binary = a64.compile_program([os.path.join(os.path.dirname(__file__), "c", "neon_driver.c")],
+                                 work / "neon_driver_asan",
+                                 [*sanitized_c.FLAGS, "-fsanitize=address,undefined"])
+    return binary, work
+
+
+def _run(driver, cpu):
+    binary, work = driver
+    out = work / f"out_{os.path.basename(str(binary))}_{cpu}.bin"
+    run = a64.run(binary, [work / "cases.bin", out], cpu=cpu)
+    assert run.returncode == 0, f"neon_driver under qemu -cpu {cpu} failed:\n{run.stdout}{run.stderr}"
+    raw = out.read_bytes()
+    results, at = [], 0
+    for case in CASES:
+        x, arrays = case[7], case[6]
+        shape = (BATCH, int(arrays["meta"][2]))
+        n = int(np.prod(shape)) * x.dtype.itemsize
+        ys = [np.frombuffer(raw[at + i * n:at + (i + 1) * n], x.dtype).reshape(shape) for i in range(3)]
+        at += 3 * n
+        results.append(ys)
+    assert at == len(raw)
+    return run.stdout.strip(), results
+
+
+def _check(case, y, y_portable):
+    expected, magnitude = _expected(case)
+    if magnitude is None:
+        np.testing.assert_array_equal(y, expected, err_msg=f"{case[0]}: vs numpy")
+        np.testing.assert_array_equal(y, y_portable, err_msg=f"{case[0]}: vs portable kernel")
+    else:
+        bound = TOL * magnitude
+        assert np.all(np.abs(y - expected) <= bound), f"{case[0]}: vs numpy"
+        assert np.all(np.abs(y - y_portable) <= bound), f"{case[0]}: vs portable kernel"
+
+
+def test_cases_cover_every_kernel_shape():
+    names = [c[0] for c in CASES]
+    for dtype in ("float32", "int8"):
+        for g in GS:
+            for index in ("uint8", "uint16"):
+                assert any(n.startswith(f"{dtype} g={g} {index} ") for n in names)
+    # every g = 4 layer wider than 256 groups is uint16-only; rows without groups exist
+    assert not any(n.startswith("float32 g=4 uint8 1030x") for n in names)
+    assert all(int(c[6]["row_ptr"][2]) == int(c[6]["row_ptr"][1]) for c in CASES)
+
+
+def test_neon_kernels_with_dotprod(driver):
+    """-cpu max: FMLA, SMLAL and SDOT kernels against numpy and the portable kernel."""
+    info, results = _run(driver, "max")
+    assert info == f"dotprod=1 cases={len(CASES)}"
+    for case, (y_portable, y_neon, y_dot) in zip(CASES, results):
+        _check(case, y_neon, y_portable)
+        if case[1] == "int8":
+            _check(case, y_dot, y_portable)
+
+
+def test_neon_kernels_without_dotprod(driver):
+    """-cpu cortex-a72 (ARMv8.0-A): the probe reports no dot product; FMLA and SMLAL kernels."""
+    info, results = _run(driver, "cortex-a72")
+    assert info == f"dotprod=0 cases={len(CASES)}"
+    for case, (y_portable, y_neon, y_dot) in zip(CASES, results):
+        _check(case, y_neon, y_portable)
+        assert not y_dot.any()  # the driver did not run SDOT
+
+
+@pytest.mark.parametrize("cpu", ["max", "cortex-a72"])
+def test_neon_kernels_under_asan_and_ubsan(sanitized_driver, cpu):
+    """Every case again with AddressSanitizer and UBSan (LeakSanitizer cannot run under QEMU user
+    mode, so only leak detection is off): no out-of-bounds access, no undefined behaviour, and the
+    same outputs as the plain build."""
+    info, results = _run(sanitized_driver, cpu)
+    assert info == f"dotprod={int(cpu == 'max')} cases={len(CASES)}"
+    for case, (y_portable, y_neon, _) in zip(CASES, results):
+        _check(case, y_neon, y_portable)
+
+
+def test_clang_build_matches_gcc_build(driver):
+    """clang 14's arm_neon.h has no vdotq_s32 for a function-level +dotprod target, so under clang
+    the SDOT kernels use one instruction of inline assembly: the clang-built driver must give the
+    GCC-built one's int8 outputs bit for bit (float32: within tolerance, FMA contraction differs)."""
+    if shutil.which("clang") is None:
+        pytest.fail("clang not found: install the Debian package clang (scripts/setup.sh does)")
+    _, work = driver
+    # -Wno-unused-function: tfs_group_sparse_fc.c's x86-only helpers are unused on AArch64 and
+    # clang (unlike GCC) warns about unused static inline functions.
+    binary = a64.compile_program([os.path.join(os.path.dirname(__file__), "c", "neon_driver.c")],
+                                 work / "neon_driver_clang", ["-Wno-unused-function"], clang=True)
+    info, results = _run((binary, work), "max")
+    assert info == f"dotprod=1 cases={len(CASES)}"
+    _, gcc_results = _run(driver, "max")
+    for case, ys, gcc_ys in zip(CASES, results, gcc_results):
+        for y, y_gcc in zip(ys, gcc_ys):
+            if case[1] == "int8":
+                np.testing.assert_array_equal(y, y_gcc, err_msg=case[0])
+        _check(case, ys[1], ys[0])
+        if case[1] == "int8":
+            _check(case, ys[2], ys[0])
