@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "../../tflite_export/kernels/tfs_group_sparse_fc.h"
-#include "../../tflite_export/kernels/tfs_gsfc_neon.h"
+#include "../../tflite_export/kernels/tfs_dispatch.h"
 
 /* The manifest's kernel signature (tfs_kernel_fn, tfs_dispatch.h). Index 0, 1, 2 = g 4, 8, 16. */
 typedef void (*kernel_fn)(const void*, const void*, const void*, void*, int32_t, void*);
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "cannot open %s or %s\n", argv[1], argv[2]);
     return 2;
   }
-  const int dot = tfs_arm_has_dotprod();
+  const int dot = tfs_impl_available(TFS_IMPL_NEON_DOT); /* the manifest's probe */
   int n = 0, rc;
   while ((rc = run_case(n, in, out, dot)) == 0) ++n;
   fclose(in);

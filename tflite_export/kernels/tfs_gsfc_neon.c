@@ -1,5 +1,18 @@
 /* TFS_GROUP_SPARSE_FC on AArch64 Advanced SIMD: float32 FMLA, int8 SMLAL and int8 SDOT kernels.
- * API and contracts in tfs_gsfc_neon.h; the format in tflite_export/FORMAT.md.
+ * One function per (dtype, g, instruction set), each a line of tfs_kernels.inc (declared by
+ * tfs_dispatch.h with the manifest's common signature; `packed` is not used: they run on the
+ * model's group-CSR, FORMAT.md version 2, uint8 or uint16 group indices, ragged tails, empty
+ * rows):
+ *   float32, FMLA:           tfs_gsfc_neon_f32_g4 / _g8 / _g16     (any AArch64 core)
+ *   int8, SMLAL (ARMv8.0-A): tfs_gsfc_neon_i8_g4 / _g8 / _g16      (any AArch64 core)
+ *   int8, SDOT (ARMv8.2-A):  tfs_gsfc_neon_i8_dot_g4 / _g8 / _g16  (tfs_arm_has_dotprod())
+ * float32 sums the portable kernel's terms in another order (within 1e-5 of the sum of |terms|).
+ * The SMLAL kernels widen x - input_zp to int16 in the workspace, as the portable kernel does;
+ * the SDOT kernels multiply int8 x int8 and subtract input_zp * (sum of the row's weights),
+ * because x - input_zp does not fit in int8 (no workspace). Both are bit-exact with the portable
+ * kernel: the same integer sum modulo 2^32 and the same requantization (tfs_requant_i8).
+ * Probes tfs_arm_has_neon / tfs_arm_has_dotprod (TFS_PROBE lines) are defined on every
+ * architecture: 0 off AArch64, where the kernels do not exist.
  *
  * Layout of the compute (all three): blocks of 4 output rows outer, batch inner (a block's weights
  * are re-read from L1 for each batch row). Each row's full groups are accumulated in vector
@@ -18,7 +31,8 @@
  * 16 bytes for float32 g = 4 and int8 g = 16) and its weights, read sequentially (groups are
  * stored in row order).
  */
-#include "tfs_gsfc_neon.h"
+#include "tfs_dispatch.h"
+#include "tfs_group_sparse_fc.h"
 
 #if defined(__aarch64__)
 
