@@ -32,7 +32,7 @@ def _convert(model, int8=False, in_f=None):
 
 
 def _ops(runtime_obj):
-    return kernels.library().tfs_litert_ctx_runs(runtime_obj._ctx)
+    return runtime_obj.custom_op_runs(runtime.CUSTOM_OP_NAME)
 
 
 def test_plain_keras_model_matches_keras_at_several_batch_sizes(tmp_path):

@@ -69,21 +69,12 @@ static int gsfc_compute(const void* p, const void* x, void* y, int32_t batch, vo
   return tfs_gsfc_compute(&node->layer, &node->packed, x, y, batch, ws, impl);
 }
 
-static const tfs_litert_op kGsfcOp = {sizeof(gsfc_node), gsfc_prepare, gsfc_release,
+static const tfs_litert_op kGsfcOp = {"TFS_GROUP_SPARSE_FC", TFS_GSFC_FORMAT_VERSION,
+                                      sizeof(gsfc_node), gsfc_prepare, gsfc_release,
                                       gsfc_check_io, gsfc_compute, &g_impl};
 
-/* The LiteRt* functions Run needs, as pointers from the loaded libLiteRt.so:
- * LiteRtGetTensorBufferTensorType, LiteRtGetTensorBufferSize, LiteRtGetTensorBufferHostMemory. */
-void* tfs_litert_ctx_create(void* get_type, void* get_size, void* host_memory) {
-  return tfs_litert_ctx_new(&kGsfcOp, get_type, get_size, host_memory);
-}
-void tfs_litert_ctx_destroy(void* ctx) { tfs_litert_ctx_free(ctx); }
-int tfs_litert_ctx_take_error(void* ctx, char* buf, size_t len) { return tfs_litert_ctx_error(ctx, buf, len); }
-long long tfs_litert_ctx_runs(void* ctx) { return tfs_litert_ctx_run_count(ctx); }
-
-/* The vtable handed to LiteRtAddCustomOpKernelOption (shared by every op: the context carries
- * the op). */
-const void* tfs_litert_kernel(void) { return tfs_litert_vtable(); }
+/* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */
+const tfs_litert_op* tfs_gsfc_litert_op(void) { return &kGsfcOp; }
 
 /* ---- Timing helpers for benchmarks: loops in C, so ctypes' ~0.35 us per call is not timed. */
 
