@@ -253,3 +253,58 @@ def test_runtime_forced_kernel_paths_agree():
         kernels.set_runtime_impl("auto")
     for impl, y in outs.items():
         np.testing.assert_array_equal(y, outs["portable"], err_msg=impl)
+
+
+def _flatten_model(kind):
+    """28x28 -> Flatten (or Reshape) -> Dense(32, relu) -> Dense(10), with zeroed groups so the
+    exporter can put the custom op after the reshape."""
+    keras.utils.set_random_seed(21)
+    head = keras.layers.Flatten() if kind == "flatten" else keras.layers.Reshape((784,))
+    model = keras.Sequential([keras.Input((28, 28)), head,
+                              keras.layers.Dense(32, activation="relu", name="dense"),
+                              keras.layers.Dense(10, name="dense_1")])
+    rng = np.random.default_rng(22)
+    for layer in model.layers[1:]:
+        k, b = layer.get_weights()
+        k[np.repeat(rng.random((-(-k.shape[0] // 4), k.shape[1])) < 0.6, 4, axis=0)[:k.shape[0]]] = 0
+        layer.set_weights([k, b])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["flatten", "reshape"])
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_custom_op_after_flatten_or_reshape_runs_at_every_batch_size(kind, dtype):
+    """The converter computes a Flatten's target shape at run time (SHAPE -> STRIDED_SLICE ->
+    PACK -> RESHAPE); LiteRT mallocs such dynamic tensors unaligned and refuses them to a custom
+    op. The exporter gives the RESHAPE a constant [-1, 784] shape, so every batch runs."""
+    from tflite_export import exporter
+
+    model = _flatten_model(kind)
+    calib = np.random.default_rng(23).standard_normal((32, 28, 28)).astype(np.float32)
+    res = exporter.export(model, quantize=None if dtype == "float32" else "int8",
+                          representative_data=calib, formats={"dense": "custom", "dense_1": "custom"},
+                          group_sizes={"dense": 4, "dense_1": 4})
+    assert [lr.format for lr in res.report.layers] == ["custom", "custom"]
+    root = schema.Model.GetRootAs(res.model_bytes, 0)
+    codes = {max(root.OperatorCodes(i).BuiltinCode(), root.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(root.OperatorCodesLength())}
+    sg = root.Subgraphs(0)
+    used = {max(root.OperatorCodes(sg.Operators(k).OpcodeIndex()).BuiltinCode(),
+                root.OperatorCodes(sg.Operators(k).OpcodeIndex()).DeprecatedBuiltinCode())
+            for k in range(sg.OperatorsLength())}
+    assert schema.BuiltinOperator.RESHAPE in used and schema.BuiltinOperator.SHAPE not in used
+    assert schema.BuiltinOperator.RESHAPE in codes
+    rng = np.random.default_rng(24)
+    with runtime.load(res.model_bytes) as rt, runtime.load_stock(res.dense_model_bytes) as dense:
+        for batch in range(1, 17):
+            x = rng.standard_normal((batch, 28, 28)).astype(np.float32)
+            before = rt.custom_op_runs(runtime.CUSTOM_OP_NAME)
+            (got,) = rt.run(x)
+            assert rt.custom_op_runs(runtime.CUSTOM_OP_NAME) == before + 2
+            (want,) = dense.run(x)
+            assert got.shape == (batch, 10)
+            if dtype == "int8":
+                np.testing.assert_array_equal(got, want, err_msg=f"batch {batch}")
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+                np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)

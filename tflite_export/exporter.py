@@ -19,6 +19,7 @@ from tflite_export.atomic import write_atomic
 from tflite_export.converter import convert_keras
 from tflite_export.fc_layers import FCLayer, find_fully_connected
 from tflite_export.report import ExportReport, LayerReport
+from tflite_export.static_shapes import freeze_batch_reshapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,7 @@ def rewrite_tflite(
             stored = dense_b
         layer_reports.append(_layer_report(fc, decision, dense_b, stored))
 
+    freeze_batch_reshapes(model)  # a custom op after Flatten needs an aligned (static) input
     flatbuffer.compact(model)
     out_bytes = flatbuffer.save(model)
     quant = _model_dtype(model)

@@ -22,6 +22,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tflite_export import flatbuffer, keras_names, params_blob, quantization
 from tflite_export.atomic import write_atomic
 from tflite_export.fc_layers import FCLayer, bias_values, find_fully_connected
+from tflite_export.static_shapes import freeze_batch_reshapes
 
 CUSTOM_CODE = "TFS_NM_SPARSE_FC"
 CUSTOM_OP_VERSION = 1
@@ -201,6 +202,7 @@ def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None)
         stored = dense_b if reason else to_nm_custom(model, fc)
         rows.append(NMLayerExport(fc.name, (fc.in_features, fc.out_features), fc.dtype,
                                   "dense" if reason else "2:4", dense_b, stored, reason or ""))
+    freeze_batch_reshapes(model)  # a custom op after Flatten needs an aligned (static) input
     flatbuffer.compact(model)
     out = flatbuffer.save(model)
     if output is not None:

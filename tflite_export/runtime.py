@@ -408,7 +408,7 @@ class Runtime:
             _check(lib.LiteRtGetRankedTensorType(t, ctypes.byref(rtt)), "LiteRtGetRankedTensorType")
             if rtt.element_type not in _ELEMENT_TYPES:
                 raise LiteRtError(f"unsupported element type {rtt.element_type} for {kind.lower()} {i}")
-            infos.append(TensorInfo((name.value or b"").decode(), _layout_shape(rtt.layout),
+            infos.append(TensorInfo((name.value or b"").decode(errors="replace"), _layout_shape(rtt.layout),
                                     _ELEMENT_TYPES[rtt.element_type]))
         return infos
 

@@ -621,6 +621,10 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
         nt = len(subgraphs[sg][0])
         for kind, entries in zip(("inputs", "outputs"), maps):
             _check_index_list(f"signature {s}", kind, [i for _, i in entries], nt)
+            for j, (name, _) in enumerate(entries):
+                if name is None:  # LiteRT makes a std::string of it: a null aborts the process
+                    raise _rules(f"signature {s}", f"{kind}[{j}] has no name; every signature "
+                                                   "input and output needs one")
     sg = signatures[0][0] if signatures else 0
     tensors, inputs = subgraphs[sg][0], subgraphs[sg][1]
     summary.input_bytes = [_tensor_bytes(tensors[i], tensors[i].signature or tensors[i].shape) or 0
