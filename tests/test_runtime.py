@@ -151,10 +151,14 @@ def test_stock_runtime_rejects_custom_op_ours_runs_it(capfd):
     w = tl.random_group_sparse(rng, 8, 32, 4, 0.5)
     data = tl.custom_op_model(tl.layer_arrays(w, np.zeros(8, np.float32), 4))
     x = rng.normal(size=(1, 32)).astype(np.float32)
-    with pytest.raises(runtime.LiteRtError):
+    with pytest.raises(runtime.LiteRtError) as info:
         with runtime.load_stock(data) as stock:
             stock.run(x)
     assert "unresolved custom op: TFS_GROUP_SPARSE_FC" in capfd.readouterr().err
+    # Our message names the op and its version, and both fixes.
+    assert str(info.value).startswith("unresolved custom op TFS_GROUP_SPARSE_FC (version 1): ")
+    assert "tflite_export.runtime.load()" in str(info.value)
+    assert 'resolver.AddCustom("TFS_GROUP_SPARSE_FC", ' in str(info.value)
     with runtime.load(data) as rt:
         np.testing.assert_allclose(rt.run(x)[0], x @ w.T, rtol=1e-5, atol=1e-6)
 
@@ -308,3 +312,37 @@ def test_custom_op_after_flatten_or_reshape_runs_at_every_batch_size(kind, dtype
             else:
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
                 np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_custom_op_is_named_in_the_error():
+    m = flatbuffer.load(tl.custom_op_model(tl.layer_arrays(
+        tl.random_group_sparse(np.random.default_rng(8), 8, 32, 4, 0.5), np.zeros(8, np.float32), 4)))
+    m.operatorCodes[0].customCode = b"SOMEONE_ELSES_OP"
+    with pytest.raises(runtime.LiteRtError, match=r"^unresolved custom op SOMEONE_ELSES_OP "
+                                                  r"\(version 1\): this runtime has no kernel"):
+        runtime.load(flatbuffer.save(m))
+
+
+@pytest.mark.parametrize("op, message", [
+    ("tfs_gsfc_litert_op", "TFS_GROUP_SPARSE_FC format version 2 keeps every parameter"),
+    ("tfs_nm_litert_op", "TFS_NM_SPARSE_FC format version 1 keeps every parameter")])
+def test_kernel_init_names_the_op_and_its_format_version(op, message):
+    """The runtime refuses custom options before LiteRT; the adapter's Init (reached by other
+    hosts of the vtable) says the same, with the op's own format version."""
+    import ctypes
+
+    k = runtime._kernels()
+    lib = runtime._litert()
+    ctx = k.tfs_litert_ctx_create(getattr(k, op)(), *[ctypes.cast(getattr(lib, n), ctypes.c_void_p)
+                                                      for n in ("LiteRtGetTensorBufferTensorType",
+                                                                "LiteRtGetTensorBufferSize",
+                                                                "LiteRtGetTensorBufferHostMemory")])
+    try:
+        init = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+            ctypes.cast(k.tfs_litert_kernel(), ctypes.POINTER(ctypes.c_void_p))[0])
+        assert init(ctx, b"\x01", 1) == 0  # LiteRT ignores the status: the error slot says it
+        buf = ctypes.create_string_buffer(256)
+        assert k.tfs_litert_ctx_take_error(ctx, buf, 256) == 1
+        assert buf.value.decode() == f"custom options must be empty ({message} in the parameter blob)"
+    finally:
+        k.tfs_litert_ctx_destroy(ctx)

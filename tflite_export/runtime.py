@@ -276,7 +276,7 @@ class Runtime:
     """
 
     def __init__(self, model: Union[str, os.PathLike, bytes, bytearray, memoryview],
-                 num_threads: int = 1, custom_ops: bool = True):
+                 num_threads: int = 1, custom_ops: bool = True, _max_input_bytes=None):
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self._lib = lib = _litert()
@@ -288,7 +288,7 @@ class Runtime:
         self._closed = False
         try:
             with filtered_stderr(litert_noise), self._explained():
-                self._open(model, int(num_threads), custom_ops)
+                self._open(model, int(num_threads), custom_ops, _max_input_bytes)
         except BaseException:
             self.close()
             raise
@@ -305,7 +305,7 @@ class Runtime:
             raise LiteRtError(f"{_unresolved_hint(self._unresolved)}. LiteRT said: {e}") from None
 
     # ----------------------------------------------------------------------------------------
-    def _open(self, model, num_threads: int, custom_ops: bool) -> None:
+    def _open(self, model, num_threads: int, custom_ops: bool, max_input_bytes) -> None:
         lib = self._lib
         env = _vp()
         _check(lib.LiteRtCreateEnvironment(0, None, ctypes.byref(env)), "LiteRtCreateEnvironment")
@@ -315,6 +315,11 @@ class Runtime:
             self.summary = verifier.verify(data)
         except verifier.InvalidModelError as e:
             raise InvalidModelError(str(e)) from None
+        need = sum(self.summary.input_bytes)
+        if max_input_bytes is not None and need > max_input_bytes:
+            raise InvalidModelError(
+                f"the model's inputs need {need} bytes at batch 1, over load()'s cap of "
+                f"{max_input_bytes} for its check run (MAX_TEST_INPUT_BYTES)")
         registered = _CUSTOM_OPS if custom_ops else {}
         self._unresolved = _check_custom_nodes(self.summary, registered)
         # LiteRT gets the verified bytes, never the path: LiteRtCreateModelFromFile does not
@@ -603,14 +608,9 @@ def load(model: Union[str, os.PathLike, bytes], num_threads: int = 1) -> Runtime
     Custom-op nodes are validated by a first run on zero inputs, so a corrupt model is rejected
     here with ``LiteRtError`` rather than at the caller's first ``run``.
     """
-    rt = Runtime(model, num_threads=num_threads, custom_ops=True)
+    rt = Runtime(model, num_threads=num_threads, custom_ops=True,
+                 _max_input_bytes=MAX_TEST_INPUT_BYTES)
     try:
-        need = sum(rt.summary.input_bytes)
-        if need > MAX_TEST_INPUT_BYTES:
-            raise InvalidModelError(
-                f"the model's inputs need {need} bytes at batch 1 (shapes "
-                f"{[list(i.shape) for i in rt.input_details]}), over load()'s cap of "
-                f"{MAX_TEST_INPUT_BYTES} for its check run")
         rt.run(*[np.zeros(tuple(1 if d < 0 else d for d in i.shape), i.dtype)
                  for i in rt.input_details])
     except BaseException:
