@@ -131,6 +131,14 @@ def test_signature_names_are_required():
     _refused(_edited(edit), r"signature 0: outputs\[0\] has no name")
 
 
+def test_signature_and_subgraph_name_the_same_tensors():
+    # A signature output that is not the subgraph's output aborted the process.
+    def edit(m):
+        m.subgraphs[0].outputs = [1]
+    _refused(_edited(edit), r"signature 0: outputs name tensors \[2\], but subgraph 0's outputs "
+                            r"are \[1\]; they must be the same")
+
+
 def test_operator_cannot_write_a_constant():
     def edit(m):
         m.subgraphs[0].operators[0].outputs = [1]

@@ -625,6 +625,13 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
                 if name is None:  # LiteRT makes a std::string of it: a null aborts the process
                     raise _rules(f"signature {s}", f"{kind}[{j}] has no name; every signature "
                                                    "input and output needs one")
+            # LiteRT names each subgraph input/output by its signature entry (a tensor without
+            # one aborts the process): the two lists must hold the same tensors.
+            listed = subgraphs[sg][1 if kind == "inputs" else 2]
+            mapped = [i for _, i in entries]
+            if sorted(mapped) != sorted(listed):
+                raise _rules(f"signature {s}", f"{kind} name tensors {mapped}, but subgraph {sg}'s "
+                                               f"{kind} are {list(listed)}; they must be the same")
     sg = signatures[0][0] if signatures else 0
     tensors, inputs = subgraphs[sg][0], subgraphs[sg][1]
     summary.input_bytes = [_tensor_bytes(tensors[i], tensors[i].signature or tensors[i].shape) or 0
