@@ -1,6 +1,6 @@
 """Host runtime for tfscalpel's `.tflite` models: LiteRT's C API (``libLiteRt.so`` from the pinned
-``ai-edge-litert`` wheel) through ctypes, with the ``TFS_GROUP_SPARSE_FC`` custom-op kernel
-registered.
+``ai-edge-litert`` wheel) through ctypes, with tfscalpel's custom ops (``TFS_GROUP_SPARSE_FC``,
+``TFS_NM_SPARSE_FC``) registered.
 
 Public API::
 
@@ -11,9 +11,11 @@ Public API::
 
     stock = load_stock(model)                # the same runtime WITHOUT our op registered
 
-Errors (a model LiteRT rejects, corrupt custom-op metadata, wrong inputs) raise ``LiteRtError``.
-Why the C API and not ``ai_edge_litert.interpreter``: see shared/notes/litert-custom-ops.md —
-the Python interpreters cannot register a custom op kernel.
+Every model, from a path or from bytes, is first checked by ``tflite_export.verifier`` (LiteRT
+itself trusts its input: a corrupt model could kill the process); a refused model raises
+``InvalidModelError``, other failures (a model LiteRT rejects, corrupt custom-op metadata, wrong
+inputs) ``LiteRtError``. Why the C API and not ``ai_edge_litert.interpreter``, and the other
+LiteRT facts this module relies on: tflite_export/RUNTIME.md.
 
 A ``Runtime`` is not thread-safe: use one per thread.
 """
@@ -37,7 +39,7 @@ __all__ = ["LiteRtError", "InvalidModelError", "TensorInfo", "Runtime", "load", 
 CUSTOM_OP_NAME = "TFS_GROUP_SPARSE_FC"
 NM_OP_NAME = "TFS_NM_SPARSE_FC"  # the 2:4 op (tflite_export/nm_export.py)
 
-# Buffers handed to LiteRT must be 64-byte aligned (notes, trap 1).
+# Buffers handed to LiteRT must be 64-byte aligned (RUNTIME.md, "Alignment").
 _ALIGN = 64
 
 # LiteRtElementType values (they mirror TfLiteType) -> numpy dtypes.
@@ -272,7 +274,7 @@ class Runtime:
     Args:
       model: a path to a ``.tflite`` file, or its bytes.
       num_threads: XNNPACK threads for the builtin ops (our custom op runs on the calling thread).
-      custom_ops: register ``TFS_GROUP_SPARSE_FC``; False gives the stock runtime.
+      custom_ops: register our custom ops; False gives the stock runtime.
     """
 
     def __init__(self, model: Union[str, os.PathLike, bytes, bytearray, memoryview],
@@ -435,7 +437,7 @@ class Runtime:
         return h
 
     def _prepare(self, shapes: Tuple[Tuple[int, ...], ...]) -> None:
-        """Resize inputs (dynamic batch shows as -1: trap 7), read layouts, make buffers."""
+        """Resize inputs (RUNTIME.md, "Dynamic batch"), read layouts, make buffers."""
         if self._buffers is not None and self._buffers[0] == shapes:
             return
         self._destroy_buffers()
@@ -561,7 +563,7 @@ class Runtime:
 
     # ----------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Free everything, in the order LiteRT needs (trap 2: options outlive the compiled model)."""
+        """Free everything, in the order LiteRT needs (RUNTIME.md, "Lifetimes and order")."""
         if self._closed:
             return
         self._closed = True
@@ -603,10 +605,12 @@ class Runtime:
 
 
 def load(model: Union[str, os.PathLike, bytes], num_threads: int = 1) -> Runtime:
-    """Load a ``.tflite`` (path or bytes) with ``TFS_GROUP_SPARSE_FC`` registered.
+    """Load a ``.tflite`` (path or bytes) with our custom ops registered.
 
-    Custom-op nodes are validated by a first run on zero inputs, so a corrupt model is rejected
-    here with ``LiteRtError`` rather than at the caller's first ``run``.
+    The model is verified first (``InvalidModelError``, see tflite_export/verifier.py); then
+    custom-op nodes are validated by a first run on zero inputs of batch 1 (inputs of at most
+    ``MAX_TEST_INPUT_BYTES``), so a corrupt model is rejected here with ``LiteRtError`` rather
+    than at the caller's first ``run``.
     """
     rt = Runtime(model, num_threads=num_threads, custom_ops=True,
                  _max_input_bytes=MAX_TEST_INPUT_BYTES)
