@@ -221,13 +221,6 @@ class _Table:
         return [self.r.table(self.r.deref(start + 4 * i, f"{self.path}.{name}[{i}]"),
                              f"{self.path}.{name}[{i}]") for i in range(count)]
 
-    def strings(self, slot: int, name: str) -> List[str]:
-        vec = self.raw_vector(slot, 4, name)
-        if vec is None:
-            return []
-        start, count = vec
-        return [self.r.string(self.r.deref(start + 4 * i, f"{self.path}.{name}[{i}]"),
-                              f"{self.path}.{name}[{i}]") for i in range(count)]
 
 
 # Union member tables (builtin options, quantization details, sparse index vectors) are walked

@@ -32,15 +32,13 @@ int tfs_set_impl(int impl) {
 
 int tfs_get_impl(void) { return g_impl; }
 
-static int gsfc_prepare(void* p, const void* blob, size_t bytes, int32_t* out, char* err,
+_Static_assert(TFS_GSFC_NUM_INPUTS_I8 <= TFS_LITERT_MAX_SECTIONS, "blob sections");
+
+static int gsfc_prepare(void* p, const tfs_tensor* t, size_t n, int32_t* out, char* err,
                         size_t err_len) {
   gsfc_node* node = (gsfc_node*)p;
-  tfs_tensor t[TFS_GSFC_NUM_INPUTS_I8];
-  size_t n = 0;
-  int rc;
-  if ((rc = tfs_gsfc_unpack_params(blob, bytes, t, &n, err, err_len)) != TFS_OK ||
-      (rc = tfs_gsfc_validate_layer(t, n, &node->layer, err, err_len)) != TFS_OK)
-    return rc;
+  const int rc = tfs_gsfc_validate_layer(t, n, &node->layer, err, err_len);
+  if (rc != TFS_OK) return rc;
   const size_t bound = tfs_gsfc_packed_bound(&node->layer);
   void* mem = NULL;
   if (posix_memalign(&mem, 64, bound ? bound : 64) != 0)
@@ -70,7 +68,8 @@ static int gsfc_compute(const void* p, const void* x, void* y, int32_t batch, vo
 }
 
 static const tfs_litert_op kGsfcOp = {"TFS_GROUP_SPARSE_FC", TFS_GSFC_FORMAT_VERSION,
-                                      sizeof(gsfc_node), gsfc_prepare, gsfc_release,
+                                      sizeof(gsfc_node), tfs_gsfc_unpack_params, gsfc_prepare,
+                                      gsfc_release,
                                       gsfc_check_io, gsfc_compute, &g_impl};
 
 /* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */

@@ -159,7 +159,10 @@ static const void* validate_and_cache(tfs_litert_ctx* ctx, LiteRtTensorBuffer bl
   memset(node, 0, ctx->stride);
   int32_t out = 0;
   char err[400];
-  if (ctx->op->prepare(node, blob, bytes, &out, err, sizeof err) != TFS_OK) {
+  tfs_tensor sections[TFS_LITERT_MAX_SECTIONS];
+  size_t n_sections = 0;
+  if (ctx->op->unpack(blob, bytes, sections, &n_sections, err, sizeof err) != TFS_OK ||
+      ctx->op->prepare(node, sections, n_sections, &out, err, sizeof err) != TFS_OK) {
     set_error(ctx, "invalid node: %s", err);
     return NULL;
   }

@@ -59,6 +59,9 @@ _Static_assert(sizeof(LiteRtRankedTensorType) == 72,
 
 enum { kLiteRtStatusOk = 0, kLiteRtStatusErrorInvalidArgument = 1, kLiteRtStatusErrorRuntimeFailure = 3 };
 
+/* The most parameter-blob sections any op has (its int8 variant's constant inputs). */
+#define TFS_LITERT_MAX_SECTIONS 16
+
 /* ---- One op's hooks. A node's cached state is `node_size` bytes the op lays out itself.
  * Each adapter (tfs_*_litert_adapter.c) defines one table and exports it by a getter; the Python
  * runtime hands that table to tfs_litert_ctx_create. */
@@ -66,10 +69,14 @@ typedef struct {
   const char* name;   /* the custom op's name in the model, for messages */
   int format_version; /* the parameter format version the op reads (FORMAT.md) */
   size_t node_size;
-  /* Unpack and validate the parameter blob (bytes long) into `node`, pack if the op needs to;
-   * set *out (the layer's output width). TFS_OK, or a message in err. */
-  int (*prepare)(void* node, const void* blob, size_t bytes, int32_t* out, char* err,
-                 size_t err_len);
+  /* Split the parameter blob (bytes long) into its sections (FORMAT.md); at most
+   * TFS_LITERT_MAX_SECTIONS. TFS_OK, or a message in err. */
+  int (*unpack)(const void* blob, size_t bytes, tfs_tensor* sections, size_t* n_sections,
+                char* err, size_t err_len);
+  /* Validate the sections into `node`, pack if the op needs to; set *out (the layer's output
+   * width). TFS_OK, or a message in err. */
+  int (*prepare)(void* node, const tfs_tensor* sections, size_t n_sections, int32_t* out,
+                 char* err, size_t err_len);
   /* Frees what prepare allocated (NULL if nothing). */
   void (*release)(void* node);
   /* Checks activations and output against the node, O(1): sets *batch and *workspace bytes. */

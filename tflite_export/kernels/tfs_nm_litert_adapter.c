@@ -16,17 +16,14 @@ int tfs_nm_set_impl(int impl) {
   return TFS_OK;
 }
 
-static int nm_prepare(void* node, const void* blob, size_t bytes, int32_t* out, char* err,
+_Static_assert(TFS_NMFC_NUM_INPUTS_I8 <= TFS_LITERT_MAX_SECTIONS, "blob sections");
+
+static int nm_prepare(void* node, const tfs_tensor* t, size_t n, int32_t* out, char* err,
                       size_t err_len) {
   tfs_nmfc_layer* layer = (tfs_nmfc_layer*)node;
-  tfs_tensor t[TFS_NMFC_NUM_INPUTS_I8];
-  size_t n = 0;
-  int rc;
-  if ((rc = tfs_nmfc_unpack_params(blob, bytes, t, &n, err, err_len)) != TFS_OK ||
-      (rc = tfs_nmfc_validate_layer(t, n, layer, err, err_len)) != TFS_OK)
-    return rc;
-  *out = layer->out;
-  return TFS_OK;
+  const int rc = tfs_nmfc_validate_layer(t, n, layer, err, err_len);
+  if (rc == TFS_OK) *out = layer->out;
+  return rc;
 }
 
 static int nm_check_io(const void* node, const tfs_tensor* x, const tfs_tensor* y, int32_t* batch,
@@ -42,7 +39,8 @@ static int nm_compute(const void* node, const void* x, void* y, int32_t batch, v
 }
 
 static const tfs_litert_op kNmOp = {"TFS_NM_SPARSE_FC", TFS_NMFC_FORMAT_VERSION,
-                                    sizeof(tfs_nmfc_layer), nm_prepare, NULL, nm_check_io,
+                                    sizeof(tfs_nmfc_layer), tfs_nmfc_unpack_params, nm_prepare,
+                                    NULL, nm_check_io,
                                     nm_compute, &g_nm_impl};
 
 /* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */
