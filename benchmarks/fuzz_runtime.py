@@ -2,8 +2,9 @@
 models, each loaded with ``tflite_export.runtime.load`` (through a path and through bytes, in
 turn) and run once, in worker processes that may die. Prints one table of outcomes.
 
-The seed models are small exported Keras models (37 -> 64 -> 20 -> 13 Dense, every layer
-forced to TFS_GROUP_SPARSE_FC with ragged tails; float32 and int8). Each trial flips 1-8 bytes
+The seed models are small exported Keras models: 37 -> 64 -> 20 -> 13 Dense, every layer forced
+to TFS_GROUP_SPARSE_FC with ragged tails (float32, int8, int8 with int8 I/O), and an int8
+Conv2D -> Flatten -> custom-op Dense -> Dense. Each trial flips 1-8 bytes
 (half of the trials aim at the custom ops' parameter blobs and the flatbuffer's structure,
 half anywhere) or, one trial in
 ten, truncates the file. A trial ends as
@@ -117,7 +118,29 @@ def exported_seeds() -> List[Seed]:
                                       group_sizes={"dense": 4, "dense_1": 8, "dense_2": 16},
                                       keras_model=model)
         seeds.append(Seed(name, res.model_bytes, custom_op_targets(res.model_bytes)))
+    seeds.append(_conv_seed())
     return seeds
+
+
+def _conv_seed() -> Seed:
+    """int8 Conv2D -> Flatten -> custom-op Dense -> Dense: per-channel conv quantization, the
+    frozen RESHAPE and a custom op fed by an intermediate tensor."""
+    import keras
+    import numpy as np
+
+    from tflite_export import exporter
+
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(20, name="dense"),
+                              keras.layers.Dense(6, name="dense_1")])
+    k, b = model.layers[2].get_weights()
+    k[np.random.default_rng(8).random(k.shape) < 0.6] = 0
+    model.layers[2].set_weights([k, b])
+    calib = np.random.default_rng(9).standard_normal((32, 8, 8, 1)).astype(np.float32)
+    res = exporter.export(model, quantize="int8", representative_data=calib,
+                          formats={"dense": "custom"}, group_sizes={"dense": 8})
+    return Seed("conv-int8", res.model_bytes, custom_op_targets(res.model_bytes))
 
 
 def mutate(rng, seed: Seed, trial: int) -> Tuple[bytes, str]:

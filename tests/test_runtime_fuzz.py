@@ -23,8 +23,8 @@ def fuzz():
 
 def test_corrupt_models_never_kill_or_hang_the_process(fuzz):
     seeds = fuzz.exported_seeds()
-    assert [s.name for s in seeds] == ["float32", "int8", "int8-io"]
-    assert all(len(s.targets) >= 4 for s in seeds)  # structure spans + three parameter blobs
+    assert [s.name for s in seeds] == ["float32", "int8", "int8-io", "conv-int8"]
+    assert all(len(s.targets) >= 2 for s in seeds)  # structure spans + parameter blobs
     tally = fuzz.campaign(seeds, TRIALS, seed=1, timeout=30.0)
     assert tally.trials == TRIALS
     assert tally.crashes == [] and tally.hangs == [] and tally.over_cap == []
