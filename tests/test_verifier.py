@@ -139,6 +139,14 @@ def test_signature_and_subgraph_name_the_same_tensors():
                             r"are \[1\]; they must be the same")
 
 
+def test_builtin_op_input_counts():
+    # A QUANTIZE turned STRIDED_SLICE (one input, four expected) crashed LiteRtCreateCompiledModel.
+    def edit(m):
+        m.operatorCodes[0].builtinCode = m.operatorCodes[0].deprecatedBuiltinCode = \
+            schema.BuiltinOperator.STRIDED_SLICE
+    _refused(_edited(edit), r"operator 0 \(STRIDED_SLICE\): 2 inputs; STRIDED_SLICE takes 4")
+
+
 def test_operator_cannot_write_a_constant():
     def edit(m):
         m.subgraphs[0].operators[0].outputs = [1]

@@ -68,6 +68,26 @@ _OPTIONAL_INPUTS = {
     52: frozenset(range(1, 48)),   # BIDIRECTIONAL_SEQUENCE_LSTM: optional weights of both sides
 }
 
+# Input and output counts of common builtin ops: (least inputs, most inputs, least outputs, most
+# outputs), None = no bound. LiteRT's delegates read a node's inputs before its kernel checks the
+# count (a QUANTIZE turned STRIDED_SLICE with one input crashed LiteRtCreateCompiledModel), so
+# these are checked here. Ops not listed are left to LiteRT.
+_U, _B = (1, 1, 1, 1), (2, 2, 1, 1)  # unary, binary
+_ARITY = {
+    0: _B, 1: _U, 2: (1, None, 1, 1), 3: (2, 3, 1, 1), 4: (2, 3, 1, 1), 5: _U, 6: _U, 7: _B,
+    8: _U, 9: (2, 3, 1, 2), 11: _U, 12: _U, 13: _U, 14: _U, 17: _U, 18: _B, 19: _U, 20: _U,
+    21: _U, 22: (1, 2, 1, 1), 23: _B, 25: _U, 26: _U, 28: _U, 34: (2, 3, 1, 1), 36: _B,
+    37: (3, 3, 1, 1), 38: (3, 3, 1, 1), 39: _B, 40: _B, 41: _B, 42: _B, 43: _U, 45: (4, 4, 1, 1),
+    47: _U, 48: (2, 2, 2, 2), 49: (2, 2, 1, None), 50: _U, 53: _U, 54: _B, 55: _B, 56: _B, 57: _B,
+    58: _B, 59: _U, 60: (3, 3, 1, 1), 61: _B, 62: _B, 63: _B, 64: (3, 3, 1, 1), 65: (3, 3, 1, 1),
+    66: _U, 67: (3, 4, 1, 1), 69: _B, 70: _B, 71: _B, 72: _B, 73: _U, 74: _B, 75: _U, 76: _U,
+    77: _U, 78: _B, 79: _B, 81: _B, 82: _B, 83: (1, None, 1, 1), 84: _B, 86: _B, 87: _U,
+    88: (1, 1, 1, None), 89: _B, 90: _B, 91: _B, 92: _U, 93: _U, 94: _B, 95: _B, 96: (3, 3, 1, 1),
+    97: _B, 98: _U, 99: _B, 100: _B, 101: _U, 102: (3, 3, 1, None), 104: _U, 105: _B,
+    106: (1, None, 1, 1), 107: _B, 108: _U, 110: _U, 111: _U, 114: _U, 116: _U, 117: _U,
+    123: (3, 3, 1, 1), 124: _U, 126: _B,
+}
+
 
 class InvalidModelError(ValueError):
     """The model breaks a rule LiteRT relies on; the message names where and which rule."""
@@ -426,6 +446,13 @@ def _walk_operator(t: _Table) -> _Op:
                subgraph_refs=refs)
 
 
+def _builtin_name(code: int) -> str:
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(code, f"builtin {code}")
+
+
 def _rules(path: str, what: str) -> InvalidModelError:
     return InvalidModelError(f"{path}: {what}")
 
@@ -584,7 +611,15 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
                 raise _rules(where, f"opcode_index {op.opcode} >= the model's {len(opcodes)} "
                                     "operator codes")
             code, custom, version = opcodes[op.opcode]
-            where += f" ({custom if code == _BUILTIN_CUSTOM else f'builtin {code}'})"
+            where += f" ({custom if code == _BUILTIN_CUSTOM else _builtin_name(code)})"
+            arity = _ARITY.get(code)
+            if arity is not None:
+                lo_in, hi_in, lo_out, hi_out = arity
+                for what, count, lo, hi in (("inputs", len(op.inputs), lo_in, hi_in),
+                                            ("outputs", len(op.outputs), lo_out, hi_out)):
+                    if count < lo or (hi is not None and count > hi):
+                        allowed = str(lo) if lo == hi else f"{lo}..{hi if hi is not None else ''}"
+                        raise _rules(where, f"{count} {what}; {_builtin_name(code)} takes {allowed}")
             optional = frozenset() if code == _BUILTIN_CUSTOM else _OPTIONAL_INPUTS.get(code, frozenset())
             _check_index_list(where, "inputs", op.inputs, nt, optional)
             _check_index_list(where, "outputs", op.outputs, nt)
