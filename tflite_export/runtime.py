@@ -77,11 +77,11 @@ def _read_model(model) -> bytes:
     path = os.fspath(model)
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
                 raise InvalidModelError(f"model path {path!r} is not a regular file")
-            if size > verifier.MAX_MODEL_BYTES:
-                raise InvalidModelError(f"model file {path!r} is {size} bytes; a .tflite "
+            if st.st_size > verifier.MAX_MODEL_BYTES:
+                raise InvalidModelError(f"model file {path!r} is {st.st_size} bytes; a .tflite "
                                         f"flatbuffer holds at most {verifier.MAX_MODEL_BYTES}")
             return f.read(verifier.MAX_MODEL_BYTES + 1)
     except FileNotFoundError:
@@ -308,22 +308,21 @@ class Runtime:
 
     # ----------------------------------------------------------------------------------------
     def _open(self, model, num_threads: int, custom_ops: bool, max_input_bytes) -> None:
-        lib = self._lib
-        env = _vp()
-        _check(lib.LiteRtCreateEnvironment(0, None, ctypes.byref(env)), "LiteRtCreateEnvironment")
-        self._env = env
         data = _read_model(model)
         try:
-            self.summary = verifier.verify(data)
+            summary = verifier.verify(data)
         except verifier.InvalidModelError as e:
             raise InvalidModelError(str(e)) from None
-        need = sum(self.summary.input_bytes)
+        need = sum(summary.input_bytes)
         if max_input_bytes is not None and need > max_input_bytes:
             raise InvalidModelError(
                 f"the model's inputs need {need} bytes at batch 1, over load()'s cap of "
                 f"{max_input_bytes} for its check run (MAX_TEST_INPUT_BYTES)")
-        registered = _CUSTOM_OPS if custom_ops else {}
-        self._unresolved = _check_custom_nodes(self.summary, registered)
+        self._unresolved = _check_custom_nodes(summary, _CUSTOM_OPS if custom_ops else {})
+        lib = self._lib
+        env = _vp()
+        _check(lib.LiteRtCreateEnvironment(0, None, ctypes.byref(env)), "LiteRtCreateEnvironment")
+        self._env = env
         # LiteRT gets the verified bytes, never the path: LiteRtCreateModelFromFile does not
         # verify (RUNTIME.md). The copy sits at a 64-byte aligned address and lives as long as
         # the model: the custom op's constant tensors point straight into it (alignment rule).
@@ -381,9 +380,10 @@ class Runtime:
         (returned by `getter` in the kernel library) as user_data of the shared vtable. The
         context is kept before registering, so `_release` frees it on error."""
         lib, k = self._lib, _kernels()
-        ctx = k.tfs_litert_ctx_create(getattr(k, getter)(), *[ctypes.cast(getattr(lib, n), _vp) for n in (
+        accessors = [ctypes.cast(getattr(lib, n), _vp) for n in (
             "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
-            "LiteRtGetTensorBufferHostMemory")])
+            "LiteRtGetTensorBufferHostMemory")]
+        ctx = k.tfs_litert_ctx_create(getattr(k, getter)(), *accessors)
         if not ctx:
             raise LiteRtError(f"tfs_litert_ctx_create({name}) failed (out of memory)")
         self._contexts[name] = ctx
