@@ -59,6 +59,7 @@ class Tally:
     hangs: List[str] = field(default_factory=list)
     over_cap: List[str] = field(default_factory=list)
     peak_growth: int = 0
+    #: (outcome, "path" | "bytes") -> trials; outcome: ran, clean, crash, hang, over cap
     by_mode: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -276,29 +277,37 @@ def campaign(seeds: Sequence[Seed], trials: int, seed: int = 0, timeout: float =
         for trial in range(trials):
             s = seeds[trial % len(seeds)]
             data, what = mutate(rng, s, trial // len(seeds))
-            via_path = (trial // 2) % 2 == 1
+            # Each seed in turn; per seed, aimed/anywhere alternate (mutate) and path/bytes
+            # alternate every two rounds, so every seed meets all four combinations.
+            via_path = (trial // (2 * len(seeds))) % 2 == 1
             label = f"trial {trial} ({s.name}, {'path' if via_path else 'bytes'}, {what})"
             tally.trials += 1
-            tally.by_mode["path" if via_path else "bytes"] += 1
+            mode = "path" if via_path else "bytes"
+            tally.by_mode[("trials", mode)] += 1
             try:
                 answer = worker.ask(data, via_path, timeout)
             except TimeoutError:
                 tally.hangs.append(label)
+                tally.by_mode[("hang", mode)] += 1
                 worker.close()
                 worker = Worker()
                 continue
             if answer is None:
                 tally.crashes.append(f"{label}: {worker.death()}")
+                tally.by_mode[("crash", mode)] += 1
                 worker.close()
                 worker = Worker()
                 continue
             if answer["outcome"] == "ran":
                 tally.ran += 1
+                tally.by_mode[("ran", mode)] += 1
             else:
                 tally.clean[answer["type"]] += 1
+                tally.by_mode[("clean", mode)] += 1
             tally.peak_growth = max(tally.peak_growth, answer["growth"])
             if answer["growth"] > OVER_CAP_BYTES:
                 tally.over_cap.append(f"{label}: +{answer['growth'] >> 20} MiB")
+                tally.by_mode[("over cap", mode)] += 1
             if progress and (trial + 1) % progress == 0:
                 print(f"  {trial + 1}/{trials}: {len(tally.crashes)} crashes, "
                       f"{len(tally.hangs)} hangs", file=sys.stderr, flush=True)
@@ -342,19 +351,25 @@ def main(argv=None) -> int:
     cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
     print(f"Runtime fuzz campaign: seed {args.seed}, CPU {_cpu()}, Python {platform.python_version()}")
     print(f"seed models: " + ", ".join(f"{s.name} {len(s.data)} B" for s in seeds))
-    rows = [("trials", tally.trials), ("  via path / via bytes",
-                                       f"{tally.by_mode['path']} / {tally.by_mode['bytes']}"),
-            ("ran (flip changed only values)", tally.ran),
-            ("clean Python errors", sum(tally.clean.values()))]
-    rows += [(f"  {k}", v) for k, v in tally.clean.most_common()]
-    rows += [("process deaths (crash)", len(tally.crashes)), ("hangs (> timeout)", len(tally.hangs)),
-             (f"peak memory growth > {OVER_CAP_BYTES >> 20} MiB", len(tally.over_cap)),
-             ("largest peak memory growth in a trial", f"{tally.peak_growth >> 20} MiB"),
-             ("wall time", f"{wall:.0f} s"), ("worker CPU time", f"{cpu:.0f} s"),
-             ("per trial", f"{1000 * wall / max(tally.trials, 1):.1f} ms")]
+
+    def row(name, total, key=None):
+        split = [tally.by_mode[(key, m)] for m in ("path", "bytes")] if key else ["", ""]
+        return (name, total, *split)
+
+    rows = [row("trials", tally.trials, "trials"),
+            row("ran (flip changed only values)", tally.ran, "ran"),
+            row("clean Python errors", sum(tally.clean.values()), "clean")]
+    rows += [row(f"  {k}", v) for k, v in tally.clean.most_common()]
+    rows += [row("process deaths (crash)", len(tally.crashes), "crash"),
+             row("hangs (> timeout)", len(tally.hangs), "hang"),
+             row(f"peak memory growth > {OVER_CAP_BYTES >> 20} MiB", len(tally.over_cap), "over cap"),
+             row("largest peak memory growth in a trial", f"{tally.peak_growth >> 20} MiB"),
+             row("wall time", f"{wall:.0f} s"), row("worker CPU time", f"{cpu:.0f} s"),
+             row("per trial", f"{1000 * wall / max(tally.trials, 1):.1f} ms")]
     width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:>12}")
+    print(f"{'':<{width}}  {'total':>8}  {'via path':>9}  {'via bytes':>9}")
+    for name, total, path, data in rows:
+        print(f"{name:<{width}}  {total:>8}  {path:>9}  {data:>9}")
     for kind, items in (("crash", tally.crashes), ("hang", tally.hangs), ("over cap", tally.over_cap)):
         for item in items[:20]:
             print(f"{kind}: {item}")
