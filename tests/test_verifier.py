@@ -184,6 +184,15 @@ def test_shape_signature_and_size_cap():
     _refused(_edited(rank), r"rank 9 > 8")
 
 
+def test_activations_together_are_capped():
+    # A flipped shape byte made one conv output need 870 MB (under the per-tensor cap).
+    def big(m):
+        m.subgraphs[0].tensors[0].shape = [1, 150_000_000]
+        m.subgraphs[0].tensors[0].shapeSignature = [-1, 150_000_000]
+    _refused(_edited(big), r"subgraph 0: its non-constant tensors need 600000032 bytes together, "
+                           r"over the cap of 536870912 \(the largest: subgraph 0 tensor 0 \('x'\)")
+
+
 def test_load_caps_its_check_run_inputs():
     def big(m):  # 320 MB of float32 input: under the tensor cap, over load()'s check-run cap
         m.subgraphs[0].tensors[0].shape = [1, 80_000_000]

@@ -9,7 +9,8 @@ package has none), then checks the facts LiteRT relies on without checking:
 - operator code, tensor, buffer and subgraph indices are in range; an operator input may be -1
   (absent) only where the builtin op documents an optional input (never on a custom op);
 - shapes and shape signatures are sane: rank <= 8, dimensions >= 0 (a signature's may be -1),
-  and no tensor needs more than ``MAX_TENSOR_BYTES``;
+  no tensor needs more than ``MAX_TENSOR_BYTES`` and a subgraph's non-constant tensors no more
+  than ``MAX_ACTIVATION_BYTES`` together;
 - quantization: scales finite and > 0, one zero point per scale, zero points inside the type's
   range, a per-channel dimension that exists and matches the scale count;
 - a constant tensor's buffer holds exactly the bytes its shape and type need, external data
@@ -26,12 +27,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 __all__ = ["InvalidModelError", "verify", "ModelSummary", "CustomNode",
-           "MAX_MODEL_BYTES", "MAX_TENSOR_BYTES", "MAX_RANK"]
+           "MAX_MODEL_BYTES", "MAX_TENSOR_BYTES", "MAX_ACTIVATION_BYTES", "MAX_RANK"]
 
 #: Flatbuffers address at most 2 GiB; larger models keep their buffers outside (not supported).
 MAX_MODEL_BYTES = (1 << 31) - 1
 #: No tensor, constant or activation, may need more (a flipped shape byte once asked for 5.7 GB).
 MAX_TENSOR_BYTES = 1 << 30
+#: The non-constant tensors of a subgraph (what LiteRT plans in its arena), at their declared
+#: shapes (dynamic dimensions as 1), may need at most this together.
+MAX_ACTIVATION_BYTES = 512 << 20
 #: LiteRtLayout holds 8 dimensions.
 MAX_RANK = 8
 #: flatbuffers' own Verifier default: bounds the walk on hostile files that share tables.
@@ -603,6 +607,14 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
         nt = len(tensors)
         for i, t in enumerate(tensors):
             _check_tensor(sg, i, t, sizes)
+        activations = sum(_tensor_bytes(t, t.shape) or 0 for t in tensors if not sizes[t.buffer])
+        if activations > MAX_ACTIVATION_BYTES:
+            biggest = max((i for i, t in enumerate(tensors) if not sizes[t.buffer]),
+                          key=lambda i: _tensor_bytes(tensors[i], tensors[i].shape) or 0)
+            raise _rules(f"subgraph {sg}", f"its non-constant tensors need {activations} bytes "
+                                           f"together, over the cap of {MAX_ACTIVATION_BYTES} "
+                                           f"(the largest: {_tensor_label(sg, biggest, tensors[biggest])}, "
+                                           f"shape {list(tensors[biggest].shape)})")
         _check_index_list(f"subgraph {sg}", "inputs", inputs, nt)
         _check_index_list(f"subgraph {sg}", "outputs", outputs, nt)
         for k, op in enumerate(ops):
