@@ -1,6 +1,4 @@
 """The host runtime (tflite_export.runtime) on LiteRT's C API, with and without our custom op."""
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -8,7 +6,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
 import custom_op_testlib as tl
-from tflite_export import flatbuffer, group_csr, kernels, params_blob, runtime
+from tflite_export import flatbuffer, kernels, params_blob, runtime
 
 
 def _dense_model(in_f, out_f, activation=None, seed=0):

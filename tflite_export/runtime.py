@@ -26,7 +26,7 @@ import ctypes
 import os
 import stat
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 

@@ -106,8 +106,6 @@ class CustomNode:
     name: str
     version: int
     options_bytes: int
-    inputs: Tuple[int, ...]
-    outputs: Tuple[int, ...]
 
 
 @dataclass
@@ -141,9 +139,6 @@ class _Reader:
             self.fail(path, f"{what} at byte {pos} (+{size}) lies outside the {self.n}-byte model")
         if pos % align:
             self.fail(path, f"{what} at byte {pos} is not {align}-byte aligned")
-
-    def u8(self, pos):
-        return self.buf[pos]
 
     def scalar(self, fmt: str, pos: int):
         return struct.unpack_from("<" + fmt, self.buf, pos)[0]
@@ -649,8 +644,7 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
                     raise _rules(where, f"{what} = {idx}: must name another of the model's "
                                         f"{len(subgraphs)} subgraphs")
             if code == _BUILTIN_CUSTOM:
-                summary.custom_nodes.append(CustomNode(sg, k, custom, version, op.custom_options,
-                                                       op.inputs, op.outputs))
+                summary.custom_nodes.append(CustomNode(sg, k, custom, version, op.custom_options))
                 for j, x in enumerate(op.inputs):
                     b = tensors[x].buffer
                     if sizes[b] and buffers[b][1]:
