@@ -147,6 +147,14 @@ def test_builtin_op_input_counts():
     _refused(_edited(edit), r"operator 0 \(STRIDED_SLICE\): 2 inputs; STRIDED_SLICE takes 4")
 
 
+def test_a_tensor_has_one_writer():
+    # Two operators writing one tensor crashed LiteRtCreateCompiledModel.
+    def edit(m):
+        m.subgraphs[0].operators[0].outputs = [0]
+    _refused(_edited(edit), r"operator 0 \(TFS_GROUP_SPARSE_FC\): outputs\[0\] = tensor 0 is "
+                            r"already written by the subgraph's inputs; a tensor has one writer")
+
+
 def test_operator_cannot_write_a_constant():
     def edit(m):
         m.subgraphs[0].operators[0].outputs = [1]

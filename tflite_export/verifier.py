@@ -612,6 +612,9 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
                                            f"shape {list(tensors[biggest].shape)})")
         _check_index_list(f"subgraph {sg}", "inputs", inputs, nt)
         _check_index_list(f"subgraph {sg}", "outputs", outputs, nt)
+        # Each tensor has one writer: an operator or the caller (two FULLY_CONNECTEDs writing
+        # one tensor crashed LiteRtCreateCompiledModel).
+        writer = {t: "the subgraph's inputs" for t in inputs}
         for k, op in enumerate(ops):
             where = f"subgraph {sg} operator {k}"
             if op.opcode >= len(opcodes):
@@ -632,6 +635,10 @@ def _check(data, opcodes, buffers, metadata, signatures, subgraphs) -> ModelSumm
             _check_index_list(where, "outputs", op.outputs, nt)
             _check_index_list(where, "intermediates", op.intermediates, nt)
             for j, o in enumerate(op.outputs):
+                if o in writer:
+                    raise _rules(where, f"outputs[{j}] = tensor {o} is already written by "
+                                        f"{writer[o]}; a tensor has one writer")
+                writer[o] = f"operator {k}"
                 if sizes[tensors[o].buffer]:
                     raise _rules(where, f"outputs[{j}] = tensor {o} is a constant (buffer "
                                         f"{tensors[o].buffer} has data); an operator cannot write it")
