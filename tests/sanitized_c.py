@@ -34,10 +34,13 @@ def build(compiler, program, kernel_sources, binary, fuzzer=False):
     return binary
 
 
-def fuzz(binary, seconds, workdir):
-    """Run a libFuzzer target from an empty corpus for ``seconds``; returns the completed run."""
+def fuzz(binary, seconds, workdir, seeds=()):
+    """Run a libFuzzer target for ``seconds`` from a corpus of ``seeds`` (bytes; empty by
+    default); returns the completed run."""
     corpus = workdir / "corpus"
     corpus.mkdir()
+    for i, seed in enumerate(seeds):
+        (corpus / f"seed{i}").write_bytes(seed)
     return subprocess.run(
         [str(binary), f"-max_total_time={seconds}", "-seed=1", "-rss_limit_mb=2048",
          "-timeout=10", str(corpus)], capture_output=True, text=True, cwd=workdir,

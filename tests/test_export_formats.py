@@ -1,11 +1,11 @@
 """The format registry (tflite_export.formats): one definition per format, used by the exporter,
-the validator, the C-array writer and (through litert_kernel / tflm_registration) the runtimes."""
+the validator, the C-array writer and (through litert_op_table / tflm_registration) the runtimes."""
 import keras
 import numpy as np
 import pytest
 
 import tflite_export
-from tflite_export import converter, formats, params_blob
+from tflite_export import converter, formats, kernels, params_blob, runtime
 from tflite_export.fc_layers import FCLayer
 
 
@@ -18,7 +18,8 @@ def test_registry_lists_each_format_once_with_its_op_data():
     for fmt in formats.custom_ops():
         assert formats.by_op_name(fmt.op_name) is fmt
         assert fmt.sections == params_blob.OP_SECTIONS[fmt.op_name]
-        assert fmt.litert_kernel()  # the adapter's LiteRtCustomOpKernel vtable
+        assert runtime._CUSTOM_OPS[fmt.op_name] == fmt.litert_op_table  # registered by the runtime
+        assert getattr(kernels.library(), fmt.litert_op_table)  # its adapter table exists
     assert formats.by_op_name("SOMETHING_ELSE") is None
     assert formats.get("custom").tflm_registration == "tflite::Register_TFS_GROUP_SPARSE_FC()"
     assert formats.get("2:4").tflm_registration is None

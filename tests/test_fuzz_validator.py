@@ -1,17 +1,63 @@
-"""Fuzzing the format validator (and every kernel path on what it accepts) with libFuzzer under
-AddressSanitizer + UndefinedBehaviorSanitizer, for a bounded time. Needs clang with the
-compiler-rt fuzzer runtime (Debian: clang, libclang-rt-14-dev; scripts/setup.sh installs them)."""
+"""Fuzzing the format validator (and every kernel path on what it accepts) and the LiteRT adapter
+plumbing of both custom ops with libFuzzer under AddressSanitizer + UndefinedBehaviorSanitizer,
+for a bounded time. Needs clang with the compiler-rt fuzzer runtime (Debian: clang,
+libclang-rt-14-dev; scripts/setup.sh installs them)."""
 import os
+import struct
 
+import numpy as np
+
+import custom_op_testlib as tl
 import sanitized_c
+from tflite_export import nm_export, params_blob
 
 FUZZ_SECONDS = int(os.environ.get("TFS_FUZZ_SECONDS", "20"))
+KERNEL_SOURCES = sorted(f for f in os.listdir(sanitized_c.KERNELS) if f.endswith(".c"))
 
 
 def test_fuzz_validator_under_asan_ubsan(tmp_path):
     binary = sanitized_c.build("clang", "fuzz_validator.c", sanitized_c.CORE,
                                tmp_path / "fuzz_validator", fuzzer=True)
     run = sanitized_c.fuzz(binary, FUZZ_SECONDS, tmp_path)
+    tail = run.stderr[-3000:]
+    assert run.returncode == 0, f"the fuzzer found a crash:\n{tail}"
+    assert "Done" in run.stderr, tail
+
+
+def _adapter_seed(nm: bool, int8: bool, blob: np.ndarray, in_f: int, out_f: int) -> bytes:
+    """tests/c/fuzz_litert_adapter.c's input: mode, batch, in, out, blob first dim, blob."""
+    mode = int(nm) | int(int8) << 1
+    return struct.pack("<BBHBH", mode, 1, in_f - 1, out_f - 1, out_f - 1) + blob.tobytes()
+
+
+def _adapter_seeds():
+    rng = np.random.default_rng(0)
+    in_f, out_f = 45, 12
+    w = tl.random_group_sparse(rng, out_f, in_f, 4, 0.4)
+    seeds = [_adapter_seed(False, False, params_blob.pack_params(
+        tl.layer_arrays(w, np.zeros(out_f, np.float32), 4), out_f), in_f, out_f)]
+    params = dict(in_zp=3, out_zp=-5, act_min=-128, act_max=127, multiplier=np.full(out_f, 1 << 30),
+                  shift=np.zeros(out_f), scale=np.full(out_f, 0.01, np.float32))
+    wq = np.clip(np.round(w * 40), -127, 127).astype(np.int8)
+    seeds.append(_adapter_seed(False, True, params_blob.pack_params(
+        tl.layer_arrays(wq, np.zeros(out_f, np.int32), 8, int8=params), out_f), in_f, out_f))
+    in_nm = 48
+    w24 = np.zeros((out_f, in_nm), np.float32)
+    w24[:, ::2] = rng.standard_normal((out_f, in_nm // 2))
+    values, indices = nm_export.encode_2_4(w24)
+    meta = np.zeros(16, np.int32)
+    meta[:7] = [nm_export.FORMAT_VERSION, in_nm, out_f, 2, 4, 0, 0]
+    arrays = dict(zip(nm_export.INPUT_NAMES, [values.reshape(-1), indices.reshape(-1), meta,
+                                              np.zeros(out_f, np.float32)]))
+    seeds.append(_adapter_seed(True, False, params_blob.pack_params(arrays, out_f, nm_export.INPUT_NAMES),
+                               in_nm, out_f))
+    return seeds
+
+
+def test_fuzz_litert_adapter_under_asan_ubsan(tmp_path):
+    binary = sanitized_c.build("clang", "fuzz_litert_adapter.c", KERNEL_SOURCES,
+                               tmp_path / "fuzz_litert_adapter", fuzzer=True)
+    run = sanitized_c.fuzz(binary, FUZZ_SECONDS, tmp_path, seeds=_adapter_seeds())
     tail = run.stderr[-3000:]
     assert run.returncode == 0, f"the fuzzer found a crash:\n{tail}"
     assert "Done" in run.stderr, tail

@@ -250,7 +250,7 @@ def exported():
 
 
 def _nm_runs(rt):
-    return rt._lib and kernels.library().tfs_nm_litert_ctx_runs(rt._nm_ctx)
+    return rt.custom_op_runs("TFS_NM_SPARSE_FC")
 
 
 def test_float32_custom_op_model_matches_dense_tflite(exported):

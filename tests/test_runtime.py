@@ -1,6 +1,4 @@
 """The host runtime (tflite_export.runtime) on LiteRT's C API, with and without our custom op."""
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -8,7 +6,7 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 
 import custom_op_testlib as tl
-from tflite_export import flatbuffer, group_csr, kernels, params_blob, runtime
+from tflite_export import flatbuffer, kernels, params_blob, runtime
 
 
 def _dense_model(in_f, out_f, activation=None, seed=0):
@@ -32,7 +30,7 @@ def _convert(model, int8=False, in_f=None):
 
 
 def _ops(runtime_obj):
-    return kernels.library().tfs_litert_ctx_runs(runtime_obj._ctx)
+    return runtime_obj.custom_op_runs(runtime.CUSTOM_OP_NAME)
 
 
 def test_plain_keras_model_matches_keras_at_several_batch_sizes(tmp_path):
@@ -151,10 +149,14 @@ def test_stock_runtime_rejects_custom_op_ours_runs_it(capfd):
     w = tl.random_group_sparse(rng, 8, 32, 4, 0.5)
     data = tl.custom_op_model(tl.layer_arrays(w, np.zeros(8, np.float32), 4))
     x = rng.normal(size=(1, 32)).astype(np.float32)
-    with pytest.raises(runtime.LiteRtError):
+    with pytest.raises(runtime.LiteRtError) as info:
         with runtime.load_stock(data) as stock:
             stock.run(x)
     assert "unresolved custom op: TFS_GROUP_SPARSE_FC" in capfd.readouterr().err
+    # Our message names the op and its version, and both fixes.
+    assert str(info.value).startswith("unresolved custom op TFS_GROUP_SPARSE_FC (version 1): ")
+    assert "tflite_export.runtime.load()" in str(info.value)
+    assert 'resolver.AddCustom("TFS_GROUP_SPARSE_FC", ' in str(info.value)
     with runtime.load(data) as rt:
         np.testing.assert_allclose(rt.run(x)[0], x @ w.T, rtol=1e-5, atol=1e-6)
 
@@ -253,3 +255,92 @@ def test_runtime_forced_kernel_paths_agree():
         kernels.set_runtime_impl("auto")
     for impl, y in outs.items():
         np.testing.assert_array_equal(y, outs["portable"], err_msg=impl)
+
+
+def _flatten_model(kind):
+    """28x28 -> Flatten (or Reshape) -> Dense(32, relu) -> Dense(10), with zeroed groups so the
+    exporter can put the custom op after the reshape."""
+    keras.utils.set_random_seed(21)
+    head = keras.layers.Flatten() if kind == "flatten" else keras.layers.Reshape((784,))
+    model = keras.Sequential([keras.Input((28, 28)), head,
+                              keras.layers.Dense(32, activation="relu", name="dense"),
+                              keras.layers.Dense(10, name="dense_1")])
+    rng = np.random.default_rng(22)
+    for layer in model.layers[1:]:
+        k, b = layer.get_weights()
+        k[np.repeat(rng.random((-(-k.shape[0] // 4), k.shape[1])) < 0.6, 4, axis=0)[:k.shape[0]]] = 0
+        layer.set_weights([k, b])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["flatten", "reshape"])
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_custom_op_after_flatten_or_reshape_runs_at_every_batch_size(kind, dtype):
+    """The converter computes a Flatten's target shape at run time (SHAPE -> STRIDED_SLICE ->
+    PACK -> RESHAPE); LiteRT mallocs such dynamic tensors unaligned and refuses them to a custom
+    op. The exporter gives the RESHAPE a constant [-1, 784] shape, so every batch runs."""
+    from tflite_export import exporter
+
+    model = _flatten_model(kind)
+    calib = np.random.default_rng(23).standard_normal((32, 28, 28)).astype(np.float32)
+    res = exporter.export(model, quantize=None if dtype == "float32" else "int8",
+                          representative_data=calib, formats={"dense": "custom", "dense_1": "custom"},
+                          group_sizes={"dense": 4, "dense_1": 4})
+    assert [lr.format for lr in res.report.layers] == ["custom", "custom"]
+    root = schema.Model.GetRootAs(res.model_bytes, 0)
+    codes = {max(root.OperatorCodes(i).BuiltinCode(), root.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(root.OperatorCodesLength())}
+    sg = root.Subgraphs(0)
+    used = {max(root.OperatorCodes(sg.Operators(k).OpcodeIndex()).BuiltinCode(),
+                root.OperatorCodes(sg.Operators(k).OpcodeIndex()).DeprecatedBuiltinCode())
+            for k in range(sg.OperatorsLength())}
+    assert schema.BuiltinOperator.RESHAPE in used and schema.BuiltinOperator.SHAPE not in used
+    assert schema.BuiltinOperator.RESHAPE in codes
+    rng = np.random.default_rng(24)
+    with runtime.load(res.model_bytes) as rt, runtime.load_stock(res.dense_model_bytes) as dense:
+        for batch in range(1, 17):
+            x = rng.standard_normal((batch, 28, 28)).astype(np.float32)
+            before = rt.custom_op_runs(runtime.CUSTOM_OP_NAME)
+            (got,) = rt.run(x)
+            assert rt.custom_op_runs(runtime.CUSTOM_OP_NAME) == before + 2
+            (want,) = dense.run(x)
+            assert got.shape == (batch, 10)
+            if dtype == "int8":
+                np.testing.assert_array_equal(got, want, err_msg=f"batch {batch}")
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+                np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_custom_op_is_named_in_the_error():
+    m = flatbuffer.load(tl.custom_op_model(tl.layer_arrays(
+        tl.random_group_sparse(np.random.default_rng(8), 8, 32, 4, 0.5), np.zeros(8, np.float32), 4)))
+    m.operatorCodes[0].customCode = b"SOMEONE_ELSES_OP"
+    with pytest.raises(runtime.LiteRtError, match=r"^unresolved custom op SOMEONE_ELSES_OP "
+                                                  r"\(version 1\): this runtime has no kernel"):
+        runtime.load(flatbuffer.save(m))
+
+
+@pytest.mark.parametrize("op, message", [
+    ("tfs_gsfc_litert_op", "TFS_GROUP_SPARSE_FC format version 2 keeps every parameter"),
+    ("tfs_nm_litert_op", "TFS_NM_SPARSE_FC format version 1 keeps every parameter")])
+def test_kernel_init_names_the_op_and_its_format_version(op, message):
+    """The runtime refuses custom options before LiteRT; the adapter's Init (reached by other
+    hosts of the vtable) says the same, with the op's own format version."""
+    import ctypes
+
+    k = runtime._kernels()
+    lib = runtime._litert()
+    ctx = k.tfs_litert_ctx_create(getattr(k, op)(), *[ctypes.cast(getattr(lib, n), ctypes.c_void_p)
+                                                      for n in ("LiteRtGetTensorBufferTensorType",
+                                                                "LiteRtGetTensorBufferSize",
+                                                                "LiteRtGetTensorBufferHostMemory")])
+    try:
+        init = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+            ctypes.cast(k.tfs_litert_kernel(), ctypes.POINTER(ctypes.c_void_p))[0])
+        assert init(ctx, b"\x01", 1) == 0  # LiteRT ignores the status: the error slot says it
+        buf = ctypes.create_string_buffer(256)
+        assert k.tfs_litert_ctx_take_error(ctx, buf, 256) == 1
+        assert buf.value.decode() == f"custom options must be empty ({message} in the parameter blob)"
+    finally:
+        k.tfs_litert_ctx_destroy(ctx)

@@ -21,6 +21,7 @@ from tflite_export.converter import convert_keras
 from tflite_export.fc_layers import FCLayer, find_fully_connected
 from tflite_export.host import HostMeasurement
 from tflite_export.report import ExportReport, LayerReport
+from tflite_export.static_shapes import freeze_batch_reshapes
 from tfscalpel.targets import HardwareTarget, get_target, known_targets
 
 
@@ -183,6 +184,8 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
         stored = dense_b if decision.format == "dense" else formats_registry.get(
             decision.format).rewrite(model, fc, decision.g)
         layer_reports.append(_layer_report(fc, decision, dense_b, stored))
+
+    freeze_batch_reshapes(model)  # a custom op after Flatten needs an aligned (static) input
     flatbuffer.compact(model)
     out_bytes = flatbuffer.save(model)
     report = ExportReport(target_name, _model_dtype(model), tuple(layer_reports), len(out_bytes),

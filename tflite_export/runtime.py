@@ -1,6 +1,6 @@
 """Host runtime for tfscalpel's `.tflite` models: LiteRT's C API (``libLiteRt.so`` from the pinned
-``ai-edge-litert`` wheel) through ctypes, with the ``TFS_GROUP_SPARSE_FC`` custom-op kernel
-registered.
+``ai-edge-litert`` wheel) through ctypes, with tfscalpel's custom ops (``TFS_GROUP_SPARSE_FC``,
+``TFS_NM_SPARSE_FC``) registered.
 
 Public API::
 
@@ -11,29 +11,35 @@ Public API::
 
     stock = load_stock(model)                # the same runtime WITHOUT our op registered
 
-Errors (a model LiteRT rejects, corrupt custom-op metadata, wrong inputs) raise ``LiteRtError``.
-Why the C API and not ``ai_edge_litert.interpreter``: see shared/notes/litert-custom-ops.md —
-the Python interpreters cannot register a custom op kernel.
+Every model, from a path or from bytes, is first checked by ``tflite_export.verifier`` (LiteRT
+itself trusts its input: a corrupt model could kill the process); a refused model raises
+``InvalidModelError``, other failures (a model LiteRT rejects, corrupt custom-op metadata, wrong
+inputs) ``LiteRtError``. Why the C API and not ``ai_edge_litert.interpreter``, and the other
+LiteRT facts this module relies on: tflite_export/RUNTIME.md.
 
 A ``Runtime`` is not thread-safe: use one per thread.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import stat
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
+from tflite_export import formats, verifier
 from tflite_export.quiet import filtered_stderr, litert_noise
 
-__all__ = ["LiteRtError", "TensorInfo", "Runtime", "load", "load_stock", "CUSTOM_OP_NAME"]
+__all__ = ["LiteRtError", "InvalidModelError", "TensorInfo", "Runtime", "load", "load_stock",
+           "CUSTOM_OP_NAME", "MAX_TEST_INPUT_BYTES"]
 
 CUSTOM_OP_NAME = "TFS_GROUP_SPARSE_FC"
 NM_OP_NAME = "TFS_NM_SPARSE_FC"  # the 2:4 op (tflite_export/nm_export.py)
 
-# Buffers handed to LiteRT must be 64-byte aligned (notes, trap 1).
+# Buffers handed to LiteRT must be 64-byte aligned (RUNTIME.md, "Alignment").
 _ALIGN = 64
 
 # LiteRtElementType values (they mirror TfLiteType) -> numpy dtypes.
@@ -42,12 +48,50 @@ _ELEMENT_TYPES = {
     9: np.int8, 10: np.float16, 11: np.float64, 13: np.uint64, 16: np.uint32, 17: np.uint16,
 }
 
+# The custom ops `load` registers: op name -> the kernel library function that returns the op's
+# table of hooks (kernels/tfs_*_litert_adapter.c); all else is the shared plumbing.
+# Every custom op of the format registry: op name -> the kernel library's function returning its
+# adapter table (tfs_litert_common.h). A new format registers here by being in the registry.
+_CUSTOM_OPS = {fmt.op_name: fmt.litert_op_table for fmt in formats.custom_ops()}
+
 _HW_CPU = 1
 _LOCK_READ = 0
 
 
 class LiteRtError(RuntimeError):
     """A LiteRT C API call or our custom-op kernel failed; the message says which and why."""
+
+
+class InvalidModelError(LiteRtError, verifier.InvalidModelError):
+    """The model was refused before LiteRT saw it (tflite_export.verifier's rules, the custom
+    ops' rules, or a file that cannot be read); also a ``ValueError``."""
+
+
+#: `load` runs the model once on zero inputs of batch 1; it refuses models whose inputs for that
+#: run would need more bytes than this.
+MAX_TEST_INPUT_BYTES = 256 << 20
+
+
+def _read_model(model) -> bytes:
+    """The model's bytes, from bytes or from a file (read whole, at most the verifier's cap)."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    path = os.fspath(model)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidModelError(f"model path {path!r} is not a regular file")
+            if st.st_size > verifier.MAX_MODEL_BYTES:
+                raise InvalidModelError(f"model file {path!r} is {st.st_size} bytes; a .tflite "
+                                        f"flatbuffer holds at most {verifier.MAX_MODEL_BYTES}")
+            return f.read(verifier.MAX_MODEL_BYTES + 1)
+    except FileNotFoundError:
+        raise LiteRtError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise InvalidModelError(f"model path {path!r} is a directory, not a .tflite file") from None
+    except OSError as e:
+        raise LiteRtError(f"cannot read model file {path!r}: {e.strerror or e}") from None
 
 
 class _Layout(ctypes.Structure):
@@ -145,12 +189,26 @@ def _litert():
 
 
 def _kernels():
-    """Our compiled kernel library (built by setup.py), with the adapter's entry points declared."""
+    """Our compiled kernel library (built by setup.py), with the shared LiteRT adapter entry
+    points declared (kernels/tfs_litert_common.h) and each custom op's table getter."""
     global _KERNELS
     if _KERNELS is None:
         from tflite_export import kernels
 
-        _KERNELS = kernels.library()
+        k = kernels.library()
+        sz = ctypes.c_size_t
+        decl = {
+            "tfs_litert_ctx_create": (_vp, [_vp, _vp, _vp, _vp]),
+            "tfs_litert_ctx_destroy": (None, [_vp]),
+            "tfs_litert_ctx_take_error": (ctypes.c_int, [_vp, ctypes.c_char_p, sz]),
+            "tfs_litert_ctx_runs": (ctypes.c_longlong, [_vp]),
+            "tfs_litert_kernel": (_vp, []),
+        }
+        decl.update({getter: (_vp, []) for getter in _CUSTOM_OPS.values()})
+        for name, (res, args) in decl.items():
+            fn = getattr(k, name)
+            fn.restype, fn.argtypes = res, args
+        _KERNELS = k
     return _KERNELS
 
 
@@ -173,54 +231,110 @@ def _layout_shape(layout: _Layout) -> Tuple[int, ...]:
     return tuple(int(layout.dimensions[i]) for i in range(layout.rank))
 
 
+def _check_custom_nodes(summary: verifier.ModelSummary, registered) -> List[str]:
+    """Refuse custom-op nodes of `registered` ops that LiteRT would not resolve or that could not
+    run (RUNTIME.md: version 1 only, constant inputs 64-byte aligned, no custom options); return
+    a line per custom op that stays unresolved, for the error LiteRT's failure will raise."""
+    unresolved = []
+    for node in summary.custom_nodes:
+        where = f"subgraph {node.subgraph} operator {node.index} ({node.name})"
+        if node.name not in registered:
+            line = f"{node.name} (version {node.version})"
+            if line not in unresolved:
+                unresolved.append(line)
+            continue
+        if node.version != 1:
+            raise InvalidModelError(
+                f"{where}: operator code version {node.version}; LiteRT resolves custom ops at "
+                f"version 1 only, so {node.name} version {node.version} would be an unresolved "
+                "custom op (re-export the model with tflite_export)")
+        if node.options_bytes:
+            raise InvalidModelError(
+                f"{where}: {node.options_bytes} bytes of custom options; custom options must be "
+                "empty (every parameter lives in the node's parameter blob, FORMAT.md)")
+        for (sg, op, pos), offset in summary.constant_offsets.items():
+            if (sg, op) == (node.subgraph, node.index) and offset % _ALIGN:
+                raise InvalidModelError(
+                    f"{where}: constant input {pos} starts at file offset {offset}, not a "
+                    f"multiple of {_ALIGN}; LiteRT refuses unaligned buffers (RUNTIME.md). "
+                    "Re-pack the model with tflite_export.flatbuffer.save")
+    return unresolved
+
+
+def _unresolved_hint(unresolved: List[str]) -> str:
+    ops = ", ".join(unresolved)
+    ours = ", ".join(sorted(_CUSTOM_OPS))
+    return (f"unresolved custom op {ops}: this runtime has no kernel registered for it. Load "
+            f"tfscalpel's ops ({ours}, version 1) with "
+            "tflite_export.runtime.load() (load_stock() runs LiteRT's builtin ops only); on "
+            "TensorFlow Lite Micro add e.g. resolver.AddCustom(\"TFS_GROUP_SPARSE_FC\", "
+            "tflite::Register_TFS_GROUP_SPARSE_FC()) (kernels/TFLM.md)")
+
+
 class Runtime:
     """One compiled model on LiteRT's CPU path (XNNPACK), optionally with our custom op.
 
     Args:
       model: a path to a ``.tflite`` file, or its bytes.
       num_threads: XNNPACK threads for the builtin ops (our custom op runs on the calling thread).
-      custom_ops: register ``TFS_GROUP_SPARSE_FC``; False gives the stock runtime.
+      custom_ops: register our custom ops; False gives the stock runtime.
     """
 
     def __init__(self, model: Union[str, os.PathLike, bytes, bytearray, memoryview],
-                 num_threads: int = 1, custom_ops: bool = True):
+                 num_threads: int = 1, custom_ops: bool = True, _max_input_bytes=None):
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self._lib = lib = _litert()
-        self._env = self._model = self._options = self._cm = self._ctx = None
-        self._nm_ctx = None  # TFS_NM_SPARSE_FC's context (tfs_nm_litert_adapter.c)
+        self._env = self._model = self._options = self._cm = None
+        self._contexts = {}  # custom op name -> its adapter context (user_data)
+        self._unresolved = []
         self._model_bytes = None
         self._buffers = None  # (shapes key, in arrays, out arrays, in handles, out handles)
         self._closed = False
         try:
-            with filtered_stderr(litert_noise):
-                self._open(model, int(num_threads), custom_ops)
+            with filtered_stderr(litert_noise), self._explained():
+                self._open(model, int(num_threads), custom_ops, _max_input_bytes)
         except BaseException:
             self.close()
             raise
 
+    @contextlib.contextmanager
+    def _explained(self):
+        """LiteRT reports an unresolved custom op only as a failing status of a later call; say
+        which op it was and how to resolve it."""
+        try:
+            yield
+        except LiteRtError as e:
+            if not self._unresolved or isinstance(e, InvalidModelError):
+                raise
+            raise LiteRtError(f"{_unresolved_hint(self._unresolved)}. LiteRT said: {e}") from None
+
     # ----------------------------------------------------------------------------------------
-    def _open(self, model, num_threads: int, custom_ops: bool) -> None:
+    def _open(self, model, num_threads: int, custom_ops: bool, max_input_bytes) -> None:
+        data = _read_model(model)
+        try:
+            summary = verifier.verify(data)
+        except verifier.InvalidModelError as e:
+            raise InvalidModelError(str(e)) from None
+        need = sum(summary.input_bytes)
+        if max_input_bytes is not None and need > max_input_bytes:
+            raise InvalidModelError(
+                f"the model's inputs need {need} bytes at batch 1, over load()'s cap of "
+                f"{max_input_bytes} for its check run (MAX_TEST_INPUT_BYTES)")
+        self._unresolved = _check_custom_nodes(summary, _CUSTOM_OPS if custom_ops else {})
         lib = self._lib
         env = _vp()
         _check(lib.LiteRtCreateEnvironment(0, None, ctypes.byref(env)), "LiteRtCreateEnvironment")
         self._env = env
+        # LiteRT gets the verified bytes, never the path: LiteRtCreateModelFromFile does not
+        # verify (RUNTIME.md). The copy sits at a 64-byte aligned address and lives as long as
+        # the model: the custom op's constant tensors point straight into it (alignment rule).
+        self._model_bytes = _aligned_empty((len(data),), np.uint8)
+        self._model_bytes[...] = np.frombuffer(data, dtype=np.uint8)
         handle = _vp()
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            data = np.frombuffer(bytes(model), dtype=np.uint8)
-            # The model must stay at a 64-byte aligned address for its whole life (trap 1):
-            # constant tensors of the custom op point straight into these bytes.
-            self._model_bytes = _aligned_empty((data.size,), np.uint8)
-            self._model_bytes[...] = data
-            st = lib.LiteRtCreateModelFromBuffer(env, self._model_bytes.ctypes.data,
-                                                 data.size, ctypes.byref(handle))
-            _check(st, "LiteRtCreateModelFromBuffer (is this a valid .tflite?)")
-        else:
-            path = os.fspath(model)
-            if not os.path.isfile(path):
-                raise LiteRtError(f"model file not found: {path}")
-            st = lib.LiteRtCreateModelFromFile(env, path.encode(), ctypes.byref(handle))
-            _check(st, f"LiteRtCreateModelFromFile({path!r}) (is this a valid .tflite?)")
+        st = lib.LiteRtCreateModelFromBuffer(env, self._model_bytes.ctypes.data, len(data),
+                                             ctypes.byref(handle))
+        _check(st, "LiteRtCreateModelFromBuffer")
         self._model = handle
 
         opts = _vp()
@@ -245,10 +359,8 @@ class Runtime:
         _check(lib.LiteRtAddOpaqueOptions(opts, opaque), "LiteRtAddOpaqueOptions")
 
         if custom_ops:
-            from tflite_export.kernels.nm import nm_library
-
-            self._add_custom_op(lib, opts, _kernels(), CUSTOM_OP_NAME, "tfs_litert", "_ctx")
-            self._add_custom_op(lib, opts, nm_library(), NM_OP_NAME, "tfs_nm_litert", "_nm_ctx")
+            for name, getter in _CUSTOM_OPS.items():
+                self._register_custom_op(opts, name, getter)
 
         cm = _vp()
         st = lib.LiteRtCreateCompiledModel(env, self._model, opts, ctypes.byref(cm))
@@ -266,19 +378,27 @@ class Runtime:
         self.input_details = self._tensor_infos(sig, True)
         self.output_details = self._tensor_infos(sig, False)
 
-    def _add_custom_op(self, lib, opts, k, name: str, prefix: str, attr: str) -> None:
-        """Register one of our custom ops on the compilation options: its adapter's C entry
-        points are `{prefix}_ctx_create` / `{prefix}_kernel` in the kernel library `k`; the
-        context is kept in `self.<attr>` (before registering, so `_release` frees it on error)."""
-        ctx = getattr(k, f"{prefix}_ctx_create")(
-            *[ctypes.cast(getattr(lib, n), _vp) for n in (
-                "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
-                "LiteRtGetTensorBufferHostMemory")])
+    def _register_custom_op(self, opts, name: str, getter: str) -> None:
+        """Register one custom op on the compilation options: a context for the op's table
+        (returned by `getter` in the kernel library) as user_data of the shared vtable. The
+        context is kept before registering, so `_release` frees it on error."""
+        lib, k = self._lib, _kernels()
+        accessors = [ctypes.cast(getattr(lib, n), _vp) for n in (
+            "LiteRtGetTensorBufferTensorType", "LiteRtGetTensorBufferSize",
+            "LiteRtGetTensorBufferHostMemory")]
+        ctx = k.tfs_litert_ctx_create(getattr(k, getter)(), *accessors)
         if not ctx:
-            raise LiteRtError(f"{prefix}_ctx_create failed (out of memory)")
-        setattr(self, attr, ctx)
-        _check(lib.LiteRtAddCustomOpKernelOption(opts, name.encode(), 1, getattr(k, f"{prefix}_kernel")(), ctx),
+            raise LiteRtError(f"tfs_litert_ctx_create({name}) failed (out of memory)")
+        self._contexts[name] = ctx
+        # Version 1: LiteRT resolves custom ops at that version only (RUNTIME.md).
+        _check(lib.LiteRtAddCustomOpKernelOption(opts, name.encode(), 1, k.tfs_litert_kernel(), ctx),
                f"LiteRtAddCustomOpKernelOption({name})")
+
+    def custom_op_runs(self, name: str) -> int:
+        """How many node runs custom op `name` has made in this runtime (0 if not registered);
+        lets tests prove that our kernel, not a fallback, ran."""
+        ctx = self._contexts.get(name)
+        return int(_kernels().tfs_litert_ctx_runs(ctx)) if ctx else 0
 
     def _tensor_infos(self, sig, inputs: bool) -> List[TensorInfo]:
         lib = self._lib
@@ -298,7 +418,7 @@ class Runtime:
             _check(lib.LiteRtGetRankedTensorType(t, ctypes.byref(rtt)), "LiteRtGetRankedTensorType")
             if rtt.element_type not in _ELEMENT_TYPES:
                 raise LiteRtError(f"unsupported element type {rtt.element_type} for {kind.lower()} {i}")
-            infos.append(TensorInfo((name.value or b"").decode(), _layout_shape(rtt.layout),
+            infos.append(TensorInfo((name.value or b"").decode(errors="replace"), _layout_shape(rtt.layout),
                                     _ELEMENT_TYPES[rtt.element_type]))
         return infos
 
@@ -320,7 +440,7 @@ class Runtime:
         return h
 
     def _prepare(self, shapes: Tuple[Tuple[int, ...], ...]) -> None:
-        """Resize inputs (dynamic batch shows as -1: trap 7), read layouts, make buffers."""
+        """Resize inputs (RUNTIME.md, "Dynamic batch"), read layouts, make buffers."""
         if self._buffers is not None and self._buffers[0] == shapes:
             return
         self._destroy_buffers()
@@ -391,14 +511,14 @@ class Runtime:
         in_arr = (_vp * max(len(in_h), 1))(*in_h)
         out_arr = (_vp * max(len(out_h), 1))(*out_h)
         st = lib.LiteRtRunCompiledModel(self._cm, 0, len(in_h), in_arr, len(out_h), out_arr)
-        # Our kernel's failures never show in the status (trap 3): read its error slot first.
-        if self._ctx:
+        # Our kernels' failures never show in the status (RUNTIME.md, "Ignored return codes"):
+        # read their error slots first.
+        if self._contexts:
             k = _kernels()
             buf = ctypes.create_string_buffer(512)
-            if self._nm_ctx and k.tfs_nm_litert_ctx_take_error(self._nm_ctx, buf, len(buf)):
-                raise LiteRtError(f"{NM_OP_NAME}: {buf.value.decode(errors='replace')}")
-            if k.tfs_litert_ctx_take_error(self._ctx, buf, len(buf)):
-                raise LiteRtError(f"{CUSTOM_OP_NAME}: {buf.value.decode(errors='replace')}")
+            for name, ctx in self._contexts.items():
+                if k.tfs_litert_ctx_take_error(ctx, buf, len(buf)):
+                    raise LiteRtError(f"{name}: {buf.value.decode(errors='replace')}")
         if st != 0:
             msg = ctypes.c_char_p()
             detail = ""
@@ -422,10 +542,11 @@ class Runtime:
                     s != -1 and s != d for s, d in zip(info.shape[1:], a.shape[1:])):
                 raise ValueError(f"input {i} ({info.name}): shape {a.shape} does not match the "
                                  f"model's {info.shape} (only the batch dimension may change)")
-        self._prepare(tuple(tuple(int(d) for d in a.shape) for a in arrays))
-        for dst, src, info in zip(self._buffers[1], arrays, self.input_details):
-            np.copyto(dst, src.astype(info.dtype, copy=False))
-        self._invoke()
+        with self._explained():
+            self._prepare(tuple(tuple(int(d) for d in a.shape) for a in arrays))
+            for dst, src, info in zip(self._buffers[1], arrays, self.input_details):
+                np.copyto(dst, src.astype(info.dtype, copy=False))
+            self._invoke()
         return [self._output_rows(i, o).copy() for i, o in enumerate(self._buffers[2])]
 
     def time_run(self, iterations: int) -> float:
@@ -445,7 +566,7 @@ class Runtime:
 
     # ----------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Free everything, in the order LiteRT needs (trap 2: options outlive the compiled model)."""
+        """Free everything, in the order LiteRT needs (RUNTIME.md, "Lifetimes and order")."""
         if self._closed:
             return
         self._closed = True
@@ -459,15 +580,14 @@ class Runtime:
             lib.LiteRtDestroyCompiledModel(self._cm)  # calls our Destroy once per node
         if self._options:
             lib.LiteRtDestroyOptions(self._options)
-        if self._ctx:
-            _kernels().tfs_litert_ctx_destroy(self._ctx)
-        if self._nm_ctx:
-            _kernels().tfs_nm_litert_ctx_destroy(self._nm_ctx)
+        for ctx in self._contexts.values():
+            _kernels().tfs_litert_ctx_destroy(ctx)
+        self._contexts = {}
         if self._model:
             lib.LiteRtDestroyModel(self._model)
         if self._env:
             lib.LiteRtDestroyEnvironment(self._env)
-        self._cm = self._options = self._ctx = self._nm_ctx = self._model = self._env = None
+        self._cm = self._options = self._model = self._env = None
         self._model_bytes = None
 
     def __enter__(self) -> "Runtime":
@@ -488,12 +608,15 @@ class Runtime:
 
 
 def load(model: Union[str, os.PathLike, bytes], num_threads: int = 1) -> Runtime:
-    """Load a ``.tflite`` (path or bytes) with ``TFS_GROUP_SPARSE_FC`` registered.
+    """Load a ``.tflite`` (path or bytes) with our custom ops registered.
 
-    Custom-op nodes are validated by a first run on zero inputs, so a corrupt model is rejected
-    here with ``LiteRtError`` rather than at the caller's first ``run``.
+    The model is verified first (``InvalidModelError``, see tflite_export/verifier.py); then
+    custom-op nodes are validated by a first run on zero inputs of batch 1 (inputs of at most
+    ``MAX_TEST_INPUT_BYTES``), so a corrupt model is rejected here with ``LiteRtError`` rather
+    than at the caller's first ``run``.
     """
-    rt = Runtime(model, num_threads=num_threads, custom_ops=True)
+    rt = Runtime(model, num_threads=num_threads, custom_ops=True,
+                 _max_input_bytes=MAX_TEST_INPUT_BYTES)
     try:
         rt.run(*[np.zeros(tuple(1 if d < 0 else d for d in i.shape), i.dtype)
                  for i in rt.input_details])

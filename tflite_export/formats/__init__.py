@@ -7,7 +7,7 @@ writer (``tflite_export.c_array``) and the runtime's op registration loop over t
 
     from tflite_export import formats
     for fmt in formats.custom_ops():          # what a runtime registers
-        fmt.op_name, fmt.op_version, fmt.litert_kernel(), fmt.tflm_registration
+        fmt.op_name, fmt.op_version, fmt.litert_op_table, fmt.tflm_registration
     formats.get("2:4").eligible(fc_layer, target)   # None, or why not
 
 A new format: a module with a :class:`~tflite_export.formats.base.SparseFormat` subclass and

@@ -109,16 +109,9 @@ class CustomOpFormat(SparseFormat):
         raise NotImplementedError
 
     # --- LiteRT registration --------------------------------------------------------------------
-    litert_prefix: str = ""  # adapter entry points "<prefix>_ctx_create", "<prefix>_kernel", ...
-
-    def litert_library(self):
-        """The kernel library with this op's adapter entry points declared."""
-        raise NotImplementedError
-
-    def litert_kernel(self) -> int:
-        """Address of the op's ``LiteRtCustomOpKernel`` vtable, for
-        ``LiteRtAddCustomOpKernelOption(options, op_name, op_version, kernel, ctx)``."""
-        return getattr(self.litert_library(), f"{self.litert_prefix}_kernel")()
+    # The kernel library's function returning this op's adapter table (tfs_litert_common.h): the
+    # runtime gives it to the one shared LiteRT kernel vtable as the op's context.
+    litert_op_table: str = ""
 
     def tflm_workspace_bytes(self, x_type: int, batch: int, in_features: int) -> int:
         """Scratch bytes the TFLite Micro adapter requests for one node."""

@@ -23,7 +23,7 @@ class GroupSparseFC(CustomOpFormat):
     op_version = 1  # LiteRT only resolves custom ops registered at the model's version 1
     format_version = 2
     params_suffix = "tfs_params"
-    litert_prefix = "tfs_litert"
+    litert_op_table = "tfs_gsfc_litert_op"
     tflm_registration = "tflite::Register_TFS_GROUP_SPARSE_FC()"
     # Node record + the adapter's OpData (tfs_gsfc_layer) + scratch handle, measured with
     # TFLite Micro's arena_used_bytes on a 64-bit host build (tflite_export/c_array.py).
@@ -56,11 +56,6 @@ class GroupSparseFC(CustomOpFormat):
         from tflite_export import kernels
 
         return kernels.GroupSparseFC(*[arrays.get(name) for name in self.sections])
-
-    def litert_library(self):
-        from tflite_export import kernels
-
-        return kernels.library()
 
     def tflm_workspace_bytes(self, x_type, batch, in_features):
         # int8 inputs are widened to int16 once per node (tfs_gsfc_workspace_size).

@@ -81,7 +81,7 @@ class NMSparseFC(CustomOpFormat):
     op_version = 1
     format_version = 1
     params_suffix = "tfs_nm_params"
-    litert_prefix = "tfs_nm_litert"
+    litert_op_table = "tfs_nm_litert_op"
     tflm_registration = None  # no TFLite Micro adapter yet
 
     def layer_reason(self, layer):
@@ -111,11 +111,6 @@ class NMSparseFC(CustomOpFormat):
         from tflite_export.kernels.nm import NMSparseFC as Kernel
 
         return Kernel(*[arrays.get(name) for name in self.sections])
-
-    def litert_library(self):
-        from tflite_export.kernels.nm import nm_library
-
-        return nm_library()
 
 
 FORMAT = NMSparseFC()

@@ -119,11 +119,6 @@ def library() -> ctypes.CDLL:
         "tfs_gsfc_time_compute": (ctypes.c_double, [vp, vp, vp, vp, i32, vp, ctypes.c_int, ctypes.c_int]),
         "tfs_set_impl": (ctypes.c_int, [ctypes.c_int]),
         "tfs_get_impl": (ctypes.c_int, []),
-        "tfs_litert_ctx_create": (vp, [vp, vp, vp]),
-        "tfs_litert_ctx_destroy": (None, [vp]),
-        "tfs_litert_ctx_take_error": (ctypes.c_int, [vp, ctypes.c_char_p, sz]),
-        "tfs_litert_ctx_runs": (ctypes.c_longlong, [vp]),
-        "tfs_litert_kernel": (vp, []),
         "tfs_time_litert_run": (ctypes.c_double, [vp, vp, sz, ctypes.POINTER(vp), sz,
                                                   ctypes.POINTER(vp), ctypes.c_int]),
     }

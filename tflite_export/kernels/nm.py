@@ -45,11 +45,6 @@ def nm_library() -> ctypes.CDLL:
             "tfs_nmfc_layer_size": (sz, []),
             "tfs_nmfc_set_requant": (ctypes.c_int, [vp, ctypes.c_int]),
             "tfs_nm_set_impl": (ctypes.c_int, [ctypes.c_int]),
-            "tfs_nm_litert_ctx_create": (vp, [vp, vp, vp]),
-            "tfs_nm_litert_ctx_destroy": (None, [vp]),
-            "tfs_nm_litert_ctx_take_error": (ctypes.c_int, [vp, ctypes.c_char_p, sz]),
-            "tfs_nm_litert_ctx_runs": (ctypes.c_longlong, [vp]),
-            "tfs_nm_litert_kernel": (vp, []),
         }
         for name, (res, args) in decl.items():
             fn = getattr(lib, name)

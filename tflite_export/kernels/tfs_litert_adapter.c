@@ -32,15 +32,13 @@ int tfs_set_impl(int impl) {
 
 int tfs_get_impl(void) { return g_impl; }
 
-static int gsfc_prepare(void* p, const void* blob, size_t bytes, int32_t* out, char* err,
+_Static_assert(TFS_GSFC_NUM_INPUTS_I8 <= TFS_LITERT_MAX_SECTIONS, "blob sections");
+
+static int gsfc_prepare(void* p, const tfs_tensor* t, size_t n, int32_t* out, char* err,
                         size_t err_len) {
   gsfc_node* node = (gsfc_node*)p;
-  tfs_tensor t[TFS_GSFC_NUM_INPUTS_I8];
-  size_t n = 0;
-  int rc;
-  if ((rc = tfs_gsfc_unpack_params(blob, bytes, t, &n, err, err_len)) != TFS_OK ||
-      (rc = tfs_gsfc_validate_layer(t, n, &node->layer, err, err_len)) != TFS_OK)
-    return rc;
+  const int rc = tfs_gsfc_validate_layer(t, n, &node->layer, err, err_len);
+  if (rc != TFS_OK) return rc;
   const size_t bound = tfs_gsfc_packed_bound(&node->layer);
   void* mem = NULL;
   if (posix_memalign(&mem, 64, bound ? bound : 64) != 0)
@@ -69,21 +67,13 @@ static int gsfc_compute(const void* p, const void* x, void* y, int32_t batch, vo
   return tfs_gsfc_compute(&node->layer, &node->packed, x, y, batch, ws, impl);
 }
 
-static const tfs_litert_op kGsfcOp = {sizeof(gsfc_node), gsfc_prepare, gsfc_release,
+static const tfs_litert_op kGsfcOp = {"TFS_GROUP_SPARSE_FC", TFS_GSFC_FORMAT_VERSION,
+                                      sizeof(gsfc_node), tfs_gsfc_unpack_params, gsfc_prepare,
+                                      gsfc_release,
                                       gsfc_check_io, gsfc_compute, &g_impl};
 
-/* The LiteRt* functions Run needs, as pointers from the loaded libLiteRt.so:
- * LiteRtGetTensorBufferTensorType, LiteRtGetTensorBufferSize, LiteRtGetTensorBufferHostMemory. */
-void* tfs_litert_ctx_create(void* get_type, void* get_size, void* host_memory) {
-  return tfs_litert_ctx_new(&kGsfcOp, get_type, get_size, host_memory);
-}
-void tfs_litert_ctx_destroy(void* ctx) { tfs_litert_ctx_free(ctx); }
-int tfs_litert_ctx_take_error(void* ctx, char* buf, size_t len) { return tfs_litert_ctx_error(ctx, buf, len); }
-long long tfs_litert_ctx_runs(void* ctx) { return tfs_litert_ctx_run_count(ctx); }
-
-/* The vtable handed to LiteRtAddCustomOpKernelOption (shared by every op: the context carries
- * the op). */
-const void* tfs_litert_kernel(void) { return tfs_litert_vtable(); }
+/* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */
+const tfs_litert_op* tfs_gsfc_litert_op(void) { return &kGsfcOp; }
 
 /* ---- Timing helpers for benchmarks: loops in C, so ctypes' ~0.35 us per call is not timed. */
 

@@ -33,8 +33,8 @@ static void set_error(tfs_litert_ctx* ctx, const char* fmt, const char* detail) 
   snprintf(ctx->message, sizeof ctx->message, fmt, detail);
 }
 
-void* tfs_litert_ctx_new(const tfs_litert_op* op, void* get_type, void* get_size,
-                         void* host_memory) {
+void* tfs_litert_ctx_create(const tfs_litert_op* op, void* get_type, void* get_size,
+                            void* host_memory) {
   if (!op || !get_type || !get_size || !host_memory) return NULL;
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)calloc(1, sizeof *ctx);
   if (!ctx) return NULL;
@@ -48,7 +48,7 @@ void* tfs_litert_ctx_new(const tfs_litert_op* op, void* get_type, void* get_size
   return ctx;
 }
 
-void tfs_litert_ctx_free(void* p) {
+void tfs_litert_ctx_destroy(void* p) {
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)p;
   if (!ctx) return;
   if (ctx->op->release)
@@ -59,7 +59,7 @@ void tfs_litert_ctx_free(void* p) {
   free(ctx);
 }
 
-int tfs_litert_ctx_error(void* p, char* buf, size_t len) {
+int tfs_litert_ctx_take_error(void* p, char* buf, size_t len) {
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)p;
   if (!ctx || !ctx->error) return 0;
   if (buf && len) snprintf(buf, len, "%s", ctx->message);
@@ -68,14 +68,18 @@ int tfs_litert_ctx_error(void* p, char* buf, size_t len) {
   return 1;
 }
 
-long long tfs_litert_ctx_run_count(void* p) { return p ? ((tfs_litert_ctx*)p)->runs : -1; }
+long long tfs_litert_ctx_runs(void* p) { return p ? ((tfs_litert_ctx*)p)->runs : -1; }
 
 static LiteRtStatus kernel_init(void* user_data, const void* init_data, size_t init_data_size) {
   (void)init_data;
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
-  /* Format version 1 keeps every parameter in the blob; custom options must be empty. */
-  if (ctx && init_data_size != 0)
-    set_error(ctx, "%s", "custom options must be empty (format version 1)");
+  /* The op's format keeps every parameter in the blob; custom options must be empty. */
+  if (ctx && init_data_size != 0) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "custom options must be empty (%s format version %d keeps every "
+             "parameter in the parameter blob)", ctx->op->name, ctx->op->format_version);
+    set_error(ctx, "%s", msg);
+  }
   return kLiteRtStatusOk;
 }
 
@@ -155,7 +159,10 @@ static const void* validate_and_cache(tfs_litert_ctx* ctx, LiteRtTensorBuffer bl
   memset(node, 0, ctx->stride);
   int32_t out = 0;
   char err[400];
-  if (ctx->op->prepare(node, blob, bytes, &out, err, sizeof err) != TFS_OK) {
+  tfs_tensor sections[TFS_LITERT_MAX_SECTIONS];
+  size_t n_sections = 0;
+  if (ctx->op->unpack(blob, bytes, sections, &n_sections, err, sizeof err) != TFS_OK ||
+      ctx->op->prepare(node, sections, n_sections, &out, err, sizeof err) != TFS_OK) {
     set_error(ctx, "invalid node: %s", err);
     return NULL;
   }
@@ -229,7 +236,7 @@ static LiteRtStatus kernel_destroy(void* user_data) {
 static const LiteRtCustomOpKernel kKernel = {kernel_init, kernel_output_layouts, kernel_run,
                                              kernel_destroy};
 
-const LiteRtCustomOpKernel* tfs_litert_vtable(void) { return &kKernel; }
+const LiteRtCustomOpKernel* tfs_litert_kernel(void) { return &kKernel; }
 
 double tfs_now_seconds(void) {
   struct timespec ts;

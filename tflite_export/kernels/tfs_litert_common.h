@@ -4,13 +4,14 @@
  * its validate+pack (prepare), per-run check and compute hooks.
  *
  * The wheel ships no headers, so the few LiteRT types used here are declared below and pinned
- * by static_asserts (facts: shared/notes/litert-custom-ops.md). Nothing links against
+ * by static_asserts (facts: tflite_export/RUNTIME.md). Nothing links against
  * libLiteRt.so: the LiteRt* functions Run needs arrive as pointers from the Python runtime,
  * which has already loaded the library (a build-time link is fragile under pip's isolation).
  *
- * LiteRT ignores the status Run returns (trap 3), so every failure goes into the context's
- * error slot, which the Python runtime checks after each run. One context (= user_data) is made
- * per loaded model and op, shared by all of that op's nodes (trap 4: Run gets no node identity),
+ * LiteRT ignores the status Run returns (RUNTIME.md, "Ignored return codes"), so every failure
+ * goes into the context's error slot, which the Python runtime checks after each run. One
+ * context (= user_data) is made per loaded model and op, shared by all of that op's nodes
+ * (RUNTIME.md, "One user_data per op name": Run gets no node identity),
  * so validated nodes are cached by the address of their parameter blob (the node's one constant
  * input); the cache dies with the context, before the model's memory can be reused. Keying on
  * the address alone is memory-safe: a hit means the kernel touches exactly the bytes that were
@@ -58,13 +59,24 @@ _Static_assert(sizeof(LiteRtRankedTensorType) == 72,
 
 enum { kLiteRtStatusOk = 0, kLiteRtStatusErrorInvalidArgument = 1, kLiteRtStatusErrorRuntimeFailure = 3 };
 
-/* ---- One op's hooks. A node's cached state is `node_size` bytes the op lays out itself. */
+/* The most parameter-blob sections any op has (its int8 variant's constant inputs). */
+#define TFS_LITERT_MAX_SECTIONS 16
+
+/* ---- One op's hooks. A node's cached state is `node_size` bytes the op lays out itself.
+ * Each adapter (tfs_*_litert_adapter.c) defines one table and exports it by a getter; the Python
+ * runtime hands that table to tfs_litert_ctx_create. */
 typedef struct {
+  const char* name;   /* the custom op's name in the model, for messages */
+  int format_version; /* the parameter format version the op reads (FORMAT.md) */
   size_t node_size;
-  /* Unpack and validate the parameter blob (bytes long) into `node`, pack if the op needs to;
-   * set *out (the layer's output width). TFS_OK, or a message in err. */
-  int (*prepare)(void* node, const void* blob, size_t bytes, int32_t* out, char* err,
-                 size_t err_len);
+  /* Split the parameter blob (bytes long) into its sections (FORMAT.md); at most
+   * TFS_LITERT_MAX_SECTIONS. TFS_OK, or a message in err. */
+  int (*unpack)(const void* blob, size_t bytes, tfs_tensor* sections, size_t* n_sections,
+                char* err, size_t err_len);
+  /* Validate the sections into `node`, pack if the op needs to; set *out (the layer's output
+   * width). TFS_OK, or a message in err. */
+  int (*prepare)(void* node, const tfs_tensor* sections, size_t n_sections, int32_t* out,
+                 char* err, size_t err_len);
   /* Frees what prepare allocated (NULL if nothing). */
   void (*release)(void* node);
   /* Checks activations and output against the node, O(1): sets *batch and *workspace bytes. */
@@ -76,18 +88,20 @@ typedef struct {
   const int* impl; /* the implementation this op's contexts use (TFS_IMPL_*) */
 } tfs_litert_op;
 
+/* ---- Exported to the Python runtime (the same five functions serve every op) ---- */
+
 /* A context for `op`, given LiteRtGetTensorBufferTensorType, LiteRtGetTensorBufferSize and
  * LiteRtGetTensorBufferHostMemory as pointers from the loaded libLiteRt.so; NULL on failure. */
-void* tfs_litert_ctx_new(const tfs_litert_op* op, void* get_type, void* get_size,
-                         void* host_memory);
-void tfs_litert_ctx_free(void* ctx);
+void* tfs_litert_ctx_create(const tfs_litert_op* op, void* get_type, void* get_size,
+                            void* host_memory);
+void tfs_litert_ctx_destroy(void* ctx);
 /* Copies the pending error message into buf and clears it; returns 1 if there was one. */
-int tfs_litert_ctx_error(void* ctx, char* buf, size_t len);
+int tfs_litert_ctx_take_error(void* ctx, char* buf, size_t len);
 /* Number of node runs since the context was made (lets tests prove the op ran); -1 for NULL. */
-long long tfs_litert_ctx_run_count(void* ctx);
-
-/* The vtable handed to LiteRtAddCustomOpKernelOption, with a tfs_litert_ctx as user_data. */
-const LiteRtCustomOpKernel* tfs_litert_vtable(void);
+long long tfs_litert_ctx_runs(void* ctx);
+/* The vtable handed to LiteRtAddCustomOpKernelOption with a context as user_data (one for
+ * every op: the context carries the op's table). */
+const LiteRtCustomOpKernel* tfs_litert_kernel(void);
 
 /* Monotonic seconds (timing helpers loop in C, so ctypes' ~0.35 us per call is not timed). */
 double tfs_now_seconds(void);

@@ -16,17 +16,14 @@ int tfs_nm_set_impl(int impl) {
   return TFS_OK;
 }
 
-static int nm_prepare(void* node, const void* blob, size_t bytes, int32_t* out, char* err,
+_Static_assert(TFS_NMFC_NUM_INPUTS_I8 <= TFS_LITERT_MAX_SECTIONS, "blob sections");
+
+static int nm_prepare(void* node, const tfs_tensor* t, size_t n, int32_t* out, char* err,
                       size_t err_len) {
   tfs_nmfc_layer* layer = (tfs_nmfc_layer*)node;
-  tfs_tensor t[TFS_NMFC_NUM_INPUTS_I8];
-  size_t n = 0;
-  int rc;
-  if ((rc = tfs_nmfc_unpack_params(blob, bytes, t, &n, err, err_len)) != TFS_OK ||
-      (rc = tfs_nmfc_validate_layer(t, n, layer, err, err_len)) != TFS_OK)
-    return rc;
-  *out = layer->out;
-  return TFS_OK;
+  const int rc = tfs_nmfc_validate_layer(t, n, layer, err, err_len);
+  if (rc == TFS_OK) *out = layer->out;
+  return rc;
 }
 
 static int nm_check_io(const void* node, const tfs_tensor* x, const tfs_tensor* y, int32_t* batch,
@@ -41,18 +38,13 @@ static int nm_compute(const void* node, const void* x, void* y, int32_t batch, v
   return tfs_nmfc_compute((const tfs_nmfc_layer*)node, x, y, batch, ws, impl);
 }
 
-static const tfs_litert_op kNmOp = {sizeof(tfs_nmfc_layer), nm_prepare, NULL, nm_check_io,
+static const tfs_litert_op kNmOp = {"TFS_NM_SPARSE_FC", TFS_NMFC_FORMAT_VERSION,
+                                    sizeof(tfs_nmfc_layer), tfs_nmfc_unpack_params, nm_prepare,
+                                    NULL, nm_check_io,
                                     nm_compute, &g_nm_impl};
 
-void* tfs_nm_litert_ctx_create(void* get_type, void* get_size, void* host_memory) {
-  return tfs_litert_ctx_new(&kNmOp, get_type, get_size, host_memory);
-}
-void tfs_nm_litert_ctx_destroy(void* ctx) { tfs_litert_ctx_free(ctx); }
-int tfs_nm_litert_ctx_take_error(void* ctx, char* buf, size_t len) { return tfs_litert_ctx_error(ctx, buf, len); }
-long long tfs_nm_litert_ctx_runs(void* ctx) { return tfs_litert_ctx_run_count(ctx); }
-
-/* The vtable handed to LiteRtAddCustomOpKernelOption for "TFS_NM_SPARSE_FC". */
-const void* tfs_nm_litert_kernel(void) { return tfs_litert_vtable(); }
+/* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */
+const tfs_litert_op* tfs_nm_litert_op(void) { return &kNmOp; }
 
 /* Seconds per tfs_nmfc_compute, averaged over `iterations` (timed in C); < 0 on error. */
 double tfs_nmfc_time_compute(const tfs_nmfc_layer* L, const void* x, void* y, int32_t batch,
