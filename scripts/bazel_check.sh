@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build and test the Bazel targets offline with Debian's bazel-bootstrap (Bazel 4), as described in
-# ../shared/notes/bazel-offline.md: WORKSPACE points platforms / rules_java / rules_proto at the
+# Build and test the Bazel targets offline with Debian's bazel-bootstrap (Bazel 4), as the README's
+# Bazel section describes: WORKSPACE points platforms / rules_java / rules_proto at the
 # Debian packages and rules_cc / remote_coverage_tools at in-repo stand-ins (third_party/bazel).
 # Installs its Debian packages when missing. The py_test runs with .venv's python3 first on PATH.
 # Run from anywhere:  scripts/bazel_check.sh      (or: .venv/bin/python -m pytest -m bazel)

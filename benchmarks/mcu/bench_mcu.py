@@ -7,7 +7,7 @@ Converts the pruned model to full int8 with the exporter's own functions and mea
 CONV_2D and FULLY_CONNECTED layer on QEMU `mps2-an386` (Cortex-M4) with a counting plugin:
 instructions, estimated cycles and flash bytes per layer, dense kernel vs the group-sparse custom
 op (mcu_layers.py: the layers' arrays and host checks; mcu_firmware.py: packages, firmware build
-and QEMU run). See ../../../shared/notes or tflite_export/kernels/TFLM.md for what the cycle
+and QEMU run). See tfs_cycles_plugin.c (its timing table) and tflite_export/kernels/TFLM.md for what the cycle
 estimate is (+-20 %, for comparisons only). Build outputs go to --build-dir (default
 out/mcu/build); nothing is written into the source tree.
 
