@@ -96,10 +96,7 @@ def _cycle(graph):
 
 
 #: The one known cycle, (importer, imported) of the edge left out of the search:
-#: ``prune(target=...)`` calls ``planner.apply_plan``, which calls ``prune()`` back for the weight
-#: patterns. Breaking it needs ``prune_model``'s pattern-pruning core in a module of its own
-#: (the layer-handler work owns ``prune_model.py``); delete this entry then.
-KNOWN_CYCLE_EDGES = {("tfscalpel.prune_model", "tfscalpel.planner")}
+
 
 
 def test_graph_sees_function_level_imports():
@@ -118,9 +115,6 @@ def test_no_package_imports_a_later_layer():
 
 def test_no_import_cycle_between_modules():
     graph = import_graph()
-    for src, dst in KNOWN_CYCLE_EDGES:
-        assert dst in graph[src], f"{src} no longer imports {dst}: drop it from KNOWN_CYCLE_EDGES"
-        del graph[src][dst]
     cycle = _cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 

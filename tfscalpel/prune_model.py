@@ -6,6 +6,7 @@ import keras
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.layers import PrunableMixin
 from tfscalpel.patterns import GroupPattern, get_pattern
+from tfscalpel.planner import insert_masks, plan
 from tfscalpel.schedules import ConstantSparsity, get_schedule
 
 _SPEC_KEYS = ("pattern", "group_size", "importance", "schedule", "sparsity")
@@ -148,8 +149,6 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
 
 def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, importance,
                       layers, per_layer, global_sparsity, dtype, mask_options):
-    from tfscalpel.planner import apply_plan, plan
-
     if pattern != "group" or group_size is not None or global_sparsity:
         raise ValueError(
             "with target=, the target chooses pattern and group size; override single layers "
@@ -205,3 +204,46 @@ def _select_layers(model, layers):
     chosen = [layer for layer in candidates if _twin(layer) is not None]
     rest = [layer for layer in candidates if _twin(layer) is None]
     return chosen, rest
+
+
+def _copy(model):
+    """A fresh model with the same architecture and weights (no shared layers)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
+               mask_options=None):
+    """Build the pruned model for ``the_plan``: weight patterns via :func:`tfscalpel.prune`,
+    then the gates. ``schedule`` / ``sparsity`` drive the weight patterns (2:4 alone needs
+    neither: its sparsity is fixed). Raises ValueError, with the target registry's reason, for a
+    target the exporter cannot serve (``Plan.unsupported``)."""
+    if the_plan.unsupported:
+        raise ValueError(f"target {the_plan.target!r} cannot be exported, so tfscalpel does not "
+                         f"prune for it: {the_plan.unsupported}")
+    weighted = {p.name: p for p in the_plan.layers if p.weight_pattern}
+    # Gates are inserted around the given layers (insert_masks reuses them), so start from a
+    # copy: training the pruned model must never train the caller's model in place.
+    pruned = _copy(model)
+    if weighted:
+        patterns = {p.weight_pattern for p in weighted.values()}
+        if schedule is None and sparsity is None:
+            if patterns != {"2:4"}:
+                raise ValueError(
+                    f"the {the_plan.target} plan group-prunes {sorted(n for n, p in weighted.items() if p.method == 'group')}: "
+                    "give schedule= or sparsity=")
+            sparsity = 0.5  # 2:4 fixes its own sparsity; this only switches it on at step 0
+        per_layer = {}
+        for name, p in weighted.items():
+            if p.method == "group":
+                per_layer[name] = {"group_size": p.group_size}
+            else:
+                per_layer[name] = {"pattern": "2:4",
+                                   **({"sparsity": 0.5} if schedule is None else {})}
+        pruned = prune(pruned, schedule, sparsity=sparsity, importance=importance,
+                       layers=list(weighted), per_layer=per_layer)
+    after = [p.mask_after for p in the_plan.layers if p.node_pruned]
+    if after:
+        pruned = insert_masks(pruned, after, mask_options)
+    return pruned

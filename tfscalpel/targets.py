@@ -22,7 +22,7 @@ Each target also carries its export data, read by the deployment side (``tflite_
 - ``export_formats``: the sparse formats its runtime runs (names of ``tflite_export.formats``);
   by default the formats its cost profile prices;
 - ``export_unsupported``: why the exporter cannot serve the target yet. ``tfscalpel.prune``
-  refuses such a target with this reason (through :func:`tfscalpel.planner.apply_plan`), so a
+  refuses such a target with this reason (through :func:`tfscalpel.prune_model.apply_plan`), so a
   target ``prune()`` accepts is one the exporter can export.
 
 Where a target's profile is borrowed from another's, the profile says so (``borrowed_from`` and
@@ -247,6 +247,48 @@ CORTEX_M4 = {
 }
 
 
+# Arm Cortex-A with NEON: estimated Neoverse N1 (Cortex-A76 class, with the dot product) cycles
+# from `python benchmarks/cortex_a/bench_cortex_a.py` (QEMU qemu-aarch64 -cpu neoverse-n1, exact
+# instruction counts weighted by the Neoverse N1 Software Optimization Guide's issue costs, no
+# cache model), 90 % group sparsity on 1024x1024, 784x300, 300x100 and 100x10, batch 1:
+# - dense: XNNPACK's FULLY_CONNECTED from the aarch64 ai-edge-litert 2.3.0 wheel, the runtime's
+#   fixed cost per inference subtracted; fitted on the "best dense" column (float32 widths that
+#   are not a multiple of 8 run a ~4x slower XNNPACK path, priced here as if they did not:
+#   underestimating dense is the safe direction); every point within 7 % (100x10: 25 %);
+# - custom: the NEON kernels (float32 FMLA g = 4/8/16; int8 SDOT g = 4/16), least squares with
+#   fixed / row costs shared across g, every large-layer point within 10 %; plus 2,000 cycles per
+#   node for LiteRT's extra cost per custom node, *borrowed* from the x86 measurement (~0.8 us),
+#   not measured on Arm. int8 g = 8 (not in the table) is priced as g = 4; g = 1 / 2 have no NEON
+#   kernel (the portable C kernel runs) and are priced at the portable kernel's per-group cost,
+#   so they are never chosen. TFLite's block-sparse FC was not measured on Arm: unavailable.
+# Cores without the dot product (Cortex-A53/A72) run int8 on SMLAL, ~2x the SDOT cost: for them
+# export float32, or int8 with target="host" on the device.
+ARM_NEON = {
+    "name": "arm-neon",
+    "source": "estimated Neoverse N1 cycles under QEMU (benchmarks/cortex_a/bench_cortex_a.py; "
+    "see tfscalpel/targets.py); LiteRT's per-node cost borrowed from x86",
+    "time_unit": "cycles",
+    # Emulated counts without a cache model: a wider margin than a measured profile.
+    "min_speedup": 1.25,
+    "formats": {
+        "dense": {
+            "float32": {"fixed_ns": 24.3, "row_ns": 3.66, "unit_ns": 0.2902},
+            "int8": {"fixed_ns": 0.0, "row_ns": 3.97, "unit_ns": 0.0805},
+        },
+        "builtin_sparse": {
+            "float32": {"unsupported": "TFLite's block-sparse FC was not measured on Cortex-A"},
+            "int8": {"unsupported": "TFLite's block-sparse FC was not measured on Cortex-A"},
+        },
+        "custom": {
+            "float32": {"fixed_ns": 2214.4, "row_ns": 19.64,
+                        "unit_ns": {"1": 28.3, "2": 28.3, "4": 2.758, "8": 5.149, "16": 8.262}},
+            "int8": {"fixed_ns": 2230.9, "row_ns": 31.14,
+                     "unit_ns": {"1": 26.4, "2": 26.4, "4": 3.054, "8": 3.054, "16": 1.922}},
+        },
+    },
+}
+
+
 def _borrowed(profile, name, source):
     """A copy of ``profile`` for target ``name``, saying whose numbers it borrows and why."""
     borrowed = copy.deepcopy(profile)
@@ -285,10 +327,7 @@ for _t in (
     HardwareTarget("x86-avx512", "cpu", {"float32": 16, "int8": 16}, "float32", _CPU,
                    "x86-64 with AVX-512 (512-bit)", cost_profile=X86_AVX512),
     HardwareTarget("arm-neon", "cpu", {"float32": 4, "int8": 16}, "float32", _CPU,
-                   "Arm Cortex-A with NEON (128-bit)", export_unsupported=(
-                       "no Arm NEON kernels yet (the group-sparse op would run its portable C "
-                       "path) and no Cortex-A cost profile, so the exporter cannot keep its "
-                       "never-slower-than-dense promise")),
+                   "Arm Cortex-A with NEON (128-bit)", cost_profile=ARM_NEON),
     HardwareTarget("gpu-ampere", "gpu", {"float16": 1, "float32": 1, "int8": 1}, "float16", _GPU,
                    "NVIDIA Ampere or later: dense cores + 2:4 sparse tensor cores",
                    export_formats=("2:4",)),
