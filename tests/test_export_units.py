@@ -195,8 +195,8 @@ def test_planner_unsupported_and_all_zero_layers_stay_dense():
 def test_target_profiles_load_and_calibrate(tmp_path):
     cm = cost_model.load("x86-avx2")
     assert cm.builtin_block("float32") == 4 and cm.builtin_block("int8") == 16
-    with pytest.raises(ValueError, match=r"unknown target 'nope'; allowed: \['cortex-m4', 'cortex-m7', "
-                                         r"'x86-avx2', 'x86-avx512'\]"):
+    with pytest.raises(ValueError, match=r"unknown target 'nope'; allowed: \['arm-neon', 'cortex-m4', "
+                                         r"'cortex-m7', 'x86-avx2', 'x86-avx512'\]"):
         cost_model.load("nope")
     # Profiles are data in the target registry; borrowed ones say whose numbers they are.
     assert cost_model.load("x86-avx512").borrowed_from == "x86-avx2"
@@ -248,6 +248,31 @@ def test_calibration_measures_rows_and_fits_a_profile():
     # Not measured: kept from the base profile.
     assert custom["unit_ns"]["8"] == base.profile["formats"]["custom"]["float32"]["unit_ns"]["8"]
     assert fitted.profile["formats"]["dense"] == base.profile["formats"]["dense"]
+
+
+def test_calibration_through_the_runtime_measures_every_format():
+    """Each format's rows come from its one-layer model through the runtime's timer (here a
+    synthetic one: the model's size), with the units the format stores."""
+    from tflite_export import calibrate
+
+    seen = []
+
+    def timer(model_bytes, x):
+        seen.append(x.dtype)
+        return len(model_bytes) * 1e-9
+
+    rows = calibrate.measure_formats(points=((64, 16, 0.25),), gs=(4, 16), timer=timer)
+    kinds = [(r["format"], r["dtype"], r["g"]) for r in rows]
+    assert kinds == [("dense", "float32", 0), ("builtin_sparse", "float32", 4),
+                     ("custom", "float32", 4), ("custom", "float32", 16),
+                     ("dense", "int8", 0), ("builtin_sparse", "int8", 16),
+                     ("custom", "int8", 4), ("custom", "int8", 16)]
+    assert len(seen) == len(rows) and set(seen) == {np.dtype(np.float32), np.dtype(np.int8)}
+    dense = rows[0]
+    assert dense["units"] == 64 * 16 and all(r["out"] == 16 for r in rows)
+    # Sparse candidates store fewer bytes than the dense weights at 25 % group density.
+    assert all(r["time_ns"] < dense["time_ns"] for r in rows[1:4])
+    assert rows[2]["units"] < 16 * 16  # groups of 4 kept out of 16 per output
 
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):

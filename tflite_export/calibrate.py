@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 from absl import app, flags
 
 from tflite_export import cost_model
@@ -48,23 +50,82 @@ def measure_custom(points=DEFAULT_POINTS, dtypes=cost_model.DTYPES, gs=ALLOWED_G
     return rows
 
 
-def calibrated_profile(base: cost_model.CostModel, rows: list[dict], name: str | None = None):
-    """Fit the bare-kernel rows, then add LiteRT's per-node overhead to the custom fixed cost.
+def _random_layer_model(in_f: int, out_f: int, density: float, dtype: str, rng) -> bytes:
+    """A converted one-layer model whose Dense kernel keeps groups of 4 inputs with ``density``."""
+    import keras
+
+    from tflite_export.converter import convert_keras
+
+    model = keras.Sequential([keras.Input((in_f,)), keras.layers.Dense(out_f, activation="relu")])
+    keep = rng.random((-(-in_f // 4), out_f)) < density
+    kernel = rng.standard_normal((in_f, out_f)).astype("float32")
+    model.layers[0].kernel.assign(kernel * np.repeat(keep, 4, axis=0)[:in_f])
+    if dtype == "float32":
+        return convert_keras(model)
+    calibration = rng.standard_normal((64, in_f)).astype("float32")
+    return convert_keras(model, "int8", calibration)
+
+
+def measure_formats(points=DEFAULT_POINTS, dtypes=cost_model.DTYPES, gs=ALLOWED_GROUP_SIZES,
+                    repeats: int = 5, seed: int = 0, timer=None) -> list[dict]:
+    """Measurement rows for every format (dense, builtin block-sparse, custom per g), each a
+    one-layer model timed through the host runtime (best of ``repeats``); ``timer`` as in
+    ``tflite_export.host.HostMeasurement`` (tests inject one)."""
+    import tempfile
+
+    from tflite_export import flatbuffer, formats, host
+    from tflite_export.fc_layers import find_fully_connected
+    from tflite_export.formats.block_sparse import TFLITE_BLOCKS
+
+    rng = np.random.default_rng(seed)
+    timer = timer or (lambda model, x: host.runtime_timer(model, x, rounds=repeats))
+    builtin, custom = formats.get("builtin_sparse"), formats.get("custom")
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:  # fresh timings, not the export cache's
+        measure = host.HostMeasurement(timer=timer, cache_dir=cache, key="calibration")
+        for dtype in dtypes:
+            for in_f, out_f, density in points:
+                model = _random_layer_model(in_f, out_f, density, dtype, rng)
+                fc = find_fully_connected(flatbuffer.load(model))[0]
+
+                def row(fmt, g, units):
+                    seconds = measure.time_candidate(model, fc, fmt, g)
+                    rows.append({"format": "dense" if fmt is None else fmt.name, "dtype": dtype,
+                                 "g": g, "out": out_f, "units": units, "time_ns": seconds * 1e9})
+
+                row(None, 0, in_f * out_f)
+                block = TFLITE_BLOCKS[dtype]
+                if builtin.eligible(fc) is None and builtin.width_reason(fc, block) is None:
+                    row(builtin, block, builtin.stored_units(fc.weights, block))
+                for g in gs:
+                    units = custom.stored_units(fc.weights, g)
+                    if units:
+                        row(custom, g, units)
+    return rows
+
+
+def calibrated_profile(base: cost_model.CostModel, rows: list[dict], name: str | None = None,
+                       add_node_overhead: bool = True):
+    """Fit the rows; for bare-kernel rows (``measure_custom``, ``add_node_overhead``), then add
+    LiteRT's per-node overhead to the custom fixed cost (runtime rows already include it).
 
     Adding it after the fit (rather than to every row) keeps it out of the least-squares
     intercept, which is clipped at 0 and poorly determined by large layers.
     """
     fitted = cost_model.calibrate(base, rows, name=name).to_dict()
-    for coeffs in fitted["formats"]["custom"].values():
-        coeffs["fixed_ns"] += CUSTOM_NODE_OVERHEAD_NS
+    if add_node_overhead:
+        for coeffs in fitted["formats"]["custom"].values():
+            coeffs["fixed_ns"] += CUSTOM_NODE_OVERHEAD_NS
     return cost_model.CostModel(fitted)
 
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", None, "Path of the JSON profile to write.")
-flags.DEFINE_string("base", "x86-avx2", "Profile whose dense/builtin costs are kept.")
+flags.DEFINE_string("base", "x86-avx2", "Profile whose numbers are kept where nothing was measured.")
 flags.DEFINE_string("name", None, "Name of the new profile (default: <base>-calibrated).")
 flags.DEFINE_integer("repeats", 5, "Timings per point; the minimum is kept.")
+flags.DEFINE_bool("kernel_only", False, "Time only the custom op's kernel (C timing hook); keep "
+                  "dense and block-sparse costs from --base.")
 
 
 def main(argv) -> int:
@@ -73,15 +134,18 @@ def main(argv) -> int:
         return 1
     try:
         base = cost_model.load(FLAGS.base)
-        rows = measure_custom(repeats=FLAGS.repeats)
-        fitted = calibrated_profile(base, rows, name=FLAGS.name)
+        if FLAGS.kernel_only:
+            rows = measure_custom(repeats=FLAGS.repeats)
+        else:
+            rows = measure_formats(repeats=FLAGS.repeats)
+        fitted = calibrated_profile(base, rows, name=FLAGS.name, add_node_overhead=FLAGS.kernel_only)
         from tflite_export.atomic import write_atomic
 
         write_atomic(FLAGS.output, json.dumps(fitted.to_dict(), indent=2))
     except Exception as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(fitted.to_dict()["formats"]["custom"], indent=2))
+    print(json.dumps(fitted.to_dict()["formats"], indent=2))
     return 0
 
 

@@ -104,7 +104,7 @@ class HostMeasurement:
         write_atomic(self.path, json.dumps({"key": self.key, "times": self.times}, indent=1,
                                            sort_keys=True))
 
-    def _time(self, model_bytes: bytes, fc: FCLayer, fmt, g: int) -> float:
+    def time_candidate(self, model_bytes: bytes, fc: FCLayer, fmt, g: int) -> float:
         """Measured seconds of ``fc`` in ``fmt`` at width ``g`` (``fmt`` None: dense)."""
         weights = hashlib.sha256(np.ascontiguousarray(fc.weights).tobytes()).hexdigest()[:16]
         key = f"{fc.dtype}:{fc.in_features}x{fc.out_features}:{fc.activation}:{weights}:" \
@@ -134,7 +134,7 @@ class HostMeasurement:
             why = f"kept dense: {fc.unsupported}" if fc.unsupported else "kept dense: forced by formats="
             dense = Estimate("dense", 0, units, 0.0)
             return Decision("dense", 0, units, dense, dense, why)
-        dense = Estimate("dense", 0, units, 1e9 * self._time(model_bytes, fc, None, 0))
+        dense = Estimate("dense", 0, units, 1e9 * self.time_candidate(model_bytes, fc, None, 0))
         candidates, notes = [], []
         for fmt in formats.all_formats():
             if force not in ("auto", fmt.name):
@@ -144,7 +144,7 @@ class HostMeasurement:
                 why_not = fmt.width_reason(fc, g)
                 n = None if why_not else fmt.stored_units(fc.weights, g)
                 if n:
-                    t = 1e9 * self._time(model_bytes, fc, fmt, g)
+                    t = 1e9 * self.time_candidate(model_bytes, fc, fmt, g)
                     candidates.append((fmt, Estimate(fmt.name, g, n, t)))
             if why_not:
                 notes.append(f"{fmt.title} unusable: {why_not}")
