@@ -199,12 +199,13 @@ def test_target_profiles_load_and_calibrate(tmp_path):
                                          r"'cortex-m7', 'x86-avx2', 'x86-avx512'\]"):
         cost_model.load("nope")
     # Profiles are data in the target registry; borrowed ones say whose numbers they are.
-    assert cost_model.load("x86-avx512").borrowed_from == "x86-avx2"
-    assert cost_model.load("x86-avx512").profile["formats"] == cm.profile["formats"]
     assert cost_model.load("cortex-m7").borrowed_from == "cortex-m4"
-    assert cm.borrowed_from is None
-    with pytest.raises(ValueError, match="target 'arm-neon' cannot be exported: no Arm NEON kernels"):
-        cost_model.load("arm-neon")
+    assert cost_model.load("cortex-m7").profile["formats"] == cost_model.load("cortex-m4").profile["formats"]
+    for own in ("x86-avx2", "x86-avx512", "arm-neon", "cortex-m4"):
+        assert cost_model.load(own).borrowed_from is None
+    assert cost_model.load("arm-neon").time_unit == "cycles"
+    with pytest.raises(ValueError, match="target 'cortex-m55' cannot be exported: no Helium"):
+        cost_model.load("cortex-m55")
     with pytest.raises(ValueError, match=r"target 'gpu-ampere' has no cost profile .*\['2:4'\]"):
         cost_model.load("gpu-ampere")
     bad = dict(cm.to_dict())
@@ -248,6 +249,29 @@ def test_calibration_measures_rows_and_fits_a_profile():
     # Not measured: kept from the base profile.
     assert custom["unit_ns"]["8"] == base.profile["formats"]["custom"]["float32"]["unit_ns"]["8"]
     assert fitted.profile["formats"]["dense"] == base.profile["formats"]["dense"]
+
+
+def test_calibrated_profile_errs_towards_dense():
+    """Points no line fits: dense is scaled so that it is never predicted slower than measured,
+    the custom op so that it is never predicted faster."""
+    from tflite_export import calibrate
+
+    dense = [(1024, 1024 * 1024, 47_000.0), (300, 784 * 300, 16_800.0), (100, 30_000, 3_000.0),
+             (64, 16_384, 1_360.0)]
+    custom = [(1024, 26_000, 9_200.0), (300, 5_800, 3_200.0), (100, 1_900, 2_000.0),
+              (64, 380, 1_500.0)]
+    rows = ([{"format": "dense", "dtype": "float32", "g": 0, "out": o, "units": u, "time_ns": t}
+             for o, u, t in dense]
+            + [{"format": "custom", "dtype": "float32", "g": 4, "out": o, "units": u, "time_ns": t}
+               for o, u, t in custom])
+    fitted = calibrate.calibrated_profile(cost_model.load("x86-avx2"), rows,
+                                          add_node_overhead=False)
+    for o, u, t in dense:
+        assert fitted.dense("float32", u // o, o).time_ns <= t * (1 + 1e-9)
+    for o, u, t in custom:
+        assert fitted.custom("float32", 4, o, u).time_ns >= t * (1 - 1e-9)
+    c = fitted.profile["formats"]["dense"]["float32"]
+    assert min(c["fixed_ns"], c["row_ns"], c["unit_ns"]) >= 0 and c["unit_ns"] > 0
 
 
 def test_calibration_through_the_runtime_measures_every_format():

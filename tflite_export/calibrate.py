@@ -104,6 +104,41 @@ def measure_formats(points=DEFAULT_POINTS, dtypes=cost_model.DTYPES, gs=ALLOWED_
     return rows
 
 
+def _safe_side(fitted: cost_model.CostModel, rows: list[dict]) -> cost_model.CostModel:
+    """Scale each fitted (format, dtype) so that no measured point is mispredicted in the
+    dangerous direction: dense never above its measurement, sparse formats never below theirs.
+    A linear cost does not fit every kernel's shape effects (XNNPACK's float32 tiles), and the
+    exporter's promise is "never slower than dense", so the fit errs towards keeping dense."""
+    profile = fitted.to_dict()
+    ratios: dict = {}
+    for r in rows:
+        fmt, dtype, g = r["format"], r["dtype"], int(r.get("g", 0))
+        if fmt == "dense":
+            pred = fitted.dense(dtype, r["units"] // r["out"], r["out"]).time_ns
+        elif fmt == "builtin_sparse":
+            pred = fitted.builtin_sparse(dtype, r["out"], r["units"]).time_ns
+        else:
+            pred = fitted.custom(dtype, g, r["out"], r["units"]).time_ns
+        if pred > 0:
+            entry = ratios.setdefault((fmt, dtype), ([], set()))
+            entry[0].append(r["time_ns"] / pred)
+            entry[1].add(str(g))
+    for (fmt, dtype), (measured_over_predicted, widths) in ratios.items():
+        factor = (min(1.0, min(measured_over_predicted)) if fmt == "dense"
+                  else max(1.0, max(measured_over_predicted)))
+        if abs(factor - 1.0) < 1e-6:  # an exact fit (rounding only)
+            continue
+        coeffs = profile["formats"][fmt][dtype]
+        for key in ("fixed_ns", "row_ns"):
+            coeffs[key] *= factor
+        if isinstance(coeffs["unit_ns"], dict):  # custom: the measured widths only
+            coeffs["unit_ns"] = {k: v * factor if k in widths else v
+                                 for k, v in coeffs["unit_ns"].items()}
+        else:
+            coeffs["unit_ns"] *= factor
+    return cost_model.CostModel(profile)
+
+
 def calibrated_profile(base: cost_model.CostModel, rows: list[dict], name: str | None = None,
                        add_node_overhead: bool = True):
     """Fit the rows; for bare-kernel rows (``measure_custom``, ``add_node_overhead``), then add
@@ -112,7 +147,7 @@ def calibrated_profile(base: cost_model.CostModel, rows: list[dict], name: str |
     Adding it after the fit (rather than to every row) keeps it out of the least-squares
     intercept, which is clipped at 0 and poorly determined by large layers.
     """
-    fitted = cost_model.calibrate(base, rows, name=name).to_dict()
+    fitted = _safe_side(cost_model.calibrate(base, rows, name=name), rows).to_dict()
     if add_node_overhead:
         for coeffs in fitted["formats"]["custom"].values():
             coeffs["fixed_ns"] += CUSTOM_NODE_OVERHEAD_NS

@@ -162,13 +162,28 @@ def load(target) -> CostModel:
     )
 
 
+def _nonnegative_fit(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0: a coefficient the unconstrained fit makes
+    negative is fixed at 0 and the rest refitted (clipping after one fit, instead, leaves the
+    others fitted to a model that used the negative one)."""
+    free = np.ones(a.shape[1], bool)
+    coef = np.zeros(a.shape[1])
+    while free.any():
+        coef[:] = 0.0
+        coef[free] = np.linalg.lstsq(a[:, free], y, rcond=None)[0]
+        if (coef[free] >= 0).all():
+            return coef
+        free &= coef > 0
+    return coef
+
+
 def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None = None) -> CostModel:
     """Refit a profile's coefficients from measured timings (e.g. `tflite_export.calibrate`).
 
     Each measurement is a mapping with `format` ("dense" | "builtin_sparse" | "custom"),
     `dtype` ("float32" | "int8"), `g` (custom only), `out`, `units` (weights, blocks or groups)
     and `time_ns`. Per (format, dtype), `fixed_ns`, `row_ns` and `unit_ns` are fitted by least
-    squares (clipped at 0); for the custom op, one `unit_ns` per measured g with `fixed_ns` and
+    squares (coefficients kept >= 0; dense: fixed and per weight only); for the custom op, one `unit_ns` per measured g with `fixed_ns` and
     `row_ns` shared across g (as the profile layout has them). A (format, dtype) whose
     measurements cannot determine every coefficient keeps the base profile's values.
     """
@@ -189,7 +204,14 @@ def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None
         y = np.array([r[3] for r in rows])
         if np.linalg.matrix_rank(a) < a.shape[1]:
             continue
-        coef = np.clip(np.linalg.lstsq(a, y, rcond=None)[0], 0.0, None)
+        if fmt == "dense":
+            # A dense layer's work is its weights: a per-row term would let the fit price a
+            # 4096-input layer like a 16-input one (it did, on XNNPACK's float32 tiles).
+            a[:, 1] = 0.0
+            coef = _nonnegative_fit(a[:, [0, 2]], y)
+            coef = np.array([coef[0], 0.0, coef[1]])
+        else:
+            coef = _nonnegative_fit(a, y)
         c = profile["formats"][fmt][dtype]
         c["fixed_ns"], c["row_ns"] = float(coef[0]), float(coef[1])
         if fmt == "custom":

@@ -296,17 +296,79 @@ def _borrowed(profile, name, source):
     return borrowed
 
 
-X86_AVX512 = _borrowed(
-    X86_AVX2, "x86-avx512",
-    "x86-avx2's numbers, fitted on a 2-core Zen 3 AVX2 host, not measured on an AVX-512 "
-    "machine (where dense int8 XNNPACK can be ~2.5x faster per weight); export with "
-    "target='host' to measure on this machine, or recalibrate with "
-    "`python -m tflite_export.calibrate --base x86-avx512` and pass the JSON as target=")
+# x86-64 with AVX-512: measured with `python -m tflite_export.calibrate --base x86-avx512`
+# (every format as a one-layer model through the host runtime, 1 thread, batch 1, 7 shapes and
+# densities per dtype, best of 7) on a 2-core AMD EPYC with AVX-512 F/BW/VL and AVX512-VNNI
+# (kernel paths avx512 / avx512_vnni), 2026-12-07, machine shared with other builds. Fitted by
+# non-negative least squares, then scaled to the safe side of every measured point (dense never
+# predicted slower than measured, sparse never faster): XNNPACK's float32 dense cost per weight
+# varies ~2x with the shape here (0.045 ns on 1024x1024, 0.07-0.1 on LeNet's layers), which no
+# line fits, so dense float32 is priced low and sparse float32 is chosen later than it could be.
+# Dense int8 XNNPACK (VNNI) costs ~0.011 ns per weight here, ~2x less than on the AVX2 host.
+X86_AVX512 = {
+    "name": "x86-avx512",
+    "source": "measured on a 2-core AMD EPYC with AVX-512 + VNNI through the host runtime "
+    "(python -m tflite_export.calibrate; see tfscalpel/targets.py)",
+    "min_speedup": 1.15,
+    "formats": {
+        "dense": {
+            "float32": {
+                "fixed_ns": 1129.6832,
+                "row_ns": 0.0,
+                "unit_ns": 0.0138
+            },
+            "int8": {
+                "fixed_ns": 409.4156,
+                "row_ns": 0.0,
+                "unit_ns": 0.0104
+            }
+        },
+        "builtin_sparse": {
+            "float32": {
+                "block": 4,
+                "fixed_ns": 803.4254,
+                "row_ns": 0.0,
+                "unit_ns": 0.9316
+            },
+            "int8": {
+                "block": 16,
+                "fixed_ns": 4248.0655,
+                "row_ns": 0.0,
+                "unit_ns": 3.9404
+            }
+        },
+        "custom": {
+            "float32": {
+                "fixed_ns": 1703.0079,
+                "row_ns": 1.1566,
+                "unit_ns": {
+                    "1": 0.4406,
+                    "2": 0.5017,
+                    "4": 0.3022,
+                    "8": 0.4909,
+                    "16": 0.9422
+                }
+            },
+            "int8": {
+                "fixed_ns": 1839.8813,
+                "row_ns": 0.0,
+                "unit_ns": {
+                    "1": 0.698,
+                    "2": 0.6874,
+                    "4": 0.6701,
+                    "8": 0.7011,
+                    "16": 0.7605
+                }
+            }
+        }
+    },
+}
 CORTEX_M7 = _borrowed(
     CORTEX_M4, "cortex-m7",
     "cortex-m4's cycle costs: the same DSP instructions (SMLAD/SXTB16) and kernel path, and "
     "TFLite Micro's dense FC uses the same CMSIS-NN DSP kernels, so the ratios carry over; the "
     "M7's dual issue and caches are not modelled (cycle counts are the M4's)")
+
 
 _MCU = {"dense": "group", "conv": "group"}
 _CPU = {"dense": "group", "conv": "node"}
