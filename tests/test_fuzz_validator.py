@@ -9,8 +9,7 @@ import numpy as np
 
 import custom_op_testlib as tl
 import sanitized_c
-from tflite_export import nm_export, params_blob
-from tflite_export.formats.nm import FORMAT as NM_FORMAT
+from tflite_export import formats, nm_export, params_blob
 
 FUZZ_SECONDS = int(os.environ.get("TFS_FUZZ_SECONDS", "20"))
 KERNEL_SOURCES = sorted(f for f in os.listdir(sanitized_c.KERNELS) if f.endswith(".c"))
@@ -47,10 +46,11 @@ def _adapter_seeds():
     w24[:, ::2] = rng.standard_normal((out_f, in_nm // 2))
     values, indices = nm_export.encode_2_4(w24)
     meta = np.zeros(16, np.int32)
-    meta[:7] = [NM_FORMAT.format_version, in_nm, out_f, 2, 4, 0, 0]
-    arrays = dict(zip(NM_FORMAT.sections, [values.reshape(-1), indices.reshape(-1), meta,
-                                              np.zeros(out_f, np.float32)]))
-    seeds.append(_adapter_seed(True, False, params_blob.pack_params(arrays, out_f, NM_FORMAT.sections),
+    nm = formats.get("2:4")
+    meta[:7] = [nm.format_version, in_nm, out_f, 2, 4, 0, 0]
+    arrays = dict(zip(nm.sections, [values.reshape(-1), indices.reshape(-1), meta,
+                                    np.zeros(out_f, np.float32)]))
+    seeds.append(_adapter_seed(True, False, params_blob.pack_params(arrays, out_f, nm.sections),
                                in_nm, out_f))
     return seeds
 
