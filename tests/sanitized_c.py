@@ -17,8 +17,9 @@ FLAGS = ["-std=c11", "-D_POSIX_C_SOURCE=200112L", "-g", "-O1", "-Wall", "-Wextra
 _INSTALL = {"gcc": "build-essential", "clang": "clang and libclang-rt-14-dev"}
 
 
-def build(compiler, program, kernel_sources, binary, fuzzer=False):
-    """Compile tests/c/``program`` with the named kernel sources; fails the test with the
+def build(compiler, program, kernel_sources, binary, fuzzer=False, defines=()):
+    """Compile tests/c/``program`` with the named kernel sources and preprocessor ``defines``
+    (``"TFS_TEST_OP_NM"`` builds tests/c/fuzz_validator.c for the N:M op); fails the test with the
     compiler's message (or what to install when the compiler is missing)."""
     path = shutil.which(compiler)
     if path is None:
@@ -26,7 +27,7 @@ def build(compiler, program, kernel_sources, binary, fuzzer=False):
                     "(scripts/setup.sh does)")
     sanitize = "-fsanitize=fuzzer,address,undefined" if fuzzer else "-fsanitize=address,undefined"
     result = subprocess.run(
-        [path, *FLAGS, sanitize, os.path.join(HERE, "c", program),
+        [path, *FLAGS, *[f"-D{d}" for d in defines], sanitize, os.path.join(HERE, "c", program),
          *[os.path.join(KERNELS, s) for s in kernel_sources], "-lm", "-o", str(binary)],
         capture_output=True, text=True)
     what = "fuzz target" if fuzzer else "sanitizer driver"

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import array_mutations
 import custom_op_testlib as tl
 from tflite_export import kernels
 
@@ -301,17 +302,7 @@ def _valid_int8_arrays():
     return tl.layer_arrays(wq, np.zeros(6, np.int32), 4, int8=p)
 
 
-def _set(name, index, value):
-    def mutate(a):
-        a[name] = a[name].copy()
-        a[name][index] = value
-    return mutate
-
-
-def _replace(name, fn):
-    def mutate(a):
-        a[name] = fn(a[name])
-    return mutate
+_set, _replace = array_mutations.set_at, array_mutations.replace
 
 
 def _drop(name):

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+import array_mutations
 from tflite_export import kernels, nm_export
 from tflite_export.kernels import KernelFormatError
 from tflite_export.kernels.nm import NMSparseFC
@@ -146,23 +147,14 @@ def _i8():
 
 
 def _meta(i, v):
-    def f(a):
-        a[2] = a[2].copy()
-        a[2][i] = v
-    return f
+    return array_mutations.set_at(2, i, v)
 
 
-def _set(k, value):
-    def f(a):
-        a[k] = value(a[k])
-    return f
+_set = array_mutations.replace
 
 
 def _position(byte):
-    def f(a):
-        a[1] = a[1].copy()
-        a[1][0] = byte
-    return f
+    return array_mutations.set_at(1, 0, byte)
 
 
 F32_RULES = {

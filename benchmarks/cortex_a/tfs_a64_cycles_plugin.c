@@ -26,50 +26,29 @@
  * pipe, not for its operands) and every access hits L1: a comparison tool, not a cycle-accurate
  * simulation (latency chains, cache misses and branch mispredictions are not modelled).
  *
- * Debian's QEMU loads plugins but ships no qemu-plugin.h, so the few API v1 entry points used
- * here are declared below (they match include/qemu/qemu-plugin.h of QEMU 7.2), as in
- * benchmarks/mcu/tfs_cycles_plugin.c (the Cortex-M4 counterpart, whose segment scheme this is). */
+ * The plugin API declarations, the segment scheme and the install function are
+ * benchmarks/qemu_plugin_common.h's, shared with benchmarks/mcu/tfs_cycles_plugin.c (the
+ * Cortex-M4 counterpart). */
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-typedef uint64_t qemu_plugin_id_t;
-struct qemu_plugin_tb;
-struct qemu_plugin_insn;
-enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
-typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb* tb);
-typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void* userdata);
-typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void* userdata);
+#define TFS_PLUGIN_NAME "tfs_a64_cycles_plugin"
+#define TFS_PLUGIN_DEFAULT_OUT "tfs_a64_cycles.txt"
 
-void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb* tb);
-struct qemu_plugin_insn* qemu_plugin_tb_get_insn(const struct qemu_plugin_tb* tb, size_t idx);
-uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn* insn);
-char* qemu_plugin_insn_disas(const struct qemu_plugin_insn* insn);
-void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn* insn,
-                                            qemu_plugin_vcpu_udata_cb_t cb,
-                                            enum qemu_plugin_cb_flags flags, void* userdata);
-void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void* userdata);
+struct insn_info {
+  uint64_t vaddr;
+  uint32_t size;
+  uint32_t cost;   /* sixths of a cycle */
+  uint8_t unknown; /* mnemonic not in the table (costed as an integer ALU op) */
+};
 
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
+#include "../qemu_plugin_common.h"
 
 /* Costs in sixths of a cycle (1/3 = 2, 1/2 = 3, 1 = 6), so sums stay integers. */
 enum { C_THIRD = 2, C_HALF = 3, C_ONE = 6 };
 
-typedef struct {
-  uint64_t vaddr;
-  uint32_t cost;   /* sixths of a cycle */
-  uint8_t unknown; /* mnemonic not in the table (costed as an integer ALU op) */
-} insn_info;
-
-#define MAX_SEGMENTS 256
-static uint64_t g_mark = 0;
-static const char* g_out = "tfs_a64_cycles.txt";
-static uint64_t g_insns[MAX_SEGMENTS], g_cost[MAX_SEGMENTS], g_unknown[MAX_SEGMENTS];
-static int g_seg = 0;
+static uint64_t g_cost[MAX_SEGMENTS], g_unknown[MAX_SEGMENTS];
 
 static bool is(const char* m, const char* const* list) {
   for (; *list; ++list)
@@ -201,49 +180,13 @@ static void classify(insn_info* info, const char* dis) {
 static void on_exec(unsigned int vcpu, void* udata) {
   (void)vcpu;
   const insn_info* in = (const insn_info*)udata;
-  if (in->vaddr == g_mark && g_seg < MAX_SEGMENTS - 1) ++g_seg;
+  tfs_plugin_next_segment(in);
   g_insns[g_seg] += 1;
   g_cost[g_seg] += in->cost;
   g_unknown[g_seg] += in->unknown;
 }
 
-static void on_tb(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
-  (void)id;
-  const size_t n = qemu_plugin_tb_n_insns(tb);
-  for (size_t i = 0; i < n; ++i) {
-    struct qemu_plugin_insn* insn = qemu_plugin_tb_get_insn(tb, i);
-    insn_info* info = (insn_info*)calloc(1, sizeof *info); /* lives as long as the translation */
-    if (info == NULL) abort();
-    info->vaddr = qemu_plugin_insn_vaddr(insn);
-    char* dis = qemu_plugin_insn_disas(insn);
-    classify(info, dis ? dis : "");
-    free(dis);
-    qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, QEMU_PLUGIN_CB_NO_REGS, info);
-  }
-}
-
-static void write_counts(qemu_plugin_id_t id, void* udata) {
-  (void)id;
-  (void)udata;
-  FILE* f = fopen(g_out, "w");
-  if (f == NULL) return;
-  for (int s = 0; s <= g_seg; ++s)
-    fprintf(f, "%llu %.1f %llu\n", (unsigned long long)g_insns[s], (double)g_cost[s] / C_ONE,
-            (unsigned long long)g_unknown[s]);
-  fclose(f);
-}
-
-__attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
-                                                               const void* info, int argc,
-                                                               char** argv) {
-  (void)info;
-  for (int i = 0; i < argc; ++i) {
-    if (strncmp(argv[i], "mark=", 5) == 0) g_mark = strtoull(argv[i] + 5, NULL, 0);
-    else if (strncmp(argv[i], "out=", 4) == 0) g_out = argv[i] + 4;
-    else { fprintf(stderr, "tfs_a64_cycles_plugin: unknown argument %s\n", argv[i]); return -1; }
-  }
-  if (g_mark == 0) { fprintf(stderr, "tfs_a64_cycles_plugin: mark=<address> is required\n"); return -1; }
-  qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb);
-  qemu_plugin_register_atexit_cb(id, write_counts, NULL);
-  return 0;
+static void write_segment(FILE* f, int seg) {
+  fprintf(f, "%llu %.1f %llu\n", (unsigned long long)g_insns[seg], (double)g_cost[seg] / C_ONE,
+          (unsigned long long)g_unknown[seg]);
 }

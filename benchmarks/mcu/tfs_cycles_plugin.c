@@ -10,51 +10,28 @@
  * LDM/STM/PUSH/POP 1+N, taken branch +2 (pipeline refill), VDIV/VSQRT 14, SDIV/UDIV 7): a
  * comparison tool, about +-20 % of real silicon.
  *
- * Debian's QEMU loads plugins but ships no qemu-plugin.h, so the few API v1 entry points used
- * here are declared below (they match include/qemu/qemu-plugin.h of QEMU 7.2). */
+ * The plugin API declarations, the segment scheme and the install function are
+ * benchmarks/qemu_plugin_common.h's (shared with the Cortex-A plugin). */
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-typedef uint64_t qemu_plugin_id_t;
-struct qemu_plugin_tb;
-struct qemu_plugin_insn;
-enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
-typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb* tb);
-typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void* userdata);
-typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void* userdata);
+#define TFS_PLUGIN_NAME "tfs_cycles_plugin"
+#define TFS_PLUGIN_DEFAULT_OUT "tfs_cycles.txt"
 
-void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb* tb);
-struct qemu_plugin_insn* qemu_plugin_tb_get_insn(const struct qemu_plugin_tb* tb, size_t idx);
-uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn* insn);
-size_t qemu_plugin_insn_size(const struct qemu_plugin_insn* insn);
-char* qemu_plugin_insn_disas(const struct qemu_plugin_insn* insn);
-void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn* insn,
-                                            qemu_plugin_vcpu_udata_cb_t cb,
-                                            enum qemu_plugin_cb_flags flags, void* userdata);
-void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void* userdata);
-
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
-
-enum { K_ALU, K_LOAD, K_STORE, K_LOAD2, K_MULTI, K_BRANCH, K_DIV, K_VDIV };
-
-typedef struct {
+struct insn_info {
   uint64_t vaddr;
   uint32_t size;
   uint8_t kind;
   uint8_t n_regs;  /* LDM/STM/PUSH/POP register count */
   uint8_t writes_pc;
-} insn_info;
+};
 
-#define MAX_SEGMENTS 256
-static uint64_t g_mark = 0;
-static const char* g_out = "tfs_cycles.txt";
-static uint64_t g_insns[MAX_SEGMENTS], g_cycles[MAX_SEGMENTS];
-static int g_seg = 0;
+#include "../qemu_plugin_common.h"
+
+enum { K_ALU, K_LOAD, K_STORE, K_LOAD2, K_MULTI, K_BRANCH, K_DIV, K_VDIV };
+
+static uint64_t g_cycles[MAX_SEGMENTS];
 static const insn_info* g_prev = NULL;
 
 static int count_regs(const char* s) {
@@ -124,7 +101,7 @@ static void on_exec(unsigned int vcpu, void* udata) {
   if (g_prev != NULL && (g_prev->kind == K_BRANCH || g_prev->writes_pc) &&
       in->vaddr != g_prev->vaddr + g_prev->size)
     g_cycles[g_seg] += 2;
-  if (in->vaddr == g_mark && g_seg < MAX_SEGMENTS - 1) ++g_seg;
+  tfs_plugin_next_segment(in);
   const bool after_mem = g_prev != NULL && (g_prev->kind == K_LOAD || g_prev->kind == K_STORE);
   uint64_t c = 1;
   switch (in->kind) {
@@ -140,43 +117,6 @@ static void on_exec(unsigned int vcpu, void* udata) {
   g_prev = in;
 }
 
-static void on_tb(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
-  (void)id;
-  const size_t n = qemu_plugin_tb_n_insns(tb);
-  for (size_t i = 0; i < n; ++i) {
-    struct qemu_plugin_insn* insn = qemu_plugin_tb_get_insn(tb, i);
-    insn_info* info = (insn_info*)calloc(1, sizeof *info); /* lives as long as the translation */
-    if (info == NULL) abort();
-    info->vaddr = qemu_plugin_insn_vaddr(insn);
-    info->size = (uint32_t)qemu_plugin_insn_size(insn);
-    char* dis = qemu_plugin_insn_disas(insn);
-    classify(info, dis ? dis : "");
-    free(dis);
-    qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, QEMU_PLUGIN_CB_NO_REGS, info);
-  }
-}
-
-static void on_exit(qemu_plugin_id_t id, void* udata) {
-  (void)id;
-  (void)udata;
-  FILE* f = fopen(g_out, "w");
-  if (f == NULL) return;
-  for (int s = 0; s <= g_seg; ++s)
-    fprintf(f, "%llu %llu\n", (unsigned long long)g_insns[s], (unsigned long long)g_cycles[s]);
-  fclose(f);
-}
-
-__attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
-                                                               const void* info, int argc,
-                                                               char** argv) {
-  (void)info;
-  for (int i = 0; i < argc; ++i) {
-    if (strncmp(argv[i], "mark=", 5) == 0) g_mark = strtoull(argv[i] + 5, NULL, 0) & ~1ull;
-    else if (strncmp(argv[i], "out=", 4) == 0) g_out = argv[i] + 4;
-    else { fprintf(stderr, "tfs_cycles_plugin: unknown argument %s\n", argv[i]); return -1; }
-  }
-  if (g_mark == 0) { fprintf(stderr, "tfs_cycles_plugin: mark=<address> is required\n"); return -1; }
-  qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb);
-  qemu_plugin_register_atexit_cb(id, on_exit, NULL);
-  return 0;
+static void write_segment(FILE* f, int seg) {
+  fprintf(f, "%llu %llu\n", (unsigned long long)g_insns[seg], (unsigned long long)g_cycles[seg]);
 }

@@ -1,7 +1,8 @@
 /* TFS_NM_SPARSE_FC core under ASan + UBSan: random valid 2:4 layers of many shapes (odd window
  * counts, in < 16, steps with remainders), float32 and int8, every path vs portable, and each
  * corruption rule rejected. Built and run by tests/test_nm_sanitizers.py. */
-#include "nm_testgen.h"
+#define TFS_TEST_OP_NM
+#include "tfs_testgen.h"
 
 static uint32_t rng_state = 777u;
 static uint32_t rnd(void) { return tfs_rnd(&rng_state); }
@@ -24,48 +25,28 @@ int main(void) {
         else { const float f = (float)((int32_t)(rnd() % 2001) - 1000) / 1000.0f; memcpy(values + 4 * i, &f, 4); }
       }
       int32_t meta[16] = {0};
-      meta[0] = 1; meta[1] = in; meta[2] = out; meta[3] = 2; meta[4] = 4; meta[5] = dtype;
-      unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
-      int32_t* mult = (int32_t*)malloc((size_t)out * 4);
-      int32_t* shift = (int32_t*)malloc((size_t)out * 4);
-      float* scale = (float*)malloc((size_t)out * 4);
-      tfs_fill_quant(dtype, out, meta, bias, mult, shift, scale, &rng_state);
+      meta[0] = TFS_NMFC_FORMAT_VERSION; meta[1] = in; meta[2] = out; meta[3] = 2; meta[4] = 4; meta[5] = dtype;
       tfs_tensor t[8] = {
           {NULL, 0, 0},
           {values, nv, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
           {idx, (size_t)out * (size_t)stride, TFS_ELEM_UINT8},
-          {meta, 16, TFS_ELEM_INT32},
-          {bias, (size_t)out, dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
-          {mult, (size_t)out, TFS_ELEM_INT32},
-          {shift, (size_t)out, TFS_ELEM_INT32},
-          {scale, (size_t)out, TFS_ELEM_FLOAT32}};
+          {meta, 16, TFS_ELEM_INT32}};
+      tfs_make_quant(dtype, out, meta, t + 4, &rng_state);
       const size_t n_in = dtype ? 8 : 5;
-      for (int32_t batch = 1; batch <= 3; batch += 2) {
-        int rejected = 0;
-        if (tfs_nm_run_all_paths(t, n_in, batch, (uint32_t)(cases + 1), &rejected)) return 1;
-        if (rejected) { fprintf(stderr, "valid layer rejected: in %d out %d\n", in, out); return 1; }
-        ++cases;
-      }
-      /* The same layer through a parameter blob, as models carry it. */
-      if (tfs_blob_round_trip(t, n_in, tfs_nmfc_unpack_params, tfs_nm_run_all_paths)) return 1;
+      if (tfs_check_valid_layer(t, n_in, &cases)) return 1;
       int32_t saved;
       uint8_t sb;
-      int rejected = 0;
-#define EXPECT_REJECT(stmt, undo)                                                   \
-      stmt; tfs_nm_run_all_paths(t, n_in, 1, 7u, &rejected); undo;                    \
-      if (!rejected) { fprintf(stderr, "corruption accepted: %s\n", #stmt); return 1; } \
-      ++rejected_count;
-      EXPECT_REJECT(saved = meta[1]; meta[1] = in + 4, meta[1] = saved)
-      EXPECT_REJECT(saved = meta[1]; meta[1] = in + 2, meta[1] = saved)
-      EXPECT_REJECT(saved = meta[2]; meta[2] = out + 1, meta[2] = saved)
-      EXPECT_REJECT(saved = meta[3]; meta[3] = 1, meta[3] = saved)
-      EXPECT_REJECT(sb = idx[0]; idx[0] = (uint8_t)((sb & 0xF0) | 0x1), idx[0] = sb)
-      EXPECT_REJECT(sb = idx[stride - 1]; idx[stride - 1] = (uint8_t)(windows & 1 ? (sb | 0x40) : ((sb & 0x0F) | 0x30)), idx[stride - 1] = sb)
-      EXPECT_REJECT(t[2].count += 1, t[2].count -= 1)
-      EXPECT_REJECT(t[1].count -= 1, t[1].count += 1)
-      free(values); free(idx); free(bias); free(mult); free(shift); free(scale);
+      TFS_EXPECT_REJECT(saved = meta[1]; meta[1] = in + 4, meta[1] = saved);
+      TFS_EXPECT_REJECT(saved = meta[1]; meta[1] = in + 2, meta[1] = saved);
+      TFS_EXPECT_REJECT(saved = meta[2]; meta[2] = out + 1, meta[2] = saved);
+      TFS_EXPECT_REJECT(saved = meta[3]; meta[3] = 1, meta[3] = saved);
+      TFS_EXPECT_REJECT(sb = idx[0]; idx[0] = (uint8_t)((sb & 0xF0) | 0x1), idx[0] = sb);
+      TFS_EXPECT_REJECT(sb = idx[stride - 1]; idx[stride - 1] = (uint8_t)(windows & 1 ? (sb | 0x40) : ((sb & 0x0F) | 0x30)), idx[stride - 1] = sb);
+      TFS_EXPECT_REJECT(t[2].count += 1, t[2].count -= 1);
+      TFS_EXPECT_REJECT(t[1].count -= 1, t[1].count += 1);
+      tfs_free_data(t + 4, 4);
+      free(values); free(idx);
     }
-  printf("OK: %d layers on portable%s, %d corruptions rejected\n", cases, tfs_available_impls_text(),
-         rejected_count);
+  tfs_report(cases, rejected_count);
   return 0;
 }

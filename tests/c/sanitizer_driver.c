@@ -2,7 +2,7 @@
  * g / dtype / shape (ragged tails, empty rows, in < g) and both col_idx widths (uint8 where a row's
  * groups fit, uint16), every available path vs the portable one, and corrupt metadata that must
  * be rejected. Built and run by tests/test_kernels_sanitizers.py. */
-#include "gsfc_testgen.h"
+#include "tfs_testgen.h"
 
 static uint32_t rng_state = 12345u;
 static uint32_t rnd(void) { return tfs_rnd(&rng_state); }
@@ -48,57 +48,37 @@ int main(void) {
         }
         int32_t meta[16] = {0};
         meta[0] = TFS_GSFC_FORMAT_VERSION; meta[1] = in; meta[2] = out; meta[3] = g; meta[4] = n; meta[5] = dtype;
-        unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
-        int32_t* mult = (int32_t*)malloc((size_t)out * 4);
-        int32_t* shift = (int32_t*)malloc((size_t)out * 4);
-        float* scale = (float*)malloc((size_t)out * 4);
-        tfs_fill_quant(dtype, out, meta, bias, mult, shift, scale, &rng_state);
         tfs_tensor t[9] = {
             {NULL, 0, 0},
             {values, (size_t)n * (size_t)g, dtype ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32},
             {col, (size_t)n, wide ? TFS_ELEM_UINT16 : TFS_ELEM_UINT8},
             {row_ptr, (size_t)out + 1, TFS_ELEM_INT32},
-            {meta, 16, TFS_ELEM_INT32},
-            {bias, (size_t)out, dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
-            {mult, (size_t)out, TFS_ELEM_INT32},
-            {shift, (size_t)out, TFS_ELEM_INT32},
-            {scale, (size_t)out, TFS_ELEM_FLOAT32}};
+            {meta, 16, TFS_ELEM_INT32}};
+        tfs_make_quant(dtype, out, meta, t + 5, &rng_state);
         const size_t n_in = dtype ? 9 : 6;
-        for (int32_t batch = 1; batch <= 3; batch += 2) {
-          int rejected = 0;
-          if (tfs_run_all_paths(t, n_in, batch, (uint32_t)(cases + 1), &rejected)) return 1;
-          if (rejected) { fprintf(stderr, "valid layer rejected: in %d out %d g %d\n", in, out, g); return 1; }
-          ++cases;
-        }
-        /* The same layer through a parameter blob, as models carry it. */
-        if (tfs_blob_round_trip(t, n_in, tfs_gsfc_unpack_params, tfs_run_all_paths)) return 1;
+        if (tfs_check_valid_layer(t, n_in, &cases)) return 1;
         /* Corruptions: each must be rejected. */
         int32_t saved;
-        int rejected = 0;
-#define EXPECT_REJECT(stmt, undo)                                                   \
-        stmt; tfs_run_all_paths(t, n_in, 1, 7u, &rejected); undo;                     \
-        if (!rejected) { fprintf(stderr, "corruption accepted: %s\n", #stmt); return 1; } \
-        ++rejected_count;
-        EXPECT_REJECT(saved = meta[3]; meta[3] = 3, meta[3] = saved)
-        EXPECT_REJECT(saved = meta[2]; meta[2] = out + 1, meta[2] = saved)
-        EXPECT_REJECT(saved = row_ptr[out]; row_ptr[out] = n + 1, row_ptr[out] = saved)
+        TFS_EXPECT_REJECT(saved = meta[3]; meta[3] = 3, meta[3] = saved);
+        TFS_EXPECT_REJECT(saved = meta[2]; meta[2] = out + 1, meta[2] = saved);
+        TFS_EXPECT_REJECT(saved = row_ptr[out]; row_ptr[out] = n + 1, row_ptr[out] = saved);
         if (n > 0) {
           /* one past the row's last group; a repeated index */
-          EXPECT_REJECT(saved = (int32_t)get_col(col, wide, n - 1); set_col(col, wide, n - 1, (uint32_t)per_row),
-                        set_col(col, wide, n - 1, (uint32_t)saved))
+          TFS_EXPECT_REJECT(saved = (int32_t)get_col(col, wide, n - 1); set_col(col, wide, n - 1, (uint32_t)per_row),
+                        set_col(col, wide, n - 1, (uint32_t)saved));
           int32_t r2 = 0; /* a row with two groups, if any */
           while (r2 < out && row_ptr[r2 + 1] - row_ptr[r2] < 2) ++r2;
           if (r2 < out) {
             const int32_t k = row_ptr[r2] + 1;
-            EXPECT_REJECT(saved = (int32_t)get_col(col, wide, k); set_col(col, wide, k, get_col(col, wide, k - 1)),
-                          set_col(col, wide, k, (uint32_t)saved))
+            TFS_EXPECT_REJECT(saved = (int32_t)get_col(col, wide, k); set_col(col, wide, k, get_col(col, wide, k - 1)),
+                          set_col(col, wide, k, (uint32_t)saved));
           }
         }
-        EXPECT_REJECT(saved = t[2].elem; t[2].elem = TFS_ELEM_INT8, t[2].elem = saved)
-        EXPECT_REJECT(t[2].count += 1, t[2].count -= 1)
-        free(row_ptr); free(col); free(values); free(bias); free(mult); free(shift); free(scale);
+        TFS_EXPECT_REJECT(saved = t[2].elem; t[2].elem = TFS_ELEM_INT8, t[2].elem = saved);
+        TFS_EXPECT_REJECT(t[2].count += 1, t[2].count -= 1);
+        tfs_free_data(t + 5, 4);
+        free(row_ptr); free(col); free(values);
       }
-  printf("OK: %d layers on portable%s, %d corruptions rejected\n", cases, tfs_available_impls_text(),
-         rejected_count);
+  tfs_report(cases, rejected_count);
   return 0;
 }

@@ -1,6 +1,7 @@
-/* Test-generator pieces both custom ops' sanitizer drivers and fuzz targets share (gsfc_testgen.h,
- * nm_testgen.h include it): the parameter-blob builder, the fuzz input reader, input filling and
- * the cross-path output comparison. */
+/* The test generator both custom ops' sanitizer drivers and the fuzz target share: the op under
+ * test (TFS_GROUP_SPARSE_FC by default, TFS_NM_SPARSE_FC where TFS_TEST_OP_NM is defined before
+ * this header, or with -DTFS_TEST_OP_NM), the parameter-blob builder, the fuzz input reader,
+ * input filling, running a layer on every path, and the cross-path output comparison. */
 #ifndef TFS_TESTGEN_H_
 #define TFS_TESTGEN_H_
 #include <stdint.h>
@@ -10,6 +11,22 @@
 
 #include "../../tflite_export/kernels/tfs_common.h"
 #include "../../tflite_export/kernels/tfs_dispatch.h"
+
+/* The op's layer type and entry points (TFS_TEST_FN(validate_layer) is tfs_gsfc_validate_layer or
+ * tfs_nmfc_validate_layer); TFS_TEST_PACKS: the op has a packing step its SIMD paths read. */
+#ifdef TFS_TEST_OP_NM
+#include "../../tflite_export/kernels/tfs_nm_sparse_fc.h"
+typedef tfs_nmfc_layer tfs_test_layer;
+#define TFS_TEST_FN(name) tfs_nmfc_##name
+#define TFS_TEST_VERSION TFS_NMFC_FORMAT_VERSION
+#define TFS_TEST_PACKS 0
+#else
+#include "../../tflite_export/kernels/tfs_group_sparse_fc.h"
+typedef tfs_gsfc_layer tfs_test_layer;
+#define TFS_TEST_FN(name) tfs_gsfc_##name
+#define TFS_TEST_VERSION TFS_GSFC_FORMAT_VERSION
+#define TFS_TEST_PACKS 1
+#endif
 
 /* " + avx2 + avx512 ..." : the available implementations besides portable (manifest names). */
 static inline const char* tfs_available_impls_text(void) {
@@ -110,26 +127,90 @@ static inline int tfs_outputs_differ(const unsigned char* y, const unsigned char
   return 0;
 }
 
-/* An op's blob unpacker and its run-every-path helper (gsfc_testgen.h, nm_testgen.h). */
-typedef int (*tfs_unpack_fn)(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n,
-                             char* err, size_t err_len);
-typedef int (*tfs_run_fn)(const tfs_tensor* inputs, size_t n_inputs, int32_t batch, uint32_t seed,
-                          int* rejected);
+/* exactly n bytes from the heap (one where n is 0), so ASan sees a one-byte overrun. */
+static inline void* tfs_alloc_exact(size_t n) { return malloc(n ? n : 1); }
+
+/* Validate, (pack) and compute a layer on every implementation the CPU has, with x, y, workspace
+ * (and the packed copy) in exactly-sized heap blocks. int8 results must be identical across
+ * paths; float32 ones close. Returns 0 if the layer was rejected (*rejected = 1) or all paths
+ * agreed, 1 on a mismatch. */
+static int tfs_run_all_paths(const tfs_tensor* inputs, size_t n_inputs, int32_t batch,
+                             uint32_t seed, int* rejected) {
+  tfs_test_layer L;
+  char err[256];
+  *rejected = TFS_TEST_FN(validate_layer)(inputs, n_inputs, &L, err, sizeof err) != TFS_OK;
+  if (*rejected) return 0;
+  const size_t esize = L.dtype == TFS_DTYPE_I8 ? 1 : 4;
+  const size_t nx = (size_t)batch * (size_t)L.in, ny = (size_t)batch * (size_t)L.out;
+  unsigned char* x = (unsigned char*)tfs_alloc_exact(nx * esize);
+  unsigned char* y_ref = (unsigned char*)tfs_alloc_exact(ny * esize);
+  unsigned char* y = (unsigned char*)tfs_alloc_exact(ny * esize);
+  const size_t ws_size = TFS_TEST_FN(workspace_size)(&L, batch);
+  void* ws = ws_size ? malloc(ws_size) : NULL;
+#if TFS_TEST_PACKS
+  const size_t bound = tfs_gsfc_packed_bound(&L);
+  void* mem = NULL;
+  if (posix_memalign(&mem, 64, bound ? bound : 64) != 0) abort();
+  tfs_gsfc_packed P;
+  if (tfs_gsfc_pack(&L, mem, bound, &P) != TFS_OK) { fprintf(stderr, "pack failed\n"); abort(); }
+#define TFS_TEST_COMPUTE(packed, y_out, impl) tfs_gsfc_compute(&L, packed, x, y_out, batch, ws, impl)
+#else
+  void* mem = NULL;
+#define TFS_TEST_COMPUTE(packed, y_out, impl) tfs_nmfc_compute(&L, x, y_out, batch, ws, impl)
+#endif
+  tfs_fill_x(x, nx, esize, seed);
+  tfs_tensor tx = {x, nx, L.dtype == TFS_DTYPE_I8 ? TFS_ELEM_INT8 : TFS_ELEM_FLOAT32};
+  tfs_tensor ty = {y, ny, tx.elem};
+  int32_t b = 0;
+  if (TFS_TEST_FN(validate_io)(&L, &tx, &ty, &b, err, sizeof err) != TFS_OK || b != batch) abort();
+  int bad = 0;
+  if (TFS_TEST_COMPUTE(NULL, y_ref, TFS_IMPL_PORTABLE) != TFS_OK) abort();
+  for (int impl = TFS_IMPL_PORTABLE + 1; impl < TFS_IMPL_LIMIT; ++impl) {
+    if (!tfs_impl_available(impl)) continue;
+    if (TFS_TEST_COMPUTE(&P, y, impl) != TFS_OK) abort();
+    size_t at = 0;
+    bad = tfs_outputs_differ(y, y_ref, ny, esize, &at);
+    if (bad) {
+      fprintf(stderr, "mismatch impl %d in %d out %d dtype %d at %zu\n", impl, L.in, L.out, L.dtype, at);
+      break;
+    }
+  }
+#undef TFS_TEST_COMPUTE
+  free(x); free(y_ref); free(y); free(ws); free(mem);
+  return bad;
+}
+
+/* The arrays after meta (bias, multiplier, shift, scale; out entries each) of a generated valid
+ * layer, into t[0..3], from rng state *s; tfs_free_data frees them. */
+static inline void tfs_make_quant(int dtype, int32_t out, int32_t* meta, tfs_tensor* t, uint32_t* s) {
+  unsigned char* bias = (unsigned char*)malloc((size_t)out * 4);
+  int32_t* mult = (int32_t*)malloc((size_t)out * 4);
+  int32_t* shift = (int32_t*)malloc((size_t)out * 4);
+  float* scale = (float*)malloc((size_t)out * 4);
+  tfs_fill_quant(dtype, out, meta, bias, mult, shift, scale, s);
+  const tfs_tensor q[4] = {{bias, (size_t)out, dtype ? TFS_ELEM_INT32 : TFS_ELEM_FLOAT32},
+                           {mult, (size_t)out, TFS_ELEM_INT32},
+                           {shift, (size_t)out, TFS_ELEM_INT32},
+                           {scale, (size_t)out, TFS_ELEM_FLOAT32}};
+  memcpy(t, q, sizeof q);
+}
+static inline void tfs_free_data(tfs_tensor* t, size_t n) {
+  for (size_t i = 0; i < n; ++i) free((void*)(uintptr_t)t[i].data); /* ours: malloc'd */
+}
 
 /* Drivers: a valid layer must survive the trip through a parameter blob in an exactly sized
  * block (as models carry it) and a truncated blob must be refused. 0 if so, else 1. */
-static inline int tfs_blob_round_trip(const tfs_tensor* t, size_t n_in, tfs_unpack_fn unpack,
-                                      tfs_run_fn run) {
+static inline int tfs_blob_round_trip(const tfs_tensor* t, size_t n_in) {
   size_t bytes = 0, n_u = 0;
   unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
   tfs_tensor u[16];
   char err[256] = "";
   int rejected = 1, bad = 0;
-  if (unpack(blob, bytes, u, &n_u, err, sizeof err) != TFS_OK || run(u, n_u, 2, 99u, &rejected) ||
+  if (TFS_TEST_FN(unpack_params)(blob, bytes, u, &n_u, err, sizeof err) != TFS_OK || tfs_run_all_paths(u, n_u, 2, 99u, &rejected) ||
       rejected) {
     fprintf(stderr, "blob of a valid layer failed: %s\n", err);
     bad = 1;
-  } else if (unpack(blob, bytes - 1, u, &n_u, err, sizeof err) == TFS_OK) {
+  } else if (TFS_TEST_FN(unpack_params)(blob, bytes - 1, u, &n_u, err, sizeof err) == TFS_OK) {
     fprintf(stderr, "truncated blob accepted\n");
     bad = 1;
   }
@@ -140,7 +221,7 @@ static inline int tfs_blob_round_trip(const tfs_tensor* t, size_t n_in, tfs_unpa
 /* Fuzz targets: the arrays packed into a parameter blob, with an occasional fuzzed header or
  * directory word or a truncation, then unpacked and, if accepted, run. 1 on a path mismatch. */
 static inline int tfs_fuzz_blob(tfs_reader* r, const tfs_tensor* t, size_t n_in, int32_t batch,
-                                uint32_t seed, tfs_unpack_fn unpack, tfs_run_fn run) {
+                                uint32_t seed) {
   size_t bytes = 0, n_u = 0;
   unsigned char* blob = tfs_build_blob(t, n_in, &bytes);
   if ((tfs_rd(r, 1) & 3) == 0) {
@@ -152,10 +233,38 @@ static inline int tfs_fuzz_blob(tfs_reader* r, const tfs_tensor* t, size_t n_in,
   tfs_tensor u[16];
   char err[256];
   int rejected = 0, bad = 0;
-  if (unpack(blob, cut, u, &n_u, err, sizeof err) == TFS_OK)
-    bad = run(u, n_u, batch, seed, &rejected);
+  if (TFS_TEST_FN(unpack_params)(blob, cut, u, &n_u, err, sizeof err) == TFS_OK)
+    bad = tfs_run_all_paths(u, n_u, batch, seed, &rejected);
   free(blob);
   return bad;
+}
+
+/* Drivers: a valid layer on every path at batch 1 and 3 (never rejected), then through a
+ * parameter blob; counts the runs in *cases. 0 if all passed, else 1. */
+static inline int tfs_check_valid_layer(const tfs_tensor* t, size_t n_in, int* cases) {
+  for (int32_t batch = 1; batch <= 3; batch += 2) {
+    int rejected = 0;
+    if (tfs_run_all_paths(t, n_in, batch, (uint32_t)(*cases + 1), &rejected)) return 1;
+    if (rejected) { fprintf(stderr, "valid layer rejected (case %d)\n", *cases); return 1; }
+    ++*cases;
+  }
+  return tfs_blob_round_trip(t, n_in);
+}
+
+/* Drivers: `stmt` corrupts the layer t[0..n_in), `undo` restores it; the corrupted layer must be
+ * rejected (else main returns 1), counted in rejected_count. */
+#define TFS_EXPECT_REJECT(stmt, undo)                                                   \
+  do {                                                                                 \
+    int rejected_ = 0;                                                                 \
+    stmt; tfs_run_all_paths(t, n_in, 1, 7u, &rejected_); undo;                         \
+    if (!rejected_) { fprintf(stderr, "corruption accepted: %s\n", #stmt); return 1; } \
+    ++rejected_count;                                                                  \
+  } while (0)
+
+/* Drivers' last line, which the tests read. */
+static inline void tfs_report(int cases, int rejected_count) {
+  printf("OK: %d layers on portable%s, %d corruptions rejected\n", cases, tfs_available_impls_text(),
+         rejected_count);
 }
 
 #endif

@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 __all__ = [
-    "KernelFormatError", "GroupSparseFC", "library", "available_impls", "best_impl", "IMPLS",
+    "KernelFormatError", "CustomOpLayer", "GroupSparseFC", "library", "available_impls", "best_impl", "IMPLS",
     "set_runtime_impl", "get_runtime_impl", "multiply_by_quantized_multiplier",
     "time_layer_vs_dense", "FORMAT_VERSION", "META_LEN", "impls", "impl_features",
     "kernel_table", "KernelInfo", "disabled_impls",
@@ -96,11 +96,6 @@ def library() -> ctypes.CDLL:
     lib = ctypes.CDLL(_library_path())
     vp, sz, i32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32
     decl = {
-        "tfs_gsfc_validate_layer": (ctypes.c_int, [ctypes.POINTER(_Tensor), sz, vp, ctypes.c_char_p, sz]),
-        "tfs_gsfc_validate_io": (ctypes.c_int, [vp, ctypes.POINTER(_Tensor), ctypes.POINTER(_Tensor),
-                                                ctypes.POINTER(i32), ctypes.c_char_p, sz]),
-        "tfs_gsfc_workspace_size": (sz, [vp, i32]),
-        "tfs_gsfc_compute": (ctypes.c_int, [vp, vp, vp, vp, i32, vp, ctypes.c_int]),
         "tfs_gsfc_packed_bound": (sz, [vp]),
         "tfs_gsfc_pack": (ctypes.c_int, [vp, vp, sz, vp]),
         "tfs_gsfc_packed_struct_size": (sz, []),
@@ -114,20 +109,39 @@ def library() -> ctypes.CDLL:
         "tfs_kernel_at": (ctypes.POINTER(_KernelEntry), [ctypes.c_int]),
         "tfs_kernel_index": (ctypes.c_int, [ctypes.c_int] * 5),
         "tfs_multiply_by_quantized_multiplier": (i32, [i32, i32, i32]),
-        "tfs_gsfc_layer_size": (sz, []),
-        "tfs_gsfc_set_requant": (ctypes.c_int, [vp, ctypes.c_int]),
-        "tfs_gsfc_time_compute": (ctypes.c_double, [vp, vp, vp, vp, i32, vp, ctypes.c_int, ctypes.c_int]),
         "tfs_set_impl": (ctypes.c_int, [ctypes.c_int]),
         "tfs_get_impl": (ctypes.c_int, []),
         "tfs_time_litert_run": (ctypes.c_double, [vp, vp, sz, ctypes.POINTER(vp), sz,
                                                   ctypes.POINTER(vp), ctypes.c_int]),
     }
-    for name, (res, args) in decl.items():
-        fn = getattr(lib, name)
-        fn.restype = res
-        fn.argtypes = args
+    _declare(lib, decl)
+    _declare_op(lib, "tfs_gsfc", n_layer_args=2)  # compute / time_compute take (layer, packed)
     _LIB = lib
     return lib
+
+
+def _declare(lib: ctypes.CDLL, decl: dict) -> None:
+    for name, (res, args) in decl.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+
+
+def _declare_op(lib: ctypes.CDLL, prefix: str, n_layer_args: int) -> None:
+    """Declare one custom op's core API (tfs_common.h TFS_DECLARE_OP_CORE, plus compute and
+    time_compute, whose leading layer arguments number ``n_layer_args``)."""
+    vp, sz, i32, c_int = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32, ctypes.c_int
+    tensors, err = ctypes.POINTER(_Tensor), [ctypes.c_char_p, sz]
+    layer = [vp] * n_layer_args
+    _declare(lib, {
+        f"{prefix}_unpack_params": (c_int, [vp, sz, tensors, ctypes.POINTER(sz), *err]),
+        f"{prefix}_validate_layer": (c_int, [tensors, sz, vp, *err]),
+        f"{prefix}_validate_io": (c_int, [vp, tensors, tensors, ctypes.POINTER(i32), *err]),
+        f"{prefix}_workspace_size": (sz, [vp, i32]),
+        f"{prefix}_layer_size": (sz, []),
+        f"{prefix}_set_requant": (c_int, [vp, c_int]),
+        f"{prefix}_compute": (c_int, [*layer, vp, vp, i32, vp, c_int]),
+        f"{prefix}_time_compute": (ctypes.c_double, [*layer, vp, vp, i32, vp, c_int, c_int]),
+    })
 
 
 _IMPL_LIMIT = 16  # TFS_IMPL_LIMIT: implementation codes are below it
@@ -244,55 +258,79 @@ def _tensor(arr: Optional[np.ndarray]) -> _Tensor:
     return _Tensor(arr.ctypes.data if arr.size else None, arr.size, _ELEM.get(arr.dtype, 0))
 
 
-class GroupSparseFC:
-    """One validated group-sparse FC layer, runnable on numpy arrays without LiteRT.
+class CustomOpLayer:
+    """One validated custom-op layer, runnable on numpy arrays without LiteRT: the ctypes
+    plumbing both ops share. A subclass names its C prefix (``_prefix``), its blob's op name
+    (``_op``), how many constant arrays it has and where meta is; its ``__init__`` calls
+    :meth:`_validate` with the node's constant inputs 1.. in FORMAT.md order (int8-only ones None
+    for float32). C-contiguous copies are kept for the layer's lifetime: the C layer points into
+    them. Dtypes are not cast: a wrong dtype is a format error (KernelFormatError)."""
 
-    Arguments are the node's constant inputs 1..8 in FORMAT.md order (the int8-only ones None for
-    float32). Arrays are kept (C-contiguous copies) for the layer's lifetime: the C layer points
-    into them. Raises KernelFormatError on any format violation.
-    """
+    _prefix: str
+    _op: str
+    _n_arrays: int
+    _meta_index: int
 
-    def __init__(self, values, col_idx, row_ptr, meta, bias, out_multiplier=None, out_shift=None,
-                 out_scale=None, requant: str = "fp32"):
-        lib = library()
-        arrays = [values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift, out_scale]
-        # Keep the given dtypes (no casting): a wrong dtype is a format error to report.
+    _lib = staticmethod(library)  # the library with this op's entry points declared
+
+    @classmethod
+    def _fn(cls, name: str):
+        return getattr(cls._lib(), f"{cls._prefix}_{name}")
+
+    def _layer_args(self) -> tuple:
+        """The leading arguments of compute / time_compute."""
+        return (self._layer,)
+
+    def _validate(self, arrays: list, requant: str) -> None:
         self._arrays = [None if a is None else np.ascontiguousarray(a) for a in arrays]
         given = [i for i, a in enumerate(self._arrays) if a is not None]
         n_inputs = 2 + given[-1] if given else 1  # node inputs: activations + the given ones
-        tensors = (_Tensor * 9)()
+        tensors = (_Tensor * (self._n_arrays + 1))()
         for i, a in enumerate(self._arrays[: max(n_inputs - 1, 0)]):
             tensors[i + 1] = _tensor(a)
-        self._layer = ctypes.create_string_buffer(lib.tfs_gsfc_layer_size())
+        self._layer = ctypes.create_string_buffer(self._fn("layer_size")())
         err = ctypes.create_string_buffer(400)
-        if lib.tfs_gsfc_validate_layer(tensors, n_inputs, self._layer, err, len(err)) != 0:
+        if self._fn("validate_layer")(tensors, n_inputs, self._layer, err, len(err)) != 0:
             raise KernelFormatError(err.value.decode(errors="replace"))
-        if lib.tfs_gsfc_set_requant(self._layer, REQUANT[requant]) != 0:
+        if requant not in REQUANT or self._fn("set_requant")(self._layer, REQUANT[requant]) != 0:
             raise ValueError(f"unknown requantization {requant!r}")
-        # The SIMD paths' packed copy (rows sorted and interleaved in blocks of 8).
-        bound = lib.tfs_gsfc_packed_bound(self._layer)
-        self._packed_raw = np.zeros(bound + 64, np.uint8)
-        mem = self._packed_raw.ctypes.data + ((-self._packed_raw.ctypes.data) % 64)
-        self._packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
-        if lib.tfs_gsfc_pack(self._layer, mem, bound, self._packed) != 0:
-            raise RuntimeError("tfs_gsfc_pack failed")
-        m = self._arrays[3]
-        self.in_features, self.out_features, self.g = int(m[1]), int(m[2]), int(m[3])
+        m = self._arrays[self._meta_index]
+        self.in_features, self.out_features = int(m[1]), int(m[2])
         self.dtype = np.dtype(np.int8) if int(m[5]) == 1 else np.dtype(np.float32)
         self._workspace = np.empty(0, np.uint8)
 
+    @classmethod
+    def from_blob(cls, blob, requant: str = "fp32"):
+        """The layer a node's parameter blob (FORMAT.md "Parameter blob") holds; the C unpacker
+        checks the header and section bounds before any array is read."""
+        from tflite_export import params_blob
+
+        raw = np.ascontiguousarray(blob).view(np.uint8).ravel()
+        tensors, n = (_Tensor * (cls._n_arrays + 1))(), ctypes.c_size_t()
+        err = ctypes.create_string_buffer(400)
+        if cls._fn("unpack_params")(raw.ctypes.data, raw.size, tensors, ctypes.byref(n), err,
+                                    len(err)) != 0:
+            raise KernelFormatError(err.value.decode(errors="replace"))
+        sections = params_blob.OP_SECTIONS[cls._op]
+        arrays = params_blob.unpack_params(raw, sections)
+        return cls(*[arrays.get(name) for name in sections], requant=requant)
+
+    @property
+    def arrays(self) -> list:
+        """The constant arrays 1.. in FORMAT.md order (None where a float32 layer has none)."""
+        return list(self._arrays)
+
     def _prepare(self, x: np.ndarray):
-        lib = library()
         x = np.ascontiguousarray(x)
         batch_shape = x.shape[:-1] if x.ndim > 1 else ()
         y = np.empty(batch_shape + (self.out_features,), dtype=self.dtype)
         tx, ty = _tensor(x), _tensor(y)
         batch = ctypes.c_int32()
         err = ctypes.create_string_buffer(400)
-        if lib.tfs_gsfc_validate_io(self._layer, ctypes.byref(tx), ctypes.byref(ty),
-                                    ctypes.byref(batch), err, len(err)) != 0:
+        if self._fn("validate_io")(self._layer, ctypes.byref(tx), ctypes.byref(ty),
+                                   ctypes.byref(batch), err, len(err)) != 0:
             raise KernelFormatError(err.value.decode(errors="replace"))
-        need = lib.tfs_gsfc_workspace_size(self._layer, batch.value)
+        need = self._fn("workspace_size")(self._layer, batch.value)
         if self._workspace.size < need + 64:
             self._workspace = np.zeros(need + 64, np.uint8)
         ws = self._workspace.ctypes.data + ((-self._workspace.ctypes.data) % 64)
@@ -301,29 +339,54 @@ class GroupSparseFC:
     def __call__(self, x: np.ndarray, impl: str = "auto") -> np.ndarray:
         """y[..., out] for x[..., in] (x's dtype must be the layer's)."""
         x, y, batch, ws = self._prepare(x)
-        if library().tfs_gsfc_compute(self._layer, self._packed, x.ctypes.data, y.ctypes.data,
-                                      batch, ws, _impl_code(impl)) != 0:
+        if self._fn("compute")(*self._layer_args(), x.ctypes.data, y.ctypes.data, batch, ws,
+                               _impl_code(impl)) != 0:
             raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
         return y
+
+    def time(self, x: np.ndarray, iterations: int = 1000, impl: str = "auto") -> float:
+        """Seconds per call on x, measured by a loop in C (best of 3 repetitions)."""
+        x, y, batch, ws = self._prepare(x)
+        best = float("inf")
+        for _ in range(3):
+            t = self._fn("time_compute")(*self._layer_args(), x.ctypes.data, y.ctypes.data,
+                                         batch, ws, _impl_code(impl), int(iterations))
+            if t < 0:
+                raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
+            best = min(best, t)
+        return best
+
+
+class GroupSparseFC(CustomOpLayer):
+    """One validated group-sparse FC layer (TFS_GROUP_SPARSE_FC), runnable on numpy arrays
+    without LiteRT: :class:`CustomOpLayer` on the arrays values, col_idx, row_ptr, meta, bias
+    (and out_multiplier, out_shift, out_scale for int8). Raises KernelFormatError on any format
+    violation.
+    """
+
+    _prefix, _op, _n_arrays, _meta_index = "tfs_gsfc", "TFS_GROUP_SPARSE_FC", 8, 3
+
+    def __init__(self, values, col_idx, row_ptr, meta, bias, out_multiplier=None, out_shift=None,
+                 out_scale=None, requant: str = "fp32"):
+        lib = library()
+        self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
+                        out_scale], requant)
+        # The SIMD paths' packed copy (rows sorted and interleaved in blocks of 8).
+        bound = lib.tfs_gsfc_packed_bound(self._layer)
+        self._packed_raw = np.zeros(bound + 64, np.uint8)
+        mem = self._packed_raw.ctypes.data + ((-self._packed_raw.ctypes.data) % 64)
+        self._packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
+        if lib.tfs_gsfc_pack(self._layer, mem, bound, self._packed) != 0:
+            raise RuntimeError("tfs_gsfc_pack failed")
+        self.g = int(self._arrays[3][3])
+
+    def _layer_args(self) -> tuple:
+        return (self._layer, self._packed)
 
     def kernel(self, impl: str = "auto") -> str:
         """The manifest's C function that `impl` runs for this layer (RuntimeError if `impl`
         is not available on this CPU)."""
         return _kernel_name(0, self.dtype.name, self.g, impl, True)
-
-    def time(self, x: np.ndarray, iterations: int = 1000, impl: str = "auto") -> float:
-        """Seconds per call on x, measured by a loop in C (best of 3 repetitions)."""
-        x, y, batch, ws = self._prepare(x)
-        lib = library()
-        best = float("inf")
-        for _ in range(3):
-            t = lib.tfs_gsfc_time_compute(self._layer, self._packed, x.ctypes.data,
-                                          y.ctypes.data, batch, ws, _impl_code(impl),
-                                          int(iterations))
-            if t < 0:
-                raise RuntimeError(f"kernel implementation {impl!r} is not available on this CPU")
-            best = min(best, t)
-        return best
 
 
 def time_layer_vs_dense(in_features: int, out_features: int, density: float, g: int,

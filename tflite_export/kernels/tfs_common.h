@@ -149,6 +149,87 @@ int tfs_unpack_params(const void* blob, size_t bytes, size_t n_f32, size_t n_i8,
                       const char* const* names, tfs_tensor* tensors, size_t* n_tensors, char* err,
                       size_t err_len);
 
+/* ---- One custom op's core API, the same for every op ---- */
+
+/* Declares the entry points every op's core has, named prefix_* on its layer type layer_t:
+ *   prefix_unpack_params   split a parameter blob into tensors[1..] (tfs_unpack_params; `tensors`
+ *                          has room for the op's int8 array count);
+ *   prefix_validate_layer  validate a node's constant inputs (inputs[1..]; inputs[0], the
+ *                          activations, is not looked at) completely, every rule of FORMAT.md
+ *                          "Validation"; fills *layer and returns TFS_OK, else writes err;
+ *   prefix_validate_io     the activations and output against a validated layer, O(1); sets *batch;
+ *   prefix_workspace_size  scratch bytes compute needs for `batch` rows (0 for float32);
+ *   prefix_layer_size      sizeof(layer_t), so the Python side can allocate one blind;
+ *   prefix_set_requant     set a validated layer's int8 requantization flavour (TFS_REQUANT_*;
+ *                          validate sets FP32, an adapter may change it). */
+#define TFS_DECLARE_OP_CORE(prefix, layer_t)                                                    \
+  int prefix##_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors,             \
+                             size_t* n_tensors, char* err, size_t err_len);                   \
+  int prefix##_validate_layer(const tfs_tensor* inputs, size_t n_inputs, layer_t* layer,      \
+                              char* err, size_t err_len);                                     \
+  int prefix##_validate_io(const layer_t* layer, const tfs_tensor* x, const tfs_tensor* y,    \
+                           int32_t* batch, char* err, size_t err_len);                        \
+  size_t prefix##_workspace_size(const layer_t* layer, int32_t batch);                        \
+  size_t prefix##_layer_size(void);                                                           \
+  int prefix##_set_requant(layer_t* layer, int requant)
+
+/* Defines, in an op's validation file, the parts of TFS_DECLARE_OP_CORE that are the same for
+ * every op, from its array names (names[n_i8]: "activations", "values", ...), float32 / int8
+ * array counts, meta's array index and format version:
+ *   static check_tensor(t, index, elem, count, err, err_len): tfs_check_tensor naming the array;
+ *   prefix_validate_layer: non-null arguments, *layer zeroed, tfs_check_meta_head, then the op's
+ *     own `static int check_layer(inputs, n_inputs, meta, layer, err, err_len)` (its meta
+ *     fields, arrays and layer fields), then an int8 node's requantization arrays (the op's
+ *     last three) and the fields every layer has: in, out (meta[1], meta[2] in every op) and
+ *     TFS_SET_COMMON_LAYER_FIELDS;
+ *   prefix_unpack_params, prefix_validate_io, prefix_layer_size and prefix_set_requant.
+ * The op writes check_layer and prefix_workspace_size. */
+#define TFS_DEFINE_OP_CORE_COMMON(prefix, layer_t, names, n_f32, n_i8, meta_index, version)     \
+  static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count, char* err, \
+                          size_t err_len) {                                                   \
+    return tfs_check_tensor(t, index, names[index], elem, count, err, err_len);               \
+  }                                                                                           \
+  static int check_layer(const tfs_tensor* inputs, size_t n_inputs, const int32_t* meta,      \
+                         layer_t* layer, char* err, size_t err_len);                          \
+  int prefix##_validate_layer(const tfs_tensor* inputs, size_t n_inputs, layer_t* layer,      \
+                              char* err, size_t err_len) {                                    \
+    int rc;                                                                                   \
+    const int32_t* meta = NULL;                                                               \
+    if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");      \
+    memset(layer, 0, sizeof *layer);                                                          \
+    if ((rc = tfs_check_meta_head(inputs, n_inputs, n_f32, n_i8, meta_index,                  \
+                                  names[meta_index], version, &meta, err, err_len)) != TFS_OK) \
+      return rc;                                                                              \
+    if ((rc = check_layer(inputs, n_inputs, meta, layer, err, err_len)) != TFS_OK) return rc;  \
+    if (meta[TFS_META_DTYPE] == TFS_DTYPE_I8 &&                                               \
+        (rc = tfs_check_requant_inputs(inputs, (int)(n_i8)-3, names, meta[2],                 \
+                                       &layer->multiplier, &layer->shift, &layer->scale, err, \
+                                       err_len)) != TFS_OK)                                   \
+      return rc;                                                                              \
+    layer->in = meta[1];                                                                      \
+    layer->out = meta[2];                                                                     \
+    TFS_SET_COMMON_LAYER_FIELDS(layer, meta);                                                 \
+    return TFS_OK;                                                                            \
+  }                                                                                           \
+  int prefix##_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors,             \
+                             size_t* n_tensors, char* err, size_t err_len) {                  \
+    return tfs_unpack_params(blob, bytes, n_f32, n_i8, names, tensors, n_tensors, err,        \
+                             err_len);                                                        \
+  }                                                                                           \
+  int prefix##_validate_io(const layer_t* layer, const tfs_tensor* x, const tfs_tensor* y,    \
+                           int32_t* batch, char* err, size_t err_len) {                       \
+    if (layer == NULL) return tfs_fail(err, err_len, "null argument");                        \
+    return tfs_check_io(layer->in, layer->out, layer->dtype, x, y, batch, err, err_len);      \
+  }                                                                                           \
+  size_t prefix##_layer_size(void) { return sizeof(layer_t); }                                \
+  int prefix##_set_requant(layer_t* layer, int requant) {                                     \
+    if (requant != TFS_REQUANT_FP32 && requant != TFS_REQUANT_FIXED_POINT)                    \
+      return TFS_ERR_INVALID;                                                                 \
+    layer->requant = requant;                                                                 \
+    return TFS_OK;                                                                            \
+  }                                                                                           \
+  typedef int prefix##_core_common_defined_ /* ends the macro with a `;` at the use */
+
 /* ---- Scalar math shared by the kernels ---- */
 
 /* TFLite's fixed-point requantization (MultiplyByQuantizedMultiplier), exposed for tests. */

@@ -94,31 +94,16 @@ typedef struct {
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
 } tfs_gsfc_packed;
 
-/* Split a parameter blob into its arrays: tensors[1..] receive the sections,
- * tensors[0] (the activations' slot) is zeroed; *n_tensors = sections + 1, ready for
- * tfs_gsfc_validate_layer. `tensors` must have room for TFS_GSFC_NUM_INPUTS_I8 entries. Checks
- * the header and that every section lies inside the blob, aligned; O(sections). */
-int tfs_gsfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
-                           char* err, size_t err_len);
-
-/* Validate a node's constant inputs (indices 1.. of `inputs`; inputs[0], the activations, is
- * not looked at) completely: every rule of FORMAT.md "Validation". O(n_groups + out).
- * On success fills `layer` and returns TFS_OK; otherwise writes a message into err. */
-int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_layer* layer,
-                            char* err, size_t err_len);
-
-/* Validate the activations and the output against a validated layer, O(1); sets *batch. */
-int tfs_gsfc_validate_io(const tfs_gsfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
-                         int32_t* batch, char* err, size_t err_len);
+/* tfs_gsfc_unpack_params, _validate_layer (O(n_groups + out)), _validate_io, _workspace_size
+ * (int8: x - input_zp as int16, plus a gather's slack; 0 for float32), _layer_size, _set_requant:
+ * tfs_common.h TFS_DECLARE_OP_CORE. */
+TFS_DECLARE_OP_CORE(tfs_gsfc, tfs_gsfc_layer);
 
 /* Bytes tfs_gsfc_pack needs for a validated layer (an upper bound). */
 size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* layer);
 
 /* Build the packed copy in mem (64-byte aligned, >= tfs_gsfc_packed_bound bytes). O(groups). */
 int tfs_gsfc_pack(const tfs_gsfc_layer* layer, void* mem, size_t bytes, tfs_gsfc_packed* packed);
-
-/* Bytes of scratch memory compute needs (0 for float32). */
-size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch);
 
 /* y[batch, out] = act(x[batch, in] * W^T + bias), W the group-sparse weights. The layer must
  * have been validated and x/y checked with tfs_gsfc_validate_io. The kernel comes from the

@@ -117,6 +117,57 @@ TFS_INLINE int32_t row_kf(const void* col, int32_t k0, int32_t k1, int32_t last,
     }                                             \
   } while (0)
 
+/* The layer fields every run_* reads (vals as v_t, bias as b_t), and `last`, the ragged tail
+ * group's index (-1 if none). */
+#define TFS_NEON_LAYER(L, v_t, b_t, G)                           \
+  const v_t* vals = (const v_t*)(L)->values;                     \
+  const b_t* bias = (const b_t*)(L)->bias;                       \
+  const int32_t* row_ptr = (L)->row_ptr;                         \
+  const void* col = (L)->col_idx;                                \
+  const int32_t in = (L)->in, out = (L)->out;                    \
+  const int32_t last = (L)->in_full != in ? (L)->in_full / G : -1
+
+/* Inside TFS_FOR_BLOCKS: the statement runs for each of the block's 4 row slots i, with k0 the
+ * row's first group and kf the end of its full groups. */
+#define TFS_EACH_ROW_SLOT(...)                                    \
+  _Pragma("GCC unroll 4")                                         \
+  for (int32_t i = 0; i < 4; ++i) {                               \
+    TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);                    \
+    const int32_t kf = row_kf(col, k0, k1, last, CB, RAG);        \
+    __VA_ARGS__;                                                  \
+  }
+
+/* Inside TFS_FOR_BLOCKS, if RAG: t[i] (acc_t[4], zeroed) += the ragged tail group of each of the
+ * block's nr rows, w[j] * X(c + j) for the in - c columns that exist; w is the tail's weights
+ * (v_t). */
+#define TFS_RAGGED_TAILS(t, X)                                               \
+  for (int32_t i = 0; i < nr; ++i) {                                          \
+    TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);                               \
+    const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;     \
+    if (kf != k1)                                                            \
+      for (int32_t j = 0; j < in - c; ++j) t[i] += X(vals[(size_t)kf * G + j], c + j); \
+  }
+
+/* The exported kernel NAME (tfs_kernel_fn) for width G: RUN(L, x, y, batch, ws, G, CB, RAG)
+ * instantiated for both col_idx widths (CB) and with / without ragged tails (RAG), T the
+ * activations' element type. */
+#define TFS_NEON_KERNEL(NAME, RUN, G, T, ATTR)                                                   \
+  ATTR void NAME(const void* layer, const void* packed, const void* x, void* y, int32_t batch,   \
+                 void* ws) {                                                                      \
+    (void)packed;                                                                                \
+    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
+    const T* xt = (const T*)x;                                                                   \
+    T* yt = (T*)y;                                                                               \
+    const int ragged = L->in_full != L->in;                                                      \
+    if (L->col_bytes == 1) {                                                                     \
+      if (ragged) RUN(L, xt, yt, batch, ws, G, 1, 1);                                            \
+      else RUN(L, xt, yt, batch, ws, G, 1, 0);                                                   \
+    } else {                                                                                     \
+      if (ragged) RUN(L, xt, yt, batch, ws, G, 2, 1);                                            \
+      else RUN(L, xt, yt, batch, ws, G, 2, 0);                                                   \
+    }                                                                                            \
+  }
+
 /* Row sums of four accumulators: lane i = sum of a[i]'s lanes (two pairwise adds). */
 TFS_INLINE float32x4_t sum4_f32(const float32x4_t* a) {
   return vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3]));
@@ -210,14 +261,14 @@ TFS_INLINE float32x4_t act4_f32(float32x4_t v, int act) {
   return v;
 }
 
+/* run_f32's tail term: weight w times x column j. */
+#define X_F32(w, j) (w) * xb[j]
+
 TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch,
-                        const int G, const int CB, const int RAG) {
-  const float* vals = (const float*)L->values;
-  const float* bias = (const float*)L->bias;
-  const int32_t* row_ptr = L->row_ptr;
-  const void* col = L->col_idx;
-  const int32_t in = L->in, out = L->out, act = L->activation;
-  const int32_t last = L->in_full != in ? L->in_full / G : -1;
+                        void* workspace, const int G, const int CB, const int RAG) {
+  (void)workspace;
+  TFS_NEON_LAYER(L, float, float, G);
+  const int32_t act = L->activation;
   TFS_FOR_BLOCKS(out,
     float32x4_t bv;
     if (nr == 4) {
@@ -230,21 +281,11 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32
     for (int32_t b = 0; b < batch; ++b) {
       const float* xb = x + (size_t)b * in;
       float32x4_t d[4];
-_Pragma("GCC unroll 4")
-      for (int32_t i = 0; i < 4; ++i) {
-        TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-        d[i] = dot_f32(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB);
-      }
+      TFS_EACH_ROW_SLOT(d[i] = dot_f32(xb, col, vals, k0, kf, G, CB))
       float32x4_t s = sum4_f32(d);
       if (RAG) { /* ragged tails: only the in - c columns that exist */
         float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int32_t i = 0; i < nr; ++i) {
-          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;
-          const float* w = vals + (size_t)kf * G;
-          if (kf != k1)
-            for (int32_t j = 0; j < in - c; ++j) t[i] += w[j] * xb[c + j];
-        }
+        TFS_RAGGED_TAILS(t, X_F32)
         s = vaddq_f32(s, vld1q_f32(t));
       }
       s = act4_f32(vaddq_f32(s, bv), act);
@@ -260,26 +301,9 @@ _Pragma("GCC unroll 4")
   );
 }
 
-#define TFS_NEON_F32(G)                                                                         \
-  void tfs_gsfc_neon_f32_g##G(const void* layer, const void* packed, const void* x, void* y,     \
-                              int32_t batch, void* ws) {                                         \
-    (void)packed;                                                                                \
-    (void)ws;                                                                                    \
-    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
-    const float* xf = (const float*)x;                                                           \
-    float* yf = (float*)y;                                                                       \
-    const int ragged = L->in_full != L->in;                                                      \
-    if (L->col_bytes == 1) {                                                                     \
-      if (ragged) run_f32(L, xf, yf, batch, G, 1, 1);                                            \
-      else run_f32(L, xf, yf, batch, G, 1, 0);                                                   \
-    } else {                                                                                     \
-      if (ragged) run_f32(L, xf, yf, batch, G, 2, 1);                                            \
-      else run_f32(L, xf, yf, batch, G, 2, 0);                                                   \
-    }                                                                                            \
-  }
-TFS_NEON_F32(4)
-TFS_NEON_F32(8)
-TFS_NEON_F32(16)
+TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g4, run_f32, 4, float, )
+TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g8, run_f32, 8, float, )
+TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g16, run_f32, 16, float, )
 
 /* ------------------------------------------------------------------------------------------ */
 /* int8 on any AArch64 core: SMLAL on x - input_zp widened to int16 (as the portable kernel)  */
@@ -332,14 +356,12 @@ TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t*
   return C == 2 ? vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3])) : vaddq_s32(a[0], a[1]);
 }
 
+/* run_i8_smlal's tail term on the widened x - zp, wrapping like the portable sum. */
+#define X_I16(w, j) (uint32_t)((int32_t)(w) * xb[j])
+
 TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,
                              void* workspace, const int G, const int CB, const int RAG) {
-  const int8_t* vals = (const int8_t*)L->values;
-  const int32_t* bias = (const int32_t*)L->bias;
-  const int32_t* row_ptr = L->row_ptr;
-  const void* col = L->col_idx;
-  const int32_t in = L->in, out = L->out;
-  const int32_t last = L->in_full != in ? L->in_full / G : -1;
+  TFS_NEON_LAYER(L, int8_t, int32_t, G);
   int16_t* xs = (int16_t*)workspace;
   widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
   TFS_FOR_BLOCKS(out,
@@ -347,21 +369,11 @@ TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y
     for (int32_t b = 0; b < batch; ++b) {
       const int16_t* xb = xs + (size_t)b * in;
       int32x4_t d[4];
-_Pragma("GCC unroll 4")
-      for (int32_t i = 0; i < 4; ++i) {
-        TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-        d[i] = dot_smlal(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB);
-      }
+      TFS_EACH_ROW_SLOT(d[i] = dot_smlal(xb, col, vals, k0, kf, G, CB))
       int32x4_t s = vaddq_s32(sum4_s32(d), bv); /* lanes wrap modulo 2^32, as the portable sum */
       if (RAG) {
         uint32_t t[4] = {0, 0, 0, 0};
-        for (int32_t i = 0; i < nr; ++i) {
-          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;
-          const int8_t* w = vals + (size_t)kf * G;
-          if (kf != k1)
-            for (int32_t j = 0; j < in - c; ++j) t[i] += (uint32_t)((int32_t)w[j] * xb[c + j]);
-        }
+        TFS_RAGGED_TAILS(t, X_I16)
         s = vaddq_s32(s, vreinterpretq_s32_u32(vld1q_u32(t)));
       }
       store_i8(L, r0, nr, s, y + (size_t)b * out);
@@ -369,25 +381,9 @@ _Pragma("GCC unroll 4")
   );
 }
 
-#define TFS_NEON_I8(NAME, RUN, G, ATTR)                                                          \
-  ATTR void NAME(const void* layer, const void* packed, const void* x, void* y, int32_t batch,   \
-                 void* ws) {                                                                      \
-    (void)packed;                                                                                \
-    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
-    const int8_t* xi = (const int8_t*)x;                                                         \
-    int8_t* yi = (int8_t*)y;                                                                     \
-    const int ragged = L->in_full != L->in;                                                      \
-    if (L->col_bytes == 1) {                                                                     \
-      if (ragged) RUN(L, xi, yi, batch, ws, G, 1, 1);                                            \
-      else RUN(L, xi, yi, batch, ws, G, 1, 0);                                                   \
-    } else {                                                                                     \
-      if (ragged) RUN(L, xi, yi, batch, ws, G, 2, 1);                                            \
-      else RUN(L, xi, yi, batch, ws, G, 2, 0);                                                   \
-    }                                                                                            \
-  }
-TFS_NEON_I8(tfs_gsfc_neon_i8_g4, run_i8_smlal, 4, )
-TFS_NEON_I8(tfs_gsfc_neon_i8_g8, run_i8_smlal, 8, )
-TFS_NEON_I8(tfs_gsfc_neon_i8_g16, run_i8_smlal, 16, )
+TFS_NEON_KERNEL(tfs_gsfc_neon_i8_g4, run_i8_smlal, 4, int8_t, )
+TFS_NEON_KERNEL(tfs_gsfc_neon_i8_g8, run_i8_smlal, 8, int8_t, )
+TFS_NEON_KERNEL(tfs_gsfc_neon_i8_g16, run_i8_smlal, 16, int8_t, )
 
 /* ------------------------------------------------------------------------------------------ */
 /* int8 with the dot-product extension: SDOT on the raw int8 x                                */
@@ -440,16 +436,15 @@ TFS_DOTPROD TFS_INLINE int32x4_t dot_sdot(const int8_t* x, const void* col, cons
   return a;
 }
 
+/* run_i8_sdot's tail term on the raw x, wrapping like the portable sum. */
+#define X_I8_ZP(w, j) (uint32_t)((int32_t)(w) * (xb[j] - zp))
+
 TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y,
                                         int32_t batch, void* workspace, const int G, const int CB,
                                         const int RAG) {
   (void)workspace;
-  const int8_t* vals = (const int8_t*)L->values;
-  const int32_t* bias = (const int32_t*)L->bias;
-  const int32_t* row_ptr = L->row_ptr;
-  const void* col = L->col_idx;
-  const int32_t in = L->in, out = L->out, zp = L->in_zp;
-  const int32_t last = L->in_full != in ? L->in_full / G : -1;
+  TFS_NEON_LAYER(L, int8_t, int32_t, G);
+  const int32_t zp = L->in_zp;
   TFS_FOR_BLOCKS(out,
     int32x4_t bv = load4_s32(bias + r0, nr);
     for (int32_t b = 0; b < batch; ++b) {
@@ -458,30 +453,16 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x
       if (b == 0 && zp != 0) {
         /* bias - zp * (sum of each row's full-group weights), kept for the other batch rows */
         int32x4_t ws[4];
-_Pragma("GCC unroll 4")
-        for (int32_t i = 0; i < 4; ++i) {
-          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB, 1, &ws[i]);
-        }
+        TFS_EACH_ROW_SLOT(d[i] = dot_sdot(xb, col, vals, k0, kf, G, CB, 1, &ws[i]))
         bv = vreinterpretq_s32_u32(vmlsq_u32(vreinterpretq_u32_s32(bv), vreinterpretq_u32_s32(sum4_s32(ws)),
                                              vdupq_n_u32((uint32_t)zp)));
       } else {
-_Pragma("GCC unroll 4")
-        for (int32_t i = 0; i < 4; ++i) {
-          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          d[i] = dot_sdot(xb, col, vals, k0, row_kf(col, k0, k1, last, CB, RAG), G, CB, 0, NULL);
-        }
+        TFS_EACH_ROW_SLOT(d[i] = dot_sdot(xb, col, vals, k0, kf, G, CB, 0, NULL))
       }
       int32x4_t s = vaddq_s32(sum4_s32(d), bv);
       if (RAG) {
         uint32_t t[4] = {0, 0, 0, 0};
-        for (int32_t i = 0; i < nr; ++i) {
-          TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);
-          const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;
-          const int8_t* w = vals + (size_t)kf * G;
-          if (kf != k1)
-            for (int32_t j = 0; j < in - c; ++j) t[i] += (uint32_t)((int32_t)w[j] * (xb[c + j] - zp));
-        }
+        TFS_RAGGED_TAILS(t, X_I8_ZP)
         s = vaddq_s32(s, vreinterpretq_s32_u32(vld1q_u32(t)));
       }
       store_i8(L, r0, nr, s, y + (size_t)b * out);
@@ -489,9 +470,9 @@ _Pragma("GCC unroll 4")
   );
 }
 
-TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g4, run_i8_sdot, 4, TFS_DOTPROD)
-TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g8, run_i8_sdot, 8, TFS_DOTPROD)
-TFS_NEON_I8(tfs_gsfc_neon_i8_dot_g16, run_i8_sdot, 16, TFS_DOTPROD)
+TFS_NEON_KERNEL(tfs_gsfc_neon_i8_dot_g4, run_i8_sdot, 4, int8_t, TFS_DOTPROD)
+TFS_NEON_KERNEL(tfs_gsfc_neon_i8_dot_g8, run_i8_sdot, 8, int8_t, TFS_DOTPROD)
+TFS_NEON_KERNEL(tfs_gsfc_neon_i8_dot_g16, run_i8_sdot, 16, int8_t, TFS_DOTPROD)
 
 #else
 /* Not AArch64: only the probes, saying no. */

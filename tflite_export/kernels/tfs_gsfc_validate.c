@@ -9,27 +9,14 @@ static const char* const kInputNames[TFS_GSFC_NUM_INPUTS_I8] = {
     "activations", "values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier",
     "out_shift", "out_scale"};
 
-static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count, char* err,
-                        size_t err_len) {
-  return tfs_check_tensor(t, index, kInputNames[index], elem, count, err, err_len);
-}
+TFS_DEFINE_OP_CORE_COMMON(tfs_gsfc, tfs_gsfc_layer, kInputNames, TFS_GSFC_NUM_INPUTS_F32,
+                          TFS_GSFC_NUM_INPUTS_I8, TFS_GSFC_IN_META, TFS_GSFC_FORMAT_VERSION);
 
-int tfs_gsfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
-                           char* err, size_t err_len) {
-  return tfs_unpack_params(blob, bytes, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
-                           kInputNames, tensors, n_tensors, err, err_len);
-}
-
-int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_layer* layer,
-                            char* err, size_t err_len) {
+/* The op's part of tfs_gsfc_validate_layer (TFS_DEFINE_OP_CORE_COMMON): meta's own fields, the
+ * arrays, the layer's own fields. */
+static int check_layer(const tfs_tensor* inputs, size_t n_inputs, const int32_t* meta,
+                       tfs_gsfc_layer* layer, char* err, size_t err_len) {
   int rc;
-  if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
-  memset(layer, 0, sizeof *layer);
-  const int32_t* meta = NULL;
-  if ((rc = tfs_check_meta_head(inputs, n_inputs, TFS_GSFC_NUM_INPUTS_F32, TFS_GSFC_NUM_INPUTS_I8,
-                                TFS_GSFC_IN_META, kInputNames[TFS_GSFC_IN_META], TFS_GSFC_FORMAT_VERSION, &meta,
-                                err, err_len)) != TFS_OK)
-    return rc;
   const int32_t in = meta[TFS_META_IN], out = meta[TFS_META_OUT], g = meta[TFS_META_G];
   const int32_t n_groups = meta[TFS_META_N_GROUPS], dtype = meta[TFS_META_DTYPE];
   /* Every group starts below `in` and the SIMD paths' packed copy keeps first columns as uint16,
@@ -85,16 +72,8 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
     }
   }
 
-  if (dtype == TFS_DTYPE_I8 &&
-      (rc = tfs_check_requant_inputs(inputs, TFS_GSFC_IN_MULTIPLIER, kInputNames, out, &layer->multiplier,
-                                     &layer->shift, &layer->scale, err, err_len)) != TFS_OK)
-    return rc;
-
-  layer->in = in;
-  layer->out = out;
   layer->g = g;
   layer->n_groups = n_groups;
-  TFS_SET_COMMON_LAYER_FIELDS(layer, meta);
   layer->in_full = in - in % g;
   layer->values = inputs[TFS_GSFC_IN_VALUES].data;
   layer->col_idx = col;
@@ -102,12 +81,6 @@ int tfs_gsfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsfc_
   layer->row_ptr = row_ptr;
   layer->bias = inputs[TFS_GSFC_IN_BIAS].data;
   return TFS_OK;
-}
-
-int tfs_gsfc_validate_io(const tfs_gsfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
-                         int32_t* batch, char* err, size_t err_len) {
-  if (layer == NULL) return tfs_fail(err, err_len, "null argument");
-  return tfs_check_io(layer->in, layer->out, layer->dtype, x, y, batch, err, err_len);
 }
 
 size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch) {

@@ -101,6 +101,30 @@ static inline uint64_t tfs_x86_cols4(const uint16_t* col) {
 }
 #define TFS_COL(v, i) ((size_t)(((v) >> (16 * (i))) & 0xFFFF))
 
+/* For each of a block's `steps` steps t (inside blk_* on col, w, steps, g): c = the 8 slots'
+ * first columns, wt = the step's weights (w_t, 8 * g of them) and, for g = 4, q0 / q1 = the
+ * columns of slots 0-3 / 4-7 in one word each (tfs_x86_cols4). */
+#define TFS_X86_FOR_STEPS(w_t, ...)                                                             \
+  for (int32_t t = 0; t < steps; ++t) {                                                         \
+    const uint16_t* c = col + 8 * t;                                                            \
+    const w_t* wt = w + 8 * g * t;                                                              \
+    const uint64_t q0 = g == 4 ? tfs_x86_cols4(c) : 0, q1 = g == 4 ? tfs_x86_cols4(c + 4) : 0;  \
+    __VA_ARGS__                                                                                 \
+  }
+
+/* In tfs_x86_finish_* (L, P, b, xb): if the layer has ragged tails, s = ADD(s, LOAD(t)) with
+ * t[i] (t_type) = block b's slot i's tail sum TAIL(L, xb, k), 0 where the slot has none. */
+#define TFS_X86_ADD_TAILS(s, t_type, TAIL, ADD, LOAD)     \
+  if (L->in_full != L->in) {                              \
+    t_type t[8];                                          \
+    for (int i = 0; i < 8; ++i) {                         \
+      const int32_t k = P->tail[8 * b + i];               \
+      t[i] = k >= 0 ? TAIL(L, xb, k) : 0;                 \
+    }                                                     \
+    s = ADD(s, LOAD(t));                                  \
+  }
+#define TFS_X86_LOADU_EPI32(p) _mm256_loadu_si256((const __m256i*)(const void*)(p))
+
 TFS_AVX2 static inline __m256 tfs_x86_act_ps(__m256 v, int act) {
   if (act == TFS_ACT_NONE) return v;
   v = _mm256_max_ps(v, _mm256_setzero_ps());
@@ -113,14 +137,7 @@ TFS_AVX2 static inline __m256 tfs_x86_act_ps(__m256 v, int act) {
 TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
                                                int32_t b, __m256 s, const float* xb, float* yb) {
   const int32_t* perm = P->perm + 8 * b;
-  if (L->in_full != L->in) {
-    float t[8];
-    for (int i = 0; i < 8; ++i) {
-      const int32_t k = P->tail[8 * b + i];
-      t[i] = k >= 0 ? tfs_gsfc_tail_f32(L, xb, k) : 0.0f;
-    }
-    s = _mm256_add_ps(s, _mm256_loadu_ps(t));
-  }
+  TFS_X86_ADD_TAILS(s, float, tfs_gsfc_tail_f32, _mm256_add_ps, _mm256_loadu_ps)
   s = _mm256_add_ps(s, _mm256_loadu_ps((const float*)P->bias + 8 * b));
   float o[8];
   _mm256_storeu_ps(o, tfs_x86_act_ps(s, L->activation));
@@ -133,14 +150,7 @@ TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_f32(co
 TFS_AVX2 static inline __attribute__((always_inline)) void tfs_x86_finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
                                               int32_t b, __m256i s, const int8_t* xb, int8_t* yb) {
   const int32_t* perm = P->perm + 8 * b;
-  if (L->in_full != L->in) {
-    int32_t t[8];
-    for (int i = 0; i < 8; ++i) {
-      const int32_t k = P->tail[8 * b + i];
-      t[i] = k >= 0 ? tfs_gsfc_tail_i8(L, xb, k) : 0;
-    }
-    s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i*)(const void*)t));
-  }
+  TFS_X86_ADD_TAILS(s, int32_t, tfs_gsfc_tail_i8, _mm256_add_epi32, TFS_X86_LOADU_EPI32)
   if (L->requant == TFS_REQUANT_FP32) {
     /* XNNPACK's fp32 requantization, 8 rows at once; the 8 int8 results leave as one 64-bit
      * word (a vector store read back as scalars would stall on store forwarding every block). */

@@ -46,16 +46,12 @@ TFS_AVX2 TFS_INLINE __m256 blk_f32(const float* x, const uint16_t* col, const fl
   __m256 a[8];
   TFS_UNROLL
   for (int i = 0; i < n_acc; ++i) a[i] = _mm256_setzero_ps();
-  for (int32_t t = 0; t < steps; ++t) {
-    const uint16_t* c = col + 8 * t;
-    const float* wt = w + 8 * g * t;
-    const uint64_t q0 = g == 4 ? tfs_x86_cols4(c) : 0, q1 = g == 4 ? tfs_x86_cols4(c + 4) : 0;
+  TFS_X86_FOR_STEPS(float,
     TFS_UNROLL
     for (int v = 0; v < g; ++v) {
       const int i = g == 16 ? v / 2 : v;
       a[i] = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8 * v), x_f32(x, c, q0, q1, v, g), a[i]);
-    }
-  }
+    })
   return tfs_x86_reduce_ps(a, n_acc);
 }
 
@@ -87,10 +83,7 @@ TFS_AVX2 TFS_INLINE __m256i blk_i8(const int16_t* xs, const uint16_t* col, const
   __m256i a[8];
   TFS_UNROLL
   for (int i = 0; i < n_vec; ++i) a[i] = _mm256_setzero_si256();
-  for (int32_t t = 0; t < steps; ++t) {
-    const uint16_t* c = col + 8 * t;
-    const int8_t* wt = w + 8 * g * t;
-    const uint64_t q0 = g == 4 ? tfs_x86_cols4(c) : 0, q1 = g == 4 ? tfs_x86_cols4(c + 4) : 0;
+  TFS_X86_FOR_STEPS(int8_t,
     TFS_UNROLL
     for (int v = 0; v < n_vec; ++v) {
       /* g = 1: weights as (w, 0) pairs, so madd yields exactly xs[c] * w. */
@@ -99,8 +92,7 @@ TFS_AVX2 TFS_INLINE __m256i blk_i8(const int16_t* xs, const uint16_t* col, const
                              _mm256_set1_epi32(0xFFFF))
           : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(wt + 16 * v)));
       a[v] = _mm256_add_epi32(a[v], _mm256_madd_epi16(x_i16(xs, c, q0, q1, v, g), wv));
-    }
-  }
+    })
   return tfs_x86_reduce_epi32(a, n_vec);
 }
 

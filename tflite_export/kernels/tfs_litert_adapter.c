@@ -101,13 +101,3 @@ double tfs_gsfc_time_compute(const tfs_gsfc_layer* layer, const tfs_gsfc_packed*
 
 /* Size of tfs_gsfc_packed, for the Python side. */
 size_t tfs_gsfc_packed_struct_size(void) { return sizeof(tfs_gsfc_packed); }
-
-/* Size of tfs_gsfc_layer, so the Python side can allocate one without knowing its fields. */
-size_t tfs_gsfc_layer_size(void) { return sizeof(tfs_gsfc_layer); }
-
-/* Set the int8 requantization flavour of a validated layer (TFS_REQUANT_*). */
-int tfs_gsfc_set_requant(tfs_gsfc_layer* layer, int requant) {
-  if (requant != TFS_REQUANT_FP32 && requant != TFS_REQUANT_FIXED_POINT) return TFS_ERR_INVALID;
-  layer->requant = requant;
-  return TFS_OK;
-}

@@ -74,22 +74,10 @@ typedef struct {
   const float* scale;
 } tfs_nmfc_layer;
 
-/* Split a parameter blob into its arrays (tensors[1..]; tensors[0] zeroed), ready for
- * tfs_nmfc_validate_layer; `tensors` has room for TFS_NMFC_NUM_INPUTS_I8. O(sections). */
-int tfs_nmfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
-                           char* err, size_t err_len);
-
-/* Validate a node's constant inputs (inputs[1..]) completely, every position included:
- * FORMAT.md "Validation". O(out * in / 8). Fills `layer` on success. */
-int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_layer* layer,
-                            char* err, size_t err_len);
-
-/* Validate activations and output against a validated layer, O(1); sets *batch. */
-int tfs_nmfc_validate_io(const tfs_nmfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
-                         int32_t* batch, char* err, size_t err_len);
-
-/* Scratch bytes compute needs (int8: x - input_zp as int32; 0 for float32). */
-size_t tfs_nmfc_workspace_size(const tfs_nmfc_layer* layer, int32_t batch);
+/* tfs_nmfc_unpack_params, _validate_layer (every position included, O(out * in / 8)),
+ * _validate_io, _workspace_size (int8: x - input_zp as int32; 0 for float32), _layer_size,
+ * _set_requant: tfs_common.h TFS_DECLARE_OP_CORE. */
+TFS_DECLARE_OP_CORE(tfs_nmfc, tfs_nmfc_layer);
 
 /* y[batch, out] = act(x[batch, in] * W^T + bias) on a validated layer and checked x / y, by the
  * manifest's kernel for `impl` (or its parent's; tfs_kernels.inc). TFS_ERR_UNSUPPORTED if `impl`
@@ -101,10 +89,6 @@ int tfs_nmfc_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_
  * only: defined with the LiteRT adapter (tfs_nm_litert_adapter.c), next to the clock. */
 double tfs_nmfc_time_compute(const tfs_nmfc_layer* layer, const void* x, void* y, int32_t batch,
                              void* workspace, int impl, int iterations);
-
-/* sizeof(tfs_nmfc_layer), and the requantization flavour setter, for the Python side. */
-size_t tfs_nmfc_layer_size(void);
-int tfs_nmfc_set_requant(tfs_nmfc_layer* layer, int requant);
 
 #ifdef __cplusplus
 }

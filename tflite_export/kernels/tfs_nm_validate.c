@@ -8,27 +8,14 @@
 static const char* const kNames[TFS_NMFC_NUM_INPUTS_I8] = {
     "activations", "values", "indices", "meta", "bias", "out_multiplier", "out_shift", "out_scale"};
 
-static int check_tensor(const tfs_tensor* t, int index, int elem, int64_t count, char* err,
-                        size_t err_len) {
-  return tfs_check_tensor(t, index, kNames[index], elem, count, err, err_len);
-}
+TFS_DEFINE_OP_CORE_COMMON(tfs_nmfc, tfs_nmfc_layer, kNames, TFS_NMFC_NUM_INPUTS_F32,
+                          TFS_NMFC_NUM_INPUTS_I8, TFS_NMFC_IN_META, TFS_NMFC_FORMAT_VERSION);
 
-int tfs_nmfc_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors, size_t* n_tensors,
-                           char* err, size_t err_len) {
-  return tfs_unpack_params(blob, bytes, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8, kNames,
-                           tensors, n_tensors, err, err_len);
-}
-
-int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_layer* layer,
-                            char* err, size_t err_len) {
+/* The op's part of tfs_nmfc_validate_layer (TFS_DEFINE_OP_CORE_COMMON): meta's own fields, the
+ * arrays, the layer's own fields. */
+static int check_layer(const tfs_tensor* inputs, size_t n_inputs, const int32_t* meta,
+                       tfs_nmfc_layer* layer, char* err, size_t err_len) {
   int rc;
-  if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
-  memset(layer, 0, sizeof *layer);
-  const int32_t* meta = NULL;
-  if ((rc = tfs_check_meta_head(inputs, n_inputs, TFS_NMFC_NUM_INPUTS_F32, TFS_NMFC_NUM_INPUTS_I8,
-                                TFS_NMFC_IN_META, kNames[TFS_NMFC_IN_META], TFS_NMFC_FORMAT_VERSION, &meta,
-                                err, err_len)) != TFS_OK)
-    return rc;
   const int32_t in = meta[TFS_NMFC_META_IN], out = meta[TFS_NMFC_META_OUT];
   const int32_t n = meta[TFS_NMFC_META_N], m = meta[TFS_NMFC_META_M];
   const int32_t dtype = meta[TFS_META_DTYPE];
@@ -70,15 +57,8 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
                   (unsigned)(row[stride - 1] >> 4));
   }
 
-  if (dtype == TFS_DTYPE_I8 &&
-      (rc = tfs_check_requant_inputs(inputs, TFS_NMFC_IN_MULTIPLIER, kNames, out, &layer->multiplier,
-                                     &layer->shift, &layer->scale, err, err_len)) != TFS_OK)
-    return rc;
-  layer->in = in;
-  layer->out = out;
   layer->n = n;
   layer->m = m;
-  TFS_SET_COMMON_LAYER_FIELDS(layer, meta);
   layer->kept_per_row = kept;
   layer->idx_stride = stride;
   layer->values = inputs[TFS_NMFC_IN_VALUES].data;
@@ -87,21 +67,7 @@ int tfs_nmfc_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_nmfc_
   return TFS_OK;
 }
 
-int tfs_nmfc_validate_io(const tfs_nmfc_layer* layer, const tfs_tensor* x, const tfs_tensor* y,
-                         int32_t* batch, char* err, size_t err_len) {
-  if (layer == NULL) return tfs_fail(err, err_len, "null argument");
-  return tfs_check_io(layer->in, layer->out, layer->dtype, x, y, batch, err, err_len);
-}
-
 size_t tfs_nmfc_workspace_size(const tfs_nmfc_layer* layer, int32_t batch) {
   if (layer->dtype != TFS_DTYPE_I8 || batch <= 0) return 0;
   return (size_t)batch * (size_t)layer->in * sizeof(int32_t);
-}
-
-size_t tfs_nmfc_layer_size(void) { return sizeof(tfs_nmfc_layer); }
-
-int tfs_nmfc_set_requant(tfs_nmfc_layer* layer, int requant) {
-  if (requant != TFS_REQUANT_FP32 && requant != TFS_REQUANT_FIXED_POINT) return TFS_ERR_INVALID;
-  layer->requant = requant;
-  return TFS_OK;
 }

@@ -41,16 +41,11 @@ TFS_NM_AVX2 static inline int32_t hsum_epi32(__m256i v) {
 
 TFS_NM_AVX2 void tfs_nmfc_avx2_f32(const void* layer, const void* packed, const void* x_, void* y_,
                                int32_t batch, void* ws) {
-  const tfs_nmfc_layer* L = (const tfs_nmfc_layer*)layer;
-  const float* x = (const float*)x_;
-  float* y = (float*)y_;
-  (void)packed;
-  (void)ws;
+  TFS_NM_KERNEL_BEGIN(float, float, float);
   const int32_t steps = L->in / 16, windows = L->in / 4;
-  const float* bias = (const float*)L->bias;
   for (int32_t r = 0; r < L->out; ++r) {
-    const float* v = (const float*)L->values + (size_t)r * (size_t)L->kept_per_row;
-    const uint8_t* ix = L->indices + (size_t)r * (size_t)L->idx_stride;
+    const float* v = TFS_NM_ROW_VALUES(L, r, float);
+    const uint8_t* ix = TFS_NM_ROW_INDICES(L, r);
     for (int32_t b = 0; b < batch; ++b) {
       const float* xb = x + (size_t)b * L->in;
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -89,18 +84,15 @@ TFS_NM_AVX2 static void avx2_widen(const tfs_nmfc_layer* L, const int8_t* x, int
 }
 
 /* The workspace holds x - input_zp as int32. */
-TFS_NM_AVX2 void tfs_nmfc_avx2_i8(const void* layer, const void* packed, const void* x, void* y_,
+TFS_NM_AVX2 void tfs_nmfc_avx2_i8(const void* layer, const void* packed, const void* x_, void* y_,
                               int32_t batch, void* ws) {
-  const tfs_nmfc_layer* L = (const tfs_nmfc_layer*)layer;
-  int8_t* y = (int8_t*)y_;
+  TFS_NM_KERNEL_BEGIN(int8_t, int8_t, int32_t);
   int32_t* xs = (int32_t*)ws;
-  (void)packed;
-  avx2_widen(L, (const int8_t*)x, xs, (size_t)batch * (size_t)L->in);
+  avx2_widen(L, x, xs, (size_t)batch * (size_t)L->in);
   const int32_t steps = L->in / 16, windows = L->in / 4;
-  const int32_t* bias = (const int32_t*)L->bias;
   for (int32_t r = 0; r < L->out; ++r) {
-    const int8_t* v = (const int8_t*)L->values + (size_t)r * (size_t)L->kept_per_row;
-    const uint8_t* ix = L->indices + (size_t)r * (size_t)L->idx_stride;
+    const int8_t* v = TFS_NM_ROW_VALUES(L, r, int8_t);
+    const uint8_t* ix = TFS_NM_ROW_INDICES(L, r);
     for (int32_t b = 0; b < batch; ++b) {
       const int32_t* xb = xs + (size_t)b * L->in;
       __m256i a = _mm256_setzero_si256();
