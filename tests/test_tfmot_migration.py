@@ -207,3 +207,21 @@ def test_one_built_conv_layer_keeps_its_weights(layer, shape):
     assert type(twin).__name__.startswith("GroupPruned")
     for a, b in zip(layer.weights, twin.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_update_pruning_step_on_a_gates_only_model_warns_and_does_nothing():
+    """The README's node-pruning recipe passes UpdatePruningStep for every target; a plan that
+    is gates only (no weight-pruned layer) trains with a warning, not an error."""
+    inputs = keras.Input((16,))
+    h = keras.layers.Dense(8, activation="relu")(inputs)
+    h = tfscalpel.MaskLayer(name="m")(h)
+    model = keras.Model(inputs, keras.layers.Dense(4)(h))
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = _data(4)
+    with pytest.warns(UserWarning, match="no weight-pruned layers, only MaskLayer gates"):
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0,
+                  callbacks=[tfscalpel.UpdatePruningStep()])
+    with pytest.raises(ValueError, match="the model has no pruned layers"):
+        plain = keras.Sequential([keras.Input((16,)), keras.layers.Dense(4)])
+        plain.compile(optimizer="sgd", loss="mse")
+        plain.fit(x, y, epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()])

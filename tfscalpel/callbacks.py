@@ -4,6 +4,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfscalpel.gates import mask_layers
 from tfscalpel.layers import pruned_layers
 from tfscalpel.mask_update import apply_schedules, checked_pruned_layers, record_step, recorded_step
 
@@ -46,19 +47,30 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self._layers is None:
             # Resolved at the first batch, after every on_train_begin (BackupAndRestore
             # restores the model there).
+            if not pruned_layers(self.model) and mask_layers(self.model):
+                # A node-pruning-only plan (e.g. gpu-ampere where no layer takes 2:4): the
+                # recipe's callback has nothing to do; GateTraining drives the gates.
+                warnings.warn("UpdatePruningStep: the model has no weight-pruned layers, only "
+                              "MaskLayer gates (driven by GateTraining): nothing to update",
+                              stacklevel=2)
+                self._layers = []
+                return
             self._layers = checked_pruned_layers(self.model)
             self._step = _current_step(self.model, self._layers)
             self._per_execution = _steps_per_execution(self.model)
+        if not self._layers:
+            return
         self._batch_begin = batch
         for step in range(self._step, self._step + self._per_execution):
             apply_schedules(self._layers, step)
 
     def on_train_batch_end(self, batch, logs=None):
-        # Keras passes the index of the last batch this execution ran.
-        self._step += max(batch - self._batch_begin + 1, 1)
+        if self._layers:
+            # Keras passes the index of the last batch this execution ran.
+            self._step += max(batch - self._batch_begin + 1, 1)
 
     def _record(self):
-        if self._layers is not None:
+        if self._layers:
             record_step(self._layers, self._step - 1)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -66,7 +78,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._record()
-        if self._layers is not None:
+        if self._layers:
             _warn_unfinished_schedules(self._layers, self._step - 1)
 
 
@@ -156,8 +168,6 @@ class SparsityHistory(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        from tfscalpel.gates import mask_layers
-
         masked = total = 0.0
         for layer in pruned_layers(self.model):
             sparsity = layer.mask_sparsity()
