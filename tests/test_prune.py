@@ -84,12 +84,12 @@ def test_unprunable_layers_listed_in_one_warning():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(sparsity=1.0), "prune\\(\\): target_sparsity must be a number in \\[0, 1\\)"),
+        (dict(sparsity=1.0), "prune\\(\\): sparsity must be a number in \\[0, 1\\)"),
         (dict(sparsity=0.5, group_size=0), "group_size must be an integer >= 1"),
         (dict(sparsity=0.5, pattern="5:4"), "n must be <= m"),
         (dict(sparsity=0.5, layers=["fc1", "nope"]), "layers names unknown layers \\['nope'\\]"),
         (dict(sparsity=0.5, per_layer={"ghost": {"sparsity": 0.1}}), "unknown layers \\['ghost'\\]"),
-        (dict(sparsity=0.5, per_layer={"fc2": {"sparsity": 1.5}}), "layer 'fc2': target_sparsity"),
+        (dict(sparsity=0.5, per_layer={"fc2": {"sparsity": 1.5}}), "layer 'fc2': sparsity must"),
         (dict(sparsity=0.5, per_layer={"fc2": {"sparsty": 0.5}}), "layer 'fc2': unknown per_layer keys"),
         (dict(sparsity=0.5, per_layer={"bn": {"sparsity": 0.5}}), "not pruned: \\['bn'\\]"),
         (dict(schedule=tfscalpel.ConstantSparsity(0.5), sparsity=0.5), "exactly one of schedule= or sparsity="),

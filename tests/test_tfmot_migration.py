@@ -225,3 +225,25 @@ def test_update_pruning_step_on_a_gates_only_model_warns_and_does_nothing():
         plain = keras.Sequential([keras.Input((16,)), keras.layers.Dense(4)])
         plain.compile(optimizer="sgd", loss="mse")
         plain.fit(x, y, epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()])
+
+
+def test_prune_takes_tfmot_keywords_with_their_meaning():
+    schedule = tfscalpel.ConstantSparsity(0.5, begin_step=0)
+    pruned = tfscalpel.prune(_dense_model(), pruning_schedule=schedule, block_size=(4, 1),
+                             block_pooling_type="MAX")
+    layer = pruned.get_layer("a")
+    assert layer.schedule == schedule and layer.pattern.group_size == 4
+    assert type(layer.importance).__name__ == "MaxAbs"
+    nm = tfscalpel.prune(_dense_model(), sparsity=0.5, sparsity_m_by_n=(2, 4)).get_layer("a")
+    assert (nm.pattern.n, nm.pattern.m) == (2, 4)
+    with pytest.raises(ValueError, match="schedule= or tfmot's name pruning_schedule=, not both"):
+        tfscalpel.prune(_dense_model(), schedule, pruning_schedule=schedule)
+    with pytest.raises(ValueError, match="block_size= .* or tfscalpel's pattern="):
+        tfscalpel.prune(_dense_model(), sparsity=0.5, block_size=(4, 1), group_size=8)
+    with pytest.raises(ValueError, match=r"prune\(\): block_size=\(1, 4\) is not supported"):
+        tfscalpel.prune(_dense_model(), sparsity=0.5, block_size=(1, 4))
+
+
+def test_sparsity_errors_name_sparsity():
+    with pytest.raises(ValueError, match=r"^prune\(\): sparsity must be a number in \[0, 1\)"):
+        tfscalpel.prune(_dense_model(), sparsity=1.5)

@@ -167,3 +167,43 @@ def get_pattern(spec):
         f"unknown sparsity pattern {spec!r}; allowed: a SparsityPattern object, "
         f"{sorted(_REGISTRY)} or 'N:M' such as '2:4'"
     )
+
+
+_TFMOT_POOLING = {"AVG": "mean_abs", "MAX": "max_abs"}
+
+
+def tfmot_block_pattern(block_size=(1, 1), block_pooling_type="AVG", sparsity_m_by_n=None):
+    """tfmot's ``block_size`` / ``block_pooling_type`` / ``sparsity_m_by_n`` as a tfscalpel
+    ``(pattern, importance)``: tfmot's block is (kernel rows, kernel columns) = (inputs,
+    outputs), so ``(g, 1)`` is a SIMD group of ``g`` inputs and ``(1, 1)`` single weights;
+    ``"AVG"`` / ``"MAX"`` score a block by its mean / largest absolute weight; ``(m, n)`` is m
+    zeros in every n weights, i.e. ``NMPattern(n - m, n)``. Raises ValueError otherwise."""
+    if block_pooling_type not in _TFMOT_POOLING:
+        raise ValueError(f"block_pooling_type must be one of "
+                         f"{sorted(_TFMOT_POOLING)}, got {block_pooling_type!r}")
+    if sparsity_m_by_n is not None:
+        if tuple(block_size) != (1, 1):
+            raise ValueError("sparsity_m_by_n and block_size cannot be "
+                             f"combined (got block_size={block_size!r})")
+        try:
+            zeros, window = (int(v) for v in sparsity_m_by_n)
+        except (TypeError, ValueError):
+            raise ValueError("sparsity_m_by_n must be a pair (m, n): m zeros "
+                             f"in every n weights, got {sparsity_m_by_n!r}") from None
+        if not 0 < zeros < window:
+            raise ValueError("sparsity_m_by_n=(m, n) needs 0 < m < n, got "
+                             f"{sparsity_m_by_n!r}")
+        return NMPattern(window - zeros, window), "magnitude"
+    try:
+        rows, cols = (int(v) for v in block_size)
+    except (TypeError, ValueError):
+        raise ValueError("block_size must be a pair (rows, cols), got "
+                         f"{block_size!r}") from None
+    if cols != 1 or rows < 1:
+        raise ValueError(
+            f"block_size={tuple(block_size)!r} is not supported; blocks run "
+            "along the input dimension of one output unit: use (g, 1) for groups of g weights "
+            "(tfscalpel's SIMD groups) or (1, 1) for single weights")
+    if rows == 1:
+        return "unstructured", "magnitude"
+    return GroupPattern(rows), _TFMOT_POOLING[block_pooling_type]

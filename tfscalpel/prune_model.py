@@ -5,7 +5,7 @@ import keras
 
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.layers import PrunableMixin
-from tfscalpel.patterns import GroupPattern, get_pattern
+from tfscalpel.patterns import GroupPattern, get_pattern, tfmot_block_pattern
 from tfscalpel.planner import insert_masks, plan
 from tfscalpel.schedules import ConstantSparsity, get_schedule
 
@@ -26,8 +26,12 @@ def _resolve_spec(pattern, group_size, importance, schedule, sparsity):
     pattern = get_pattern("group" if pattern is None else pattern)
     if (schedule is None) == (sparsity is None):
         raise ValueError("give exactly one of schedule= or sparsity= (a constant target)")
-    schedule = get_schedule(schedule) if schedule is not None else ConstantSparsity(sparsity)
-    return pattern, importance, schedule
+    if schedule is not None:
+        return pattern, importance, get_schedule(schedule)
+    try:
+        return pattern, importance, ConstantSparsity(sparsity)
+    except ValueError as e:  # the schedule names its own argument; the caller wrote sparsity=
+        raise ValueError(str(e).replace("target_sparsity", "sparsity")) from None
 
 
 def _is_cloneable(model):
@@ -38,7 +42,8 @@ def _is_cloneable(model):
 
 def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=None,
           importance=None, layers=None, per_layer=None, global_sparsity=False, target=None,
-          dtype=None, mask_options=None):
+          dtype=None, mask_options=None, pruning_schedule=None, block_size=None,
+          block_pooling_type=None, sparsity_m_by_n=None):
     """Return a copy of ``model`` whose prunable layers (Dense, Conv2D, Conv1D,
     DepthwiseConv2D, and what :func:`tfscalpel.register_layer` adds) prune as they train.
 
@@ -67,10 +72,29 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
             the result is Functional. Train gates with :class:`~tfscalpel.GateTraining`.
         dtype: with ``target``, the deployment dtype whose SIMD width sets ``g``.
         mask_options: with ``target``, keyword arguments for every inserted MaskLayer.
+        pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n: tfmot's names, with
+            tfmot's meaning (:func:`tfscalpel.patterns.tfmot_block_pattern`), instead of
+            ``schedule`` / ``pattern`` / ``group_size`` / ``importance``.
 
     Raises:
         ValueError: for a bad argument, naming the layer and the argument and what is allowed.
     """
+    if pruning_schedule is not None:
+        if schedule is not None:
+            raise ValueError("prune(): give schedule= or tfmot's name pruning_schedule=, not both")
+        schedule = pruning_schedule
+    tfmot_block = (block_size, block_pooling_type, sparsity_m_by_n)
+    if any(arg is not None for arg in tfmot_block):
+        if pattern != "group" or group_size is not None or importance is not None:
+            raise ValueError("prune(): give tfmot's block_size= / block_pooling_type= / "
+                             "sparsity_m_by_n= or tfscalpel's pattern= / group_size= / "
+                             "importance=, not both")
+        try:
+            pattern, importance = tfmot_block_pattern(
+                (1, 1) if block_size is None else block_size,
+                "AVG" if block_pooling_type is None else block_pooling_type, sparsity_m_by_n)
+        except ValueError as e:
+            raise ValueError(f"prune(): {e}") from None
     if not _is_cloneable(model):
         raise ValueError(
             f"prune() needs a Sequential or Functional model, got {type(model).__name__}; in a "

@@ -21,47 +21,11 @@ import contextlib
 
 import keras
 
-from tfscalpel.patterns import GroupPattern, NMPattern
+from tfscalpel.patterns import tfmot_block_pattern
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.prune_model import prune
 from tfscalpel.schedules import ConstantSparsity, get_schedule
 from tfscalpel.strip import strip
-
-_POOLING = {"AVG": "mean_abs", "MAX": "max_abs"}
-
-
-def _pattern_and_importance(block_size, block_pooling_type, sparsity_m_by_n):
-    """tfmot's block / pooling / m-by-n arguments as a tfscalpel (pattern, importance)."""
-    if block_pooling_type not in _POOLING:
-        raise ValueError(f"prune_low_magnitude: block_pooling_type must be one of "
-                         f"{sorted(_POOLING)}, got {block_pooling_type!r}")
-    if sparsity_m_by_n is not None:
-        if tuple(block_size) != (1, 1):
-            raise ValueError("prune_low_magnitude: sparsity_m_by_n and block_size cannot be "
-                             f"combined (got block_size={block_size!r})")
-        try:
-            zeros, window = (int(v) for v in sparsity_m_by_n)
-        except (TypeError, ValueError):
-            raise ValueError("prune_low_magnitude: sparsity_m_by_n must be a pair (m, n): m zeros "
-                             f"in every n weights, got {sparsity_m_by_n!r}") from None
-        if not 0 < zeros < window:
-            raise ValueError("prune_low_magnitude: sparsity_m_by_n=(m, n) needs 0 < m < n, got "
-                             f"{sparsity_m_by_n!r}")
-        return NMPattern(window - zeros, window), "magnitude"
-    try:
-        rows, cols = (int(v) for v in block_size)
-    except (TypeError, ValueError):
-        raise ValueError("prune_low_magnitude: block_size must be a pair (rows, cols), got "
-                         f"{block_size!r}") from None
-    if cols != 1 or rows < 1:
-        raise ValueError(
-            f"prune_low_magnitude: block_size={tuple(block_size)!r} is not supported; blocks run "
-            "along the input dimension of one output unit: use (g, 1) for groups of g weights "
-            "(tfscalpel's SIMD groups) or (1, 1) for single weights")
-    if rows == 1:
-        return "unstructured", "magnitude"
-    return GroupPattern(rows), _POOLING[block_pooling_type]
-
 
 def _prune_one_layer(layer, pattern, importance, schedule):
     """The pruned twin of one layer (its handler's), keeping the weights if it is built."""
@@ -117,7 +81,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         raise TypeError(f"prune_low_magnitude: unknown arguments {sorted(kwargs)}")
     schedule = (ConstantSparsity(0.5, begin_step=0) if pruning_schedule is None
                 else get_schedule(pruning_schedule))
-    pattern, importance = _pattern_and_importance(block_size, block_pooling_type, sparsity_m_by_n)
+    try:
+        pattern, importance = tfmot_block_pattern(block_size, block_pooling_type, sparsity_m_by_n)
+    except ValueError as e:
+        raise ValueError(f"prune_low_magnitude: {e}") from None
     if isinstance(to_prune, keras.Model):
         return prune(to_prune, schedule=schedule, pattern=pattern, importance=importance)
     if isinstance(to_prune, keras.layers.Layer):
