@@ -247,3 +247,11 @@ def test_prune_takes_tfmot_keywords_with_their_meaning():
 def test_sparsity_errors_name_sparsity():
     with pytest.raises(ValueError, match=r"^prune\(\): sparsity must be a number in \[0, 1\)"):
         tfscalpel.prune(_dense_model(), sparsity=1.5)
+
+
+@pytest.mark.parametrize("step", [-5, 1.5, True, "3"])
+def test_update_pruning_refuses_a_step_that_is_not_a_count(step):
+    model = tfscalpel.prune(_dense_model(), sparsity=0.5)
+    with pytest.raises(ValueError, match="update_pruning: step must be an integer >= 0"):
+        tfscalpel.update_pruning(model, step=step)
+    assert tfscalpel.update_pruning(model, step=np.int64(3)) == 3

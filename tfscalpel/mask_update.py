@@ -15,6 +15,8 @@ Layers with their own schedule are pruned one by one. Layers that share a ``glob
 ranked together: their block scores are normalised (divided by the RMS of each layer's scores,
 so layers of different scale compete fairly) and one sparsity is applied across all of them.
 """
+import numbers
+
 import numpy as np
 from keras import ops
 
@@ -75,8 +77,14 @@ def update_pruning(model, step=None):
     """Advance every pruned layer of ``model`` to ``step`` (default: its last step + 1) and
     recompute the masks whose schedule says so. Returns the step used.
 
-    Raises ValueError if the model has no pruned layers or they are not built.
+    Raises ValueError if the model has no pruned layers or they are not built, or for a step
+    that is not an integer >= 0. Call it eagerly, between steps (it runs the schedules in
+    Python), not inside a ``tf.function``.
     """
+    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
+                             or step < 0):
+        raise ValueError(f"update_pruning: step must be an integer >= 0 (or None: the last "
+                         f"step + 1), got {step!r}")
     layers = checked_pruned_layers(model)
     step = recorded_step(layers) + 1 if step is None else int(step)
     apply_schedules(layers, step)
