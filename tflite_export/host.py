@@ -8,9 +8,11 @@ out of the converted model, rewritten into the format and run through the host r
 The fastest wins only when it beats dense by ``margin`` (never slower than dense on the machine
 that exported it); otherwise the layer stays dense. The report gives the measured speedup.
 
-Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or ``cache_dir``), one JSON file per CPU model
-and kernel-library build, keyed per candidate by the layer's weights, dtype, format and width:
-a second export of the same model measures nothing, and a new CPU or kernel build measures anew.
+Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or
+``cache_dir``), one JSON file per machine fingerprint (CPU model, ISA features, kernel-library
+build, LiteRT version: ``host_info.fingerprint``), keyed per candidate by the layer's weights,
+dtype, format and width: a second export of the same model measures nothing, and a new CPU,
+kernel build or LiteRT measures anew.
 The timer is injectable (``timer(model_bytes, x) -> seconds``), which is how the tests drive
 the selection with synthetic timings.
 """
@@ -72,7 +74,7 @@ class HostMeasurement:
         timer: ``timer(model_bytes, x) -> seconds``; default :func:`runtime_timer`.
         cache_dir: where the cache lives (default ``$TFSCALPEL_CACHE`` or ``~/.cache/tfscalpel``).
         margin: how much faster than dense a sparse candidate must measure.
-        key: the cache's machine key (default: CPU model and kernel build).
+        key: the cache's machine key (default: ``host_info.fingerprint()``).
     """
 
     timer: object = None
@@ -83,7 +85,7 @@ class HostMeasurement:
 
     def __post_init__(self):
         self.timer = self.timer or runtime_timer
-        self.key = self.key or f"{host_info.cpu_model()} | kernels {host_info.kernel_build()}"
+        self.key = self.key or host_info.fingerprint()
         from tfscalpel.datasets import cache_dir  # the project's one cache ($TFSCALPEL_CACHE)
 
         base = self.cache_dir or str(cache_dir())
@@ -91,11 +93,13 @@ class HostMeasurement:
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:12]
         self.path = os.path.join(base, "host", f"{slug}-{digest}.json")
         self.times = {}
-        if os.path.exists(self.path):
+        try:
             with open(self.path, encoding="utf-8") as f:
                 stored = json.load(f)
             if stored.get("key") == self.key:
                 self.times = dict(stored.get("times", {}))
+        except (OSError, ValueError, AttributeError):
+            pass  # no cache yet, or an unreadable one: measure again (save() rewrites it)
         self.measured = 0  # timer calls made by this object (cache misses)
 
     def save(self) -> None:

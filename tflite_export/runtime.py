@@ -36,8 +36,7 @@ from tflite_export.quiet import filtered_stderr, litert_noise
 __all__ = ["LiteRtError", "InvalidModelError", "TensorInfo", "Runtime", "load", "load_stock",
            "CUSTOM_OP_NAME", "MAX_TEST_INPUT_BYTES"]
 
-CUSTOM_OP_NAME = "TFS_GROUP_SPARSE_FC"
-NM_OP_NAME = "TFS_NM_SPARSE_FC"  # the 2:4 op (tflite_export/nm_export.py)
+CUSTOM_OP_NAME = formats.get("custom").op_name  # TFS_GROUP_SPARSE_FC
 
 # Buffers handed to LiteRT must be 64-byte aligned (RUNTIME.md, "Alignment").
 _ALIGN = 64
