@@ -68,10 +68,6 @@ class CostModel:
         reason = self._coeffs(fmt, dtype).get("unsupported")
         return None if reason is None else str(reason)
 
-    def builtin_unsupported(self, dtype: str) -> str | None:
-        """Why TFLite's block-sparse FC cannot be used on this target, or None when it can."""
-        return self.unsupported("builtin_sparse", dtype)
-
     def estimate(self, fmt: str, dtype: str, g: int, out_features: int, units: int) -> Estimate:
         """Predicted time of format ``fmt`` at width ``g`` storing ``units`` (groups, blocks,
         windows); ``unit_ns`` is one number or one per width (``{"4": ...}``)."""

@@ -64,11 +64,6 @@ class ChannelPlan:
     units: dict
     in_units: dict
 
-    def removes_anything(self):
-        """True if some layer loses output channels or input rows."""
-        return any(len(k) < self.units[n] for n, k in self.keep_out.items()) or any(
-            len(k) < self.in_units[n] for n, k in self.keep_in.items())
-
 
 class _Classes:
     """Union-find over channel ids."""
