@@ -5,9 +5,11 @@
  *
  * CASES holds test cases back to back, each: int32 batch, int32 requant (TFS_REQUANT_*),
  * int32 blob bytes, int32 x bytes, the node's parameter blob (FORMAT.md), x. For each case the
- * driver unpacks and validates the layer, runs the portable kernel (tfs_gsfc_compute,
- * TFS_IMPL_PORTABLE), the NEON kernel of the layer's dtype and g, and the SDOT kernel (int8, if
- * the core has the dot-product extension), each into an exactly sized heap block, and appends
+ * driver unpacks and validates the layer, makes its packed copy (tfs_gsfc_pack, as the runtime
+ * adapters do when a node is prepared; the NEON kernels run on it), runs the portable kernel
+ * (tfs_gsfc_compute, TFS_IMPL_PORTABLE), the NEON kernel of the layer's dtype and g, and the SDOT
+ * kernel (int8, if the core has the dot-product extension), each into an exactly sized heap
+ * block, and appends
  * the three outputs (y bytes each; the SDOT one zero-filled when not run) to OUT. Prints
  * "dotprod=<0|1> cases=<n>" and exits 0,
  * or prints what failed and exits 1. The test compares the outputs with numpy's and with each
@@ -66,6 +68,14 @@ static int run_case(int index, FILE* in, FILE* out, int dot) {
     return 1;
   }
   L.requant = requant;
+  const size_t bound = tfs_gsfc_packed_bound(&L);
+  void* mem = NULL;
+  tfs_gsfc_packed P;
+  if (posix_memalign(&mem, 64, bound ? bound : 64) != 0 ||
+      tfs_gsfc_pack(&L, mem, bound, &P) != TFS_OK) {
+    fprintf(stderr, "case %d: packing failed\n", index);
+    return 1;
+  }
   const int slot = g_slot(L.g);
   const size_t esize = L.dtype == TFS_DTYPE_I8 ? 1 : 4;
   const size_t y_bytes = (size_t)batch * (size_t)L.out * esize;
@@ -85,10 +95,10 @@ static int run_case(int index, FILE* in, FILE* out, int dot) {
   tfs_mark();
   bad |= tfs_gsfc_compute(&L, NULL, x, y[0], batch, ws, TFS_IMPL_PORTABLE) != TFS_OK;
   tfs_mark();
-  (L.dtype == TFS_DTYPE_F32 ? kF32 : kI8)[slot](&L, NULL, x, y[1], batch, ws);
+  (L.dtype == TFS_DTYPE_F32 ? kF32 : kI8)[slot](&L, &P, x, y[1], batch, ws);
   tfs_mark();
   /* The SDOT kernels do not use the workspace: NULL proves it. */
-  if (L.dtype == TFS_DTYPE_I8 && dot) kDot[slot](&L, NULL, x, y[2], batch, NULL);
+  if (L.dtype == TFS_DTYPE_I8 && dot) kDot[slot](&L, &P, x, y[2], batch, NULL);
   tfs_mark();
   if (bad) fprintf(stderr, "case %d: the portable kernel failed\n", index);
   for (int i = 0; i < 3; ++i) {
@@ -96,6 +106,7 @@ static int run_case(int index, FILE* in, FILE* out, int dot) {
     free(y[i]);
   }
   free(ws);
+  free(mem);
   free(x);
   free(blob);
   return bad;

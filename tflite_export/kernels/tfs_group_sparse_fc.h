@@ -89,6 +89,8 @@ typedef struct {
   const float* scale;     /* [n_blocks * 8] each slot's out_scale (int8 only; else 0) */
   const int32_t* bias_u8; /* [n_blocks * 8] int8: bias - (128 + input_zp) * sum of the slot's
                              full-group weights (mod 2^32), for kernels on x + 128 as uint8 */
+  const int32_t* bias_s8; /* [n_blocks * 8] int8: bias - input_zp * sum of the slot's full-group
+                             weights (mod 2^32), for kernels on the raw int8 x (NEON SDOT) */
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
   const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
