@@ -61,7 +61,14 @@ TFS_DOTPROD static inline __attribute__((always_inline)) int32x4_t tfs_sdot(int3
 }
 #else
 #define TFS_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
-#define tfs_sdot vdotq_s32
+/* GCC's vdotq_s32 with 8 accumulators makes register copies around every SDOT (GCC 12: a
+ * "mov v.16b" per SDOT); the same instruction as inline assembly with a tied accumulator does
+ * not. */
+TFS_DOTPROD static inline __attribute__((always_inline)) int32x4_t tfs_sdot(int32x4_t acc, int8x16_t a,
+                                                                             int8x16_t b) {
+  __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(acc) : "w"(a), "w"(b));
+  return acc;
+}
 #endif
 
 int tfs_arm_has_neon(void) { return 1; }
@@ -96,8 +103,17 @@ TFS_INLINE int32_t ld32(const void* p) {
 }
 
 /* First column of slot i of a step whose 8 columns are the words q[0] (slots 0-3), q[1] (4-7):
- * one 16-byte load per step and a 16-bit field extract per slot (cheaper than 8 LDRH). */
-#define TFS_COL(q, i) ((size_t)(((q)[(i) / 4] >> (16 * ((i) % 4))) & 0xFFFF))
+ * one 16-byte load per step and a 16-bit field extract per slot (cheaper than 8 LDRH). The
+ * empty asm keeps the extract separate from the address add: folded, the low field becomes an
+ * extended-register add ("add x, x, w, uxth #2") and the high one a shifted-register add ("add
+ * x, x, q, lsr #48"), which the Neoverse N1 issues on its one M pipe at a full cycle each,
+ * against a third of a cycle each for the extract and an ADD (LSL <= 4) on three integer pipes. */
+TFS_INLINE size_t col_field(const uint64_t* q, int i) {
+  size_t c = (size_t)((q[i / 4] >> (16 * (i % 4))) & 0xFFFF);
+  __asm__("" : "+r"(c));
+  return c;
+}
+#define TFS_COL(q, i) col_field(q, i)
 
 /* x + column, materialized in a register: the empty asm stops the compiler from folding the add
  * into the load as a register offset. The Neoverse N1 Software Optimization Guide prices a vector
@@ -121,26 +137,25 @@ TFS_INLINE tfs_s32x8 reduce8_s32(const int32x4_t* a) {
   return s;
 }
 
-/* The step loop of a block: ACC zeroed accumulators a[], then for each step t the statements
- * STEP (which see q = the step's 8 columns, c = the step's column pointer, wt = its weights),
- * two steps per iteration (halves the loop's own cost; blocks have a few to a few dozen steps). */
-#define TFS_FOR_STEPS(w_t, G, ...)                                        \
+/* The step loop of a block: for each step t the statements STEP (which see q = the step's 8
+ * columns, c = the step's column pointer, wt = its weights), U steps per iteration (the loop's
+ * own cost - counter, branch, pointer updates - is paid once per U steps), the rest one by one. */
+#define TFS_FOR_STEPS(w_t, G, U, ...)                                     \
   do {                                                                    \
     int32_t t_ = 0;                                                       \
-    for (; t_ + 2 <= steps; t_ += 2) {                                    \
+    for (; t_ + (U) <= steps; t_ += (U)) {                                \
       TFS_UNROLL                                                          \
-      for (int u_ = 0; u_ < 2; ++u_) {                                    \
+      for (int u_ = 0; u_ < (U); ++u_) {                                  \
         const uint16_t* c = col + 8 * (t_ + u_);                          \
         const w_t* wt = w + (size_t)8 * (G) * (size_t)(t_ + u_);          \
         const uint64_t q[2] = {ld64(c), ld64(c + 4)};                     \
         __VA_ARGS__                                                       \
       }                                                                   \
     }                                                                     \
-    if (t_ < steps) {                                                     \
+    for (; t_ < steps; ++t_) {                                            \
       const uint16_t* c = col + 8 * t_;                                   \
       const w_t* wt = w + (size_t)8 * (G) * (size_t)t_;                   \
       const uint64_t q[2] = {ld64(c), ld64(c + 4)};                       \
-      (void)c;                                                            \
       __VA_ARGS__                                                         \
     }                                                                     \
   } while (0)
@@ -157,18 +172,39 @@ TFS_INLINE tfs_s32x8 reduce8_s32(const int32x4_t* a) {
     s.hi = VADD(s.hi, VLD(t_ + 4));                                   \
   } while (0)
 
-/* The 8 values o[] of block b -> y row yb, at the slots' original rows (padding slots, only in
- * the last block, have perm -1). */
-#define TFS_SCATTER(yb, o, perm)                                      \
+/* The 8 values o[] (4-byte float or int32, or int8) of block b -> y row yb, at the slots'
+ * original rows (padding slots, only in the last block, have perm -1). Moved as integers: the
+ * compiler would otherwise store each lane straight from its vector (ST1 {v.s}[i], a load/store
+ * slot plus a vector slot per row); the empty asm makes it read o[] back from memory. */
+#define TFS_SCATTER(yb, o, perm, u_t)                                 \
   do {                                                                \
+    u_t* yu_ = (u_t*)(void*)(yb);                                     \
+    u_t ou_[8];                                                       \
+    memcpy(ou_, (o), sizeof ou_);                                     \
+    __asm__("" : : "r"(ou_) : "memory");                              \
     if ((perm)[7] >= 0) {                                             \
       TFS_UNROLL                                                      \
-      for (int i_ = 0; i_ < 8; ++i_) (yb)[(perm)[i_]] = (o)[i_];      \
+      for (int i_ = 0; i_ < 8; ++i_) yu_[(perm)[i_]] = ou_[i_];       \
     } else {                                                          \
       for (int i_ = 0; i_ < 8; ++i_)                                  \
-        if ((perm)[i_] >= 0) (yb)[(perm)[i_]] = (o)[i_];              \
+        if ((perm)[i_] >= 0) yu_[(perm)[i_]] = ou_[i_];               \
     }                                                                 \
   } while (0)
+
+/* The packed copy's arrays as locals (the compiler cannot keep fields of *P in registers across
+ * stores through y, which may alias anything): blocks are contiguous, so the column and weight
+ * pointers just advance by each block's steps. */
+#define TFS_PACKED_LOCALS(w_t, b_t)                           \
+  const int32_t n_blocks = P->n_blocks, in = L->in, out = L->out; \
+  const int64_t* blk_off = P->blk_off;                          \
+  const uint16_t* colp = P->col;                                \
+  const w_t* wp = (const w_t*)P->w;                             \
+  const int32_t* perm = P->perm;                                \
+  const b_t* bias = (const b_t*)P->bias
+
+/* Block b's number of steps (entries / 8). */
+#define TFS_BLOCK_STEPS(b) \
+  const int32_t steps = (int32_t)((uint64_t)(blk_off[(b) + 1] - blk_off[(b)]) >> 3)
 
 /* The exported kernel NAME (tfs_kernel_fn) over RUN(L, P, x, y, batch, ws, G, RAG), instantiated
  * with and without ragged tails (RAG: in % g != 0, decided once per layer). */
@@ -191,7 +227,7 @@ TFS_INLINE tfs_f32x8 blk_f32(const float* x, const uint16_t* col, const float* w
   float32x4_t a[8];
   TFS_UNROLL
   for (int i = 0; i < 8; ++i) a[i] = vdupq_n_f32(0.0f);
-  TFS_FOR_STEPS(float, G,
+  TFS_FOR_STEPS(float, G, 4,
     TFS_UNROLL
     for (int i = 0; i < 8; ++i) {
       const float* xp = (const float*)at_col(x, TFS_COL(q, i), 4);
@@ -212,23 +248,21 @@ TFS_INLINE float32x4_t act4_f32(float32x4_t v, int act) {
 TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,
                         float* y, int32_t batch, void* ws, const int G, const int RAG) {
   (void)ws;
-  const float* wbase = (const float*)P->w;
-  const int32_t in = L->in, out = L->out, act = L->activation;
-  for (int32_t b = 0; b < P->n_blocks; ++b) {
-    const int64_t e0 = P->blk_off[b];
-    const int32_t steps = (int32_t)((P->blk_off[b + 1] - e0) / 8);
-    const float* bias = (const float*)P->bias + 8 * b;
-    const int32_t* perm = P->perm + 8 * b;
+  TFS_PACKED_LOCALS(float, float);
+  const int32_t act = L->activation;
+  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
+    TFS_BLOCK_STEPS(b);
     for (int32_t bi = 0; bi < batch; ++bi) {
       const float* xb = x + (size_t)bi * in;
-      tfs_f32x8 s = blk_f32(xb, P->col + e0, wbase + e0 * G, steps, G);
+      tfs_f32x8 s = blk_f32(xb, colp, wp, steps, G);
       if (RAG) TFS_ADD_TAILS(s, float, vld1q_f32, vaddq_f32, tfs_gsfc_tail_f32);
       float o[8];
       vst1q_f32(o, act4_f32(vaddq_f32(s.lo, vld1q_f32(bias)), act));
       vst1q_f32(o + 4, act4_f32(vaddq_f32(s.hi, vld1q_f32(bias + 4)), act));
-      float* yb = y + (size_t)bi * out;
-      TFS_SCATTER(yb, o, perm);
+      TFS_SCATTER(y + (size_t)bi * out, o, perm, uint32_t);
     }
+    colp += 8 * (size_t)steps;
+    wp += 8 * (size_t)G * (size_t)steps;
   }
 }
 
@@ -253,8 +287,7 @@ TFS_INLINE int16x4_t requant4_fp32(int32x4_t acc, float32x4_t scale, float32x4_t
 
 /* Block b's 8 slot sums s (bias included) of batch row xb -> y row yb. */
 TFS_INLINE void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
-                          tfs_s32x8 s, int8_t* yb) {
-  const int32_t* perm = P->perm + 8 * b;
+                          const int32_t* perm, tfs_s32x8 s, int8_t* yb) {
   if (L->requant == TFS_REQUANT_FP32) {
     const float32x4_t lo = vdupq_n_f32((float)(L->act_min - L->out_zp));
     const float32x4_t hi = vdupq_n_f32((float)(L->act_max - L->out_zp));
@@ -264,7 +297,7 @@ TFS_INLINE void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int
         requant4_fp32(s.hi, vld1q_f32(P->scale + 8 * b + 4), lo, hi, zp)));
     int8_t o[8];
     vst1_s8(o, v);
-    TFS_SCATTER(yb, o, perm);
+    TFS_SCATTER(yb, o, perm, uint8_t);
     return;
   }
   int32_t a[8];
@@ -272,12 +305,6 @@ TFS_INLINE void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int
   vst1q_s32(a + 4, s.hi);
   for (int i = 0; i < 8; ++i)
     if (perm[i] >= 0) yb[perm[i]] = tfs_gsfc_requant(L, perm[i], a[i]);
-}
-
-/* Slot biases of block b as two vectors. */
-TFS_INLINE tfs_s32x8 load8_s32(const int32_t* p) {
-  tfs_s32x8 s = {vld1q_s32(p), vld1q_s32(p + 4)};
-  return s;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -303,7 +330,7 @@ TFS_INLINE tfs_s32x8 blk_smlal(const int16_t* xs, const uint16_t* col, const int
   int32x4_t a[8];
   TFS_UNROLL
   for (int i = 0; i < 8; ++i) a[i] = vdupq_n_s32(0);
-  TFS_FOR_STEPS(int8_t, G,
+  TFS_FOR_STEPS(int8_t, G, 2,
     if (G == 4) {
       TFS_UNROLL
       for (int j = 0; j < 2; ++j) { /* slots 4j .. 4j + 3: 16 weights */
@@ -335,22 +362,21 @@ TFS_INLINE tfs_s32x8 blk_smlal(const int16_t* xs, const uint16_t* col, const int
 
 TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const int8_t* x,
                              int8_t* y, int32_t batch, void* ws, const int G, const int RAG) {
-  const int8_t* wbase = (const int8_t*)P->w;
-  const int32_t in = L->in, out = L->out;
+  TFS_PACKED_LOCALS(int8_t, int32_t);
   int16_t* xs = (int16_t*)ws;
   widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
-  for (int32_t b = 0; b < P->n_blocks; ++b) {
-    const int64_t e0 = P->blk_off[b];
-    const int32_t steps = (int32_t)((P->blk_off[b + 1] - e0) / 8);
-    const tfs_s32x8 bias = load8_s32((const int32_t*)P->bias + 8 * b);
+  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
+    TFS_BLOCK_STEPS(b);
     for (int32_t bi = 0; bi < batch; ++bi) {
       const int16_t* xb = xs + (size_t)bi * in;
-      tfs_s32x8 s = blk_smlal(xb, P->col + e0, wbase + e0 * G, steps, G);
-      s.lo = vaddq_s32(s.lo, bias.lo); /* lanes wrap modulo 2^32, as the portable sum */
-      s.hi = vaddq_s32(s.hi, bias.hi);
+      tfs_s32x8 s = blk_smlal(xb, colp, wp, steps, G);
+      s.lo = vaddq_s32(s.lo, vld1q_s32(bias)); /* lanes wrap modulo 2^32, as the portable sum */
+      s.hi = vaddq_s32(s.hi, vld1q_s32(bias + 4));
       if (RAG) TFS_ADD_TAILS(s, int32_t, vld1q_s32, vaddq_s32, tfs_gsfc_tail_i16);
-      finish_i8(L, P, b, s, y + (size_t)bi * out);
+      finish_i8(L, P, b, perm, s, y + (size_t)bi * out);
     }
+    colp += 8 * (size_t)steps;
+    wp += 8 * (size_t)G * (size_t)steps;
   }
 }
 
@@ -386,7 +412,7 @@ TFS_DOTPROD TFS_INLINE tfs_s32x8 blk_sdot(const int8_t* x, const uint16_t* col, 
   int32x4_t a[8];
   TFS_UNROLL
   for (int j = 0; j < NA; ++j) a[j] = vdupq_n_s32(0);
-  TFS_FOR_STEPS(int8_t, G,
+  TFS_FOR_STEPS(int8_t, G, 2,
     TFS_UNROLL
     for (int j = 0; j < NA; ++j)
       a[j] = tfs_sdot(a[j], vld1q_s8(wt + 16 * j), gather_x(x, q, j * (16 / G), G));
@@ -404,20 +430,20 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const tfs_gsfc_
                                         const int8_t* x, int8_t* y, int32_t batch, void* ws,
                                         const int G, const int RAG) {
   (void)ws;
-  const int8_t* wbase = (const int8_t*)P->w;
-  const int32_t in = L->in, out = L->out;
-  for (int32_t b = 0; b < P->n_blocks; ++b) {
-    const int64_t e0 = P->blk_off[b];
-    const int32_t steps = (int32_t)((P->blk_off[b + 1] - e0) / 8);
-    const tfs_s32x8 bias = load8_s32(P->bias_s8 + 8 * b);
+  TFS_PACKED_LOCALS(int8_t, int32_t);
+  bias = P->bias_s8; /* zp * sum(w) folded in */
+  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
+    TFS_BLOCK_STEPS(b);
     for (int32_t bi = 0; bi < batch; ++bi) {
       const int8_t* xb = x + (size_t)bi * in;
-      tfs_s32x8 s = blk_sdot(xb, P->col + e0, wbase + e0 * G, steps, G);
-      s.lo = vaddq_s32(s.lo, bias.lo);
-      s.hi = vaddq_s32(s.hi, bias.hi);
+      tfs_s32x8 s = blk_sdot(xb, colp, wp, steps, G);
+      s.lo = vaddq_s32(s.lo, vld1q_s32(bias));
+      s.hi = vaddq_s32(s.hi, vld1q_s32(bias + 4));
       if (RAG) TFS_ADD_TAILS(s, int32_t, vld1q_s32, vaddq_s32, tfs_gsfc_tail_i8);
-      finish_i8(L, P, b, s, y + (size_t)bi * out);
+      finish_i8(L, P, b, perm, s, y + (size_t)bi * out);
     }
+    colp += 8 * (size_t)steps;
+    wp += 8 * (size_t)G * (size_t)steps;
   }
 }
 
