@@ -111,7 +111,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* layer, void* mem, size_t bytes, tfs_gsfc
  * have been validated and x/y checked with tfs_gsfc_validate_io. The kernel comes from the
  * manifest (tfs_kernels.inc, chosen in tfs_dispatch.c): `impl`'s kernel for the layer's (dtype,
  * g), or its parent's; TFS_IMPL_AUTO starts from the best instruction set the CPU has. `packed`
- * (from tfs_gsfc_pack) is required by the x86 SIMD kernels; with NULL, TFS_IMPL_AUTO only
+ * (from tfs_gsfc_pack) is required by the x86 and NEON SIMD kernels; with NULL, TFS_IMPL_AUTO only
  * considers kernels that run on the model's layout (portable, or the DSP kernel for int8 on an
  * Arm core with the DSP extension). Returns TFS_ERR_UNSUPPORTED if `impl` is not available on
  * this CPU (or switched off: tfs_impl_disable), TFS_ERR_INVALID if its kernel needs `packed` and

@@ -274,27 +274,39 @@ TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g16, run_f32, 16, float, )
 /* int8 epilogue                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* 4 int32 accumulators (bias included) -> 4 int8 in the low 32 bits: exactly tfs_requant_i8's
- * fp32 flavour. SCVTF and FMUL round to nearest like the C conversion and product, FMAX/FMIN
- * clamp like the C comparisons (no NaN can occur: scale is finite), FCVTNS rounds half to even
- * like tfs_round_half_even; every value is then in [act_min, act_max], so narrowing is exact. */
-TFS_INLINE int16x4_t requant4_fp32(int32x4_t acc, float32x4_t scale, float32x4_t lo,
-                                   float32x4_t hi, int32x4_t zp) {
-  float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), scale);
-  f = vminq_f32(vmaxq_f32(f, lo), hi);
-  return vmovn_s32(vaddq_s32(vcvtnq_s32_f32(f), zp));
+/* The requantization constants of a layer, made once per call (kept in registers: *L would be
+ * reloaded after every store through y). fp32 flavour: lo / hi = act_min / act_max - out_zp;
+ * rounding by the magic number 1.5 * 2^23 (f + magic has an ulp of 1 for |f| <= 2^22, so the FP
+ * add rounds f to an integer, half to even, like tfs_round_half_even; the clamped |f| <= 255),
+ * whose bit pattern minus (0x4B400000 - out_zp) is round(f) + out_zp. */
+typedef struct {
+  float32x4_t lo, hi, magic;
+  int32x4_t bits_minus_zp;
+  int fp32;
+} tfs_rq;
+
+TFS_INLINE tfs_rq rq_consts(const tfs_gsfc_layer* L) {
+  tfs_rq q = {vdupq_n_f32((float)(L->act_min - L->out_zp)), vdupq_n_f32((float)(L->act_max - L->out_zp)),
+              vdupq_n_f32(12582912.0f), vdupq_n_s32(0x4B400000 - L->out_zp), L->requant == TFS_REQUANT_FP32};
+  return q;
 }
 
-/* Block b's 8 slot sums s (bias included) of batch row xb -> y row yb. */
+/* 4 int32 accumulators (bias included) -> 4 int8 as int16 lanes: exactly tfs_requant_i8's fp32
+ * flavour. SCVTF and FMUL round to nearest like the C conversion and product, FMAX/FMIN clamp
+ * like the C comparisons (no NaN can occur: scale is finite); every value is then in [act_min,
+ * act_max], so narrowing is exact. */
+TFS_INLINE int16x4_t requant4_fp32(int32x4_t acc, float32x4_t scale, const tfs_rq* q) {
+  float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), scale);
+  f = vaddq_f32(vminq_f32(vmaxq_f32(f, q->lo), q->hi), q->magic);
+  return vmovn_s32(vsubq_s32(vreinterpretq_s32_f32(f), q->bits_minus_zp));
+}
+
+/* Block b's 8 slot sums s (bias included) of one batch row -> y row yb. */
 TFS_INLINE void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
-                          const int32_t* perm, tfs_s32x8 s, int8_t* yb) {
-  if (L->requant == TFS_REQUANT_FP32) {
-    const float32x4_t lo = vdupq_n_f32((float)(L->act_min - L->out_zp));
-    const float32x4_t hi = vdupq_n_f32((float)(L->act_max - L->out_zp));
-    const int32x4_t zp = vdupq_n_s32(L->out_zp);
-    const int8x8_t v = vmovn_s16(vcombine_s16(
-        requant4_fp32(s.lo, vld1q_f32(P->scale + 8 * b), lo, hi, zp),
-        requant4_fp32(s.hi, vld1q_f32(P->scale + 8 * b + 4), lo, hi, zp)));
+                          const int32_t* perm, tfs_s32x8 s, int8_t* yb, const tfs_rq* q) {
+  if (q->fp32) {
+    const int8x8_t v = vmovn_s16(vcombine_s16(requant4_fp32(s.lo, vld1q_f32(P->scale + 8 * b), q),
+                                              requant4_fp32(s.hi, vld1q_f32(P->scale + 8 * b + 4), q)));
     int8_t o[8];
     vst1_s8(o, v);
     TFS_SCATTER(yb, o, perm, uint8_t);
@@ -363,6 +375,7 @@ TFS_INLINE tfs_s32x8 blk_smlal(const int16_t* xs, const uint16_t* col, const int
 TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const int8_t* x,
                              int8_t* y, int32_t batch, void* ws, const int G, const int RAG) {
   TFS_PACKED_LOCALS(int8_t, int32_t);
+  const tfs_rq rq = rq_consts(L);
   int16_t* xs = (int16_t*)ws;
   widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
   for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
@@ -373,7 +386,7 @@ TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, 
       s.lo = vaddq_s32(s.lo, vld1q_s32(bias)); /* lanes wrap modulo 2^32, as the portable sum */
       s.hi = vaddq_s32(s.hi, vld1q_s32(bias + 4));
       if (RAG) TFS_ADD_TAILS(s, int32_t, vld1q_s32, vaddq_s32, tfs_gsfc_tail_i16);
-      finish_i8(L, P, b, perm, s, y + (size_t)bi * out);
+      finish_i8(L, P, b, perm, s, y + (size_t)bi * out, &rq);
     }
     colp += 8 * (size_t)steps;
     wp += 8 * (size_t)G * (size_t)steps;
@@ -431,6 +444,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const tfs_gsfc_
                                         const int G, const int RAG) {
   (void)ws;
   TFS_PACKED_LOCALS(int8_t, int32_t);
+  const tfs_rq rq = rq_consts(L);
   bias = P->bias_s8; /* zp * sum(w) folded in */
   for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
     TFS_BLOCK_STEPS(b);
@@ -440,7 +454,7 @@ TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const tfs_gsfc_
       s.lo = vaddq_s32(s.lo, vld1q_s32(bias));
       s.hi = vaddq_s32(s.hi, vld1q_s32(bias + 4));
       if (RAG) TFS_ADD_TAILS(s, int32_t, vld1q_s32, vaddq_s32, tfs_gsfc_tail_i8);
-      finish_i8(L, P, b, perm, s, y + (size_t)bi * out);
+      finish_i8(L, P, b, perm, s, y + (size_t)bi * out, &rq);
     }
     colp += 8 * (size_t)steps;
     wp += 8 * (size_t)G * (size_t)steps;
