@@ -52,15 +52,13 @@ void tfs_nmfc_neon_f32(const void* layer, const void* packed, const void* x_, vo
       float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);
       int32_t k = 0;
       for (; k + 2 <= bytes; k += 2) {
-        const float* xt = xb + 8 * k;
-        const uint8x16x2_t t0 = {{vreinterpretq_u8_f32(vld1q_f32(xt)), vreinterpretq_u8_f32(vld1q_f32(xt + 4))}};
-        const uint8x16x2_t t1 = {{vreinterpretq_u8_f32(vld1q_f32(xt + 8)), vreinterpretq_u8_f32(vld1q_f32(xt + 12))}};
+        const uint8_t* xt = (const uint8_t*)(xb + 8 * k);
+        const uint8x16x2_t t0 = vld1q_u8_x2(xt), t1 = vld1q_u8_x2(xt + 32);
         a0 = vfmaq_f32(a0, vld1q_f32(v + 4 * k), vreinterpretq_f32_u8(vqtbl2q_u8(t0, vld1q_u8(kNmF32[ix[k]]))));
         a1 = vfmaq_f32(a1, vld1q_f32(v + 4 * k + 4), vreinterpretq_f32_u8(vqtbl2q_u8(t1, vld1q_u8(kNmF32[ix[k + 1]]))));
       }
       for (; k < bytes; ++k) {
-        const float* xt = xb + 8 * k;
-        const uint8x16x2_t t0 = {{vreinterpretq_u8_f32(vld1q_f32(xt)), vreinterpretq_u8_f32(vld1q_f32(xt + 4))}};
+        const uint8x16x2_t t0 = vld1q_u8_x2((const uint8_t*)(xb + 8 * k));
         a0 = vfmaq_f32(a0, vld1q_f32(v + 4 * k), vreinterpretq_f32_u8(vqtbl2q_u8(t0, vld1q_u8(kNmF32[ix[k]]))));
       }
       const float acc = vaddvq_f32(vaddq_f32(a0, a1)) + tfs_nm_row_f32(L, r, xb, 2 * bytes, windows);
@@ -111,8 +109,9 @@ void tfs_nmfc_neon_i8(const void* layer, const void* packed, const void* x_, voi
       int32x4_t a0 = vdupq_n_s32(0), a1 = vdupq_n_s32(0);
       int32_t k = 0;
       for (; k + 2 <= bytes; k += 2) {
-        const int16_t* xt = xb + 8 * k;
-        const uint8x16x2_t t = {{vreinterpretq_u8_s16(vld1q_s16(xt)), vreinterpretq_u8_s16(vld1q_s16(xt + 8))}};
+        /* LD1 of two registers: TBL's table must be consecutive registers (two separate loads
+         * cost a register copy per TBL). */
+        const uint8x16x2_t t = vld1q_u8_x2((const uint8_t*)(xb + 8 * k));
         const uint8x16_t sel = vcombine_u8(vld1_u8(kNm16[0][ix[k]]), vld1_u8(kNm16[1][ix[k + 1]]));
         const int16x8_t xk = vreinterpretq_s16_u8(vqtbl2q_u8(t, sel));
         const int16x8_t wk = vmovl_s8(vld1_s8(v + 4 * k));
