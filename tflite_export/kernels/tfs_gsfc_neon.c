@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "tfs_gsfc_internal.h"
+#include "tfs_neon.h"
 
 #if defined(__linux__)
 #include <sys/auxv.h>
@@ -172,10 +173,10 @@ TFS_INLINE tfs_s32x8 reduce8_s32(const int32x4_t* a) {
     s.hi = VADD(s.hi, VLD(t_ + 4));                                   \
   } while (0)
 
-/* The 8 values o[] (4-byte float or int32, or int8) of block b -> y row yb, at the slots'
- * original rows (padding slots, only in the last block, have perm -1). Moved as integers: the
- * compiler would otherwise store each lane straight from its vector (ST1 {v.s}[i], a load/store
- * slot plus a vector slot per row); the empty asm makes it read o[] back from memory. */
+/* The 8 values o[] (u_t: y's element type) of block b -> y row yb, at the slots' original rows
+ * (padding slots, only in the last block, have perm -1). Through memory: the compiler would
+ * otherwise store each lane straight from its vector (ST1 {v.s}[i], a load/store slot plus a
+ * vector slot per row); the empty asm makes it read o[] back as scalars (LDP pairs). */
 #define TFS_SCATTER(yb, o, perm, u_t)                                 \
   do {                                                                \
     u_t* yu_ = (u_t*)(void*)(yb);                                     \
@@ -259,7 +260,7 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const
       float o[8];
       vst1q_f32(o, act4_f32(vaddq_f32(s.lo, vld1q_f32(bias)), act));
       vst1q_f32(o + 4, act4_f32(vaddq_f32(s.hi, vld1q_f32(bias + 4)), act));
-      TFS_SCATTER(y + (size_t)bi * out, o, perm, uint32_t);
+      TFS_SCATTER(y + (size_t)bi * out, o, perm, float);
     }
     colp += 8 * (size_t)steps;
     wp += 8 * (size_t)G * (size_t)steps;
@@ -323,17 +324,6 @@ TFS_INLINE void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int
 /* int8 on any AArch64 core: SMLAL on x - input_zp widened to int16 (as the portable kernel)  */
 /* ------------------------------------------------------------------------------------------ */
 
-static void widen_i8(const int8_t* x, int16_t* xs, size_t n, int32_t zp) {
-  const int16x8_t z = vdupq_n_s16((int16_t)zp);
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const int8x16_t v = vld1q_s8(x + i);
-    vst1q_s16(xs + i, vsubq_s16(vmovl_s8(vget_low_s8(v)), z));
-    vst1q_s16(xs + i + 8, vsubq_s16(vmovl_high_s8(v), z));
-  }
-  for (; i < n; ++i) xs[i] = (int16_t)(x[i] - zp);
-}
-
 /* A block's 8 slot sums over xs = x - zp (int16; products |w * xs| <= 128 * 255, lanes wrap
  * modulo 2^32 like the portable sum): per slot one accumulator, weights sign-extended with
  * SXTL, two SMLALs per 8 weights (g = 4: slots in pairs, one SMLAL(2) each). */
@@ -377,7 +367,7 @@ TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, 
   TFS_PACKED_LOCALS(int8_t, int32_t);
   const tfs_rq rq = rq_consts(L);
   int16_t* xs = (int16_t*)ws;
-  widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
+  tfs_neon_widen_i16(x, xs, (size_t)batch * (size_t)in, L->in_zp);
   for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
     TFS_BLOCK_STEPS(b);
     for (int32_t bi = 0; bi < batch; ++bi) {

@@ -15,8 +15,8 @@
 #if defined(__aarch64__)
 
 #include <arm_neon.h>
-#include <string.h>
 
+#include "tfs_neon.h"
 #include "tfs_nm_internal.h"
 
 /* TBL controls. float32: byte b of positions (window 2k: bits 0-3, window 2k + 1: bits 4-7)
@@ -67,30 +67,8 @@ void tfs_nmfc_neon_f32(const void* layer, const void* packed, const void* x_, vo
   }
 }
 
-/* x - input_zp as int16 (fits: |x - zp| <= 255), in the op's workspace (sized for int32). */
-static void widen_i16(const tfs_nmfc_layer* L, const int8_t* x, int16_t* xs, size_t n) {
-  const int16x8_t z = vdupq_n_s16((int16_t)L->in_zp);
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const int8x16_t v = vld1q_s8(x + i);
-    vst1q_s16(xs + i, vsubq_s16(vmovl_s8(vget_low_s8(v)), z));
-    vst1q_s16(xs + i + 8, vsubq_s16(vmovl_high_s8(v), z));
-  }
-  for (; i < n; ++i) xs[i] = (int16_t)(x[i] - L->in_zp);
-}
-
 /* Windows [w0, w1) of row r over int16 x - zp, scalar (the row's odd last window). */
-static uint32_t row_i16(const tfs_nmfc_layer* L, int32_t r, const int16_t* xs, int32_t w0, int32_t w1) {
-  const int8_t* v = TFS_NM_ROW_VALUES(L, r, int8_t);
-  const uint8_t* ix = TFS_NM_ROW_INDICES(L, r);
-  uint32_t acc = 0;
-  for (int32_t w = w0; w < w1; ++w) {
-    const unsigned nib = tfs_nm_nibble(ix, w);
-    const int16_t* xw = xs + 4 * (size_t)w;
-    acc += (uint32_t)((int32_t)v[2 * w] * xw[nib & 3u]) + (uint32_t)((int32_t)v[2 * w + 1] * xw[nib >> 2]);
-  }
-  return acc;
-}
+TFS_NM_DEFINE_ROW(row_i16, uint32_t, int8_t, int16_t, TFS_NM_MUL_I8)
 
 /* int8: two position bytes (16 inputs as two int16 vectors, 8 kept values) per step: one TBL
  * over both vectors, the 8 weights sign-extended, SMLAL + SMLAL2. Sums wrap modulo 2^32 as the
@@ -99,7 +77,7 @@ void tfs_nmfc_neon_i8(const void* layer, const void* packed, const void* x_, voi
                       int32_t batch, void* ws) {
   TFS_NM_KERNEL_BEGIN(int8_t, int8_t, int32_t);
   int16_t* xs = (int16_t*)ws;
-  widen_i16(L, x, xs, (size_t)batch * (size_t)L->in);
+  tfs_neon_widen_i16(x, xs, (size_t)batch * (size_t)L->in, L->in_zp); /* fits the int32-sized workspace */
   const int32_t bytes = L->in / 8, windows = L->in / 4;
   for (int32_t r = 0; r < L->out; ++r) {
     const int8_t* v = TFS_NM_ROW_VALUES(L, r, int8_t);
