@@ -1,8 +1,8 @@
 """Fusing consecutive custom-op layers into one node, for the host runtime (LiteRT).
 
 LiteRT wraps every input and output of a custom-op node in a new tensor buffer on every run and
-destroys it afterwards; with the kernel's own checks that costs ~0.55 us per node on the dev
-host, 20x a builtin node's cost (RUNTIME.md "Overheads"; ``benchmarks/bench_node_overhead.py``).
+destroys it afterwards: ~0.55 us per node on the dev host, ~14x a small builtin node's cost
+(RUNTIME.md "Overheads"; ``benchmarks/bench_node_overhead.py``).
 A chain of nodes of one custom op where each node's output feeds only the next node becomes one
 node whose parameter blob holds the layers' blobs in order (``params_blob.pack_chain``, FORMAT.md
 "Fused chains"); the adapter runs the layers back to back with the intermediate activations in
