@@ -97,3 +97,28 @@ def test_default_key_names_cpu_and_kernel_build(tmp_path):
     measured = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path))
     assert host_info.cpu_model() in measured.key and host_info.kernel_build() in measured.key
     assert measured.path.startswith(str(tmp_path))
+
+
+def test_no_fused_timing_when_the_predecessor_output_has_two_readers(tmp_path):
+    import keras
+
+    rng = np.random.default_rng(8)
+    x = keras.Input((32,))
+    h = keras.layers.Dense(24, activation="relu", name="trunk")(x)
+    y = keras.layers.Concatenate()([keras.layers.Dense(64, name="left")(h),
+                                    keras.layers.Dense(64, name="right")(h)])
+    model = keras.Model(x, y)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            k = layer.kernel.numpy()
+            keep = np.repeat(rng.random((k.shape[0] // 4, k.shape[1])) < 0.2, 4, axis=0)
+            layer.kernel.assign(k * keep)
+    tflite = converter.convert_keras(model)
+    measured = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path), key="cpu")
+    result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
+    assert {r.layer: r.format for r in result.layers} == {"trunk": "custom", "left": "custom",
+                                                          "right": "custom"}
+    # trunk's output feeds two layers: nothing is fused, so each layer is timed alone.
+    assert not any("behind" in r.reason for r in result.layers)
+    assert "fused into one node" not in result.report.note
+    assert len(flatbuffer.load(result.model_bytes).subgraphs[0].operators) >= 3
