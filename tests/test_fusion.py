@@ -178,3 +178,13 @@ def test_malformed_chains_are_refused_with_the_fault():
 def test_pack_chain_refuses_a_bad_layer_count():
     with pytest.raises(ValueError, match=r"fused chain: 1 layers; allowed 2\.\.16"):
         params_blob.pack_chain([np.zeros((1, 16), np.uint8)], 1)
+
+
+def test_c_array_refuses_a_fused_model(exported):
+    from tflite_export import c_array
+
+    _, plain = exported
+    c_array.render(plain)  # unfused: fine
+    with pytest.raises(ValueError, match=r"nodes \['dense\+dense_1\+dense_2\+dense_3'\] are fused "
+                                         r"chains .* only the host runtime runs"):
+        c_array.render(fusion.fuse(plain))

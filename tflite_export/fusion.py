@@ -111,6 +111,19 @@ def fuse_chains(model) -> list[str]:
     return fused
 
 
+def fused_nodes(model) -> list[str]:
+    """Names of the fused nodes in ``model`` (a schema ``ModelT``): what only the host runtime
+    runs."""
+    names = []
+    for sg in model.subgraphs:
+        for op in sg.operators or []:
+            fmt = formats.by_op_name(flatbuffer.custom_code(model, op))
+            blob = _blob_tensor(model, sg, op) if fmt is not None else None
+            if blob is not None and params_blob.is_chain(blob):
+                names.append(fmt.node_name(sg, op))
+    return names
+
+
 def fuse(tflite_bytes: bytes) -> bytes:
     """``tflite_bytes`` with every chain of consecutive custom-op layers fused (see the module
     docstring); a model without such chains comes back re-packed but unchanged."""
