@@ -188,3 +188,11 @@ def test_c_array_refuses_a_fused_model(exported):
     with pytest.raises(ValueError, match=r"nodes \['dense\+dense_1\+dense_2\+dense_3'\] are fused "
                                          r"chains .* only the host runtime runs"):
         c_array.render(fusion.fuse(plain))
+
+
+def test_check_nm_names_a_fused_node():
+    from tflite_export import check_nm
+
+    report = check_nm(fusion.fuse(_export("float32")))
+    (layer,) = report.layers
+    assert layer.status == "invalid" and "fused chain" in layer.reason
