@@ -1,0 +1,63 @@
+"""Nothing fails silently (issue 18): each case that used to do nothing, or the wrong thing, with
+no word is a clear error or a warning naming the layer or argument and the fix."""
+import keras
+import numpy as np
+import pytest
+
+import tfscalpel
+from tfscalpel.layers import pruned_layers
+
+
+def _data(n, features=16, outputs=4):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((n, features)).astype(np.float32),
+            rng.standard_normal((n, outputs)).astype(np.float32))
+
+
+def _pruned(**kwargs):
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="a"),
+                              keras.layers.Dense(4, name="b")])
+    pruned = tfscalpel.prune(model, **({"sparsity": 0.5, "pattern": "unstructured"} | kwargs))
+    pruned.compile(optimizer="sgd", loss="mse")
+    return pruned
+
+
+def _sparsities(model):
+    return [round(layer.mask_sparsity(), 4) for layer in pruned_layers(model)]
+
+
+# ---- 1. fit without UpdatePruningStep fails at the first step, as in tfmot --------------------
+
+_NO_CALLBACK = (r"layer 'a' is pruned but trains with its pruning step at -1: nothing updates "
+                r"its mask, so it would never prune\. Add tfscalpel\.UpdatePruningStep\(\) to "
+                r"model\.fit's callbacks")
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_fit_without_update_pruning_step_fails_at_the_first_step(run_eagerly):
+    model = _pruned()
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=run_eagerly)
+    x, y = _data(8)
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    with pytest.raises(RuntimeError, match=_NO_CALLBACK):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+                  callbacks=[keras.callbacks.History()])
+    # Nothing trained.
+    for a, b in zip(before, model.weights):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+    # Inference needs no callback; with the callback the same model trains and prunes.
+    assert model.predict(x, verbose=0).shape == (8, 4)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()])
+    assert _sparsities(model) == [0.5, 0.5]
+
+
+def test_custom_loop_with_update_pruning_trains_in_training_mode():
+    model = _pruned()
+    x, _ = _data(4)
+    with pytest.raises(RuntimeError, match=_NO_CALLBACK):
+        model(x, training=True)
+    tfscalpel.update_pruning(model)
+    model(x, training=True)
+    assert _sparsities(model) == [0.5, 0.5]
+
