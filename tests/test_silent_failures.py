@@ -61,3 +61,45 @@ def test_custom_loop_with_update_pruning_trains_in_training_mode():
     model(x, training=True)
     assert _sparsities(model) == [0.5, 0.5]
 
+
+
+# ---- 2. keras.models.clone_model(clone_function=prune_low_magnitude): tfmot's guide ----------
+
+def _conv_model(sequential):
+    keras.utils.set_random_seed(11)
+    layers = [keras.layers.Conv2D(4, 3, name="conv"), keras.layers.DepthwiseConv2D(3, name="dw"),
+              keras.layers.Flatten(name="flat"), keras.layers.Dense(6, name="fc"),
+              keras.layers.Dense(3, name="out")]
+    if sequential:
+        return keras.Sequential([keras.Input((8, 8, 2))] + layers)
+    x = inputs = keras.Input((8, 8, 2))
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_clone_function_keeps_the_trained_weights(sequential):
+    model = _conv_model(sequential)
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 2)).astype(np.float32)
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, np.ones((4, 3), np.float32), verbose=0)  # "trained": not the initial weights
+    chosen = ("conv", "dw", "fc")
+
+    def apply_pruning(layer):  # as in tfmot's pruning guide
+        if layer.name in chosen:
+            return tfscalpel.prune_low_magnitude(layer)
+        return layer
+
+    pruned = keras.models.clone_model(model, clone_function=apply_pruning)
+    assert [type(pruned.get_layer(n)).__name__ for n in chosen + ("out",)] == [
+        "GroupPrunedConv2D", "GroupPrunedDepthwiseConv2D", "GroupPrunedDense", "Dense"]
+    for name in chosen + ("out",):
+        for a, b in zip(model.get_layer(name).weights, pruned.get_layer(name).weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
+                                          keras.ops.convert_to_numpy(b))
+    np.testing.assert_array_equal(pruned.predict(x, verbose=0), model.predict(x, verbose=0))
+    pruned.compile(optimizer="sgd", loss="mse")
+    pruned.fit(x, np.ones((4, 3), np.float32), verbose=0,
+               callbacks=[tfscalpel.UpdatePruningStep()])
+    assert [round(l.mask_sparsity(), 2) for l in pruned_layers(pruned)] == [0.5, 0.5, 0.5]
