@@ -103,3 +103,50 @@ def test_clone_function_keeps_the_trained_weights(sequential):
     pruned.fit(x, np.ones((4, 3), np.float32), verbose=0,
                callbacks=[tfscalpel.UpdatePruningStep()])
     assert [round(l.mask_sparsity(), 2) for l in pruned_layers(pruned)] == [0.5, 0.5, 0.5]
+
+
+# ---- 3. strip of a model nested in another model ----------------------------------------------
+
+@pytest.mark.parametrize("outer_kind", ["functional", "sequential"])
+def test_strip_strips_and_reports_the_layers_of_a_nested_model(outer_kind):
+    keras.utils.set_random_seed(2)
+    backbone = tfscalpel.prune(
+        keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="a"),
+                          keras.layers.Dense(8, name="b")], name="backbone"), sparsity=0.5)
+    head = keras.layers.Dense(3, name="head")
+    if outer_kind == "functional":
+        inputs = keras.Input((16,))
+        outer = keras.Model(inputs, head(backbone(inputs)))
+    else:
+        outer = keras.Sequential([keras.Input((16,)), backbone, head])
+    tfscalpel.update_pruning(outer)
+    stripped, report = tfscalpel.strip(outer, return_report=True)
+    every = stripped._flatten_layers(include_self=False, recursive=True)
+    assert not [l.name for l in every if isinstance(l, tfscalpel.PrunableMixin)]
+    assert sorted(type(l).__name__ for l in every if not isinstance(l, keras.layers.InputLayer)) \
+        == ["Dense", "Dense", "Dense", "Sequential"]
+    assert [(r.name, r.pattern, r.nonzero, r.nonzero_groups) for r in report.layers] == [
+        ("a", "group(g=4)", 64, 16), ("b", "group(g=4)", 32, 8)]
+    assert report.group_sizes() == {"a": 4, "b": 4}
+    x = _data(4)[0]
+    np.testing.assert_array_equal(stripped.predict(x, verbose=0), outer.predict(x, verbose=0))
+
+
+def test_strip_removes_dead_nodes_inside_a_nested_gated_model():
+    keras.utils.set_random_seed(2)
+    gated = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, activation="relu",
+                                                                     name="a"),
+                              tfscalpel.MaskLayer(name="mask_a"), keras.layers.Dense(6, name="b")],
+                             name="backbone")
+    gated.get_layer("mask_a").node_mask.assign((np.arange(8) >= 3).astype(np.float32))
+    outer = keras.Sequential([keras.Input((16,)), gated, keras.layers.Dense(3, name="head")])
+    stripped, report = tfscalpel.strip(outer, return_report=True)
+    inner = stripped.layers[0]
+    assert [tuple(l.kernel.shape) for l in inner.layers if hasattr(l, "kernel")] == [
+        (16, 5), (5, 6)]
+    assert not [l for l in inner.layers if isinstance(l, tfscalpel.MaskLayer)]
+    assert [(r.name, r.nodes_kept, r.nodes_total) for r in report.layers] == [
+        ("a", 5, 8), ("b", 6, 6)]
+    x = _data(4)[0]
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), outer.predict(x, verbose=0),
+                               atol=1e-6)
