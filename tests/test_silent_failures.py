@@ -150,3 +150,51 @@ def test_strip_removes_dead_nodes_inside_a_nested_gated_model():
     x = _data(4)[0]
     np.testing.assert_allclose(stripped.predict(x, verbose=0), outer.predict(x, verbose=0),
                                atol=1e-6)
+
+
+# ---- 4. a MaskLayer right after the model input or a Flatten ---------------------------------
+
+@pytest.mark.parametrize("after", ["input", "flatten"])
+def test_mask_after_input_or_flatten_folds_into_the_next_kernel_and_says_why(after):
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((4, 4, 2) if after == "flatten" else (32,))
+    x = keras.layers.Flatten(name="flat")(inputs) if after == "flatten" else inputs
+    x = tfscalpel.MaskLayer(name="mask")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    alive = (np.arange(32) >= 10).astype(np.float32)
+    model.get_layer("mask").node_mask.assign(alive)
+    reason = ("it gates the model input, whose features cannot be removed" if after == "input"
+              else "it follows Flatten 'flat', whose features are not units of a layer")
+    with pytest.warns(UserWarning, match=r"strip: MaskLayer 'mask' has 10 dead nodes that cannot "
+                                         r"be removed: " + reason + r".*folded into the input "
+                                         r"rows of \['fc'\] as zero weights"):
+        stripped, report = tfscalpel.strip(model, return_report=True)
+    assert not [l for l in stripped.layers
+                if isinstance(l, (tfscalpel.MaskLayer, keras.layers.Rescaling))]
+    kernel = stripped.get_layer("fc").kernel.numpy()
+    np.testing.assert_array_equal(kernel[:10], 0)
+    np.testing.assert_array_equal(kernel[10:], model.get_layer("fc").kernel.numpy()[10:])
+    assert [(r.name, r.nonzero) for r in report.layers] == [("fc", 22 * 3)]
+    x = np.random.default_rng(0).standard_normal((4,) + tuple(inputs.shape[1:]))
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
+def test_mask_after_flatten_still_removes_channels_dead_at_every_position():
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inputs)
+    x = tfscalpel.MaskLayer(name="mask")(keras.layers.Flatten(name="flat")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    alive = np.ones(48, np.float32)
+    alive[1::3] = 0  # conv channel 1 is dead at all 16 positions: the filter goes
+    alive[0] = 0  # one position of channel 0: folded into fc
+    model.get_layer("mask").node_mask.assign(alive)
+    with pytest.warns(UserWarning, match="has 1 dead node that cannot be removed"):
+        stripped = tfscalpel.strip(model)
+    assert stripped.get_layer("conv").kernel.shape == (3, 3, 2, 2)
+    kernel = stripped.get_layer("fc").kernel.numpy()
+    assert kernel.shape == (32, 3) and np.count_nonzero(kernel[0]) == 0
+    x = np.random.default_rng(0).standard_normal((4, 4, 4, 2))
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
