@@ -198,3 +198,57 @@ def test_mask_after_flatten_still_removes_channels_dead_at_every_position():
     x = np.random.default_rng(0).standard_normal((4, 4, 4, 2))
     np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-5)
+
+
+# ---- 6. group_size larger than the layer's fan-in ---------------------------------------------
+
+_TOO_WIDE = (r"layer 'a': group_size 8 is larger than the layer's fan-in 6 \(the inputs one "
+             r"output unit sums, along which groups run\); allowed: 1 to 6 \(the exporter's "
+             r"kernels take \[1, 2, 4\]\)")
+
+
+@pytest.mark.parametrize("kwargs", [{"group_size": 8}, {"block_size": (8, 1)},
+                                    {"per_layer": {"a": {"group_size": 8}}}])
+def test_group_size_larger_than_the_fan_in_is_refused_naming_the_layer(kwargs):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, name="a"),
+                              keras.layers.Dense(4, name="b")])
+    with pytest.raises(ValueError, match=_TOO_WIDE):
+        tfscalpel.prune(model, sparsity=0.5, **kwargs)
+
+
+def test_group_size_larger_than_an_unbuilt_layer_is_refused_when_it_builds():
+    layer = tfscalpel.prune_low_magnitude(keras.layers.Dense(3, name="a"), block_size=(8, 1))
+    with pytest.raises(ValueError, match=r"layer 'a': group_size 8 is larger than the layer's "
+                                         r"fan-in 4"):
+        layer(np.ones((2, 4), np.float32))
+
+
+def test_a_targets_width_is_capped_at_a_narrow_layers_fan_in():
+    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(5, name="a"),
+                              keras.layers.Dense(3, name="b")])
+    the_plan = tfscalpel.plan(model, "x86-avx2")  # float32 groups of 8
+    assert [(p.name, p.group_size) for p in the_plan.layers] == [("a", 8), ("b", 4)]
+    assert the_plan.layers[1].reason.endswith("; fan-in 5 < the target's g: g=4")
+    pruned = tfscalpel.prune(model, target="x86-avx2", sparsity=0.5)
+    assert [l.pattern.group_size for l in pruned_layers(pruned)] == [8, 4]
+
+
+# ---- 7. update_pruning inside a tf.function ----------------------------------------------------
+
+def test_update_pruning_inside_tf_function_says_to_call_it_eagerly():
+    import tensorflow as tf
+
+    model = _pruned()
+
+    @tf.function
+    def train_step():
+        tfscalpel.update_pruning(model)
+        return tf.constant(0)
+
+    with pytest.raises(RuntimeError, match=r"update_pruning\(\) was called inside a tf.function: "
+                                           r"it runs the schedules .* must run eagerly, between "
+                                           r"training steps\. Call it before your @tf.function "
+                                           r"train step"):
+        train_step()
+    assert tfscalpel.update_pruning(model) == 0  # eagerly it works
+    assert _sparsities(model) == [0.5, 0.5]

@@ -17,6 +17,7 @@ from keras import ops
 from tfscalpel.importance import default_importance, get_importance
 from tfscalpel.patterns import get_pattern
 from tfscalpel.schedules import get_schedule
+from tfscalpel.targets import GROUP_SIZES
 
 
 def pruning_boundary(scores, keep):
@@ -89,7 +90,25 @@ class PrunableMixin:
 
     def build(self, input_shape):
         super().build(input_shape)
+        self._check_group_size()
         self._build_pruning_weights()
+
+    @property
+    def fan_in(self):
+        """The length of the contraction groups run along (``kernel_matrix`` rows)."""
+        k = len(self.kernel.shape) - 1 if self.fan_in_ndim is None else self.fan_in_ndim
+        return int(np.prod(self.kernel.shape[:k]))
+
+    def _check_group_size(self):
+        g = self.pattern.group_size
+        if g > self.fan_in:
+            widths = [w for w in GROUP_SIZES if w <= self.fan_in]
+            raise ValueError(
+                f"layer {self.name!r}: group_size {g} is larger than the layer's fan-in "
+                f"{self.fan_in} (the inputs one output unit sums, along which groups run); "
+                f"allowed: 1 to {self.fan_in} (the exporter's kernels take {widths}). Set a "
+                "smaller group_size for this layer with per_layer={name: {'group_size': g}}, or "
+                "leave it dense")
 
     def get_config(self):
         return {**super().get_config(), **self._pruning_config()}

@@ -15,7 +15,7 @@ from tfscalpel.gates import MaskLayer
 from tfscalpel.nm_rule import keras_nm_reason
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
 from tfscalpel.layer_handlers import get_handler
-from tfscalpel.targets import METHODS, get_target
+from tfscalpel.targets import GROUP_SIZES, METHODS, get_target
 
 _L = keras.layers
 #: Layers a MaskLayer is moved past, so it gates what the next weighted layer reads.
@@ -190,6 +190,10 @@ def plan(model, target, dtype=None, per_layer=None):
             if isinstance(g, bool) or not isinstance(g, int) or g < 1:
                 raise ValueError(f"layer {layer.name!r}: group_size must be an integer >= 1, "
                                  f"got {g!r}")
+            if g > fan_in and "group_size" not in override:
+                # The target's width is wider than the layer: the widest group that fits.
+                g = max(w for w in GROUP_SIZES if w <= fan_in)
+                reason += f"; fan-in {fan_in} < the target's g: g={g}"
         elif "group_size" in override:
             raise ValueError(f"layer {layer.name!r}: group_size applies to method 'group' only, "
                              f"not {method!r}")
