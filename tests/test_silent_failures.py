@@ -1,5 +1,7 @@
 """Nothing fails silently (issue 18): each case that used to do nothing, or the wrong thing, with
 no word is a clear error or a warning naming the layer or argument and the fix."""
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -252,3 +254,64 @@ def test_update_pruning_inside_tf_function_says_to_call_it_eagerly():
         train_step()
     assert tfscalpel.update_pruning(model) == 0  # eagerly it works
     assert _sparsities(model) == [0.5, 0.5]
+
+
+# ---- 8. re-pruning, fixed-sparsity patterns, and arguments that used to fail deep -------------
+
+def test_re_pruning_a_pruned_model_applies_the_new_sparsity():
+    model = _pruned()
+    tfscalpel.update_pruning(model)
+    assert _sparsities(model) == [0.5, 0.5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # re-pruning is not "cannot be pruned"
+        again = tfscalpel.prune(model, sparsity=0.75, pattern="unstructured")
+    assert [type(l).__name__ for l in again.layers] == ["GroupPrunedDense"] * 2
+    tfscalpel.update_pruning(again)
+    assert _sparsities(again) == [0.75, 0.75]
+    # The weights pruned before stay pruned: they score 0 in the new ranking.
+    for old, new in zip(pruned_layers(model), pruned_layers(again)):
+        dead = keras.ops.convert_to_numpy(old.pruning_mask) == 0
+        assert not keras.ops.convert_to_numpy(new.pruning_mask)[dead].any()
+    assert _sparsities(model) == [0.5, 0.5]  # the source is untouched
+
+
+def test_a_schedule_sparsity_that_2_4_ignores_is_a_warning():
+    with pytest.warns(UserWarning, match=r"prune: layers \['a', 'b'\]: the pattern 2:4 fixes "
+                                         r"their sparsity at 0\.5, so the schedule's sparsity "
+                                         r"0\.9 is not used"):
+        _pruned(pattern="2:4", sparsity=0.9)
+
+
+@pytest.mark.parametrize("per_layer, message", [
+    ({"a": 0.8}, r"layer 'a': per_layer values are dicts with settings from \['pattern', "
+                 r"'group_size', 'importance', 'schedule', 'sparsity'\], e\.g\. "
+                 r"per_layer=\{'a': \{'pattern': \.\.\.\}\}, got 0\.8"),
+    ([("a", {"sparsity": 0.8})], r"per_layer must be a dict \{layer name: \{setting: value\}\} "
+                                 r"with settings from \['pattern'.*got a list"),
+])
+def test_per_layer_that_is_not_a_dict_of_dicts_says_so(per_layer, message):
+    with pytest.raises(ValueError, match=message):
+        _pruned(per_layer=per_layer)
+
+
+def test_unbuilt_sequential_is_refused_with_the_fix():
+    model = keras.Sequential([keras.layers.Dense(8), keras.layers.Dense(4)], name="seq")
+    with pytest.raises(ValueError, match=r"prune\(\): the Sequential model 'seq' is not built.*"
+                                         r"start it with keras\.Input\(shape\), or call "
+                                         r"model\.build\(input_shape\)"):
+        tfscalpel.prune(model, sparsity=0.5)
+
+
+def test_prune_outside_the_strategy_scope_says_to_call_it_inside():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # conftest's two CPUs
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="a")])
+    with pytest.raises(ValueError, match=r"prune\(\): the model's variables belong to a "
+                                         r"MirroredStrategy, but prune\(\) runs outside its "
+                                         r"scope.*call prune\(\) inside `with strategy\.scope"):
+        tfscalpel.prune(model, sparsity=0.5)
+    with strategy.scope():
+        pruned = tfscalpel.prune(model, sparsity=0.5)
+    assert len(pruned_layers(pruned)) == 1

@@ -36,6 +36,13 @@ def kernel_matrix(kernel, fan_in_ndim=None):
     return kernel.reshape(int(np.prod(kernel.shape[:k])), -1)
 
 
+def fan_in_of(kernel_shape, fan_in_ndim=None):
+    """The fan-in of a kernel whose first ``fan_in_ndim`` axes (default all but the last) are
+    the contraction: the rows of :func:`kernel_matrix`."""
+    k = len(kernel_shape) - 1 if fan_in_ndim is None else fan_in_ndim
+    return int(np.prod(tuple(kernel_shape)[:k]))
+
+
 def _value_now(variable):
     """A scalar variable's stored value as a Python int, also while a training step is being
     traced; None where it cannot be read then (a value traced by another backend)."""
@@ -96,8 +103,7 @@ class PrunableMixin:
     @property
     def fan_in(self):
         """The length of the contraction groups run along (``kernel_matrix`` rows)."""
-        k = len(self.kernel.shape) - 1 if self.fan_in_ndim is None else self.fan_in_ndim
-        return int(np.prod(self.kernel.shape[:k]))
+        return fan_in_of(self.kernel.shape, self.fan_in_ndim)
 
     def _check_group_size(self):
         g = self.pattern.group_size
