@@ -315,3 +315,10 @@ def test_prune_outside_the_strategy_scope_says_to_call_it_inside():
     with strategy.scope():
         pruned = tfscalpel.prune(model, sparsity=0.5)
     assert len(pruned_layers(pruned)) == 1
+
+
+def test_the_default_width_is_narrowed_for_a_layer_with_a_small_fan_in():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, name="a"),
+                              keras.layers.Dense(4, name="b")])
+    pruned = tfscalpel.prune(model, sparsity=0.5)  # default groups of 4; 'a' sums 3 inputs
+    assert [l.pattern.group_size for l in pruned_layers(pruned)] == [2, 4]
