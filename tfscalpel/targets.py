@@ -38,6 +38,8 @@ from tfscalpel.config_objects import ConfigObject
 
 KINDS = ("mcu", "cpu", "gpu")
 METHODS = ("group", "node", "2:4", "node+2:4", "none")
+#: Group widths g the exporter's group-sparse kernels take (tflite_export.group_csr uses these).
+GROUP_SIZES = (1, 2, 4, 8, 16)
 LAYER_TYPES = ("dense", "conv")
 _TARGETS = {}
 
