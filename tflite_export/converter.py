@@ -146,7 +146,8 @@ def convert_keras(
       per_channel: with int8, per-output-channel weight scales (TF's default) or one per tensor.
 
     A model trained under a mixed precision policy is converted as a float32 copy (see
-    `as_float32`), with a warning saying so.
+    `as_float32`), with a warning saying so. Conversion runs on TensorFlow: under another Keras
+    backend (JAX, PyTorch) it raises RuntimeError saying how to convert a saved `.keras` file.
     """
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={quantize!r}: allowed values are {QUANTIZE_CHOICES}")
@@ -154,6 +155,15 @@ def convert_keras(
         raise ValueError("int8_io=True needs quantize='int8'")
     if quantize == "int8" and representative_data is None:
         raise ValueError("quantize='int8' needs representative_data (calibration inputs)")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"convert_keras: TFLite export needs Keras's TensorFlow backend; this process runs "
+            f"KERAS_BACKEND={keras.backend.backend()!r}. Save the stripped model "
+            "(model.save('stripped.keras')) and convert it in a TensorFlow-backend process, e.g. "
+            "KERAS_BACKEND=tensorflow python -m tflite_export.convert --model stripped.keras "
+            "--output model.tflite")
     model = as_float32(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "int8":

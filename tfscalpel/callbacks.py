@@ -4,6 +4,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfscalpel.backend_state import sync_model_state
 from tfscalpel.gates import mask_layers
 from tfscalpel.layers import pruned_layers
 from tfscalpel.mask_update import apply_schedules, checked_pruned_layers, record_step, recorded_step
@@ -62,7 +63,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             return
         self._batch_begin = batch
         for step in range(self._step, self._step + self._per_execution):
-            apply_schedules(self._layers, step)
+            apply_schedules(self._layers, step, lambda: sync_model_state(self.model))
 
     def on_train_batch_end(self, batch, logs=None):
         if self._layers:
@@ -146,6 +147,7 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if isinstance(self.update_freq, int) and (batch + 1) % self.update_freq == 0:
+            sync_model_state(self.model)
             self._write()
 
     def on_epoch_end(self, epoch, logs=None):

@@ -132,15 +132,17 @@ class MaskLayer(keras.layers.Layer):
         if not training:
             return ops.multiply(inputs, ops.cast(self.node_mask, inputs.dtype))
         gate = self.gate
+        # Tensors, not the variables: JAX's tracing refuses a variable as an operand of where.
         frozen = ops.convert_to_tensor(self.frozen)
-        alive = ops.greater(self.node_mask, 0.5)
+        old_mask = ops.convert_to_tensor(self.node_mask)
+        alive = ops.greater(old_mask, 0.5)
         new_mask = ops.where(
             alive,
             ops.greater(gate, self.threshold - self.hysteresis),
             ops.greater(gate, self.threshold + self.hysteresis),
         )
-        new_mask = ops.where(ops.greater(frozen, 0.5), self.node_mask,
-                             ops.cast(new_mask, self.node_mask.dtype))
+        new_mask = ops.where(ops.greater(frozen, 0.5), old_mask,
+                             ops.cast(new_mask, old_mask.dtype))
         self.node_mask.assign(new_mask)
         # Straight-through estimator: the forward value is exactly the binary mask
         # (gate - stop_gradient(gate) is exactly 0), the backward pass sees d(x * gate)/d gate.
