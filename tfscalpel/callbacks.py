@@ -57,6 +57,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._layers = []
                 return
             self._layers = checked_pruned_layers(self.model)
+            for layer in self._layers:
+                layer.zero_pruned()  # a kernel written since (set_weights) may hold stale values
             self._step = _current_step(self.model, self._layers)
             self._per_execution = _steps_per_execution(self.model)
         if not self._layers:
