@@ -223,7 +223,6 @@ class GroupPrunedConv2D(PrunableMixin, keras.layers.Conv2D):
         return _bias_and_activation(self, outputs)
 
 
-
 class ZeroPruned(keras.constraints.Constraint):
     """A pruned layer's kernel constraint: the layer's own ``kernel_constraint`` (if any), then
     the pruning mask, so pruned weights are exactly zero after every optimizer step. Attached
