@@ -42,7 +42,9 @@ setup(
     extras_require={
         "dev": ["pytest", "tensorflow-model-optimization", "tf-keras~=2.21.0",
                 # tests/test_notebooks.py runs colab/*.ipynb headless
-                "nbclient", "nbformat", "ipykernel"],
+                "nbclient", "nbformat", "ipykernel",
+                # tests/test_jax_backend.py runs the training side with KERAS_BACKEND=jax
+                "jax[cpu]"],
         # Optional: only used lazily (its schedules are accepted) and as a benchmark baseline.
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
     },

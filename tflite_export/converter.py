@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -68,6 +69,63 @@ def _generator(model, data) -> Callable[[], Iterable[list]]:
     return gen
 
 
+def _is_mixed_policy(value) -> bool:
+    """A serialised Keras dtype policy that computes in float16/bfloat16 (``mixed_float16``,
+    ``mixed_bfloat16`` or a plain half-precision policy)."""
+    if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        value = value.get("config", {}).get("name")
+    return isinstance(value, str) and value in ("mixed_float16", "mixed_bfloat16", "float16",
+                                                "bfloat16")
+
+
+def _float32_config(config):
+    """``config`` (a model's, nested models included) with every half-precision dtype policy
+    replaced by float32; returns (new config, number replaced)."""
+    if isinstance(config, dict):
+        if _is_mixed_policy(config) and config.get("class_name") == "DTypePolicy":
+            return "float32", 1
+        count, out = 0, {}
+        for key, value in config.items():
+            if key == "dtype" and _is_mixed_policy(value):
+                out[key], n = "float32", 1
+            else:
+                out[key], n = _float32_config(value)
+            count += n
+        return out, count
+    if isinstance(config, list):
+        pairs = [_float32_config(v) for v in config]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    return config, 0
+
+
+def as_float32(model):
+    """``model`` itself when it computes in float32, else a float32 copy with the same weights.
+
+    A model trained under ``keras.mixed_precision`` (``mixed_float16``/``mixed_bfloat16``)
+    computes in half precision but stores float32 weights, so the copy loses nothing; TF's
+    converter cannot build a float32 (or int8) TFLite model from the half-precision graph.
+    The copy is announced with a warning. Sequential and Functional models only.
+    """
+    import keras
+    from keras.src.models.functional import Functional
+
+    config, replaced = _float32_config(model.get_config())
+    if not replaced:
+        return model
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise ValueError(
+            f"model {model.name!r} computes in half precision (a mixed precision policy), and "
+            f"only a Sequential or Functional model can be recast to float32 for export, not a "
+            f"{type(model).__name__}; rebuild it under "
+            "keras.mixed_precision.set_global_policy('float32') and copy the weights")
+    copy = type(model).from_config(config)
+    copy.set_weights(model.get_weights())
+    warnings.warn(f"convert_keras: model {model.name!r} uses a mixed precision policy "
+                  "(it computes in half precision); exporting it as float32 "
+                  "(its weights are float32 already, nothing is lost)", stacklevel=3)
+    return copy
+
+
 def convert_keras(
     model,
     quantize: str | None = None,
@@ -86,6 +144,10 @@ def convert_keras(
         callable returning an iterable of per-step input lists (TF's own convention).
       int8_io: with int8, make the model's inputs and outputs int8 too (no QUANTIZE/DEQUANTIZE).
       per_channel: with int8, per-output-channel weight scales (TF's default) or one per tensor.
+
+    A model trained under a mixed precision policy is converted as a float32 copy (see
+    `as_float32`), with a warning saying so. Conversion runs on TensorFlow: under another Keras
+    backend (JAX, PyTorch) it raises RuntimeError saying how to convert a saved `.keras` file.
     """
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize={quantize!r}: allowed values are {QUANTIZE_CHOICES}")
@@ -93,6 +155,16 @@ def convert_keras(
         raise ValueError("int8_io=True needs quantize='int8'")
     if quantize == "int8" and representative_data is None:
         raise ValueError("quantize='int8' needs representative_data (calibration inputs)")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"convert_keras: TFLite export needs Keras's TensorFlow backend; this process runs "
+            f"KERAS_BACKEND={keras.backend.backend()!r}. Save the stripped model "
+            "(model.save('stripped.keras')) and convert it in a TensorFlow-backend process, e.g. "
+            "KERAS_BACKEND=tensorflow python -m tflite_export.convert --model stripped.keras "
+            "--output model.tflite")
+    model = as_float32(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

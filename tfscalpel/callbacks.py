@@ -4,6 +4,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfscalpel.backend_state import sync_model_state
 from tfscalpel.gates import mask_layers
 from tfscalpel.layers import pruned_layers
 from tfscalpel.mask_update import apply_schedules, checked_pruned_layers, record_step, recorded_step
@@ -57,17 +58,20 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 self._layers = []
                 return
             self._layers = checked_pruned_layers(self.model)
+            for layer in self._layers:
+                layer.zero_pruned()  # a kernel written since (set_weights) may hold stale values
             self._step = _current_step(self.model, self._layers)
             self._per_execution = _steps_per_execution(self.model)
         if not self._layers:
             return
         self._batch_begin = batch
         for step in range(self._step, self._step + self._per_execution):
-            apply_schedules(self._layers, step)
+            apply_schedules(self._layers, step, lambda: sync_model_state(self.model))
         if self._first_batch:
             # The layers refuse to train at step -1 (no callback drives them); from here on the
             # step is written only when masks change and at the end of each epoch.
             self._first_batch = False
+            sync_model_state(self.model)
             record_step(self._layers, self._step + self._per_execution - 1)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -152,6 +156,7 @@ class PruningSummaries(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if isinstance(self.update_freq, int) and (batch + 1) % self.update_freq == 0:
+            sync_model_state(self.model)
             self._write()
 
     def on_epoch_end(self, epoch, logs=None):

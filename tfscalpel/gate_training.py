@@ -23,6 +23,7 @@ so a run resumed with ``initial_epoch`` (or ``BackupAndRestore``) continues in t
 import keras
 import numpy as np
 
+from tfscalpel.backend_state import sync_model_state
 from tfscalpel.gates import mask_layers
 
 _KINDS = ("conv", "dense")
@@ -176,6 +177,7 @@ class GateTraining(keras.callbacks.Callback):
         if self._ties is None:
             return
         layers, starts, group_of = self._ties
+        sync_model_state(self.model)
         # In gate units (layers may differ in gate_scale); raw variables, as keras.ops calls on
         # each small tensor would cost more than the tying itself.
         values = np.concatenate([keras.ops.convert_to_numpy(layer.gate_param) * layer.gate_scale

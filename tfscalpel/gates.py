@@ -104,21 +104,25 @@ class MaskLayer(keras.layers.Layer):
         units = input_shape[-1]
         if units is None:
             raise ValueError(f"MaskLayer {self.name!r}: the last axis of the input must be known")
-        # The optimizer trains gate / gate_scale; the clamp applies in those units.
+        # The optimizer trains gate / gate_scale; the clamp applies in those units. Under a
+        # mixed precision policy every gate variable stays float32 inside call (autocast=False):
+        # the band comparisons and the penalty need float32, only the final multiplier is cast
+        # to the input's dtype.
         self.gate_param = self.add_weight(
             name="gate_param", shape=(units,),
             initializer=keras.initializers.Constant(self.initial_gate / self.gate_scale),
             constraint=Clamp(self.clamp[0] / self.gate_scale, self.clamp[1] / self.gate_scale),
-            trainable=True,
+            trainable=True, autocast=False,
         )
         self.node_mask = self.add_weight(
             name="node_mask", shape=(units,), initializer="ones", trainable=False,
+            autocast=False,
         )
         self.penalty = self.add_weight(
-            name="penalty", shape=(), initializer="zeros", trainable=False,
+            name="penalty", shape=(), initializer="zeros", trainable=False, autocast=False,
         )
         self.frozen = self.add_weight(
-            name="frozen", shape=(), initializer="zeros", trainable=False,
+            name="frozen", shape=(), initializer="zeros", trainable=False, autocast=False,
         )
         # Rank of the gated tensor: 4 for conv feature maps, 2 for Dense outputs. Used by
         # GateTraining to prune conv masks before dense masks.
@@ -128,15 +132,17 @@ class MaskLayer(keras.layers.Layer):
         if not training:
             return ops.multiply(inputs, ops.cast(self.node_mask, inputs.dtype))
         gate = self.gate
+        # Tensors, not the variables: JAX's tracing refuses a variable as an operand of where.
         frozen = ops.convert_to_tensor(self.frozen)
-        alive = ops.greater(self.node_mask, 0.5)
+        old_mask = ops.convert_to_tensor(self.node_mask)
+        alive = ops.greater(old_mask, 0.5)
         new_mask = ops.where(
             alive,
             ops.greater(gate, self.threshold - self.hysteresis),
             ops.greater(gate, self.threshold + self.hysteresis),
         )
-        new_mask = ops.where(ops.greater(frozen, 0.5), self.node_mask,
-                             ops.cast(new_mask, self.node_mask.dtype))
+        new_mask = ops.where(ops.greater(frozen, 0.5), old_mask,
+                             ops.cast(new_mask, old_mask.dtype))
         self.node_mask.assign(new_mask)
         # Straight-through estimator: the forward value is exactly the binary mask
         # (gate - stop_gradient(gate) is exactly 0), the backward pass sees d(x * gate)/d gate.

@@ -3,9 +3,21 @@
 ``GroupPrunedDense`` and ``GroupPrunedConv2D`` are the stock Keras layers plus three
 non-trainable weights: ``pruning_mask`` (same shape as the kernel), ``pruning_step`` (the last
 step the schedule was consulted at, -1 before training) and ``pruning_threshold`` (the last
-score threshold applied, in the units of the layer's block scores). The forward pass uses
-``kernel * pruning_mask``, so pruned weights receive no gradient and contribute exactly zero.
-All of it is saved with the model (``.keras``, checkpoints, ``BackupAndRestore``).
+score threshold applied, in the units of the layer's block scores). Pruned weights contribute
+exactly zero. All of it is saved with the model (``.keras``, checkpoints, ``BackupAndRestore``).
+
+Where the mask is applied (the training overhead, ``benchmarks/bench_training_step.py``): on
+the TensorFlow backend the kernel itself holds zeros at pruned positions, kept there by a kernel
+constraint that multiplies it by the mask after every optimizer step (Keras applies variable
+constraints in ``optimizer.apply``, in ``fit`` and in custom loops alike), by mask updates, by
+``UpdatePruningStep`` when training begins and by loading. A training forward pass then uses the
+kernel as it is, with no multiply forward or backward; this is tfmot's semantics too (it
+assigns ``kernel * mask`` before each step). Inference passes (``training`` false) still use
+``kernel * pruning_mask``, so a kernel written from outside (``set_weights``) never leaks
+pruned values into predictions. Pruned weights do receive gradients then, so clipping by the
+gradient *norm* (``clipnorm``/``global_clipnorm``) counts them. On other backends the optimizer
+cannot read the mask inside a constraint (JAX's ``fit`` holds it in its own state), so every
+forward pass uses ``kernel * pruning_mask`` there and pruned weights receive no gradient.
 
 The layers work on their own inside any model (subclassed ones included); masks change only
 through :func:`tfscalpel.update_pruning` (called by the ``UpdatePruningStep`` callback).
@@ -67,7 +79,8 @@ class PrunableMixin:
     A custom pruned layer is ``class MyPruned(PrunableMixin, MyLayer)`` whose ``__init__``
     calls ``self._init_pruning(pattern, importance, schedule, global_group)``, whose ``call``
     takes ``training=None`` and starts with ``self.check_pruning_started(training)``, and whose
-    forward pass uses :meth:`masked_kernel`; register it as the twin of ``MyLayer`` with
+    forward pass uses :meth:`forward_kernel` (or :meth:`masked_kernel`, correct in every pass but
+    one multiply slower in training); register it as the twin of ``MyLayer`` with
     :func:`tfscalpel.register_layer`.
     """
 
@@ -132,6 +145,10 @@ class PrunableMixin:
             name="pruning_threshold", shape=(), initializer="zeros", trainable=False,
             dtype="float32",
         )
+        # See the module docstring: where the mask is applied, per backend.
+        self._mask_after_step = keras.backend.backend() == "tensorflow"
+        if self._mask_after_step:
+            self.kernel.constraint = ZeroPruned(self.pruning_mask, self.kernel.constraint)
 
     # Dense serialises only kernel and bias (its quantization-aware path); pruned layers store
     # every variable, the pruning state included, in the generic Layer order.
@@ -140,6 +157,12 @@ class PrunableMixin:
 
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
+        self.zero_pruned()  # files written before the kernel was kept zeroed hold stale values
+
+    def zero_pruned(self):
+        """Set the kernel's pruned entries to exactly zero (the training forward pass relies on
+        it; see the module docstring)."""
+        self.kernel.assign(ops.multiply(self.kernel, self.pruning_mask))
 
     def check_pruning_started(self, training):
         """Raise if the layer runs in training mode while its pruning step is still -1: nothing
@@ -163,8 +186,13 @@ class PrunableMixin:
 
     # -- mask computation -----------------------------------------------------------------------
     def masked_kernel(self):
-        """The kernel as the forward pass sees it."""
+        """The kernel with the mask applied: what the layer computes with."""
         return ops.multiply(self.kernel, self.pruning_mask)
+
+    def forward_kernel(self, training=None):
+        """The kernel for a forward pass: the kernel itself while training on a backend that
+        keeps pruned entries zeroed, else :meth:`masked_kernel`."""
+        return self.kernel if training and self._mask_after_step else self.masked_kernel()
 
     def _numpy_masked_kernel(self):
         return ops.convert_to_numpy(self.kernel) * ops.convert_to_numpy(self.pruning_mask)
@@ -231,7 +259,7 @@ class GroupPrunedDense(PrunableMixin, keras.layers.Dense):
 
     def call(self, inputs, training=None):
         self.check_pruning_started(training)
-        x = ops.matmul(inputs, self.masked_kernel())
+        x = ops.matmul(inputs, self.forward_kernel(training))
         if self.bias is not None:
             x = ops.add(x, self.bias)
         if self.activation is not None:
@@ -253,11 +281,22 @@ class GroupPrunedConv2D(PrunableMixin, keras.layers.Conv2D):
 
     def call(self, inputs, training=None):
         self.check_pruning_started(training)
-        return super().call(inputs)
+        outputs = self.convolution_op(inputs, self.forward_kernel(training))
+        return _bias_and_activation(self, outputs)
 
-    def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, ops.multiply(kernel, self.pruning_mask))
 
+class ZeroPruned(keras.constraints.Constraint):
+    """A pruned layer's kernel constraint: the layer's own ``kernel_constraint`` (if any), then
+    the pruning mask, so pruned weights are exactly zero after every optimizer step. Attached
+    to the kernel variable at build, not to the layer's config (which keeps the user's)."""
+
+    def __init__(self, mask, inner=None):
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return ops.multiply(w, ops.cast(self.mask, w.dtype))
 
 
 def pruned_layers(model):
@@ -287,7 +326,7 @@ class GroupPrunedConv1D(PrunableMixin, keras.layers.Conv1D):
         if padding == "causal":
             inputs = ops.pad(inputs, self._compute_causal_padding())
             padding = "valid"
-        outputs = ops.conv(inputs, self.masked_kernel(), strides=list(self.strides),
+        outputs = ops.conv(inputs, self.forward_kernel(training), strides=list(self.strides),
                            padding=padding, dilation_rate=self.dilation_rate,
                            data_format=self.data_format)
         return _bias_and_activation(self, outputs)
@@ -311,7 +350,7 @@ class GroupPrunedDepthwiseConv2D(PrunableMixin, keras.layers.DepthwiseConv2D):
         self.check_pruning_started(training)
         # DepthwiseConv2D.call with the masked kernel (it has no convolution_op to override).
         outputs = ops.depthwise_conv(
-            inputs, self.masked_kernel(), strides=self.strides, padding=self.padding,
+            inputs, self.forward_kernel(training), strides=self.strides, padding=self.padding,
             dilation_rate=self.dilation_rate, data_format=self.data_format)
         return _bias_and_activation(self, outputs)
 

@@ -51,12 +51,16 @@ def record_step(layers, step):
         layer.pruning_step.assign(step)
 
 
-def apply_schedules(layers, step):
-    """Recompute the masks whose schedule asks for it at ``step``; returns True if any did."""
+def apply_schedules(layers, step, before_change=None):
+    """Recompute the masks whose schedule asks for it at ``step``; returns True if any did.
+    ``before_change()``, if given, runs once before the first mask is read (a callback syncs
+    the backend's training state there, :mod:`tfscalpel.backend_state`)."""
     groups = {}
     changed = []
-    for layer in layers:
-        update, amount = layer.schedule(step)
+    decisions = [(layer, *layer.schedule(step)) for layer in layers]
+    if before_change is not None and any(update for _, update, _ in decisions):
+        before_change()
+    for layer, update, amount in decisions:
         if not update:
             continue
         changed.append(layer)

@@ -28,6 +28,23 @@ _REGISTRY = {}
 _register = registrar(_REGISTRY, "pattern_name")
 
 
+def _lowest(flat, n):
+    """Indices of the ``n`` lowest of ``flat`` (ties broken deterministically).
+
+    Blocks already pruned score exactly 0 (scores are taken on the masked kernel), so late in a
+    schedule most scores are tied at 0, the worst case of ``np.argpartition`` (about 10x
+    slower there than on distinct values). With non-negative scores the zeros are therefore
+    taken first, in index order, and only the positive scores are partitioned."""
+    if flat.size == 0 or not flat.min() >= 0:  # negative scores or NaN: the general path
+        return np.argpartition(flat, n - 1)[:n]
+    zeros = np.flatnonzero(flat == 0)
+    if zeros.size >= n:
+        return zeros[:n]
+    positive = np.flatnonzero(flat > 0)
+    rest = n - zeros.size
+    return np.concatenate([zeros, positive[np.argpartition(flat[positive], rest - 1)[:rest]]])
+
+
 class SparsityPattern(ConfigObject):
     """Base class. Subclasses set ``group_size`` and may override ``keep_blocks``."""
 
@@ -75,7 +92,7 @@ class SparsityPattern(ConfigObject):
         n_prune = int(round(float(sparsity) * scores.size))
         keep = np.ones(scores.size, dtype=bool)
         if n_prune > 0:
-            keep[np.argpartition(scores.ravel(), n_prune - 1)[:n_prune]] = False
+            keep[_lowest(scores.ravel(), n_prune)] = False
         return keep.reshape(scores.shape)
 
     def expand(self, keep, fan_in):

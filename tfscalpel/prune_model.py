@@ -188,11 +188,13 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     pruned = keras.models.clone_model(model, clone_function=clone)
     for source, target in zip(model.layers, pruned.layers):
         if isinstance(target, PrunableMixin):
-            # A pruned source keeps its zeros: its blocks score 0 in the new ranking.
+            # A pruned source keeps its zeros: its blocks score 0 in the new ranking. Copies
+            # through NumPy: under JAX, assigning the source variable would share its buffer,
+            # which fit then donates, deleting the original model's weights.
             target.kernel.assign(source._numpy_masked_kernel() if isinstance(source, PrunableMixin)
-                                 else source.kernel)
+                                 else keras.ops.convert_to_numpy(source.kernel))
             if source.bias is not None:
-                target.bias.assign(source.bias)
+                target.bias.assign(keras.ops.convert_to_numpy(source.bias))
         else:
             target.set_weights(source.get_weights())
     return pruned

@@ -9,8 +9,9 @@ were removed, measured on a calibration set:
 - ``OBD`` (LeCun et al. 1990): ``w^2 * H_ii / 2``, the second-order loss increase at a
   minimum, with the Hessian diagonal ``H_ii`` estimated by the empirical Fisher
   (``E_examples (dL_n/dw)^2``, from per-example gradients) or by Hutchinson's estimator
-  (``E_v v * (H v)`` with Rademacher probes ``v`` and Hessian-vector products by nested
-  ``tf.GradientTape``).
+  (``E_v v * (H v)`` with Rademacher probes ``v`` and Hessian-vector products). The
+  derivatives come from the active backend's autodiff, TensorFlow's or JAX's
+  (:mod:`tfscalpel.gradients`).
 
 How they plug into the existing machinery: :func:`calibrate` runs the data once and stores,
 on every pruned layer, per-weight *statistics* (``E|g|``, ``H_ii``) shaped like the kernel.
@@ -29,8 +30,9 @@ import dataclasses
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from tfscalpel.gradients import for_backend
 from tfscalpel.importance import Importance, _register
 from tfscalpel.layers import kernel_matrix, pruned_layers
 
@@ -84,14 +86,15 @@ def _per_example_loss_fn(loss):
         raise ValueError(f"loss must be a Keras loss, its name or a callable, got {loss!r}")
 
     def per_example(y_true, y_pred):
-        values = tf.convert_to_tensor(fn(y_true, y_pred))
-        if values.shape.rank == 0:
+        values = ops.convert_to_tensor(fn(y_true, y_pred))
+        rank = len(values.shape)
+        if rank == 0:
             raise ValueError(
                 "the loss returned a scalar; Fisher needs per-example losses: pass a Keras loss "
                 "object or a function returning one loss per example"
             )
-        if values.shape.rank > 1:
-            values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+        if rank > 1:
+            values = ops.mean(values, axis=list(range(1, rank)))
         return values
 
     return per_example
@@ -136,18 +139,8 @@ def calibrate(model, data, loss=None, *, hessian="fisher", probes=4, max_batches
         loss = getattr(model, "loss", None)
     per_example = _per_example_loss_fn(loss)
     kernels = [layer.kernel for layer in layers]
+    derivatives = for_backend(model, kernels, per_example)
     rng = np.random.default_rng(seed)
-
-    def mean_loss(x, y):
-        return tf.reduce_mean(per_example(y, model(x, training=False)))
-
-    # One traced function for the whole run (a fresh jacobian per call would retrace).
-    @tf.function(reduce_retracing=True)
-    def fisher_chunk_fn(x, y):
-        with tf.GradientTape() as tape:
-            losses = per_example(y, model(x, training=False))
-        jac = tape.jacobian(losses, kernels, experimental_use_pfor=True)
-        return [tf.reduce_sum(tf.square(j), axis=0) for j in jac]
 
     grad_abs = [np.zeros(k.shape, np.float64) for k in kernels]
     hdiag = [np.zeros(k.shape, np.float64) for k in kernels]
@@ -155,24 +148,23 @@ def calibrate(model, data, loss=None, *, hessian="fisher", probes=4, max_batches
     for x, y in _batches(data, batch_size):
         if max_batches is not None and n_batches >= max_batches:
             break
-        x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        x, y = ops.convert_to_tensor(x), ops.convert_to_tensor(y)
         if hessian == "hutchinson":
-            grads, sums = _hutchinson_batch(mean_loss, x, y, kernels, probes, rng)
+            grads, sums = _hutchinson_batch(derivatives, x, y, kernels, probes, rng)
             for h, vhv in zip(hdiag, sums):
                 h += vhv / probes
         else:
-            with tf.GradientTape() as tape:
-                value = mean_loss(x, y)
-            grads = tape.gradient(value, kernels)
+            grads = derivatives.gradient(x, y)
         if hessian == "fisher":
             n = int(x.shape[0])
             for start in range(0, n, fisher_chunk):
-                sq = fisher_chunk_fn(x[start:start + fisher_chunk], y[start:start + fisher_chunk])
+                sq = derivatives.squared_example_gradients(x[start:start + fisher_chunk],
+                                                           y[start:start + fisher_chunk])
                 for h, s in zip(hdiag, sq):
-                    h += keras.ops.convert_to_numpy(s)
+                    h += s
             n_examples += n
         for acc, g in zip(grad_abs, grads):
-            acc += np.abs(keras.ops.convert_to_numpy(g))
+            acc += np.abs(g)
         n_batches += 1
     if n_batches == 0:
         raise ValueError("calibrate(): the calibration data yielded no batches")
@@ -193,22 +185,16 @@ def calibrate(model, data, loss=None, *, hessian="fisher", probes=4, max_batches
     return results
 
 
-def _hutchinson_batch(mean_loss, x, y, kernels, probes, rng):
+def _hutchinson_batch(derivatives, x, y, kernels, probes, rng):
     """The batch gradient and, per kernel, ``sum over probes of v * (H v)`` (NumPy), with
     Rademacher ``v``: ``E[v * Hv]`` is the Hessian diagonal."""
     sums = [np.zeros(k.shape, np.float64) for k in kernels]
     grads = None
     for _ in range(probes):
         vs = [rng.choice(np.array([-1.0, 1.0], np.float32), size=k.shape) for k in kernels]
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                value = mean_loss(x, y)
-            g = inner.gradient(value, kernels)
-            # d/dw (g . v) = H v: one extra backward pass instead of the whole Hessian.
-            gv = tf.add_n([tf.reduce_sum(gi * vi) for gi, vi in zip(g, vs)])
-        hv = outer.gradient(gv, kernels)
+        g, hv = derivatives.gradient_and_hvp(x, y, vs)
         for acc, v, h in zip(sums, vs, hv):
-            acc += v * keras.ops.convert_to_numpy(h)
+            acc += v * h
         if grads is None:
             grads = g
     return grads, sums

@@ -41,7 +41,8 @@ def _prune_one_layer(layer, pattern, importance, schedule):
     if layer.built:
         twin.build(_input_shape(layer))
         for source, target in zip(layer.weights, twin.weights):
-            target.assign(source)
+            # Through NumPy: under JAX a shared buffer would be donated (deleted) by fit.
+            target.assign(keras.ops.convert_to_numpy(source))
     return twin
 
 
