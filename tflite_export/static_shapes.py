@@ -1,4 +1,5 @@
-"""Give RESHAPEs whose target shape the converter computes at run time a constant shape.
+"""Give RESHAPEs whose target shape the converter computes at run time a constant shape, and
+take the run-time RESHAPEs around a rank-3 Dense out.
 
 A Keras Flatten (or Reshape) with a dynamic batch converts to SHAPE -> STRIDED_SLICE -> PACK ->
 RESHAPE: the target shape ``[batch, n]`` is computed by ops, so LiteRT marks the RESHAPE output
@@ -7,6 +8,16 @@ Those are not 64-byte aligned, and LiteRT refuses to hand an unaligned buffer to
 (tflite_export/RUNTIME.md, "Alignment"): the custom op after a Flatten failed on most batch
 sizes, depending on where malloc put the tensor. ``RESHAPE(x, [-1, n])`` with a constant shape
 means the same, is planned statically in LiteRT's 64-byte aligned arena, and skips three ops.
+
+A Keras Dense on ``[batch, seq, d]`` converts (TF 2.21, Keras' ``tensordot``) to RESHAPE(x,
+``[prod(batch dims), d]`` computed by SHAPE -> GATHER -> REDUCE_PROD -> PACK) -> FULLY_CONNECTED
+-> RESHAPE back (shape by GATHER -> CONCATENATION), then the bias as an ADD. The first RESHAPE's
+output is dynamic (``[-1, -1]``), so the FC cannot be seen as ``in``-wide, LiteRT mallocs the
+tensors, and XNNPACK does not take the node. ``FULLY_CONNECTED(x)`` with ``keep_num_dims`` is
+the same product on the rank-3 tensor (what the converter emits for EinsumDense ``abc,cd->abd``);
+:func:`unwrap_tensordot` rewrites to it and, in float32, folds the bias ADD (with its fused
+activation) into the FC. An int8 bias ADD stays: it requantizes to its own output scale, and
+folding it would change the rounding against the converter's graph.
 """
 from __future__ import annotations
 
@@ -15,11 +26,11 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from tflite_export import flatbuffer
 
-__all__ = ["freeze_batch_reshapes"]
+__all__ = ["freeze_batch_reshapes", "unwrap_tensordot"]
 
 _OP = schema.BuiltinOperator
 # Ops the shape computation consists of: dropped once nothing reads their outputs.
-_SHAPE_OPS = (_OP.SHAPE, _OP.STRIDED_SLICE, _OP.PACK)
+_SHAPE_OPS = (_OP.SHAPE, _OP.STRIDED_SLICE, _OP.PACK, _OP.GATHER, _OP.REDUCE_PROD, _OP.CONCATENATION)
 
 
 def _code(model: schema.ModelT, op: schema.OperatorT) -> int:
@@ -97,3 +108,105 @@ def _drop_unused_shape_ops(model: schema.ModelT, sg: schema.SubGraphT) -> None:
         if not dead:
             return
         sg.operators = [op for op in sg.operators if op not in dead]
+
+
+def _dims(shape) -> list[int]:
+    return [] if shape is None else [int(d) for d in shape]
+
+
+def _same_quantization(a: schema.TensorT, b: schema.TensorT) -> bool:
+    def params(t):
+        q = t.quantization
+        if q is None or q.scale is None:
+            return None
+        return [float(v) for v in q.scale], [int(v) for v in (q.zeroPoint if q.zeroPoint is not None else [])]
+    return a.type == b.type and params(a) == params(b)
+
+
+def unwrap_tensordot(model: schema.ModelT) -> int:
+    """Rewrite each RESHAPE -> FULLY_CONNECTED -> RESHAPE that applies an FC to the last axis of
+    a rank >= 3 tensor into one FULLY_CONNECTED with ``keep_num_dims`` (module docstring); fold
+    a float32 bias ADD that follows. Returns how many FCs were unwrapped."""
+    unwrapped = 0
+    for sg in model.subgraphs:
+        unwrapped += _unwrap_subgraph(model, sg)
+        _drop_unused_shape_ops(model, sg)
+    return unwrapped
+
+
+def _unwrap_subgraph(model: schema.ModelT, sg: schema.SubGraphT) -> int:
+    def readers():
+        out: dict[int, list] = {}
+        for op in sg.operators:
+            for i in op.inputs if op.inputs is not None else []:
+                out.setdefault(int(i), []).append(op)
+        return out
+
+    outputs = {int(t) for t in (sg.outputs if sg.outputs is not None else [])}
+    producer = {int(o): op for op in sg.operators for o in op.outputs}
+    read = readers()
+    dropped, count = [], 0
+    for fc in sg.operators:
+        if _code(model, fc) != _OP.FULLY_CONNECTED or fc.builtinOptions is None or \
+                fc.builtinOptions.keepNumDims or len(fc.outputs) != 1:
+            continue
+        a, t = int(fc.inputs[0]), int(fc.outputs[0])
+        r1 = producer.get(a)
+        r2 = read.get(t, [None])[0]
+        if r1 is None or r2 is None or _code(model, r1) != _OP.RESHAPE or \
+                _code(model, r2) != _OP.RESHAPE or len(read.get(t)) != 1 or \
+                len(read.get(a, [])) != 1 or {a, t} & outputs or int(r2.inputs[0]) != t:
+            continue
+        x, y = int(r1.inputs[0]), int(r2.outputs[0])
+        w = sg.tensors[int(fc.inputs[1])]
+        if len(_dims(w.shape)) != 2:
+            continue
+        out_f, in_f = _dims(w.shape)
+        xt, yt = sg.tensors[x], sg.tensors[y]
+        xs, ys = _dims(xt.shape), _dims(yt.shape)
+        xsig = _dims(xt.shapeSignature) or xs
+        ysig = _dims(yt.shapeSignature) or ys
+        if len(xs) < 3 or xs[-1] != in_f or xsig[-1] != in_f or ys != xs[:-1] + [out_f] or \
+                ysig != xsig[:-1] + [out_f]:
+            continue
+        if not (_same_quantization(xt, sg.tensors[a]) and _same_quantization(sg.tensors[t], yt)):
+            continue
+        fc.inputs = [x] + [int(i) for i in fc.inputs[1:]]
+        fc.outputs = [y]
+        fc.builtinOptions.keepNumDims = True
+        dropped += [r1, r2]
+        count += 1
+        add = _foldable_bias_add(model, sg, fc, read.get(y, []), outputs)
+        if add is not None:
+            bias = [i for i in add.inputs if int(i) != y][0]
+            fc.inputs = [x, int(fc.inputs[1]), int(bias)]
+            fc.builtinOptions.fusedActivationFunction = add.builtinOptions.fusedActivationFunction
+            fc.outputs = [int(add.outputs[0])]
+            dropped.append(add)
+    sg.operators = [op for op in sg.operators if not any(op is d for d in dropped)]
+    return count
+
+
+def _foldable_bias_add(model, sg, fc, y_readers, outputs):
+    """The float32 ADD(y, bias[out]) after ``fc`` that may become its bias, or None."""
+    if len(y_readers) != 1 or int(fc.outputs[0]) in outputs:
+        return None
+    add = y_readers[0]
+    y = int(fc.outputs[0])
+    if _code(model, add) != _OP.ADD or len(add.inputs) != 2 or add.builtinOptions is None:
+        return None
+    if len(fc.inputs) > 2 and int(fc.inputs[2]) >= 0:
+        return None  # the FC has a bias already
+    if fc.builtinOptions.fusedActivationFunction != schema.ActivationFunctionType.NONE:
+        return None
+    others = [int(i) for i in add.inputs if int(i) != y]
+    if len(others) != 1 or sg.tensors[y].type != schema.TensorType.FLOAT32:
+        return None
+    b = sg.tensors[others[0]]
+    out_f = _dims(sg.tensors[int(fc.inputs[1])].shape)[0]
+    if b.type != schema.TensorType.FLOAT32 or _dims(b.shape) != [out_f] or \
+            flatbuffer.tensor_data(model, b, np.float32) is None:
+        return None
+    if _dims(sg.tensors[int(add.outputs[0])].shape) != _dims(sg.tensors[y].shape):
+        return None
+    return add

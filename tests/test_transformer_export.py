@@ -1,0 +1,120 @@
+"""Transformer layers on the CPU: a Dense on [batch, seq, d] and EinsumDense become the custom op.
+
+TF 2.21 converts a rank-3 Dense to RESHAPE -> FULLY_CONNECTED -> RESHAPE (+ a bias ADD); the
+exporter rewrites that to one FC with keep_num_dims (static_shapes.unwrap_tensordot), which the
+custom op replaces on the rank-3 tensor (rows = batch * seq). int8 must equal the converter's own
+model bit for bit on LiteRT (XNNPACK), float32 within 1e-5 relative.
+"""
+import keras
+import numpy as np
+import pytest
+from tensorflow.lite.python import schema_py_generated as schema
+
+from tflite_export import exporter, flatbuffer, runtime
+from tflite_export.fc_layers import builtin_code
+
+_OPS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _sparsify(model, g=4, sparsity=0.8, seed=0):
+    """Zero whole (g, 1) kernel blocks of every kernel and give every bias random values."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if not getattr(layer, "kernel", None) is not None:
+            continue
+        k = rng.standard_normal(tuple(layer.kernel.shape)).astype(np.float32) * 0.5
+        flat = k.reshape(k.shape[0], -1)
+        dead = rng.random((-(-flat.shape[0] // g), flat.shape[1])) < sparsity
+        flat[np.repeat(dead, g, axis=0)[: flat.shape[0]]] = 0.0
+        layer.kernel.assign(flat.reshape(k.shape))
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.standard_normal(tuple(layer.bias.shape)).astype(np.float32) * 0.1)
+    return model
+
+
+def _ffn(seq=None):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((seq, 32))
+    h = keras.layers.Dense(64, activation="relu", name="ff1")(x)
+    return _sparsify(keras.Model(x, keras.layers.Dense(16, name="ff2")(h)))
+
+
+def _op_names(model_bytes):
+    m = flatbuffer.load(model_bytes)
+    return [_OPS.get(builtin_code(m.operatorCodes[op.opcodeIndex])) for op in m.subgraphs[0].operators]
+
+
+def _calib(seq, n=16):
+    return np.random.default_rng(5).standard_normal((n, seq, 32)).astype(np.float32)
+
+
+def _run(model_bytes, x):
+    with runtime.load(model_bytes) as rt:
+        return rt.run(x)[0]
+
+
+def _check_equal(dtype, got, want):
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_rank3_dense_becomes_the_custom_op_at_any_batch_and_sequence_length(dtype):
+    model = _ffn(seq=None)
+    quant = dict(quantize="int8", representative_data=_calib(7)) if dtype == "int8" else {}
+    result = exporter.export(model, target="x86-avx512", formats={"ff1": "custom", "ff2": "custom"},
+                             **quant)
+    assert [(r.layer, r.format, r.shape) for r in result.layers] == \
+        [("ff1", "custom", (32, 64)), ("ff2", "custom", (64, 16))]
+    ops = _op_names(result.model_bytes)
+    assert ops.count("CUSTOM") == 2 and "FULLY_CONNECTED" not in ops and "RESHAPE" not in ops
+    assert "SHAPE" not in ops  # the run-time shape computation is gone with the reshapes
+    # float32 folds the bias ADD into the op; int8 keeps it (its own output scale)
+    assert ops.count("ADD") == (2 if dtype == "int8" else 0)
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        for seq in (1, 7, 64):
+            x = rng.standard_normal((batch, seq, 32)).astype(np.float32)
+            got = _run(result.model_bytes, x)
+            assert got.shape == (batch, seq, 16)
+            _check_equal(dtype, got, _run(result.dense_model_bytes, x))
+            if dtype == "float32":
+                np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_rank3_dense_kept_dense_is_one_fully_connected_with_keep_num_dims():
+    model = _ffn(seq=7)
+    result = exporter.export(model, target="x86-avx512", formats={"ff1": "dense", "ff2": "dense"})
+    assert _op_names(result.model_bytes) == ["FULLY_CONNECTED", "FULLY_CONNECTED"]
+    m = flatbuffer.load(result.model_bytes)
+    fcs = m.subgraphs[0].operators
+    assert [(op.builtinOptions.keepNumDims, op.builtinOptions.fusedActivationFunction) for op in fcs] == \
+        [(True, schema.ActivationFunctionType.RELU), (True, schema.ActivationFunctionType.NONE)]
+    assert [len(op.inputs) for op in fcs] == [3, 3]  # the bias ADDs are folded in
+    x = np.random.default_rng(2).standard_normal((3, 7, 32)).astype(np.float32)
+    np.testing.assert_allclose(_run(result.model_bytes, x), _run(result.dense_model_bytes, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_einsum_dense_becomes_the_custom_op(dtype):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((7, 32))
+    h = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 64), bias_axes="d",
+                                 activation="relu", name="proj")(x)
+    y = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 4, 8), bias_axes="de",
+                                 name="heads")(h)
+    model = _sparsify(keras.Model(x, y))
+    quant = dict(quantize="int8", representative_data=_calib(7)) if dtype == "int8" else {}
+    result = exporter.export(model, target="x86-avx512", formats={"proj": "custom", "heads": "custom"},
+                             **quant)
+    assert [(r.layer, r.format, r.shape) for r in result.layers] == \
+        [("proj", "custom", (32, 64)), ("heads", "custom", (64, 32))]
+    assert _op_names(result.model_bytes).count("CUSTOM") == 2
+    for batch in (1, 3):
+        xs = np.random.default_rng(batch).standard_normal((batch, 7, 32)).astype(np.float32)
+        got = _run(result.model_bytes, xs)
+        assert got.shape == (batch, 7, 4, 8)
+        _check_equal(dtype, got, _run(result.dense_model_bytes, xs))
