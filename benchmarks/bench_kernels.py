@@ -13,7 +13,13 @@ tflite_export/kernels/tfs_kernels.inc) that ran for each g. The converter's and 
 lines are filtered out of the table (tflite_export/quiet.py); anything else they print comes
 after it.
 
-    python benchmarks/bench_kernels.py [--quick] [--impl NAME]
+With `--seq N` (a Transformer's rows: batch * sequence length = N) it times the layers of a
+d = 256 FFN (256x1024, 1024x256) and a 1024x1024 layer at 90 % on N rows instead: dense XNNPACK,
+the custom op through the runtime and its kernel (the SpMM kernel from the manifest's GSMM lines
+when N reaches kernels.batched_min_rows()), and "1-row": the one-row kernel run on the N rows
+8 at a time (what ran before the SpMM kernels).
+
+    python benchmarks/bench_kernels.py [--quick] [--impl NAME] [--seq N]
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 LAYERS = [(1024, 1024), (784, 300), (300, 100)]
+SEQ_LAYERS = [(256, 1024), (1024, 256), (1024, 1024)]  # a d = 256 FFN, and the 1024x1024 layer
 SPARSITIES = [0.5, 0.75, 0.9, 0.95]
 
 
@@ -168,6 +175,49 @@ def bench(layers, sparsities, gs_f32=(4, 8), gs_i8=(4, 16)):
     return rows
 
 
+def bench_seq(rows_n, layers=SEQ_LAYERS, sparsity=0.9, gs_f32=(4, 8), gs_i8=(4, 16)):
+    """Each layer on `rows_n` rows (batch * sequence length): dense vs the custom op."""
+    from tflite_export import kernels, runtime
+
+    out = []
+    for in_f, out_f in layers:
+        for dtype in ("float32", "int8"):
+            int8 = dtype == "int8"
+            rng = np.random.default_rng(in_f * 100 + out_f)
+            bias = rng.normal(size=out_f).astype(np.float32) * 0.1
+            x = (rng.integers(-128, 128, (rows_n, in_f)).astype(np.int8) if int8
+                 else rng.normal(size=(rows_n, in_f)).astype(np.float32))
+            res = {"layer": f"{in_f}x{out_f}", "dtype": dtype}
+            for g in (gs_i8 if int8 else gs_f32):
+                w = _weights(rng, in_f, out_f, g, sparsity)
+                dense_data = _convert(w, bias, int8)
+                with _quiet(), runtime.load(dense_data) as rt:
+                    dense = _best_runtime_time(rt, x)
+                res["dense"] = min(res.get("dense", dense), dense)  # same shape: best of both
+                model, arrays = _custom_model(dense_data if int8 else None, w, bias, g)
+                with _quiet(), runtime.load(model) as rt:
+                    res[f"g{g} rt"] = _best_runtime_time(rt, x)
+                layer = kernels.GroupSparseFC(*arrays.values())
+                res[f"g{g} k"] = _best_kernel_time(layer, x)
+                res[f"g{g} 1row"] = _best_kernel_time(layer, x[:8]) * rows_n / 8
+                res[f"g{g} kernel"] = layer.kernel(kernels.get_runtime_impl(), rows_n)
+            out.append(res)
+            print(_fmt_seq_row(res), flush=True)
+    return out
+
+
+def _fmt_seq_row(r):
+    d = r["dense"]
+    parts = [f"{r['layer']:>9} {r['dtype']:>7} | dense {d * 1e6:8.1f}"]
+    for k in r:
+        if k.startswith("g") and k.endswith(" rt"):
+            g = k.split()[0]
+            parts.append(f"{g} rt {r[k] * 1e6:7.1f} ({d / r[k]:5.2f}x) k {r[g + ' k'] * 1e6:7.1f}"
+                         f" 1-row {r[g + ' 1row'] * 1e6:7.1f} ({d / r[g + ' 1row']:5.2f}x)"
+                         f" [{r[g + ' kernel'].replace('tfs_', '')}]")
+    return " | ".join(parts)
+
+
 def _fmt_row(r):
     d = r["dense"]
     parts = [f"{r['layer']:>9} {int(r['sparsity'] * 100):>3}% {r['dtype']:>7} | dense {d * 1e6:7.2f}"
@@ -186,6 +236,9 @@ def main(argv=None):
     ap.add_argument("--impl", default="auto",
                     help="kernel path for the custom op (a name of kernels.available_impls(); "
                          "default: auto, the best this CPU has)")
+    ap.add_argument("--seq", type=int, default=0,
+                    help="rows per run (batch * sequence length, e.g. 64): time the Transformer "
+                         "layers at 90 %% on that many rows instead of the batch-1 table")
     args = ap.parse_args(argv)
     with _quiet():  # TensorFlow's start-up lines
         import tensorflow  # noqa: F401
@@ -194,6 +247,13 @@ def main(argv=None):
     kernels.set_runtime_impl(args.impl)
     path = kernels.best_impl() if args.impl == "auto" else args.impl
     print(host_info.describe(f"{path} (available: {', '.join(kernels.available_impls())})"))
+    if args.seq:
+        print(f"times in microseconds for {args.seq} rows, 90 % group sparsity, 1 thread; speedup "
+              f"= dense / time (dense: XNNPACK through the runtime; rt: the custom op through the "
+              f"runtime; k: its kernel alone; 1-row: the one-row kernel 8 rows at a time); "
+              f"[kernel] = the C kernel that ran", flush=True)
+        bench_seq(args.seq)
+        return
     print("times in microseconds, batch 1, 1 thread; speedup = dense / time; [kernel] = the C "
           "kernel that ran", flush=True)
     layers, sps = (LAYERS[:1], [0.9, 0.95]) if args.quick else (LAYERS, SPARSITIES)
