@@ -206,6 +206,42 @@ def bench_seq(rows_n, layers=SEQ_LAYERS, sparsity=0.9, gs_f32=(4, 8), gs_i8=(4, 
     return out
 
 
+def bench_ffn(seq, d=256, hidden=1024, sparsity=0.9, g=4):
+    """A Transformer FFN as Keras builds it (Dense(hidden, relu) -> Dense(d) on [1, seq, d]),
+    exported by tflite_export twice from the same weights: every layer dense (XNNPACK) and
+    every layer the custom op; both run through the runtime on [1, seq, d]."""
+    import keras
+    from tflite_export import exporter, runtime
+
+    out = []
+    rng = np.random.default_rng(7)
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((seq, d))
+    h = keras.layers.Dense(hidden, activation="relu", name="ff1")(inp)
+    model = keras.Model(inp, keras.layers.Dense(d, name="ff2")(h))
+    for layer in model.layers[1:]:
+        w = _weights(rng, *layer.kernel.shape, g, sparsity).T  # [out, in] -> Keras (in, out)
+        layer.kernel.assign(w.reshape(layer.kernel.shape))
+        layer.bias.assign(rng.normal(size=layer.bias.shape).astype(np.float32) * 0.1)
+    calib = rng.normal(size=(8, seq, d)).astype(np.float32)
+    for dtype in ("float32", "int8"):
+        quant = dict(quantize="int8", representative_data=calib) if dtype == "int8" else {}
+        times = {}
+        for fmt in ("dense", "custom"):
+            with _quiet():
+                res = exporter.export(model, target="x86-avx512", formats={"ff1": fmt, "ff2": fmt},
+                                      group_sizes=None if fmt == "dense" else {"ff1": g, "ff2": g},
+                                      **quant)
+            x = rng.normal(size=(1, seq, d)).astype(np.float32)
+            with _quiet(), runtime.load(res.model_bytes) as rt:
+                times[fmt] = _best_runtime_time(rt, x)
+        row = {"layer": f"FFN {d}-{hidden}-{d}", "dtype": dtype, **times}
+        out.append(row)
+        print(f"{row['layer']:>17} {dtype:>7} | dense {times['dense'] * 1e6:8.1f} | g{g} model "
+              f"{times['custom'] * 1e6:8.1f} ({times['dense'] / times['custom']:5.2f}x)", flush=True)
+    return out
+
+
 def _fmt_seq_row(r):
     d = r["dense"]
     parts = [f"{r['layer']:>9} {r['dtype']:>7} | dense {d * 1e6:8.1f}"]
@@ -253,6 +289,9 @@ def main(argv=None):
               f"runtime; k: its kernel alone; 1-row: the one-row kernel 8 rows at a time); "
               f"[kernel] = the C kernel that ran", flush=True)
         bench_seq(args.seq)
+        print(f"whole exported models on [1, {args.seq}, 256] (float32 in/out; int8: QUANTIZE, "
+              f"the FCs and their bias ADDs, DEQUANTIZE), through the runtime:", flush=True)
+        bench_ffn(args.seq)
         return
     print("times in microseconds, batch 1, 1 thread; speedup = dense / time; [kernel] = the C "
           "kernel that ran", flush=True)

@@ -118,3 +118,21 @@ def test_einsum_dense_becomes_the_custom_op(dtype):
         got = _run(result.model_bytes, xs)
         assert got.shape == (batch, 7, 4, 8)
         _check_equal(dtype, got, _run(result.dense_model_bytes, xs))
+
+
+def test_host_measurement_times_a_rank3_layer_on_its_sequence_rows(tmp_path):
+    """target="host" times each candidate on the layer's own input shape ([1, seq, in]: the
+    rows the SpMM kernels run), not on one row."""
+    from tflite_export.host import HostMeasurement
+
+    shapes = []
+
+    def timer(model_bytes, x):
+        shapes.append(x.shape)
+        with runtime.load(model_bytes) as rt:  # the cut-out layer runs on that input
+            assert rt.run(x)[0].shape[:-1] == x.shape[:-1]
+        return 1e-3 if len(shapes) % 2 else 1e-4  # any deterministic choice
+
+    result = exporter.export(_ffn(seq=7), target=HostMeasurement(timer=timer, cache_dir=str(tmp_path)))
+    assert [r.layer for r in result.layers] == ["ff1", "ff2"]
+    assert shapes and set(shapes) == {(1, 7, 32), (1, 7, 64)}

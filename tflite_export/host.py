@@ -111,14 +111,19 @@ class HostMeasurement:
     def time_candidate(self, model_bytes: bytes, fc: FCLayer, fmt, g: int) -> float:
         """Measured seconds of ``fc`` in ``fmt`` at width ``g`` (``fmt`` None: dense)."""
         weights = hashlib.sha256(np.ascontiguousarray(fc.weights).tobytes()).hexdigest()[:16]
+        model = layer_model(model_bytes, fc)
+        # The layer's own input shape, batch 1 (a Transformer's [1, seq, in]: seq rows, which
+        # the SpMM kernels run); dimensions unknown until run time count 1.
+        shape = tuple(max(int(d), 1) for d in model.subgraphs[0].tensors[
+            int(model.subgraphs[0].inputs[0])].shape) or (1, fc.in_features)
+        rows = "" if len(shape) == 2 and shape[0] == 1 else f":rows{int(np.prod(shape[:-1]))}"
         key = f"{fc.dtype}:{fc.in_features}x{fc.out_features}:{fc.activation}:{weights}:" \
-              f"{'dense' if fmt is None else fmt.name}:{g}"
+              f"{'dense' if fmt is None else fmt.name}:{g}{rows}"
         if key not in self.times:
-            model = layer_model(model_bytes, fc)
             if fmt is not None:
                 fmt.rewrite(model, find_fully_connected(model)[0], g)
                 flatbuffer.compact(model)
-            x = np.zeros((1, fc.in_features), np.int8 if fc.dtype == "int8" else np.float32)
+            x = np.zeros((1, *shape[1:]), np.int8 if fc.dtype == "int8" else np.float32)
             self.times[key] = float(self.timer(flatbuffer.save(model), x))
             self.measured += 1
         return self.times[key]
