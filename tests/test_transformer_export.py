@@ -1,9 +1,11 @@
 """Transformer layers on the CPU: a Dense on [batch, seq, d] and EinsumDense become the custom op.
 
 TF 2.21 converts a rank-3 Dense to RESHAPE -> FULLY_CONNECTED -> RESHAPE (+ a bias ADD); the
-exporter rewrites that to one FC with keep_num_dims (static_shapes.unwrap_tensordot), which the
-custom op replaces on the rank-3 tensor (rows = batch * seq). int8 must equal the converter's own
-model bit for bit on LiteRT (XNNPACK), float32 within 1e-5 relative.
+exporter rewrites that to one FC with keep_num_dims and the bias folded in
+(static_shapes.unwrap_tensordot), which the custom op replaces on the rank-3 tensor (rows =
+batch * seq). int8 must equal TFLite's own FC on the same graph bit for bit on LiteRT (XNNPACK),
+and the converter's graph (bias as a separate int8 ADD: two roundings) within one output step;
+float32 within 1e-5 relative.
 """
 import keras
 import numpy as np
@@ -60,6 +62,20 @@ def _check_equal(dtype, got, want):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _all_dense(result, model):
+    """The exported graph with every layer kept as TFLite's own FULLY_CONNECTED."""
+    return exporter.rewrite_tflite(result.dense_model_bytes, target="x86-avx512", keras_model=model,
+                                   formats={r.layer: "dense" for r in result.layers}).model_bytes
+
+
+def _output_step(model_bytes):
+    """The quantization step of the int8 model's output (its DEQUANTIZE's input)."""
+    m = flatbuffer.load(model_bytes)
+    sg = m.subgraphs[0]
+    (deq,) = [op for op in sg.operators if _OPS.get(builtin_code(m.operatorCodes[op.opcodeIndex])) == "DEQUANTIZE"]
+    return float(sg.tensors[int(deq.inputs[0])].quantization.scale[0])
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_rank3_dense_becomes_the_custom_op_at_any_batch_and_sequence_length(dtype):
     model = _ffn(seq=None)
@@ -70,18 +86,22 @@ def test_rank3_dense_becomes_the_custom_op_at_any_batch_and_sequence_length(dtyp
         [("ff1", "custom", (32, 64)), ("ff2", "custom", (64, 16))]
     ops = _op_names(result.model_bytes)
     assert ops.count("CUSTOM") == 2 and "FULLY_CONNECTED" not in ops and "RESHAPE" not in ops
-    assert "SHAPE" not in ops  # the run-time shape computation is gone with the reshapes
-    # float32 folds the bias ADD into the op; int8 keeps it (its own output scale)
-    assert ops.count("ADD") == (2 if dtype == "int8" else 0)
+    assert "SHAPE" not in ops and "ADD" not in ops  # shape ops gone, bias ADDs folded
+    dense = _all_dense(result, model)
+    assert _op_names(dense).count("FULLY_CONNECTED") == 2
     rng = np.random.default_rng(1)
     for batch in (1, 3):
         for seq in (1, 7, 64):
             x = rng.standard_normal((batch, seq, 32)).astype(np.float32)
             got = _run(result.model_bytes, x)
             assert got.shape == (batch, seq, 16)
-            _check_equal(dtype, got, _run(result.dense_model_bytes, x))
+            _check_equal(dtype, got, _run(dense, x))
+            converter = _run(result.dense_model_bytes, x)
             if dtype == "float32":
+                np.testing.assert_allclose(got, converter, rtol=1e-5, atol=1e-5)
                 np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+            else:
+                assert np.max(np.abs(got - converter)) <= 1.001 * _output_step(result.model_bytes)
 
 
 def test_rank3_dense_kept_dense_is_one_fully_connected_with_keep_num_dims():
@@ -117,7 +137,7 @@ def test_einsum_dense_becomes_the_custom_op(dtype):
         xs = np.random.default_rng(batch).standard_normal((batch, 7, 32)).astype(np.float32)
         got = _run(result.model_bytes, xs)
         assert got.shape == (batch, 7, 4, 8)
-        _check_equal(dtype, got, _run(result.dense_model_bytes, xs))
+        _check_equal(dtype, got, _run(_all_dense(result, model), xs))
 
 
 def test_host_measurement_times_a_rank3_layer_on_its_sequence_rows(tmp_path):

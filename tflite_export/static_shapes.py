@@ -15,9 +15,11 @@ A Keras Dense on ``[batch, seq, d]`` converts (TF 2.21, Keras' ``tensordot``) to
 output is dynamic (``[-1, -1]``), so the FC cannot be seen as ``in``-wide, LiteRT mallocs the
 tensors, and XNNPACK does not take the node. ``FULLY_CONNECTED(x)`` with ``keep_num_dims`` is
 the same product on the rank-3 tensor (what the converter emits for EinsumDense ``abc,cd->abd``);
-:func:`unwrap_tensordot` rewrites to it and, in float32, folds the bias ADD (with its fused
-activation) into the FC. An int8 bias ADD stays: it requantizes to its own output scale, and
-folding it would change the rounding against the converter's graph.
+:func:`unwrap_tensordot` rewrites to it and folds the bias ADD (with its fused activation) into
+the FC. In int8 the folded FC is what the converter writes for a 2-D Dense: an int32 bias of scale
+input scale * weight scale (the ADD's int8 bias, dequantized and rounded to it) and the ADD's
+output quantization; one requantization instead of two (the FC's, then the ADD's), so results
+may differ from the converter's graph by one step where its double rounding differed.
 """
 from __future__ import annotations
 
@@ -179,6 +181,8 @@ def _unwrap_subgraph(model: schema.ModelT, sg: schema.SubGraphT) -> int:
         add = _foldable_bias_add(model, sg, fc, read.get(y, []), outputs)
         if add is not None:
             bias = [i for i in add.inputs if int(i) != y][0]
+            if sg.tensors[y].type == schema.TensorType.INT8:
+                bias = _int32_bias(model, sg, fc, sg.tensors[int(bias)])
             fc.inputs = [x, int(fc.inputs[1]), int(bias)]
             fc.builtinOptions.fusedActivationFunction = add.builtinOptions.fusedActivationFunction
             fc.outputs = [int(add.outputs[0])]
@@ -187,8 +191,33 @@ def _unwrap_subgraph(model: schema.ModelT, sg: schema.SubGraphT) -> int:
     return count
 
 
+def _int32_bias(model, sg, fc, b: schema.TensorT) -> int:
+    """A new int32 bias tensor for the int8 ``fc`` holding the int8 bias ``b`` (per-tensor
+    quantized) at scale input scale * weight scale[r], as the converter writes FC biases;
+    returns its index."""
+    qx = sg.tensors[int(fc.inputs[0])].quantization
+    qw = sg.tensors[int(fc.inputs[1])].quantization
+    qb = b.quantization
+    values = (flatbuffer.tensor_data(model, b, np.int8).astype(np.float64) - int(qb.zeroPoint[0])) \
+        * float(np.float32(qb.scale[0]))
+    scale = (np.float32(qx.scale[0]) * np.asarray(qw.scale, np.float32)).astype(np.float32)
+    scale = np.broadcast_to(scale, values.shape)
+    q = np.clip(np.rint(values / scale.astype(np.float64)), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    t = schema.TensorT()
+    t.name = f"{flatbuffer.text(b.name)}/folded_int32"
+    t.shape, t.type = [len(q)], schema.TensorType.INT32
+    t.buffer = flatbuffer.add_buffer(model, q)
+    t.quantization = schema.QuantizationParametersT()
+    t.quantization.scale = [float(s) for s in scale]
+    t.quantization.zeroPoint = [0] * len(q)
+    t.quantization.quantizedDimension = 0
+    sg.tensors.append(t)
+    return len(sg.tensors) - 1
+
+
 def _foldable_bias_add(model, sg, fc, y_readers, outputs):
-    """The float32 ADD(y, bias[out]) after ``fc`` that may become its bias, or None."""
+    """The ADD(y, bias[out]) after ``fc`` that may become its bias (float32, or int8 with
+    per-tensor quantization and symmetric weights), or None."""
     if len(y_readers) != 1 or int(fc.outputs[0]) in outputs:
         return None
     add = y_readers[0]
@@ -200,13 +229,30 @@ def _foldable_bias_add(model, sg, fc, y_readers, outputs):
     if fc.builtinOptions.fusedActivationFunction != schema.ActivationFunctionType.NONE:
         return None
     others = [int(i) for i in add.inputs if int(i) != y]
-    if len(others) != 1 or sg.tensors[y].type != schema.TensorType.FLOAT32:
+    if len(others) != 1:
         return None
     b = sg.tensors[others[0]]
     out_f = _dims(sg.tensors[int(fc.inputs[1])].shape)[0]
-    if b.type != schema.TensorType.FLOAT32 or _dims(b.shape) != [out_f] or \
-            flatbuffer.tensor_data(model, b, np.float32) is None:
+    dtype = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT8: np.int8}.get(sg.tensors[y].type)
+    if dtype is None or b.type != sg.tensors[y].type or _dims(b.shape) != [out_f] or \
+            flatbuffer.tensor_data(model, b, dtype) is None:
+        return None
+    if dtype is np.int8 and not _int8_foldable(sg, fc, b, sg.tensors[int(add.outputs[0])]):
         return None
     if _dims(sg.tensors[int(add.outputs[0])].shape) != _dims(sg.tensors[y].shape):
         return None
     return add
+
+
+def _int8_foldable(sg, fc, b, z) -> bool:
+    """int8: per-tensor input, bias and output quantization, symmetric weights (per tensor or per
+    output channel): what an int8 FC with an int32 bias can express."""
+    def per_tensor(t):
+        q = t.quantization
+        return q is not None and q.scale is not None and len(q.scale) == 1 and \
+            q.zeroPoint is not None and len(q.zeroPoint) == 1
+    qw = sg.tensors[int(fc.inputs[1])].quantization
+    out_f = _dims(sg.tensors[int(fc.inputs[1])].shape)[0]
+    return (all(per_tensor(t) for t in (sg.tensors[int(fc.inputs[0])], b, z)) and qw is not None
+            and qw.scale is not None and len(qw.scale) in (1, out_f)
+            and (qw.zeroPoint is None or not np.any(np.asarray(qw.zeroPoint) != 0)))
