@@ -308,7 +308,7 @@ def main(argv=None):
               f"[kernel] = the C kernel that ran", flush=True)
         bench_seq(args.seq)
         print(f"whole exported models on [1, {args.seq}, 256] (float32 in/out; int8: QUANTIZE, "
-              f"the FCs and their bias ADDs, DEQUANTIZE), through the runtime:", flush=True)
+              f"the two FCs (bias folded in), DEQUANTIZE), through the runtime:", flush=True)
         bench_ffn(args.seq)
         return
     print("times in microseconds, batch 1, 1 thread; speedup = dense / time; [kernel] = the C "
