@@ -302,10 +302,10 @@ def main(argv=None):
     path = kernels.best_impl() if args.impl == "auto" else args.impl
     print(host_info.describe(f"{path} (available: {', '.join(kernels.available_impls())})"))
     if args.seq:
-        print(f"times in microseconds for {args.seq} rows, 90 % group sparsity, 1 thread, best of 150 "
-              f"short interleaved loops; speedup = dense / time (dense: XNNPACK through the runtime; rt: the custom op through the "
-              f"runtime; k: its kernel alone; 1-row: the one-row kernel 8 rows at a time); "
-              f"[kernel] = the C kernel that ran", flush=True)
+        print(f"times in microseconds for {args.seq} rows, 90 % group sparsity, 1 thread, best of "
+              f"150 short interleaved loops; speedup = dense / time (dense: XNNPACK through the "
+              f"runtime; rt: the custom op through the runtime; k: its kernel alone; 1-row: the "
+              f"one-row kernel 8 rows at a time); [kernel] = the C kernel that ran", flush=True)
         bench_seq(args.seq)
         print(f"whole exported models on [1, {args.seq}, 256] (float32 in/out; int8: QUANTIZE, "
               f"the two FCs (bias folded in), DEQUANTIZE), through the runtime:", flush=True)
