@@ -19,6 +19,8 @@
  * The int32 sums are exact, so the results are bit-exact with every other int8 path; float32
  * sums in another order than the one-row kernels (within the op's 1e-5 relative contract).
  *
+ * AVX2 + FMA (CPUs without AVX-512): float32 on 8-lane vectors, 32 rows a pass.
+ *
  * Chosen by tfs_gsfc_compute for batch >= TFS_GSMM_MIN_BATCH through the manifest's GSMM lines
  * (tfs_kernels.inc); scratch in the op's workspace (tfs_gsmm_scratch_size). */
 #include "tfs_common.h"
@@ -328,6 +330,147 @@ TFS_AVX512_VNNI void tfs_gsmm_avx512_vnni_i8(const void* layer, const void* pack
       case 2: tile_vnni(L, P, slot, x, y, n, xT, buf, 2); break;
       case 3: tile_vnni(L, P, slot, x, y, n, xT, buf, 3); break;
       default: tile_vnni(L, P, slot, x, y, n, xT, buf, 4); break;
+    }
+  }
+}
+
+/* ---- float32 with AVX2 + FMA, any g: the same scheme on 8-lane vectors, up to 32 rows a pass
+ * (4 vectors: two accumulator sets of 4 fill 8 of the 16 ymm registers), 8 output rows per
+ * block. ---- */
+
+/* r[i] (row i of an 8 x 8 matrix of floats) -> column i. */
+TFS_AVX2 TFS_INLINE void transpose8(__m256* r) {
+  __m256 t[8], u[8];
+  TFS_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  TFS_UNROLL
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  TFS_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+    r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+  }
+}
+
+/* Lanes 0..n-1 on (maskload / maskstore: masked lanes are never touched). */
+TFS_AVX2 TFS_INLINE __m256i first_n8(int32_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+TFS_AVX2 TFS_INLINE void load_tile8(const float* x, int32_t cols, int32_t cols_pad, int32_t n,
+                                    float* xT, const int NV) {
+  const int T = 8 * NV;
+  for (int32_t c0 = 0; c0 < cols_pad; c0 += 8) {
+    const __m256i m = first_n8(cols - c0);
+    TFS_UNROLL
+    for (int j = 0; j < NV; ++j) {
+      __m256 r[8];
+      TFS_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        const int32_t b = 8 * j + i;
+        r[i] = b < n ? _mm256_maskload_ps(x + (size_t)b * (size_t)cols + c0, m) : _mm256_setzero_ps();
+      }
+      transpose8(r);
+      TFS_UNROLL
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(xT + (size_t)(c0 + i) * T + 8 * j, r[i]);
+    }
+  }
+}
+
+TFS_AVX2 TFS_INLINE void row_avx2_f32(const tfs_gsfc_layer* L, const float* xT, int32_t r, float* yr,
+                                      const int NV, const int G) {
+  const size_t T = 8 * (size_t)NV;
+  const float* values = (const float*)L->values;
+  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+  __m256 a[4], b[4];
+  TFS_UNROLL
+  for (int v = 0; v < NV; ++v) a[v] = b[v] = zero;
+  int32_t k = L->row_ptr[r];
+  const int32_t k1 = tfs_gsfc_full_end(L, k, L->row_ptr[r + 1]);
+#define GROUP(acc, kk, N)                                                            \
+  do {                                                                               \
+    const float* xc = xT + (size_t)tfs_gsfc_col(L, kk) * T;                          \
+    const float* w = values + (size_t)(kk) * G;                                      \
+    TFS_UNROLL                                                                       \
+    for (int j = 0; j < (N); ++j) {                                                  \
+      const __m256 wv = _mm256_set1_ps(w[j]);                                        \
+      TFS_UNROLL                                                                     \
+      for (int v = 0; v < NV; ++v)                                                   \
+        acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xc + j * T + 8 * v), acc[v]);   \
+    }                                                                                \
+  } while (0)
+  for (; k + 2 <= k1; k += 2) {
+    GROUP(a, k, G);
+    GROUP(b, k + 1, G);
+  }
+  if (k < k1) GROUP(a, k, G);
+  if (k1 < L->row_ptr[r + 1]) GROUP(b, k1, L->in - tfs_gsfc_col(L, k1));
+#undef GROUP
+  const __m256 bv = _mm256_set1_ps(((const float*)L->bias)[r]);
+  TFS_UNROLL
+  for (int v = 0; v < NV; ++v) {
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a[v], b[v]), bv);
+    if (L->activation != TFS_ACT_NONE) s = _mm256_max_ps(s, zero);
+    if (L->activation == TFS_ACT_RELU6) s = _mm256_min_ps(s, six);
+    _mm256_storeu_ps(yr + 8 * v, s);
+  }
+}
+
+TFS_AVX2 TFS_INLINE void rows_avx2_f32(const tfs_gsfc_layer* L, const float* xT, float* buf,
+                                       int32_t n, float* y, const int NV, const int G) {
+  const int T = 8 * NV;
+  for (int32_t r0 = 0; r0 < L->out; r0 += 8) {
+    const int32_t nr = L->out - r0 < 8 ? L->out - r0 : 8;
+    for (int32_t r = r0; r < r0 + nr; ++r) row_avx2_f32(L, xT, r, buf + (size_t)(r - r0) * T, NV, G);
+    const __m256i m = first_n8(nr);
+    TFS_UNROLL
+    for (int j = 0; j < NV; ++j) {
+      __m256 v[8];
+      TFS_UNROLL
+      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(buf + i * T + 8 * j);
+      transpose8(v);
+      TFS_UNROLL
+      for (int i = 0; i < 8; ++i)
+        if (8 * j + i < n) _mm256_maskstore_ps(y + (size_t)(8 * j + i) * (size_t)L->out + r0, m, v[i]);
+    }
+  }
+}
+
+TFS_AVX2 TFS_INLINE void tile_avx2_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t n,
+                                       float* xT, float* buf, const int NV) {
+  load_tile8(x, L->in, round_up(L->in, 8), n, xT, NV);
+  switch (L->g) {
+    case 1: rows_avx2_f32(L, xT, buf, n, y, NV, 1); break;
+    case 2: rows_avx2_f32(L, xT, buf, n, y, NV, 2); break;
+    case 4: rows_avx2_f32(L, xT, buf, n, y, NV, 4); break;
+    case 8: rows_avx2_f32(L, xT, buf, n, y, NV, 8); break;
+    default: rows_avx2_f32(L, xT, buf, n, y, NV, 16); break;
+  }
+}
+
+TFS_AVX2 void tfs_gsmm_avx2_f32(const void* layer, const void* packed, const void* x_, void* y_,
+                                int32_t batch, void* ws) {
+  const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;
+  (void)packed;
+  float* xT = (float*)ws;
+  float* buf = xT + (size_t)round_up(L->in, 64) * TILE;
+  for (int32_t b0 = 0; b0 < batch; b0 += 32) {
+    const int32_t n = batch - b0 < 32 ? batch - b0 : 32;
+    const float* x = (const float*)x_ + (size_t)b0 * L->in;
+    float* y = (float*)y_ + (size_t)b0 * L->out;
+    switch ((n + 7) / 8) {
+      case 1: tile_avx2_f32(L, x, y, n, xT, buf, 1); break;
+      case 2: tile_avx2_f32(L, x, y, n, xT, buf, 2); break;
+      case 3: tile_avx2_f32(L, x, y, n, xT, buf, 3); break;
+      default: tile_avx2_f32(L, x, y, n, xT, buf, 4); break;
     }
   }
 }
