@@ -217,6 +217,47 @@ def test_every_listed_kernel_runs_and_is_exact(kernel):
                 np.testing.assert_array_equal(layer(x, kernel.impl), ref(wq, bias, x, p))
 
 
+#: The manifest's SpMM kernels (GSMM lines): the op runs them from kernels.batched_min_rows() rows.
+GSMM_KERNELS = [k for k in kernels.kernel_table() if k.op == "group_sparse_fc_batched"]
+
+
+@pytest.mark.parametrize("kernel", GSMM_KERNELS, ids=lambda k: f"{k.name}-g{k.g}")
+def test_every_listed_batched_kernel_matches_numpy_and_the_one_row_kernels(kernel):
+    """Each SpMM line: its path picks it from batched_min_rows() rows and not below; on a
+    partial tile, a full one and several (16, 37, 64, 130 rows) and every shape class (ragged
+    tails, in % 4 != 0, in < g) it matches numpy: int8 bit-exact in both requantizations and
+    equal to the one-row kernels (the same rows 8 at a time), float32 within 1e-5 relative."""
+    require_impl(kernel.impl)
+    n0 = kernels.batched_min_rows()
+    for g in [kernel.g] if kernel.g else GS:
+        for in_f, out_f in SHAPES + [(256, 40)]:
+            rng = np.random.default_rng(11 * g + in_f)
+            if kernel.dtype == "float32":
+                w, bias, _, layer = _layer(rng, in_f, out_f, g, "float32", activation=3)
+                cases = [(layer, None)]
+            else:
+                cases = []
+                for requant, ref in (("fp32", _ref_int8_fp32), ("fixed_point", _ref_int8_fixed)):
+                    wq, bias, p, layer = _layer(rng, in_f, out_f, g, "int8", activation=1,
+                                                requant=requant)
+                    cases.append((layer, lambda x, wq=wq, bias=bias, p=p, ref=ref: ref(wq, bias, x, p)))
+            for layer, ref in cases:
+                assert layer.kernel(kernel.impl, n0) == kernel.name
+                assert layer.kernel(kernel.impl, n0 - 1) != kernel.name
+                for batch in (n0, 37, 64, 130):
+                    if ref is None:
+                        x = rng.standard_normal((batch, in_f)).astype(np.float32)
+                        want, mag = _ref_float(w, bias, x, 3)
+                        err = np.abs(layer(x, kernel.impl) - want)
+                        assert np.all(err <= 1e-5 * mag + 1e-7), (g, in_f, batch)
+                        continue
+                    x = rng.integers(-128, 128, (batch, in_f)).astype(np.int8)
+                    got = layer(x, kernel.impl)
+                    np.testing.assert_array_equal(got, ref(x), err_msg=f"g={g} in={in_f} batch={batch}")
+                    one_row = np.concatenate([layer(x[i:i + 8], kernel.impl) for i in range(0, batch, 8)])
+                    np.testing.assert_array_equal(got, one_row)
+
+
 def test_int8_extreme_values_are_bit_exact_on_every_path(impls):
     """x and w at the int8 extremes (the VNNI paths' x + 128 and bias correction at their
     limits; int16 products at their largest), every g, against numpy."""
@@ -228,10 +269,11 @@ def test_int8_extreme_values_are_bit_exact_on_every_path(impls):
             bias = np.full(19, -7, np.int32)
             p = dict(_int8_params(rng, 19), in_zp=zp)
             layer = kernels.GroupSparseFC(*tl.layer_arrays(wq, bias, g, int8=p).values())
-            x = np.full((2, 45), xv, np.int8)
-            want = _ref_int8_fp32(wq, bias, x, p)
-            for impl in impls:
-                np.testing.assert_array_equal(layer(x, impl), want, err_msg=f"{impl} g={g}")
+            for rows in (2, kernels.batched_min_rows()):  # the one-row and the SpMM kernels
+                x = np.full((rows, 45), xv, np.int8)
+                want = _ref_int8_fp32(wq, bias, x, p)
+                for impl in impls:
+                    np.testing.assert_array_equal(layer(x, impl), want, err_msg=f"{impl} g={g}")
 
 
 def test_unavailable_path_is_an_error_not_a_silent_fallback():

@@ -21,7 +21,7 @@ from tflite_export.converter import convert_keras
 from tflite_export.fc_layers import FCLayer, find_fully_connected
 from tflite_export.host import HostMeasurement
 from tflite_export.report import ExportReport, LayerReport
-from tflite_export.static_shapes import freeze_batch_reshapes
+from tflite_export.static_shapes import freeze_batch_reshapes, unwrap_tensordot
 from tfscalpel.targets import HardwareTarget, get_target, known_targets
 
 
@@ -102,6 +102,7 @@ def rewrite_tflite(
     `keras_model`, when given, only supplies layer names for the report and the hints.
     """
     group_sizes, hints = dict(group_sizes or {}), dict(formats or {})
+    tflite_bytes = _rank3_fc_unwrapped(tflite_bytes)
     if isinstance(target, str) and target == "host":
         target = HostMeasurement()
     if isinstance(target, HostMeasurement):
@@ -202,6 +203,17 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
     if output is not None:
         write_atomic(output, out_bytes)
     return ExportResult(out_bytes, report, bytes(tflite_bytes), output)
+
+
+def _rank3_fc_unwrapped(tflite_bytes: bytes) -> bytes:
+    """The model with every rank-3 Dense's RESHAPE -> FC -> RESHAPE as one FULLY_CONNECTED
+    with keep_num_dims (``static_shapes.unwrap_tensordot``), so that it is found, priced, timed
+    and rewritten as an ``in``-wide layer; the bytes unchanged when there is none."""
+    model = flatbuffer.load(tflite_bytes)
+    if not unwrap_tensordot(model):
+        return tflite_bytes
+    flatbuffer.compact(model)
+    return flatbuffer.save(model)
 
 
 def _check_hint_names(fcs: list[FCLayer], hints: Mapping, arg: str) -> None:

@@ -135,12 +135,19 @@ class HostMeasurement:
     def time_candidate(self, model_bytes: bytes, fc: FCLayer, fmt, g: int, prefix=None) -> float:
         """Measured seconds of ``fc`` in ``fmt`` at width ``g`` (``fmt`` None: dense); with
         ``prefix`` = ``(layer, format, g)`` the seconds of that layer followed by ``fc``, fused
-        where both are custom nodes of one op (the exporter fuses them)."""
-        key = self._key(fc, fmt, g)
+        where both are custom nodes of one op (the exporter fuses them). The model runs on its
+        own input shape at batch 1 (a Transformer's ``[1, seq, in]``: seq rows, which the SpMM
+        kernels run); dimensions unknown until run time count 1."""
+        model = layer_model(model_bytes, fc, prefix[0] if prefix else None)
+        first = prefix[0] if prefix else fc
+        sg = model.subgraphs[0]
+        shape = tuple(max(int(d), 1) for d in sg.tensors[int(sg.inputs[0])].shape) \
+            or (1, first.in_features)
+        rows = "" if len(shape) == 2 and shape[0] == 1 else f":rows{int(np.prod(shape[:-1]))}"
+        key = self._key(fc, fmt, g) + rows
         if prefix is not None:
             key = f"{self._key(*prefix)} then {key}"
         if key not in self.times:
-            model = layer_model(model_bytes, fc, prefix[0] if prefix else None)
             layers = find_fully_connected(model)
             for layer, f, width in zip(layers, ([prefix[1]] if prefix else []) + [fmt],
                                        ([prefix[2]] if prefix else []) + [g]):
@@ -148,8 +155,7 @@ class HostMeasurement:
                     f.rewrite(model, layer, width)
             fusion.fuse_chains(model)
             flatbuffer.compact(model)
-            first = prefix[0] if prefix else fc
-            x = np.zeros((1, first.in_features), np.int8 if fc.dtype == "int8" else np.float32)
+            x = np.zeros((1, *shape[1:]), np.int8 if fc.dtype == "int8" else np.float32)
             self.times[key] = float(self.timer(flatbuffer.save(model), x))
             self.measured += 1
         return self.times[key]

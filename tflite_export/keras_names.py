@@ -2,7 +2,9 @@
 
 The converter's tensor names carry uniquified name scopes (`dense_1_2/MatMul`), not reliable layer
 names, so FCs are matched by their weights instead: a Keras layer with a 2-D `kernel` of shape
-`(in, out)` whose transpose is closest to the FC's (dequantized) weight `[out, in]`.
+`(in, out)` whose transpose is closest to the FC's (dequantized) weight `[out, in]`. An
+EinsumDense kernel of higher rank (``cde`` in ``abc,cde->abde``) converts to an FC over its
+flattened contraction and output axes, so it is compared reshaped to `(in, out)`.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from tflite_export.fc_layers import FCLayer
 
 
 def _kernel_layers(model) -> list:
-    """Every layer (nested models included) with a 2-D `kernel`, in model order."""
+    """Every layer (nested models included) with a `kernel` of rank >= 2, in model order."""
     found, stack = [], list(reversed(getattr(model, "layers", [])))
     while stack:
         layer = stack.pop()
@@ -22,7 +24,7 @@ def _kernel_layers(model) -> list:
             stack.extend(reversed(sub))
             continue
         kernel = getattr(layer, "kernel", None)
-        if kernel is not None and len(kernel.shape) == 2:
+        if kernel is not None and len(kernel.shape) >= 2:
             found.append(layer)
     return found
 
@@ -46,11 +48,24 @@ def assign_names(keras_model, tflite: schema.ModelT, fcs: list[FCLayer]) -> None
             continue
         best, best_err = None, np.inf
         for layer in unused:
-            if tuple(layer.kernel.shape) != (fc.in_features, fc.out_features):
+            kernel = _as_in_out(layer.kernel, fc.in_features, fc.out_features)
+            if kernel is None:
                 continue
-            err = float(np.mean(np.abs(np.asarray(layer.kernel).T - w)))
+            err = float(np.mean(np.abs(kernel.T - w)))
             if err < best_err:
                 best, best_err = layer, err
         if best is not None:
             fc.name = best.name
             unused.remove(best)
+
+
+def _as_in_out(kernel, in_f: int, out_f: int) -> np.ndarray | None:
+    """The kernel as `(in, out)`: as is when 2-D, else when its leading axes multiply to `in`
+    and the rest to `out` (the converter's flattening of an EinsumDense); None otherwise."""
+    shape = tuple(int(d) for d in kernel.shape)
+    if len(shape) == 2:
+        return np.asarray(kernel) if shape == (in_f, out_f) else None
+    for split in range(1, len(shape)):
+        if int(np.prod(shape[:split])) == in_f and int(np.prod(shape[split:])) == out_f:
+            return np.asarray(kernel).reshape(in_f, out_f)
+    return None

@@ -1,7 +1,8 @@
 /* Kernel core under AddressSanitizer + UndefinedBehaviorSanitizer: random valid layers of every
  * g / dtype / shape (ragged tails, empty rows, in < g) and both col_idx widths (uint8 where a row's
- * groups fit, uint16), every available path vs the portable one, and corrupt metadata that must
- * be rejected. Built and run by tests/test_kernels_sanitizers.py. */
+ * groups fit, uint16), every available path vs the portable one at batch 1, 3, 37 and 70 (the
+ * last two through the SpMM kernels where the manifest lists one), and corrupt metadata that
+ * must be rejected. Built and run by tests/test_kernels_sanitizers.py. */
 #include "tfs_testgen.h"
 
 static uint32_t rng_state = 12345u;

@@ -239,10 +239,14 @@ static inline int tfs_fuzz_blob(tfs_reader* r, const tfs_tensor* t, size_t n_in,
   return bad;
 }
 
-/* Drivers: a valid layer on every path at batch 1 and 3 (never rejected), then through a
- * parameter blob; counts the runs in *cases. 0 if all passed, else 1. */
+/* Drivers: a valid layer on every path at batch 1 and 3 (never rejected) - and for the
+ * group-sparse op at 37 and 70, where the SpMM kernels run (a partial tile; a full one and a
+ * partial one) - then through a parameter blob; counts the runs in *cases. 0 if all passed. */
 static inline int tfs_check_valid_layer(const tfs_tensor* t, size_t n_in, int* cases) {
-  for (int32_t batch = 1; batch <= 3; batch += 2) {
+  static const int32_t batches[] = {1, 3, 37, 70};
+  const int n_batches = TFS_TEST_PACKS ? 4 : 2;
+  for (int bi = 0; bi < n_batches; ++bi) {
+    const int32_t batch = batches[bi];
     int rejected = 0;
     if (tfs_run_all_paths(t, n_in, batch, (uint32_t)(*cases + 1), &rejected)) return 1;
     if (rejected) { fprintf(stderr, "valid layer rejected (case %d)\n", *cases); return 1; }

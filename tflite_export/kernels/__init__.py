@@ -101,6 +101,7 @@ def library() -> ctypes.CDLL:
         "tfs_gsfc_packed_struct_size": (sz, []),
         "tfs_gsfc_impl_available": (ctypes.c_int, [ctypes.c_int]),
         "tfs_gsfc_best_impl": (ctypes.c_int, []),
+        "tfs_gsfc_batched_min_rows": (ctypes.c_int, []),
         "tfs_impl_name": (ctypes.c_char_p, [ctypes.c_int]),
         "tfs_impl_features": (ctypes.c_char_p, [ctypes.c_int]),
         "tfs_impl_available": (ctypes.c_int, [ctypes.c_int]),
@@ -145,7 +146,7 @@ def _declare_op(lib: ctypes.CDLL, prefix: str, n_layer_args: int) -> None:
 
 
 _IMPL_LIMIT = 16  # TFS_IMPL_LIMIT: implementation codes are below it
-_OPS = ("group_sparse_fc", "nm_sparse_fc")  # TFS_OP_*
+_OPS = ("group_sparse_fc", "nm_sparse_fc", "group_sparse_fc_batched")  # TFS_OP_*
 _DTYPES = ("float32", "int8")  # TFS_DTYPE_*
 _IMPLS: Optional[Dict[str, int]] = None
 _DISABLED = ""
@@ -383,10 +384,21 @@ class GroupSparseFC(CustomOpLayer):
     def _layer_args(self) -> tuple:
         return (self._layer, self._packed)
 
-    def kernel(self, impl: str = "auto") -> str:
-        """The manifest's C function that `impl` runs for this layer (RuntimeError if `impl`
-        is not available on this CPU)."""
+    def kernel(self, impl: str = "auto", batch: int = 1) -> str:
+        """The manifest's C function that `impl` runs for this layer on `batch` rows: from
+        :func:`batched_min_rows` rows its SpMM kernel where the manifest lists one (RuntimeError
+        if `impl` is not available on this CPU)."""
+        if batch >= batched_min_rows():
+            try:
+                return _kernel_name(2, self.dtype.name, self.g, impl, True)
+            except RuntimeError:  # no SpMM line for this layer and path: the one-row kernel
+                pass
         return _kernel_name(0, self.dtype.name, self.g, impl, True)
+
+
+def batched_min_rows() -> int:
+    """Rows from which the op runs a layer with its SpMM kernel (C: TFS_GSMM_MIN_BATCH)."""
+    return int(library().tfs_gsfc_batched_min_rows())
 
 
 def time_layer_vs_dense(in_features: int, out_features: int, density: float, g: int,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tfs_group_sparse_fc.h"
+#include "tfs_gsfc_internal.h"
 #include "tfs_nm_sparse_fc.h"
 
 /* A probe for a feature every compiler's __builtin_cpu_supports knows; other probes are
@@ -57,7 +58,7 @@ static unsigned probe_all(void) {
  * called once per node and run, and a walk over the manifest costs ~0.1 us. Entry = manifest
  * index + 1, or -error; 0 = not computed yet. Cleared whenever the mask changes. */
 #define N_G_SLOTS 6 /* g = any, 1, 2, 4, 8, 16 */
-static int16_t g_choice[2][2][N_G_SLOTS][TFS_IMPL_LIMIT][2];
+static int16_t g_choice[3][2][N_G_SLOTS][TFS_IMPL_LIMIT][2];
 
 /* Bits of the available implementations (probe, parent chain, mask); 0 = not computed yet.
  * Written only with complete values, so a race computes the same word twice. */
@@ -143,7 +144,7 @@ int tfs_impl_disable(const char* names) {
 
 /* ---- Kernels ---- */
 
-enum { F32 = TFS_DTYPE_F32, I8 = TFS_DTYPE_I8, GSFC = TFS_OP_GSFC, NMFC = TFS_OP_NMFC,
+enum { F32 = TFS_DTYPE_F32, I8 = TFS_DTYPE_I8, GSFC = TFS_OP_GSFC, NMFC = TFS_OP_NMFC, GSMM = TFS_OP_GSMM,
        MODEL = TFS_LAYOUT_MODEL, PACKED = TFS_LAYOUT_PACKED };
 
 static const tfs_kernel_entry kKernels[] = {
@@ -199,7 +200,7 @@ static int g_slot(int g) {
 
 int tfs_kernel_index(int op, int dtype, int g, int impl, int have_packed) {
   const int gs = g_slot(g);
-  if ((op != TFS_OP_GSFC && op != TFS_OP_NMFC) || (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8) ||
+  if ((op != TFS_OP_GSFC && op != TFS_OP_NMFC && op != TFS_OP_GSMM) || (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8) ||
       impl < 0 || impl >= TFS_IMPL_LIMIT || gs < 0)
     return -TFS_ERR_UNSUPPORTED;
   (void)available_mask(); /* reads TFS_KERNELS_DISABLE before the first choice is cached */
@@ -224,9 +225,18 @@ int tfs_gsfc_impl_available(int impl) { return tfs_impl_available(impl); }
 
 int tfs_gsfc_best_impl(void) { return tfs_impl_best(); }
 
+int tfs_gsfc_batched_min_rows(void) { return TFS_GSMM_MIN_BATCH; }
+
 int tfs_gsfc_compute(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const void* x, void* y,
                      int32_t batch, void* workspace, int impl) {
   int rc;
+  if (batch >= TFS_GSMM_MIN_BATCH) { /* many rows (a Transformer's batch * seq): SpMM if listed */
+    const tfs_kernel_entry* m = tfs_select_kernel(TFS_OP_GSMM, L->dtype, L->g, impl, P != NULL, &rc);
+    if (m != NULL) {
+      m->fn(L, m->layout == TFS_LAYOUT_PACKED ? P : NULL, x, y, batch, workspace);
+      return TFS_OK;
+    }
+  }
   const tfs_kernel_entry* k = tfs_select_kernel(TFS_OP_GSFC, L->dtype, L->g, impl, P != NULL, &rc);
   if (k == NULL) return rc;
   if (batch > 0) k->fn(L, k->layout == TFS_LAYOUT_PACKED ? P : NULL, x, y, batch, workspace);

@@ -15,7 +15,9 @@
 extern "C" {
 #endif
 
-enum { TFS_OP_GSFC = 0, TFS_OP_NMFC = 1 };
+/* TFS_OP_GSMM: TFS_GROUP_SPARSE_FC's kernels for many rows at once (SpMM), which
+ * tfs_gsfc_compute prefers from TFS_GSMM_MIN_BATCH rows where the manifest lists one. */
+enum { TFS_OP_GSFC = 0, TFS_OP_NMFC = 1, TFS_OP_GSMM = 2 };
 enum { TFS_LAYOUT_MODEL = 0, TFS_LAYOUT_PACKED = 1 };
 
 /* Every kernel: y[batch, out] = act(x * W^T + bias) for a validated layer (tfs_gsfc_layer or

@@ -126,6 +126,10 @@ int tfs_gsfc_impl_available(int impl);
 /* The implementation TFS_IMPL_AUTO starts from on this CPU. */
 int tfs_gsfc_best_impl(void);
 
+/* From this many rows tfs_gsfc_compute runs a layer with the manifest's SpMM kernel (GSMM lines)
+ * where one is listed for its (dtype, g) and implementation. */
+int tfs_gsfc_batched_min_rows(void);
+
 #ifdef __cplusplus
 }
 #endif

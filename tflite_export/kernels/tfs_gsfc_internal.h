@@ -59,4 +59,15 @@ static inline void tfs_gsfc_widen(const tfs_gsfc_layer* L, const int8_t* x, int1
   for (size_t i = 0; i < n; ++i) xs[i] = (int16_t)(x[i] - zp);
 }
 
+/* The SpMM kernels (tfs_gsfc_x86_spmm.c, the manifest's GSMM lines): rows per tile, the batch
+ * from which tfs_gsfc_compute uses them (below it the one-row kernels are as fast), and their
+ * scratch: x of one tile transposed (columns padded to 64, 4-byte lanes), 16 output rows of the
+ * tile, and each row's slot in the packed copy. */
+#define TFS_GSMM_TILE 64
+#define TFS_GSMM_MIN_BATCH 16
+static inline size_t tfs_gsmm_scratch_size(const tfs_gsfc_layer* L) {
+  const size_t in_pad = ((size_t)L->in + 63) / 64 * 64;
+  return (in_pad + 16) * TFS_GSMM_TILE * 4 + (size_t)L->out * 4;
+}
+
 #endif /* TFS_GSFC_INTERNAL_H_ */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tfs_group_sparse_fc.h"
+#include "tfs_gsfc_internal.h"
 
 static const char* const kInputNames[TFS_GSFC_NUM_INPUTS_I8] = {
     "activations", "values", "col_idx", "row_ptr", "meta", "bias", "out_multiplier",
@@ -84,8 +85,13 @@ static int check_layer(const tfs_tensor* inputs, size_t n_inputs, const int32_t*
 }
 
 size_t tfs_gsfc_workspace_size(const tfs_gsfc_layer* layer, int32_t batch) {
-  if (layer->dtype != TFS_DTYPE_I8 || batch <= 0) return 0;
+  if (batch <= 0) return 0;
   /* int16 (x - input_zp) for the whole batch, plus 32 bytes so a 4-byte gather at the last
    * element (g = 1) stays inside the workspace. */
-  return (size_t)batch * (size_t)layer->in * sizeof(int16_t) + 32;
+  size_t need = layer->dtype == TFS_DTYPE_I8 ? (size_t)batch * (size_t)layer->in * sizeof(int16_t) + 32 : 0;
+#if TFS_X86
+  /* The SpMM kernels' transposed tiles, from the batch at which tfs_gsfc_compute picks them. */
+  if (batch >= TFS_GSMM_MIN_BATCH && tfs_gsmm_scratch_size(layer) > need) need = tfs_gsmm_scratch_size(layer);
+#endif
+  return need;
 }
