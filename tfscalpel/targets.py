@@ -233,6 +233,14 @@ CORTEX_M4 = {
     "dtypes": ["int8"],
     # The cycle counts are deterministic, the estimate is not exact: a small margin.
     "min_speedup": 1.1,
+    # How a conv layer runs sparse here (what the budget allocator prices it as,
+    # tfscalpel/layer_costs.py): benchmarks/mcu/bench_mcu.py runs each conv as im2col + the
+    # group-sparse FC kernel over its output positions. The .tflite exporter does not write that
+    # conv op yet: the file keeps CONV_2D dense.
+    "sparse_conv": "im2col + TFS_GROUP_SPARSE_FC per output position (benchmarks/mcu)",
+    # TFLite Micro scratch of the custom op (tflite_export/formats/group_sparse.py,
+    # tflm_workspace_bytes): int8 inputs widened to int16 once per node.
+    "arena": {"custom": {"int8": {"per_input": 2, "fixed": 32}}},
     "formats": {
         "dense": {"int8": {"fixed_ns": 136.4, "row_ns": 86.3, "unit_ns": 2.380}},
         "builtin_sparse": {"int8": {"unsupported": "TFLite Micro's FULLY_CONNECTED has no sparse weights"}},
