@@ -204,3 +204,25 @@ def test_schedule_ramps_each_layer_to_its_own_target():
     finals = {layer.name: layer.schedule.final_sparsity for layer in pruned.layers
               if isinstance(layer, tfscalpel.PrunableMixin)}
     assert finals == {"a": 0.5, "b": 0.5}
+
+
+def test_strip_and_export_reports_carry_the_energy():
+    from tflite_export import export
+
+    model = toy_model()
+    pruned = tfscalpel.prune(model, target=TOY, verbose=False,
+                             budget=Budget(latency=0.5, sparsities=(0.5,)))
+    pruned.compile("sgd", "mse")
+    pruned.fit(np.zeros((8, 8), np.float32), np.zeros((8, 2)), epochs=1, verbose=0,
+               callbacks=[tfscalpel.UpdatePruningStep()])
+    stripped, report = tfscalpel.strip(pruned, return_report=True)
+    a = report.layers[0]
+    # a's dense energy by hand, from strip's byte count (weights only, 128 B = 32 words): 32
+    # MACs x 4.6 + 96 registers + 36 SRAM words x 5 + 32 x 640.
+    assert a.energy_pj("dense") == pytest.approx(147.2 + 96 + 180 + 32 * 640)
+    assert "energy per inference (float32, 45 nm table, tfscalpel.energy): dense" in str(report)
+    result = export(model, target="x86-avx2")  # the dense toy: every layer stays dense
+    rows = {r.layer: r for r in result.layers}
+    # The converter drops the all-zero bias, so a stores its 128 weight bytes only.
+    assert rows["a"].energy_pj == rows["a"].energy_dense_pj == pytest.approx(20903.2)
+    assert "energy per inference of the FC layers: 36.6 nJ (dense 36.6 nJ" in str(result)
