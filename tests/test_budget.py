@@ -226,3 +226,12 @@ def test_strip_and_export_reports_carry_the_energy():
     # The converter drops the all-zero bias, so a stores its 128 weight bytes only.
     assert rows["a"].energy_pj == rows["a"].energy_dense_pj == pytest.approx(20903.2)
     assert "energy per inference of the FC layers: 36.6 nJ (dense 36.6 nJ" in str(result)
+
+
+def test_uniform_order_is_the_smallest_common_sparsity_that_fits():
+    # 25 %: a keeps 6 of 8 groups (x 2 = 12), b 3 of 4 (6), c round(0.25 x 2) = 0 removed, yet
+    # its 2 stored groups cost 4 < 8 dense: 12 + 6 + 4 = 22 <= 28; 0 % is 56.
+    p = tfscalpel.plan(toy_model(), TOY, budget=Budget(latency=0.5, sparsities=(0.25, 0.5),
+                                                       order="uniform"))
+    assert allocated(p) == {"a": 0.25, "b": 0.25, "c": 0.25}
+    assert p.allocation.totals.latency == 22.0

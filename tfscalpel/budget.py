@@ -28,7 +28,8 @@ least sensitivity increase per unit of the over-budget cost it removes (costs no
 their limits), until every metric fits; then it undoes sparsity where the budget still holds,
 the largest sensitivity saving first. Ties go to the earlier layer, then the lower sparsity.
 ``order="energy"`` instead prunes the layers that spend the most energy first (Yang et al.,
-CVPR 2017), each as far as needed before the next.
+CVPR 2017), each as far as needed before the next. ``order="uniform"`` is the baseline: one
+sparsity for every prunable layer, the smallest of ``sparsities`` that fits.
 
 **Infeasible** budgets raise :class:`BudgetError` with the best figure any allocation reaches.
 """
@@ -39,7 +40,7 @@ from tfscalpel.layer_costs import METRICS, ZERO, Costs, LayerShape
 
 #: Candidate sparsities (fractions of each layer's groups removed).
 DEFAULT_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-ORDERS = ("sensitivity", "energy")
+ORDERS = ("sensitivity", "energy", "uniform")
 _ABSOLUTE = {"latency_us": ("latency", 1e3, "ns"), "latency_cycles": ("latency", 1.0, "cycles"),
              "flash_bytes": ("flash", 1.0, None), "arena_bytes": ("arena", 1.0, None),
              "energy_uj": ("energy", 1e6, None)}
@@ -69,7 +70,8 @@ class Budget:
             each metric at most once, relative or absolute).
         sparsities: candidate sparsities per layer (each in [0, 1); 0 is always added).
         group_sizes: candidate ``g`` per layer (default: the target's SIMD width only).
-        order: ``"sensitivity"`` (knapsack, default) or ``"energy"`` (energy-hungry first).
+        order: ``"sensitivity"`` (knapsack, default), ``"energy"`` (energy-hungry first) or
+            ``"uniform"`` (the same sparsity everywhere: the baseline).
     """
 
     def __init__(self, latency=None, flash=None, arena=None, energy=None, *, latency_us=None,
@@ -283,6 +285,18 @@ def _solve(options, deltas, fixed_total, limits, order, energy_first):
         choice[best[1]] = best[2]
 
 
+def _uniform(options, fixed_total, limits, sparsities):
+    """The smallest sparsity that, in every prunable layer (at its first g), fits; or None."""
+    for s in sparsities:
+        choice = [next((j for j, o in enumerate(opts) if o.sparsity == s), None)
+                  for opts in options]
+        if None in choice:
+            continue  # an arena limit ruled this sparsity out for some layer
+        if not _over(fixed_total + _sum(o[c].costs for o, c in zip(options, choice)), limits):
+            return choice
+    return None
+
+
 def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
              sensitivity_data=None, loss=None):
     """Choose a sparsity (and g) per layer so the predicted costs fit ``budget``.
@@ -349,7 +363,10 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
     energy_first = budget.order == "energy"
     if energy_first:
         order.sort(key=lambda i: (-options[i][0].costs.energy, i))
-    choice = _solve(options, deltas, fixed_total, limits, order, energy_first)
+    if budget.order == "uniform":
+        choice = _uniform(options, fixed_total, limits, budget.sparsities)
+    else:
+        choice = _solve(options, deltas, fixed_total, limits, order, energy_first)
     if choice is None:
         reached = fixed_total + _sum(min(opts, key=lambda o: sum(
             o.costs[m] / limits[m] for m in limits if m != "arena")).costs for opts in options)
