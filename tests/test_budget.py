@@ -192,7 +192,7 @@ def test_prune_with_budget_trains_each_layer_to_its_own_sparsity(capsys):
     assert kept == {"a": (4, 8), "b": (2, 4)}
     with pytest.raises(ValueError, match="the budget sets each layer's sparsity"):
         tfscalpel.prune(model, target=TOY, budget=Budget(latency=0.5), sparsity=0.5)
-    with pytest.raises(ValueError, match="budget= apply only together with target="):
+    with pytest.raises(ValueError, match="budget= applies only together with target="):
         tfscalpel.prune(model, budget=Budget(latency=0.5), sparsity=0.5)
 
 

@@ -39,7 +39,7 @@ from tfscalpel import layer_costs, sensitivity
 from tfscalpel.layer_costs import METRICS, ZERO, Costs, LayerShape
 
 #: Candidate sparsities (fractions of each layer's groups removed).
-DEFAULT_SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+DEFAULT_SPARSITIES = tuple(round(0.05 * i, 2) for i in range(20))  # 0, 0.05, ..., 0.95
 ORDERS = ("sensitivity", "energy", "uniform")
 _ABSOLUTE = {"latency_us": ("latency", 1e3, "ns"), "latency_cycles": ("latency", 1.0, "cycles"),
              "flash_bytes": ("flash", 1.0, None), "arena_bytes": ("arena", 1.0, None),

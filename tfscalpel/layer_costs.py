@@ -18,9 +18,11 @@ imports the deployment side):
   int16 once per node); the model's arena is the largest layer's (the planner reuses memory);
 - **energy**: :func:`tfscalpel.energy.layer_energy` with the target's table.
 
-A convolution's sparse form is priced only where the profile says the target runs it
-(``"sparse_conv"``: how, e.g. im2col + the group-sparse FC kernel on Cortex-M); elsewhere a
-conv layer costs its dense figure at every sparsity.
+A convolution is priced with the profile's ``"conv"`` entry where it has one (how the target
+runs convolutions, e.g. im2col + the FC kernels on Cortex-M, with its own fitted coefficients
+and the im2col cost); only there is a convolution's sparse form priced. Elsewhere a conv layer
+costs its dense figure at every sparsity, its latency estimated with the dense FC coefficients
+over its output positions.
 """
 import dataclasses
 import math
@@ -116,7 +118,7 @@ class ProfileCosts:
                              f"dtype {self.dtype!r}")
         self.time_unit = str(profile.get("time_unit", "ns"))
         self.min_speedup = float(profile.get("min_speedup", 1.0))
-        self.sparse_conv = profile.get("sparse_conv")
+        self.conv = profile.get("conv")
         self.energy_table = energy.table_for(profile)
         self.value_bytes = 1 if self.dtype == "int8" else 4
         custom = profile["formats"].get("custom", {}).get(self.dtype, {})
@@ -126,15 +128,26 @@ class ProfileCosts:
         """Why ``shape``'s layer cannot be exported sparse on this target, or None."""
         if self.custom_reason:
             return f"the profile has no group-sparse costs for {self.dtype}: {self.custom_reason}"
-        if shape.kind == "conv" and not self.sparse_conv:
-            return "the exporter writes convolutions dense on this target"
+        if shape.kind == "conv" and not (self.conv or {}).get("custom", {}).get(self.dtype):
+            return "convolutions run dense on this target"
+        return None
+
+    def _conv_g_reason(self, shape, g):
+        units = self.conv["custom"][self.dtype]["unit_ns"] if shape.kind == "conv" else None
+        if isinstance(units, dict) and str(g) not in units:
+            return f"sparse convolutions are priced at g in {sorted(units, key=int)} only"
         return None
 
     def _latency(self, fmt, shape, units, g=0):
         # A convolution is one node whose kernel runs over every output position: the node's
-        # fixed cost once, the per-row and per-unit work per position.
-        c = self.profile["formats"][fmt][self.dtype]
+        # fixed cost once, the per-row and per-unit work (and im2col, where priced) per position.
+        conv = self.conv if shape.kind == "conv" else None
+        c = (conv or self.profile)[fmt if conv else "formats"]
+        c = c[self.dtype] if conv else c[fmt][self.dtype]
         per_position = linear_time(c, shape.units, units, unit_cost(c, g)) - float(c["fixed_ns"])
+        im2col = (conv or {}).get("im2col", {}).get(self.dtype)
+        if im2col:
+            per_position += float(im2col["position_ns"]) + float(im2col["value_ns"]) * shape.fan_in
         return float(c["fixed_ns"]) + shape.positions * per_position
 
     def _arena(self, shape, fmt):
@@ -168,7 +181,8 @@ class ProfileCosts:
         total = shape.groups(g)
         stored = total - int(round(sparsity * total))
         dense = self.dense(shape)
-        if sparsity == 0 or stored == 0 or self.sparse_reason(shape):
+        if (sparsity == 0 or stored == 0 or self.sparse_reason(shape)
+                or self._conv_g_reason(shape, g)):
             return Option(sparsity, g, "dense", total, dense)
         latency = self._latency("custom", shape, stored, g)
         if dense.latency < self.min_speedup * latency:

@@ -116,8 +116,11 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
                                  mask_options, dict(budget=budget, profile=profile,
                                                     sensitivity_data=sensitivity_data, loss=loss),
                                  verbose)
-    if dtype is not None or mask_options is not None or budget is not None:
-        raise ValueError("dtype=, mask_options= and budget= apply only together with target=")
+    if dtype is not None or mask_options is not None:
+        raise ValueError("dtype= and mask_options= apply only together with target=")
+    if budget is not None:
+        raise ValueError("budget= applies only together with target= (the budget is priced "
+                         "on the target's costs)")
     if profile is not None or sensitivity_data is not None or loss is not None:
         raise ValueError("profile=, sensitivity_data= and loss= apply only with target= and "
                          "budget=")
