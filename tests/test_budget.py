@@ -50,9 +50,11 @@ def test_allocation_is_the_hand_computed_knapsack():
     assert (alloc.totals.latency, alloc.dense_totals.latency) == (20.0, 56.0)
     assert alloc["a"].format == "custom g=4" and alloc["a"].costs.latency == 8.0
     assert alloc["a"].sensitivity == pytest.approx(16 / 168)
-    # The flash the format stores: 4 groups x (4 float32 + a uint8 index) + row pointers
-    # 4 x 5 + bias 4 x 4 + the 64-byte meta section = 168 (dense: 32 x 4 + 16 = 144).
-    assert (alloc["a"].costs.flash, alloc["a"].dense.flash) == (168.0, 144.0)
+    # The flash the format stores, as its parameter blob: a 16-byte header and five 16-byte
+    # section entries (96), then each section 16-byte aligned: values 4 groups x 4 float32 = 64,
+    # uint8 indices 4 -> 16, row pointers 4 x 5 = 20 -> 32, meta 64, bias 16: 288 (dense:
+    # 32 x 4 + 16 = 144).
+    assert (alloc["a"].costs.flash, alloc["a"].dense.flash) == (288.0, 144.0)
     assert [(d.name, d.method, d.group_size) for d in p.layers] == [
         ("a", "group", 4), ("b", "group", 4), ("c", "none", 1)]
 
@@ -138,9 +140,9 @@ def test_plan_prints_predicted_costs_per_layer_and_in_total():
     assert "budget Budget(latency=0.5) on toy (float32; latency in ns, energy per inference)" in lines
     start = next(i for i, line in enumerate(lines) if line.startswith("sensitivity:"))
     row = lines[start + 3]
-    # energy by hand: 16 MACs x 4.6 + 48 registers + 20 SRAM words x 5 + 42 flash words x 640
-    # + 4 group indices x 1.1 = 27,106 pJ.
-    assert row.split() == ["a", "50%", "4", "custom", "g=4", "8", "168", "48", "27.1", "0.0952"]
+    # energy by hand: 16 MACs x 4.6 + 48 registers + 20 SRAM words x 5 + 72 flash words x 640
+    # + 4 group indices x 1.1 = 46,306 pJ.
+    assert row.split() == ["a", "50%", "4", "custom", "g=4", "8", "288", "48", "46.3", "0.0952"]
     assert "vs dense: latency 0.357x" in text
     assert "budget:   latency <= 28 ns (0.500x): 20 (met)" in text
 
@@ -235,3 +237,24 @@ def test_uniform_order_is_the_smallest_common_sparsity_that_fits():
                                                        order="uniform"))
     assert allocated(p) == {"a": 0.25, "b": 0.25, "c": 0.25}
     assert p.allocation.totals.latency == 22.0
+
+
+def test_predicted_flash_is_the_exporters_byte_count():
+    from tflite_export import export
+    from tfscalpel.layer_costs import LayerShape, ProfileCosts
+    from tfscalpel.sensitivity import group_mask
+
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((64,))
+    fc = keras.layers.Dense(32, name="fc")
+    outputs = keras.layers.Dense(10, name="out")(fc(x))
+    model = keras.Model(inputs, outputs)
+    fc.kernel.assign(fc.kernel.numpy() * group_mask(fc.kernel.numpy(), 0.5, 4))
+    rep = np.random.default_rng(0).normal(size=(32, 64)).astype(np.float32)
+    result = export(model, target="cortex-m4", quantize="int8", representative_data=rep,
+                    group_sizes={"fc": 4}, formats={"fc": "custom"})
+    row = next(r for r in result.layers if r.layer == "fc")
+    costs = ProfileCosts(tfscalpel.get_target("cortex-m4"))
+    shape = LayerShape.of(fc, "dense", 64)
+    assert row.stored_units == 256
+    assert costs._flash(shape, "custom", 256, 4) == row.bytes_exported

@@ -10,9 +10,10 @@ imports the deployment side):
   predicted at least the profile's ``min_speedup`` faster than dense; elsewhere the layer stays
   dense and costs what dense costs (in every metric);
 - **flash**: the bytes the format stores, as its size accounting counts them
-  (``tflite_export/formats/group_sparse.py`` and FORMAT.md: values, one uint8 / uint16 group
-  index per group, int32 row pointers, bias, the 64-byte meta section, and for int8 the
-  per-channel requantization arrays; dense: weights, bias, per-channel scales);
+  (``tflite_export/formats/group_sparse.py``, ``tflite_export/params_blob.py`` and FORMAT.md:
+  values, one uint8 / uint16 group index per group, int32 row pointers, the meta section, bias,
+  for int8 the per-channel requantization arrays, with the blob's header and alignment; dense:
+  weights, bias, int8 per-channel scales and zero points);
 - **arena**: the layer's working set, input plus output activations, plus the custom op's
   scratch where the profile's ``"arena"`` entry gives it (TFLite Micro: int8 inputs widened to
   int16 once per node); the model's arena is the largest layer's (the planner reuses memory);
@@ -80,6 +81,10 @@ class Costs:
 
 
 ZERO = Costs(0.0, 0.0, 0.0, 0.0)
+
+
+def _align16(n):
+    return -(-n // 16) * 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +164,18 @@ class ProfileCosts:
 
     def _flash(self, shape, fmt, groups=0, g=0):
         n, b = shape.units, self.value_bytes
-        quant = 12 * n if self.dtype == "int8" else 0  # int8: per-channel scale/zero point
-        if fmt == "dense":
-            return float(shape.fan_in * n * b + 4 * n + quant)
+        int8 = self.dtype == "int8"
+        if fmt == "dense":  # weights, bias, int8: per-channel scale (4 B) and zero point (8 B)
+            return float(shape.fan_in * n * b + 4 * n + (12 * n if int8 else 0))
+        # The custom op's parameter blob (tflite_export/params_blob.py, FORMAT.md): a 16-byte
+        # header and one 16-byte entry per section, each section 16-byte aligned, the whole
+        # padded to a multiple of the output width; tests/test_budget.py checks it against
+        # the exporter's bytes.
         index = 1 if -(-shape.fan_in // g) <= _UINT8_MAX_GROUPS else 2
-        return float(groups * (g * b + index) + 4 * (n + 1) + 4 * n + _META_BYTES + quant)
+        sections = [groups * g * b, groups * index, 4 * (n + 1), _META_BYTES, 4 * n]
+        sections += [4 * n] * 3 if int8 else []  # out_multiplier, out_shift, out_scale
+        total = _align16(16 + 16 * len(sections)) + sum(_align16(x) for x in sections)
+        return float(-(-total // n) * n)
 
     def dense(self, shape):
         """Costs of the layer left dense."""
