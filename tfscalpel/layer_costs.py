@@ -51,8 +51,17 @@ class LayerShape:
     @classmethod
     def of(cls, layer, kind, fan_in):
         """The shape of a built Keras layer inside a functional model."""
-        out_shape = tuple(layer.output.shape[1:])
-        in_shape = tuple(layer.input.shape[1:])
+        try:
+            out_shape = tuple(layer.output.shape[1:])
+            in_shape = tuple(layer.input.shape[1:])
+        except (AttributeError, ValueError):
+            raise ValueError(f"layer {layer.name!r}: a budget needs each priced layer called "
+                             "once in the model graph (its input and output shapes); a shared "
+                             "layer has several") from None
+        if None in out_shape or None in in_shape:
+            raise ValueError(f"layer {layer.name!r}: a budget needs static shapes, got input "
+                             f"{in_shape} and output {out_shape} (give the model a fixed input "
+                             "shape)")
         units = int(out_shape[-1])
         return cls(layer.name, kind, int(fan_in), units,
                    int(math.prod(out_shape[:-1])) if len(out_shape) > 1 else 1,
