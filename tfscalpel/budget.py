@@ -239,7 +239,9 @@ def _solve(options, deltas, fixed_total, limits, order, energy_first):
         return fixed_total + _sum(options[i][ch[i]].costs for i in range(n))
 
     current = totals(choice)
-    while True:
+    # A move lowers the sum of the over-budget metrics (normalised), but may raise one of them
+    # while lowering another: bound the walk so two metrics can never trade places forever.
+    for _ in range(4 * len(limits) * sum(len(o) for o in options) + 1):
         over = _over(current, limits)
         if not over:
             break
@@ -265,6 +267,8 @@ def _solve(options, deltas, fixed_total, limits, order, energy_first):
             return None
         choice[best[1]] = best[2]
         current = totals(choice)
+    else:
+        return None
     # Give back sensitivity where the budget still holds: the largest saving first.
     while True:
         best = None
