@@ -246,12 +246,15 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, small data, 1+1 epochs")
     p.add_argument("--models", default="lenet5,convnet")
     p.add_argument("--cases", default=",".join(CASES))
-    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=None, help="how many seeds (default 3, quick 1)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first fine-tuning seed (to add seeds to an earlier run; the dense model "
+                   "is always trained with seed 0)")
     p.add_argument("--no-mcu", action="store_true", help="skip the emulated Cortex-M4 cycles")
     p.add_argument("--out", default=os.path.join(ROOT, "out", "bench_budget"))
     args = p.parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
-    seeds = list(range(args.seeds or s["seeds"]))
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or s["seeds"])))
     from tflite_export import host_info, kernels
 
     print(host_info.describe(kernels.best_impl()), flush=True)
