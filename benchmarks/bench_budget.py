@@ -241,6 +241,27 @@ def plot(rows, path):
     return path
 
 
+def replot(paths, out):
+    """Pool the seeds of several runs (same model, case, method) into one table and PNG."""
+    merged, dense_acc = {}, {}
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        dense_acc.update(run["dense_accuracy"])
+        for r in run["rows"]:
+            key = (r["model"], r["case"], r["method"])
+            if key not in merged:
+                merged[key] = dict(r)
+            elif "accuracy" in r:
+                merged[key]["accuracy"] = merged[key]["accuracy"] + r["accuracy"]
+                if merged[key].get("measured") is None:
+                    merged[key].update(measured=r["measured"], met=r["met"])
+    rows = list(merged.values())
+    print(table(rows, dense_acc))
+    os.makedirs(out, exist_ok=True)
+    print(f"wrote {plot(rows, os.path.join(out, 'bench_budget.png'))}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, small data, 1+1 epochs")
@@ -252,7 +273,12 @@ def main(argv=None):
                    "is always trained with seed 0)")
     p.add_argument("--no-mcu", action="store_true", help="skip the emulated Cortex-M4 cycles")
     p.add_argument("--out", default=os.path.join(ROOT, "out", "bench_budget"))
+    p.add_argument("--replot", nargs="+", metavar="JSON",
+                   help="no training: merge these runs' bench_budget.json (seeds of the same "
+                   "model, case and method pooled) into one table and PNG under --out")
     args = p.parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.out)
     s = dict(QUICK if args.quick else FULL)
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or s["seeds"])))
     from tflite_export import host_info, kernels
