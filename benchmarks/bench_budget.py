@@ -195,18 +195,18 @@ def run_case(name, case, dense, data, s, seeds, build_dir, mcu):
 
 
 def table(rows, dense_acc):
-    head = (f"{'model':<8}{'case':<18}{'method':<9}{'sparsity per layer':<42}{'pred':>7}"
+    head = (f"{'model':<9}{'case':<18}{'method':<9}{'sparsity per layer':<42}{'pred':>7}"
             f"{'meas':>7}{'met':>5}{'acc mean':>9}{'sd':>6}{'n':>3}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "infeasible" in r:
-            lines.append(f"{r['model']:<8}{r['case']:<18}{r['method']:<9}infeasible: "
+            lines.append(f"{r['model']:<9}{r['case']:<18}{r['method']:<9}infeasible: "
                          + r["infeasible"][:200])
             continue
         sp = " ".join(f"{k}:{v:.0%}" for k, v in r["sparsity"].items())
         acc = 100 * np.array(r["accuracy"])
         meas = "-" if r["measured"] is None else f"{r['measured']:.3f}"
-        lines.append(f"{r['model']:<8}{r['case']:<18}{r['method']:<9}{sp:<42}{r['predicted']:>7.3f}"
+        lines.append(f"{r['model']:<9}{r['case']:<18}{r['method']:<9}{sp:<42}{r['predicted']:>7.3f}"
                      f"{meas:>7}{str(r['met'] if r['met'] is not None else '-'):>5}"
                      f"{acc.mean():>9.2f}{acc.std():>6.2f}{len(acc):>3}")
     lines.append("dense accuracy: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in dense_acc.items()))
