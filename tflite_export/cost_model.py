@@ -23,6 +23,7 @@ import numpy as np
 
 from tflite_export.group_csr import ALLOWED_GROUP_SIZES
 from tfscalpel import targets
+from tfscalpel.cost_profile import linear_time, unit_cost
 
 DTYPES = ("float32", "int8")
 FORMATS = ("dense", "builtin_sparse", "custom")
@@ -72,8 +73,7 @@ class CostModel:
         """Predicted time of format ``fmt`` at width ``g`` storing ``units`` (groups, blocks,
         windows); ``unit_ns`` is one number or one per width (``{"4": ...}``)."""
         c = self._coeffs(fmt, dtype)
-        unit = c["unit_ns"][str(g)] if isinstance(c["unit_ns"], Mapping) else c["unit_ns"]
-        return Estimate(fmt, g, units, _linear(c, out_features, units, unit))
+        return Estimate(fmt, g, units, linear_time(c, out_features, units, unit_cost(c, g)))
 
     def builtin_block(self, dtype: str) -> int:
         """Block width of TFLite's block-sparse FC for `dtype` (4 float32, 16 int8)."""
@@ -82,7 +82,7 @@ class CostModel:
     def dense(self, dtype: str, in_features: int, out_features: int) -> Estimate:
         c = self._coeffs("dense", dtype)
         units = in_features * out_features
-        return Estimate("dense", 0, units, _linear(c, out_features, units, c["unit_ns"]))
+        return Estimate("dense", 0, units, linear_time(c, out_features, units, unit_cost(c)))
 
     def builtin_sparse(self, dtype: str, out_features: int, n_blocks: int) -> Estimate:
         return self.estimate("builtin_sparse", dtype, self.builtin_block(dtype), out_features, n_blocks)
@@ -92,10 +92,6 @@ class CostModel:
 
     def to_dict(self) -> dict:
         return copy.deepcopy(self.profile)
-
-
-def _linear(c: Mapping, rows: int, units: int, unit_ns: float) -> float:
-    return float(c["fixed_ns"]) + float(c["row_ns"]) * rows + float(unit_ns) * units
 
 
 def _validate_profile(profile: Mapping) -> None:

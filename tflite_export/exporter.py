@@ -22,6 +22,7 @@ from tflite_export.fc_layers import FCLayer, find_fully_connected
 from tflite_export.host import HostMeasurement
 from tflite_export.report import ExportReport, LayerReport
 from tflite_export.static_shapes import freeze_batch_reshapes, unwrap_tensordot
+from tfscalpel import energy
 from tfscalpel.targets import HardwareTarget, get_target, known_targets
 
 
@@ -189,7 +190,7 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
         dense_b = _dense_bytes(model, fc)
         stored = dense_b if decision.format == "dense" else formats_registry.get(
             decision.format).rewrite(model, fc, decision.g)
-        layer_reports.append(_layer_report(fc, decision, dense_b, stored))
+        layer_reports.append(_layer_report(fc, decision, dense_b, stored, target_name))
 
     if fuse:
         fused = fusion.fuse_chains(model)
@@ -236,11 +237,31 @@ def _model_dtype(model) -> str:
     return "int8" if int8 else "float32"
 
 
-def _layer_report(fc: FCLayer, d: planner.Decision, dense_b: int, stored: int) -> LayerReport:
+def _energy(fc: FCLayer, d: planner.Decision, dense_b: int, stored: int, target_name: str):
+    """``(exported, dense)`` energy per inference of one FC layer (``tfscalpel.energy``), with the
+    target's table when the target is registered."""
+    profile = get_target(target_name).cost_profile if target_name in known_targets() else None
+    table = energy.table_for(profile)
+    dtype = fc.dtype if fc.dtype in ("int8", "float32") else "float32"
+    n = fc.in_features * fc.out_features
+    dense = energy.layer_energy(n, fc.out_features, 1, dense_b, dtype, table).total
+    if d.format == "dense":
+        return dense, dense
+    nonzero = n if fc.weights is None else int(np.count_nonzero(fc.weights))
+    macs = d.units * d.g if d.g else nonzero  # a stored group / block is multiplied whole
+    groups = d.units if d.format == "custom" else 0
+    return energy.layer_energy(macs, fc.out_features, 1, stored, dtype, table,
+                               stored_groups=groups).total, dense
+
+
+def _layer_report(fc: FCLayer, d: planner.Decision, dense_b: int, stored: int,
+                  target_name: str = "") -> LayerReport:
     density = 1.0 if fc.weights is None else float(np.count_nonzero(fc.weights)) / max(fc.weights.size, 1)
+    e, e_dense = _energy(fc, d, dense_b, stored, target_name)
     return LayerReport(
         layer=fc.name, shape=(fc.in_features, fc.out_features), dtype=fc.dtype,
         activation=fc.activation_name, format=d.format, g=d.g, density=round(density, 6),
         stored_units=d.units, bytes_dense=dense_b, bytes_exported=stored,
         expected_speedup=round(d.expected_speedup, 3), reason=d.reason,
+        energy_pj=round(e, 1), energy_dense_pj=round(e_dense, 1),
     )

@@ -21,6 +21,10 @@ class LayerReport:
     bytes_exported: int  # what the chosen format stores for this layer
     expected_speedup: float  # predicted batch-1 time dense / chosen
     reason: str
+    #: energy per inference of the exported form, picojoules (tfscalpel.energy: MACs, memory
+    #: traffic by level, the format's index overhead; the target's table, else 45 nm)
+    energy_pj: float = 0.0
+    energy_dense_pj: float = 0.0  # the same layer left dense
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -66,12 +70,12 @@ class ExportReport:
     def table(self) -> str:
         """A fixed-width text table, one row per layer, reasons last."""
         head = ("layer", "in x out", "dtype", "act", "format", "g", "density",
-                "bytes dense", "bytes out", "speedup")
+                "bytes dense", "bytes out", "speedup", "energy nJ")
         rows = [
             (
                 lr.layer, f"{lr.shape[0]}x{lr.shape[1]}", lr.dtype, lr.activation, lr.format,
                 str(lr.g or "-"), f"{lr.density:.3f}", str(lr.bytes_dense), str(lr.bytes_exported),
-                f"{lr.expected_speedup:.2f}x",
+                f"{lr.expected_speedup:.2f}x", f"{lr.energy_pj / 1e3:,.1f}",
             )
             for lr in self.layers
         ]
@@ -87,6 +91,11 @@ class ExportReport:
                line("-" * w for w in widths)]
         out += [line(r) for r in rows]
         out += [f"  {lr.layer}: {lr.reason}" for lr in self.layers]
+        if self.layers:
+            e, d = (sum(lr.energy_pj for lr in self.layers) / 1e3,
+                    sum(lr.energy_dense_pj for lr in self.layers) / 1e3)
+            out.append(f"energy per inference of the FC layers: {e:,.1f} nJ (dense {d:,.1f} nJ; "
+                       "tfscalpel.energy's model)")
         if not self.layers:
             out.append("(no FULLY_CONNECTED layers: the model is exported as converted)")
         return "\n".join(out)

@@ -22,6 +22,7 @@ from tfscalpel.patterns import (
     get_pattern,
 )
 from tfscalpel.planner import LayerPlan, Plan, plan
+from tfscalpel.budget import Budget, BudgetError
 from tfscalpel.prune_model import prune
 from tfscalpel.saliency import OBD, Taylor, calibrate, unit_saliency, weight_saliency
 from tfscalpel.schedules import (
@@ -35,6 +36,7 @@ from tfscalpel.schedules import (
 from tfscalpel.strip import LayerReport, StripReport, strip
 from tfscalpel.tfmot_compat import prune_low_magnitude, prune_scope, strip_pruning
 from tfscalpel.targets import HardwareTarget, get_target, known_targets, register_target
+from tfscalpel import energy
 from tfscalpel import report  # noqa: E402  (plots; matplotlib is imported when one is drawn)
 
 __version__ = "0.1.0"

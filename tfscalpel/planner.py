@@ -10,6 +10,7 @@ import dataclasses
 
 import keras
 
+from tfscalpel.budget import allocate
 from tfscalpel.dependency import CHANNELWISE, channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
 from tfscalpel.nm_rule import keras_nm_reason
@@ -59,6 +60,9 @@ class Plan:
     #: Why the exporter cannot serve the target (its ``export_unsupported``): ``apply_plan``, and
     #: so ``prune(target=...)``, refuses such a plan; the table still shows what it would do.
     unsupported: str | None = None
+    #: With ``plan(budget=...)``: the :class:`tfscalpel.budget.Allocation` (per-layer sparsity
+    #: and predicted latency, flash, arena and energy), printed under the table.
+    allocation: object = None
 
     def __getitem__(self, name):
         for layer in self.layers:
@@ -76,6 +80,8 @@ class Plan:
         for p in self.layers:
             lines.append(f"{p.name:<12}{p.layer_type:<7}{f'{p.fan_in}x{p.units}':>12}  "
                          f"{p.method:<10}{p.group_size:>3}  {p.mask_after or '-':<12}{p.reason}")
+        if self.allocation is not None:
+            lines += ["", str(self.allocation)]
         return "\n".join(lines)
 
 
@@ -147,7 +153,8 @@ def check_per_layer(per_layer, allowed):
     return {name: dict(value) for name, value in per_layer.items()}
 
 
-def plan(model, target, dtype=None, per_layer=None):
+def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None,
+         sensitivity_data=None, loss=None):
     """Decide how to prune each Dense / Conv2D layer of ``model`` for ``target``.
 
     Args:
@@ -155,6 +162,16 @@ def plan(model, target, dtype=None, per_layer=None):
         target: a target name (see :func:`tfscalpel.targets.known_targets`) or HardwareTarget.
         dtype: deployment dtype for the group width (default: the target's).
         per_layer: ``{layer name: {"method": one of METHODS, "group_size": g}}`` overrides.
+        budget: a :class:`tfscalpel.Budget`: each group-pruned layer then gets its own
+            sparsity (and g where the budget offers several) so the predicted latency / flash /
+            arena / energy fit (:func:`tfscalpel.budget.allocate`); a layer allocated 0 % is
+            left dense (method ``"none"``). Raises :class:`tfscalpel.BudgetError` when the
+            budget cannot be met, with the best reachable figure.
+        profile: with ``budget``, a cost profile dict to price with instead of the target's
+            (e.g. one measured on the device with ``python -m tflite_export.calibrate``).
+        sensitivity_data, loss: with ``budget``, held-out ``(x, y)`` and the loss for the
+            one-shot sensitivity scan (default loss: the model's compiled one); without data a
+            magnitude proxy ranks the layers.
 
     Returns a :class:`Plan`. The model's output layer is never node-pruned (its units are the
     model's outputs), and 2:4 applies only where the layer passes the N:M shape rule
@@ -219,7 +236,23 @@ def plan(model, target, dtype=None, per_layer=None):
     if per_layer:
         raise ValueError(f"per_layer configures layers that are not Dense or Conv2D: "
                          f"{sorted(per_layer)}")
-    return Plan(target.name, dtype, tuple(decisions), target.export_unsupported)
+    if budget is None:
+        if profile is not None or sensitivity_data is not None or loss is not None:
+            raise ValueError("profile=, sensitivity_data= and loss= apply only with budget=")
+        return Plan(target.name, dtype, tuple(decisions), target.export_unsupported)
+    allocation = allocate(model, decisions, target, budget, profile=profile, dtype=dtype,
+                          sensitivity_data=sensitivity_data, loss=loss)
+    budgeted = []
+    for d in decisions:
+        row = allocation[d.name]
+        if d.method == "group" and row.sparsity == 0:
+            d = dataclasses.replace(d, method="none", group_size=1,
+                                    reason=d.reason + "; budget: left dense")
+        elif d.method == "group":
+            d = dataclasses.replace(d, group_size=row.g,
+                                    reason=d.reason + f"; budget: {row.sparsity:.0%} ({row.format})")
+        budgeted.append(d)
+    return Plan(target.name, dtype, tuple(budgeted), target.export_unsupported, allocation)
 
 
 def insert_masks(model, after, mask_options=None):

@@ -56,7 +56,8 @@ def _is_cloneable(model):
 def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=None,
           importance=None, layers=None, per_layer=None, global_sparsity=False, target=None,
           dtype=None, mask_options=None, pruning_schedule=None, block_size=None,
-          block_pooling_type=None, sparsity_m_by_n=None):
+          block_pooling_type=None, sparsity_m_by_n=None, budget=None, profile=None,
+          sensitivity_data=None, loss=None, verbose=True):
     """Return a copy of ``model`` whose prunable layers (Dense, Conv2D, Conv1D,
     DepthwiseConv2D, and what :func:`tfscalpel.register_layer` adds) prune as they train.
 
@@ -88,6 +89,15 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n: tfmot's names, with
             tfmot's meaning (:func:`tfscalpel.patterns.tfmot_block_pattern`), instead of
             ``schedule`` / ``pattern`` / ``group_size`` / ``importance``.
+        budget: with ``target``, a :class:`tfscalpel.Budget`: the plan gives each layer its own
+            sparsity so the predicted costs fit (:func:`tfscalpel.plan`'s ``budget``), and the
+            plan is printed before anything trains (``verbose=False`` to silence it). Then
+            ``sparsity=`` is not allowed; ``schedule`` (default: prune at step 0 and hold) is a
+            template ramping each layer to its own sparsity: a schedule with a
+            ``final_sparsity`` / ``target_sparsity`` (``PolynomialDecay``,
+            ``ConstantSparsity``) gets it replaced per layer.
+        profile, sensitivity_data, loss: with ``budget``, as in :func:`tfscalpel.plan`.
+        verbose: with ``budget``, print the plan.
 
     Raises:
         ValueError: for a bad argument, naming the layer and the argument and what is allowed.
@@ -125,9 +135,17 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     if target is not None:
         return _prune_for_target(model, target, schedule, sparsity, pattern, group_size,
                                  importance, layers, per_layer, global_sparsity, dtype,
-                                 mask_options)
+                                 mask_options, dict(budget=budget, profile=profile,
+                                                    sensitivity_data=sensitivity_data, loss=loss),
+                                 verbose)
     if dtype is not None or mask_options is not None:
         raise ValueError("dtype= and mask_options= apply only together with target=")
+    if budget is not None:
+        raise ValueError("budget= applies only together with target= (the budget is priced "
+                         "on the target's costs)")
+    if profile is not None or sensitivity_data is not None or loss is not None:
+        raise ValueError("profile=, sensitivity_data= and loss= apply only with target= and "
+                         "budget=")
     names = [layer.name for layer in model.layers]
     try:
         default = _resolve_spec(pattern, group_size, importance, schedule, sparsity)
@@ -201,7 +219,8 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
 
 
 def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, importance,
-                      layers, per_layer, global_sparsity, dtype, mask_options):
+                      layers, per_layer, global_sparsity, dtype, mask_options, budget_args,
+                      verbose):
     if pattern != "group" or group_size is not None or global_sparsity:
         raise ValueError(
             "with target=, the target chooses pattern and group size; override single layers "
@@ -213,7 +232,12 @@ def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, im
         for layer in model.layers:
             if get_handler(layer).role == "weighted" and layer.name not in chosen:
                 per_layer.setdefault(layer.name, {})["method"] = "none"
-    the_plan = plan(model, target, dtype=dtype, per_layer=per_layer)
+    if budget_args["budget"] is not None and sparsity is not None:
+        raise ValueError("prune(): with budget=, the budget sets each layer's sparsity; drop "
+                         "sparsity= (schedule= may give the ramp)")
+    the_plan = plan(model, target, dtype=dtype, per_layer=per_layer, **budget_args)
+    if the_plan.allocation is not None and verbose:
+        print(the_plan, flush=True)
     return apply_plan(model, the_plan, schedule=schedule, sparsity=sparsity,
                       importance=importance, mask_options=mask_options)
 
@@ -322,12 +346,16 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
         raise ValueError(f"target {the_plan.target!r} cannot be exported, so tfscalpel does not "
                          f"prune for it: {the_plan.unsupported}")
     weighted = {p.name: p for p in the_plan.layers if p.weight_pattern}
+    targets = the_plan.allocation.sparsities() if the_plan.allocation is not None else {}
+    if targets and sparsity is not None:
+        raise ValueError("apply_plan: the plan has a budget allocation, which sets each layer's "
+                         "sparsity; drop sparsity=")
     # Gates are inserted around the given layers (insert_masks reuses them), so start from a
     # copy: training the pruned model must never train the caller's model in place.
     pruned = _copy(model)
     if weighted:
         patterns = {p.weight_pattern for p in weighted.values()}
-        if schedule is None and sparsity is None:
+        if schedule is None and sparsity is None and not targets:
             if patterns != {"2:4"}:
                 raise ValueError(
                     f"the {the_plan.target} plan group-prunes {sorted(n for n, p in weighted.items() if p.method == 'group')}: "
@@ -335,11 +363,16 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
             sparsity = 0.5  # 2:4 fixes its own sparsity; this only switches it on at step 0
         per_layer = {}
         for name, p in weighted.items():
-            if p.method == "group":
+            if p.method == "group" and name in targets:
+                per_layer[name] = {"group_size": p.group_size,
+                                   "schedule": _ramp_to(schedule, targets[name], name)}
+            elif p.method == "group":
                 per_layer[name] = {"group_size": p.group_size}
             else:
                 per_layer[name] = {"pattern": "2:4",
                                    **({"sparsity": 0.5} if schedule is None else {})}
+        if targets and schedule is None:
+            schedule = ConstantSparsity(0.0)  # every budgeted layer has its own schedule
         with warnings.catch_warnings():
             # The target chose 2:4 for some layers: the schedule's sparsity is for its groups.
             warnings.filterwarnings("ignore", message=r"prune: layers .* fixes their sparsity")
@@ -349,3 +382,21 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
     if after:
         pruned = insert_masks(pruned, after, mask_options)
     return pruned
+
+
+def _ramp_to(schedule, target_sparsity, layer):
+    """``schedule`` ramping to ``target_sparsity`` instead of its own final sparsity (None:
+    prune at step 0 and hold, ``ConstantSparsity``)."""
+    if schedule is None:
+        return ConstantSparsity(target_sparsity)
+    schedule = get_schedule(schedule)
+    config = schedule.get_config()
+    for key in ("final_sparsity", "target_sparsity"):
+        if key in config:
+            config[key] = float(target_sparsity)
+            if "initial_sparsity" in config:
+                config["initial_sparsity"] = min(config["initial_sparsity"], target_sparsity)
+            return type(schedule).from_config(config)
+    raise ValueError(f"layer {layer!r}: with a budget, schedule= must have a final_sparsity or "
+                     f"target_sparsity to set per layer (PolynomialDecay, ConstantSparsity), "
+                     f"got {type(schedule).__name__}")

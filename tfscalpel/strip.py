@@ -6,6 +6,7 @@ import math
 import keras
 import numpy as np
 
+from tfscalpel import energy
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.layers import PrunableMixin, kernel_matrix
 
@@ -36,6 +37,21 @@ class LayerReport:
     #: model had no MaskLayer.
     nodes_kept: int = None
     nodes_total: int = None
+    #: Output positions (a convolution's output pixels; 1 for a dense layer): energy's MACs.
+    positions: int = 1
+
+    def energy_pj(self, fmt="group_csr"):
+        """Energy per inference in picojoules, float32, Horowitz's 45 nm table
+        (:mod:`tfscalpel.energy`): ``fmt`` "dense" or "group_csr" (stored groups, index
+        overhead included)."""
+        if fmt == "dense":
+            return energy.layer_energy(self.rows * self.cols * self.positions, self.rows,
+                                       self.positions, self.bytes_dense, "float32").total
+        if fmt != "group_csr":
+            raise ValueError(f"energy_pj: fmt must be 'dense' or 'group_csr', got {fmt!r}")
+        return energy.layer_energy(self.nonzero_groups * self.group_size * self.positions,
+                                   self.rows, self.positions, self.bytes_group_csr, "float32",
+                                   stored_groups=self.nonzero_groups).total
 
     @property
     def density(self):
@@ -70,7 +86,8 @@ class StripReport:
     def to_dicts(self):
         return [
             {**dataclasses.asdict(r), "density": r.density, "bytes_dense": r.bytes_dense,
-             "bytes_csr": r.bytes_csr, "bytes_group_csr": r.bytes_group_csr}
+             "bytes_csr": r.bytes_csr, "bytes_group_csr": r.bytes_group_csr,
+             "energy_dense_pj": r.energy_pj("dense"), "energy_group_csr_pj": r.energy_pj()}
             for r in self.layers
         ]
 
@@ -86,13 +103,19 @@ class StripReport:
                 + f"{r.density:>8.2%}{f'{r.nonzero_groups}/{r.total_groups}':>18}"
                 f"{r.bytes_dense:>11,}{r.bytes_csr:>11,}{r.bytes_group_csr:>13,}"
             )
+        if self.layers:
+            dense = sum(r.energy_pj("dense") for r in self.layers) / 1e3
+            sparse = sum(r.energy_pj() for r in self.layers) / 1e3
+            lines.append(f"energy per inference (float32, 45 nm table, tfscalpel.energy): dense "
+                         f"{dense:,.1f} nJ, group-CSR {sparse:,.1f} nJ ({sparse / dense:.3f}x)")
         return "\n".join(lines)
 
 
-def layer_report(name, kernel, pattern_name, group_size, nodes_total=None, fan_in_ndim=None):
+def layer_report(name, kernel, pattern_name, group_size, nodes_total=None, fan_in_ndim=None,
+                 positions=1):
     """Measure a (masked) kernel whose first ``fan_in_ndim`` axes (default all but the last)
     are the fan-in. With ``nodes_total`` (units before node removal), the report also says how
-    many nodes remain."""
+    many nodes remain; ``positions``: output positions (for the energy)."""
     w = kernel_matrix(kernel, fan_in_ndim).T  # TFLite layout [rows, cols]
     rows, cols = w.shape
     n_groups = math.ceil(cols / group_size)
@@ -104,6 +127,7 @@ def layer_report(name, kernel, pattern_name, group_size, nodes_total=None, fan_i
         nonzero=int(np.count_nonzero(w)), nonzero_groups=int(groups_nonzero.sum()),
         total_groups=rows * n_groups,
         nodes_kept=None if nodes_total is None else rows, nodes_total=nodes_total,
+        positions=positions,
     )
 
 
@@ -192,8 +216,18 @@ def _strip_weights(model):
         if isinstance(source, PrunableMixin):
             reports.append(layer_report(source.name, weights[0], source.pattern.describe(),
                                         source.pattern.group_size,
-                                        fan_in_ndim=source.fan_in_ndim))
+                                        fan_in_ndim=source.fan_in_ndim,
+                                        positions=_positions(source)))
     return stripped, reports
+
+
+def _positions(layer):
+    """Output positions of a layer in a graph (product of its output's inner dimensions)."""
+    try:
+        shape = tuple(layer.output.shape[1:-1])
+    except (AttributeError, ValueError):  # a layer used more than once has no single output
+        return 1
+    return int(math.prod(shape)) if shape and None not in shape else 1
 
 
 def _strip_nodes(model):
@@ -212,5 +246,5 @@ def _strip_nodes(model):
         reports.append(layer_report(
             layer.name, kernels[layer.name], "dense" if pattern is None else pattern.describe(),
             1 if pattern is None else pattern.group_size, nodes_total=plan.units[layer.name],
-            fan_in_ndim=getattr(layer, "fan_in_ndim", None)))
+            fan_in_ndim=getattr(layer, "fan_in_ndim", None), positions=_positions(layer)))
     return stripped, reports

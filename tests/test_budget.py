@@ -1,0 +1,260 @@
+"""Prune to a budget (tfscalpel.Budget): allocations on a toy model whose costs are computed by
+hand, infeasible budgets, the energy model, plan printing, and prune(budget=) end to end."""
+import numpy as np
+import pytest
+
+import keras
+
+import tfscalpel
+from tfscalpel import energy
+from tfscalpel.budget import Budget, BudgetError
+from tfscalpel.targets import HardwareTarget
+
+# Hand-computable costs: dense 1 per weight; the custom op 2 per stored group of 4 (0.5 per
+# weight); no fixed or per-row cost; no margin.
+TOY_PROFILE = {
+    "name": "toy", "min_speedup": 1.0, "dtypes": ["float32"],
+    "formats": {
+        "dense": {"float32": {"fixed_ns": 0.0, "row_ns": 0.0, "unit_ns": 1.0}},
+        "custom": {"float32": {"fixed_ns": 0.0, "row_ns": 0.0,
+                               "unit_ns": {"1": 1.0, "2": 1.0, "4": 2.0, "8": 4.0, "16": 8.0}}},
+    },
+}
+TOY = HardwareTarget("toy", "cpu", {"float32": 4}, "float32", {"dense": "group", "conv": "node"},
+                     cost_profile=TOY_PROFILE)
+
+
+def toy_model(a=1.0, b=2.0, c=3.0):
+    """8 -> a(4) -> b(4) -> c(2), every kernel a constant (so the magnitude proxy is exact):
+    a has 32 weights (8 groups of 4), b 16 (4 groups), c 8 (2 groups)."""
+    x = inputs = keras.Input((8,))
+    for name, units, value in (("a", 4, a), ("b", 4, b), ("c", 2, c)):
+        layer = keras.layers.Dense(units, name=name)
+        x = layer(x)
+        layer.kernel.assign(np.full(layer.kernel.shape, value, np.float32))
+    return keras.Model(inputs, x)
+
+
+def allocated(the_plan):
+    return {r.name: r.sparsity for r in the_plan.allocation.layers}
+
+
+def test_allocation_is_the_hand_computed_knapsack():
+    # Dense latency 32 + 16 + 8 = 56; a 0.5x budget is 28. At 50 %: a 8, b 4, c 2 (gains 24,
+    # 12, 6). Proxy deltas (removed norm^2 / 168): a 16, b 32, c 36. Per gain: a 16/24 first
+    # (total 32), then b 32/12 before c 36/6 (total 20 <= 28); undoing either misses the budget.
+    p = tfscalpel.plan(toy_model(), TOY, budget=Budget(latency=0.5, sparsities=(0.5,)))
+    assert allocated(p) == {"a": 0.5, "b": 0.5, "c": 0.0}
+    alloc = p.allocation
+    assert alloc.limits == {"latency": 28.0}
+    assert (alloc.totals.latency, alloc.dense_totals.latency) == (20.0, 56.0)
+    assert alloc["a"].format == "custom g=4" and alloc["a"].costs.latency == 8.0
+    assert alloc["a"].sensitivity == pytest.approx(16 / 168)
+    # The flash the format stores, as its parameter blob: a 16-byte header and five 16-byte
+    # section entries (96), then each section 16-byte aligned: values 4 groups x 4 float32 = 64,
+    # uint8 indices 4 -> 16, row pointers 4 x 5 = 20 -> 32, meta 64, bias 16: 288 (dense:
+    # 32 x 4 + 16 = 144).
+    assert (alloc["a"].costs.flash, alloc["a"].dense.flash) == (288.0, 144.0)
+    assert [(d.name, d.method, d.group_size) for d in p.layers] == [
+        ("a", "group", 4), ("b", "group", 4), ("c", "none", 1)]
+
+
+def test_allocation_follows_sensitivity_and_gives_back_what_the_budget_allows():
+    # Deltas /360: a 144, b 32, c 4. Greedy: c (4/6), b (32/12), a (144/24) -> total 14; then
+    # undo b (saving 32, total 26 <= 28); undoing c would give 32 > 28.
+    p = tfscalpel.plan(toy_model(3.0, 2.0, 1.0), TOY, budget=Budget(latency=0.5, sparsities=(0.5,)))
+    assert allocated(p) == {"a": 0.5, "b": 0.0, "c": 0.5}
+    assert p.allocation.totals.latency == 26.0
+
+
+def test_energy_order_prunes_the_most_energy_hungry_layer_first():
+    # Same model, order="energy": a (32 MACs) first -> 32 > 28, then b -> 20; nothing to undo.
+    p = tfscalpel.plan(toy_model(3.0, 2.0, 1.0), TOY,
+                       budget=Budget(latency=0.5, sparsities=(0.5,), order="energy"))
+    assert allocated(p) == {"a": 0.5, "b": 0.5, "c": 0.0}
+
+
+def test_allocation_is_deterministic_and_uses_the_loss_scan_with_data():
+    rng = np.random.default_rng(0)
+    model = toy_model()
+    model.get_layer("a").kernel.assign(rng.normal(size=(8, 4)).astype(np.float32))
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 64)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    budget = Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75))
+    first = tfscalpel.plan(model, TOY, budget=budget, sensitivity_data=(x, y), loss=loss)
+    second = tfscalpel.plan(model, TOY, budget=budget, sensitivity_data=(x, y), loss=loss)
+    assert str(first) == str(second)
+    assert "one-shot loss scan on 64 held-out samples" in str(first)
+    assert first.allocation.totals.latency <= 28.0
+    # The scan restores the weights.
+    np.testing.assert_array_equal(model.get_layer("b").kernel.numpy(), np.full((4, 4), 2.0))
+
+
+def test_infeasible_budget_names_the_best_reachable_figure():
+    # Every layer at 50 %: 8 + 4 + 2 = 14 = 0.25x; 0.1x cannot be met.
+    with pytest.raises(BudgetError, match=r"latency <= 6 ns \(0\.100x dense\) cannot be met on "
+                                          r"toy: the best any allocation reaches is 14 ns "
+                                          r"\(0\.250x dense\)") as info:
+        tfscalpel.plan(toy_model(), TOY, budget=Budget(latency=0.1, sparsities=(0.5,)))
+    assert info.value.best == {"latency": 14.0}
+
+
+def test_arena_is_a_maximum_and_weight_pruning_cannot_shrink_it():
+    # The largest working set is a's: (8 inputs + 4 outputs) x 4 bytes = 48 bytes.
+    with pytest.raises(BudgetError, match=r"arena <= 40 B .*smallest arena any allocation "
+                                          r"reaches is 48 B \(1\.000x dense\)"):
+        tfscalpel.plan(toy_model(), TOY, budget=Budget(arena_bytes=40))
+    p = tfscalpel.plan(toy_model(), TOY, budget=Budget(arena_bytes=48, latency=0.5,
+                                                       sparsities=(0.5,)))
+    assert p.allocation.totals.arena == 48.0
+
+
+def test_budget_arguments_are_checked():
+    with pytest.raises(ValueError, match="at least one"):
+        Budget()
+    with pytest.raises(ValueError, match=r"latency=1.5 is relative .* \['latency_us', "
+                                         r"'latency_cycles'\]"):
+        Budget(latency=1.5)
+    with pytest.raises(ValueError, match="latency is given twice"):
+        Budget(latency=0.5, latency_us=30)
+    with pytest.raises(ValueError, match="order must be one of"):
+        Budget(flash=0.5, order="random")
+    with pytest.raises(ValueError, match=r"latency_us does not fit this target, whose latency "
+                                         r"is in cycles; use \['latency_cycles'\]"):
+        tfscalpel.plan(toy_model(), "cortex-m4", budget=Budget(latency_us=10))
+    with pytest.raises(ValueError, match="apply only with budget="):
+        tfscalpel.plan(toy_model(), TOY, loss="mse")
+
+
+def test_absolute_budget_in_the_profile_units():
+    # latency_us=0.03 is 30 ns: the hand allocation of the 28 ns case fits 30 ns too.
+    p = tfscalpel.plan(toy_model(), TOY, budget=Budget(latency_us=0.03, sparsities=(0.5,)))
+    assert p.allocation.limits == {"latency": pytest.approx(30.0)}
+    assert allocated(p) == {"a": 0.5, "b": 0.5, "c": 0.0}
+
+
+def test_plan_prints_predicted_costs_per_layer_and_in_total():
+    text = str(tfscalpel.plan(toy_model(), TOY, budget=Budget(latency=0.5, sparsities=(0.5,))))
+    lines = text.splitlines()
+    assert "budget Budget(latency=0.5) on toy (float32; latency in ns, energy per inference)" in lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("sensitivity:"))
+    row = lines[start + 3]
+    # energy by hand: 16 MACs x 4.6 + 48 registers + 20 SRAM words x 5 + 72 flash words x 640
+    # + 4 group indices x 1.1 = 46,306 pJ.
+    assert row.split() == ["a", "50%", "4", "custom", "g=4", "8", "288", "48", "46.3", "0.0952"]
+    assert "vs dense: latency 0.357x" in text
+    assert "budget:   latency <= 28 ns (0.500x): 20 (met)" in text
+
+
+def test_energy_against_a_hand_calculation():
+    # float32 dense: 100 MACs x (3.7 + 0.9) + 300 register accesses x 1 + (100 + 10) words of
+    # SRAM x 5 + 400 bytes = 100 words of DRAM x 640.
+    e = energy.layer_energy(100, 10, 1, 400, "float32")
+    assert (e.arithmetic, e.registers, e.sram, e.weight_memory, e.index) == (
+        pytest.approx(460.0), 300.0, 550.0, 64000.0, 0.0)
+    assert e.total == pytest.approx(65310.0)
+    # int8 group-sparse, 5 groups over 2 positions: 40 MACs x (3.1 + 0.1), 120 register
+    # accesses, ceil((40 + 20) / 4) = 15 SRAM words, ceil(50 / 4) = 13 weight words, and 10
+    # index updates x (0.1 + 1).
+    e = energy.layer_energy(40, 10, 2, 50, "int8", stored_groups=5)
+    assert e.total == pytest.approx(128 + 120 + 75 + 13 * 640 + 11)
+    # A target overrides the table through its profile.
+    table = energy.table_for({"name": "t", "energy": {"dram": 100.0}})
+    assert (table.dram, table.sram) == (100.0, 5.0)
+    with pytest.raises(ValueError, match=r"unknown energy keys \['flash'\]"):
+        energy.table_for({"name": "t", "energy": {"flash": 1.0}})
+
+
+def test_energy_budget_counts_the_index_overhead():
+    # On layers this small the sparse format's row pointers and meta section cost more weight
+    # memory traffic than the pruned values save: no allocation lowers the energy.
+    with pytest.raises(BudgetError, match=r"energy <= 25,797 pJ \(0\.600x dense\) cannot be met "
+                                          r"on toy: the best any allocation reaches is 42,996 pJ "
+                                          r"\(1\.000x dense\)"):
+        tfscalpel.plan(toy_model(), TOY, budget=Budget(energy=0.6, sparsities=(0.5,)))
+    alloc = tfscalpel.plan(toy_model(), TOY, budget=Budget(latency=0.5, sparsities=(0.5,))).allocation
+    # a's dense energy by hand: 32 MACs x 4.6 + 96 registers + (32 + 4) SRAM words x 5 +
+    # 144 / 4 = 36 DRAM words x 640.
+    assert alloc["a"].dense.energy == pytest.approx(32 * 4.6 + 96 + 36 * 5 + 36 * 640)
+    assert alloc.dense_totals.energy == pytest.approx(42996.0, abs=0.5)
+
+
+def test_prune_with_budget_trains_each_layer_to_its_own_sparsity(capsys):
+    keras.utils.set_random_seed(0)
+    model = toy_model()
+    pruned = tfscalpel.prune(model, target=TOY, budget=Budget(latency=0.5, sparsities=(0.5,)))
+    assert "budget Budget(latency=0.5) on toy" in capsys.readouterr().out
+    pruned.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    pruned.fit(x, np.zeros((16, 2)), epochs=1, batch_size=8, verbose=0,
+               callbacks=[tfscalpel.UpdatePruningStep()])
+    _, report = tfscalpel.strip(pruned, return_report=True)
+    kept = {r.name: (r.nonzero_groups, r.total_groups) for r in report.layers}
+    assert kept == {"a": (4, 8), "b": (2, 4)}
+    with pytest.raises(ValueError, match="the budget sets each layer's sparsity"):
+        tfscalpel.prune(model, target=TOY, budget=Budget(latency=0.5), sparsity=0.5)
+    with pytest.raises(ValueError, match="budget= applies only together with target="):
+        tfscalpel.prune(model, budget=Budget(latency=0.5), sparsity=0.5)
+
+
+def test_schedule_ramps_each_layer_to_its_own_target():
+    model = toy_model()
+    pruned = tfscalpel.prune(model, target=TOY, verbose=False,
+                             budget=Budget(latency=0.5, sparsities=(0.5,)),
+                             schedule=tfscalpel.PolynomialDecay(0.0, 0.9, 0, 10))
+    finals = {layer.name: layer.schedule.final_sparsity for layer in pruned.layers
+              if isinstance(layer, tfscalpel.PrunableMixin)}
+    assert finals == {"a": 0.5, "b": 0.5}
+
+
+def test_strip_and_export_reports_carry_the_energy():
+    from tflite_export import export
+
+    model = toy_model()
+    pruned = tfscalpel.prune(model, target=TOY, verbose=False,
+                             budget=Budget(latency=0.5, sparsities=(0.5,)))
+    pruned.compile("sgd", "mse")
+    pruned.fit(np.zeros((8, 8), np.float32), np.zeros((8, 2)), epochs=1, verbose=0,
+               callbacks=[tfscalpel.UpdatePruningStep()])
+    stripped, report = tfscalpel.strip(pruned, return_report=True)
+    a = report.layers[0]
+    # a's dense energy by hand, from strip's byte count (weights only, 128 B = 32 words): 32
+    # MACs x 4.6 + 96 registers + 36 SRAM words x 5 + 32 x 640.
+    assert a.energy_pj("dense") == pytest.approx(147.2 + 96 + 180 + 32 * 640)
+    assert "energy per inference (float32, 45 nm table, tfscalpel.energy): dense" in str(report)
+    result = export(model, target="x86-avx2")  # the dense toy: every layer stays dense
+    rows = {r.layer: r for r in result.layers}
+    # The converter drops the all-zero bias, so a stores its 128 weight bytes only.
+    assert rows["a"].energy_pj == rows["a"].energy_dense_pj == pytest.approx(20903.2)
+    assert "energy per inference of the FC layers: 36.6 nJ (dense 36.6 nJ" in str(result)
+
+
+def test_uniform_order_is_the_smallest_common_sparsity_that_fits():
+    # 25 %: a keeps 6 of 8 groups (x 2 = 12), b 3 of 4 (6), c round(0.25 x 2) = 0 removed, yet
+    # its 2 stored groups cost 4 < 8 dense: 12 + 6 + 4 = 22 <= 28; 0 % is 56.
+    p = tfscalpel.plan(toy_model(), TOY, budget=Budget(latency=0.5, sparsities=(0.25, 0.5),
+                                                       order="uniform"))
+    assert allocated(p) == {"a": 0.25, "b": 0.25, "c": 0.25}
+    assert p.allocation.totals.latency == 22.0
+
+
+def test_predicted_flash_is_the_exporters_byte_count():
+    from tflite_export import export
+    from tfscalpel.layer_costs import LayerShape, ProfileCosts
+    from tfscalpel.sensitivity import group_mask
+
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((64,))
+    fc = keras.layers.Dense(32, name="fc")
+    outputs = keras.layers.Dense(10, name="out")(fc(x))
+    model = keras.Model(inputs, outputs)
+    fc.kernel.assign(fc.kernel.numpy() * group_mask(fc.kernel.numpy(), 0.5, 4))
+    rep = np.random.default_rng(0).normal(size=(32, 64)).astype(np.float32)
+    result = export(model, target="cortex-m4", quantize="int8", representative_data=rep,
+                    group_sizes={"fc": 4}, formats={"fc": "custom"})
+    row = next(r for r in result.layers if r.layer == "fc")
+    costs = ProfileCosts(tfscalpel.get_target("cortex-m4"))
+    shape = LayerShape.of(fc, "dense", 64)
+    assert row.stored_units == 256
+    assert costs._flash(shape, "custom", 256, 4) == row.bytes_exported

@@ -1,0 +1,215 @@
+"""Predicted latency, flash, arena and energy of one layer at a sparsity, from a target's profile.
+
+What the budget allocator (:mod:`tfscalpel.budget`) weighs. Every number is a prediction of what
+the exporter (``tflite_export``) will write, made from data only (the training side never
+imports the deployment side):
+
+- **latency**: the profile's formula (:mod:`tfscalpel.cost_profile`) for dense and for the
+  group-sparse custom op at the layer's ``g``; a convolution run as im2col pays the node's
+  fixed cost once and the per-row and per-unit work at each output position. The exporter's own rule applies: the sparse format is only used where it is
+  predicted at least the profile's ``min_speedup`` faster than dense; elsewhere the layer stays
+  dense and costs what dense costs (in every metric);
+- **flash**: the bytes the format stores, as its size accounting counts them
+  (``tflite_export/formats/group_sparse.py``, ``tflite_export/params_blob.py`` and FORMAT.md:
+  values, one uint8 / uint16 group index per group, int32 row pointers, the meta section, bias,
+  for int8 the per-channel requantization arrays, with the blob's header and alignment; dense:
+  weights, bias, int8 per-channel scales and zero points);
+- **arena**: the layer's working set, input plus output activations, plus the custom op's
+  scratch where the profile's ``"arena"`` entry gives it (TFLite Micro: int8 inputs widened to
+  int16 once per node); the model's arena is the largest layer's (the planner reuses memory);
+- **energy**: :func:`tfscalpel.energy.layer_energy` with the target's table.
+
+A convolution is priced with the profile's ``"conv"`` entry where it has one (how the target
+runs convolutions, e.g. im2col + the FC kernels on Cortex-M, with its own fitted coefficients
+and the im2col cost); only there is a convolution's sparse form priced. Elsewhere a conv layer
+costs its dense figure at every sparsity, its latency estimated with the dense FC coefficients
+over its output positions.
+"""
+import dataclasses
+import math
+
+from tfscalpel import energy
+from tfscalpel.cost_profile import linear_time, unit_cost
+
+METRICS = ("latency", "flash", "arena", "energy")
+_META_BYTES = 64  # the custom op's meta section: 16 int32 (FORMAT.md)
+_UINT8_MAX_GROUPS = 256  # FORMAT.md version 2: uint8 group indices up to 256 groups per row
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerShape:
+    """What the cost of one weighted layer depends on."""
+
+    name: str
+    kind: str  # "dense" or "conv"
+    fan_in: int  # K (kh*kw*cin for a convolution)
+    units: int  # N
+    positions: int  # output positions (1 for a dense layer on a vector)
+    in_values: int  # input activation values per inference
+    out_values: int  # output activation values per inference
+
+    @classmethod
+    def of(cls, layer, kind, fan_in):
+        """The shape of a built Keras layer inside a functional model."""
+        try:
+            out_shape = tuple(layer.output.shape[1:])
+            in_shape = tuple(layer.input.shape[1:])
+        except (AttributeError, ValueError):
+            raise ValueError(f"layer {layer.name!r}: a budget needs each priced layer called "
+                             "once in the model graph (its input and output shapes); a shared "
+                             "layer has several") from None
+        if None in out_shape or None in in_shape:
+            raise ValueError(f"layer {layer.name!r}: a budget needs static shapes, got input "
+                             f"{in_shape} and output {out_shape} (give the model a fixed input "
+                             "shape)")
+        units = int(out_shape[-1])
+        return cls(layer.name, kind, int(fan_in), units,
+                   int(math.prod(out_shape[:-1])) if len(out_shape) > 1 else 1,
+                   int(math.prod(in_shape)), int(math.prod(out_shape)))
+
+    def groups(self, g):
+        """Groups of width ``g`` the dense kernel has (ragged tails count as groups)."""
+        return -(-self.fan_in // g) * self.units
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """Predicted costs of one layer (or a model's sum; arena: the largest layer's)."""
+
+    latency: float  # the profile's time unit (ns or cycles)
+    flash: float  # bytes
+    arena: float  # bytes
+    energy: float  # picojoules
+
+    def __getitem__(self, metric):
+        return getattr(self, metric)
+
+    def __add__(self, other):
+        return Costs(self.latency + other.latency, self.flash + other.flash,
+                     max(self.arena, other.arena), self.energy + other.energy)
+
+
+ZERO = Costs(0.0, 0.0, 0.0, 0.0)
+
+
+def _align16(n):
+    return -(-n // 16) * 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One choice for a layer: its sparsity, g, the format the exporter will pick, the costs."""
+
+    sparsity: float
+    g: int
+    format: str  # "dense" or "custom"
+    stored_groups: int
+    costs: Costs
+
+    @property
+    def label(self):
+        return f"custom g={self.g}" if self.format == "custom" else "dense"
+
+
+class ProfileCosts:
+    """Prices layers for one target from its cost profile (a dict in the layout of
+    :mod:`tfscalpel.targets`' profiles; measured ones from ``python -m tflite_export.calibrate``
+    have it too)."""
+
+    def __init__(self, target, profile=None, dtype=None):
+        profile = target.cost_profile if profile is None else profile
+        if not isinstance(profile, dict) or "formats" not in profile:
+            raise ValueError(
+                f"target {target.name!r} has no cost profile to budget with; pass profile= (a "
+                "profile dict in tfscalpel/targets.py's layout, e.g. measured on the device "
+                "with python -m tflite_export.calibrate)")
+        self.profile = profile
+        self.name = str(profile.get("name", target.name))
+        self.dtype = target.default_dtype if dtype is None else dtype
+        dtypes = profile.get("dtypes", ("float32", "int8"))
+        if self.dtype not in dtypes or self.dtype not in profile["formats"]["dense"]:
+            raise ValueError(f"cost profile {self.name!r} prices {list(dtypes)} only, not "
+                             f"dtype {self.dtype!r}")
+        self.time_unit = str(profile.get("time_unit", "ns"))
+        self.min_speedup = float(profile.get("min_speedup", 1.0))
+        self.conv = profile.get("conv")
+        self.energy_table = energy.table_for(profile)
+        self.value_bytes = 1 if self.dtype == "int8" else 4
+        custom = profile["formats"].get("custom", {}).get(self.dtype, {})
+        self.custom_reason = custom.get("unsupported") if custom else "no custom op entry"
+
+    def sparse_reason(self, shape):
+        """Why ``shape``'s layer cannot be exported sparse on this target, or None."""
+        if self.custom_reason:
+            return f"the profile has no group-sparse costs for {self.dtype}: {self.custom_reason}"
+        if shape.kind == "conv" and not (self.conv or {}).get("custom", {}).get(self.dtype):
+            return "convolutions run dense on this target"
+        return None
+
+    def _conv_g_reason(self, shape, g):
+        units = self.conv["custom"][self.dtype]["unit_ns"] if shape.kind == "conv" else None
+        if isinstance(units, dict) and str(g) not in units:
+            return f"sparse convolutions are priced at g in {sorted(units, key=int)} only"
+        return None
+
+    def _latency(self, fmt, shape, units, g=0):
+        # A convolution is one node whose kernel runs over every output position: the node's
+        # fixed cost once, the per-row and per-unit work (and im2col, where priced) per position.
+        conv = self.conv if shape.kind == "conv" else None
+        c = (conv or self.profile)[fmt if conv else "formats"]
+        c = c[self.dtype] if conv else c[fmt][self.dtype]
+        per_position = linear_time(c, shape.units, units, unit_cost(c, g)) - float(c["fixed_ns"])
+        im2col = (conv or {}).get("im2col", {}).get(self.dtype)
+        if im2col:
+            per_position += float(im2col["position_ns"]) + float(im2col["value_ns"]) * shape.fan_in
+        return float(c["fixed_ns"]) + shape.positions * per_position
+
+    def _arena(self, shape, fmt):
+        base = (shape.in_values + shape.out_values) * self.value_bytes
+        scratch = (self.profile.get("arena") or {}).get(fmt, {}).get(self.dtype)
+        if scratch:
+            base += scratch["per_input"] * shape.fan_in + scratch["fixed"]
+        return float(base)
+
+    def _flash(self, shape, fmt, groups=0, g=0):
+        n, b = shape.units, self.value_bytes
+        int8 = self.dtype == "int8"
+        if fmt == "dense":  # weights, bias, int8: per-channel scale (4 B) and zero point (8 B)
+            return float(shape.fan_in * n * b + 4 * n + (12 * n if int8 else 0))
+        # The custom op's parameter blob (tflite_export/params_blob.py, FORMAT.md): a 16-byte
+        # header and one 16-byte entry per section, each section 16-byte aligned, the whole
+        # padded to a multiple of the output width; tests/test_budget.py checks it against
+        # the exporter's bytes.
+        index = 1 if -(-shape.fan_in // g) <= _UINT8_MAX_GROUPS else 2
+        sections = [groups * g * b, groups * index, 4 * (n + 1), _META_BYTES, 4 * n]
+        sections += [4 * n] * 3 if int8 else []  # out_multiplier, out_shift, out_scale
+        total = _align16(16 + 16 * len(sections)) + sum(_align16(x) for x in sections)
+        return float(-(-total // n) * n)
+
+    def dense(self, shape):
+        """Costs of the layer left dense."""
+        macs = shape.fan_in * shape.units * shape.positions
+        flash = self._flash(shape, "dense")
+        e = energy.layer_energy(macs, shape.units, shape.positions, flash, self.dtype,
+                                self.energy_table)
+        return Costs(self._latency("dense", shape, shape.fan_in * shape.units), flash,
+                     self._arena(shape, "dense"), e.total)
+
+    def option(self, shape, sparsity, g):
+        """The layer pruned to ``sparsity`` of its ``g``-groups (magnitude ranks remove
+        ``round(sparsity * groups)``, as :meth:`tfscalpel.SparsityPattern.keep_blocks`), with
+        the format the exporter would choose."""
+        total = shape.groups(g)
+        stored = total - int(round(sparsity * total))
+        dense = self.dense(shape)
+        if (sparsity == 0 or stored == 0 or self.sparse_reason(shape)
+                or self._conv_g_reason(shape, g)):
+            return Option(sparsity, g, "dense", total, dense)
+        latency = self._latency("custom", shape, stored, g)
+        if dense.latency < self.min_speedup * latency:
+            return Option(sparsity, g, "dense", total, dense)  # the exporter keeps it dense
+        flash = self._flash(shape, "custom", stored, g)
+        e = energy.layer_energy(stored * g * shape.positions, shape.units, shape.positions, flash,
+                                self.dtype, self.energy_table, stored_groups=stored)
+        return Option(sparsity, g, "custom", stored,
+                      Costs(latency, flash, self._arena(shape, "custom"), e.total))
