@@ -21,7 +21,7 @@ import contextlib
 
 import keras
 
-from tfscalpel.patterns import tfmot_block_pattern
+from tfscalpel.patterns import get_pattern, tfmot_block_pattern
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.prune_model import prune
 from tfscalpel.schedules import ConstantSparsity, get_schedule
@@ -80,12 +80,14 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                          "(see tfscalpel.known_targets())")
     if kwargs:
         raise TypeError(f"prune_low_magnitude: unknown arguments {sorted(kwargs)}")
-    schedule = (ConstantSparsity(0.5, begin_step=0) if pruning_schedule is None
-                else get_schedule(pruning_schedule))
     try:
         pattern, importance = tfmot_block_pattern(block_size, block_pooling_type, sparsity_m_by_n)
     except ValueError as e:
         raise ValueError(f"prune_low_magnitude: {e}") from None
+    # tfmot's default schedule, at the sparsity an m:n pattern fixes (so no "ignored" warning)
+    fixed = get_pattern(pattern).fixed_sparsity
+    schedule = (ConstantSparsity(0.5 if fixed is None else fixed, begin_step=0)
+                if pruning_schedule is None else get_schedule(pruning_schedule))
     if isinstance(to_prune, keras.Model):
         return prune(to_prune, schedule=schedule, pattern=pattern, importance=importance)
     if isinstance(to_prune, keras.layers.Layer):
