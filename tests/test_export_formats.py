@@ -80,6 +80,14 @@ def test_every_custom_format_round_trips_through_the_exporter_and_the_validator(
         assert check.density == pytest.approx(0.5) and report.ok
 
 
+def test_kernel_group_widths_are_the_training_sides():
+    """The exporter's kernel widths and the widths training caps layers by are one list."""
+    from tflite_export import group_csr
+    from tfscalpel.targets import GROUP_SIZES
+
+    assert group_csr.ALLOWED_GROUP_SIZES == GROUP_SIZES
+
+
 def test_the_registry_imports_without_tensorflow_or_keras():
     """The runtime reads op names and kernels from the registry: importing it stays light."""
     import os

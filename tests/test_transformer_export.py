@@ -155,4 +155,7 @@ def test_host_measurement_times_a_rank3_layer_on_its_sequence_rows(tmp_path):
 
     result = exporter.export(_ffn(seq=7), target=HostMeasurement(timer=timer, cache_dir=str(tmp_path)))
     assert [r.layer for r in result.layers] == ["ff1", "ff2"]
-    assert shapes and set(shapes) == {(1, 7, 32), (1, 7, 64)}
+    # Every candidate runs on seq rows; ff2 alone takes [1, 7, 64], and behind a custom ff1 (timed
+    # as the fused pair the exporter would emit) ff1's [1, 7, 32].
+    assert shapes and {s[:2] for s in shapes} == {(1, 7)}
+    assert (1, 7, 32) in shapes and set(shapes) <= {(1, 7, 32), (1, 7, 64)}

@@ -12,10 +12,11 @@ import dataclasses
 
 import numpy as np
 
-from tfscalpel.targets import GROUP_SIZES
-
-#: Group widths the custom kernel implements (FORMAT.md, meta[3]).
-ALLOWED_GROUP_SIZES = GROUP_SIZES
+#: Group widths the custom kernel implements (FORMAT.md, meta[3]). The training side's copy,
+#: ``tfscalpel.targets.GROUP_SIZES``, caps a layer's width by it; it is not imported from there
+#: because importing ``tfscalpel`` imports Keras, and the runtime reads this registry without
+#: TensorFlow or Keras. tests/test_export_formats.py checks that the two are equal.
+ALLOWED_GROUP_SIZES = (1, 2, 4, 8, 16)
 #: Limit on the input dimension (FORMAT.md "Validation"): the kernels' packed copy keeps first
 #: columns as uint16.
 MAX_IN_FEATURES = 1 << 16
