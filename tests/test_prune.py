@@ -71,14 +71,16 @@ def test_unprunable_layers_listed_in_one_warning():
     x = keras.layers.SeparableConv2D(3, 3, name="sep")(inputs)
     x = keras.layers.Conv2DTranspose(3, 1, name="up")(x)
     x = keras.layers.DepthwiseConv2D(1, name="dw")(x)
+    x = keras.layers.PReLU(name="prelu")(x)
     x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    x = keras.layers.PReLU(name="prelu2")(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(3, name="fc")(x)
     model = keras.Model(inputs, x)
-    with pytest.warns(UserWarning, match=r"cannot be pruned and stay dense: sep \(SeparableConv2D\)"
-                                         r", up \(Conv2DTranspose\)$"):
+    with pytest.warns(UserWarning, match=r"cannot be pruned and stay dense: prelu \(PReLU\)"
+                                         r", prelu2 \(PReLU\)$"):
         pruned = tfscalpel.prune(model, sparsity=0.5)
-    assert [l.name for l in tfscalpel.pruned_layers(pruned)] == ["dw", "conv", "fc"]
+    assert [l.name for l in tfscalpel.pruned_layers(pruned)] == ["sep", "up", "dw", "conv", "fc"]
 
 
 @pytest.mark.parametrize(

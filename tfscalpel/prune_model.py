@@ -3,8 +3,7 @@ import warnings
 
 import keras
 
-from tfscalpel.layer_handlers import get_handler
-from tfscalpel.layers import PrunableMixin
+from tfscalpel.layer_handlers import get_handler, load_stock_weights
 from tfscalpel.patterns import GroupPattern, get_pattern, tfmot_block_pattern
 from tfscalpel.planner import insert_masks, plan
 from tfscalpel.schedules import ConstantSparsity, get_schedule
@@ -150,10 +149,9 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         if layer.name not in specs:
             return layer.__class__.from_config(layer.get_config())
         p, imp, sched = specs[layer.name]
-        twin = _twin(layer)
         try:
-            return twin(**layer.get_config(), pattern=p, importance=imp, schedule=sched,
-                        global_group=global_group)
+            return get_handler(layer).make_twin(layer, pattern=p, importance=imp,
+                                                schedule=sched, global_group=global_group)
         except ValueError as e:
             message = str(e)
             if not message.startswith("layer "):
@@ -162,10 +160,8 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
 
     pruned = keras.models.clone_model(model, clone_function=clone)
     for source, target in zip(model.layers, pruned.layers):
-        if isinstance(target, PrunableMixin):
-            target.kernel.assign(source.kernel)
-            if source.bias is not None:
-                target.bias.assign(source.bias)
+        if source.name in specs:
+            load_stock_weights(target, source)
         else:
             target.set_weights(source.get_weights())
     return pruned

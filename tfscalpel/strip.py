@@ -107,6 +107,13 @@ def layer_report(name, kernel, pattern_name, group_size, nodes_total=None, fan_i
     )
 
 
+def _pruned_in(layer):
+    """The pruned layers inside ``layer``: itself, or the sublayers of a twin that holds
+    several (MultiHeadAttention's projections, a custom layer's weights)."""
+    return [sub for sub in [layer, *layer._flatten_layers(include_self=False, recursive=True)]
+            if isinstance(sub, PrunableMixin)]
+
+
 def _plain_layer(layer):
     return get_handler(layer).plain_layer(layer)
 
@@ -141,12 +148,12 @@ def strip(model, return_report=False):
     stripped = keras.models.clone_model(model, clone_function=_plain_layer)
     reports = []
     for source, target in zip(model.layers, stripped.layers):
-        weights = get_handler(source).weights(source)
-        target.set_weights(weights)
-        if isinstance(source, PrunableMixin):
-            reports.append(layer_report(source.name, weights[0], source.pattern.describe(),
-                                        source.pattern.group_size,
-                                        fan_in_ndim=source.fan_in_ndim))
+        target.set_weights(get_handler(source).weights(source))
+        for pruned in _pruned_in(source):
+            name = pruned.name if pruned is source else f"{source.name}/{pruned.name}"
+            reports.append(layer_report(name, pruned._numpy_masked_kernel(),
+                                        pruned.pattern.describe(), pruned.pattern.group_size,
+                                        fan_in_ndim=pruned.fan_in_ndim))
     stripped_report = StripReport(tuple(reports))
     return (stripped, stripped_report) if return_report else stripped
 
