@@ -155,6 +155,35 @@ class LayerHandler:
     def _refusal(self, layer, input_shapes, output_shapes):
         return None
 
+    @property
+    def gate_passes(self):
+        """True when a MaskLayer may be moved past this layer (an element-wise activation,
+        batch norm, pooling): dead nodes stay exactly zero through it, and the gate then sits
+        where the next weighted layer reads."""
+        return False
+
+    # -- planning (tfscalpel.plan) --------------------------------------------------------------
+    #: The target method entry (``"dense"`` or ``"conv"``) that a weights-only layer follows.
+    method_kind = "dense"
+
+    def plan_kind(self, layer):
+        """The planner's name for a layer that is weight-pruned only (not a weighted node of
+        the channel graph), or None if the planner leaves it out."""
+        return None
+
+    def plan_shape(self, layer):
+        """``(fan_in, units)`` of the pruned kernel as the planner shows it."""
+        from tfscalpel.layers import kernel_matrix
+
+        twin = self.pruned_twin(layer) or type(layer)
+        ndim = getattr(layer, "fan_in_ndim", getattr(twin, "fan_in_ndim", None))
+        kernel = self.kernel(layer)
+        return kernel_matrix(np.empty(tuple(kernel.shape), np.int8), ndim).shape
+
+    def why_not_nodes(self, layer):
+        """Why node pruning does not apply to a weights-only layer."""
+        return "opaque to node removal: weights only"
+
     # -- pruning --------------------------------------------------------------------------------
     def pruned_twin(self, layer):
         """The class :func:`tfscalpel.prune` replaces ``layer`` with, or None (stays dense).
@@ -339,6 +368,23 @@ class EinsumWeighted(Weighted):
                     "over the last axis")
         return None
 
+    def plan_kind(self, layer):
+        return None if self.creates_channels(layer) else "einsum"
+
+    def plan_shape(self, layer):
+        from tfscalpel.attention_layers import einsum_fan_in_ndim
+        from tfscalpel.layers import kernel_matrix
+
+        ndim = einsum_fan_in_ndim(layer.equation, layer.name)
+        return kernel_matrix(np.empty(tuple(layer.kernel.shape), np.int8), ndim).shape
+
+    def group_axes(self, layer):
+        from tfscalpel.attention_layers import einsum_fan_in_ndim
+
+        ndim = einsum_fan_in_ndim(layer.equation, layer.name)
+        rank = len(layer.kernel.shape)
+        return tuple(range(rank + ndim, rank)) if ndim < 0 else tuple(range(ndim))
+
     def remove(self, layer, keep_in, keep_out):
         plain = self.plain_layer(layer)
         kernel, *bias = self.weights(layer)
@@ -380,10 +426,24 @@ class Channelwise(LayerHandler):
 
     role = "channelwise"
 
-    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False, twin=None):
+    method_kind = "conv"
+
+    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False, twin=None,
+                 gate_passes=False):
         super().__init__(check, quiet, twin)
         self.weight_axes = weight_axes
         self.axis_attr = axis_attr
+        self._gate_passes = bool(gate_passes)
+
+    @property
+    def gate_passes(self):
+        return self._gate_passes
+
+    def plan_kind(self, layer):
+        return None if self.twin is None else type(layer).__name__.lower().replace("conv2d", "")
+
+    def why_not_nodes(self, layer):
+        return "channel-wise: its channels go with the gates of the layer before it"
 
     @property
     def owns_channels(self):
@@ -486,15 +546,36 @@ class Lookup(LayerHandler):
 
     kernel_attr = "embeddings"
 
+    def plan_kind(self, layer):
+        return "embedding"
+
+    def why_not_nodes(self, layer):
+        return "a lookup: weights only"
+
 
 class Attention(LayerHandler):
     """MultiHeadAttention: opaque in the channel graph; its twin prunes the weights of its
     EinsumDense projections (:mod:`tfscalpel.attention_layers`)."""
 
     def prunable_weights(self, layer):
-        return [p.kernel for p in (getattr(layer, a, None) for a in (
+        return [p.kernel for p in self._projections(layer)]
+
+    @staticmethod
+    def _projections(layer):
+        return [p for p in (getattr(layer, a, None) for a in (
             "_query_dense", "_key_dense", "_gate_dense", "_value_dense", "_output_dense"))
             if p is not None]
+
+    def plan_kind(self, layer):
+        return "attention"
+
+    def plan_shape(self, layer):
+        """The query projection's ``(model width, heads * key_dim)``."""
+        shape = tuple(self._projections(layer)[0].kernel.shape)
+        return shape[0], int(np.prod(shape[1:]))
+
+    def why_not_nodes(self, layer):
+        return "attention heads are not nodes yet: weights only"
 
 
 # -- the registry ---------------------------------------------------------------------------------
@@ -585,15 +666,17 @@ def _register_builtins():
     register_layer(L.MultiHeadAttention, Attention(twin=GroupPrunedMultiHeadAttention))
     register_layer(MaskLayer, Gate())
     register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
-                                                     quiet=True))
+                                                     quiet=True, gate_passes=True))
     register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier,
                                                   twin=GroupPrunedDepthwiseConv2D))
-    register_layer(L.Activation, Channelwise(check=_mixing_activation))
+    register_layer(L.Activation, Channelwise(check=_mixing_activation, gate_passes=True))
+    # Element-wise activations and pooling: a gate moves past them (see gate_passes).
+    for cls in (L.ReLU, L.LeakyReLU, L.ELU, L.MaxPooling1D, L.MaxPooling2D,
+                L.AveragePooling1D, L.AveragePooling2D):
+        register_layer(cls, Channelwise(gate_passes=True))
     register_layer(L.Reshape, ChannelwiseReshape())
     for cls in (
-        L.ReLU, L.LeakyReLU, L.ELU,
-        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-        L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+        L.MaxPooling3D, L.AveragePooling3D,
         L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
         L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,

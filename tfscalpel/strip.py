@@ -123,7 +123,9 @@ def strip(model, return_report=False):
     multiplied into the kernels; outputs equal the pruned model's. With
     ``return_report=True``, return ``(model, StripReport)``.
 
-    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand.
+    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand,
+    and for subclassed ones built from pruned layers (``GroupPrunedDense``, ...) or by
+    ``prune``: a copy with stock layers in their place (:mod:`tfscalpel.subclassed`).
     A model with :class:`~tfscalpel.MaskLayer` gates also loses its dead nodes for real (the
     result is Functional): units, filters and the matching input rows of the next layers are
     removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
@@ -131,15 +133,18 @@ def strip(model, return_report=False):
     pruned layer.
 
     Raises:
-        ValueError: for a subclassed model, or a gated channel reaching a layer node removal
-            cannot follow (the message names it).
+        ValueError: for a subclassed model that cannot be copied from its config, or a gated
+            channel reaching a layer node removal cannot follow (the message names it).
     """
     from tfscalpel.prune_model import _is_cloneable
+    from tfscalpel.subclassed import is_subclassed
 
+    if is_subclassed(model):
+        return _strip_subclassed(model, return_report)
     if not _is_cloneable(model):
         raise ValueError(
-            f"strip() needs a Sequential or Functional model, got {type(model).__name__}"
-        )
+            f"strip() needs a Keras model (Sequential, Functional or subclassed), got "
+            f"{type(model).__name__}")
 
     from tfscalpel.gates import mask_layers
 
@@ -156,6 +161,32 @@ def strip(model, return_report=False):
                                         fan_in_ndim=pruned.fan_in_ndim))
     stripped_report = StripReport(tuple(reports))
     return (stripped, stripped_report) if return_report else stripped
+
+
+def _strip_subclassed(model, return_report):
+    """strip() for a subclassed model: a copy whose pruned layers are swapped for stock ones
+    with the masks baked in (:mod:`tfscalpel.subclassed`). Without a graph, no node is
+    removed (a MaskLayer inside stays as it is)."""
+    from tfscalpel.subclassed import build_like, copy_model
+
+    reports = []
+
+    def replace(layer):
+        pruned = _pruned_in(layer)
+        if not pruned:
+            return None
+        handler = get_handler(layer)
+        plain = build_like(handler.plain_layer(layer), layer, "strip()")
+        plain.set_weights(handler.weights(layer))
+        for p in pruned:
+            name = p.name if p is layer else f"{layer.name}/{p.name}"
+            reports.append(layer_report(name, p._numpy_masked_kernel(), p.pattern.describe(),
+                                        p.pattern.group_size, fan_in_ndim=p.fan_in_ndim))
+        return plain
+
+    stripped = copy_model(model, "strip()", replace)
+    report = StripReport(tuple(reports))
+    return (stripped, report) if return_report else stripped
 
 
 def _strip_nodes(model, return_report):
