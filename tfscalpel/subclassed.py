@@ -107,10 +107,11 @@ def copy_model(model, what, replace):
         (shape,) = shapes.values()
         copy(np.zeros([1 if d is None else int(d) for d in shape], "float32"))
     except Exception as e:  # noqa: BLE001 -- any failure means: cannot be copied
+        cause = " ".join(str(e).split())[:200]
         raise ValueError(
             f"{what}: the subclassed model {model.name!r} ({type(model).__name__}) cannot be "
-            f"copied from its config ({type(e).__name__}: {e}). Give it a get_config() that "
-            "returns its constructor arguments, or build it as a Sequential / Functional "
+            f"copied from its config ({type(e).__name__}: {cause}). Give it a get_config() "
+            "that returns its constructor arguments, or build it as a Sequential / Functional "
             "model") from None
     originals = {id(c): m for m, c in zip(prunable_layers(model), prunable_layers(copy))}
     new = set()
