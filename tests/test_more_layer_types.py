@@ -258,3 +258,25 @@ def test_custom_layer_returning_a_foreign_weight_is_refused():
     model = keras.Model(inputs, Bad(6, name="bad")(inputs))
     with pytest.raises(ValueError, match="layer 'bad'.*not one of its weights"):
         tfscalpel.prune(model, sparsity=0.5)
+
+
+def test_handlers_name_the_prunable_weights_of_every_new_type():
+    from tfscalpel.layer_handlers import get_handler
+
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, ScaledMatmul(6, name="sm")(inputs))
+    sm = model.get_layer("sm")
+    assert get_handler(sm).prunable_weights(sm) == [sm.w]
+    wrapper = tfscalpel.prune(model, sparsity=0.5).get_layer("sm")
+    assert get_handler(wrapper).prunable_weights(wrapper) == [wrapper.layer.w]
+    mha = L.MultiHeadAttention(2, 4, name="mha")
+    mha(np.zeros((1, 3, 8), "float32"), np.zeros((1, 3, 8), "float32"))
+    assert [tuple(w.shape) for w in get_handler(mha).prunable_weights(mha)] == [
+        (8, 2, 4), (8, 2, 4), (8, 2, 4), (2, 4, 8)]
+    sep = L.SeparableConv2D(4, 3)
+    sep.build((None, 5, 5, 8))
+    assert get_handler(sep).prunable_weights(sep) == [sep.pointwise_kernel]
+    assert get_handler(sep).group_axes(sep) == (0, 1, 2)
+    tr = L.Conv2DTranspose(3, 2)
+    tr.build((None, 4, 4, 8))
+    assert get_handler(tr).group_axes(tr) == (3,) and get_handler(tr).fan_in(tr) == 8

@@ -217,7 +217,13 @@ class LayerHandler:
 
     def prunable_weights(self, layer):
         """The weights pruning masks (tfmot's ``get_prunable_weights``): the kernel of a layer
-        that has (or is) a pruned twin, else none."""
+        that has (or is) a pruned twin, what a custom layer's ``get_prunable_weights()`` names
+        (the wrapper's masked weights once wrapped), else none."""
+        masks = getattr(layer, "masks", None)
+        if masks is not None and hasattr(layer, "plain_layer"):  # a PrunedWeights wrapper
+            return [m.kernel for m in masks]
+        if self.pruned_twin(layer) is not None and self.twin is None:  # custom protocol
+            return list(layer.get_prunable_weights())
         if self.twin is None and not isinstance(layer, PrunableMixin):
             return []
         return [self.kernel(layer)]

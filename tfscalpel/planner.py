@@ -119,12 +119,11 @@ def _nm_reason(layer):
     """Why ``layer`` (a weighted one) cannot hold 2:4 windows along its contraction, or None
     (:func:`tfscalpel.nm_rule.nm_shape_reason` on the handler's input channels and units)."""
     handler = get_handler(layer)
-    kernel = handler.kernel(layer)
     # Windows run along the contraction: inside one kernel position when it spans several
     # (the "conv" rule), else along the plain inputs.
     kind = "conv" if len(handler.group_axes(layer)) > 1 else "dense"
     return nm_shape_reason(kind, handler.in_channels(layer), handler.units(layer),
-                           int(getattr(layer, "groups", 1) or 1)) if len(kernel.shape) else None
+                           int(getattr(layer, "groups", 1) or 1))
 
 
 def _weights_only_plan(layer, target, g_default):
