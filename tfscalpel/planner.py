@@ -8,8 +8,6 @@ zero where the next layer reads it.
 """
 import dataclasses
 
-import keras
-
 from tfscalpel.dependency import channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
 from tfscalpel.nm_rule import nm_shape_reason
