@@ -20,6 +20,7 @@ from tfscalpel.conv_layers import (
     GroupPrunedSeparableConv2D,
 )
 from tfscalpel.custom_layers import PrunedWeights
+from tfscalpel.strip import layer_report
 
 L = keras.layers
 HALF = tfscalpel.ConstantSparsity(0.5)
@@ -92,8 +93,7 @@ def test_conv2d_transpose_groups_run_along_input_channels():
     mask = _prune_half(layer, [3])
     np.testing.assert_array_equal(mask[..., :4], 0)  # per (kh, kw, out): in 0..3 go
     np.testing.assert_array_equal(mask[..., 4:], 1)
-    report = tfscalpel.strip.__globals__["layer_report"]("t", layer._numpy_masked_kernel(),
-                                                        "group", 4, fan_in_ndim=-1)
+    report = layer_report("t", layer._numpy_masked_kernel(), "group", 4, fan_in_ndim=-1)
     assert (report.rows, report.cols, report.nonzero_groups) == (12, 8, 12)
 
 
