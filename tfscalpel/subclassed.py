@@ -88,8 +88,10 @@ def swap_layers(model, replace):
 def _build_shapes(layer, what):
     shapes = getattr(layer, "_build_shapes_dict", None)
     if not layer.built or shapes is None:
-        raise ValueError(f"{what}: layer {layer.name!r} of the subclassed model is not built: "
-                         "call the model on a batch (or model.build(input_shape)) first")
+        which = (f"the subclassed model {layer.name!r}" if isinstance(layer, keras.Model)
+                 else f"layer {layer.name!r} of the subclassed model")
+        raise ValueError(f"{what}: {which} is not built: call the model on a batch (or "
+                         "model.build(input_shape)) first")
     return shapes
 
 
