@@ -280,3 +280,22 @@ def test_handlers_name_the_prunable_weights_of_every_new_type():
     tr = L.Conv2DTranspose(3, 2)
     tr.build((None, 4, 4, 8))
     assert get_handler(tr).group_axes(tr) == (3,) and get_handler(tr).fan_in(tr) == 8
+
+
+def test_conv2d_transpose_and_conv3d_lose_channels_under_node_pruning():
+    from gating_testlib import kill
+
+    inputs = keras.Input((4, 4, 3))
+    x = tfscalpel.MaskLayer(name="m1")(L.Conv2D(6, 1, name="c1")(inputs))
+    x = tfscalpel.MaskLayer(name="m2")(L.Conv2DTranspose(5, 2, strides=2, name="tr")(x))
+    x = L.Reshape((8, 8, 1, 5))(x)  # keeps the last axis: a channel-wise Reshape
+    x = L.Conv3D(4, (2, 2, 1), name="c3")(x)
+    model = keras.Model(inputs, x)
+    kill(model, {"m1": [0, 4], "m2": [2]})
+    stripped = tfscalpel.strip(model)
+    # (kh, kw, out, in): 4 of 6 inputs and 4 of 5 outputs kept
+    assert tuple(stripped.get_layer("tr").kernel.shape) == (2, 2, 4, 4)
+    assert tuple(stripped.get_layer("c3").kernel.shape) == (2, 2, 1, 4, 4)
+    x = np.random.default_rng(8).normal(size=(2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
