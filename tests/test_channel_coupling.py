@@ -39,6 +39,12 @@ def _resnet_like():
     return keras.Model(inputs, L.Dense(4, name="out")(x))
 
 
+#: Node pruning on every layer: the gpu-ampere plan without its 2:4 part, whose windows would
+#: keep channels (tested in test_targets.py); this file is about coupling.
+_NODES = {n: {"method": "node"} for n in ("stem", "b1_c1", "b1_c2", "b2_a", "b2_b", "se_reduce",
+                                          "se_expand", "b2_c3", "b2_short", "out")}
+
+
 def _randomise_bn(model, rng):
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
@@ -48,7 +54,7 @@ def _randomise_bn(model, rng):
 
 
 def test_node_plan_puts_gates_where_channels_are_read():
-    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere")
+    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere", per_layer=_NODES)
     gated = {layer.name: layer for layer in pruned.layers if isinstance(layer, MaskLayer)}
     # after BN and ReLU when they are the only consumer; before a merge otherwise
     assert sorted(gated) == sorted(
@@ -58,7 +64,7 @@ def test_node_plan_puts_gates_where_channels_are_read():
 
 def test_residual_net_loses_channels_and_keeps_its_outputs(tmp_path):
     rng = np.random.default_rng(0)
-    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere")
+    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere", per_layer=_NODES)
     _randomise_bn(pruned, rng)
     kill(pruned, {
         "mask_b1_relu": [0, 3],  # inside a block: removed
@@ -130,7 +136,7 @@ def test_concatenation_on_another_axis_is_refused_by_name():
 def test_coupled_gates_are_the_merges_groups():
     from tfscalpel.dependency import coupled_gates
 
-    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere")
+    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere", per_layer=_NODES)
     groups = sorted(sorted(g) for g in coupled_gates(pruned))
     # b1_add ties the stem with the block's second conv channel by channel; b2_add the
     # projection with the branch; se_mul the concatenated branches with the SE filters
@@ -144,7 +150,7 @@ def test_coupled_gates_are_the_merges_groups():
 @pytest.mark.parametrize("tie", [True, False])
 def test_gate_training_ties_coupled_gates_so_residual_channels_go(tie):
     rng = np.random.default_rng(1)
-    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere",
+    pruned = tfscalpel.prune(_resnet_like(), target="gpu-ampere", per_layer=_NODES,
                              mask_options={"gate_scale": 64.0})
     x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 4, size=64)

@@ -71,14 +71,16 @@ def test_unprunable_layers_listed_in_one_warning():
     x = keras.layers.SeparableConv2D(3, 3, name="sep")(inputs)
     x = keras.layers.Conv2DTranspose(3, 1, name="up")(x)
     x = keras.layers.DepthwiseConv2D(1, name="dw")(x)
+    x = keras.layers.PReLU(name="prelu")(x)
     x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    x = keras.layers.PReLU(name="prelu2")(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(3, name="fc")(x)
     model = keras.Model(inputs, x)
-    with pytest.warns(UserWarning, match=r"cannot be pruned and stay dense: sep \(SeparableConv2D\)"
-                                         r", up \(Conv2DTranspose\)$"):
+    with pytest.warns(UserWarning, match=r"cannot be pruned and stay dense: prelu \(PReLU\)"
+                                         r", prelu2 \(PReLU\)$"):
         pruned = tfscalpel.prune(model, sparsity=0.5)
-    assert [l.name for l in tfscalpel.pruned_layers(pruned)] == ["dw", "conv", "fc"]
+    assert [l.name for l in tfscalpel.pruned_layers(pruned)] == ["sep", "up", "dw", "conv", "fc"]
 
 
 @pytest.mark.parametrize(
@@ -108,10 +110,12 @@ def test_schedule_that_ends_before_it_begins():
         tfscalpel.prune(_mlp(), schedule=tfscalpel.ConstantSparsity(0.5, begin_step=9, end_step=3))
 
 
-def test_subclassed_model_rejected_with_advice():
+def test_unbuilt_subclassed_model_rejected_with_advice():
     class M(keras.Model):
         def call(self, x):
             return x
 
-    with pytest.raises(ValueError, match="use tfscalpel.GroupPrunedDense"):
-        tfscalpel.prune(M(), sparsity=0.5)
+    # (built subclassed models are pruned: tests/test_plans_and_subclassed.py)
+    with pytest.raises(ValueError, match=r"prune\(\): the subclassed model 'm' is not built: "
+                                         r"call the model on a batch"):
+        tfscalpel.prune(M(name="m"), sparsity=0.5)

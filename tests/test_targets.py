@@ -55,9 +55,10 @@ def test_plan_tables_per_target():
     assert _methods(cpu) == {"conv1": ("node", 1, "pool1"), "conv2": ("node", 1, "pool2"),
                              "fc1": ("group", 8, ""), "fc2": ("group", 8, "")}
     gpu = tfscalpel.plan(models.lenet_300_100(), "gpu-ampere")
-    # 2:4 only where the input is fixed (fc1 reads the image); the logits are never node-pruned
-    assert _methods(gpu) == {"fc1": ("node+2:4", 1, "fc1"), "fc2": ("node", 1, "fc2"),
-                             "fc3": ("none", 1, "")}
+    # 2:4 wherever the inputs are a multiple of 4 (node removal upstream keeps whole windows);
+    # the logits are never node-pruned
+    assert _methods(gpu) == {"fc1": ("node+2:4", 1, "fc1"), "fc2": ("node+2:4", 1, "fc2"),
+                             "fc3": ("2:4", 1, "")}
     table = str(cpu)
     assert table.splitlines()[0] == "plan for x86-avx2 (float32)"
     assert "conv2       conv         500x50  node        1  pool2" in table
@@ -209,8 +210,8 @@ def test_every_target_exports_a_small_model_or_is_refused_at_prune(name):
     if target.borrowed_from:
         assert f"note: costs borrowed from {target.borrowed_from}" in str(result)
     if name == "gpu-ampere":
-        # fc1 reads the input and keeps its width: 2:4; fc2's input shrinks with node pruning.
-        assert [r.format for r in result.layers] == ["2:4", "dense"]
+        # fc1 reads the input: 2:4; fc2 too (16 inputs): node removal keeps whole windows.
+        assert [r.format for r in result.layers] == ["2:4", "2:4"]
     with runtime.load(result.model_bytes) as rt:
         y = rt.run(x)[0]
     if quantize is None:

@@ -171,8 +171,13 @@ def test_one_built_layer_keeps_its_weights_and_other_layers_are_refused():
     model = keras.Sequential([keras.Input((5,)), tfscalpel.prune_low_magnitude(
         keras.layers.Dense(3)), keras.layers.Dense(2)])
     assert len(tfscalpel.layers.pruned_layers(model)) == 1
-    with pytest.raises(ValueError, match="layer 'emb' is a Embedding, which has no pruned twin"):
-        tfscalpel.prune_low_magnitude(keras.layers.Embedding(10, 4, name="emb"))
+    with pytest.raises(ValueError, match="layer 'pr' is a PReLU, which has no pruned twin"):
+        tfscalpel.prune_low_magnitude(keras.layers.PReLU(name="pr"))
+    emb = keras.layers.Embedding(10, 4, name="emb")
+    emb.build()
+    twin = tfscalpel.prune_low_magnitude(emb)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin.embeddings),
+                                  keras.ops.convert_to_numpy(emb.embeddings))
 
 
 @pytest.mark.parametrize("kwargs, message", [

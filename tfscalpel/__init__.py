@@ -11,7 +11,25 @@ from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
 from tfscalpel import layer_handlers
 from tfscalpel.layer_handlers import register_layer
-from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense, PrunableMixin, pruned_layers
+from tfscalpel.layers import (
+    GroupPrunedConv1D,
+    GroupPrunedConv2D,
+    GroupPrunedDense,
+    GroupPrunedDepthwiseConv2D,
+    PrunableMixin,
+    pruned_layers,
+)
+from tfscalpel.conv_layers import (
+    GroupPrunedConv2DTranspose,
+    GroupPrunedConv3D,
+    GroupPrunedSeparableConv2D,
+)
+from tfscalpel.attention_layers import (
+    GroupPrunedEinsumDense,
+    GroupPrunedEmbedding,
+    GroupPrunedMultiHeadAttention,
+)
+from tfscalpel.custom_layers import PrunedWeights
 from tfscalpel.mask_update import update_pruning
 from tfscalpel.nm import check_nm, prune_2_4
 from tfscalpel.patterns import (

@@ -32,13 +32,7 @@ import numpy as np
 from keras import ops
 
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order
-from tfscalpel.layer_handlers import get_handler, registered
-
-#: Built-in channel-wise layer types without weights, for the planner's walks along the graph.
-#: The channel analysis itself asks each layer's handler (:mod:`tfscalpel.layer_handlers`).
-CHANNELWISE = tuple(cls for cls, h in registered().items()
-                    if h.role == "channelwise" and not h.owns_channels)
-
+from tfscalpel.layer_handlers import get_handler
 
 def is_weighted(layer):
     """Layers that create channels and consume input rows (Dense, ungrouped Conv2D, and what
@@ -120,6 +114,7 @@ class _Walk:
     out_ids: dict  # layer name -> ids of its output channels (weighted, per-channel, gates)
     in_ids: dict  # weighted layer name -> ids of its input rows
     gates: list  # names of the MaskLayers, in graph order
+    windows: list  # ids of the N:M windows along the inputs of N:M-pruned layers
 
 
 def _walk(model, dead):
@@ -132,6 +127,7 @@ def _walk(model, dead):
     uses = []  # (ids, zero) seen by the input rows of weighted layers
     gated = set()  # ids at MaskLayer positions (before unions)
     out_ids, in_ids, gates, seen = {}, {}, [], set()
+    windows = []
 
     graph = functional_graph(model)
     for x in graph.inputs:
@@ -165,6 +161,9 @@ def _walk(model, dead):
         if role == "weighted":
             uses.append((ids[id(x)], zero[id(x)]))
             in_ids[layer.name] = ids[id(x)]
+            m = getattr(getattr(layer, "pattern", None), "m", None)
+            if m and len(ids[id(x)]) % m == 0:
+                windows.extend(ids[id(x)].reshape(-1, m))
             new = classes.fresh(_last_dim(y, layer))
             ids[id(y)], zero[id(y)] = new, np.zeros(len(new), dtype=bool)
             out_ids[layer.name] = new
@@ -208,7 +207,7 @@ def _walk(model, dead):
     for x in graph.outputs:
         pinned.extend(ids[id(x)])
 
-    return _Walk(classes, pinned, opaque, uses, gated, out_ids, in_ids, gates)
+    return _Walk(classes, pinned, opaque, uses, gated, out_ids, in_ids, gates, windows)
 
 
 def channel_plan(model, dead=None):
@@ -254,6 +253,21 @@ def channel_plan(model, dead=None):
         if len(roots) and all(removable.get(r, False) for r in roots):
             removable[roots[0]] = False
 
+    # An N:M layer's windows run along its inputs: removing part of a window would shift the
+    # rest out of alignment with the trained N:M mask. So input channels go in whole windows;
+    # the dead ones of a partly live window stay (as zeros, through a Rescaling gate). This
+    # comes last: it only ever keeps channels, so the rule above still holds.
+    changed = True
+    while changed:
+        changed = False
+        for window in walk.windows:
+            roots = classes.roots(window)
+            flags = [removable.get(r, False) for r in roots]
+            if any(flags) and not all(flags):
+                for r in roots:
+                    removable[r] = False
+                changed = True
+
     def kept(channel_ids):
         roots = classes.roots(channel_ids)
         return np.array([k for k, r in enumerate(roots) if not removable.get(r, False)],
@@ -269,16 +283,21 @@ def channel_plan(model, dead=None):
 
 
 def coupled_gates(model):
-    """MaskLayer nodes that gate one coupled channel class (tied by Add, Multiply, ...).
+    """MaskLayer nodes that gate one coupled channel class (tied by Add, Multiply, ...), or one
+    N:M window of an N:M-pruned layer's inputs.
 
-    Such a channel is removed only when every gate of its group is dead, so gates trained
-    independently rarely remove it: :class:`~tfscalpel.GateTraining` ties each group to one
-    value (Torch-Pruning's group importance).
+    Such a channel is removed only when every gate of its group is dead (a window only as a
+    whole: see :func:`channel_plan`), so gates trained independently rarely remove it:
+    :class:`~tfscalpel.GateTraining` ties each group to one value (Torch-Pruning's group
+    importance).
 
     Returns a list of groups with more than one node, each a list of ``(MaskLayer name, node
     index)`` pairs.
     """
     walk = _walk(model, None)
+    for window in walk.windows:  # a window's channels go together: one group
+        for a in window[1:]:
+            walk.classes.union(int(window[0]), int(a))
     groups = {}
     for name in walk.gates:
         for k, root in enumerate(walk.classes.roots(walk.out_ids[name])):

@@ -35,6 +35,16 @@ Lookup walks the class's MRO: a subclass uses the handler of its nearest registe
 import keras
 import numpy as np
 
+from tfscalpel.attention_layers import (
+    GroupPrunedEinsumDense,
+    GroupPrunedEmbedding,
+    GroupPrunedMultiHeadAttention,
+)
+from tfscalpel.conv_layers import (
+    GroupPrunedConv2DTranspose,
+    GroupPrunedConv3D,
+    GroupPrunedSeparableConv2D,
+)
 from tfscalpel.gates import MaskLayer
 from tfscalpel.layers import (
     GroupPrunedConv1D,
@@ -46,6 +56,46 @@ from tfscalpel.layers import (
 
 #: Config entries that only pruned twins have; dropped when a twin becomes a stock layer again.
 _PRUNING_KEYS = ("pattern", "importance", "schedule", "global_group")
+
+
+def _is_twin_container(layer_or_class):
+    """True for a pruned twin that holds pruned sublayers instead of being one
+    (MultiHeadAttention's twin): it marks itself with ``pruned_container = True``."""
+    return bool(getattr(layer_or_class, "pruned_container", False))
+
+
+def _pruning_state(layer):
+    """``(ids of the pruning-state variables, {id(kernel): pruned layer})`` of every pruned
+    layer inside ``layer`` (itself included)."""
+    state, kernels = set(), {}
+    for sub in [layer, *layer._flatten_layers(include_self=False, recursive=True)]:
+        if isinstance(sub, PrunableMixin):
+            state.update(id(v) for v in (sub.pruning_mask, sub.pruning_step,
+                                           sub.pruning_threshold))
+            kernels[id(sub.kernel)] = sub
+    return state, kernels
+
+
+def stock_weights(layer):
+    """``layer.weights`` as NumPy without any pruning state, every pruned kernel masked: the
+    weights of the stock layer it strips to."""
+    state, kernels = _pruning_state(layer)
+    return [kernels[id(v)]._numpy_masked_kernel() if id(v) in kernels
+            else keras.ops.convert_to_numpy(v) for v in layer.weights if id(v) not in state]
+
+
+def load_stock_weights(twin, source):
+    """Give a built pruned ``twin`` the weights of the ``source`` layer it replaces (every
+    variable but the pruning state, in order, as NumPy). A pruned ``source`` (re-pruning) gives
+    its stock weights, masks multiplied in, so its pruned blocks score 0 in the new ranking."""
+    state, _ = _pruning_state(twin)
+    targets = [v for v in twin.weights if id(v) not in state]
+    values = stock_weights(source)
+    if len(targets) != len(values):
+        raise ValueError(f"layer {source.name!r}: its pruned twin has {len(targets)} weights "
+                         f"besides the pruning state, the layer {len(values)}")
+    for v, value in zip(targets, values):
+        v.assign(value)
 
 
 def is_last_axis(axis, rank):
@@ -75,9 +125,12 @@ class LayerHandler:
     """
 
     role = "opaque"
+    #: The attribute holding the weight that pruning masks.
+    kernel_attr = "kernel"
 
     def __init__(self, check=None, quiet=False, twin=None):
-        if twin is not None and not (isinstance(twin, type) and issubclass(twin, PrunableMixin)):
+        if twin is not None and not (isinstance(twin, type) and (
+                issubclass(twin, PrunableMixin) or _is_twin_container(twin))):
             raise TypeError(f"twin must be a class derived from tfscalpel.PrunableMixin, got "
                             f"{twin!r}")
         self.check = check
@@ -103,48 +156,109 @@ class LayerHandler:
     def _refusal(self, layer, input_shapes, output_shapes):
         return None
 
+    @property
+    def gate_passes(self):
+        """True when a MaskLayer may be moved past this layer (an element-wise activation,
+        batch norm, pooling): dead nodes stay exactly zero through it, and the gate then sits
+        where the next weighted layer reads."""
+        return False
+
+    # -- planning (tfscalpel.plan) --------------------------------------------------------------
+    #: The target method entry (``"dense"`` or ``"conv"``) that a weights-only layer follows.
+    method_kind = "dense"
+
+    def plan_kind(self, layer):
+        """The planner's name for a layer that is weight-pruned only (not a weighted node of
+        the channel graph), or None if the planner leaves it out."""
+        return None
+
+    def plan_shape(self, layer):
+        """``(fan_in, units)`` of the pruned kernel as the planner shows it."""
+        from tfscalpel.layers import kernel_matrix
+
+        twin = self.pruned_twin(layer) or type(layer)
+        ndim = getattr(layer, "fan_in_ndim", getattr(twin, "fan_in_ndim", None))
+        kernel = self.kernel(layer)
+        return kernel_matrix(np.empty(tuple(kernel.shape), np.int8), ndim).shape
+
+    def why_not_nodes(self, layer):
+        """Why node pruning does not apply to a weights-only layer."""
+        return "opaque to node removal: weights only"
+
     # -- pruning --------------------------------------------------------------------------------
     def pruned_twin(self, layer):
         """The class :func:`tfscalpel.prune` replaces ``layer`` with, or None (stays dense).
         Only a layer of exactly the class this handler is registered for gets the twin: a
-        subclass may carry state or a ``call`` the twin does not know."""
-        if self.twin is None or _REGISTRY.get(type(layer)) is not self:
-            return None
-        return self.twin
+        subclass may carry state or a ``call`` the twin does not know. A layer of any other
+        class that has ``get_prunable_weights()`` (the custom-layer protocol) gets the generic
+        :class:`~tfscalpel.custom_layers.PrunedWeights` wrapper."""
+        if self.twin is not None and _REGISTRY.get(type(layer)) is self:
+            return self.twin
+        if _REGISTRY.get(type(layer)) is None and callable(
+                getattr(layer, "get_prunable_weights", None)):
+            from tfscalpel.custom_layers import PrunedWeights
+
+            return PrunedWeights
+        return None
+
+    def make_twin(self, layer, **pruning):
+        """A new, unbuilt pruned twin of ``layer`` (``pruning``: pattern, importance, schedule,
+        global_group as :class:`~tfscalpel.PrunableMixin` takes them)."""
+        twin = self.pruned_twin(layer)
+        if twin is None:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no pruned twin")
+        if hasattr(twin, "wrap"):
+            return twin.wrap(layer, **pruning)
+        return twin(**layer.get_config(), **pruning)
+
+    def kernel(self, layer):
+        """The weight that pruning masks (Dense's ``kernel``, SeparableConv2D's
+        ``pointwise_kernel``, Embedding's ``embeddings``, ...)."""
+        return getattr(layer, self.kernel_attr)
 
     def prunable_weights(self, layer):
         """The weights pruning masks (tfmot's ``get_prunable_weights``): the kernel of a layer
-        that has (or is) a pruned twin, else none."""
+        that has (or is) a pruned twin, what a custom layer's ``get_prunable_weights()`` names
+        (the wrapper's masked weights once wrapped), else none."""
+        masks = getattr(layer, "masks", None)
+        if masks is not None and hasattr(layer, "plain_layer"):  # a PrunedWeights wrapper
+            return [m.kernel for m in masks]
+        if self.pruned_twin(layer) is not None and self.twin is None:  # custom protocol
+            return list(layer.get_prunable_weights())
         if self.twin is None and not isinstance(layer, PrunableMixin):
             return []
-        return [layer.kernel]
+        return [self.kernel(layer)]
 
     def group_axes(self, layer):
         """The kernel axes that form the contraction, flattened row-major into the fan-in along
-        which groups run (the twin's ``fan_in_ndim``; default every axis but the last)."""
+        which groups run (the twin's ``fan_in_ndim``; default every axis but the last;
+        negative: the last axes)."""
         twin = type(layer) if isinstance(layer, PrunableMixin) else self.twin
-        ndim = getattr(twin, "fan_in_ndim", None)
-        return tuple(range(len(layer.kernel.shape) - 1 if ndim is None else ndim))
+        ndim = getattr(layer if isinstance(layer, PrunableMixin) else twin, "fan_in_ndim", None)
+        rank = len(self.kernel(layer).shape)
+        if ndim is None:
+            return tuple(range(rank - 1))
+        return tuple(range(rank + ndim, rank)) if ndim < 0 else tuple(range(ndim))
 
     # -- stripping and removal ------------------------------------------------------------------
     def plain_layer(self, layer):
         """A new, unbuilt copy of ``layer``; a pruned twin becomes its stock class again."""
+        if hasattr(layer, "plain_layer"):  # a wrapper (custom-layer protocol) knows its own
+            return layer.plain_layer()
         config = layer.get_config()
-        if not isinstance(layer, PrunableMixin):
+        if not isinstance(layer, PrunableMixin) and not _is_twin_container(layer):
             return layer.__class__.from_config(config)
         for key in _PRUNING_KEYS:
             config.pop(key)
-        stock = next(c for c in type(layer).__mro__ if not issubclass(c, PrunableMixin))
+        stock = next(c for c in type(layer).__mro__
+                     if not issubclass(c, PrunableMixin) and not _is_twin_container(c))
         return stock.from_config(config)
 
     def weights(self, layer):
-        """``layer``'s weights as :meth:`plain_layer` takes them: a twin's masks multiplied
-        into its kernel and its pruning state dropped."""
-        if not isinstance(layer, PrunableMixin):
-            return layer.get_weights()
-        state = {id(v) for v in (layer.pruning_mask, layer.pruning_step, layer.pruning_threshold)}
-        return [layer._numpy_masked_kernel() if v is layer.kernel else
-                keras.ops.convert_to_numpy(v) for v in layer.weights if id(v) not in state]
+        """``layer``'s weights as :meth:`plain_layer` takes them: the masks of every pruned
+        layer in it (itself or its sublayers) multiplied into their kernels and their pruning
+        state dropped."""
+        return stock_weights(layer)
 
     def remove(self, layer, keep_in, keep_out):
         """``(new unbuilt layer or None to drop it, its weights)`` without the removed
@@ -160,16 +274,21 @@ class Weighted(LayerHandler):
 
     Args:
         width_key: the config entry holding the number of output channels.
-        kind: the planner's layer type (``"dense"`` or ``"conv"``).
+        kind: the planner's layer type (``"dense"`` or ``"conv"``; a target's method for it).
         export_op: the TFLite builtin op the layer converts to.
+        in_axis, out_axis: the kernel axes of the input and output channels (Conv2DTranspose's
+            kernel is ``(kh, kw, out, in)``: ``in_axis=-1, out_axis=-2``).
+        kernel_attr: the attribute holding the kernel.
         twin, check, quiet: as :class:`LayerHandler`.
     """
 
     role = "weighted"
 
-    def __init__(self, width_key, kind, export_op, twin=None, check=None, quiet=False):
+    def __init__(self, width_key, kind, export_op, twin=None, check=None, quiet=False,
+                 in_axis=-2, out_axis=-1, kernel_attr="kernel"):
         super().__init__(check, quiet, twin)
         self.width_key, self.kind, self.export_op = width_key, kind, export_op
+        self.in_axis, self.out_axis, self.kernel_attr = in_axis, out_axis, kernel_attr
 
     @property
     def owns_channels(self):
@@ -185,20 +304,117 @@ class Weighted(LayerHandler):
 
     def fan_in(self, layer):
         """Length of the contraction: the product of the kernel's group axes."""
-        return int(np.prod([layer.kernel.shape[a] for a in self.group_axes(layer)]))
+        kernel = self.kernel(layer)
+        return int(np.prod([kernel.shape[a] for a in self.group_axes(layer)]))
+
+    def units(self, layer):
+        """Number of output channels (the kernel's output axis)."""
+        return int(self.kernel(layer).shape[self.out_axis])
+
+    def in_channels(self, layer):
+        """Number of input channels (the kernel's input axis): the axis 2:4 windows run
+        along."""
+        return int(self.kernel(layer).shape[self.in_axis])
 
     def remove(self, layer, keep_in, keep_out):
         plain = self.plain_layer(layer)
         kernel, *per_unit = self.weights(layer)
         if keep_in is None:
-            keep_in = np.arange(kernel.shape[-2])
+            keep_in = np.arange(kernel.shape[self.in_axis])
         if keep_out is None:
-            keep_out = np.arange(kernel.shape[-1])
+            keep_out = np.arange(kernel.shape[self.out_axis])
         config = plain.get_config()
         config[self.width_key] = int(len(keep_out))
         new = type(plain).from_config(config)
-        kernel = np.take(np.take(kernel, keep_in, axis=-2), keep_out, axis=-1)
+        kernel = np.take(np.take(kernel, keep_in, axis=self.in_axis), keep_out,
+                         axis=self.out_axis)
         return new, [kernel] + [np.take(w, keep_out, axis=-1) for w in per_unit]
+
+
+class SeparableWeighted(Weighted):
+    """SeparableConv2D: a depthwise kernel ``(kh, kw, cin, multiplier)``, a pointwise kernel
+    ``(1, 1, cin * multiplier, cout)`` and a bias. The pointwise kernel is the pruned one (it
+    holds ``cin * multiplier / (kh * kw)`` times more weights than the depthwise one, and is
+    the GEMM): groups run along its ``cin * multiplier`` inputs. Channel removal slices the
+    depthwise kernel's input channels as a DepthwiseConv2D's (multiplier 1 only)."""
+
+    def __init__(self, twin=None):
+        super().__init__("filters", "conv", "CONV_2D", twin=twin, check=_depth_multiplier,
+                         kernel_attr="pointwise_kernel")
+
+    def remove(self, layer, keep_in, keep_out):
+        plain = self.plain_layer(layer)
+        depthwise, pointwise, *bias = self.weights(layer)
+        keep_in = np.arange(depthwise.shape[-2]) if keep_in is None else keep_in
+        keep_out = np.arange(pointwise.shape[-1]) if keep_out is None else keep_out
+        config = plain.get_config()
+        config["filters"] = int(len(keep_out))
+        pointwise = np.take(np.take(pointwise, keep_in, axis=-2), keep_out, axis=-1)
+        return (type(plain).from_config(config),
+                [np.take(depthwise, keep_in, axis=-2), pointwise]
+                + [np.take(b, keep_out, axis=-1) for b in bias])
+
+
+class EinsumWeighted(Weighted):
+    """EinsumDense. Its contraction axes are the kernel's letters that the equation sums over
+    (in the input, not in the output); its twin groups along them. In the channel graph it is
+    followed only when it is a Dense in disguise (``...c,cd->...d``: a 2-D kernel whose last
+    axis is the output's last); any other equation (MultiHeadAttention's projections) is
+    opaque there, but still weight-pruned."""
+
+    def __init__(self, twin=None):
+        super().__init__(None, "dense", "FULLY_CONNECTED", twin=twin)
+
+    @staticmethod
+    def creates_channels(layer):
+        return einsum_dense_like(layer.equation)
+
+    def _refusal(self, layer, input_shapes, output_shapes):
+        if not self.creates_channels(layer):
+            return (f"an EinsumDense with equation {layer.equation!r}, which is not a Dense "
+                    "over the last axis")
+        return None
+
+    def plan_kind(self, layer):
+        return None if self.creates_channels(layer) else "einsum"
+
+    def plan_shape(self, layer):
+        from tfscalpel.attention_layers import einsum_fan_in_ndim
+        from tfscalpel.layers import kernel_matrix
+
+        ndim = einsum_fan_in_ndim(layer.equation, layer.name)
+        return kernel_matrix(np.empty(tuple(layer.kernel.shape), np.int8), ndim).shape
+
+    def group_axes(self, layer):
+        from tfscalpel.attention_layers import einsum_fan_in_ndim
+
+        ndim = einsum_fan_in_ndim(layer.equation, layer.name)
+        rank = len(layer.kernel.shape)
+        return tuple(range(rank + ndim, rank)) if ndim < 0 else tuple(range(ndim))
+
+    def remove(self, layer, keep_in, keep_out):
+        plain = self.plain_layer(layer)
+        kernel, *bias = self.weights(layer)
+        keep_in = np.arange(kernel.shape[0]) if keep_in is None else keep_in
+        keep_out = np.arange(kernel.shape[1]) if keep_out is None else keep_out
+        config = plain.get_config()
+        shape = list(config["output_shape"]) if isinstance(config["output_shape"], (list, tuple)) \
+            else [config["output_shape"]]
+        shape[-1] = int(len(keep_out))
+        config["output_shape"] = shape
+        kernel = np.take(np.take(kernel, keep_in, axis=0), keep_out, axis=1)
+        return (type(plain).from_config(config),
+                [kernel] + [np.take(b, keep_out, axis=-1) for b in bias])
+
+
+def einsum_dense_like(equation):
+    """True for an EinsumDense equation that is a Dense over the last axis
+    (``"abc,cd->abd"``): a 2-D kernel ``cd``, ``c`` the input's last letter and ``d`` the
+    output's last."""
+    inputs, output = equation.replace(" ", "").split("->")
+    x, kernel = inputs.split(",")
+    return (len(kernel) == 2 and x[-1:] == kernel[0] and output[-1:] == kernel[1]
+            and x[:-1] == output[:-1] and "." not in equation)
 
 
 class Channelwise(LayerHandler):
@@ -217,10 +433,24 @@ class Channelwise(LayerHandler):
 
     role = "channelwise"
 
-    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False, twin=None):
+    method_kind = "conv"
+
+    def __init__(self, weight_axes=None, axis_attr=None, check=None, quiet=False, twin=None,
+                 gate_passes=False):
         super().__init__(check, quiet, twin)
         self.weight_axes = weight_axes
         self.axis_attr = axis_attr
+        self._gate_passes = bool(gate_passes)
+
+    @property
+    def gate_passes(self):
+        return self._gate_passes
+
+    def plan_kind(self, layer):
+        return None if self.twin is None else type(layer).__name__.lower().replace("conv2d", "")
+
+    def why_not_nodes(self, layer):
+        return "channel-wise: its channels go with the gates of the layer before it"
 
     @property
     def owns_channels(self):
@@ -317,6 +547,44 @@ class Flatten(LayerHandler):
     role = "flatten"
 
 
+class Lookup(LayerHandler):
+    """Embedding: opaque in the channel graph (its input is token ids, not channels), its table
+    ``embeddings`` weight-pruned by its twin along each token's row."""
+
+    kernel_attr = "embeddings"
+
+    def plan_kind(self, layer):
+        return "embedding"
+
+    def why_not_nodes(self, layer):
+        return "a lookup: weights only"
+
+
+class Attention(LayerHandler):
+    """MultiHeadAttention: opaque in the channel graph; its twin prunes the weights of its
+    EinsumDense projections (:mod:`tfscalpel.attention_layers`)."""
+
+    def prunable_weights(self, layer):
+        return [p.kernel for p in self._projections(layer)]
+
+    @staticmethod
+    def _projections(layer):
+        return [p for p in (getattr(layer, a, None) for a in (
+            "_query_dense", "_key_dense", "_gate_dense", "_value_dense", "_output_dense"))
+            if p is not None]
+
+    def plan_kind(self, layer):
+        return "attention"
+
+    def plan_shape(self, layer):
+        """The query projection's ``(model width, heads * key_dim)``."""
+        shape = tuple(self._projections(layer)[0].kernel.shape)
+        return shape[0], int(np.prod(shape[1:]))
+
+    def why_not_nodes(self, layer):
+        return "attention heads are not nodes yet: weights only"
+
+
 # -- the registry ---------------------------------------------------------------------------------
 _REGISTRY = {}
 
@@ -395,17 +663,27 @@ def _register_builtins():
     register_layer(L.Conv2D, Weighted("filters", "conv", "CONV_2D", twin=GroupPrunedConv2D))
     # TFLite converts a 1-D convolution to CONV_2D over a height-1 image.
     register_layer(L.Conv1D, Weighted("filters", "conv", "CONV_2D", twin=GroupPrunedConv1D))
+    register_layer(L.Conv3D, Weighted("filters", "conv", "CONV_3D", twin=GroupPrunedConv3D))
+    register_layer(L.Conv2DTranspose, Weighted(
+        "filters", "conv", "TRANSPOSE_CONV", twin=GroupPrunedConv2DTranspose, in_axis=-1,
+        out_axis=-2))
+    register_layer(L.SeparableConv2D, SeparableWeighted(twin=GroupPrunedSeparableConv2D))
+    register_layer(L.EinsumDense, EinsumWeighted(twin=GroupPrunedEinsumDense))
+    register_layer(L.Embedding, Lookup(twin=GroupPrunedEmbedding))
+    register_layer(L.MultiHeadAttention, Attention(twin=GroupPrunedMultiHeadAttention))
     register_layer(MaskLayer, Gate())
     register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
-                                                     quiet=True))
+                                                     quiet=True, gate_passes=True))
     register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier,
                                                   twin=GroupPrunedDepthwiseConv2D))
-    register_layer(L.Activation, Channelwise(check=_mixing_activation))
+    register_layer(L.Activation, Channelwise(check=_mixing_activation, gate_passes=True))
+    # Element-wise activations and pooling: a gate moves past them (see gate_passes).
+    for cls in (L.ReLU, L.LeakyReLU, L.ELU, L.MaxPooling1D, L.MaxPooling2D,
+                L.AveragePooling1D, L.AveragePooling2D):
+        register_layer(cls, Channelwise(gate_passes=True))
     register_layer(L.Reshape, ChannelwiseReshape())
     for cls in (
-        L.ReLU, L.LeakyReLU, L.ELU,
-        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-        L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
+        L.MaxPooling3D, L.AveragePooling3D,
         L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
         L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,

@@ -41,10 +41,13 @@ def pruning_boundary(scores, keep):
 def kernel_matrix(kernel, fan_in_ndim=None):
     """A kernel as the ``(fan_in, units)`` matrix that pruning patterns see: its first
     ``fan_in_ndim`` axes (default all but the last) flattened row-major into the fan-in (the
-    im2col order for convolutions), the rest into the units. TFLite's weight layout is the
-    transpose."""
+    im2col order for convolutions), the rest into the units. A negative ``fan_in_ndim`` takes
+    the *last* ``-fan_in_ndim`` axes as the fan-in instead (Conv2DTranspose's ``(kh, kw, out,
+    in)``, Embedding's ``(vocabulary, dim)``). TFLite's weight layout is the transpose."""
     kernel = np.asarray(kernel)
     k = kernel.ndim - 1 if fan_in_ndim is None else fan_in_ndim
+    if k < 0:
+        return kernel.reshape(-1, int(np.prod(kernel.shape[k:]))).T
     return kernel.reshape(int(np.prod(kernel.shape[:k])), -1)
 
 
@@ -69,6 +72,14 @@ def _value_now(variable):
         return None
 
 
+def matrix_to_kernel(matrix, shape, fan_in_ndim=None):
+    """The inverse of :func:`kernel_matrix`: a ``(fan_in, units)`` matrix back in ``shape``."""
+    matrix = np.asarray(matrix)
+    if fan_in_ndim is not None and fan_in_ndim < 0:
+        return matrix.T.reshape(shape)
+    return matrix.reshape(shape)
+
+
 class PrunableMixin:
     """The pruning state and mask logic shared by every pruned layer.
 
@@ -84,7 +95,8 @@ class PrunableMixin:
     :func:`tfscalpel.register_layer`.
     """
 
-    #: Leading kernel axes that form the fan-in; None: all but the last.
+    #: Leading kernel axes that form the fan-in; None: all but the last; negative: the last
+    #: ``-fan_in_ndim`` axes (see :func:`kernel_matrix`).
     fan_in_ndim = None
 
     def _init_pruning(self, pattern, importance, schedule, global_group):
@@ -212,7 +224,7 @@ class PrunableMixin:
         kernel entries (so a later unmasking cannot resurrect stale values)."""
         shape = tuple(self.kernel.shape)
         fan_in = kernel_matrix(np.empty(shape, np.int8), self.fan_in_ndim).shape[0]
-        mask = self.pattern.expand(keep, fan_in).reshape(shape)
+        mask = matrix_to_kernel(self.pattern.expand(keep, fan_in), shape, self.fan_in_ndim)
         self.pruning_mask.assign(mask)
         self.kernel.assign(ops.convert_to_numpy(self.kernel) * mask)
         self.pruning_threshold.assign(float(threshold))

@@ -96,16 +96,24 @@ class NMPlan:
 
 
 def _kind(layer):
+    """``"Dense"`` or ``"Conv2D"`` for a layer (stock or pruned twin) that converts to one
+    FULLY_CONNECTED / CONV_2D GEMM over a ``(..., in, out)`` kernel (its handler says), else
+    None."""
     import keras
 
-    from tfscalpel.layers import GroupPrunedConv2D, GroupPrunedDense
+    from tfscalpel.layer_handlers import EinsumWeighted, get_handler
 
-    if isinstance(layer, (keras.layers.Conv2D,)) and not isinstance(
-            layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
-        return "Conv2D"
-    if isinstance(layer, (keras.layers.Dense, GroupPrunedDense)):
+    handler = get_handler(layer)
+    if handler.role != "weighted" or handler.kernel_attr != "kernel" or (
+            handler.in_axis, handler.out_axis) != (-2, -1):
+        return None
+    if isinstance(handler, EinsumWeighted) and not handler.creates_channels(layer):
+        return None
+    rank = len(layer.kernel.shape) if layer.built else None
+    if handler.export_op == "FULLY_CONNECTED" and rank in (2, None):
         return "Dense"
-    if isinstance(layer, GroupPrunedConv2D):
+    if handler.export_op == "CONV_2D" and rank in (4, None) and not isinstance(
+            layer, keras.layers.Conv1D):
         return "Conv2D"
     return None
 

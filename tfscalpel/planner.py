@@ -8,20 +8,15 @@ zero where the next layer reads it.
 """
 import dataclasses
 
-import keras
-
 from tfscalpel.budget import allocate
-from tfscalpel.dependency import CHANNELWISE, channel_plan, is_weighted
+from tfscalpel.dependency import channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
-from tfscalpel.nm_rule import keras_nm_reason
+from tfscalpel.nm_rule import nm_shape_reason
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
 from tfscalpel.layer_handlers import get_handler
+from tfscalpel.subclassed import is_subclassed, prunable_layers
 from tfscalpel.targets import GROUP_SIZES, METHODS, get_target
 
-_L = keras.layers
-#: Layers a MaskLayer is moved past, so it gates what the next weighted layer reads.
-_MASK_AFTER = (_L.Activation, _L.ReLU, _L.LeakyReLU, _L.ELU, _L.BatchNormalization,
-               _L.MaxPooling2D, _L.AveragePooling2D, _L.MaxPooling1D, _L.AveragePooling1D)
 _NODE_METHODS = ("node", "node+2:4")
 
 
@@ -30,7 +25,7 @@ class LayerPlan:
     """The decision for one Dense or Conv2D layer."""
 
     name: str
-    layer_type: str  # "dense" or "conv"
+    layer_type: str  # "dense" or "conv" (the target's method), or the handler's plan_kind
     fan_in: int
     units: int
     method: str  # one of targets.METHODS
@@ -106,7 +101,7 @@ def _mask_position(layer, consumers, outputs):
         if current.name in outputs:
             return current.name
         nxt = consumers.get(current.name, [])
-        if len(nxt) != 1 or not isinstance(nxt[0], _MASK_AFTER):
+        if len(nxt) != 1 or not get_handler(nxt[0]).gate_passes:
             return current.name
         current = nxt[0]
 
@@ -120,21 +115,34 @@ def _reaches_output(layer, consumers, outputs):
             return True
         seen.add(current.name)
         todo.extend(c for c in consumers.get(current.name, [])
-                    if c.name not in seen and isinstance(c, CHANNELWISE + (_L.BatchNormalization,)))
+                    if c.name not in seen and get_handler(c).role == "channelwise")
     return False
 
 
-def _input_is_fixed(node, producer):
-    """True if the layer reads a model input through channel-wise layers / Flatten only, so
-    node pruning elsewhere never shrinks its input (2:4 windows stay aligned)."""
-    x = node_inputs(node)[0]
-    while True:
-        src = producer.get(id(x))
-        if src is None:
-            return True  # a model input
-        if not isinstance(src, CHANNELWISE + (_L.Flatten, _L.BatchNormalization)):
-            return False
-        x = node_inputs(src._inbound_nodes[0])[0]
+def _nm_reason(layer):
+    """Why ``layer`` (a weighted one) cannot hold 2:4 windows along its contraction, or None
+    (:func:`tfscalpel.nm_rule.nm_shape_reason` on the handler's input channels and units)."""
+    handler = get_handler(layer)
+    # Windows run along the contraction: inside one kernel position when it spans several
+    # (the "conv" rule), else along the plain inputs.
+    kind = "conv" if len(handler.group_axes(layer)) > 1 else "dense"
+    return nm_shape_reason(kind, handler.in_channels(layer), handler.units(layer),
+                           int(getattr(layer, "groups", 1) or 1))
+
+
+def _weights_only_plan(layer, target, g_default):
+    """``(kind, fan_in, units, method, g, reason)`` for a layer that has a pruned twin but is
+    not a weighted node of the channel graph (DepthwiseConv2D, Embedding, MultiHeadAttention,
+    EinsumDense projections): its weights can take the target's group pattern; node pruning
+    does not apply (its channels follow the layers before it, or it is opaque)."""
+    handler = get_handler(layer)
+    kind = handler.plan_kind(layer)
+    method = target.methods[handler.method_kind]
+    fan_in, units = handler.plan_shape(layer)
+    if method == "group":
+        return kind, fan_in, units, "group", g_default, f"{target.kind}: group on {kind}"
+    return kind, fan_in, units, "none", 1, (f"{target.kind}: {method} on {handler.method_kind}; "
+                                             f"{handler.why_not_nodes(layer)}")
 
 
 def check_per_layer(per_layer, allowed):
@@ -158,7 +166,9 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
     """Decide how to prune each Dense / Conv2D layer of ``model`` for ``target``.
 
     Args:
-        model: a Sequential or Functional model.
+        model: a Sequential, Functional or (built) subclassed model. A subclassed model has no
+            layer graph, so its plan keeps only weight patterns: node methods become ``none``
+            (``node+2:4`` becomes ``2:4`` where the shape allows), and the reason says so.
         target: a target name (see :func:`tfscalpel.targets.known_targets`) or HardwareTarget.
         dtype: deployment dtype for the group width (default: the target's).
         per_layer: ``{layer name: {"method": one of METHODS, "group_size": g}}`` overrides.
@@ -175,29 +185,42 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
 
     Returns a :class:`Plan`. The model's output layer is never node-pruned (its units are the
     model's outputs), and 2:4 applies only where the layer passes the N:M shape rule
-    (:func:`tfscalpel.nm_rule.nm_shape_reason`, as in ``prune_2_4``) and its input is fixed.
+    (:func:`tfscalpel.nm_rule.nm_shape_reason`, as in ``prune_2_4``); node removal upstream
+    keeps whole 2:4 windows of its inputs. Besides Dense and convolutions, the plan lists the
+    layers that take weight patterns only (DepthwiseConv2D, Embedding, MultiHeadAttention,
+    EinsumDense projections): ``group`` where the target group-prunes their kind, else
+    ``none`` with the reason.
     """
     target = get_target(target)
     dtype = target.default_dtype if dtype is None else dtype
     g_default = target.group_size(dtype)
-    functional_graph(model)  # clear error for subclassed models
-    consumers, producer = _consumers(model)
-    graph = functional_graph(model)
-    outputs = {x._keras_history.operation.name for x in graph.outputs}
+    subclassed = is_subclassed(model)
+    if subclassed:
+        layers = prunable_layers(model)
+        consumers, outputs = {}, set()
+    else:
+        layers = [node.operation for node in nodes_in_order(model)]
+        consumers, _ = _consumers(model)
+        outputs = {x._keras_history.operation.name for x in functional_graph(model).outputs}
     per_layer = check_per_layer(per_layer, ("method", "group_size"))
-    names = [layer.name for layer in model.layers]
+    names = [layer.name for layer in (layers if subclassed else model.layers)]
     unknown = sorted(set(per_layer) - set(names))
     if unknown:
         raise ValueError(f"per_layer names unknown layers {unknown}; the model has {names}")
 
     decisions = []
-    for node in nodes_in_order(model):
-        layer = node.operation
-        if not is_weighted(layer) or layer.name in {d.name for d in decisions}:
+    for layer in layers:
+        handler = get_handler(layer)
+        if layer.name in {d.name for d in decisions}:
             continue
-        kind, fan_in = get_handler(layer).kind, get_handler(layer).fan_in(layer)
-        units = int(layer.kernel.shape[-1])
-        method, reason = target.methods[kind], f"{target.kind}: {target.methods[kind]} on {kind}"
+        if is_weighted(layer):
+            kind, fan_in = handler.kind, handler.fan_in(layer)
+            units = handler.units(layer)
+            method, reason = target.methods[kind], f"{target.kind}: {target.methods[kind]} on {kind}"
+        elif handler.pruned_twin(layer) is not None and handler.plan_kind(layer) is not None:
+            kind, fan_in, units, method, g, reason = _weights_only_plan(layer, target, g_default)
+        else:
+            continue
         override = dict(per_layer.pop(layer.name, {}))
         bad = sorted(set(override) - {"method", "group_size"})
         if bad:
@@ -208,12 +231,21 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
             if method not in METHODS:
                 raise ValueError(f"layer {layer.name!r}: method must be one of {METHODS}, "
                                  f"got {method!r}")
+        if method in _NODE_METHODS and not is_weighted(layer):
+            raise ValueError(f"layer {layer.name!r}: method {method!r} needs a weighted layer "
+                             f"(Dense, Conv2D, ...); a {type(layer).__name__} takes 'group' or "
+                             "'none'")
+        if method in _NODE_METHODS and subclassed:
+            method = "2:4" if method == "node+2:4" else "none"
+            reason += ("; subclassed model: node pruning needs the layer graph (build it "
+                       "Sequential or Functional)")
         if method in _NODE_METHODS and _reaches_output(layer, consumers, outputs):
             method = "2:4" if method == "node+2:4" else "none"
             reason += "; units are model outputs: no node pruning"
         if method in ("2:4", "node+2:4"):
-            why = keras_nm_reason(layer) or (
-                None if _input_is_fixed(node, producer) else "input shrinks upstream")
+            # Node removal upstream keeps whole 2:4 windows of this layer's inputs
+            # (dependency.channel_plan), so a shrinking input does not break them.
+            why = _nm_reason(layer) if is_weighted(layer) else "not a weighted layer"
             if why:
                 method = "node" if method == "node+2:4" else "none"
                 reason += f"; {why}: no 2:4"
@@ -235,7 +267,7 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
         decisions.append(LayerPlan(layer.name, kind, fan_in, units, method, g, mask_after, reason))
     if per_layer:
         raise ValueError(f"per_layer configures layers that are not Dense or Conv2D: "
-                         f"{sorted(per_layer)}")
+                         f"{sorted(per_layer)} (nor another prunable type)")
     if budget is None:
         if profile is not None or sensitivity_data is not None or loss is not None:
             raise ValueError("profile=, sensitivity_data= and loss= apply only with budget=")

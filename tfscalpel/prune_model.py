@@ -3,11 +3,17 @@ import warnings
 
 import keras
 
-from tfscalpel.layer_handlers import get_handler
+from tfscalpel.layer_handlers import get_handler, load_stock_weights
 from tfscalpel.layers import PrunableMixin, fan_in_of
 from tfscalpel.patterns import GroupPattern, get_pattern, tfmot_block_pattern
 from tfscalpel.planner import check_per_layer, insert_masks, plan
 from tfscalpel.schedules import ConstantSparsity, get_schedule
+from tfscalpel.subclassed import (
+    build_like,
+    copy_model,
+    is_subclassed,
+    prunable_layers,
+)
 from tfscalpel.targets import GROUP_SIZES
 
 _SPEC_KEYS = ("pattern", "group_size", "importance", "schedule", "sparsity")
@@ -65,8 +71,10 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     :class:`~tfscalpel.UpdatePruningStep` callback, then :func:`~tfscalpel.strip` it.
 
     Args:
-        model: a Sequential or Functional Keras 3 model. (In a subclassed model, use
-            ``GroupPrunedDense`` / ``GroupPrunedConv2D`` directly.)
+        model: a Sequential, Functional or subclassed Keras 3 model. A subclassed one must be
+            built and copyable from its config; its layers are found through its attributes
+            and swapped in the copy (:mod:`tfscalpel.subclassed`), and ``target=`` plans keep
+            only their weight patterns there (node pruning needs the layer graph).
         schedule: a pruning schedule (:mod:`tfscalpel.schedules`, or tfmot's).
         sparsity: shorthand for ``ConstantSparsity(sparsity)``: prune at step 0, then hold.
         pattern: ``"group"`` (SIMD groups, default), ``"unstructured"``, ``"2:4"`` or any
@@ -121,11 +129,10 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
                 "AVG" if block_pooling_type is None else block_pooling_type, sparsity_m_by_n)
         except ValueError as e:
             raise ValueError(f"prune(): {e}") from None
-    if not _is_cloneable(model):
+    if not _is_cloneable(model) and not is_subclassed(model):
         raise ValueError(
-            f"prune() needs a Sequential or Functional model, got {type(model).__name__}; in a "
-            "subclassed model use tfscalpel.GroupPrunedDense / GroupPrunedConv2D layers directly"
-        )
+            f"prune() needs a Keras model (Sequential, Functional or subclassed), got "
+            f"{type(model).__name__}; prune_low_magnitude() takes a single layer")
     if not model.built:
         raise ValueError(
             f"prune(): the {type(model).__name__} model {model.name!r} is not built, so its "
@@ -146,7 +153,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     if profile is not None or sensitivity_data is not None or loss is not None:
         raise ValueError("profile=, sensitivity_data= and loss= apply only with target= and "
                          "budget=")
-    names = [layer.name for layer in model.layers]
+    names = [layer.name for layer in _top_layers(model)]
     try:
         default = _resolve_spec(pattern, group_size, importance, schedule, sparsity)
     except ValueError as e:
@@ -188,15 +195,16 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
 
     _warn_fixed_sparsity(specs)
     global_group = "global" if global_sparsity else None
+    if is_subclassed(model):
+        return _prune_subclassed(model, specs, global_group)
 
     def clone(layer):
         if layer.name not in specs:
             return layer.__class__.from_config(layer.get_config())
         p, imp, sched = specs[layer.name]
-        twin = _twin(layer)
         try:
-            return twin(**_stock_config(layer), pattern=p, importance=imp, schedule=sched,
-                        global_group=global_group)
+            return get_handler(layer).make_twin(layer, pattern=p, importance=imp,
+                                                schedule=sched, global_group=global_group)
         except ValueError as e:
             message = str(e)
             if not message.startswith("layer "):
@@ -205,14 +213,11 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
 
     pruned = keras.models.clone_model(model, clone_function=clone)
     for source, target in zip(model.layers, pruned.layers):
-        if isinstance(target, PrunableMixin):
-            # A pruned source keeps its zeros: its blocks score 0 in the new ranking. Copies
-            # through NumPy: under JAX, assigning the source variable would share its buffer,
-            # which fit then donates, deleting the original model's weights.
-            target.kernel.assign(source._numpy_masked_kernel() if isinstance(source, PrunableMixin)
-                                 else keras.ops.convert_to_numpy(source.kernel))
-            if source.bias is not None:
-                target.bias.assign(keras.ops.convert_to_numpy(source.bias))
+        if source.name in specs:
+            # A pruned source keeps its zeros (its blocks score 0 in the new ranking);
+            # load_stock_weights copies through NumPy (under JAX a shared buffer would be
+            # donated, deleting the original model's weights).
+            load_stock_weights(target, source)
         else:
             target.set_weights(source.get_weights())
     return pruned
@@ -229,7 +234,7 @@ def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, im
     if layers is not None:
         chosen, _ = _select_layers(model, layers)
         chosen = {layer.name for layer in chosen}
-        for layer in model.layers:
+        for layer in _top_layers(model):
             if get_handler(layer).role == "weighted" and layer.name not in chosen:
                 per_layer.setdefault(layer.name, {})["method"] = "none"
     if budget_args["budget"] is not None and sparsity is not None:
@@ -305,12 +310,37 @@ def _layer_spec(name, default, overrides):
         raise ValueError(f"layer {name!r}: {e}") from None
 
 
+def _top_layers(model):
+    """The layers ``prune`` chooses from: a Sequential or Functional model's layers; for a
+    subclassed model the ones with a pruned twin found through its attributes."""
+    if not is_subclassed(model):
+        return model.layers
+    return [layer for layer in prunable_layers(model) if _twin(layer) is not None]
+
+
+def _prune_subclassed(model, specs, global_group):
+    """prune() for a subclassed model: a copy with its chosen layers swapped for their twins
+    (:mod:`tfscalpel.subclassed`)."""
+
+    def replace(layer):
+        if layer.name not in specs:
+            return None
+        p, imp, sched = specs[layer.name]
+        twin = get_handler(layer).make_twin(layer, pattern=p, importance=imp, schedule=sched,
+                                            global_group=global_group)
+        build_like(twin, layer, "prune()")
+        load_stock_weights(twin, layer)
+        return twin
+
+    return copy_model(model, "prune()", replace)
+
+
 def _select_layers(model, layers):
     """Split the model's layers into (to prune, cannot prune)."""
-    by_name = {layer.name: layer for layer in model.layers}
+    by_name = {layer.name: layer for layer in _top_layers(model)}
     if layers is None or callable(layers):
         # Implicit choice: complain only about layers with weights that could matter.
-        candidates = [layer for layer in model.layers if layers is None or layers(layer)]
+        candidates = [layer for layer in by_name.values() if layers is None or layers(layer)]
         chosen = [layer for layer in candidates if _twin(layer) is not None]
         rest = [
             layer for layer in candidates
@@ -352,7 +382,8 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
                          "sparsity; drop sparsity=")
     # Gates are inserted around the given layers (insert_masks reuses them), so start from a
     # copy: training the pruned model must never train the caller's model in place.
-    pruned = _copy(model)
+    # (A subclassed model is copied by prune(); it has no gates.)
+    pruned = model if is_subclassed(model) else _copy(model)
     if weighted:
         patterns = {p.weight_pattern for p in weighted.values()}
         if schedule is None and sparsity is None and not targets:

@@ -131,6 +131,13 @@ def layer_report(name, kernel, pattern_name, group_size, nodes_total=None, fan_i
     )
 
 
+def _pruned_in(layer):
+    """The pruned layers inside ``layer``: itself, or the sublayers of a twin that holds
+    several (MultiHeadAttention's projections, a custom layer's weights)."""
+    return [sub for sub in [layer, *layer._flatten_layers(include_self=False, recursive=True)]
+            if isinstance(sub, PrunableMixin)]
+
+
 def _plain_layer(layer):
     return get_handler(layer).plain_layer(layer)
 
@@ -140,9 +147,11 @@ def strip(model, return_report=False):
     multiplied into the kernels; outputs equal the pruned model's. With
     ``return_report=True``, return ``(model, StripReport)``.
 
-    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand;
-    a Sequential or Functional model used as a layer inside them is stripped too, and its
-    pruned layers are reported.
+    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand
+    (a Sequential or Functional model used as a layer inside them is stripped too, and its
+    pruned layers are reported), and for subclassed ones built from pruned layers
+    (``GroupPrunedDense``, ...) or by ``prune``: a copy with stock layers in their place
+    (:mod:`tfscalpel.subclassed`).
     A model with :class:`~tfscalpel.MaskLayer` gates also loses its dead nodes for real (the
     result is Functional): units, filters and the matching input rows of the next layers are
     removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
@@ -150,15 +159,18 @@ def strip(model, return_report=False):
     pruned layer.
 
     Raises:
-        ValueError: for a subclassed model, or a gated channel reaching a layer node removal
-            cannot follow (the message names it).
+        ValueError: for a subclassed model that cannot be copied from its config, or a gated
+            channel reaching a layer node removal cannot follow (the message names it).
     """
     from tfscalpel.prune_model import _is_cloneable
+    from tfscalpel.subclassed import is_subclassed
 
+    if is_subclassed(model):
+        return _strip_subclassed(model, return_report)
     if not _is_cloneable(model):
         raise ValueError(
-            f"strip() needs a Sequential or Functional model, got {type(model).__name__}"
-        )
+            f"strip() needs a Keras model (Sequential, Functional or subclassed), got "
+            f"{type(model).__name__}")
 
     from tfscalpel.gates import mask_layers
 
@@ -170,7 +182,8 @@ def strip(model, return_report=False):
         stripped, outer = _strip_weights(model)
     # Nested models' layers and the outer ones, in the order the original model lists them.
     order = {name: i for i, name in reversed(list(enumerate(names)))}
-    report = StripReport(tuple(sorted(reports + outer, key=lambda r: order.get(r.name, 0))))
+    report = StripReport(tuple(sorted(reports + outer,
+                                      key=lambda r: order.get(r.name.split("/")[0], 0))))
     return (stripped, report) if return_report else stripped
 
 
@@ -211,13 +224,13 @@ def _strip_weights(model):
     stripped = keras.models.clone_model(model, clone_function=_plain_layer)
     reports = []
     for source, target in zip(model.layers, stripped.layers):
-        weights = get_handler(source).weights(source)
-        target.set_weights(weights)
-        if isinstance(source, PrunableMixin):
-            reports.append(layer_report(source.name, weights[0], source.pattern.describe(),
-                                        source.pattern.group_size,
-                                        fan_in_ndim=source.fan_in_ndim,
-                                        positions=_positions(source)))
+        target.set_weights(get_handler(source).weights(source))
+        for pruned in _pruned_in(source):
+            name = pruned.name if pruned is source else f"{source.name}/{pruned.name}"
+            reports.append(layer_report(name, pruned._numpy_masked_kernel(),
+                                        pruned.pattern.describe(), pruned.pattern.group_size,
+                                        fan_in_ndim=pruned.fan_in_ndim,
+                                        positions=_positions(pruned)))
     return stripped, reports
 
 
@@ -228,6 +241,32 @@ def _positions(layer):
     except (AttributeError, ValueError):  # a layer used more than once has no single output
         return 1
     return int(math.prod(shape)) if shape and None not in shape else 1
+
+
+def _strip_subclassed(model, return_report):
+    """strip() for a subclassed model: a copy whose pruned layers are swapped for stock ones
+    with the masks baked in (:mod:`tfscalpel.subclassed`). Without a graph, no node is
+    removed (a MaskLayer inside stays as it is)."""
+    from tfscalpel.subclassed import build_like, copy_model
+
+    reports = []
+
+    def replace(layer):
+        pruned = _pruned_in(layer)
+        if not pruned:
+            return None
+        handler = get_handler(layer)
+        plain = build_like(handler.plain_layer(layer), layer, "strip()")
+        plain.set_weights(handler.weights(layer))
+        for p in pruned:
+            name = p.name if p is layer else f"{layer.name}/{p.name}"
+            reports.append(layer_report(name, p._numpy_masked_kernel(), p.pattern.describe(),
+                                        p.pattern.group_size, fan_in_ndim=p.fan_in_ndim))
+        return plain
+
+    stripped = copy_model(model, "strip()", replace)
+    report = StripReport(tuple(reports))
+    return (stripped, report) if return_report else stripped
 
 
 def _strip_nodes(model):

@@ -22,32 +22,36 @@ import contextlib
 import keras
 
 from tfscalpel.patterns import get_pattern, tfmot_block_pattern
-from tfscalpel.layer_handlers import get_handler
+from tfscalpel.layer_handlers import get_handler, load_stock_weights
 from tfscalpel.prune_model import prune
 from tfscalpel.schedules import ConstantSparsity, get_schedule
 from tfscalpel.strip import strip
 
 def _prune_one_layer(layer, pattern, importance, schedule):
     """The pruned twin of one layer (its handler's), keeping the weights if it is built."""
-    twin_class = get_handler(layer).pruned_twin(layer)
-    if twin_class is None:
+    handler = get_handler(layer)
+    if handler.pruned_twin(layer) is None:
         raise ValueError(
             f"prune_low_magnitude: layer {layer.name!r} is a {type(layer).__name__}, which has no "
-            "pruned twin; one layer can be pruned when its type has one (Dense, Conv1D, Conv2D, "
-            "DepthwiseConv2D, or a type given one with tfscalpel.register_layer); pass a model to "
-            "prune the layers it can and leave the rest dense")
-    twin = twin_class(**layer.get_config(), pattern=pattern, importance=importance,
-                      schedule=schedule)
+            "pruned twin; one layer can be pruned when its type has one (Dense, Conv1D/2D/3D, "
+            "Conv2DTranspose, SeparableConv2D, DepthwiseConv2D, Embedding, EinsumDense, "
+            "MultiHeadAttention, a layer with get_prunable_weights(), or a type given one with "
+            "tfscalpel.register_layer); pass a model to prune the layers it can and leave the "
+            "rest dense")
+    twin = handler.make_twin(layer, pattern=pattern, importance=importance, schedule=schedule)
     if layer.built:
-        twin.build(_input_shape(layer))
-        for source, target in zip(layer.weights, twin.weights):
-            # Through NumPy: under JAX a shared buffer would be donated (deleted) by fit.
-            target.assign(keras.ops.convert_to_numpy(source))
+        shapes = getattr(layer, "_build_shapes_dict", None)
+        if shapes is not None:
+            twin.build(**shapes)
+        else:
+            twin.build(_input_shape(layer))
+        load_stock_weights(twin, layer)
     return twin
 
 
 def _input_shape(layer):
-    """An input shape that builds ``layer``'s twin: only its input channels matter."""
+    """An input shape that builds ``layer``'s twin when the layer did not record the one it
+    was built with: only its input channels matter."""
     channels = int(layer.kernel.shape[-2])  # (..., in, out); depthwise: (kh, kw, in, mult)
     rank = len(layer.kernel.shape)  # Dense 2, Conv1D 3, Conv2D 4: the input has the same rank
     if getattr(layer, "data_format", "channels_last") == "channels_first":
