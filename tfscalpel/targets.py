@@ -225,6 +225,11 @@ X86_AVX2 = {
 #   terms): g = 4 costs 14.8 cycles per stored group (3.7 per stored weight), so on this core
 #   g = 4 pays off from ~35 % group sparsity, not ~75 % as on x86.
 # TFLite Micro's FULLY_CONNECTED has no sparse weights, so TFLite's block-sparse format is out.
+# - custom_conv (TFS_GROUP_SPARSE_CONV2D, tflite_export/conv_layers.py): a conv is, per output
+#   position, one FC over its kh*kw*cin patch (the dense / custom entries above; the sparse path
+#   pays the custom fixed cost once per tile of positions) plus im2col, `patch_ns` per patch
+#   byte on both paths, and the sparse path's int16 widening of the patches, `widen_ns`:
+#   CONV_COST_SOURCE below.
 CORTEX_M4 = {
     "name": "cortex-m4",
     "source": "estimated Cortex-M4 cycles on QEMU mps2-an386 (benchmarks/mcu/bench_mcu.py --json; "
@@ -243,6 +248,7 @@ CORTEX_M4 = {
                 "unit_ns": {"1": 9.17, "2": 11.30, "4": 14.76, "8": 25.17, "16": 63.06},
             },
         },
+        "custom_conv": {"int8": {"patch_ns": 1.5, "widen_ns": 1.0}},
     },
 }
 
