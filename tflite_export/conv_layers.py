@@ -5,9 +5,9 @@ Each int8 CONV_2D becomes a :class:`ConvLayer`: an ``FCLayer`` view of its filte
 so the FC formats' encoders and the requantization arrays apply unchanged) plus its geometry.
 :func:`decide` chooses dense or a conv format (``formats.conv_formats()``) from the target
 profile's costs: a conv costs, per output position, one FC over its patch (the profile's
-``dense`` / ``custom`` entries) plus im2col (``custom_conv``'s ``patch_ns`` per patch byte; the
-sparse path also widens the patch to int16, ``widen_ns``), and the sparse path pays the FC
-core's fixed cost once per tile of positions. :func:`rewrite_convs` is the exporter's conv loop;
+``dense`` / ``custom`` entries) plus im2col (``custom_conv``'s ``position_ns`` per position and
+``patch_ns`` per patch byte; the sparse path also widens the patch to int16, ``widen_ns`` per
+byte), and the sparse path pays the FC core's fixed cost once per tile of positions. :func:`rewrite_convs` is the exporter's conv loop;
 it runs only for targets whose profile prices a conv format (Cortex-M: ``custom_conv``).
 """
 from __future__ import annotations
@@ -221,9 +221,11 @@ def conv_formats_priced(cost) -> tuple:
 
 
 def _conv_costs(cost: CostModel, layer: ConvLayer) -> tuple[float, float, float]:
+    """(im2col, the sparse path's widening, the FC core's fixed cost per call) of one image."""
     c = cost.profile["formats"]["custom_conv"]["int8"]
     patch = layer.positions * layer.in_features
-    return float(c["patch_ns"]) * patch, float(c["widen_ns"]) * patch, float(
+    im2col = float(c["position_ns"]) * layer.positions + float(c["patch_ns"]) * patch
+    return im2col, float(c["widen_ns"]) * patch, float(
         cost.profile["formats"]["custom"]["int8"]["fixed_ns"])
 
 

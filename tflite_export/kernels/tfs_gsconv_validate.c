@@ -56,7 +56,7 @@ static int check_geometry(const int32_t* g, const tfs_gsfc_layer* fc, tfs_gsconv
                     (long long)k, (int)fc->in);
   const int64_t in_size = (int64_t)g[TFS_GEOM_IN_H] * g[TFS_GEOM_IN_W] * g[TFS_GEOM_CIN];
   if (in_size > INT32_MAX)
-    return tfs_fail(err, err_len, "geometry: in_h * in_w * cin = %lld > %d", (long long)in_size, INT32_MAX);
+    return tfs_fail(err, err_len, "geometry: in_h * in_w * cin = %lld > %d", (long long)in_size, (int)INT32_MAX);
   int64_t out_h, out_w, pad_top, pad_left;
   axis_geometry(g[TFS_GEOM_IN_H], g[TFS_GEOM_KH], g[TFS_GEOM_STRIDE_H], g[TFS_GEOM_DIL_H], padding,
                 &out_h, &pad_top);
@@ -74,7 +74,7 @@ static int check_geometry(const int32_t* g, const tfs_gsfc_layer* fc, tfs_gsconv
   const int64_t positions = out_h * out_w;
   if (positions * fc->out > INT32_MAX)
     return tfs_fail(err, err_len, "geometry: out_h * out_w * cout = %lld > %d",
-                    (long long)(positions * fc->out), INT32_MAX);
+                    (long long)(positions * fc->out), (int)INT32_MAX);
   const tfs_conv_geom geom = {g[TFS_GEOM_IN_H], g[TFS_GEOM_IN_W], g[TFS_GEOM_CIN], (int32_t)out_h,
                               (int32_t)out_w, g[TFS_GEOM_KH], g[TFS_GEOM_KW], g[TFS_GEOM_STRIDE_H],
                               g[TFS_GEOM_STRIDE_W], g[TFS_GEOM_DIL_H], g[TFS_GEOM_DIL_W],
