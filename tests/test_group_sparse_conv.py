@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tflite_export import c_array, exporter, flatbuffer, kernels, params_blob, runtime
+from tflite_export import c_array, check_nm, exporter, flatbuffer, kernels, params_blob, runtime
 from tflite_export.conv_layers import decide, find_conv2d
 from tflite_export.converter import convert_keras
 from tflite_export.cost_model import load as load_cost
@@ -90,7 +90,7 @@ def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
             np.testing.assert_array_equal(tiled(x, impl="portable"), want)
 
 
-def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite():
+def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
     """conv-pool-conv-pool-fc-fc-fc, groups of 4 pruned at 85-90 %, exported for cortex-m4:
     conv2 becomes TFS_GROUP_SPARSE_CONV2D by the cost model, conv1 (K = 25, 6 filters: im2col
     dominates) stays dense unless forced; the model runs on the host runtime and every output
@@ -135,6 +135,13 @@ def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite():
     est = c_array.arena_estimate(res.model_bytes)
     # conv1: 576 positions, K = 25, tile 163: patches 4,080 + int16 copy 8,182 (FORMAT.md)
     assert est.scratch >= 4080 + 8182
+    cc, h = res.write_c_array(str(tmp_path))
+    text = open(cc).read()
+    assert f"g_model_data_len = {len(res.model_bytes)};" in text and "alignas(16)" in text
+    # the validator decodes both conv nodes back to the dense filters
+    checks = {c.name: c for c in check_nm(res.model_bytes).layers}
+    assert checks["conv1"].kind == "TFS_GROUP_SPARSE_CONV2D" and checks["conv1"].status != "invalid"
+    assert checks["conv2"].kind == "TFS_GROUP_SPARSE_CONV2D" and checks["conv2"].status != "invalid"
 
 
 def _valid_layer(seed=0):
