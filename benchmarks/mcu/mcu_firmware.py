@@ -30,14 +30,16 @@ def log(msg):
     print(f"[mcu] {msg}", flush=True)
 
 
-def ensure_packages():
-    """Install the cross compiler, newlib and QEMU with apt-get unless they are on PATH."""
-    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+def ensure_packages(extra=()):
+    """Install the cross compiler, newlib and QEMU (and the Debian packages `extra`) with apt-get
+    unless the tools are on PATH and `extra` is installed."""
+    missing_extra = [p for p in extra if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm") and not missing_extra:
         return
-    log(f"installing {' '.join(PACKAGES)} (apt-get)")
+    log(f"installing {' '.join(PACKAGES + list(extra))} (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES, *extra],
                    check=True, env=env, stdout=subprocess.DEVNULL)
 
 
@@ -112,12 +114,21 @@ def build(build_dir):
            "--specs=nano.specs", "--specs=rdimon.specs", "-nostartfiles",
            "-T", os.path.join(HERE, "mps2_an386.ld"), "-Wl,--gc-sections", "-o", elf, "-lm"]
     subprocess.run(cmd, check=True)
+    return elf, build_plugin(build_dir), mark_address(elf)
+
+
+def build_plugin(build_dir):
+    """The counting QEMU plugin (tfs_cycles_plugin.c), built for the host; returns its path."""
     plugin = os.path.join(build_dir, "tfs_cycles_plugin.so")
     subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
                     os.path.join(HERE, "tfs_cycles_plugin.c"), "-o", plugin], check=True)
+    return plugin
+
+
+def mark_address(elf):
+    """Address of the firmware's tfs_mark, the plugin's segment boundary."""
     nm = subprocess.run(["arm-none-eabi-nm", elf], check=True, capture_output=True, text=True).stdout
-    mark = next(int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(" tfs_mark"))
-    return elf, plugin, mark
+    return next(int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(" tfs_mark"))
 
 
 def run_qemu(elf, plugin, mark, build_dir):
