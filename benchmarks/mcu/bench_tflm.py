@@ -88,27 +88,49 @@ def _online() -> bool:
         return False
 
 
-def build_tflm(tflm_dir: str, cmsis_nn_dir: str, build_dir: str) -> str:
-    """TFLite Micro's static library for Cortex-M4 with CMSIS-NN's kernels; returns its path."""
-    gendir = os.path.join(build_dir, "gen") + "/"
+def _make(tflm_dir: str, cmsis_nn_dir: str, build_dir: str, *targets: str, evals=()):
+    """TFLite Micro's Makefile for Cortex-M4 (hard float) with CMSIS-NN from `cmsis_nn_dir`."""
     gcc = subprocess.run(["which", "arm-none-eabi-gcc"], capture_output=True, text=True).stdout.strip()
-    # TFLite Micro's Makefile runs `python3` with numpy and PIL (example data generation):
-    # this interpreter, first on PATH.
+    # The Makefile runs `python3` with numpy and PIL (example data): this interpreter, first on PATH.
     pybin = os.path.join(build_dir, "pybin")
     os.makedirs(pybin, exist_ok=True)
     with open(os.path.join(pybin, "python3"), "w") as f:
         f.write(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
     os.chmod(os.path.join(pybin, "python3"), 0o755)
+    # CMSIS-NN from cmsis_nn_dir, unless it is TFLite Micro's own download (then the Makefile's
+    # default path, so that the objects it already built are reused).
+    default = os.path.join(tflm_dir, "tensorflow", "lite", "micro", "tools", "make", "downloads", "cmsis_nn")
+    own = os.path.realpath(cmsis_nn_dir) == os.path.realpath(default)
     cmd = ["make", "-f", "tensorflow/lite/micro/tools/make/Makefile", "TARGET=cortex_m_generic",
            "TARGET_ARCH=cortex-m4+fp", "OPTIMIZED_KERNEL_DIR=cmsis_nn", "BUILD_TYPE=release",
-           f"CMSIS_NN_PATH={os.path.abspath(cmsis_nn_dir)}",
-           f"TARGET_TOOLCHAIN_ROOT={os.path.dirname(gcc)}/", f"GENDIR={gendir}", "microlite",
-           f"-j{os.cpu_count() or 2}"]
-    log("building TFLite Micro (cortex-m4+fp, CMSIS-NN kernels)")
+           *([] if own else [f"CMSIS_NN_PATH={os.path.abspath(cmsis_nn_dir)}"]),
+           f"TARGET_TOOLCHAIN_ROOT={os.path.dirname(gcc)}/", f"GENDIR={os.path.join(build_dir, 'gen')}/",
+           *[f"--eval={e}" for e in evals], *targets, f"-j{os.cpu_count() or 2}"]
     env = dict(os.environ, PATH=pybin + os.pathsep + os.environ["PATH"])
     run = subprocess.run(cmd, cwd=tflm_dir, env=env, capture_output=True, text=True)
     if run.returncode != 0:
-        raise RuntimeError(f"TFLite Micro build failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
+        raise RuntimeError(f"TFLite Micro make {targets} failed:\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
+    return run.stdout
+
+
+def tflm_flags(tflm_dir: str, cmsis_nn_dir: str, build_dir: str) -> tuple[list, list]:
+    """(CXXFLAGS, include flags) the library was built with (paths made absolute): the firmware's
+    C++ must see the same struct layouts (TF_LITE_STATIC_MEMORY, ...)."""
+    out = _make(tflm_dir, cmsis_nn_dir, build_dir, "tfs_print_flags", evals=(
+        "tfs_print_flags: ; @echo TFS_CXXFLAGS $(CXXFLAGS) ; echo TFS_INCLUDES $(INCLUDES)",))
+    lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1].split() for ln in out.splitlines()
+             if ln.startswith("TFS_")}
+    flags = [f for f in lines["TFS_CXXFLAGS"] if f != "-MD"]
+    incs = [f"-I{os.path.join(tflm_dir, f[2:])}" if f.startswith("-I") and not os.path.isabs(f[2:]) else f
+            for f in lines["TFS_INCLUDES"]]
+    return flags, incs
+
+
+def build_tflm(tflm_dir: str, cmsis_nn_dir: str, build_dir: str) -> str:
+    """TFLite Micro's static library for Cortex-M4 with CMSIS-NN's kernels; returns its path."""
+    log("building TFLite Micro (cortex-m4+fp, CMSIS-NN kernels)")
+    _make(tflm_dir, cmsis_nn_dir, build_dir, "microlite")
+    gendir = os.path.join(build_dir, "gen")
     for root, _, files in os.walk(gendir):
         if "libtensorflow-microlite.a" in files:
             return os.path.join(root, "libtensorflow-microlite.a")
@@ -179,19 +201,17 @@ def write_models_header(path: str, models: list) -> None:
         f.write("".join(parts))
 
 
-def build_firmware(tflm_dir: str, lib: str, build_dir: str) -> str:
-    """The firmware: tflm_main.cc + our kernel cores and TFLite Micro adapters, linked with the
-    TFLite Micro library; returns the ELF's path."""
+def build_firmware(tflm_dir: str, cmsis_nn_dir: str, lib: str, build_dir: str) -> str:
+    """The firmware: tflm_main.cc and our TFLite Micro adapters (TFLite Micro's own C++ flags) +
+    our kernel cores (C, mcu_firmware's flags), linked with the TFLite Micro library; returns
+    the ELF's path."""
     import runpy
 
-    dl = os.path.join(tflm_dir, "tensorflow", "lite", "micro", "tools", "make", "downloads")
-    inc = ["-I", tflm_dir, "-I", os.path.join(dl, "flatbuffers", "include"), "-I", os.path.join(dl, "gemmlowp"),
-           "-I", os.path.join(dl, "ruy"), "-I", build_dir, "-I", KERNELS, "-I", HERE]
-    common = [*ARCH, "-O2", "-ffunction-sections", "-fdata-sections", "-DTF_LITE_STATIC_MEMORY",
-              "-DTF_LITE_MCU_DEBUG_LOG"]
-    cxx = ["arm-none-eabi-g++", *common, "-std=c++17", "-fno-rtti", "-fno-exceptions",
-           "-fno-threadsafe-statics", "-fno-unwind-tables", "-Wall", "-Werror"]
-    cc = ["arm-none-eabi-gcc", *common, "-std=c11", "-Wall", "-Wextra", "-Werror"]
+    flags, incs = tflm_flags(tflm_dir, cmsis_nn_dir, build_dir)
+    inc = [*incs, "-I", build_dir, "-I", KERNELS, "-I", HERE]
+    cxx = ["arm-none-eabi-g++", *flags, "-O2", "-Werror"]
+    cc = ["arm-none-eabi-gcc", *ARCH, "-O2", "-ffunction-sections", "-fdata-sections", "-std=c11",
+          "-Wall", "-Wextra", "-Werror"]
     objs = []
     core = runpy.run_path(os.path.join(KERNELS, "sources.py"))["core_sources"]()
     for src in [os.path.join(KERNELS, s) for s in core] + [os.path.join(HERE, "startup.c")]:
@@ -270,7 +290,8 @@ def main(argv=None) -> int:
             entries.append({"label": f"{name} {kind}", "bytes": data, "inputs": xq, "output_bytes": out_bytes})
     write_models_header(os.path.join(args.build_dir, "tflm_models.h"), entries)
     log("building the firmware")
-    elf = build_firmware(os.path.abspath(args.tflm_dir), lib, os.path.abspath(args.build_dir))
+    elf = build_firmware(os.path.abspath(args.tflm_dir), args.cmsis_nn_dir, lib,
+                         os.path.abspath(args.build_dir))
     log("running it on QEMU mps2-an386")
     rc, out, segs = run_qemu(elf, build_plugin(args.build_dir), mark_address(elf), args.build_dir)
     invokes = segs[1::2]
