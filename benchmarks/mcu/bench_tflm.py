@@ -248,6 +248,8 @@ def main(argv=None) -> int:
     p.add_argument("--lenet300", help="pruned LeNet-300-100 (.keras); default: synthetic weights")
     p.add_argument("--lenet5", help="pruned LeNet-5 (.keras); default: synthetic weights")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "out", "mcu", "tflm"))
+    p.add_argument("--tflm-lib", help="an already built TFLite Micro library for this "
+                   "configuration (cortex-m4+fp, CMSIS-NN, release): skips `make microlite`")
     args = p.parse_args(argv)
     why = missing_sources(args.tflm_dir, args.cmsis_nn_dir)
     if why:
@@ -258,7 +260,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     ensure_packages(extra=("libstdc++-arm-none-eabi-newlib",))
     os.makedirs(args.build_dir, exist_ok=True)
-    lib = build_tflm(os.path.abspath(args.tflm_dir), args.cmsis_nn_dir, os.path.abspath(args.build_dir))
+    lib = args.tflm_lib or build_tflm(os.path.abspath(args.tflm_dir), args.cmsis_nn_dir,
+                                      os.path.abspath(args.build_dir))
 
     import keras
 
