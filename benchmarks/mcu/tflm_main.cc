@@ -26,7 +26,7 @@ static void Log(const char* s) { printf("%s", s); }
 
 int main() {
   RegisterDebugLogCallback(Log);
-  static tflite::MicroMutableOpResolver<12> resolver;
+  tflite::MicroMutableOpResolver<12> resolver;  // not static: no destructor registration (no __dso_handle here)
   resolver.AddFullyConnected();
   resolver.AddConv2D();
   resolver.AddMaxPool2D();
