@@ -169,15 +169,16 @@ def synthetic_models(seed: int = 0):
     return {"LeNet-300-100": lenet300, "LeNet-5": lenet5}
 
 
-def export_pair(model, calib):
+def export_pair(model, calib, force=None):
     """(dense int8 bytes, pruned int8 bytes for cortex-m4, the export report), int8 I/O. The
     dense model goes through the same exporter with every layer forced dense, so both have the
     static Flatten shape and the same aligned layout (the converter's own output computes
     Flatten's shape with SHAPE / STRIDED_SLICE / PACK, which TFLite Micro need not register)."""
     from tflite_export import exporter
 
+    names = {layer.name for layer in model.layers}
     res = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
-                          int8_io=True)
+                          int8_io=True, formats={k: v for k, v in (force or {}).items() if k in names})
     dense = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
                             int8_io=True, formats={r.layer: "dense" for r in res.layers})
     assert all(r.format == "dense" for r in dense.layers)
@@ -254,6 +255,9 @@ def main(argv=None) -> int:
     p.add_argument("--lenet300", help="pruned LeNet-300-100 (.keras); default: synthetic weights")
     p.add_argument("--lenet5", help="pruned LeNet-5 (.keras); default: synthetic weights")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "out", "mcu", "tflm"))
+    p.add_argument("--force", action="append", default=[], metavar="LAYER=FORMAT",
+                   help="force a layer's format in the pruned export (exporter's formats=), e.g. "
+                        "conv1=custom_conv; applies to the models that have the layer")
     p.add_argument("--tflm-lib", help="an already built TFLite Micro library for this "
                    "configuration (cortex-m4+fp, CMSIS-NN, release): skips `make microlite`")
     args = p.parse_args(argv)
@@ -284,7 +288,7 @@ def main(argv=None) -> int:
     for name, model in models.items():
         shape = tuple(model.inputs[0].shape[1:])
         calib = rng.random((200,) + shape, dtype=np.float32)
-        dense, pruned, report = export_pair(model, calib)
+        dense, pruned, report = export_pair(model, calib, dict(f.split("=", 1) for f in args.force))
         with filtered_stderr(litert_noise):
             rt = runtime.load(pruned)
             qin = rt.input_details[0]
