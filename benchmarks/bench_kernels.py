@@ -7,6 +7,10 @@ and int8, microseconds per inference of:
              float32 / (16, 1) int8), same runtime
   gN rt    - TFS_GROUP_SPARSE_FC with group width N through the runtime (a one-node model)
   gN k     - the same kernel called directly (no runtime), timed in C
+  node     - what the custom node costs LiteRT beyond its kernel: the time of a model running
+             the node twice (the copy writes an internal tensor) minus the one-node model's time
+             minus the kernel's; rt - k also holds LiteRT's fixed cost per run, which dense pays
+             too (benchmarks/bench_node_overhead.py gives the same cost as a slope over N nodes)
 Speedups are dense / x. Every time is the best of several C-timed loops. The header names the
 CPU, its ISA features and the kernel path; each row names the C kernel (from the manifest,
 tflite_export/kernels/tfs_kernels.inc) that ran for each g. The converter's and LiteRT's log
@@ -69,6 +73,28 @@ def _best_kernel_time(layer, x, target_s=0.15, reps=7):
     t = layer.time(x, 20, impl)
     iters = max(20, int(target_s / reps / max(t, 1e-7)))
     return min(layer.time(x, iters, impl) for _ in range(reps))
+
+
+def _doubled(model_bytes):
+    """The one-node model with its custom node run twice: the copy reads the same activations
+    and blob and writes a new internal tensor (LiteRT runs every node of the plan)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from tflite_export import flatbuffer
+
+    model = flatbuffer.load(model_bytes)
+    sg = model.subgraphs[0]
+    (op,) = sg.operators
+    y = sg.tensors[int(op.outputs[0])]
+    t = schema.TensorT()
+    t.name, t.shape, t.type, t.quantization = b"y_copy", list(y.shape), y.type, y.quantization
+    t.buffer = 0
+    sg.tensors.append(t)
+    copy = schema.OperatorT()
+    copy.opcodeIndex, copy.inputs = op.opcodeIndex, op.inputs
+    copy.outputs = [len(sg.tensors) - 1]
+    sg.operators = [op, copy]
+    return flatbuffer.save(model)
 
 
 def _weights(rng, in_f, out_f, g, sparsity):
@@ -158,10 +184,13 @@ def bench(layers, sparsities, gs_f32=(4, 8), gs_i8=(4, 16)):
                     w = wb if g == block else _weights(rng, in_f, out_f, g, sp)
                     data_i8 = (dense_data if g == block else _convert(w, bias, True)) if int8 else None
                     model, arrays = _custom_model(data_i8, w, bias, g)
-                    with _quiet(), runtime.load(model) as rt:
-                        res[f"g{g} rt"] = _best_runtime_time(rt, x)
                     layer = kernels.GroupSparseFC(*arrays.values())
-                    res[f"g{g} k"] = _best_kernel_time(layer, x)
+                    with _quiet(), runtime.load(model) as rt, runtime.load(_doubled(model)) as rt2:
+                        # Interleaved, so that the difference sees the same machine load.
+                        times = [(_best_runtime_time(rt, x, reps=3), _best_runtime_time(rt2, x, reps=3),
+                                  _best_kernel_time(layer, x, reps=3)) for _ in range(3)]
+                    res[f"g{g} rt"], twice, res[f"g{g} k"] = (min(t[i] for t in times) for i in range(3))
+                    res[f"g{g} node"] = twice - res[f"g{g} rt"] - res[f"g{g} k"]
                     res[f"g{g} kernel"] = layer.kernel(kernels.get_runtime_impl())
                 rows.append(res)
                 print(_fmt_row(res), flush=True)
@@ -176,7 +205,8 @@ def _fmt_row(r):
         if k.startswith("g") and k.endswith(" rt"):
             g = k.split()[0]
             parts.append(f"{g} rt {r[k] * 1e6:6.2f} ({d / r[k]:5.2f}x) k {r[g + ' k'] * 1e6:6.2f}"
-                         f" ({d / r[g + ' k']:5.2f}x) [{r[g + ' kernel'].replace('tfs_gsfc_', '')}]")
+                         f" ({d / r[g + ' k']:5.2f}x) rt-k {(r[k] - r[g + ' k']) * 1e6:5.2f}"
+                         f" node {r[g + ' node'] * 1e6:5.2f} [{r[g + ' kernel'].replace('tfs_gsfc_', '')}]")
     return " | ".join(parts)
 
 

@@ -19,6 +19,11 @@ worse than the dense model's minus 0.1 %.
     python benchmarks/bench_node_pruning.py                  # full data (the table's models)
     python benchmarks/bench_node_pruning.py --only lenet5    # one model
     python benchmarks/bench_node_pruning.py --quick          # the table's --quick models
+    python benchmarks/bench_node_pruning.py --seeds 3 --distill   # mean +- std of seeds 0-2,
+                                                                  # fine-tuning distilled
+
+With ``--seeds N`` every number is the mean over the seeds (accuracy +- its sample standard
+deviation, kept nodes per layer as their mean) and the anchors are judged on the means.
 
 This is a benchmark, not a test.
 """
@@ -77,28 +82,48 @@ def nodes(model):
             if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))}
 
 
-def run(key, quick, seed, cache_dir):
-    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model."""
+def run(key, quick, seed, cache_dir, distill=None):
+    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model and seed."""
     s = table.settings_for(key, quick)
     train, test = table.load_data(s)
     cache = table.Cache(cache_dir, key, s, seed)
     t0 = time.time()
-    ms = table.build_models(key, s, train, test, seed, cache, which=("CPU", "GPU"))
+    ms = table.build_models(key, s, train, test, seed, cache, which=("CPU", "GPU"),
+                            distill=distill)
     print(f"[bench] {s['title']}: models ready after {time.time() - t0:.0f} s", flush=True)
     dense = ms["dense"]
     dense_acc = table.accuracy(dense, test)
     shape = train[0].shape[1:]
-    rows = [(key, s["title"], "dense", dense_acc, "", {}, dense.count_params(), macs(dense),
-             latency_us(dense, shape))]
-    full = nodes(dense)
+    rows = [(key, s["title"], "dense", dense_acc, nodes(dense), dense.count_params(),
+             macs(dense), latency_us(dense, shape))]
     for target in TARGETS:
         model = ms[STAGES[target]]
-        kept = {n: k for n, k in nodes(model).items() if k != full[n]}
-        text = ", ".join(f"{n} {k}/{full[n]}" for n, k in kept.items())
-        rows.append((key, s["title"], target, table.accuracy(model, test),
-                     text or "(none removed)", kept, model.count_params(), macs(model),
-                     latency_us(model, shape)))
+        rows.append((key, s["title"], target, table.accuracy(model, test), nodes(model),
+                     model.count_params(), macs(model), latency_us(model, shape)))
     return rows
+
+
+def mean_rows(runs):
+    """One row list from the row lists of several seeds (same models, same order): accuracy
+    becomes ``(mean, sample std)`` (std None for one seed); nodes per layer, params, MACs and
+    latency become their means."""
+    out = []
+    for rows in zip(*runs):
+        if len({r[:3] for r in rows}) != 1:
+            raise ValueError("mean_rows: the seeds' rows do not line up")
+        accs = [r[3] for r in rows]
+        std = statistics.stdev(accs) if len(accs) > 1 else None
+        kept = {n: statistics.mean(r[4][n] for r in rows) for n in rows[0][4]}
+        out.append((*rows[0][:3], (statistics.mean(accs), std), kept,
+                    *(statistics.mean(r[i] for r in rows) for i in (5, 6, 7))))
+    return out
+
+
+def kept_text(kept, full):
+    """``"fc1 161/300, fc2 64/100"`` for the layers that lost nodes (means print one decimal)."""
+    fmt = lambda k: f"{k:g}" if float(k).is_integer() else f"{k:.1f}"  # noqa: E731
+    text = ", ".join(f"{n} {fmt(k)}/{full[n]}" for n, k in kept.items() if k != full[n])
+    return text or "(none removed)"
 
 
 def verdict(key, dense_acc, acc, kept):
@@ -116,27 +141,41 @@ def verdict(key, dense_acc, acc, kept):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the Scalpel table's --quick models")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds seed .. seed+N-1 (default 1)")
+    parser.add_argument("--distill", action="store_true",
+                        help=f"fine-tune from the dense teacher ({table.DISTILL})")
     parser.add_argument("--only", choices=tuple(table.SETTINGS), action="append")
     parser.add_argument("--cache-dir", default=None, help="default: the Scalpel table's cache")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or os.path.join(
         str(datasets.cache_dir()), "scalpel_table" + ("_quick" if args.quick else ""))
-    rows = []
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    distill = table.DISTILL if args.distill else None
+    runs = {seed: [] for seed in seeds}
     t0 = time.time()
     for key in args.only or list(table.SETTINGS):
-        rows += run(key, args.quick, args.seed, cache_dir)
-    head = (f"{'model':<14}{'plan':<12}{'acc %':>7}  {'params':>8}{'MACs':>11}{'LiteRT us':>11}"
+        for seed in seeds:
+            runs[seed] += run(key, args.quick, seed, cache_dir, distill)
+    rows = mean_rows([runs[seed] for seed in seeds])
+    head = (f"{'model':<14}{'plan':<12}{'acc %':>14}  {'params':>10}{'MACs':>12}{'LiteRT us':>11}"
             "  kept nodes")
     print("\n" + head + "\n" + "-" * (len(head) + 30))
-    dense_acc = {}
-    for key, title, plan, acc, text, kept, params, mac, lat in rows:
+    dense_acc, full = {}, {}
+    for key, title, plan, (acc, std), kept, params, mac, lat in rows:
         dense_acc.setdefault(key, acc)
-        print(f"{title:<14}{plan:<12}{acc:>7.2f}  {params:>8,}{mac:>11,}{lat:>11.1f}  {text}")
-    for key, title, plan, acc, text, kept, *_ in rows:
+        full.setdefault(key, kept)
+        acc_text = f"{acc:.2f}" + ("" if std is None else f" +- {std:.2f}")
+        print(f"{title:<14}{plan:<12}{acc_text:>14}  {params:>10,.0f}{mac:>12,.0f}{lat:>11.1f}"
+              f"  {'' if plan == 'dense' else kept_text(kept, full[key])}")
+    for key, title, plan, (acc, _), kept, *_ in rows:
         if plan == "gpu-ampere" and key in ANCHORS:
             print(f"{title} {plan}: {verdict(key, dense_acc[key], acc, kept)}")
     print(f"\ntotal {time.time() - t0:.0f}s; LiteRT float32, batch 1, 1 thread, dense kernels"
+          + (f"; seed {seeds[0]}" if len(seeds) == 1 else f"; mean of seeds {seeds}")
+          + (f"; fine-tuning distilled {table.DISTILL}" if distill else "")
           + ("; --quick: subsets, numbers are not comparable to the paper" if args.quick else ""))
     return 0
 

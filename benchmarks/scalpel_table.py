@@ -3,6 +3,8 @@
     python benchmarks/scalpel_table.py                 # full run (see SETTINGS; ~75 min of training on 2 shared cores)
     python benchmarks/scalpel_table.py --quick         # CI smoke run: subsets, 1-2 epochs
     python benchmarks/scalpel_table.py --only lenet300 --output out/scalpel_table
+    python benchmarks/scalpel_table.py --seeds 3 --distill   # mean +- std over seeds 0, 1, 2;
+                                                             # fine-tuning distilled from dense
 
 For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
 
@@ -31,7 +33,11 @@ For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
 5. print the table beside Scalpel's abstract anchors, and write it as CSV and a PNG chart.
 
 Every trained model is cached per stage under `tfscalpel.datasets.cache_dir()/scalpel_table`
-keyed by its settings, so an interrupted run resumes where it stopped. Seeded (`--seed`).
+keyed by its settings and seed, so an interrupted run resumes where it stopped. Seeded
+(`--seed`); `--seeds N` trains and measures seeds `seed .. seed+N-1` and reports each number as
+the mean over the seeds, accuracy with its standard deviation (sample std, ``ddof=1``).
+`--distill` fine-tunes every pruned model through `tfscalpel.Distiller` with the dense model as
+the teacher (temperature and weight in ``DISTILL``); it is part of each stage's cache key.
 This is a benchmark, not a test.
 """
 from __future__ import annotations
@@ -64,8 +70,12 @@ import nm_accuracy  # noqa: E402  (benchmarks/: the dense models' original sched
 #: mean speedup.
 ANCHORS = {"MCU": (3.54, 0.88, 1.90), "CPU": (2.61, 0.82, 1.06), "GPU": (1.25, 0.53, 0.41)}
 PLATFORMS = ("MCU", "CPU", "GPU")
-COLUMNS = ["model", "platform", "method", "accuracy_pct", "pruned_pct", "rel_size", "rel_time",
-           "speedup", "measured_on", "note"]
+COLUMNS = ["model", "platform", "method", "accuracy_pct", "accuracy_std", "seeds", "pruned_pct",
+           "rel_size", "rel_time", "speedup", "measured_on", "note"]
+#: The numeric columns averaged over seeds.
+MEAN_COLUMNS = ("accuracy_pct", "pruned_pct", "rel_size", "rel_time", "speedup")
+#: `--distill`: Hinton et al.'s temperature and the soft term's weight (tfscalpel.Distiller).
+DISTILL = dict(temperature=4.0, weight=1.0)
 
 #: Full-run settings per model (all 60,000 training images). The dense conv nets train with the
 #: original schedule of benchmarks/nm_accuracy.py (SGD momentum 0.9, cosine-decayed 0.05) and are
@@ -192,7 +202,7 @@ def train_dense(key, s, train, test, seed):
                                    quick=s["train"] is not None, data=(train, test))
 
 
-def prune_traditional(dense, s, train, seed):
+def prune_traditional(dense, s, train, seed, distill=None):
     """Han et al.: prune to ``rounds[i]`` (unstructured magnitude, one global ranking), retrain
     ``round_epochs`` each round; the mask stays fixed between rounds; then fine-tune."""
     t = s["trad"]
@@ -202,9 +212,10 @@ def prune_traditional(dense, s, train, seed):
     pruned = tfscalpel.prune(dense, schedule=schedule, pattern="unstructured", global_sparsity=True)
     epochs = len(t["rounds"]) * t["round_epochs"] + t["finetune_epochs"]
     lr = keras.optimizers.schedules.CosineDecay(1e-3, epochs * _steps(train), alpha=0.05)
-    models.compile_classifier(pruned, keras.optimizers.Adam(lr))
-    pruned.fit(*train, batch_size=128, epochs=epochs, verbose=2,
-               callbacks=[tfscalpel.UpdatePruningStep()])
+    trainee = recipe.distiller(pruned, dense, distill)
+    models.compile_classifier(trainee, keras.optimizers.Adam(lr))
+    trainee.fit(*train, batch_size=128, epochs=epochs, verbose=2,
+                callbacks=[tfscalpel.UpdatePruningStep()])
     return tfscalpel.strip(pruned)
 
 
@@ -215,13 +226,13 @@ def plan_group_size(dense, target):
     return sizes.pop()
 
 
-def prune_groups(dense, s, train, seed, target):
+def prune_groups(dense, s, train, seed, target, distill=None):
     """Group pruning on every layer at the target's SIMD width (the MCU plan; also the CPU plan
     of a network with no conv layers): the main job's recipe."""
     g = plan_group_size(dense, target)
     p = s["groups"]
     pruned = recipe.prune_and_retrain(dense, train, g, p["sparsity"], p["prune_epochs"],
-                                      p["finetune_epochs"], seed)
+                                      p["finetune_epochs"], seed, distill)
     return tfscalpel.strip(pruned)
 
 
@@ -232,7 +243,7 @@ def gate_settings(s, target):
     return {**gates, **s["gates"].get("gpu", {})} if target == "gpu-ampere" else gates
 
 
-def prune_with_gates(dense, s, train, seed, target):
+def prune_with_gates(dense, s, train, seed, target, distill=None):
     """Scalpel's plan with node pruning: ``prune(target=...)`` + GateTraining (+ groups rising on
     a cubic schedule over the gate stages where the plan group-prunes)."""
     p = gate_settings(s, target)
@@ -248,34 +259,40 @@ def prune_with_gates(dense, s, train, seed, target):
     pruned = tfscalpel.prune(dense, target=target, schedule=schedule)
     lr = keras.optimizers.schedules.CosineDecay(p.get("lr", 1e-3), gates.total_epochs * _steps(train),
                                                 alpha=0.05)
-    models.compile_classifier(pruned, keras.optimizers.Adam(lr))
+    trainee = recipe.distiller(pruned, dense, distill)
+    models.compile_classifier(trainee, keras.optimizers.Adam(lr))
     callbacks = [gates] if tfscalpel.mask_layers(pruned) else []
     if tfscalpel.pruned_layers(pruned):
         callbacks.append(tfscalpel.UpdatePruningStep())
-    pruned.fit(*train, batch_size=128, epochs=gates.total_epochs, verbose=2, callbacks=callbacks)
+    trainee.fit(*train, batch_size=128, epochs=gates.total_epochs, verbose=2, callbacks=callbacks)
     return tfscalpel.strip(pruned)
 
 
-def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", "CPU", "GPU")):
-    """The dense model and the pruned models named in ``which``, each trained or loaded."""
+def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", "CPU", "GPU"),
+                 distill=None):
+    """The dense model and the pruned models named in ``which``, each trained or loaded;
+    ``distill`` (None or ``DISTILL``) fine-tunes the pruned ones from the dense teacher."""
     dense = cache.get("dense", lambda: train_dense(key, s, train, test, seed))
-    groups = lambda target: {**s["groups"], "g": plan_group_size(dense, target)}  # noqa: E731
+    # A distilled stage is another model: its settings (and so its cache key) say so.
+    keyed = lambda fields: fields if distill is None else {**fields, "distill": distill}  # noqa: E731
+    groups = lambda target: keyed({**s["groups"], "g": plan_group_size(dense, target)})  # noqa: E731
     has_conv = any(isinstance(layer, keras.layers.Conv2D) for layer in dense.layers)
     stages = {
         "traditional": lambda: cache.get(
-            "traditional", lambda: prune_traditional(dense, s, train, seed), s["trad"]),
+            "traditional", lambda: prune_traditional(dense, s, train, seed, distill),
+            keyed(s["trad"])),
         "MCU": lambda: cache.get(
-            "scalpel-mcu", lambda: prune_groups(dense, s, train, seed, "cortex-m4"),
+            "scalpel-mcu", lambda: prune_groups(dense, s, train, seed, "cortex-m4", distill),
             groups("cortex-m4")),
         # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
         "CPU": lambda: cache.get(
-            "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2"),
-            gate_settings(s, "x86-avx2")) if has_conv else cache.get(
-            "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2"),
+            "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2", distill),
+            keyed(gate_settings(s, "x86-avx2"))) if has_conv else cache.get(
+            "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2", distill),
             groups("x86-avx2")),
         "GPU": lambda: cache.get(
-            "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere"),
-            gate_settings(s, "gpu-ampere")),
+            "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere", distill),
+            keyed(gate_settings(s, "gpu-ampere"))),
     }
     return {"dense": dense, **{name: stages[name]() for name in which}}
 
@@ -387,7 +404,8 @@ def evaluate(key, s, ms, train, test, build_dir, has_conv):
 
     def row(platform, method, model_key, size, time_, where, note=""):
         rows.append({"model": title, "platform": platform, "method": method,
-                     "accuracy_pct": round(acc[model_key], 2), "pruned_pct": round(frac[model_key], 1),
+                     "accuracy_pct": round(acc[model_key], 2), "accuracy_std": None, "seeds": 1,
+                     "pruned_pct": round(frac[model_key], 1),
                      "rel_size": None if size is None else round(size, 3),
                      "rel_time": None if time_ is None else round(time_, 3),
                      "speedup": None if not time_ else round(1.0 / time_, 2),
@@ -424,6 +442,30 @@ def evaluate(key, s, ms, train, test, build_dir, has_conv):
 # ---------------------------------------------------------------------------------- output
 
 
+def mean_over_seeds(runs):
+    """One row list from the row lists of several seeds (same models, same order): each number
+    in ``MEAN_COLUMNS`` becomes its mean, ``accuracy_std`` the sample standard deviation of the
+    accuracy (None for one seed), ``seeds`` the number of seeds; a number missing in any seed
+    (a time not measured) stays missing."""
+    if not runs:
+        raise ValueError("mean_over_seeds: no runs")
+    if len({len(rows) for rows in runs}) != 1:
+        raise ValueError("mean_over_seeds: the seeds produced different rows")
+    out = []
+    for rows in zip(*runs):
+        keys = {(r["model"], r["platform"], r["method"]) for r in rows}
+        if len(keys) != 1:
+            raise ValueError(f"mean_over_seeds: rows do not line up: {sorted(keys)}")
+        row = dict(rows[0], seeds=len(rows))
+        for col in MEAN_COLUMNS:
+            values = [r[col] for r in rows]
+            row[col] = None if any(v is None for v in values) else round(float(np.mean(values)), 4)
+        acc = [r["accuracy_pct"] for r in rows]
+        row["accuracy_std"] = round(float(np.std(acc, ddof=1)), 4) if len(acc) > 1 else None
+        out.append(row)
+    return out
+
+
 def summary(rows):
     """Per platform and method: mean speedup and mean size reduction over the models."""
     out = {}
@@ -442,11 +484,13 @@ def _fmt(v, spec, missing="-"):
 
 
 def table_text(rows, means):
-    head = (f"{'model':<14}{'platform':<9}{'method':<12}{'acc %':>7}{'pruned':>8}{'size':>8}"
+    head = (f"{'model':<14}{'platform':<9}{'method':<12}{'acc %':>14}{'pruned':>8}{'size':>8}"
             f"{'time':>8}{'speedup':>9}  note")
     lines = [head, "-" * (len(head) + 30)]
     for r in rows:
-        lines.append(f"{r['model']:<14}{r['platform']:<9}{r['method']:<12}{r['accuracy_pct']:>7.2f}"
+        acc = f"{r['accuracy_pct']:.2f}" + (
+            "" if r["accuracy_std"] is None else f" +- {r['accuracy_std']:.2f}")
+        lines.append(f"{r['model']:<14}{r['platform']:<9}{r['method']:<12}{acc:>14}"
                      f"{r['pruned_pct']:>7.1f}%{_fmt(r['rel_size'], '.3f'):>8}"
                      f"{_fmt(r['rel_time'], '.3f'):>8}{_fmt(r['speedup'], '.2f'):>8}x  {r['note']}")
     lines += ["", "mean over the models, ours vs Scalpel's abstract (speedup, size reduction):",
@@ -508,16 +552,25 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke run: 3,000 training / 1,000 test images, 1 epoch per stage")
     parser.add_argument("--only", choices=tuple(SETTINGS), action="append")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="number of seeds, seed .. seed+N-1: every number is their mean, "
+                             "accuracy +- its standard deviation (default 1)")
+    parser.add_argument("--distill", action="store_true",
+                        help=f"fine-tune the pruned models from the dense teacher ({DISTILL})")
     parser.add_argument("--output", default=os.path.join(ROOT, "out", "scalpel_table"))
     parser.add_argument("--cache-dir", default=None,
                         help="trained-model cache (default: tfscalpel's cache dir/scalpel_table)")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    distill = DISTILL if args.distill else None
     cache_dir = args.cache_dir or os.path.join(
         str(datasets.cache_dir()), "scalpel_table" + ("_quick" if args.quick else ""))
     os.makedirs(args.output, exist_ok=True)
     started = time.time()
-    rows, described = [], []
+    runs, described = {seed: [] for seed in seeds}, []
     keys = args.only or list(SETTINGS)
     for i, key in enumerate(keys, 1):
         s = settings_for(key, args.quick)
@@ -532,12 +585,17 @@ def main(argv=None):
             f"{gt['stage_epochs']} ep + {gt['finetune_epochs']} ep, L1 {gt['penalties']}"
             + (f"; GPU plan: {gt['gpu']}" if "gpu" in gt else ""))
         log("  " + described[-1])
-        t0 = time.time()
-        ms = build_models(key, s, train, test, args.seed, Cache(cache_dir, key, s, args.seed))
-        log(f"  models of {s['title']} ready after {time.time() - t0:.0f} s")
-        has_conv = any(isinstance(l, keras.layers.Conv2D) for l in ms["dense"].layers)
-        rows += evaluate(key, s, ms, train, test, os.path.join(args.output, "mcu", key), has_conv)
-        log(f"  done ({time.time() - started:.0f} s so far)")
+        for seed in seeds:
+            t0 = time.time()
+            log(f"  seed {seed}" + (" (distilled fine-tuning)" if distill else ""))
+            ms = build_models(key, s, train, test, seed, Cache(cache_dir, key, s, seed),
+                              distill=distill)
+            log(f"  models of {s['title']} ready after {time.time() - t0:.0f} s")
+            has_conv = any(isinstance(l, keras.layers.Conv2D) for l in ms["dense"].layers)
+            runs[seed] += evaluate(key, s, ms, train, test,
+                                   os.path.join(args.output, "mcu", key, f"seed{seed}"), has_conv)
+            log(f"  done ({time.time() - started:.0f} s so far)")
+    rows = mean_over_seeds([runs[seed] for seed in seeds])
     means = summary(rows)
     text = table_text(rows, means)
     csv_path = os.path.join(args.output, "scalpel_table.csv")
@@ -550,7 +608,10 @@ def main(argv=None):
     print(text)
     print()
     print("data and epochs: " + ("--quick smoke run, numbers are not comparable to the paper; "
-                                 if args.quick else "") + f"seed {args.seed}")
+                                 if args.quick else "")
+          + (f"seed {seeds[0]}" if len(seeds) == 1 else
+             f"mean of seeds {seeds} (accuracy +- sample std)")
+          + ("; fine-tuning distilled from the dense model " + str(DISTILL) if distill else ""))
     for d in described:
         print("  " + d)
     print(f"total {time.time() - started:.0f} s; CSV {csv_path}; chart {png_path}")

@@ -29,6 +29,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     model = tl.stripped_model(32, [(16, "relu"), (4, None)], g=4, sparsity=0.8, seed=3)
     model.save(d / "m.keras")
+    (d / "notzip.keras").write_text("not a zip archive")
     np.save(d / "calib.npy", np.random.default_rng(5).standard_normal((16, 32)).astype(np.float32))
     return d
 
@@ -59,6 +60,8 @@ def test_float32_and_int8_conversions_write_model_and_report(files):
     (["--model", "m.keras", "--output", "o.tflite", "--target", "riscv"], "error: --target: unknown target 'riscv'"),
     (["--model", "m.keras", "--output", "no_dir/o.tflite"], "error: --output: directory does not exist"),
     (["--output", "o.tflite"], "error: --model is required"),
+    (["--model", "notzip.keras", "--output", "o.tflite"],
+     "error: --model: notzip.keras is not a Keras model file: a .keras file is a zip archive"),
 ])
 def test_bad_invocations_fail_with_one_clear_line(files, args, message):
     p = _cli(*args, cwd=files)
@@ -76,3 +79,28 @@ def test_failure_after_loading_leaves_no_partial_file(files):
     assert "sample shape (31,), model expects (32,)" in _error_line(p)
     leftovers = [f for f in os.listdir(files) if f.startswith(("x.", ".x."))]
     assert leftovers == []
+
+
+def test_a_pruned_unstripped_model_is_stripped_first(tmp_path):
+    import keras
+
+    import tfscalpel
+
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([
+        keras.Input((32,)),
+        tfscalpel.GroupPrunedDense(16, activation="relu", name="a",
+                                   schedule=tfscalpel.ConstantSparsity(0.75)),
+        tfscalpel.MaskLayer(name="mask_a"), keras.layers.Dense(4, name="b")])
+    tfscalpel.update_pruning(model)
+    model.get_layer("mask_a").node_mask.assign((np.arange(16) >= 4).astype(np.float32))
+    model.save(tmp_path / "pruned.keras")
+    p = _cli("--model", "pruned.keras", "--output", "p.tflite", "--report", "p.json",
+             cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "[convert] the model is pruned but not stripped: stripping it" in p.stdout
+    layers = json.loads((tmp_path / "p.json").read_text())["layers"]
+    # 4 dead nodes of 'a' removed (and b's matching input rows); a's 75 % group sparsity kept.
+    assert [(r["layer"], r["shape"], r["density"]) for r in layers] == [
+        ("a", [32, 12], round(np.count_nonzero(tfscalpel.strip(model).get_layer("a").kernel)
+                              / (32 * 12), 6)), ("b", [12, 4], 1.0)]

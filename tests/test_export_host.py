@@ -9,8 +9,9 @@ from tflite_export.fc_layers import find_fully_connected
 
 
 class SyntheticTimer:
-    """Seconds from the model's structure: dense costs 1 ns a weight; a custom node costs
-    ``custom_ns`` per stored weight plus ``node_ns``; TFLite's block-sparse FC is slow."""
+    """Seconds from the model's structure, summed over its nodes: dense costs 1 ns a weight; a
+    custom node costs ``custom_ns`` per byte of its parameter blob plus ``node_ns`` (once for a
+    fused chain); TFLite's block-sparse FC is slow."""
 
     def __init__(self, custom_ns=0.2, node_ns=100.0):
         self.custom_ns, self.node_ns, self.calls = custom_ns, node_ns, 0
@@ -18,15 +19,15 @@ class SyntheticTimer:
     def __call__(self, model_bytes, x):
         self.calls += 1
         model = flatbuffer.load(model_bytes)
-        (op,) = model.subgraphs[0].operators
-        code = flatbuffer.custom_code(model, op)
         sg = model.subgraphs[0]
-        if code is not None:
-            blob = sg.tensors[int(op.inputs[1])]
-            return 1e-9 * (self.custom_ns * int(np.prod(blob.shape)) + self.node_ns)
-        w = sg.tensors[int(op.inputs[1])]
-        weights = int(np.prod(w.shape))
-        return 1e-9 * (weights * (5.0 if w.sparsity is not None else 1.0))
+        ns = 0.0
+        for op in sg.operators:
+            w = sg.tensors[int(op.inputs[1])]
+            if flatbuffer.custom_code(model, op) is not None:
+                ns += self.custom_ns * int(np.prod(w.shape)) + self.node_ns
+            else:
+                ns += int(np.prod(w.shape)) * (5.0 if w.sparsity is not None else 1.0)
+        return 1e-9 * ns
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,20 @@ def test_selection_is_deterministic_and_never_slower(converted, tmp_path):
     timer = SyntheticTimer()
     measured = host.HostMeasurement(timer=timer, cache_dir=str(tmp_path), key="test-cpu | build 1")
     result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
-    # The synthetic custom node costs its parameter blob's bytes: the smallest blob wins.
-    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("custom", 2)]
+    # The synthetic custom node costs its parameter blob's bytes: the smallest blob wins. The
+    # second layer reads only the first one's output, so behind the custom first layer it is
+    # timed fused (what it adds to the first layer's time: no second node cost), where g=1
+    # wins; alone, g=2 won at 1.86x (0.17 us, node cost included).
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("custom", 1)]
     assert [r.reason for r in result.layers] == [
         "custom g=4 measured 5.37x vs dense (0.38 us vs 2.05 us on test-cpu | build 1)",
-        "custom g=2 measured 1.86x vs dense (0.17 us vs 0.32 us on test-cpu | build 1)"]
-    assert [r.expected_speedup for r in result.layers] == [5.367, 1.86]
+        "custom g=1 measured 3.54x vs dense (0.09 us vs 0.32 us on test-cpu | build 1, each "
+        "behind dense as custom g=4)"]
+    assert [r.expected_speedup for r in result.layers] == [5.367, 3.54]
     assert "measured on this host (test-cpu | build 1)" in str(result)
+    assert result.report.note.endswith("fused into one node each: dense+dense_1")
+    ops = flatbuffer.load(result.model_bytes).subgraphs[0].operators
+    assert len(ops) == 1
     # Never slower: a custom node that costs more than dense keeps every layer dense.
     slow = host.HostMeasurement(timer=SyntheticTimer(custom_ns=50.0), cache_dir=str(tmp_path),
                                 key="slow-cpu")
@@ -89,3 +97,28 @@ def test_default_key_names_cpu_and_kernel_build(tmp_path):
     measured = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path))
     assert host_info.cpu_model() in measured.key and host_info.kernel_build() in measured.key
     assert measured.path.startswith(str(tmp_path))
+
+
+def test_no_fused_timing_when_the_predecessor_output_has_two_readers(tmp_path):
+    import keras
+
+    rng = np.random.default_rng(8)
+    x = keras.Input((32,))
+    h = keras.layers.Dense(24, activation="relu", name="trunk")(x)
+    y = keras.layers.Concatenate()([keras.layers.Dense(64, name="left")(h),
+                                    keras.layers.Dense(64, name="right")(h)])
+    model = keras.Model(x, y)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            k = layer.kernel.numpy()
+            keep = np.repeat(rng.random((k.shape[0] // 4, k.shape[1])) < 0.2, 4, axis=0)
+            layer.kernel.assign(k * keep)
+    tflite = converter.convert_keras(model)
+    measured = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path), key="cpu")
+    result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
+    assert {r.layer: r.format for r in result.layers} == {"trunk": "custom", "left": "custom",
+                                                          "right": "custom"}
+    # trunk's output feeds two layers: nothing is fused, so each layer is timed alone.
+    assert not any("behind" in r.reason for r in result.layers)
+    assert "fused into one node" not in result.report.note
+    assert len(flatbuffer.load(result.model_bytes).subgraphs[0].operators) >= 3

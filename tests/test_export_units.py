@@ -274,6 +274,19 @@ def test_calibrated_profile_errs_towards_dense():
     assert min(c["fixed_ns"], c["row_ns"], c["unit_ns"]) >= 0 and c["unit_ns"] > 0
 
 
+def test_calibrate_relative_follows_small_layers():
+    """Counts spanning three orders of magnitude (the arm-neon profile's XNNPACK int8 points):
+    absolute least squares lets the large layers' residuals set a fixed cost that prices the
+    100x10 layer at 3.4x its count; relative=True keeps every point within 15 %."""
+    pts = ((10, 1000, 79.0), (100, 30_000, 2886.0), (300, 235_200, 20_008.0), (1024, 1_048_576, 88_463.0))
+    rows = [{"format": "dense", "dtype": "int8", "out": o, "units": u, "time_ns": t} for o, u, t in pts]
+    base = cost_model.load("arm-neon")
+    ratios = {rel: [cost_model.calibrate(base, rows, relative=rel).dense("int8", u // o, o).time_ns / t
+                    for o, u, t in pts] for rel in (False, True)}
+    assert ratios[False][0] > 3.0
+    assert all(0.85 < r < 1.15 for r in ratios[True]), ratios[True]
+
+
 def test_calibration_through_the_runtime_measures_every_format():
     """Each format's rows come from its one-layer model through the runtime's timer (here a
     synthetic one: the model's size), with the units the format stores."""

@@ -34,13 +34,23 @@ def _adapter_seeds():
     rng = np.random.default_rng(0)
     in_f, out_f = 45, 12
     w = tl.random_group_sparse(rng, out_f, in_f, 4, 0.4)
-    seeds = [_adapter_seed(False, False, params_blob.pack_params(
-        tl.layer_arrays(w, np.zeros(out_f, np.float32), 4), out_f), in_f, out_f)]
+    f32_blob = params_blob.pack_params(tl.layer_arrays(w, np.zeros(out_f, np.float32), 4), out_f)
+    seeds = [_adapter_seed(False, False, f32_blob, in_f, out_f)]
     params = dict(in_zp=3, out_zp=-5, act_min=-128, act_max=127, multiplier=np.full(out_f, 1 << 30),
                   shift=np.zeros(out_f), scale=np.full(out_f, 0.01, np.float32))
     wq = np.clip(np.round(w * 40), -127, 127).astype(np.int8)
-    seeds.append(_adapter_seed(False, True, params_blob.pack_params(
-        tl.layer_arrays(wq, np.zeros(out_f, np.int32), 8, int8=params), out_f), in_f, out_f))
+    int8_blob = params_blob.pack_params(tl.layer_arrays(wq, np.zeros(out_f, np.int32), 8, int8=params), out_f)
+    seeds.append(_adapter_seed(False, True, int8_blob, in_f, out_f))
+    # Fused chains (FORMAT.md "Fused chains"): in_f -> out_f -> out_f, float32 and int8.
+    w2 = tl.random_group_sparse(rng, out_f, out_f, 4, 0.5)
+    second = params_blob.pack_params(tl.layer_arrays(w2, np.ones(out_f, np.float32), 4), out_f)
+    seeds.append(_adapter_seed(False, False, params_blob.pack_chain([f32_blob, second], out_f),
+                               in_f, out_f))
+    params2 = dict(params, in_zp=-5)
+    second_q = params_blob.pack_params(tl.layer_arrays(np.clip(np.round(w2 * 40), -127, 127).astype(
+        np.int8), np.zeros(out_f, np.int32), 4, int8=params2), out_f)
+    seeds.append(_adapter_seed(False, True, params_blob.pack_chain([int8_blob, second_q], out_f),
+                               in_f, out_f))
     in_nm = 48
     w24 = np.zeros((out_f, in_nm), np.float32)
     w24[:, ::2] = rng.standard_normal((out_f, in_nm // 2))

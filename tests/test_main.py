@@ -29,3 +29,23 @@ def test_main_job_quick_run_prints_table_and_writes_results(tmp_path):
     # tfscalpel.report's plots of the run (training curves, per-layer bars, latency bars).
     for plot in ("training", "layers", "latency"):
         assert (tmp_path / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_distiller_option_wraps_the_student_with_a_frozen_copy_of_dense():
+    import keras
+    import numpy as np
+
+    import tfscalpel
+    from tfscalpel_jobs import main as recipe
+
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc")])
+    student = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="fc")])
+    assert recipe.distiller(student, dense, None) is student
+    wrapped = recipe.distiller(student, dense, {"temperature": 2.0, "weight": 0.5})
+    assert isinstance(wrapped, tfscalpel.Distiller) and wrapped.student is student
+    assert wrapped.teacher is not dense and not wrapped.teacher.trainable
+    assert dense.trainable  # the dense model is pruned again later: it must stay trainable
+    for a, b in zip(wrapped.teacher.get_weights(), dense.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (wrapped.temperature, wrapped.weight) == (2.0, 0.5)

@@ -1,5 +1,6 @@
-"""The AArch64 NEON group-sparse FC kernels (tflite_export/kernels/tfs_gsfc_neon.c), cross-compiled
-with Debian's aarch64 GCC and run under qemu-aarch64 (tests/c/neon_driver.c), on an x86 host.
+"""The AArch64 NEON kernels of both custom ops (tflite_export/kernels/tfs_gsfc_neon.c,
+tfs_nm_neon.c), cross-compiled with Debian's aarch64 GCC and run under qemu-aarch64
+(tests/c/neon_driver.c), on an x86 host.
 
 Every g the kernels have (4, 8, 16), both col_idx widths, ragged tails, rows without groups,
 layers wider than 256 groups, zero and non-zero input zero points, both int8 requantization
@@ -7,8 +8,10 @@ flavours. Two emulated cores: `max` (ARMv8.x with the dot-product extension: FML
 SDOT kernels) and `cortex-a72` (ARMv8.0-A, no dot product: the probe must say so). int8 outputs
 must equal numpy's (tests/test_kernels.py's references) and the portable kernel's in the same
 binary exactly; float32 ones within 1e-5 of the sum of |terms| (the kernels sum in another order).
-The same cases run again under ASan + UBSan, and with the driver built by clang (whose SDOT is
-inline assembly) against the GCC build.
+The same cases run again under ASan + UBSan, and with the driver built by clang against the GCC
+build. TFS_NM_SPARSE_FC (2:4): odd window counts, odd position-byte counts, a single window, both
+requantization flavours, through the manifest's dispatch (TFS_IMPL_NEON, and NEON_DOT falling back
+to it), against numpy and the portable kernel.
 """
 import os
 import shutil
@@ -21,6 +24,7 @@ import pytest
 import custom_op_testlib as tl
 import sanitized_c
 from test_kernels import _int8_params, _ref_float, _ref_int8_fixed, _ref_int8_fp32
+from test_nm_kernels import f32_layer, i8_layer, random_2_4, ref_f32, ref_i8
 from tflite_export import params_blob
 from tflite_export.kernels import REQUANT
 
@@ -77,6 +81,36 @@ def _cases():
 
 CASES = _cases()
 
+# 2:4 (in, out): in / 4 windows odd (36, 100: the last window runs scalar), in / 8 position bytes
+# odd (24, 40: the two-byte step's remainder), one window (4), wide (1024).
+NM_SHAPES = [(16, 8), (36, 7), (24, 5), (40, 3), (4, 1), (100, 10), (1024, 9)]
+NM_SECTIONS = params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"]
+
+
+def _nm_cases():
+    """(name, dtype, requant, w, bias, arrays, x, expected) for the 2:4 op (expected None: the
+    fixed-point flavour, compared with the portable kernel only)."""
+    rng = np.random.default_rng(24)
+    cases = []
+    for s, (in_f, out_f) in enumerate(NM_SHAPES):
+        activation = (0, 1, 3)[s % 3]
+        w = random_2_4(rng, out_f, in_f)
+        bias = rng.standard_normal(out_f).astype(np.float32)
+        x = rng.standard_normal((BATCH, in_f)).astype(np.float32) * 3
+        arrays = dict(zip(NM_SECTIONS, f32_layer(w, bias, activation)))
+        cases.append((f"nm float32 {in_f}x{out_f}", "float32", "fp32", arrays, x,
+                      ref_f32(w, bias, x, activation)))
+        wq = np.clip(np.round(random_2_4(rng, out_f, in_f) * 40), -127, 127).astype(np.int8)
+        listed = i8_layer(rng, wq, activation % 2)
+        arrays = dict(zip(NM_SECTIONS, listed))
+        x = rng.integers(-128, 128, (BATCH, in_f)).astype(np.int8)
+        cases.append((f"nm int8 {in_f}x{out_f} fp32", "int8", "fp32", arrays, x, ref_i8(listed, wq, x)))
+        cases.append((f"nm int8 {in_f}x{out_f} fixed_point", "int8", "fixed_point", arrays, x, None))
+    return cases
+
+
+NM_CASES = _nm_cases()
+
 
 def _expected(case):
     _, dtype, requant, w, bias, p, arrays, x = case
@@ -95,12 +129,18 @@ def driver(tmp_path_factory):
     work = tmp_path_factory.mktemp("neon")
     binary = a64.compile_program([os.path.join(os.path.dirname(__file__), "c", "neon_driver.c")],
                                  work / "neon_driver")
-    with open(work / "cases.bin", "wb") as f:
-        for _, _, requant, _, _, _, arrays, x in CASES:
-            blob = params_blob.pack_params(arrays, int(arrays["meta"][2])).tobytes()
+    _write_cases(work / "cases.bin", [(c[2], c[6], c[7]) for c in CASES], params_blob.SECTIONS)
+    _write_cases(work / "nm_cases.bin", [(c[2], c[3], c[4]) for c in NM_CASES], NM_SECTIONS)
+    return binary, work
+
+
+def _write_cases(path, cases, sections):
+    """The driver's case file: (requant, arrays, x) each."""
+    with open(path, "wb") as f:
+        for requant, arrays, x in cases:
+            blob = params_blob.pack_params(arrays, int(arrays["meta"][2]), sections).tobytes()
             xb = np.ascontiguousarray(x).tobytes()
             f.write(struct.pack("<4i", BATCH, REQUANT[requant], len(blob), len(xb)) + blob + xb)
-    return binary, work
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +153,16 @@ def sanitized_driver(driver):
     return binary, work
 
 
-def _run(driver, cpu):
+def _run(driver, cpu, nm=False):
+    """Runs the driver on the group-sparse cases (or the 2:4 ones): (its line, [3 outputs] per case)."""
     binary, work = driver
-    out = work / f"out_{os.path.basename(str(binary))}_{cpu}.bin"
-    run = a64.run(binary, [work / "cases.bin", out], cpu=cpu)
+    out = work / f"out_{os.path.basename(str(binary))}_{cpu}{'_nm' * nm}.bin"
+    run = a64.run(binary, [work / ("nm_cases.bin" if nm else "cases.bin"), out, *(["nm"] * nm)], cpu=cpu)
     assert run.returncode == 0, f"neon_driver under qemu -cpu {cpu} failed:\n{run.stdout}{run.stderr}"
     raw = out.read_bytes()
     results, at = [], 0
-    for case in CASES:
-        x, arrays = case[7], case[6]
+    for case in NM_CASES if nm else CASES:
+        x, arrays = (case[4], case[3]) if nm else (case[7], case[6])
         shape = (BATCH, int(arrays["meta"][2]))
         n = int(np.prod(shape)) * x.dtype.itemsize
         ys = [np.frombuffer(raw[at + i * n:at + (i + 1) * n], x.dtype).reshape(shape) for i in range(3)]
@@ -185,8 +226,9 @@ def test_neon_kernels_under_asan_and_ubsan(sanitized_driver, cpu):
 
 def test_clang_build_matches_gcc_build(driver):
     """clang 14's arm_neon.h has no vdotq_s32 for a function-level +dotprod target, so under clang
-    the SDOT kernels use one instruction of inline assembly: the clang-built driver must give the
-    GCC-built one's int8 outputs bit for bit (float32: within tolerance, FMA contraction differs)."""
+    the SDOT kernels encode the instruction themselves: the clang-built driver must give the
+    GCC-built one's int8 outputs bit for bit, both ops (float32: within tolerance, FMA contraction
+    differs)."""
     if shutil.which("clang") is None:
         pytest.skip("clang not found: install the Debian package clang (scripts/setup.sh does)")
     _, work = driver
@@ -204,3 +246,47 @@ def test_clang_build_matches_gcc_build(driver):
         _check(case, ys[1], ys[0])
         if case[1] == "int8":
             _check(case, ys[2], ys[0])
+    _, nm_results = _run((binary, work), "max", nm=True)
+    _, nm_gcc = _run(driver, "max", nm=True)
+    for case, ys, gcc_ys in zip(NM_CASES, nm_results, nm_gcc):
+        if case[1] == "int8":
+            np.testing.assert_array_equal(ys[1], gcc_ys[1], err_msg=case[0])
+        _check_nm(case, ys[1], ys[0])
+
+
+def _check_nm(case, y, y_portable):
+    name, dtype, _, _, _, expected = case
+    if dtype == "int8":
+        np.testing.assert_array_equal(y, y_portable, err_msg=f"{name}: vs portable kernel")
+        if expected is not None:
+            np.testing.assert_array_equal(y, expected, err_msg=f"{name}: vs numpy")
+        return
+    tol = 1e-5 * np.abs(expected).max()
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=tol, err_msg=f"{name}: vs numpy")
+    np.testing.assert_allclose(y, y_portable, rtol=1e-5, atol=tol, err_msg=f"{name}: vs portable")
+
+
+def test_nm_cases_cover_odd_windows_and_bytes():
+    windows = [in_f // 4 for in_f, _ in NM_SHAPES]
+    assert any(w % 2 for w in windows) and any((w // 2) % 2 for w in windows) and 1 in windows
+
+
+@pytest.mark.parametrize("cpu", ["max", "cortex-a72"])
+def test_nm_neon_kernels(driver, cpu):
+    """2:4: the NEON kernels through the dispatch, against numpy and the portable kernel; on a core
+    with the dot product, TFS_IMPL_NEON_DOT must run the same NEON kernel (its parent's)."""
+    info, results = _run(driver, cpu, nm=True)
+    assert info == f"dotprod={int(cpu == 'max')} cases={len(NM_CASES)}"
+    for case, (y_portable, y_neon, y_dot) in zip(NM_CASES, results):
+        _check_nm(case, y_neon, y_portable)
+        if cpu == "max":
+            np.testing.assert_array_equal(y_dot, y_neon, err_msg=case[0])
+        else:
+            assert not y_dot.any()
+
+
+def test_nm_neon_kernels_under_asan_and_ubsan(sanitized_driver):
+    info, results = _run(sanitized_driver, "max", nm=True)
+    assert info == f"dotprod=1 cases={len(NM_CASES)}"
+    for case, (y_portable, y_neon, _) in zip(NM_CASES, results):
+        _check_nm(case, y_neon, y_portable)

@@ -4,10 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "scalpel_table.py")
-COLUMNS = ["model", "platform", "method", "accuracy_pct", "pruned_pct", "rel_size", "rel_time",
-           "speedup", "measured_on", "note"]
+COLUMNS = ["model", "platform", "method", "accuracy_pct", "accuracy_std", "seeds", "pruned_pct",
+           "rel_size", "rel_time", "speedup", "measured_on", "note"]
 
 
 def _run(tmp_path):
@@ -32,6 +34,7 @@ def test_quick_table_rows_columns_and_resume(tmp_path):
     assert [(r["platform"], r["method"]) for r in rows] == [
         (p, m) for p in ("MCU", "CPU", "GPU") for m in ("dense", "traditional", "scalpel")]
     assert {r["model"] for r in rows} == {"LeNet-300-100"}
+    assert {(r["seeds"], r["accuracy_std"]) for r in rows} == {("1", "")}  # one seed: no std
     by = {(r["platform"], r["method"]): r for r in rows}
     for p in ("MCU", "CPU", "GPU"):
         assert float(by[p, "dense"]["rel_size"]) == 1.0 and float(by[p, "dense"]["rel_time"]) == 1.0
@@ -54,3 +57,47 @@ def test_quick_table_rows_columns_and_resume(tmp_path):
         again = list(csv.DictReader(f))
     assert [r["pruned_pct"] for r in again] == [r["pruned_pct"] for r in rows]
     assert [r["accuracy_pct"] for r in again] == [r["accuracy_pct"] for r in rows]
+
+
+def _row(method, acc, time_, pruned=90.0):
+    return {"model": "M", "platform": "CPU", "method": method, "accuracy_pct": acc,
+            "accuracy_std": None, "seeds": 1, "pruned_pct": pruned, "rel_size": 0.1,
+            "rel_time": time_, "speedup": None if time_ is None else 1 / time_,
+            "measured_on": "here", "note": ""}
+
+
+def test_mean_over_seeds_means_and_sample_std():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+
+    runs = [[_row("dense", 98.0, 1.0), _row("scalpel", 97.0, 0.5, 92.0)],
+            [_row("dense", 98.4, 1.0), _row("scalpel", 97.6, None, 94.0)],
+            [_row("dense", 98.2, 1.0), _row("scalpel", 97.5, 0.25, 93.0)]]
+    dense, scalpel = scalpel_table.mean_over_seeds(runs)
+    assert dense["seeds"] == 3 and dense["accuracy_pct"] == 98.2
+    assert dense["accuracy_std"] == 0.2  # sample std of 98.0, 98.4, 98.2
+    assert scalpel["accuracy_pct"] == 97.3667 and scalpel["accuracy_std"] == 0.3215
+    assert scalpel["pruned_pct"] == 93.0
+    assert scalpel["rel_time"] is None and scalpel["speedup"] is None  # missing in one seed
+    one = scalpel_table.mean_over_seeds(runs[:1])
+    assert one[1]["accuracy_std"] is None and one[1]["rel_time"] == 0.5
+    with pytest.raises(ValueError, match="do not line up"):
+        scalpel_table.mean_over_seeds([runs[0], runs[1][::-1]])
+    assert "97.37 +- 0.32" in scalpel_table.table_text(
+        [dense, scalpel], scalpel_table.summary([dense, scalpel]))
+
+
+def test_node_pruning_mean_rows_and_kept_text():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import bench_node_pruning as bench
+
+    full = {"fc1": 300, "fc2": 100, "fc3": 10}
+    runs = [[("k", "T", "dense", 98.0, full, 1000, 900, 5.0),
+             ("k", "T", "gpu-ampere", 97.9, {"fc1": 150, "fc2": 60, "fc3": 10}, 500, 400, 3.0)],
+            [("k", "T", "dense", 98.2, full, 1000, 900, 7.0),
+             ("k", "T", "gpu-ampere", 98.1, {"fc1": 161, "fc2": 60, "fc3": 10}, 600, 500, 4.0)]]
+    dense, gpu = bench.mean_rows(runs)
+    assert dense[3] == (98.1, pytest.approx(0.1414, abs=1e-4)) and dense[7] == 6.0
+    assert gpu[4] == {"fc1": 155.5, "fc2": 60, "fc3": 10}
+    assert bench.kept_text(gpu[4], full) == "fc1 155.5/300, fc2 60/100"
+    assert bench.kept_text(full, full) == "(none removed)"

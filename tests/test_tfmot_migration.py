@@ -86,7 +86,9 @@ def test_pruning_summaries_accepts_batch_and_rejects_nonsense(tmp_path):
 
 
 def test_user_subclass_of_tfmot_schedule_is_called_through_its_contract():
-    """tfmot flips tf.keras for the whole process, so this runs in a subprocess."""
+    """tfmot flips tf.keras for the whole process, so this runs in a subprocess; the same
+    process checks that fit with tfmot's UpdatePruningStep instead of ours fails at the first
+    step (tfmot's callback does not drive tfscalpel's layers)."""
     script = textwrap.dedent("""
         import tensorflow as tf
         import tfscalpel
@@ -102,6 +104,18 @@ def test_user_subclass_of_tfmot_schedule_is_called_through_its_contract():
         assert ours(10)[0] is True and ours(15)[0] is False, (ours(10), ours(15))
         assert abs(ours(10)[1] - 0.3) < 1e-6, ours(10)
         assert abs(ours(60)[1] - 0.6) < 1e-6 and abs(ours.final_amount - 0.6) < 1e-6
+
+        import keras, numpy as np
+        pruned = tfscalpel.prune_low_magnitude(
+            keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="a")]))
+        pruned.compile(optimizer="sgd", loss="mse")
+        try:
+            pruned.fit(np.ones((4, 16), np.float32), np.ones((4, 8), np.float32), verbose=0,
+                       callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+            raise AssertionError("fit with tfmot's callback trained without a word")
+        except RuntimeError as e:
+            assert "layer 'a' is pruned but trains with its pruning step at -1" in str(e), e
+            assert "tfmot's UpdatePruningStep does not drive tfscalpel's layers" in str(e), e
         print("ok")
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

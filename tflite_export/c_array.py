@@ -31,7 +31,7 @@ import os
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, formats
+from tflite_export import flatbuffer, formats, fusion
 from tflite_export.atomic import write_atomic
 
 ALIGNMENT = 16
@@ -159,7 +159,14 @@ def _identifier(name: str) -> str:
 
 
 def render(model_bytes: bytes, variable: str = "g_model_data", header: str = "model_data.h") -> tuple[str, str]:
-    """(`.cc` text, `.h` text) for the model as a 16-byte-aligned C array."""
+    """(`.cc` text, `.h` text) for the model as a 16-byte-aligned C array. A model with fused
+    custom-op chains (``tflite_export.fusion``, host runtime only) is refused."""
+    fused = fusion.fused_nodes(flatbuffer.load(bytes(model_bytes)))
+    if fused:
+        raise ValueError(f"c_array: nodes {fused} are fused chains (tflite_export.fusion), which "
+                         "only the host runtime runs, not TensorFlow Lite Micro; export for the "
+                         "microcontroller with its own target (e.g. target='cortex-m4'), which "
+                         "never fuses")
     var = _identifier(variable)
     guard = _identifier(os.path.basename(header)).upper() + "_"
     data = np.frombuffer(bytes(model_bytes), dtype=np.uint8)

@@ -140,14 +140,15 @@ def _safe_side(fitted: cost_model.CostModel, rows: list[dict]) -> cost_model.Cos
 
 
 def calibrated_profile(base: cost_model.CostModel, rows: list[dict], name: str | None = None,
-                       add_node_overhead: bool = True):
-    """Fit the rows; for bare-kernel rows (``measure_custom``, ``add_node_overhead``), then add
-    LiteRT's per-node overhead to the custom fixed cost (runtime rows already include it).
+                       add_node_overhead: bool = True, relative: bool = False):
+    """Fit the rows (``relative``: on relative errors, see ``cost_model.calibrate``); for
+    bare-kernel rows (``measure_custom``, ``add_node_overhead``), then add LiteRT's per-node
+    overhead to the custom fixed cost (runtime rows already include it).
 
     Adding it after the fit (rather than to every row) keeps it out of the least-squares
     intercept, which is clipped at 0 and poorly determined by large layers.
     """
-    fitted = _safe_side(cost_model.calibrate(base, rows, name=name), rows).to_dict()
+    fitted = _safe_side(cost_model.calibrate(base, rows, name=name, relative=relative), rows).to_dict()
     if add_node_overhead:
         for coeffs in fitted["formats"]["custom"].values():
             coeffs["fixed_ns"] += CUSTOM_NODE_OVERHEAD_NS

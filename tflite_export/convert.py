@@ -1,5 +1,7 @@
 """Convert a stripped Keras model to a group-sparse `.tflite` and a per-layer report.
 
+A pruned model saved before `tfscalpel.strip` is stripped first (the progress says so).
+
     python -m tflite_export.convert --model pruned.keras --output model.tflite \\
         [--target x86-avx2] [--quantize none|int8] [--representative_data calib.npz] \\
         [--int8_io] [--report report.json] [--format tflite|c_array]
@@ -24,7 +26,8 @@ from absl import app, flags, logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Path to the stripped Keras model (.keras).")
+flags.DEFINE_string("model", None, "Path to the Keras model (.keras), stripped or not "
+                    "(a pruned model is stripped first).")
 flags.DEFINE_string("output", None, "Path of the .tflite to write.")
 flags.DEFINE_string("target", "x86-avx2", "Target profile name, or a path to a JSON profile.")
 flags.DEFINE_enum("quantize", "none", ["none", "int8"], "float32 (none) or full int8.")
@@ -54,6 +57,7 @@ def _check_paths() -> None:
         raise CliError("--output is required (the .tflite to write)")
     if not os.path.isfile(FLAGS.model):
         raise CliError(f"--model: no such file: {FLAGS.model}")
+    _check_model_file(FLAGS.model)
     if FLAGS.format == "c_array" and not os.path.isdir(FLAGS.output):
         raise CliError(f"--output: with --format=c_array, a directory that exists: {FLAGS.output}")
     for flag in ("output", "report"):
@@ -81,6 +85,42 @@ def _load_representative(path: str):
         return {k: data[k] for k in data.files}
 
 
+def _check_model_file(path: str) -> None:
+    """Refuse a file that is neither a ``.keras`` zip archive nor a legacy HDF5 ``.h5`` one
+    (Keras itself says "File not found" for a ``.keras`` name that is not a zip)."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as f:
+        if f.read(8) == b"\x89HDF\r\n\x1a\n":
+            return
+    raise CliError(f"--model: {path} is not a Keras model file: a .keras file is a zip archive "
+                   "written by model.save('name.keras') (or a legacy .h5 file); this one is "
+                   "neither (truncated, or another format)")
+
+
+def _load_model(path: str):
+    """Load ``path`` with tfscalpel's layers registered; a pruned model that was saved before
+    ``tfscalpel.strip`` is stripped here, with a progress line saying so."""
+    import keras
+
+    import tfscalpel  # registers the pruned layers, MaskLayer and schedules with Keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise CliError(f"--model: cannot load {path}: {type(e).__name__}: {e}") from None
+    if tfscalpel.pruned_layers(model) or tfscalpel.mask_layers(model):
+        _progress("the model is pruned but not stripped: stripping it (tfscalpel.strip: masks "
+                  "baked in, dead nodes removed); strip before saving to skip this step")
+        try:
+            model = tfscalpel.strip(model)
+        except ValueError as e:
+            raise CliError(f"--model: cannot strip {path}: {e}") from None
+    return model
+
+
 def _run() -> None:
     _check_paths()
     from tflite_export import cost_model, exporter  # heavy imports (TensorFlow) only after flags are valid
@@ -94,12 +134,7 @@ def _run() -> None:
         representative = _load_representative(FLAGS.representative_data)
 
     _progress(f"loading {FLAGS.model}")
-    import keras
-
-    try:
-        model = keras.models.load_model(FLAGS.model, compile=False)
-    except Exception as e:
-        raise CliError(f"--model: cannot load {FLAGS.model}: {type(e).__name__}: {e}") from None
+    model = _load_model(FLAGS.model)
 
     from tflite_export.atomic import write_atomic
 

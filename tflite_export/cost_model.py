@@ -173,7 +173,8 @@ def _nonnegative_fit(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
-def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None = None) -> CostModel:
+def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None = None,
+              relative: bool = False) -> CostModel:
     """Refit a profile's coefficients from measured timings (e.g. `tflite_export.calibrate`).
 
     Each measurement is a mapping with `format` ("dense" | "builtin_sparse" | "custom"),
@@ -182,6 +183,9 @@ def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None
     squares (coefficients kept >= 0; dense: fixed and per weight only); for the custom op, one `unit_ns` per measured g with `fixed_ns` and
     `row_ns` shared across g (as the profile layout has them). A (format, dtype) whose
     measurements cannot determine every coefficient keeps the base profile's values.
+    `relative`: minimise relative errors (each row weighted by 1 / its time) instead of absolute
+    ones, for measurements spanning orders of magnitude (a 100x10 layer next to a 1024x1024 one),
+    where absolute least squares lets the large layers' residuals set the fixed cost.
     """
     profile = base.to_dict()
     groups: dict[tuple, list] = {}
@@ -200,6 +204,8 @@ def calibrate(base: CostModel, measurements: Iterable[Mapping], name: str | None
         y = np.array([r[3] for r in rows])
         if np.linalg.matrix_rank(a) < a.shape[1]:
             continue
+        if relative:
+            a, y = a / y[:, None], np.ones_like(y)
         if fmt == "dense":
             # A dense layer's work is its weights: a per-row term would let the fit price a
             # 4096-input layer like a 16-input one (it did, on XNNPACK's float32 tiles).

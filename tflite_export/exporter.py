@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import conv_layers, cost_model, flatbuffer, keras_names, planner
+from tflite_export import conv_layers, cost_model, flatbuffer, fusion, keras_names, planner
 from tflite_export import formats as formats_registry
 from tflite_export.atomic import write_atomic
 from tflite_export.converter import convert_keras
@@ -105,11 +105,15 @@ def rewrite_tflite(
     if isinstance(target, str) and target == "host":
         target = HostMeasurement()
     if isinstance(target, HostMeasurement):
+        # The host runtime runs fused chains (tflite_export/fusion.py), and host measurement
+        # times a layer fused behind a custom predecessor as such.
         result = _rewrite(tflite_bytes, lambda fc: target.decide(
             tflite_bytes, fc, group_sizes.get(fc.name), hints.get(fc.name, "auto")), target.name,
-            output, keras_model, {"group_sizes": group_sizes, "formats": hints})
+            output, keras_model, {"group_sizes": group_sizes, "formats": hints}, fuse=True)
         target.save()
         note = f"measured on this host ({target.key}): {target.measured} new timings, cached in {target.path}"
+        if result.report.note:
+            note += f"; {result.report.note}"
         return dataclasses.replace(result, report=dataclasses.replace(result.report, note=note))
     fixed = fixed_format(target)
     if fixed is not None:
@@ -168,11 +172,12 @@ def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None)
 
 
 def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, keras_model,
-             hints: Mapping[str, Mapping], note: str = "", conv_cost=None) -> ExportResult:
+             hints: Mapping[str, Mapping], note: str = "", fuse: bool = False,
+             conv_cost=None) -> ExportResult:
     """The one rewrite loop: ``choose(fc)`` decides each FULLY_CONNECTED's format, the
-    registered format rewrites it, then the model is compacted, packed and written. With
-    ``conv_cost`` (a cost model pricing a conv format) the CONV_2D layers are rewritten too
-    (``conv_layers``)."""
+    registered format rewrites it (with ``conv_cost``, a cost model pricing a conv format, the
+    CONV_2D layers too: ``conv_layers``), then (``fuse``: for the host runtime) chains of
+    custom-op layers are fused (``fusion.py``), and the model is compacted, packed and written."""
     model = flatbuffer.load(tflite_bytes)
     fcs = find_fully_connected(model)
     if keras_model is not None:
@@ -191,6 +196,10 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
         layer_reports += conv_layers.rewrite_convs(model, convs, conv_cost, dict(hints.get("group_sizes", {})),
                                                    dict(hints.get("formats", {})))
 
+    if fuse:
+        fused = fusion.fuse_chains(model)
+        if fused:
+            note = "; ".join(filter(None, [note, "fused into one node each: " + ", ".join(fused)]))
     freeze_batch_reshapes(model)  # a custom op after Flatten needs an aligned (static) input
     flatbuffer.compact(model)
     out_bytes = flatbuffer.save(model)

@@ -12,8 +12,10 @@ import dataclasses
 
 import numpy as np
 
+from tfscalpel.targets import GROUP_SIZES
+
 #: Group widths the custom kernel implements (FORMAT.md, meta[3]).
-ALLOWED_GROUP_SIZES = (1, 2, 4, 8, 16)
+ALLOWED_GROUP_SIZES = GROUP_SIZES
 #: Limit on the input dimension (FORMAT.md "Validation"): the kernels' packed copy keeps first
 #: columns as uint16.
 MAX_IN_FEATURES = 1 << 16

@@ -8,6 +8,13 @@ out of the converted model, rewritten into the format and run through the host r
 The fastest wins only when it beats dense by ``margin`` (never slower than dense on the machine
 that exported it); otherwise the layer stays dense. The report gives the measured speedup.
 
+Layers are decided in order. When a layer reads only the output of the previous layer, and that
+layer became a custom op, the export fuses the two into one node (``tflite_export.fusion``), so a
+custom candidate of the same op would not pay LiteRT's per-node cost again: every candidate of
+such a layer is then timed as a two-layer model behind the previous layer as chosen (fused where
+both are of one op), minus the previous layer's own time, and the margin applies to those
+marginal times.
+
 Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or
 ``cache_dir``), one JSON file per machine fingerprint (CPU model, ISA features, kernel-library
 build, LiteRT version: ``host_info.fingerprint``), keyed per candidate by the layer's weights,
@@ -27,7 +34,7 @@ import re
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, formats, group_csr, host_info
+from tflite_export import flatbuffer, formats, fusion, group_csr, host_info
 from tflite_export.atomic import write_atomic
 from tflite_export.cost_model import Estimate
 from tflite_export.fc_layers import FCLayer, find_fully_connected
@@ -48,22 +55,38 @@ def runtime_timer(model_bytes: bytes, x: np.ndarray, rounds: int = 5, iterations
         return min(rt.time_run(iterations) for _ in range(rounds))
 
 
-def layer_model(model_bytes: bytes, fc: FCLayer) -> schema.ModelT:
-    """A model holding only ``fc``'s FULLY_CONNECTED: its input and output become the model's
-    (and its signature's), everything else is dropped."""
+def layer_model(model_bytes: bytes, fc: FCLayer, prefix: FCLayer | None = None) -> schema.ModelT:
+    """A model holding only ``fc``'s FULLY_CONNECTED (behind ``prefix``'s, which feeds it, when
+    given): the first layer's input and ``fc``'s output become the model's (and its
+    signature's), everything else is dropped."""
     model = flatbuffer.load(model_bytes)
     model.subgraphs = [model.subgraphs[fc.subgraph]]
     sg = model.subgraphs[0]
-    sg.operators = [sg.operators[fc.op_index]]
-    sg.inputs, sg.outputs = np.array([fc.input], np.int32), np.array([fc.output], np.int32)
+    first = prefix or fc
+    sg.operators = [sg.operators[i] for i in ([prefix.op_index] if prefix else []) + [fc.op_index]]
+    sg.inputs, sg.outputs = np.array([first.input], np.int32), np.array([fc.output], np.int32)
     sig = schema.SignatureDefT()
     sig.signatureKey, sig.subgraphIndex = b"serving_default", 0
     sig.inputs, sig.outputs = [schema.TensorMapT()], [schema.TensorMapT()]
-    sig.inputs[0].name, sig.inputs[0].tensorIndex = b"x", fc.input
+    sig.inputs[0].name, sig.inputs[0].tensorIndex = b"x", first.input
     sig.outputs[0].name, sig.outputs[0].tensorIndex = b"y", fc.output
     model.signatureDefs = [sig]
     flatbuffer.compact(model)
     return model
+
+
+def _digest(model_bytes: bytes) -> str:
+    return hashlib.sha256(model_bytes).hexdigest()
+
+
+def _only_reader(model_bytes: bytes, prev: FCLayer, fc: FCLayer) -> bool:
+    """Whether ``fc`` is the one reader of ``prev``'s output, which is no model output (so the
+    exporter's fusion may join them)."""
+    if prev.subgraph != fc.subgraph or prev.output != fc.input:
+        return False
+    sg = flatbuffer.load(model_bytes).subgraphs[fc.subgraph]
+    readers = sum(int(t) == prev.output for op in sg.operators for t in (op.inputs if op.inputs is not None else []))
+    return readers == 1 and prev.output not in {int(t) for t in sg.outputs}
 
 
 @dataclasses.dataclass
@@ -85,6 +108,7 @@ class HostMeasurement:
 
     def __post_init__(self):
         self.timer = self.timer or runtime_timer
+        self._chosen = {}  # (model digest, subgraph, output tensor) -> (FCLayer, format, g) chosen
         self.key = self.key or host_info.fingerprint()
         from tfscalpel.datasets import cache_dir  # the project's one cache ($TFSCALPEL_CACHE)
 
@@ -108,20 +132,41 @@ class HostMeasurement:
         write_atomic(self.path, json.dumps({"key": self.key, "times": self.times}, indent=1,
                                            sort_keys=True))
 
-    def time_candidate(self, model_bytes: bytes, fc: FCLayer, fmt, g: int) -> float:
-        """Measured seconds of ``fc`` in ``fmt`` at width ``g`` (``fmt`` None: dense)."""
-        weights = hashlib.sha256(np.ascontiguousarray(fc.weights).tobytes()).hexdigest()[:16]
-        key = f"{fc.dtype}:{fc.in_features}x{fc.out_features}:{fc.activation}:{weights}:" \
-              f"{'dense' if fmt is None else fmt.name}:{g}"
+    def time_candidate(self, model_bytes: bytes, fc: FCLayer, fmt, g: int, prefix=None) -> float:
+        """Measured seconds of ``fc`` in ``fmt`` at width ``g`` (``fmt`` None: dense); with
+        ``prefix`` = ``(layer, format, g)`` the seconds of that layer followed by ``fc``, fused
+        where both are custom nodes of one op (the exporter fuses them)."""
+        key = self._key(fc, fmt, g)
+        if prefix is not None:
+            key = f"{self._key(*prefix)} then {key}"
         if key not in self.times:
-            model = layer_model(model_bytes, fc)
-            if fmt is not None:
-                fmt.rewrite(model, find_fully_connected(model)[0], g)
-                flatbuffer.compact(model)
-            x = np.zeros((1, fc.in_features), np.int8 if fc.dtype == "int8" else np.float32)
+            model = layer_model(model_bytes, fc, prefix[0] if prefix else None)
+            layers = find_fully_connected(model)
+            for layer, f, width in zip(layers, ([prefix[1]] if prefix else []) + [fmt],
+                                       ([prefix[2]] if prefix else []) + [g]):
+                if f is not None:
+                    f.rewrite(model, layer, width)
+            fusion.fuse_chains(model)
+            flatbuffer.compact(model)
+            first = prefix[0] if prefix else fc
+            x = np.zeros((1, first.in_features), np.int8 if fc.dtype == "int8" else np.float32)
             self.times[key] = float(self.timer(flatbuffer.save(model), x))
             self.measured += 1
         return self.times[key]
+
+    @staticmethod
+    def _key(fc: FCLayer, fmt, g: int) -> str:
+        weights = hashlib.sha256(np.ascontiguousarray(fc.weights).tobytes()).hexdigest()[:16]
+        return f"{fc.dtype}:{fc.in_features}x{fc.out_features}:{fc.activation}:{weights}:" \
+               f"{'dense' if fmt is None else fmt.name}:{g}"
+
+    def _fused_prefix(self, model_bytes: bytes, fc: FCLayer):
+        """``(layer, format, g)`` of the custom-op layer decided before ``fc`` that the exporter
+        will fuse with a custom ``fc`` of the same op, or None."""
+        prev = self._chosen.get((_digest(model_bytes), fc.subgraph, fc.input))
+        if prev is None or getattr(prev[1], "op_name", None) is None:
+            return None
+        return prev if _only_reader(model_bytes, prev[0], fc) else None
 
     def decide(self, model_bytes: bytes, fc: FCLayer, group_size: int | None = None,
                force: str = "auto") -> Decision:
@@ -138,7 +183,13 @@ class HostMeasurement:
             why = f"kept dense: {fc.unsupported}" if fc.unsupported else "kept dense: forced by formats="
             dense = Estimate("dense", 0, units, 0.0)
             return Decision("dense", 0, units, dense, dense, why)
-        dense = Estimate("dense", 0, units, 1e9 * self.time_candidate(model_bytes, fc, None, 0))
+        prefix = self._fused_prefix(model_bytes, fc)
+        base = 0.0 if prefix is None else self.time_candidate(model_bytes, *prefix)
+
+        def marginal_ns(fmt, g):  # this layer's own time; behind a prefix, what it adds (>= 1 ns)
+            return max(1e9 * (self.time_candidate(model_bytes, fc, fmt, g, prefix) - base), 1.0)
+
+        dense = Estimate("dense", 0, units, marginal_ns(None, 0))
         candidates, notes = [], []
         for fmt in formats.all_formats():
             if force not in ("auto", fmt.name):
@@ -148,7 +199,7 @@ class HostMeasurement:
                 why_not = fmt.width_reason(fc, g)
                 n = None if why_not else fmt.stored_units(fc.weights, g)
                 if n:
-                    t = 1e9 * self.time_candidate(model_bytes, fc, fmt, g)
+                    t = marginal_ns(fmt, g)
                     candidates.append((fmt, Estimate(fmt.name, g, n, t)))
             if why_not:
                 notes.append(f"{fmt.title} unusable: {why_not}")
@@ -160,11 +211,13 @@ class HostMeasurement:
                             "kept dense: " + ("; ".join(notes) or "all weights are zero"))
         fmt, best = min(candidates, key=lambda c: c[1].time_ns)
         speedup = dense.time_ns / best.time_ns
+        behind = "" if prefix is None else f", each behind {prefix[0].name} as {prefix[1].label(prefix[2])}"
         measured = (f"{fmt.label(best.g)} measured {speedup:.2f}x vs dense "
-                    f"({best.time_ns / 1e3:.2f} us vs {dense.time_ns / 1e3:.2f} us on {self.key})")
+                    f"({best.time_ns / 1e3:.2f} us vs {dense.time_ns / 1e3:.2f} us on {self.key}{behind})")
         if force == "auto" and speedup < self.margin:
             return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice "
                             f"{measured}, < {self.margin:.2f}x required")
+        self._chosen[(_digest(model_bytes), fc.subgraph, fc.output)] = (fc, fmt, best.g)
         return Decision(fmt.name, best.g, best.units, dense, best,
                         measured + (" (forced by formats=)" if force != "auto" else ""))
 

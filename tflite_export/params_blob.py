@@ -74,3 +74,49 @@ def unpack_params(blob: np.ndarray, sections: tuple = SECTIONS) -> dict:
         dtype = _DTYPES[int(code)]
         arrays[name] = raw[offset:offset + count * dtype.itemsize].view(dtype).copy()
     return arrays
+
+
+# ---- Fused chains (FORMAT.md "Fused chains"): one node's blob holding several layers' blobs ----
+CHAIN_MAGIC = 0x43534654  # "TFSC" little-endian
+CHAIN_MAX_LAYERS = 16  # the LiteRT adapter's limit (kernels/tfs_litert_common.h)
+CHAIN_ALIGN = 64  # each layer blob starts 64-byte aligned, as a node's own blob does in the file
+
+
+def is_chain(blob: np.ndarray) -> bool:
+    """Whether ``blob`` is a fused chain rather than one layer's blob."""
+    raw = np.ascontiguousarray(blob).view(np.uint8).ravel()
+    return raw.size >= HEADER_BYTES and int(raw[:4].view("<u4")[0]) == CHAIN_MAGIC
+
+
+def pack_chain(blobs: list, out_features: int) -> np.ndarray:
+    """One node's blob for consecutive layers of one op, run in order: ``blobs`` are the layers'
+    own blobs (``pack_params``, any shape); the result is ``[out_features, row_bytes]``, where
+    ``out_features`` is the last layer's out."""
+    if not 2 <= len(blobs) <= CHAIN_MAX_LAYERS:
+        raise ValueError(f"fused chain: {len(blobs)} layers; allowed 2..{CHAIN_MAX_LAYERS}")
+    raws = [np.ascontiguousarray(b).view(np.uint8).ravel() for b in blobs]
+    offset = -(-(HEADER_BYTES + ENTRY_BYTES * len(raws)) // CHAIN_ALIGN) * CHAIN_ALIGN
+    directory = np.zeros((len(raws), 4), dtype="<i4")
+    for i, raw in enumerate(raws):
+        directory[i] = [offset, raw.size, 0, 0]
+        offset = -(-(offset + raw.size) // CHAIN_ALIGN) * CHAIN_ALIGN
+    row_bytes = -(-offset // out_features)
+    blob = np.zeros(out_features * row_bytes, dtype=np.uint8)
+    blob[:HEADER_BYTES] = np.array([CHAIN_MAGIC, len(raws), 0, 0], dtype="<u4").view(np.uint8)
+    blob[HEADER_BYTES:HEADER_BYTES + directory.nbytes] = directory.view(np.uint8).ravel()
+    for (start, size, _, _), raw in zip(directory, raws):
+        blob[start:start + size] = raw
+    return blob.reshape(out_features, row_bytes)
+
+
+def split_chain(blob: np.ndarray) -> list:
+    """The layers' blobs (1-D uint8) of a well-formed fused chain, or ``[blob]`` for one layer's
+    blob (for the exporter and tests; the C adapter guards the runtime against malformed ones)."""
+    raw = np.ascontiguousarray(blob).view(np.uint8).ravel()
+    if not is_chain(raw):
+        return [raw]
+    n = int(raw[4:8].view("<u4")[0])
+    if not 2 <= n <= CHAIN_MAX_LAYERS or raw.size < HEADER_BYTES + ENTRY_BYTES * n:
+        raise ValueError(f"fused chain: bad layer count {n}")
+    directory = raw[HEADER_BYTES:HEADER_BYTES + ENTRY_BYTES * n].view("<i4").reshape(-1, 4)
+    return [raw[int(off):int(off) + int(size)].copy() for off, size, _, _ in directory]

@@ -42,6 +42,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._layers = None
+        self._first_batch = True
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._layers is None:
@@ -63,6 +64,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._batch_begin = batch
         for step in range(self._step, self._step + self._per_execution):
             apply_schedules(self._layers, step)
+        if self._first_batch:
+            # The layers refuse to train at step -1 (no callback drives them); from here on the
+            # step is written only when masks change and at the end of each epoch.
+            self._first_batch = False
+            record_step(self._layers, self._step + self._per_execution - 1)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._layers:

@@ -17,6 +17,7 @@ from keras import ops
 from tfscalpel.importance import default_importance, get_importance
 from tfscalpel.patterns import get_pattern
 from tfscalpel.schedules import get_schedule
+from tfscalpel.targets import GROUP_SIZES
 
 
 def pruning_boundary(scores, keep):
@@ -35,6 +36,27 @@ def kernel_matrix(kernel, fan_in_ndim=None):
     return kernel.reshape(int(np.prod(kernel.shape[:k])), -1)
 
 
+def fan_in_of(kernel_shape, fan_in_ndim=None):
+    """The fan-in of a kernel whose first ``fan_in_ndim`` axes (default all but the last) are
+    the contraction: the rows of :func:`kernel_matrix`."""
+    k = len(kernel_shape) - 1 if fan_in_ndim is None else fan_in_ndim
+    return int(np.prod(tuple(kernel_shape)[:k]))
+
+
+def _value_now(variable):
+    """A scalar variable's stored value as a Python int, also while a training step is being
+    traced; None where it cannot be read then (a value traced by another backend)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # the TF backend's own way out of a tf.function trace
+
+        with tf.init_scope():
+            return int(variable.numpy())
+    try:
+        return int(np.asarray(variable.value))
+    except TypeError:  # e.g. a JAX tracer: the check is skipped in that trace
+        return None
+
+
 class PrunableMixin:
     """The pruning state and mask logic shared by every pruned layer.
 
@@ -43,8 +65,9 @@ class PrunableMixin:
     in row-major order (the im2col order for convolutions), along which groups run.
 
     A custom pruned layer is ``class MyPruned(PrunableMixin, MyLayer)`` whose ``__init__``
-    calls ``self._init_pruning(pattern, importance, schedule, global_group)`` and whose forward
-    pass uses :meth:`masked_kernel`; register it as the twin of ``MyLayer`` with
+    calls ``self._init_pruning(pattern, importance, schedule, global_group)``, whose ``call``
+    takes ``training=None`` and starts with ``self.check_pruning_started(training)``, and whose
+    forward pass uses :meth:`masked_kernel`; register it as the twin of ``MyLayer`` with
     :func:`tfscalpel.register_layer`.
     """
 
@@ -74,7 +97,24 @@ class PrunableMixin:
 
     def build(self, input_shape):
         super().build(input_shape)
+        self._check_group_size()
         self._build_pruning_weights()
+
+    @property
+    def fan_in(self):
+        """The length of the contraction groups run along (``kernel_matrix`` rows)."""
+        return fan_in_of(self.kernel.shape, self.fan_in_ndim)
+
+    def _check_group_size(self):
+        g = self.pattern.group_size
+        if g > self.fan_in:
+            widths = [w for w in GROUP_SIZES if w <= self.fan_in]
+            raise ValueError(
+                f"layer {self.name!r}: group_size {g} is larger than the layer's fan-in "
+                f"{self.fan_in} (the inputs one output unit sums, along which groups run); "
+                f"allowed: 1 to {self.fan_in} (the exporter's kernels take {widths}). Set a "
+                "smaller group_size for this layer with per_layer={name: {'group_size': g}}, or "
+                "leave it dense")
 
     def get_config(self):
         return {**super().get_config(), **self._pruning_config()}
@@ -100,6 +140,26 @@ class PrunableMixin:
 
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
+
+    def check_pruning_started(self, training):
+        """Raise if the layer runs in training mode while its pruning step is still -1: nothing
+        drives the schedule, so the mask would stay all ones for the whole training (tfmot
+        raises in the same case). ``UpdatePruningStep`` and :func:`tfscalpel.update_pruning`
+        write the step before the first training step.
+
+        The step is read when Keras traces the training step (once per ``fit``), so a traced
+        ``fit`` runs the same graph with or without the check; an eager step reads one scalar.
+        """
+        if not training:
+            return
+        step = _value_now(self.pruning_step)
+        if step is not None and step < 0:
+            raise RuntimeError(
+                f"layer {self.name!r} is pruned but trains with its pruning step at -1: nothing "
+                "updates its mask, so it would never prune. Add tfscalpel.UpdatePruningStep() to "
+                "model.fit's callbacks (tfmot's UpdatePruningStep does not drive tfscalpel's "
+                "layers), or call tfscalpel.update_pruning(model) before each step of a custom "
+                "training loop")
 
     # -- mask computation -----------------------------------------------------------------------
     def masked_kernel(self):
@@ -170,6 +230,7 @@ class GroupPrunedDense(PrunableMixin, keras.layers.Dense):
         self._init_pruning(pattern, importance, schedule, global_group)
 
     def call(self, inputs, training=None):
+        self.check_pruning_started(training)
         x = ops.matmul(inputs, self.masked_kernel())
         if self.bias is not None:
             x = ops.add(x, self.bias)
@@ -189,6 +250,10 @@ class GroupPrunedConv2D(PrunableMixin, keras.layers.Conv2D):
                  global_group=None, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
         self._init_pruning(pattern, importance, schedule, global_group)
+
+    def call(self, inputs, training=None):
+        self.check_pruning_started(training)
+        return super().call(inputs)
 
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, ops.multiply(kernel, self.pruning_mask))
@@ -215,7 +280,8 @@ class GroupPrunedConv1D(PrunableMixin, keras.layers.Conv1D):
         super().__init__(filters, kernel_size, **kwargs)
         self._init_pruning(pattern, importance, schedule, global_group)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        self.check_pruning_started(training)
         # Conv1D.call with the masked kernel (it calls ops.conv, not convolution_op).
         padding = self.padding
         if padding == "causal":
@@ -241,7 +307,8 @@ class GroupPrunedDepthwiseConv2D(PrunableMixin, keras.layers.DepthwiseConv2D):
         super().__init__(kernel_size, **kwargs)
         self._init_pruning(pattern, importance, schedule, global_group)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        self.check_pruning_started(training)
         # DepthwiseConv2D.call with the masked kernel (it has no convolution_op to override).
         outputs = ops.depthwise_conv(
             inputs, self.masked_kernel(), strides=self.strides, padding=self.padding,

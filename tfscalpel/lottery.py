@@ -184,6 +184,9 @@ def iterative_magnitude_pruning(model, train, rounds, rate, *, rewind_step=0,
     per_layer = {name: {"schedule": schedule(r)} for name, r in (per_layer_rate or {}).items()}
     pruned = prune(model, schedule=schedule(rate), pattern=pattern, importance=importance,
                    per_layer=per_layer, global_sparsity=global_sparsity)
+    # Round 0 trains dense at pruning step 0 (the schedule begins at round 1); the step must be
+    # set, pruned layers refuse to train at -1.
+    update_pruning(pruned, step=0)
     recorder = RecordWeights(rewind_step)
     train(pruned, [recorder])
     if recorder.weights is None:

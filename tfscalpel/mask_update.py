@@ -79,8 +79,9 @@ def update_pruning(model, step=None):
 
     Raises ValueError if the model has no pruned layers or they are not built, or for a step
     that is not an integer >= 0. Call it eagerly, between steps (it runs the schedules in
-    Python), not inside a ``tf.function``.
+    Python and NumPy): inside a ``tf.function`` it raises RuntimeError saying so.
     """
+    _refuse_tracing()
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
                              or step < 0):
         raise ValueError(f"update_pruning: step must be an integer >= 0 (or None: the last "
@@ -90,6 +91,25 @@ def update_pruning(model, step=None):
     apply_schedules(layers, step)
     record_step(layers, step)
     return step
+
+
+def _refuse_tracing():
+    """update_pruning reads variables as NumPy, which a traced function cannot do; say so
+    instead of autograph's traceback."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if not tf.executing_eagerly():
+        raise RuntimeError(
+            "update_pruning() was called inside a tf.function: it runs the schedules and "
+            "recomputes the masks in Python and NumPy, so it must run eagerly, between training "
+            "steps. Call it before your @tf.function train step, not inside it:\n"
+            "    for x, y in dataset:\n"
+            "        tfscalpel.update_pruning(model)\n"
+            "        train_step(x, y)  # the tf.function")
 
 
 def normalise_scores(scores):

@@ -15,7 +15,7 @@ from tfscalpel.gates import MaskLayer
 from tfscalpel.nm_rule import keras_nm_reason
 from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
 from tfscalpel.layer_handlers import get_handler
-from tfscalpel.targets import METHODS, get_target
+from tfscalpel.targets import GROUP_SIZES, METHODS, get_target
 
 _L = keras.layers
 #: Layers a MaskLayer is moved past, so it gates what the next weighted layer reads.
@@ -131,6 +131,22 @@ def _input_is_fixed(node, producer):
         x = node_inputs(src._inbound_nodes[0])[0]
 
 
+def check_per_layer(per_layer, allowed):
+    """``per_layer`` as a fresh ``{layer name: dict}``; raises ValueError naming the entry that
+    is not a dict of per-layer settings (keys from ``allowed``)."""
+    if per_layer is None:
+        return {}
+    if not isinstance(per_layer, dict):
+        raise ValueError(f"per_layer must be a dict {{layer name: {{setting: value}}}} with "
+                         f"settings from {list(allowed)}, got a {type(per_layer).__name__}")
+    for name, value in per_layer.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"layer {name!r}: per_layer values are dicts with settings from "
+                             f"{list(allowed)}, e.g. per_layer={{{name!r}: {{{allowed[0]!r}: "
+                             f"...}}}}, got {value!r}")
+    return {name: dict(value) for name, value in per_layer.items()}
+
+
 def plan(model, target, dtype=None, per_layer=None):
     """Decide how to prune each Dense / Conv2D layer of ``model`` for ``target``.
 
@@ -151,7 +167,7 @@ def plan(model, target, dtype=None, per_layer=None):
     consumers, producer = _consumers(model)
     graph = functional_graph(model)
     outputs = {x._keras_history.operation.name for x in graph.outputs}
-    per_layer = dict(per_layer or {})
+    per_layer = check_per_layer(per_layer, ("method", "group_size"))
     names = [layer.name for layer in model.layers]
     unknown = sorted(set(per_layer) - set(names))
     if unknown:
@@ -190,6 +206,10 @@ def plan(model, target, dtype=None, per_layer=None):
             if isinstance(g, bool) or not isinstance(g, int) or g < 1:
                 raise ValueError(f"layer {layer.name!r}: group_size must be an integer >= 1, "
                                  f"got {g!r}")
+            if g > fan_in and "group_size" not in override:
+                # The target's width is wider than the layer: the widest group that fits.
+                g = max(w for w in GROUP_SIZES if w <= fan_in)
+                reason += f"; fan-in {fan_in} < the target's g: g={g}"
         elif "group_size" in override:
             raise ValueError(f"layer {layer.name!r}: group_size applies to method 'group' only, "
                              f"not {method!r}")

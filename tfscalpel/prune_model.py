@@ -4,17 +4,30 @@ import warnings
 import keras
 
 from tfscalpel.layer_handlers import get_handler
-from tfscalpel.layers import PrunableMixin
+from tfscalpel.layers import PrunableMixin, fan_in_of
 from tfscalpel.patterns import GroupPattern, get_pattern, tfmot_block_pattern
-from tfscalpel.planner import insert_masks, plan
+from tfscalpel.planner import check_per_layer, insert_masks, plan
 from tfscalpel.schedules import ConstantSparsity, get_schedule
+from tfscalpel.targets import GROUP_SIZES
 
 _SPEC_KEYS = ("pattern", "group_size", "importance", "schedule", "sparsity")
 
 
 def _twin(layer):
-    """The pruned class that replaces ``layer`` (its handler's), or None if it stays dense."""
+    """The pruned class that replaces ``layer`` (its handler's), or None if it stays dense. An
+    already pruned layer is pruned again as its own class, with the new pattern and schedule."""
+    if isinstance(layer, PrunableMixin):
+        return type(layer)
     return get_handler(layer).pruned_twin(layer)
+
+
+def _stock_config(layer):
+    """``layer``'s config without the pruning arguments of an already pruned layer."""
+    config = layer.get_config()
+    if isinstance(layer, PrunableMixin):
+        for key in layer._pruning_config():
+            config.pop(key)
+    return config
 
 
 def _resolve_spec(pattern, group_size, importance, schedule, sparsity):
@@ -83,6 +96,9 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         if schedule is not None:
             raise ValueError("prune(): give schedule= or tfmot's name pruning_schedule=, not both")
         schedule = pruning_schedule
+    # tfscalpel's own default width (no group_size, block_size or pattern object given) is
+    # capped at a narrower layer's fan-in; a width the user asked for is checked, not changed.
+    implicit_g = pattern == "group" and group_size is None and block_size is None
     tfmot_block = (block_size, block_pooling_type, sparsity_m_by_n)
     if any(arg is not None for arg in tfmot_block):
         if pattern != "group" or group_size is not None or importance is not None:
@@ -100,6 +116,12 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
             f"prune() needs a Sequential or Functional model, got {type(model).__name__}; in a "
             "subclassed model use tfscalpel.GroupPrunedDense / GroupPrunedConv2D layers directly"
         )
+    if not model.built:
+        raise ValueError(
+            f"prune(): the {type(model).__name__} model {model.name!r} is not built, so its "
+            "layers have no weights to prune yet: start it with keras.Input(shape), or call "
+            "model.build(input_shape) (or the model on a batch) before prune()")
+    _check_strategy_scope(model)
     if target is not None:
         return _prune_for_target(model, target, schedule, sparsity, pattern, group_size,
                                  importance, layers, per_layer, global_sparsity, dtype,
@@ -113,7 +135,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         raise ValueError(f"prune(): {e}") from None
 
     selected, unprunable = _select_layers(model, layers)
-    per_layer = dict(per_layer or {})
+    per_layer = check_per_layer(per_layer, _SPEC_KEYS)
     unknown = sorted(set(per_layer) - set(names))
     if unknown:
         raise ValueError(f"per_layer names unknown layers {unknown}; the model has {names}")
@@ -126,6 +148,8 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
                 f"layer {layer.name!r}: unknown per_layer keys {bad}; allowed: {list(_SPEC_KEYS)}"
             )
         specs[layer.name] = _layer_spec(layer.name, default, overrides)
+        if implicit_g and "pattern" not in overrides and "group_size" not in overrides:
+            specs[layer.name] = _capped_to_fan_in(layer, *specs[layer.name])
     if per_layer:
         raise ValueError(
             f"per_layer configures layers that are not pruned: {sorted(per_layer)}; add them to "
@@ -144,6 +168,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
             stacklevel=2,
         )
 
+    _warn_fixed_sparsity(specs)
     global_group = "global" if global_sparsity else None
 
     def clone(layer):
@@ -152,7 +177,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         p, imp, sched = specs[layer.name]
         twin = _twin(layer)
         try:
-            return twin(**layer.get_config(), pattern=p, importance=imp, schedule=sched,
+            return twin(**_stock_config(layer), pattern=p, importance=imp, schedule=sched,
                         global_group=global_group)
         except ValueError as e:
             message = str(e)
@@ -163,7 +188,9 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
     pruned = keras.models.clone_model(model, clone_function=clone)
     for source, target in zip(model.layers, pruned.layers):
         if isinstance(target, PrunableMixin):
-            target.kernel.assign(source.kernel)
+            # A pruned source keeps its zeros: its blocks score 0 in the new ranking.
+            target.kernel.assign(source._numpy_masked_kernel() if isinstance(source, PrunableMixin)
+                                 else source.kernel)
             if source.bias is not None:
                 target.bias.assign(source.bias)
         else:
@@ -177,7 +204,7 @@ def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, im
         raise ValueError(
             "with target=, the target chooses pattern and group size; override single layers "
             "with per_layer={name: {'method': ..., 'group_size': ...}}")
-    per_layer = {name: dict(v) for name, v in (per_layer or {}).items()}
+    per_layer = check_per_layer(per_layer, ("method", "group_size"))
     if layers is not None:
         chosen, _ = _select_layers(model, layers)
         chosen = {layer.name for layer in chosen}
@@ -187,6 +214,52 @@ def _prune_for_target(model, target, schedule, sparsity, pattern, group_size, im
     the_plan = plan(model, target, dtype=dtype, per_layer=per_layer)
     return apply_plan(model, the_plan, schedule=schedule, sparsity=sparsity,
                       importance=importance, mask_options=mask_options)
+
+
+def _capped_to_fan_in(layer, pattern, importance, schedule):
+    """The default group width narrowed to the widest kernel width within ``layer``'s fan-in
+    (a 1x1 depthwise filter has one input per unit)."""
+    if isinstance(pattern, GroupPattern):
+        fan_in = fan_in_of(layer.kernel.shape, _twin(layer).fan_in_ndim)
+        if pattern.group_size > fan_in:
+            pattern = GroupPattern(max(w for w in GROUP_SIZES if w <= fan_in))
+    return pattern, importance, schedule
+
+
+def _warn_fixed_sparsity(specs):
+    """Say when a schedule asks for a sparsity that the layer's pattern fixes otherwise (2:4
+    prunes half of every 4 whatever the schedule says; its schedule only decides when)."""
+    ignored = {}
+    for name, (pattern, _, schedule) in specs.items():
+        fixed = pattern.fixed_sparsity
+        if (fixed is not None and schedule.mode == "sparsity"
+                and abs(schedule.final_amount - fixed) > 1e-6):
+            key = (pattern.describe(), fixed, schedule.final_amount)
+            ignored.setdefault(key, []).append(name)
+    for (pattern, fixed, amount), names in ignored.items():
+        warnings.warn(f"prune: layers {names}: the pattern {pattern} fixes their sparsity at "
+                      f"{fixed:g}, so the schedule's sparsity {amount:g} is not used (the "
+                      "schedule only decides when the pattern applies); use the 'group' or "
+                      "'unstructured' pattern for another sparsity", stacklevel=3)
+
+
+def _check_strategy_scope(model):
+    """A model whose variables belong to a tf.distribute strategy must be pruned inside that
+    strategy's scope: the pruned copy's variables must belong to it too (Keras fails later with
+    a bare AssertionError otherwise)."""
+    if keras.backend.backend() != "tensorflow" or not model.weights:
+        return
+    import tensorflow as tf
+
+    strategy = getattr(model.weights[0].value, "_distribute_strategy", None)
+    if strategy is None:
+        return
+    current = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if current is not strategy:
+        raise ValueError(
+            f"prune(): the model's variables belong to a {type(strategy).__name__}, but prune() "
+            "runs outside its scope, so the pruned model's variables would not: call prune() "
+            "inside `with strategy.scope():`, where the model was built")
 
 
 def _layer_spec(name, default, overrides):
@@ -265,8 +338,11 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
             else:
                 per_layer[name] = {"pattern": "2:4",
                                    **({"sparsity": 0.5} if schedule is None else {})}
-        pruned = prune(pruned, schedule, sparsity=sparsity, importance=importance,
-                       layers=list(weighted), per_layer=per_layer)
+        with warnings.catch_warnings():
+            # The target chose 2:4 for some layers: the schedule's sparsity is for its groups.
+            warnings.filterwarnings("ignore", message=r"prune: layers .* fixes their sparsity")
+            pruned = prune(pruned, schedule, sparsity=sparsity, importance=importance,
+                           layers=list(weighted), per_layer=per_layer)
     after = [p.mask_after for p in the_plan.layers if p.node_pruned]
     if after:
         pruned = insert_masks(pruned, after, mask_options)

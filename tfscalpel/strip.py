@@ -116,7 +116,9 @@ def strip(model, return_report=False):
     multiplied into the kernels; outputs equal the pruned model's. With
     ``return_report=True``, return ``(model, StripReport)``.
 
-    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand.
+    Works for Sequential and Functional models built by :func:`tfscalpel.prune` or by hand;
+    a Sequential or Functional model used as a layer inside them is stripped too, and its
+    pruned layers are reported.
     A model with :class:`~tfscalpel.MaskLayer` gates also loses its dead nodes for real (the
     result is Functional): units, filters and the matching input rows of the next layers are
     removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
@@ -136,8 +138,52 @@ def strip(model, return_report=False):
 
     from tfscalpel.gates import mask_layers
 
+    names = _names_in_order(model)
+    model, reports = _strip_nested(model)
     if mask_layers(model):
-        return _strip_nodes(model, return_report)
+        stripped, outer = _strip_nodes(model)
+    else:
+        stripped, outer = _strip_weights(model)
+    # Nested models' layers and the outer ones, in the order the original model lists them.
+    order = {name: i for i, name in reversed(list(enumerate(names)))}
+    report = StripReport(tuple(sorted(reports + outer, key=lambda r: order.get(r.name, 0))))
+    return (stripped, report) if return_report else stripped
+
+
+def _names_in_order(model):
+    """Names of the layers of ``model`` and of the models nested in it, depth first."""
+    from tfscalpel.prune_model import _is_cloneable
+
+    names = []
+    for layer in model.layers:
+        names.append(layer.name)
+        if _is_cloneable(layer):
+            names.extend(_names_in_order(layer))
+    return names
+
+
+def _strip_nested(model):
+    """Strip every Sequential or Functional model used as a layer of ``model`` (each on its
+    own, so its gates remove only the channels that stay inside it): ``(model with the
+    stripped models in their place, their reports)``; ``model`` itself when it has none."""
+    from tfscalpel.prune_model import _is_cloneable
+
+    if not any(_is_cloneable(layer) for layer in model.layers):
+        return model, []
+    reports = []
+
+    def clone(layer):
+        if not _is_cloneable(layer):
+            return layer  # shared with ``model``: the outer strip copies it
+        inner, report = strip(layer, return_report=True)
+        reports.extend(report.layers)
+        return inner
+
+    return keras.models.clone_model(model, clone_function=clone), reports
+
+
+def _strip_weights(model):
+    """strip() without gates: ``(plain copy, [LayerReport])``."""
     stripped = keras.models.clone_model(model, clone_function=_plain_layer)
     reports = []
     for source, target in zip(model.layers, stripped.layers):
@@ -147,12 +193,12 @@ def strip(model, return_report=False):
             reports.append(layer_report(source.name, weights[0], source.pattern.describe(),
                                         source.pattern.group_size,
                                         fan_in_ndim=source.fan_in_ndim))
-    stripped_report = StripReport(tuple(reports))
-    return (stripped, stripped_report) if return_report else stripped
+    return stripped, reports
 
 
-def _strip_nodes(model, return_report):
-    """strip() for a gated model: bake the masks in and remove dead nodes."""
+def _strip_nodes(model):
+    """strip() for a gated model: bake the masks in and remove dead nodes; ``(copy,
+    [LayerReport])``."""
     from tfscalpel.dependency import channel_plan
     from tfscalpel.removal import remove_channels
 
@@ -167,5 +213,4 @@ def _strip_nodes(model, return_report):
             layer.name, kernels[layer.name], "dense" if pattern is None else pattern.describe(),
             1 if pattern is None else pattern.group_size, nodes_total=plan.units[layer.name],
             fan_in_ndim=getattr(layer, "fan_in_ndim", None)))
-    report = StripReport(tuple(reports))
-    return (stripped, report) if return_report else stripped
+    return stripped, reports

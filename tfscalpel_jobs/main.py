@@ -64,9 +64,14 @@ def train_dense(train, epochs, seed, cache_path=None):
     return model
 
 
-def prune_and_retrain(dense, train, group_size, sparsity, prune_epochs, finetune_epochs, seed):
+def prune_and_retrain(dense, train, group_size, sparsity, prune_epochs, finetune_epochs, seed,
+                      distill=None):
     """Scalpel's group pruning during retraining: sparsity rises along a cubic schedule for
-    ``prune_epochs`` epochs, then the masks stay fixed for ``finetune_epochs`` epochs."""
+    ``prune_epochs`` epochs, then the masks stay fixed for ``finetune_epochs`` epochs.
+
+    ``distill``: ``None`` (train on the labels), or ``{"temperature": T, "weight": w}`` to
+    train through :class:`tfscalpel.Distiller` with a frozen copy of ``dense`` as the teacher.
+    The pruned model is returned either way (not the wrapper)."""
     keras.utils.set_random_seed(seed)
     steps_per_epoch = int(np.ceil(len(train[0]) / 128))
     end = max(1, prune_epochs * steps_per_epoch - steps_per_epoch // 2)
@@ -77,11 +82,24 @@ def prune_and_retrain(dense, train, group_size, sparsity, prune_epochs, finetune
     pruned = tfscalpel.prune(dense, schedule=schedule, group_size=group_size, global_sparsity=True)
     total = prune_epochs + finetune_epochs
     lr = keras.optimizers.schedules.CosineDecay(1e-3, total * steps_per_epoch, alpha=0.01)
-    models.compile_classifier(pruned, keras.optimizers.Adam(lr))
+    trainee = distiller(pruned, dense, distill)
+    models.compile_classifier(trainee, keras.optimizers.Adam(lr))
     # SparsityHistory puts per-layer sparsity into the History (pruned.history) for the plots.
-    pruned.fit(*train, batch_size=128, epochs=total, verbose=2,
-               callbacks=[tfscalpel.UpdatePruningStep(), tfscalpel.SparsityHistory()])
+    history = trainee.fit(*train, batch_size=128, epochs=total, verbose=2,
+                          callbacks=[tfscalpel.UpdatePruningStep(), tfscalpel.SparsityHistory()])
+    pruned.history = history
     return pruned
+
+
+def distiller(student, dense, distill):
+    """``student`` itself when ``distill`` is None, else a :class:`tfscalpel.Distiller` of it
+    with a frozen copy of ``dense`` as the teacher (a copy: the Distiller freezes its teacher,
+    and ``dense`` is pruned again afterwards)."""
+    if distill is None:
+        return student
+    teacher = keras.models.clone_model(dense)
+    teacher.set_weights(dense.get_weights())
+    return tfscalpel.Distiller(student, teacher, **distill)
 
 
 def best_latencies_us(runtimes, x, rounds=15, iterations=200):

@@ -1,16 +1,19 @@
-"""TFS_GROUP_SPARSE_FC's NEON kernels vs XNNPACK's dense FULLY_CONNECTED on an emulated Arm
-Neoverse N1 (the Cortex-A76's server sibling), counted instruction by instruction.
+"""The custom ops' NEON kernels (TFS_GROUP_SPARSE_FC and the 2:4 TFS_NM_SPARSE_FC) vs XNNPACK's
+dense FULLY_CONNECTED on an emulated Arm Neoverse N1 (the Cortex-A76's server sibling), counted
+instruction by instruction.
 
-    python benchmarks/cortex_a/bench_cortex_a.py [--build-dir out/cortex_a] [--litert-wheel W]
+    python benchmarks/cortex_a/bench_cortex_a.py [--build-dir out/cortex_a] [--litert-wheel W] [--fit]
 
 Both sides run as AArch64 Linux code under `qemu-aarch64 -cpu neoverse-n1` with the counting
 plugin tfs_a64_cycles_plugin.c (exact instruction counts; cycles estimated from the Neoverse N1
 Software Optimization Guide's issue throughputs, see the plugin's header):
 
-- sparse: tests/c/neon_driver.c (the NEON kernels of tflite_export/kernels/tfs_gsfc_neon.c and the
-  portable kernel, each between two marks), layers at 90 % group sparsity (each group kept with
-  probability 0.1), batch 1; int8 with input zero point -128 (activations after a ReLU) and
-  XNNPACK's fp32 requantization.
+- sparse: tests/c/neon_driver.c (the NEON kernels of tflite_export/kernels/tfs_gsfc_neon.c on the
+  layer's packed copy, made before counting as a runtime makes it when the node is prepared, and
+  the portable kernel, each between two marks), layers at 90 % group sparsity (each group kept
+  with probability 0.1), batch 1; int8 with input zero point -128 (activations after a ReLU) and
+  XNNPACK's fp32 requantization. 2:4: the same driver in its `nm` mode (tfs_nm_neon.c), the same
+  layers with 2 of every 4 weights kept.
 - dense: the `ai-edge-litert` aarch64 wheel's libLiteRt.so (the pinned version, downloaded with
   pip into the build directory; never committed) running a one-layer FULLY_CONNECTED .tflite
   (TF's converter; int8 = full-integer quantization) on XNNPACK, one thread, through
@@ -22,12 +25,18 @@ Software Optimization Guide's issue throughputs, see the plugin's header):
   multiple of 8 on a ~4x slower path; for those the table shows that measured cost and, as the
   baseline for the ratio, the width rounded up to a multiple of 8, scaled back by width.
 
+With --fit it also prints the `arm-neon` cost profile fitted to these counts (the "formats" of
+tfscalpel/targets.py's ARM_NEON): tflite_export.calibrate's least squares and safe-side scaling
+on the best dense costs and the sparse kernels' (int8: SDOT), plus LiteRT's extra cost per custom
+node, NODE_CYCLES, borrowed from the x86 measurement.
+
 Build outputs go to --build-dir; nothing is written into the source tree.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import struct
 import subprocess
@@ -52,9 +61,12 @@ CYCLE_TABLE = ("Arm Neoverse N1 Software Optimization Guide, instruction issue t
                "model")
 LITERT = "ai-edge-litert==2.3.0"  # setup.py's pin
 LAYERS = [(1024, 1024), (784, 300), (300, 100), (100, 10)]  # (in, out)
-KERNELS = [("float32", 4), ("float32", 8), ("float32", 16), ("int8", 4), ("int8", 16)]
+KERNELS = [("float32", 4), ("float32", 8), ("float32", 16), ("int8", 4), ("int8", 8), ("int8", 16)]
 KEEP = 0.10
 IN_ZP = -128
+# LiteRT's extra cost per custom-op node over a builtin one: ~0.8 us measured on x86
+# (tflite_export/calibrate.py), taken as ~2,000 cycles of a ~2.5 GHz core; not measured on Arm.
+NODE_CYCLES = 2000.0
 REQUANT_FP32 = 0
 # /proc/cpuinfo of a 2-core Neoverse N1 (MIDR: implementer 0x41 Arm, part 0xd0c N1, r4p1).
 CPUINFO = "".join(
@@ -122,6 +134,29 @@ def sparse_layer(rng, in_f, out_f, dtype, g):
     return wq, arrays, rng.integers(-128, 128, (1, in_f)).astype(np.int8)
 
 
+def nm_layer(rng, in_f, out_f, dtype):
+    """The 2:4 op's arrays for a random layer (2 of every 4 weights kept) and its input."""
+    from test_nm_kernels import f32_layer, i8_layer, random_2_4
+
+    names = params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"]
+    w = random_2_4(rng, out_f, in_f, sparse_windows=0.0)
+    if dtype == "float32":
+        arrays = f32_layer(w, rng.standard_normal(out_f).astype(np.float32))
+        return dict(zip(names, arrays)), rng.standard_normal((1, in_f)).astype(np.float32)
+    wq = np.clip(np.round(w * 40), -127, 127).astype(np.int8)
+    arrays = i8_layer(rng, wq)
+    return dict(zip(names, arrays)), rng.integers(-128, 128, (1, in_f)).astype(np.int8)
+
+
+def write_cases(path, cases, sections):
+    """neon_driver's case file: (arrays, x) each, batch 1, fp32 requantization."""
+    with open(path, "wb") as f:
+        for arrays, x in cases:
+            blob = params_blob.pack_params(arrays, int(arrays["meta"][2]), sections).tobytes()
+            f.write(struct.pack("<4i", 1, REQUANT_FP32, len(blob), x.nbytes) + blob + x.tobytes())
+    return path
+
+
 def dense_tflite(path, w, dtype, rng):
     """A one-layer FULLY_CONNECTED model `y = x W^T + b` (batch 1) converted by TF."""
     import keras
@@ -163,11 +198,32 @@ def litert_library(build_dir, wheel):
     return wheel, lib
 
 
+def fit_profile(rows):
+    """The arm-neon profile's dense and custom coefficients fitted to measured rows
+    (tflite_export.calibrate's fit: least squares on relative errors - the layers span three
+    orders of magnitude - then scaled so that no point is mispredicted towards the sparse side),
+    plus NODE_CYCLES per custom node; g = 1 / 2 (no NEON kernel) keep the current profile's
+    portable-kernel prices."""
+    from tfscalpel import targets
+    from tflite_export import calibrate, cost_model
+
+    fitted = calibrate.calibrated_profile(cost_model.CostModel(targets.ARM_NEON), rows,
+                                          add_node_overhead=False, relative=True).to_dict()["formats"]
+    for coeffs in fitted["custom"].values():
+        coeffs["fixed_ns"] += NODE_CYCLES
+    return {fmt: {d: {k: (round(v, 4) if isinstance(v, float) else
+                          {g: round(u, 4) for g, u in v.items()} if isinstance(v, dict) else v)
+                      for k, v in c.items()} for d, c in fitted[fmt].items()}
+            for fmt in ("dense", "custom")}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "out", "cortex_a"))
     ap.add_argument("--litert-wheel", default=None, help="the aarch64 ai-edge-litert wheel "
                     "(default: pip download into the build directory)")
+    ap.add_argument("--fit", action="store_true", help="also print the arm-neon cost profile "
+                    "fitted to these counts")
     args = ap.parse_args(argv)
     os.makedirs(args.build_dir, exist_ok=True)
     a64.ensure_packages()
@@ -185,20 +241,18 @@ def main(argv=None):
             w, arrays, x = sparse_layer(rng, in_f, out_f, dtype, g)
             dense_w.setdefault((in_f, out_f, dtype), w)
             cases.append((in_f, out_f, dtype, g, int(arrays["meta"][4]), arrays, x))
-            if dtype == "int8":
-                # The same layer with input zero point 0: what SDOT costs once zp * (row weight
-                # sums) is folded into the bias at node preparation (as XNNPACK's packing does).
-                folded = dict(arrays, meta=arrays["meta"].copy())
-                folded["meta"][7] = 0
-                cases.append((in_f, out_f, "int8 zp0", g, int(arrays["meta"][4]), folded, x))
-    case_file = os.path.join(args.build_dir, "cases.bin")
-    with open(case_file, "wb") as f:
-        for *_, arrays, x in cases:
-            blob = params_blob.pack_params(arrays, int(arrays["meta"][2])).tobytes()
-            f.write(struct.pack("<4i", 1, REQUANT_FP32, len(blob), x.nbytes) + blob + x.tobytes())
-    log(f"sparse: {len(cases)} layers through {driver}")
-    seg = counted(driver, [case_file, os.path.join(args.build_dir, "y.bin")], plugin,
+    nm_cases = [(in_f, out_f, dtype, *nm_layer(rng, in_f, out_f, dtype))
+                for in_f, out_f in LAYERS for dtype in ("float32", "int8")]
+    log(f"sparse: {len(cases)} group-sparse and {len(nm_cases)} 2:4 layers through {driver}")
+    seg = counted(driver, [write_cases(os.path.join(args.build_dir, "cases.bin"),
+                                       [(a, x) for *_, a, x in cases], params_blob.SECTIONS),
+                           os.path.join(args.build_dir, "y.bin")], plugin,
                   os.path.join(args.build_dir, "sparse_counts.txt"))
+    nm_seg = counted(driver, [write_cases(os.path.join(args.build_dir, "nm_cases.bin"),
+                                          [(a, x) for *_, a, x in nm_cases],
+                                          params_blob.OP_SECTIONS["TFS_NM_SPARSE_FC"]),
+                              os.path.join(args.build_dir, "y.bin"), "nm"], plugin,
+                     os.path.join(args.build_dir, "nm_counts.txt"))
 
     log("dense: XNNPACK inside libLiteRt.so")
     dense = {}
@@ -231,10 +285,8 @@ def main(argv=None):
     print("               (the SMLAL rows run without the dot product, e.g. Cortex-A72, but are "
           "compared with the same SDOT-capable dense baseline)")
     print(f"Sparse:        tflite_export/kernels/tfs_gsfc_neon.c ({KEEP:.0%} of groups kept, "
-          f"batch 1, int8 input zero point {IN_ZP}); portable = the portable C kernel; "
-          "'zp*sum(w) in bias' = the same layer with zero point 0, i.e. the SDOT kernel without its "
-          "second SDOT per group, as it would run with the correction folded into the bias when "
-          "the node is prepared")
+          f"batch 1, int8 input zero point {IN_ZP}); portable = the portable C kernel; 2:4 = "
+          "tfs_nm_neon.c on the same layers with 2 of every 4 weights kept")
     print(f"Paths:         driver {driver}, runner {runner}, plugin {plugin}")
     print()
     head = ("| layer (in x out) | dtype | g | groups | dense instr (best) | dense cyc (measured) | "
@@ -245,12 +297,26 @@ def main(argv=None):
     for i, (in_f, out_f, dtype, g, groups, _, _) in enumerate(cases):
         portable, neon, dot = seg[1 + 4 * i], seg[2 + 4 * i], seg[3 + 4 * i]
         (_, measured), (di, dc), _ = dense[(in_f, out_f, dtype.split()[0])]
-        rows = {"float32": [("FMLA", neon)], "int8": [("SDOT", dot), ("SMLAL (no dotprod)", neon)],
-                "int8 zp0": [("SDOT, zp*sum(w) in bias", dot)]}[dtype]
+        rows = {"float32": [("FMLA", neon)], "int8": [("SDOT", dot), ("SMLAL (no dotprod)", neon)]}[dtype]
         for kern, (ki, kc, _) in rows:
             print(f"| {in_f}x{out_f} | {dtype} | {g} | {groups:,} | {di:,.0f} | {measured:,.0f} | "
                   f"{dc:,.0f} | {kern} | {ki:,} | {kc:,.0f} | {kc / dc:.2f}x | {portable[1]:,.0f} |")
-    unclassified = sum(s[2] for s in seg)
+    for i, (in_f, out_f, dtype, _, _) in enumerate(nm_cases):
+        portable, neon = nm_seg[1 + 4 * i], nm_seg[2 + 4 * i]
+        (_, measured), (di, dc), _ = dense[(in_f, out_f, dtype)]
+        kern = "2:4 TBL + FMLA" if dtype == "float32" else "2:4 TBL + SMLAL"
+        print(f"| {in_f}x{out_f} | {dtype} | 2:4 | {in_f * out_f // 2:,} kept | {di:,.0f} | "
+              f"{measured:,.0f} | {dc:,.0f} | {kern} | {neon[0]:,} | {neon[1]:,.0f} | "
+              f"{neon[1] / dc:.2f}x | {portable[1]:,.0f} |")
+    unclassified = sum(s[2] for s in seg) + sum(s[2] for s in nm_seg)
+    if args.fit:
+        rows = [dict(format="dense", dtype=d, out=o, units=i * o, time_ns=dense[(i, o, d)][1][1])
+                for i, o in LAYERS for d in ("float32", "int8")]
+        rows += [dict(format="custom", dtype=d, g=g, out=o, units=groups,
+                      time_ns=(seg[2 + 4 * k] if d == "float32" else seg[3 + 4 * k])[1])
+                 for k, (i, o, d, g, groups, _, _) in enumerate(cases)]
+        print("\nFitted arm-neon profile (formats; tfscalpel/targets.py ARM_NEON):")
+        print(json.dumps(fit_profile(rows), indent=1))
     print(f"\nInstructions the cycle table did not classify (costed as integer ALU ops): "
           f"{unclassified:,} in the sparse runs")
     return 0

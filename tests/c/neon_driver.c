@@ -1,25 +1,32 @@
-/* Test driver for the AArch64 NEON group-sparse FC kernels (tfs_gsfc_neon.c), run under
- * qemu-aarch64 by tests/test_neon_qemu.py.
+/* Test driver for the AArch64 NEON kernels of both custom ops (tfs_gsfc_neon.c, tfs_nm_neon.c),
+ * run under qemu-aarch64 by tests/test_neon_qemu.py.
  *
- *   neon_driver CASES OUT
+ *   neon_driver CASES OUT [nm]
  *
  * CASES holds test cases back to back, each: int32 batch, int32 requant (TFS_REQUANT_*),
  * int32 blob bytes, int32 x bytes, the node's parameter blob (FORMAT.md), x. For each case the
- * driver unpacks and validates the layer, runs the portable kernel (tfs_gsfc_compute,
- * TFS_IMPL_PORTABLE), the NEON kernel of the layer's dtype and g, and the SDOT kernel (int8, if
- * the core has the dot-product extension), each into an exactly sized heap block, and appends
- * the three outputs (y bytes each; the SDOT one zero-filled when not run) to OUT. Prints
- * "dotprod=<0|1> cases=<n>" and exits 0,
- * or prints what failed and exits 1. The test compares the outputs with numpy's and with each
- * other; benchmarks/cortex_a/bench_cortex_a.py runs the same driver under the counting plugin.
+ * driver unpacks and validates the layer and runs three kernels, each into an exactly sized heap
+ * block:
+ * - TFS_GROUP_SPARSE_FC (default): the portable kernel (tfs_gsfc_compute, TFS_IMPL_PORTABLE), the
+ *   NEON kernel of the layer's dtype and g, and the SDOT kernel (int8, if the core has the
+ *   dot-product extension), the NEON ones on the layer's packed copy (tfs_gsfc_pack, made as the
+ *   runtime adapters make it when a node is prepared);
+ * - TFS_NM_SPARSE_FC (`nm`): tfs_nmfc_compute with TFS_IMPL_PORTABLE, TFS_IMPL_NEON, and
+ *   TFS_IMPL_NEON_DOT if the core has the dot product (the manifest lists no N:M kernel for it, so
+ *   its parent's, NEON's, must run).
+ * It appends the three outputs (y bytes each; the third zero-filled when not run) to OUT, prints
+ * "dotprod=<0|1> cases=<n>" and exits 0, or prints what failed and exits 1. The test compares the
+ * outputs with numpy's and with each other; benchmarks/cortex_a/bench_cortex_a.py runs the same
+ * driver under the counting plugin.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../tflite_export/kernels/tfs_group_sparse_fc.h"
 #include "../../tflite_export/kernels/tfs_dispatch.h"
+#include "../../tflite_export/kernels/tfs_group_sparse_fc.h"
+#include "../../tflite_export/kernels/tfs_nm_sparse_fc.h"
 
 /* The manifest's kernel signature (tfs_kernel_fn, tfs_dispatch.h). Index 0, 1, 2 = g 4, 8, 16. */
 typedef void (*kernel_fn)(const void*, const void*, const void*, void*, int32_t, void*);
@@ -43,67 +50,121 @@ static void* must_malloc(size_t n) {
 
 static int read_exact(FILE* f, void* p, size_t n) { return fread(p, 1, n, f) == n; }
 
-/* Runs one case; 0 on success. */
-static int run_case(int index, FILE* in, FILE* out, int dot) {
-  int32_t head[4];
-  if (!read_exact(in, head, sizeof head)) return -1; /* end of file */
-  const int32_t batch = head[0], requant = head[1];
-  const size_t blob_bytes = (size_t)head[2], x_bytes = (size_t)head[3];
-  void* blob = NULL;
-  if (posix_memalign(&blob, 64, blob_bytes ? blob_bytes : 64) != 0) return 1;
-  unsigned char* x = (unsigned char*)must_malloc(x_bytes);
-  if (!read_exact(in, blob, blob_bytes) || !read_exact(in, x, x_bytes)) {
-    fprintf(stderr, "case %d: truncated case file\n", index);
-    return 1;
-  }
+/* One case's input. */
+typedef struct {
+  int index;
+  int32_t batch, requant;
+  void* blob;
+  size_t blob_bytes, x_bytes;
+  unsigned char* x;
+} case_in;
+
+/* TFS_GROUP_SPARSE_FC: the three runs into y[0..2] (y_bytes each); 0 on success. */
+static int run_gsfc(const case_in* c, unsigned char** y, size_t* y_bytes, int dot) {
   tfs_tensor t[TFS_GSFC_NUM_INPUTS_I8];
   size_t n_t = 0;
   char err[256] = "";
   tfs_gsfc_layer L;
-  if (tfs_gsfc_unpack_params(blob, blob_bytes, t, &n_t, err, sizeof err) != TFS_OK ||
+  if (tfs_gsfc_unpack_params(c->blob, c->blob_bytes, t, &n_t, err, sizeof err) != TFS_OK ||
       tfs_gsfc_validate_layer(t, n_t, &L, err, sizeof err) != TFS_OK) {
-    fprintf(stderr, "case %d: layer rejected: %s\n", index, err);
+    fprintf(stderr, "case %d: layer rejected: %s\n", c->index, err);
     return 1;
   }
-  L.requant = requant;
+  L.requant = c->requant;
   const int slot = g_slot(L.g);
   const size_t esize = L.dtype == TFS_DTYPE_I8 ? 1 : 4;
-  const size_t y_bytes = (size_t)batch * (size_t)L.out * esize;
-  if (slot < 0 || x_bytes != (size_t)batch * (size_t)L.in * esize) {
-    fprintf(stderr, "case %d: g = %d or x size not supported\n", index, (int)L.g);
+  if (slot < 0 || c->x_bytes != (size_t)c->batch * (size_t)L.in * esize) {
+    fprintf(stderr, "case %d: g = %d or x size not supported\n", c->index, (int)L.g);
     return 1;
   }
-  unsigned char* y[3];
-  for (int i = 0; i < 3; ++i) {
-    y[i] = (unsigned char*)must_malloc(y_bytes);
-    memset(y[i], 0, y_bytes);
+  const size_t bound = tfs_gsfc_packed_bound(&L);
+  void* mem = NULL;
+  tfs_gsfc_packed P;
+  if (posix_memalign(&mem, 64, bound ? bound : 64) != 0 ||
+      tfs_gsfc_pack(&L, mem, bound, &P) != TFS_OK) {
+    fprintf(stderr, "case %d: packing failed\n", c->index);
+    return 1;
   }
-  const size_t ws_bytes = tfs_gsfc_workspace_size(&L, batch);
+  *y_bytes = (size_t)c->batch * (size_t)L.out * esize;
+  for (int i = 0; i < 3; ++i) y[i] = (unsigned char*)memset(must_malloc(*y_bytes), 0, *y_bytes);
+  const size_t ws_bytes = tfs_gsfc_workspace_size(&L, c->batch);
   void* ws = ws_bytes ? must_malloc(ws_bytes) : NULL;
   /* The three runs, each between two marks (segments 1, 2, 3 of the case; see tfs_mark). */
   int bad = 0;
   tfs_mark();
-  bad |= tfs_gsfc_compute(&L, NULL, x, y[0], batch, ws, TFS_IMPL_PORTABLE) != TFS_OK;
+  bad |= tfs_gsfc_compute(&L, NULL, c->x, y[0], c->batch, ws, TFS_IMPL_PORTABLE) != TFS_OK;
   tfs_mark();
-  (L.dtype == TFS_DTYPE_F32 ? kF32 : kI8)[slot](&L, NULL, x, y[1], batch, ws);
+  (L.dtype == TFS_DTYPE_F32 ? kF32 : kI8)[slot](&L, &P, c->x, y[1], c->batch, ws);
   tfs_mark();
   /* The SDOT kernels do not use the workspace: NULL proves it. */
-  if (L.dtype == TFS_DTYPE_I8 && dot) kDot[slot](&L, NULL, x, y[2], batch, NULL);
+  if (L.dtype == TFS_DTYPE_I8 && dot) kDot[slot](&L, &P, c->x, y[2], c->batch, NULL);
   tfs_mark();
-  if (bad) fprintf(stderr, "case %d: the portable kernel failed\n", index);
-  for (int i = 0; i < 3; ++i) {
-    if (fwrite(y[i], 1, y_bytes, out) != y_bytes) bad = 1;
-    free(y[i]);
-  }
+  if (bad) fprintf(stderr, "case %d: the portable kernel failed\n", c->index);
   free(ws);
-  free(x);
-  free(blob);
+  free(mem);
+  return bad;
+}
+
+/* TFS_NM_SPARSE_FC: the three runs through the manifest's dispatch; 0 on success. */
+static int run_nm(const case_in* c, unsigned char** y, size_t* y_bytes, int dot) {
+  tfs_tensor t[TFS_NMFC_NUM_INPUTS_I8];
+  size_t n_t = 0;
+  char err[256] = "";
+  tfs_nmfc_layer L;
+  if (tfs_nmfc_unpack_params(c->blob, c->blob_bytes, t, &n_t, err, sizeof err) != TFS_OK ||
+      tfs_nmfc_validate_layer(t, n_t, &L, err, sizeof err) != TFS_OK) {
+    fprintf(stderr, "case %d: layer rejected: %s\n", c->index, err);
+    return 1;
+  }
+  L.requant = c->requant;
+  const size_t esize = L.dtype == TFS_DTYPE_I8 ? 1 : 4;
+  if (c->x_bytes != (size_t)c->batch * (size_t)L.in * esize) {
+    fprintf(stderr, "case %d: x size does not match the layer\n", c->index);
+    return 1;
+  }
+  *y_bytes = (size_t)c->batch * (size_t)L.out * esize;
+  for (int i = 0; i < 3; ++i) y[i] = (unsigned char*)memset(must_malloc(*y_bytes), 0, *y_bytes);
+  const size_t ws_bytes = tfs_nmfc_workspace_size(&L, c->batch);
+  void* ws = ws_bytes ? must_malloc(ws_bytes) : NULL;
+  int bad = 0;
+  tfs_mark();
+  bad |= tfs_nmfc_compute(&L, c->x, y[0], c->batch, ws, TFS_IMPL_PORTABLE) != TFS_OK;
+  tfs_mark();
+  bad |= tfs_nmfc_compute(&L, c->x, y[1], c->batch, ws, TFS_IMPL_NEON) != TFS_OK;
+  tfs_mark();
+  if (dot) bad |= tfs_nmfc_compute(&L, c->x, y[2], c->batch, ws, TFS_IMPL_NEON_DOT) != TFS_OK;
+  tfs_mark();
+  if (bad) fprintf(stderr, "case %d: a kernel was refused\n", c->index);
+  free(ws);
+  return bad;
+}
+
+/* Runs one case; 0 on success, -1 at the end of the file. */
+static int run_case(int index, FILE* in, FILE* out, int dot, int nm) {
+  int32_t head[4];
+  if (!read_exact(in, head, sizeof head)) return -1; /* end of file */
+  case_in c = {index, head[0], head[1], NULL, (size_t)head[2], (size_t)head[3], NULL};
+  if (posix_memalign(&c.blob, 64, c.blob_bytes ? c.blob_bytes : 64) != 0) return 1;
+  c.x = (unsigned char*)must_malloc(c.x_bytes);
+  if (!read_exact(in, c.blob, c.blob_bytes) || !read_exact(in, c.x, c.x_bytes)) {
+    fprintf(stderr, "case %d: truncated case file\n", index);
+    return 1;
+  }
+  unsigned char* y[3] = {NULL, NULL, NULL};
+  size_t y_bytes = 0;
+  int bad = (nm ? run_nm : run_gsfc)(&c, y, &y_bytes, dot);
+  for (int i = 0; i < 3 && !bad; ++i)
+    if (fwrite(y[i], 1, y_bytes, out) != y_bytes) bad = 1;
+  for (int i = 0; i < 3; ++i) free(y[i]);
+  free(c.x);
+  free(c.blob);
   return bad;
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s CASES OUT\n", argv[0]);
+  const int nm = argc == 4 && strcmp(argv[3], "nm") == 0;
+  if (argc != 3 && !nm) {
+    fprintf(stderr, "usage: %s CASES OUT [nm]\n", argv[0]);
     return 2;
   }
   FILE* in = fopen(argv[1], "rb");
@@ -114,7 +175,7 @@ int main(int argc, char** argv) {
   }
   const int dot = tfs_impl_available(TFS_IMPL_NEON_DOT); /* the manifest's probe */
   int n = 0, rc;
-  while ((rc = run_case(n, in, out, dot)) == 0) ++n;
+  while ((rc = run_case(n, in, out, dot, nm)) == 0) ++n;
   fclose(in);
   if (fclose(out) != 0 || rc > 0) return 1;
   printf("dotprod=%d cases=%d\n", dot, n);

@@ -182,6 +182,9 @@ class CustomOpFormat(SparseFormat):
         blob = flatbuffer.tensor_data(model, t, np.uint8)
         if blob is None or t.type != schema.TensorType.UINT8:
             raise KernelFormatError("input 1 is not a constant uint8 parameter blob")
+        if params_blob.is_chain(blob):
+            raise KernelFormatError("a fused chain of layers (tflite_export.fusion, FORMAT.md "
+                                    "\"Fused chains\"): check the model before it is fused")
         try:  # numpy slicing cannot read out of bounds; the kernel's validator checks the rest
             return name, params_blob.unpack_params(blob, self.sections)
         except (ValueError, KeyError, IndexError) as e:

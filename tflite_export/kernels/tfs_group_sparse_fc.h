@@ -89,6 +89,8 @@ typedef struct {
   const float* scale;     /* [n_blocks * 8] each slot's out_scale (int8 only; else 0) */
   const int32_t* bias_u8; /* [n_blocks * 8] int8: bias - (128 + input_zp) * sum of the slot's
                              full-group weights (mod 2^32), for kernels on x + 128 as uint8 */
+  const int32_t* bias_s8; /* [n_blocks * 8] int8: bias - input_zp * sum of the slot's full-group
+                             weights (mod 2^32), for kernels on the raw int8 x (NEON SDOT) */
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
   const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
@@ -109,7 +111,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* layer, void* mem, size_t bytes, tfs_gsfc
  * have been validated and x/y checked with tfs_gsfc_validate_io. The kernel comes from the
  * manifest (tfs_kernels.inc, chosen in tfs_dispatch.c): `impl`'s kernel for the layer's (dtype,
  * g), or its parent's; TFS_IMPL_AUTO starts from the best instruction set the CPU has. `packed`
- * (from tfs_gsfc_pack) is required by the x86 SIMD kernels; with NULL, TFS_IMPL_AUTO only
+ * (from tfs_gsfc_pack) is required by the x86 and NEON SIMD kernels; with NULL, TFS_IMPL_AUTO only
  * considers kernels that run on the model's layout (portable, or the DSP kernel for int8 on an
  * Arm core with the DSP extension). Returns TFS_ERR_UNSUPPORTED if `impl` is not available on
  * this CPU (or switched off: tfs_impl_disable), TFS_ERR_INVALID if its kernel needs `packed` and

@@ -1,35 +1,28 @@
 /* TFS_GROUP_SPARSE_FC on AArch64 Advanced SIMD: float32 FMLA, int8 SMLAL and int8 SDOT kernels.
  * One function per (dtype, g, instruction set), each a line of tfs_kernels.inc (declared by
- * tfs_dispatch.h with the manifest's common signature; `packed` is not used: they run on the
- * model's group-CSR, FORMAT.md version 2, uint8 or uint16 group indices, ragged tails, empty
- * rows):
+ * tfs_dispatch.h with the manifest's common signature):
  *   float32, FMLA:           tfs_gsfc_neon_f32_g4 / _g8 / _g16     (any AArch64 core)
  *   int8, SMLAL (ARMv8.0-A): tfs_gsfc_neon_i8_g4 / _g8 / _g16      (any AArch64 core)
  *   int8, SDOT (ARMv8.2-A):  tfs_gsfc_neon_i8_dot_g4 / _g8 / _g16  (tfs_arm_has_dotprod())
  * float32 sums the portable kernel's terms in another order (within 1e-5 of the sum of |terms|).
- * The SMLAL kernels widen x - input_zp to int16 in the workspace, as the portable kernel does;
- * the SDOT kernels multiply int8 x int8 and subtract input_zp * (sum of the row's weights),
- * because x - input_zp does not fit in int8 (no workspace). Both are bit-exact with the portable
- * kernel: the same integer sum modulo 2^32 and the same requantization (tfs_requant_i8).
+ * The SMLAL kernels multiply by x - input_zp widened to int16 in the workspace, as the portable
+ * kernel does; the SDOT kernels multiply the raw int8 x (x - input_zp does not fit in int8) and
+ * start from the packed copy's bias_s8 = bias - input_zp * (sum of the slot's weights), folded
+ * when the node is prepared. Both are bit-exact with the portable kernel: the same integer sum
+ * modulo 2^32 and the same requantization (tfs_requant_i8).
  * Probes tfs_arm_has_neon / tfs_arm_has_dotprod (TFS_PROBE lines) are defined on every
  * architecture: 0 off AArch64, where the kernels do not exist.
  *
- * Layout of the compute (all three): blocks of 4 output rows outer, batch inner (a block's weights
- * are re-read from L1 for each batch row). Each row's full groups are accumulated in vector
- * accumulators (float32: four FMLA chains per row; int8: one to four, the 4 rows of a block being
- * independent chains for an out-of-order core); the block's 4 row vectors are reduced with two
- * pairwise adds into one vector of 4 row sums, and bias, activation / requantization and the
- * store run on that vector: at 90 % sparsity a row has only a few groups, so per-row work decides
- * the speed. The ragged tail group (always the row's last, at column in_full) runs in scalar code
- * so no load reaches past x[b, in - 1]. Each kernel body is one always-inline template on the
- * constants G (group size), CB (col_idx bytes) and RAG (in % g != 0), instantiated per
- * combination: index width and raggedness are decided once per layer, never per group or row.
- * Layer fields used in the loops are copied to locals (stores through the int8 output may alias
- * anything, so the compiler would reload them per row).
- *
- * A group costs an index load, a shift, one 16-byte x load per 4 floats / 16 bytes (at x + index *
- * 16 bytes for float32 g = 4 and int8 g = 16) and its weights, read sequentially (groups are
- * stored in row order).
+ * All kernels run on the packed copy (tfs_gsfc_pack.c, as the x86 kernels): rows sorted by length
+ * and cut into blocks of 8 slots; step t of a block holds group t of each slot (slot-major
+ * weights, one uint16 first column per slot). A block is one loop with a fixed trip count and 8
+ * independent accumulator chains, so at 90 % sparsity (a few groups per row) the per-row work -
+ * bounds, reduction, bias, requantization - is paid once per 8 rows and the loop exit is the only
+ * data-dependent branch. Per group: its share of one 16-byte load of 8 columns, a 16-bit field
+ * extract, the address add, the x load(s), the weight load(s) (LDP, sequential) and the multiply.
+ * Ragged tail groups stay in the model's layout (P->tail) and are added per slot in scalar code
+ * (compiled out of layers without them). Blocks outer, batch inner: a block's weights stay in L1
+ * across the batch.
  */
 #include "tfs_dispatch.h"
 #include "tfs_group_sparse_fc.h"
@@ -39,6 +32,9 @@
 #include <arm_neon.h>
 #include <string.h>
 
+#include "tfs_gsfc_internal.h"
+#include "tfs_neon.h"
+
 #if defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -47,6 +43,8 @@
 #endif
 
 #define TFS_INLINE static inline __attribute__((always_inline))
+/* Slot and vector loops must be unrolled: rolled, GCC keeps the accumulator array on the stack. */
+#define TFS_UNROLL _Pragma("GCC unroll 16")
 /* The SDOT kernels are compiled for ARMv8.2-A + dotprod per function, so this file builds with
  * plain -march=armv8-a and the probe below decides at run time. GCC's arm_neon.h declares
  * vdotq_s32 for such functions; clang 14's declares it only when the whole file targets
@@ -64,7 +62,14 @@ TFS_DOTPROD static inline __attribute__((always_inline)) int32x4_t tfs_sdot(int3
 }
 #else
 #define TFS_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
-#define tfs_sdot vdotq_s32
+/* GCC's vdotq_s32 with 8 accumulators makes register copies around every SDOT (GCC 12: a
+ * "mov v.16b" per SDOT); the same instruction as inline assembly with a tied accumulator does
+ * not. */
+TFS_DOTPROD static inline __attribute__((always_inline)) int32x4_t tfs_sdot(int32x4_t acc, int8x16_t a,
+                                                                             int8x16_t b) {
+  __asm__("sdot %0.4s, %1.16b, %2.16b" : "+w"(acc) : "w"(a), "w"(b));
+  return acc;
+}
 #endif
 
 int tfs_arm_has_neon(void) { return 1; }
@@ -83,175 +88,155 @@ int tfs_arm_has_dotprod(void) {
 /* Shared pieces                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Group index (column / g) of stored group k; CB = bytes per index (1 or 2), a constant. */
-TFS_INLINE size_t gidx(const void* col, int32_t k, const int CB) {
-  return CB == 1 ? (size_t)((const uint8_t*)col)[k] : (size_t)((const uint16_t*)col)[k];
+/* The 8 slot sums of a block: slots 0-3 and 4-7. */
+typedef struct { float32x4_t lo, hi; } tfs_f32x8;
+typedef struct { int32x4_t lo, hi; } tfs_s32x8;
+
+TFS_INLINE uint64_t ld64(const void* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
 }
-
-/* End of row's full groups [k0, kf): its last group is ragged (the scalar tail) iff it is group
- * `last` (= in_full / g; the highest index, so always the row's last). RAG (a constant: in % g
- * != 0) compiles the check out of layers without ragged groups. */
-TFS_INLINE int32_t row_kf(const void* col, int32_t k0, int32_t k1, int32_t last, const int CB,
-                          const int RAG) {
-  return (RAG && k1 > k0 && (int32_t)gidx(col, k1 - 1, CB) == last) ? k1 - 1 : k1;
-}
-
-/* Groups [k0, k1) of row r0 + i of a block of nr rows (rows past the block's end: empty). */
-#define TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1)                  \
-  const int32_t k0 = (i) < (nr) ? (row_ptr)[(r0) + (i)] : 0;       \
-  const int32_t k1 = (i) < (nr) ? (row_ptr)[(r0) + (i) + 1] : 0
-
-/* Runs the statements (which use r0 and nr) for each block of 4 output rows: the full blocks
- * with nr a constant 4, so the compiler drops every partial-block check, then the last partial
- * block. */
-#define TFS_FOR_BLOCKS(out, ...)                  \
-  do {                                            \
-    int32_t r0 = 0;                               \
-    for (; r0 + 4 <= (out); r0 += 4) {            \
-      const int32_t nr = 4;                       \
-      __VA_ARGS__                                 \
-    }                                             \
-    if (r0 < (out)) {                             \
-      const int32_t nr = (out) - r0;              \
-      __VA_ARGS__                                 \
-    }                                             \
-  } while (0)
-
-/* The layer fields every run_* reads (vals as v_t, bias as b_t), and `last`, the ragged tail
- * group's index (-1 if none). */
-#define TFS_NEON_LAYER(L, v_t, b_t, G)                           \
-  const v_t* vals = (const v_t*)(L)->values;                     \
-  const b_t* bias = (const b_t*)(L)->bias;                       \
-  const int32_t* row_ptr = (L)->row_ptr;                         \
-  const void* col = (L)->col_idx;                                \
-  const int32_t in = (L)->in, out = (L)->out;                    \
-  const int32_t last = (L)->in_full != in ? (L)->in_full / G : -1
-
-/* Inside TFS_FOR_BLOCKS: the statement runs for each of the block's 4 row slots i, with k0 the
- * row's first group and kf the end of its full groups. */
-#define TFS_EACH_ROW_SLOT(...)                                    \
-  _Pragma("GCC unroll 4")                                         \
-  for (int32_t i = 0; i < 4; ++i) {                               \
-    TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);                    \
-    const int32_t kf = row_kf(col, k0, k1, last, CB, RAG);        \
-    __VA_ARGS__;                                                  \
-  }
-
-/* Inside TFS_FOR_BLOCKS, if RAG: t[i] (acc_t[4], zeroed) += the ragged tail group of each of the
- * block's nr rows, w[j] * X(c + j) for the in - c columns that exist; w is the tail's weights
- * (v_t). */
-#define TFS_RAGGED_TAILS(t, X)                                               \
-  for (int32_t i = 0; i < nr; ++i) {                                          \
-    TFS_ROW_RANGE(row_ptr, r0, i, nr, k0, k1);                               \
-    const int32_t kf = row_kf(col, k0, k1, last, CB, RAG), c = last * G;     \
-    if (kf != k1)                                                            \
-      for (int32_t j = 0; j < in - c; ++j) t[i] += X(vals[(size_t)kf * G + j], c + j); \
-  }
-
-/* The exported kernel NAME (tfs_kernel_fn) for width G: RUN(L, x, y, batch, ws, G, CB, RAG)
- * instantiated for both col_idx widths (CB) and with / without ragged tails (RAG), T the
- * activations' element type. */
-#define TFS_NEON_KERNEL(NAME, RUN, G, T, ATTR)                                                   \
-  ATTR void NAME(const void* layer, const void* packed, const void* x, void* y, int32_t batch,   \
-                 void* ws) {                                                                      \
-    (void)packed;                                                                                \
-    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
-    const T* xt = (const T*)x;                                                                   \
-    T* yt = (T*)y;                                                                               \
-    const int ragged = L->in_full != L->in;                                                      \
-    if (L->col_bytes == 1) {                                                                     \
-      if (ragged) RUN(L, xt, yt, batch, ws, G, 1, 1);                                            \
-      else RUN(L, xt, yt, batch, ws, G, 1, 0);                                                   \
-    } else {                                                                                     \
-      if (ragged) RUN(L, xt, yt, batch, ws, G, 2, 1);                                            \
-      else RUN(L, xt, yt, batch, ws, G, 2, 0);                                                   \
-    }                                                                                            \
-  }
-
-/* Row sums of four accumulators: lane i = sum of a[i]'s lanes (two pairwise adds). */
-TFS_INLINE float32x4_t sum4_f32(const float32x4_t* a) {
-  return vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3]));
-}
-TFS_INLINE int32x4_t sum4_s32(const int32x4_t* a) {
-  return vpaddq_s32(vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3]));
-}
-
-/* 4 values from p[0 .. nr-1] (zeros after). */
-TFS_INLINE int32x4_t load4_s32(const int32_t* p, int32_t nr) {
-  if (nr == 4) return vld1q_s32(p);
-  int32_t t[4] = {0, 0, 0, 0};
-  for (int32_t i = 0; i < nr; ++i) t[i] = p[i];
-  return vld1q_s32(t);
-}
-
-/* x + group index * group bytes, materialized in a register: the empty asm stops the compiler
- * from folding the add into the load as a register offset ("lsl t, idx, #4; ldr q, [x, t]"). A
- * vector load with a register offset costs N1-class cores an integer-pipe slot on top of the
- * shift (Neoverse N1 Software Optimization Guide: load vector reg, register offset = I + L);
- * "add p, x, idx, lsl #4" shifts and adds in one, and every vector of the group then loads from
- * p with an immediate offset (or as a pair). */
-TFS_INLINE const void* group_ptr(const void* x, size_t idx, size_t group_bytes) {
-  const char* p = (const char*)x + idx * group_bytes;
-  __asm__("" : "+r"(p));
-  return p;
-}
-
 TFS_INLINE int32_t ld32(const void* p) {
   int32_t v;
   memcpy(&v, p, 4);
   return v;
 }
 
-/* int32 accumulators (bias included) of output rows r0 .. r0 + nr - 1 -> y[r0 ..]: exactly
- * tfs_requant_i8 (the portable kernel's requantization). The float32 flavour runs four rows at a
- * time in NEON with the same operations: SCVTF and FMUL round to nearest like the C conversion
- * and product, FMAX/FMIN clamp like the C comparisons (no NaN can occur: scale is finite), and
- * FCVTNS rounds half to even like tfs_round_half_even. */
-TFS_INLINE void store_i8(const tfs_gsfc_layer* L, int32_t r0, int32_t nr, int32x4_t acc,
-                         int8_t* y) {
-  if (nr == 4 && L->requant == TFS_REQUANT_FP32) {
-    float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), vld1q_f32(L->scale + r0));
-    f = vmaxq_f32(f, vdupq_n_f32((float)(L->act_min - L->out_zp)));
-    f = vminq_f32(f, vdupq_n_f32((float)(L->act_max - L->out_zp)));
-    const int16x4_t h = vmovn_s32(vaddq_s32(vcvtnq_s32_f32(f), vdupq_n_s32(L->out_zp)));
-    const int32_t packed = vget_lane_s32(vreinterpret_s32_s8(vmovn_s16(vcombine_s16(h, h))), 0);
-    memcpy(y + r0, &packed, 4); /* every value is in [act_min, act_max], so the narrowing is exact */
-    return;
-  }
-  int32_t a[4];
-  vst1q_s32(a, acc);
-  for (int32_t i = 0; i < nr; ++i)
-    y[r0 + i] = tfs_requant_i8(a[i], L->requant, L->multiplier[r0 + i], L->shift[r0 + i],
-                               L->scale[r0 + i], L->out_zp, L->act_min, L->act_max);
+/* First column of slot i of a step whose 8 columns are the words q[0] (slots 0-3), q[1] (4-7):
+ * one 16-byte load per step and a 16-bit field extract per slot (cheaper than 8 LDRH). The
+ * empty asm keeps the extract separate from the address add: folded, the low field becomes an
+ * extended-register add ("add x, x, w, uxth #2") and the high one a shifted-register add ("add
+ * x, x, q, lsr #48"), which the Neoverse N1 issues on its one M pipe at a full cycle each,
+ * against a third of a cycle each for the extract and an ADD (LSL <= 4) on three integer pipes. */
+TFS_INLINE size_t col_field(const uint64_t* q, int i) {
+  size_t c = (size_t)((q[i / 4] >> (16 * (i % 4))) & 0xFFFF);
+  __asm__("" : "+r"(c));
+  return c;
 }
+#define TFS_COL(q, i) col_field(q, i)
+
+/* x + column, materialized in a register: the empty asm stops the compiler from folding the add
+ * into the load as a register offset. The Neoverse N1 Software Optimization Guide prices a vector
+ * load with a register offset at an integer-pipe slot on top of the load; "add p, x, c, lsl #2"
+ * costs the same, and all of a group's vectors then load from p with immediate offsets. */
+TFS_INLINE const void* at_col(const void* x, size_t col, size_t elem_bytes) {
+  const char* p = (const char*)x + col * elem_bytes;
+  __asm__("" : "+r"(p));
+  return p;
+}
+
+/* 8 accumulators (one per slot, 4 lanes each) -> the 8 slot sums (pairwise adds). */
+TFS_INLINE tfs_f32x8 reduce8_f32(const float32x4_t* a) {
+  tfs_f32x8 s = {vpaddq_f32(vpaddq_f32(a[0], a[1]), vpaddq_f32(a[2], a[3])),
+                 vpaddq_f32(vpaddq_f32(a[4], a[5]), vpaddq_f32(a[6], a[7]))};
+  return s;
+}
+TFS_INLINE tfs_s32x8 reduce8_s32(const int32x4_t* a) {
+  tfs_s32x8 s = {vpaddq_s32(vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3])),
+                 vpaddq_s32(vpaddq_s32(a[4], a[5]), vpaddq_s32(a[6], a[7]))};
+  return s;
+}
+
+/* The step loop of a block: for each step t the statements STEP (which see q = the step's 8
+ * columns, c = the step's column pointer, wt = its weights), U steps per iteration (the loop's
+ * own cost - counter, branch, pointer updates - is paid once per U steps), the rest one by one. */
+#define TFS_FOR_STEPS(w_t, G, U, ...)                                     \
+  do {                                                                    \
+    int32_t t_ = 0;                                                       \
+    for (; t_ + (U) <= steps; t_ += (U)) {                                \
+      TFS_UNROLL                                                          \
+      for (int u_ = 0; u_ < (U); ++u_) {                                  \
+        const uint16_t* c = col + 8 * (t_ + u_);                          \
+        const w_t* wt = w + (size_t)8 * (G) * (size_t)(t_ + u_);          \
+        const uint64_t q[2] = {ld64(c), ld64(c + 4)};                     \
+        __VA_ARGS__                                                       \
+      }                                                                   \
+    }                                                                     \
+    for (; t_ < steps; ++t_) {                                            \
+      const uint16_t* c = col + 8 * t_;                                   \
+      const w_t* wt = w + (size_t)8 * (G) * (size_t)t_;                   \
+      const uint64_t q[2] = {ld64(c), ld64(c + 4)};                       \
+      __VA_ARGS__                                                         \
+    }                                                                     \
+  } while (0)
+
+/* Block b's slot sums s (int32 or float lanes, T) += each slot's ragged tail TAIL(L, xb, k). */
+#define TFS_ADD_TAILS(s, T, VLD, VADD, TAIL)                          \
+  do {                                                                \
+    T t_[8];                                                          \
+    for (int i_ = 0; i_ < 8; ++i_) {                                  \
+      const int32_t k_ = P->tail[8 * b + i_];                         \
+      t_[i_] = k_ >= 0 ? (T)TAIL(L, xb, k_) : (T)0;                   \
+    }                                                                 \
+    s.lo = VADD(s.lo, VLD(t_));                                       \
+    s.hi = VADD(s.hi, VLD(t_ + 4));                                   \
+  } while (0)
+
+/* The 8 values o[] (u_t: y's element type) of block b -> y row yb, at the slots' original rows
+ * (padding slots, only in the last block, have perm -1). Through memory: the compiler would
+ * otherwise store each lane straight from its vector (ST1 {v.s}[i], a load/store slot plus a
+ * vector slot per row); the empty asm makes it read o[] back as scalars (LDP pairs). */
+#define TFS_SCATTER(yb, o, perm, u_t)                                 \
+  do {                                                                \
+    u_t* yu_ = (u_t*)(void*)(yb);                                     \
+    u_t ou_[8];                                                       \
+    memcpy(ou_, (o), sizeof ou_);                                     \
+    __asm__("" : : "r"(ou_) : "memory");                              \
+    if ((perm)[7] >= 0) {                                             \
+      TFS_UNROLL                                                      \
+      for (int i_ = 0; i_ < 8; ++i_) yu_[(perm)[i_]] = ou_[i_];       \
+    } else {                                                          \
+      for (int i_ = 0; i_ < 8; ++i_)                                  \
+        if ((perm)[i_] >= 0) yu_[(perm)[i_]] = ou_[i_];               \
+    }                                                                 \
+  } while (0)
+
+/* The packed copy's arrays as locals (the compiler cannot keep fields of *P in registers across
+ * stores through y, which may alias anything): blocks are contiguous, so the column and weight
+ * pointers just advance by each block's steps. */
+#define TFS_PACKED_LOCALS(w_t, b_t)                           \
+  const int32_t n_blocks = P->n_blocks, in = L->in, out = L->out; \
+  const int64_t* blk_off = P->blk_off;                          \
+  const uint16_t* colp = P->col;                                \
+  const w_t* wp = (const w_t*)P->w;                             \
+  const int32_t* perm = P->perm;                                \
+  const b_t* bias = (const b_t*)P->bias
+
+/* Block b's number of steps (entries / 8). */
+#define TFS_BLOCK_STEPS(b) \
+  const int32_t steps = (int32_t)((uint64_t)(blk_off[(b) + 1] - blk_off[(b)]) >> 3)
+
+/* The exported kernel NAME (tfs_kernel_fn) over RUN(L, P, x, y, batch, ws, G, RAG), instantiated
+ * with and without ragged tails (RAG: in % g != 0, decided once per layer). */
+#define TFS_NEON_KERNEL(NAME, RUN, G, T, ATTR)                                                   \
+  ATTR void NAME(const void* layer, const void* packed, const void* x, void* y, int32_t batch,   \
+                 void* ws) {                                                                      \
+    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                      \
+    const tfs_gsfc_packed* P = (const tfs_gsfc_packed*)packed;                                   \
+    if (L->in_full != L->in) RUN(L, P, (const T*)x, (T*)y, batch, ws, G, 1);                     \
+    else RUN(L, P, (const T*)x, (T*)y, batch, ws, G, 0);                                         \
+  }
 
 /* ------------------------------------------------------------------------------------------ */
 /* float32: FMLA                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..]: G / 4 FMLAs per group, four per
- * step into four accumulators (16 / G groups per step, the rest one group at a time). */
-TFS_INLINE float32x4_t dot_f32(const float* x, const void* col, const float* w, int32_t k0,
-                               int32_t k1, const int G, const int CB) {
-  const int V = G / 4, U = G == 4 ? 4 : G == 8 ? 2 : 1; /* four FMLAs per step */
-  float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
-  const float* wp = w + (size_t)k0 * G;
-  int32_t k = k0;
-  for (; k + U <= k1; k += U, wp += U * G) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      const float* xp = (const float*)group_ptr(x, gidx(col, k + u, CB), 4 * G);
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v)
-        a[u * V + v] = vfmaq_f32(a[u * V + v], vld1q_f32(wp + u * G + 4 * v), vld1q_f32(xp + 4 * v));
-    }
-  }
-  for (; U > 1 && k < k1; ++k, wp += G) { /* the row's last < U groups */
-    const float* xp = (const float*)group_ptr(x, gidx(col, k, CB), 4 * G);
-#pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) a[v] = vfmaq_f32(a[v], vld1q_f32(wp + 4 * v), vld1q_f32(xp + 4 * v));
-  }
-  return vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]));
+/* A block's 8 slot sums: per slot and step, G / 4 FMLAs into the slot's accumulator. */
+TFS_INLINE tfs_f32x8 blk_f32(const float* x, const uint16_t* col, const float* w, int32_t steps,
+                             const int G) {
+  float32x4_t a[8];
+  TFS_UNROLL
+  for (int i = 0; i < 8; ++i) a[i] = vdupq_n_f32(0.0f);
+  TFS_FOR_STEPS(float, G, 4,
+    TFS_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      const float* xp = (const float*)at_col(x, TFS_COL(q, i), 4);
+      TFS_UNROLL
+      for (int v = 0; v < G / 4; ++v)
+        a[i] = vfmaq_f32(a[i], vld1q_f32(wt + i * G + 4 * v), vld1q_f32(xp + 4 * v));
+    });
+  return reduce8_f32(a);
 }
 
 /* tfs_act_f32 on 4 lanes; FMAXNM / FMINNM map NaN to 0 under RELU / RELU6 as the C does. */
@@ -261,44 +246,25 @@ TFS_INLINE float32x4_t act4_f32(float32x4_t v, int act) {
   return v;
 }
 
-/* run_f32's tail term: weight w times x column j. */
-#define X_F32(w, j) (w) * xb[j]
-
-TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t batch,
-                        void* workspace, const int G, const int CB, const int RAG) {
-  (void)workspace;
-  TFS_NEON_LAYER(L, float, float, G);
+TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,
+                        float* y, int32_t batch, void* ws, const int G, const int RAG) {
+  (void)ws;
+  TFS_PACKED_LOCALS(float, float);
   const int32_t act = L->activation;
-  TFS_FOR_BLOCKS(out,
-    float32x4_t bv;
-    if (nr == 4) {
-      bv = vld1q_f32(bias + r0);
-    } else {
-      float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int32_t i = 0; i < nr; ++i) t[i] = bias[r0 + i];
-      bv = vld1q_f32(t);
+  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
+    TFS_BLOCK_STEPS(b);
+    for (int32_t bi = 0; bi < batch; ++bi) {
+      const float* xb = x + (size_t)bi * in;
+      tfs_f32x8 s = blk_f32(xb, colp, wp, steps, G);
+      if (RAG) TFS_ADD_TAILS(s, float, vld1q_f32, vaddq_f32, tfs_gsfc_tail_f32);
+      float o[8];
+      vst1q_f32(o, act4_f32(vaddq_f32(s.lo, vld1q_f32(bias)), act));
+      vst1q_f32(o + 4, act4_f32(vaddq_f32(s.hi, vld1q_f32(bias + 4)), act));
+      TFS_SCATTER(y + (size_t)bi * out, o, perm, float);
     }
-    for (int32_t b = 0; b < batch; ++b) {
-      const float* xb = x + (size_t)b * in;
-      float32x4_t d[4];
-      TFS_EACH_ROW_SLOT(d[i] = dot_f32(xb, col, vals, k0, kf, G, CB))
-      float32x4_t s = sum4_f32(d);
-      if (RAG) { /* ragged tails: only the in - c columns that exist */
-        float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        TFS_RAGGED_TAILS(t, X_F32)
-        s = vaddq_f32(s, vld1q_f32(t));
-      }
-      s = act4_f32(vaddq_f32(s, bv), act);
-      float* yb = y + (size_t)b * out + r0;
-      if (nr == 4) {
-        vst1q_f32(yb, s);
-      } else {
-        float o[4];
-        vst1q_f32(o, s);
-        for (int32_t i = 0; i < nr; ++i) yb[i] = o[i];
-      }
-    }
-  );
+    colp += 8 * (size_t)steps;
+    wp += 8 * (size_t)G * (size_t)steps;
+  }
 }
 
 TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g4, run_f32, 4, float, )
@@ -306,79 +272,115 @@ TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g8, run_f32, 8, float, )
 TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g16, run_f32, 16, float, )
 
 /* ------------------------------------------------------------------------------------------ */
+/* int8 epilogue                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The requantization constants of a layer, made once per call (kept in registers: *L would be
+ * reloaded after every store through y). fp32 flavour: lo / hi = act_min / act_max - out_zp;
+ * rounding by the magic number 1.5 * 2^23 (f + magic has an ulp of 1 for |f| <= 2^22, so the FP
+ * add rounds f to an integer, half to even, like tfs_round_half_even; the clamped |f| <= 255),
+ * whose bit pattern minus (0x4B400000 - out_zp) is round(f) + out_zp. */
+typedef struct {
+  float32x4_t lo, hi, magic;
+  int32x4_t bits_minus_zp;
+  int fp32;
+} tfs_rq;
+
+TFS_INLINE tfs_rq rq_consts(const tfs_gsfc_layer* L) {
+  tfs_rq q = {vdupq_n_f32((float)(L->act_min - L->out_zp)), vdupq_n_f32((float)(L->act_max - L->out_zp)),
+              vdupq_n_f32(12582912.0f), vdupq_n_s32(0x4B400000 - L->out_zp), L->requant == TFS_REQUANT_FP32};
+  return q;
+}
+
+/* 4 int32 accumulators (bias included) -> 4 int8 as int16 lanes: exactly tfs_requant_i8's fp32
+ * flavour. SCVTF and FMUL round to nearest like the C conversion and product, FMAX/FMIN clamp
+ * like the C comparisons (no NaN can occur: scale is finite); every value is then in [act_min,
+ * act_max], so narrowing is exact. */
+TFS_INLINE int16x4_t requant4_fp32(int32x4_t acc, float32x4_t scale, const tfs_rq* q) {
+  float32x4_t f = vmulq_f32(vcvtq_f32_s32(acc), scale);
+  f = vaddq_f32(vminq_f32(vmaxq_f32(f, q->lo), q->hi), q->magic);
+  return vmovn_s32(vsubq_s32(vreinterpretq_s32_f32(f), q->bits_minus_zp));
+}
+
+/* Block b's 8 slot sums s (bias included) of one batch row -> y row yb. */
+TFS_INLINE void finish_i8(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
+                          const int32_t* perm, tfs_s32x8 s, int8_t* yb, const tfs_rq* q) {
+  if (q->fp32) {
+    const int8x8_t v = vmovn_s16(vcombine_s16(requant4_fp32(s.lo, vld1q_f32(P->scale + 8 * b), q),
+                                              requant4_fp32(s.hi, vld1q_f32(P->scale + 8 * b + 4), q)));
+    int8_t o[8];
+    vst1_s8(o, v);
+    TFS_SCATTER(yb, o, perm, uint8_t);
+    return;
+  }
+  int32_t a[8];
+  vst1q_s32(a, s.lo);
+  vst1q_s32(a + 4, s.hi);
+  for (int i = 0; i < 8; ++i)
+    if (perm[i] >= 0) yb[perm[i]] = tfs_gsfc_requant(L, perm[i], a[i]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* int8 on any AArch64 core: SMLAL on x - input_zp widened to int16 (as the portable kernel)  */
 /* ------------------------------------------------------------------------------------------ */
 
-static void widen_i8(const int8_t* x, int16_t* xs, size_t n, int32_t zp) {
-  const int16x8_t z = vdupq_n_s16((int16_t)zp);
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const int8x16_t v = vld1q_s8(x + i);
-    vst1q_s16(xs + i, vsubq_s16(vmovl_s8(vget_low_s8(v)), z));
-    vst1q_s16(xs + i + 8, vsubq_s16(vmovl_high_s8(v), z));
-  }
-  for (; i < n; ++i) xs[i] = (int16_t)(x[i] - zp);
-}
-
-/* 4 int8 weights (one g = 4 group) sign-extended to int16. */
-TFS_INLINE int16x4_t load_w4_s16(const int8_t* w) {
-  return vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(ld32(w)))));
-}
-
-/* Sum over full groups k0 .. k1-1 of w_k . xs[col_k * G ..] (products |w * xs| <= 128 * 255;
- * the lanes wrap modulo 2^32 like the portable sum): g = 4 two groups per step (one 8-byte weight
- * load, x quads paired), g = 8 and 16 one group per step, two SMLALs per 8 weights. */
-TFS_INLINE int32x4_t dot_smlal(const int16_t* xs, const void* col, const int8_t* w, int32_t k0,
-                               int32_t k1, const int G, const int CB) {
-  int32x4_t a[4] = {vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0), vdupq_n_s32(0)};
-  const int8_t* wp = w + (size_t)k0 * G;
-  int32_t k = k0;
-  if (G == 4) {
-    for (; k + 2 <= k1; k += 2, wp += 8) {
-      const int16x8_t wv = vmovl_s8(vld1_s8(wp));
-      const int16x8_t xv = vcombine_s16(vld1_s16((const int16_t*)group_ptr(xs, gidx(col, k, CB), 8)), vld1_s16((const int16_t*)group_ptr(xs, gidx(col, k + 1, CB), 8)));
-      a[0] = vmlal_s16(a[0], vget_low_s16(wv), vget_low_s16(xv));
-      a[1] = vmlal_high_s16(a[1], wv, xv);
-    }
-    if (k < k1) a[0] = vmlal_s16(a[0], load_w4_s16(wp), vld1_s16((const int16_t*)group_ptr(xs, gidx(col, k, CB), 8)));
-    return vaddq_s32(a[0], a[1]);
-  }
-  const int C = G / 8; /* chunks of 8 per group */
-  for (; k < k1; ++k, wp += G) {
-    const int16_t* xp = (const int16_t*)group_ptr(xs, gidx(col, k, CB), 2 * G);
-#pragma GCC unroll 2
-    for (int c = 0; c < C; ++c) {
-      const int16x8_t wc = vmovl_s8(vld1_s8(wp + 8 * c)), xc = vld1q_s16(xp + 8 * c);
-      a[2 * c] = vmlal_s16(a[2 * c], vget_low_s16(wc), vget_low_s16(xc));
-      a[2 * c + 1] = vmlal_high_s16(a[2 * c + 1], wc, xc);
-    }
-  }
-  return C == 2 ? vaddq_s32(vaddq_s32(a[0], a[1]), vaddq_s32(a[2], a[3])) : vaddq_s32(a[0], a[1]);
-}
-
-/* run_i8_smlal's tail term on the widened x - zp, wrapping like the portable sum. */
-#define X_I16(w, j) (uint32_t)((int32_t)(w) * xb[j])
-
-TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y, int32_t batch,
-                             void* workspace, const int G, const int CB, const int RAG) {
-  TFS_NEON_LAYER(L, int8_t, int32_t, G);
-  int16_t* xs = (int16_t*)workspace;
-  widen_i8(x, xs, (size_t)batch * (size_t)in, L->in_zp);
-  TFS_FOR_BLOCKS(out,
-    const int32x4_t bv = load4_s32(bias + r0, nr);
-    for (int32_t b = 0; b < batch; ++b) {
-      const int16_t* xb = xs + (size_t)b * in;
-      int32x4_t d[4];
-      TFS_EACH_ROW_SLOT(d[i] = dot_smlal(xb, col, vals, k0, kf, G, CB))
-      int32x4_t s = vaddq_s32(sum4_s32(d), bv); /* lanes wrap modulo 2^32, as the portable sum */
-      if (RAG) {
-        uint32_t t[4] = {0, 0, 0, 0};
-        TFS_RAGGED_TAILS(t, X_I16)
-        s = vaddq_s32(s, vreinterpretq_s32_u32(vld1q_u32(t)));
+/* A block's 8 slot sums over xs = x - zp (int16; products |w * xs| <= 128 * 255, lanes wrap
+ * modulo 2^32 like the portable sum): per slot one accumulator, weights sign-extended with
+ * SXTL, two SMLALs per 8 weights (g = 4: slots in pairs, one SMLAL(2) each). */
+TFS_INLINE tfs_s32x8 blk_smlal(const int16_t* xs, const uint16_t* col, const int8_t* w,
+                               int32_t steps, const int G) {
+  int32x4_t a[8];
+  TFS_UNROLL
+  for (int i = 0; i < 8; ++i) a[i] = vdupq_n_s32(0);
+  TFS_FOR_STEPS(int8_t, G, 2,
+    if (G == 4) {
+      TFS_UNROLL
+      for (int j = 0; j < 2; ++j) { /* slots 4j .. 4j + 3: 16 weights */
+        const int8x16_t wv = vld1q_s8(wt + 16 * j);
+        const int16x8_t w01 = vmovl_s8(vget_low_s8(wv)), w23 = vmovl_high_s8(wv);
+        const int16x8_t x01 = vcombine_s16(vld1_s16((const int16_t*)at_col(xs, TFS_COL(q, 4 * j), 2)),
+                                           vld1_s16((const int16_t*)at_col(xs, TFS_COL(q, 4 * j + 1), 2)));
+        const int16x8_t x23 = vcombine_s16(vld1_s16((const int16_t*)at_col(xs, TFS_COL(q, 4 * j + 2), 2)),
+                                           vld1_s16((const int16_t*)at_col(xs, TFS_COL(q, 4 * j + 3), 2)));
+        a[4 * j] = vmlal_s16(a[4 * j], vget_low_s16(w01), vget_low_s16(x01));
+        a[4 * j + 1] = vmlal_high_s16(a[4 * j + 1], w01, x01);
+        a[4 * j + 2] = vmlal_s16(a[4 * j + 2], vget_low_s16(w23), vget_low_s16(x23));
+        a[4 * j + 3] = vmlal_high_s16(a[4 * j + 3], w23, x23);
       }
-      store_i8(L, r0, nr, s, y + (size_t)b * out);
+    } else {
+      TFS_UNROLL
+      for (int i = 0; i < 8; ++i) {
+        const int16_t* xp = (const int16_t*)at_col(xs, TFS_COL(q, i), 2);
+        TFS_UNROLL
+        for (int v = 0; v < G / 8; ++v) {
+          const int16x8_t wc = vmovl_s8(vld1_s8(wt + i * G + 8 * v)), xc = vld1q_s16(xp + 8 * v);
+          a[i] = vmlal_s16(a[i], vget_low_s16(wc), vget_low_s16(xc));
+          a[i] = vmlal_high_s16(a[i], wc, xc);
+        }
+      }
+    });
+  return reduce8_s32(a);
+}
+
+TFS_INLINE void run_i8_smlal(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const int8_t* x,
+                             int8_t* y, int32_t batch, void* ws, const int G, const int RAG) {
+  TFS_PACKED_LOCALS(int8_t, int32_t);
+  const tfs_rq rq = rq_consts(L);
+  int16_t* xs = (int16_t*)ws;
+  tfs_neon_widen_i16(x, xs, (size_t)batch * (size_t)in, L->in_zp);
+  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
+    TFS_BLOCK_STEPS(b);
+    for (int32_t bi = 0; bi < batch; ++bi) {
+      const int16_t* xb = xs + (size_t)bi * in;
+      tfs_s32x8 s = blk_smlal(xb, colp, wp, steps, G);
+      s.lo = vaddq_s32(s.lo, vld1q_s32(bias)); /* lanes wrap modulo 2^32, as the portable sum */
+      s.hi = vaddq_s32(s.hi, vld1q_s32(bias + 4));
+      if (RAG) TFS_ADD_TAILS(s, int32_t, vld1q_s32, vaddq_s32, tfs_gsfc_tail_i16);
+      finish_i8(L, P, b, perm, s, y + (size_t)bi * out, &rq);
     }
-  );
+    colp += 8 * (size_t)steps;
+    wp += 8 * (size_t)G * (size_t)steps;
+  }
 }
 
 TFS_NEON_KERNEL(tfs_gsfc_neon_i8_g4, run_i8_smlal, 4, int8_t, )
@@ -389,85 +391,64 @@ TFS_NEON_KERNEL(tfs_gsfc_neon_i8_g16, run_i8_smlal, 16, int8_t, )
 /* int8 with the dot-product extension: SDOT on the raw int8 x                                */
 /* ------------------------------------------------------------------------------------------ */
 /* sum w * (x - zp) = sum w * x - zp * sum w, exactly, modulo 2^32: SDOT multiplies the raw
- * bytes, and a second SDOT against ones sums the row's weights (only if zp != 0, and only in the
- * first batch row; the sum is kept for the others). A 16-byte vector holds 16 / G groups. */
+ * bytes; the second term is in the slot biases (P->bias_s8, made by tfs_gsfc_pack). One SDOT
+ * takes 16 weights: one slot's group (g = 16), two slots' (g = 8: lanes 0-1 and 2-3) or four
+ * (g = 4: one lane per slot, so the accumulators are already the slot sums). */
 
-/* The x bytes of groups k .. k + n - 1 (n <= 16 / G), one group per 16 / (16 / G) lanes; lanes
- * of missing groups are 0. */
-TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const void* col, int32_t k, int32_t n,
-                                         const int G, const int CB) {
-  if (G == 16) return vld1q_s8((const int8_t*)group_ptr(x, gidx(col, k, CB), 16));
+/* The x bytes of 16 / G slots starting at slot i (G bytes each, from their first columns). */
+TFS_DOTPROD TFS_INLINE int8x16_t gather_x(const int8_t* x, const uint64_t* q, int i, const int G) {
+  if (G == 16) return vld1q_s8((const int8_t*)at_col(x, TFS_COL(q, i), 1));
   if (G == 8)
-    return vcombine_s8(vld1_s8((const int8_t*)group_ptr(x, gidx(col, k, CB), 8)),
-                       n > 1 ? vld1_s8((const int8_t*)group_ptr(x, gidx(col, k + 1, CB), 8)) : vdup_n_s8(0));
-  int32x4_t v = vdupq_n_s32(ld32(x + gidx(col, k, CB) * 4));
-  v = vsetq_lane_s32(n > 1 ? ld32(x + gidx(col, k + 1, CB) * 4) : 0, v, 1);
-  v = vsetq_lane_s32(n > 2 ? ld32(x + gidx(col, k + 2, CB) * 4) : 0, v, 2);
-  v = vsetq_lane_s32(n > 3 ? ld32(x + gidx(col, k + 3, CB) * 4) : 0, v, 3);
+    return vcombine_s8(vld1_s8((const int8_t*)at_col(x, TFS_COL(q, i), 1)),
+                       vld1_s8((const int8_t*)at_col(x, TFS_COL(q, i + 1), 1)));
+  int32x4_t v = vdupq_n_s32(ld32(x + TFS_COL(q, i)));
+  v = vsetq_lane_s32(ld32(x + TFS_COL(q, i + 1)), v, 1);
+  v = vsetq_lane_s32(ld32(x + TFS_COL(q, i + 2)), v, 2);
+  v = vsetq_lane_s32(ld32(x + TFS_COL(q, i + 3)), v, 3);
   return vreinterpretq_s8_s32(v);
 }
 
-/* Sum over full groups k0 .. k1-1 of w_k . x[col_k * G ..] (raw int8), one vector (16 / G
- * groups) per step (rows are short at 90 % sparsity: a two-vector step cost more in remainder
- * handling than it saved, measured), the row's last partial vector zero-padded; if SUM, also the sum of the
- * weights into *wsum. */
-TFS_DOTPROD TFS_INLINE int32x4_t dot_sdot(const int8_t* x, const void* col, const int8_t* w,
-                                         int32_t k0, int32_t k1, const int G, const int CB,
-                                         const int SUM, int32x4_t* wsum) {
-  const int P = 16 / G; /* groups per vector */
-  const int8x16_t ones = vdupq_n_s8(1);
-  int32x4_t a = vdupq_n_s32(0), s = vdupq_n_s32(0);
-  const int8_t* wp = w + (size_t)k0 * G;
-  int32_t k = k0;
-  for (; k + P <= k1; k += P, wp += 16) {
-    const int8x16_t wv = vld1q_s8(wp);
-    a = tfs_sdot(a, wv, gather_x(x, col, k, P, G, CB));
-    if (SUM) s = tfs_sdot(s, wv, ones);
+/* A block's 8 slot sums (without the bias): 8 / (16 / G) accumulators, one SDOT each per step. */
+TFS_DOTPROD TFS_INLINE tfs_s32x8 blk_sdot(const int8_t* x, const uint16_t* col, const int8_t* w,
+                                          int32_t steps, const int G) {
+  const int NA = G / 2; /* accumulators: 8, 4, 2 for G = 16, 8, 4 */
+  int32x4_t a[8];
+  TFS_UNROLL
+  for (int j = 0; j < NA; ++j) a[j] = vdupq_n_s32(0);
+  TFS_FOR_STEPS(int8_t, G, 2,
+    TFS_UNROLL
+    for (int j = 0; j < NA; ++j)
+      a[j] = tfs_sdot(a[j], vld1q_s8(wt + 16 * j), gather_x(x, q, j * (16 / G), G));
+  );
+  if (G == 16) return reduce8_s32(a);
+  if (G == 8) { /* a[j] = [slot 2j, slot 2j, slot 2j+1, slot 2j+1] */
+    tfs_s32x8 s = {vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3])};
+    return s;
   }
-  if (P > 1 && k < k1) { /* the row's last few groups: zero the missing ones' weights */
-    const int32_t n = k1 - k;
-    int8_t buf[16] = {0};
-    memcpy(buf, wp, (size_t)n * G);
-    const int8x16_t wv = vld1q_s8(buf);
-    a = tfs_sdot(a, wv, gather_x(x, col, k, n, G, CB));
-    if (SUM) s = tfs_sdot(s, wv, ones);
-  }
-  if (SUM) *wsum = s;
-  return a;
+  tfs_s32x8 s = {a[0], a[1]};
+  return s;
 }
 
-/* run_i8_sdot's tail term on the raw x, wrapping like the portable sum. */
-#define X_I8_ZP(w, j) (uint32_t)((int32_t)(w) * (xb[j] - zp))
-
-TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const int8_t* x, int8_t* y,
-                                        int32_t batch, void* workspace, const int G, const int CB,
-                                        const int RAG) {
-  (void)workspace;
-  TFS_NEON_LAYER(L, int8_t, int32_t, G);
-  const int32_t zp = L->in_zp;
-  TFS_FOR_BLOCKS(out,
-    int32x4_t bv = load4_s32(bias + r0, nr);
-    for (int32_t b = 0; b < batch; ++b) {
-      const int8_t* xb = x + (size_t)b * in;
-      int32x4_t d[4];
-      if (b == 0 && zp != 0) {
-        /* bias - zp * (sum of each row's full-group weights), kept for the other batch rows */
-        int32x4_t ws[4];
-        TFS_EACH_ROW_SLOT(d[i] = dot_sdot(xb, col, vals, k0, kf, G, CB, 1, &ws[i]))
-        bv = vreinterpretq_s32_u32(vmlsq_u32(vreinterpretq_u32_s32(bv), vreinterpretq_u32_s32(sum4_s32(ws)),
-                                             vdupq_n_u32((uint32_t)zp)));
-      } else {
-        TFS_EACH_ROW_SLOT(d[i] = dot_sdot(xb, col, vals, k0, kf, G, CB, 0, NULL))
-      }
-      int32x4_t s = vaddq_s32(sum4_s32(d), bv);
-      if (RAG) {
-        uint32_t t[4] = {0, 0, 0, 0};
-        TFS_RAGGED_TAILS(t, X_I8_ZP)
-        s = vaddq_s32(s, vreinterpretq_s32_u32(vld1q_u32(t)));
-      }
-      store_i8(L, r0, nr, s, y + (size_t)b * out);
+TFS_DOTPROD TFS_INLINE void run_i8_sdot(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P,
+                                        const int8_t* x, int8_t* y, int32_t batch, void* ws,
+                                        const int G, const int RAG) {
+  (void)ws;
+  TFS_PACKED_LOCALS(int8_t, int32_t);
+  const tfs_rq rq = rq_consts(L);
+  bias = P->bias_s8; /* zp * sum(w) folded in */
+  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
+    TFS_BLOCK_STEPS(b);
+    for (int32_t bi = 0; bi < batch; ++bi) {
+      const int8_t* xb = x + (size_t)bi * in;
+      tfs_s32x8 s = blk_sdot(xb, colp, wp, steps, G);
+      s.lo = vaddq_s32(s.lo, vld1q_s32(bias));
+      s.hi = vaddq_s32(s.hi, vld1q_s32(bias + 4));
+      if (RAG) TFS_ADD_TAILS(s, int32_t, vld1q_s32, vaddq_s32, tfs_gsfc_tail_i8);
+      finish_i8(L, P, b, perm, s, y + (size_t)bi * out, &rq);
     }
-  );
+    colp += 8 * (size_t)steps;
+    wp += 8 * (size_t)G * (size_t)steps;
+  }
 }
 
 TFS_NEON_KERNEL(tfs_gsfc_neon_i8_dot_g4, run_i8_sdot, 4, int8_t, TFS_DOTPROD)

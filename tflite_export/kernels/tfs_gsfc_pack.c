@@ -27,7 +27,7 @@ size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* L) {
   const size_t slots = n_blocks * TFS_GSFC_BLOCK_ROWS;
   const size_t entries = (size_t)pack_entries_bound(L);
   const size_t wsize = L->dtype == TFS_DTYPE_I8 ? 1 : 4;
-  return align64(slots * sizeof(int32_t)) * 5 + align64((n_blocks + 1) * sizeof(int64_t)) +
+  return align64(slots * sizeof(int32_t)) * 6 + align64((n_blocks + 1) * sizeof(int64_t)) +
          align64(entries * sizeof(uint16_t)) + align64(entries * (size_t)L->g * wsize) +
          align64((size_t)L->out * sizeof(int64_t));
 }
@@ -57,6 +57,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
   int32_t* bias = (int32_t*)(void*)p;   p += align64(slots * sizeof(int32_t));
   float* scale = (float*)(void*)p;      p += align64(slots * sizeof(float));
   int32_t* bias_u8 = (int32_t*)(void*)p; p += align64(slots * sizeof(int32_t));
+  int32_t* bias_s8 = (int32_t*)(void*)p; p += align64(slots * sizeof(int32_t));
   int64_t* off = (int64_t*)(void*)p;    p += align64(((size_t)n_blocks + 1) * sizeof(int64_t));
   uint16_t* col = (uint16_t*)(void*)p;  p += align64((size_t)bound * sizeof(uint16_t));
   char* w = p;                          p += align64((size_t)bound * (size_t)g * wsize);
@@ -82,6 +83,8 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
       for (int64_t j = (int64_t)L->row_ptr[r] * g; j < ((int64_t)L->row_ptr[r] + full_groups(L, r)) * g; ++j)
         wsum += (uint32_t)(int32_t)((const int8_t*)L->values)[j];
     bias_u8[s] = (int32_t)((uint32_t)bias[s] - (uint32_t)(128 + L->in_zp) * wsum);
+    /* The same for kernels on the raw int8 x (SDOT takes s8 x s8): - zp * sum w. */
+    bias_s8[s] = (int32_t)((uint32_t)bias[s] - (uint32_t)L->in_zp * wsum);
   }
   off[0] = 0;
   for (int32_t b = 0; b < n_blocks; ++b) {
@@ -116,6 +119,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
   P->bias = bias;
   P->scale = scale;
   P->bias_u8 = bias_u8;
+  P->bias_s8 = bias_s8;
   P->blk_off = off;
   P->col = col;
   P->w = w;

@@ -62,6 +62,17 @@ enum { kLiteRtStatusOk = 0, kLiteRtStatusErrorInvalidArgument = 1, kLiteRtStatus
 /* The most parameter-blob sections any op has (its int8 variant's constant inputs). */
 #define TFS_LITERT_MAX_SECTIONS 16
 
+/* A fused node (FORMAT.md "Fused chains"): its blob is a chain of 2..TFS_CHAIN_MAX_LAYERS layer
+ * blobs of one op, run in order on the node's activations, the intermediate activations living
+ * in the context's workspace. LiteRT wraps every node input and output in a new tensor buffer on
+ * every run (RUNTIME.md "Overheads"), so one node for consecutive layers pays that once.
+ *   header   int32 magic "TFSC", int32 number of layers, int32 0, int32 0
+ *   entries  per layer: int32 byte offset of its blob (a multiple of 16), int32 its bytes, 0, 0
+ * Each layer blob is a complete parameter blob of the op ("TFSB"). Only this LiteRT plumbing
+ * reads chains; the exporter fuses only for runtimes that load them. */
+#define TFS_CHAIN_MAGIC 0x43534654u /* "TFSC" as little-endian bytes */
+#define TFS_CHAIN_MAX_LAYERS 16
+
 /* ---- One op's hooks. A node's cached state is `node_size` bytes the op lays out itself.
  * Each adapter (tfs_*_litert_adapter.c) defines one table and exports it by a getter; the Python
  * runtime hands that table to tfs_litert_ctx_create. */
