@@ -125,7 +125,17 @@ static int run_one(const uint8_t* data, size_t size) {
     }
   }
   row_ptr[cout] = n_groups;
-  if (n_groups > 0 && (rd(&r, 1) & 0x3F) == 0) col[rd(&r, 2) % n_groups] = (uint16_t)rd(&r, 2);
+  if (n_groups > 0 && (rd(&r, 1) & 0x3F) == 0) {
+    /* a perturbed group index: the validator must refuse it unless the CSR stays valid, and
+     * then the reference must use it too (the dense filters are rebuilt from the CSR) */
+    col[rd(&r, 2) % n_groups] = (uint16_t)rd(&r, 2);
+    memset(dense, 0, (size_t)cout * (size_t)in);
+    for (int32_t co = 0; co < cout; ++co)
+      for (int32_t k = row_ptr[co]; k < row_ptr[co + 1]; ++k)
+        for (int32_t j = 0; j < g; ++j)
+          if (col[k] < per_row && (int32_t)col[k] * g + j < in)
+            dense[(size_t)co * in + (size_t)col[k] * g + j] = values[(size_t)k * g + j];
+  }
   int32_t meta[16] = {0};
   meta[0] = 2; meta[1] = in; meta[2] = cout; meta[3] = g; meta[4] = n_groups; meta[5] = 1;
   meta[6] = (int32_t)(rd(&r, 1) % 2);
