@@ -14,7 +14,9 @@ def test_registry_lists_each_format_once_with_its_op_data():
     ops = {fmt.name: (fmt.op_name, fmt.op_version, fmt.format_version) for fmt in formats.all_formats()}
     assert ops == {"custom": ("TFS_GROUP_SPARSE_FC", 1, 2), "builtin_sparse": (None, 8, None),
                    "2:4": ("TFS_NM_SPARSE_FC", 1, 1)}
-    assert [fmt.op_name for fmt in formats.custom_ops()] == ["TFS_GROUP_SPARSE_FC", "TFS_NM_SPARSE_FC"]
+    assert [fmt.name for fmt in formats.conv_formats()] == ["custom_conv"]
+    assert [fmt.op_name for fmt in formats.custom_ops()] == ["TFS_GROUP_SPARSE_FC", "TFS_NM_SPARSE_FC",
+                                                            "TFS_GROUP_SPARSE_CONV2D"]
     for fmt in formats.custom_ops():
         assert formats.by_op_name(fmt.op_name) is fmt
         assert fmt.sections == params_blob.OP_SECTIONS[fmt.op_name]
@@ -23,7 +25,9 @@ def test_registry_lists_each_format_once_with_its_op_data():
     assert formats.by_op_name("SOMETHING_ELSE") is None
     assert formats.get("custom").tflm_registration == "tflite::Register_TFS_GROUP_SPARSE_FC()"
     assert formats.get("2:4").tflm_registration is None
-    with pytest.raises(ValueError, match=r"unknown format 'csr'; known: \['custom', 'builtin_sparse', '2:4'\]"):
+    assert formats.get("custom_conv").tflm_registration == "tflite::Register_TFS_GROUP_SPARSE_CONV2D()"
+    with pytest.raises(ValueError, match=r"unknown format 'csr'; known: \['custom', 'builtin_sparse', '2:4', "
+                                         r"'custom_conv'\]"):
         formats.get("csr")
 
 

@@ -1,5 +1,5 @@
 """Fuzzing the format validator (and every kernel path on what it accepts) and the LiteRT adapter
-plumbing of both custom ops with libFuzzer under AddressSanitizer + UndefinedBehaviorSanitizer,
+plumbing of both FC custom ops, and the conv op's validator and kernels (tests/c/fuzz_gsconv.c), with libFuzzer under AddressSanitizer + UndefinedBehaviorSanitizer,
 for a bounded time. Needs clang with the compiler-rt fuzzer runtime (Debian: clang,
 libclang-rt-14-dev; scripts/setup.sh installs them)."""
 import os
@@ -71,4 +71,15 @@ def test_fuzz_litert_adapter_under_asan_ubsan(tmp_path):
     run = sanitized_c.fuzz(binary, FUZZ_SECONDS, tmp_path, seeds=_adapter_seeds())
     tail = run.stderr[-3000:]
     assert run.returncode == 0, f"the fuzzer found a crash:\n{tail}"
+    assert "Done" in run.stderr, tail
+
+
+def test_fuzz_conv_validator_and_kernels_under_asan_ubsan(tmp_path):
+    """TFS_GROUP_SPARSE_CONV2D: geometry, group-CSR and blob bytes from the fuzzer; every
+    accepted layer runs on every path and must equal a direct convolution."""
+    binary = sanitized_c.build("clang", "fuzz_gsconv.c", sanitized_c.CORE,
+                               tmp_path / "fuzz_gsconv", fuzzer=True)
+    run = sanitized_c.fuzz(binary, FUZZ_SECONDS, tmp_path)
+    tail = run.stderr[-3000:]
+    assert run.returncode == 0, f"the fuzzer found a crash or a wrong result:\n{tail}"
     assert "Done" in run.stderr, tail

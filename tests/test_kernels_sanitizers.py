@@ -1,5 +1,7 @@
 """The kernel core built with -fsanitize=address,undefined and driven by tests/c/sanitizer_driver.c:
-every g, dtype, shape and available SIMD path against the portable kernel, and corrupt metadata."""
+every g, dtype, shape and available SIMD path against the portable kernel, and corrupt metadata;
+and TFS_GROUP_SPARSE_CONV2D by tests/c/fuzz_gsconv.c's seeded driver (every path vs a direct
+convolution, corrupt geometry)."""
 import subprocess
 
 import sanitized_c
@@ -16,3 +18,13 @@ def test_kernel_core_under_asan_and_ubsan(tmp_path, request):
     if reporter is not None and capman is not None:
         with capman.global_and_fixture_disabled():
             reporter.write_line(f"\n[tfs kernels, ASan+UBSan] {run.stdout.strip()}")
+
+
+def test_conv_core_under_asan_and_ubsan(tmp_path):
+    binary = sanitized_c.build("gcc", "fuzz_gsconv.c", sanitized_c.CORE, tmp_path / "gsconv_driver",
+                               defines=("TFS_GSCONV_DRIVER",))
+    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"conv sanitizer driver failed:\n{run.stdout}\n{run.stderr[-3000:]}"
+    assert run.stdout.startswith("OK: "), run.stdout
+    accepted = int(run.stdout.split()[1])
+    assert accepted > 1000, run.stdout  # most seeded layers are valid and reach the kernels

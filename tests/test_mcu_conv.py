@@ -1,4 +1,4 @@
-"""benchmarks/mcu's conv path without QEMU: im2col (numpy and the firmware's C, built for the host)
+"""benchmarks/mcu's conv path without QEMU: im2col (numpy and the kernels' C, built for the host)
 and the group-CSR kernel on im2col patches reproduce TFLite's int8 CONV_2D bit-exactly."""
 import ctypes
 import importlib.util
@@ -12,6 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MCU = os.path.join(ROOT, "benchmarks", "mcu")
+KERNELS = os.path.join(ROOT, "tflite_export", "kernels")
 
 
 def _mcu_module(name):
@@ -94,16 +95,17 @@ class _Geom(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def c_im2col(tmp_path_factory):
-    """The firmware's im2col.c, built for the host (warnings as errors)."""
+    """The kernels' tfs_im2col.c (TFS_GROUP_SPARSE_CONV2D's and the firmware's), built for the
+    host (warnings as errors)."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     lib = str(tmp_path_factory.mktemp("im2col") / "libim2col.so")
     subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
-                    os.path.join(MCU, "im2col.c"), "-o", lib], check=True)
+                    os.path.join(KERNELS, "tfs_im2col.c"), "-o", lib], check=True)
     dll = ctypes.CDLL(lib)
-    dll.im2col_s8.argtypes = [ctypes.POINTER(_Geom), ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
+    dll.tfs_im2col_s8.argtypes = [ctypes.POINTER(_Geom), ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32,
                               ctypes.c_void_p]
-    dll.im2col_s8.restype = None
+    dll.tfs_im2col_s8.restype = None
     return dll
 
 
@@ -118,7 +120,7 @@ def test_firmware_im2col_matches_numpy_in_tiles(G, c_im2col):
         got = np.full((P + 1, K), 99, np.int8)  # one sentinel row: nothing written past the end
         for p0 in range(0, P, tile):
             n = min(tile, P - p0)
-            c_im2col.im2col_s8(ctypes.byref(g), x.ctypes.data, p0, n, got[p0:].ctypes.data)
+            c_im2col.tfs_im2col_s8(ctypes.byref(g), x.ctypes.data, p0, n, got[p0:].ctypes.data)
         np.testing.assert_array_equal(got[:P], want)
         assert np.all(got[P] == 99)
 

@@ -93,12 +93,7 @@ def _tflm_format(model: schema.ModelT, op: schema.OperatorT):
 
 def _custom_workspace(model: schema.ModelT, sg: schema.SubGraphT, op: schema.OperatorT) -> int:
     fmt = _tflm_format(model, op)
-    if fmt is None:
-        return 0
-    x = sg.tensors[op.inputs[0]]
-    in_features = int(x.shape[-1]) if x.shape is not None and len(x.shape) else 1
-    batch = _tensor_bytes(x) // max(in_features, 1)
-    return fmt.tflm_workspace_bytes(x.type, batch, in_features)
+    return 0 if fmt is None else fmt.tflm_node_workspace_bytes(model, sg, op)
 
 
 def arena_estimate(model_bytes: bytes) -> ArenaEstimate:

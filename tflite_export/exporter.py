@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import cost_model, flatbuffer, fusion, keras_names, planner
+from tflite_export import conv_layers, cost_model, flatbuffer, fusion, keras_names, planner
 from tflite_export import formats as formats_registry
 from tflite_export.atomic import write_atomic
 from tflite_export.converter import convert_keras
@@ -133,7 +133,7 @@ def rewrite_tflite(
 
     note = f"costs borrowed from {cost.borrowed_from}: {cost.source}" if cost.borrowed_from else ""
     return _rewrite(tflite_bytes, choose, cost.name, output, keras_model,
-                    {"group_sizes": group_sizes, "formats": hints}, note)
+                    {"group_sizes": group_sizes, "formats": hints}, note, conv_cost=cost)
 
 
 def fixed_format(target):
@@ -174,16 +174,19 @@ def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None)
 
 
 def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, keras_model,
-             hints: Mapping[str, Mapping], note: str = "", fuse: bool = False) -> ExportResult:
+             hints: Mapping[str, Mapping], note: str = "", fuse: bool = False,
+             conv_cost=None) -> ExportResult:
     """The one rewrite loop: ``choose(fc)`` decides each FULLY_CONNECTED's format, the
-    registered format rewrites it, then (``fuse``: for the host runtime) chains of custom-op
-    layers are fused (``fusion.py``), and the model is compacted, packed and written."""
+    registered format rewrites it (with ``conv_cost``, a cost model pricing a conv format, the
+    CONV_2D layers too: ``conv_layers``), then (``fuse``: for the host runtime) chains of
+    custom-op layers are fused (``fusion.py``), and the model is compacted, packed and written."""
     model = flatbuffer.load(tflite_bytes)
     fcs = find_fully_connected(model)
     if keras_model is not None:
         keras_names.assign_names(keras_model, model, fcs)
+    convs = conv_layers.find_for(model, conv_cost, keras_model)
     for arg, given in hints.items():
-        _check_hint_names(fcs, given, arg)
+        _check_hint_names(fcs + convs, given, arg)
     layer_reports = []
     for fc in fcs:
         decision = choose(fc)
@@ -191,6 +194,9 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
         stored = dense_b if decision.format == "dense" else formats_registry.get(
             decision.format).rewrite(model, fc, decision.g)
         layer_reports.append(_layer_report(fc, decision, dense_b, stored, target_name))
+    if convs:
+        layer_reports += conv_layers.rewrite_convs(model, convs, conv_cost, dict(hints.get("group_sizes", {})),
+                                                   dict(hints.get("formats", {})))
 
     if fuse:
         fused = fusion.fuse_chains(model)

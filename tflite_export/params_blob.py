@@ -24,6 +24,9 @@ _REQUANT = ("out_multiplier", "out_shift", "out_scale")
 OP_SECTIONS = {
     "TFS_GROUP_SPARSE_FC": ("values", "col_idx", "row_ptr", "meta", "bias", *_REQUANT),
     "TFS_NM_SPARSE_FC": ("values", "indices", "meta", "bias", *_REQUANT),
+    # int8 only: the FC op's arrays (the filters as group-CSR), then the convolution's geometry.
+    "TFS_GROUP_SPARSE_CONV2D": ("values", "col_idx", "row_ptr", "meta", "bias", *_REQUANT,
+                                "geometry"),
 }
 SECTIONS = OP_SECTIONS["TFS_GROUP_SPARSE_FC"]  # the default
 ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 2, np.dtype(np.uint8): 3,

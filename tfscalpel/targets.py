@@ -227,6 +227,14 @@ X86_AVX2 = {
 #   terms): g = 4 costs 14.8 cycles per stored group (3.7 per stored weight), so on this core
 #   g = 4 pays off from ~35 % group sparsity, not ~75 % as on x86.
 # TFLite Micro's FULLY_CONNECTED has no sparse weights, so TFLite's block-sparse format is out.
+# - custom_conv (TFS_GROUP_SPARSE_CONV2D, tflite_export/conv_layers.py): a conv is, per output
+#   position, one FC over its kh*kw*cin patch (the dense / custom entries above; the sparse path
+#   pays the custom fixed cost once per tile of positions) plus im2col on both paths,
+#   `position_ns` per position and `patch_ns` per patch byte, and the sparse path's int16
+#   widening of the patches, `widen_ns` per patch byte. Fitted to bench_mcu.measure_model on a
+#   LeNet-5-shaped model (conv 5x5x1x6 @ 576 positions, 5x5x6x16 @ 64, groups of 4 at ~85 %):
+#   im2col 626 / 891 cycles per position (K = 25 / 150), the FC parts within 2 % of the FC
+#   entries; the whole formula predicts each conv's dense and sparse cycles within 3 %.
 CORTEX_M4 = {
     "name": "cortex-m4",
     "source": "estimated Cortex-M4 cycles on QEMU mps2-an386 (benchmarks/mcu/bench_mcu.py --json; "
@@ -263,6 +271,7 @@ CORTEX_M4 = {
                 "unit_ns": {"1": 9.17, "2": 11.30, "4": 14.76, "8": 25.17, "16": 63.06},
             },
         },
+        "custom_conv": {"int8": {"position_ns": 573.0, "patch_ns": 2.12, "widen_ns": 2.5}},
     },
 }
 

@@ -7,12 +7,12 @@
  *   FC:   dense kernel | group-sparse DSP kernel | group-sparse portable C kernel
  *   conv: im2col + dense kernel | im2col + group-sparse DSP kernel | im2col alone
  * A conv layer runs as im2col + an FC kernel over its output positions, a tile of positions at a
- * time (the exporter emits no conv custom op: this measures what a firmware doing so costs). */
+ * time (the same im2col and FC core TFS_GROUP_SPARSE_CONV2D runs, tfs_gsconv_compute.c). */
 #include <stdio.h>
 #include <string.h>
 
 #include "dense_baseline.h"
-#include "im2col.h"
+#include "tfs_im2col.h"
 #include "layers_data.h"
 #include "tfs_group_sparse_fc.h"
 
@@ -36,7 +36,7 @@ static void conv_dense(const bench_layer* B, int8_t* y) {
   const int32_t K = B->dense.in, out = B->dense.out;
   for (int32_t p0 = 0; p0 < B->positions; p0 += B->tile) {
     const int32_t n = B->positions - p0 < B->tile ? B->positions - p0 : B->tile;
-    im2col_s8(&B->geom, B->x, p0, n, g_patch);
+    tfs_im2col_s8(&B->geom, B->x, p0, n, g_patch);
     for (int32_t i = 0; i < n; ++i) dense_fc_s8(&B->dense, g_patch + (size_t)i * K, y + (size_t)(p0 + i) * out);
   }
 }
@@ -46,7 +46,7 @@ static int conv_sparse(const bench_layer* B, const tfs_gsfc_layer* L, int8_t* y)
   int rc = TFS_OK;
   for (int32_t p0 = 0; p0 < B->positions; p0 += B->tile) {
     const int32_t n = B->positions - p0 < B->tile ? B->positions - p0 : B->tile;
-    im2col_s8(&B->geom, B->x, p0, n, g_patch);
+    tfs_im2col_s8(&B->geom, B->x, p0, n, g_patch);
     rc |= tfs_gsfc_compute(L, NULL, g_patch, y + (size_t)p0 * L->out, n, g_ws, TFS_IMPL_AUTO);
   }
   return rc;
@@ -56,7 +56,7 @@ static int conv_sparse(const bench_layer* B, const tfs_gsfc_layer* L, int8_t* y)
 static void conv_im2col_only(const bench_layer* B) {
   for (int32_t p0 = 0; p0 < B->positions; p0 += B->tile) {
     const int32_t n = B->positions - p0 < B->tile ? B->positions - p0 : B->tile;
-    im2col_s8(&B->geom, B->x, p0, n, g_patch);
+    tfs_im2col_s8(&B->geom, B->x, p0, n, g_patch);
   }
 }
 

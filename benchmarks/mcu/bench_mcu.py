@@ -11,8 +11,8 @@ and QEMU run). See tfs_cycles_plugin.c (its timing table) and tflite_export/kern
 estimate is (+-20 %, for comparisons only). Build outputs go to --build-dir (default
 out/mcu/build); nothing is written into the source tree.
 
-The exporter emits no conv custom op, so the firmware runs each conv as im2col (im2col.c, one
-implementation for both paths) + the FC kernels over its output positions
+The firmware runs each conv as TFS_GROUP_SPARSE_CONV2D does (tflite_export/kernels/tfs_im2col.c,
+one implementation for both paths, + the FC kernels over its output positions)
 (`[positions, kh*kw*cin] x [filters, kh*kw*cin]^T`, the filters as group-CSR along kh*kw*cin,
 the group order of tfscalpel's GroupPrunedConv2D): a measurement of what a firmware doing so
 would cost. Each layer's int8 input comes from TFLite's reference interpreter; the host result
@@ -45,9 +45,9 @@ from mcu_firmware import ensure_packages, log, measure_layers_on_qemu  # noqa: E
 from mcu_layers import check_layers, flash_bytes, host_fc_chain, model_layers, quantize_input  # noqa: E402
 
 
-NOTE = ("Conv layers run as im2col + the FC kernels inside the benchmark firmware (the exporter "
-        "emits no conv custom op: this measures what a firmware doing so would cost). "
-        "im2col (im2col.c, the same code in both paths) writes a tile of output positions "
+NOTE = ("Conv layers run as im2col + the FC kernels inside the benchmark firmware (what "
+        "TFS_GROUP_SPARSE_CONV2D runs, tfs_gsconv_compute.c). "
+        "im2col (tfs_im2col.c, the same code in both paths) writes a tile of output positions "
         "(`tile`) into a patch buffer, padding = the input zero point; dense = im2col + the "
         "CMSIS-NN-style SMLAD FC kernel (2 filters per pass, one position at a time; CMSIS-NN's "
         "own arm_convolve_s8 also pairs 2 positions, so it is somewhat faster than this dense "

@@ -31,52 +31,17 @@ def _keras_conv_layers(model):
 
 
 def find_conv2d(tfl):
-    """Every int8 CONV_2D of a converted model as (FCLayer view, geometry dict): the FCLayer has
-    the filters `[out, kh, kw, cin]` flattened to `[out, kh*kw*cin]` (the im2col order), so the
-    exporter's group-sparse format (`arrays`) builds the group-CSR and requantization arrays for it
-    exactly as for an FC layer (per-channel weight scales along dim 0)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    from tflite_export import flatbuffer
-    from tflite_export.fc_layers import FCLayer, builtin_code
+    """Every int8 CONV_2D of a converted model as (ConvLayer, geometry dict), from the exporter's
+    own `tflite_export.conv_layers.find_conv2d`: the layer is an FCLayer view of the filters
+    flattened to `[out, kh*kw*cin]` (the im2col order), so the group-sparse format (`arrays`)
+    builds the group-CSR and requantization arrays for it exactly as for an FC layer."""
+    from tflite_export.conv_layers import find_conv2d as exporter_find_conv2d
 
     found = []
-    for si, sg in enumerate(tfl.subgraphs):
-        for oi, op in enumerate(sg.operators):
-            if builtin_code(tfl.operatorCodes[op.opcodeIndex]) != schema.BuiltinOperator.CONV_2D:
-                continue
-            x, w, y = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
-            b = int(op.inputs[2]) if len(op.inputs) > 2 else -1
-            T = sg.tensors
-            name = T[w].name.decode() if isinstance(T[w].name, bytes) else str(T[w].name)
-            if any(T[t].type != schema.TensorType.INT8 for t in (x, w, y)):
-                raise ValueError(f"CONV_2D {name}: not a full int8 layer")
-            W = flatbuffer.tensor_data(tfl, T[w], np.int8)
-            if W is None or W.ndim != 4:
-                raise ValueError(f"CONV_2D {name}: filters are not a constant 4-D tensor")
-            cout, kh, kw, cin = W.shape
-            qw = T[w].quantization
-            if (len(qw.scale) not in (1, cout) or np.any(np.asarray(qw.zeroPoint) != 0)
-                    or (len(qw.scale) > 1 and int(qw.quantizedDimension) != 0)):
-                raise ValueError(f"CONV_2D {name}: weights not symmetric per-tensor / per-output-channel")
-            n, ih, iw, cin_x = (int(d) for d in T[x].shape)
-            n_y, oh, ow, cout_y = (int(d) for d in T[y].shape)
-            if (n, n_y, cin_x, cout_y) != (1, 1, cin, cout):
-                raise ValueError(f"CONV_2D {name}: shapes {T[x].shape} -> {T[y].shape} unexpected")
-            o = op.builtinOptions
-            sh, sw, dh, dw = int(o.strideH), int(o.strideW), int(o.dilationHFactor), int(o.dilationWFactor)
-            pt = pl = 0
-            if int(o.padding) == schema.Padding.SAME:  # TFLite's ComputePaddingHeightWidth
-                pt = max((oh - 1) * sh + (kh - 1) * dh + 1 - ih, 0) // 2
-                pl = max((ow - 1) * sw + (kw - 1) * dw + 1 - iw, 0) // 2
-            geom = dict(in_h=ih, in_w=iw, cin=cin, out_h=oh, out_w=ow, kh=kh, kw=kw, stride_h=sh,
-                        stride_w=sw, dil_h=dh, dil_w=dw, pad_top=pt, pad_left=pl,
-                        pad_value=int(T[x].quantization.zeroPoint[0]))
-            fc = FCLayer(subgraph=si, op_index=oi, name=name, input=x, weight=w, bias=b, output=y,
-                         in_features=kh * kw * cin, out_features=cout, dtype="int8",
-                         activation=int(o.fusedActivationFunction),
-                         weights=np.ascontiguousarray(W.reshape(cout, -1)))
-            found.append((fc, geom))
+    for conv in exporter_find_conv2d(tfl):
+        if conv.unsupported:
+            raise ValueError(f"CONV_2D {conv.name}: {conv.unsupported}")
+        found.append((conv, conv.geometry()))
     return found
 
 

@@ -1,7 +1,8 @@
-"""The format registry: every sparse format a FULLY_CONNECTED layer can be exported in.
+"""The format registry: every sparse format a FULLY_CONNECTED or CONV_2D layer can be exported in.
 
-One module per format (``group_sparse``, ``nm``, ``block_sparse``; the shared parts in ``base``),
-one line per format in :data:`FORMATS` below. The exporter's rewrite, the cost model's
+One module per format (``group_sparse``, ``nm``, ``block_sparse``, ``group_sparse_conv``; the
+shared parts in ``base``), one line per format in :data:`FORMATS` (FULLY_CONNECTED) or
+:data:`CONV_FORMATS` (CONV_2D, priced by ``tflite_export.conv_layers``) below. The exporter's rewrite, the cost model's
 candidates (``tflite_export.planner``), the validator (``tflite_export.check``), the C-array
 writer (``tflite_export.c_array``) and the runtime's op registration loop over this registry::
 
@@ -15,7 +16,7 @@ its ``FORMAT`` instance, one line in :data:`FORMATS` (candidate order: ties go t
 """
 from __future__ import annotations
 
-from tflite_export.formats import block_sparse, group_sparse, nm
+from tflite_export.formats import block_sparse, group_sparse, group_sparse_conv, nm
 from tflite_export.formats.base import CustomOpFormat, SparseFormat
 
 #: Every format, in the order the cost model prices them.
@@ -25,31 +26,42 @@ FORMATS: tuple[SparseFormat, ...] = (
     nm.FORMAT,
 )
 
-__all__ = ["FORMATS", "SparseFormat", "CustomOpFormat", "all_formats", "names", "get",
+#: The formats of CONV_2D layers (int8): the conv planner's candidates (``conv_layers``).
+CONV_FORMATS: tuple[SparseFormat, ...] = (
+    group_sparse_conv.FORMAT,
+)
+
+__all__ = ["FORMATS", "CONV_FORMATS", "conv_formats", "SparseFormat", "CustomOpFormat", "all_formats", "names", "get",
            "custom_ops", "by_op_name"]
 
 
 def all_formats() -> tuple[SparseFormat, ...]:
-    """Every registered format."""
+    """Every registered format of FULLY_CONNECTED layers (the FC planner's candidates)."""
     return FORMATS
 
 
+def conv_formats() -> tuple[SparseFormat, ...]:
+    """Every registered format of CONV_2D layers."""
+    return CONV_FORMATS
+
+
 def names() -> tuple[str, ...]:
-    """The formats' names (the report's labels and ``export(formats=...)`` values)."""
+    """The FC formats' names (the report's labels and ``export(formats=...)`` values of FC
+    layers; a conv layer takes "auto", "dense" or a name of :func:`conv_formats`)."""
     return tuple(fmt.name for fmt in FORMATS)
 
 
 def get(name: str) -> SparseFormat:
     """The format called ``name``; ValueError listing the known ones otherwise."""
-    for fmt in FORMATS:
+    for fmt in FORMATS + CONV_FORMATS:
         if fmt.name == name:
             return fmt
-    raise ValueError(f"unknown format {name!r}; known: {list(names())}")
+    raise ValueError(f"unknown format {name!r}; known: {[f.name for f in FORMATS + CONV_FORMATS]}")
 
 
 def custom_ops() -> tuple[CustomOpFormat, ...]:
     """The formats that are custom operators (what a runtime must register)."""
-    return tuple(fmt for fmt in FORMATS if isinstance(fmt, CustomOpFormat))
+    return tuple(fmt for fmt in FORMATS + CONV_FORMATS if isinstance(fmt, CustomOpFormat))
 
 
 def by_op_name(op_name: str | None) -> CustomOpFormat | None:

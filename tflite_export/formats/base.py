@@ -126,7 +126,7 @@ class CustomOpFormat(SparseFormat):
 
         from tflite_export import flatbuffer
 
-        blob = params_blob.pack_params(self.arrays(model, layer, g), layer.out_features, self.sections)
+        blob = self.blob(model, layer, g)
         sg = model.subgraphs[layer.subgraph]
         t = schema.TensorT()
         t.name = f"{layer.name}/{self.params_suffix}"
@@ -143,6 +143,19 @@ class CustomOpFormat(SparseFormat):
         op.customOptions = None  # every parameter is in the blob (FORMAT.md)
         sg.operators[layer.op_index] = op
         return int(blob.nbytes)
+
+    def blob(self, model: schema.ModelT, layer: FCLayer, g: int) -> np.ndarray:
+        """The node's parameter blob: ``[out, row_bytes]`` uint8 (FORMAT.md "Parameter blob")."""
+        return params_blob.pack_params(self.arrays(model, layer, g), layer.out_features, self.sections)
+
+    def tflm_node_workspace_bytes(self, model: schema.ModelT, sg, op) -> int:
+        """Scratch bytes the TFLite Micro adapter requests for the node ``op`` of this format
+        (``c_array.arena_estimate``): :meth:`tflm_workspace_bytes` of its activations."""
+        x = sg.tensors[op.inputs[0]]
+        shape = [] if x.shape is None else [max(int(d), 1) for d in x.shape]
+        in_features = shape[-1] if shape else 1
+        batch = int(np.prod(shape, dtype=np.int64)) // max(in_features, 1) if shape else 1
+        return self.tflm_workspace_bytes(x.type, batch, in_features)
 
     def node_name(self, sg, op) -> str:
         """The layer name of a node this format wrote (its blob is "<layer>/<suffix>")."""

@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 __all__ = [
-    "KernelFormatError", "CustomOpLayer", "GroupSparseFC", "library", "available_impls", "best_impl", "IMPLS",
+    "KernelFormatError", "CustomOpLayer", "GroupSparseFC", "GroupSparseConv2D", "library", "available_impls", "best_impl", "IMPLS",
     "set_runtime_impl", "get_runtime_impl", "multiply_by_quantized_multiplier",
     "time_layer_vs_dense", "FORMAT_VERSION", "META_LEN", "impls", "impl_features",
     "kernel_table", "KernelInfo", "disabled_impls",
@@ -117,6 +117,9 @@ def library() -> ctypes.CDLL:
     }
     _declare(lib, decl)
     _declare_op(lib, "tfs_gsfc", n_layer_args=2)  # compute / time_compute take (layer, packed)
+    _declare_op(lib, "tfs_gsconv", n_layer_args=2)
+    _declare(lib, {"tfs_gsconv_set_tile": (None, [vp, i32]),
+                   "tfs_gsconv_blob_dims": (None, [vp, ctypes.POINTER(i32)])})
     _LIB = lib
     return lib
 
@@ -321,10 +324,13 @@ class CustomOpLayer:
         """The constant arrays 1.. in FORMAT.md order (None where a float32 layer has none)."""
         return list(self._arrays)
 
+    def _output_shape(self, x: np.ndarray) -> tuple:
+        """The output's shape for activations ``x``: x's with the last dimension ``out``."""
+        return (x.shape[:-1] if x.ndim > 1 else ()) + (self.out_features,)
+
     def _prepare(self, x: np.ndarray):
         x = np.ascontiguousarray(x)
-        batch_shape = x.shape[:-1] if x.ndim > 1 else ()
-        y = np.empty(batch_shape + (self.out_features,), dtype=self.dtype)
+        y = np.empty(self._output_shape(x), dtype=self.dtype)
         tx, ty = _tensor(x), _tensor(y)
         batch = ctypes.c_int32()
         err = ctypes.create_string_buffer(400)
@@ -399,6 +405,55 @@ class GroupSparseFC(CustomOpLayer):
 def batched_min_rows() -> int:
     """Rows from which the op runs a layer with its SpMM kernel (C: TFS_GSMM_MIN_BATCH)."""
     return int(library().tfs_gsfc_batched_min_rows())
+
+
+class GroupSparseConv2D(CustomOpLayer):
+    """One validated TFS_GROUP_SPARSE_CONV2D layer (int8), runnable on numpy arrays without
+    LiteRT: the FC op's eight arrays (the filters ``[cout, kh*kw*cin]`` as group-CSR) plus the
+    int32[16] ``geometry`` (FORMAT.md). ``layer(x)``: x ``[batch, in_h, in_w, cin]`` int8 ->
+    ``[batch, out_h, out_w, cout]``. ``requant="fixed_point"`` is TFLite's reference CONV_2D /
+    TFLite Micro arithmetic, "fp32" XNNPACK's. ``tile``: output positions per FC call (default:
+    what fits 4,096 bytes of patches). Raises KernelFormatError on any format violation."""
+
+    _prefix, _op, _n_arrays, _meta_index = "tfs_gsconv", "TFS_GROUP_SPARSE_CONV2D", 9, 3
+
+    def __init__(self, values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
+                 out_scale, geometry, requant: str = "fp32", tile: Optional[int] = None):
+        lib = library()
+        self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
+                        out_scale, geometry], requant)
+        if tile is not None:
+            lib.tfs_gsconv_set_tile(self._layer, int(tile))
+        # The FC core's packed copy: the layer struct starts with its tfs_gsfc_layer.
+        bound = lib.tfs_gsfc_packed_bound(self._layer)
+        self._packed_raw = np.zeros(bound + 64, np.uint8)
+        mem = self._packed_raw.ctypes.data + ((-self._packed_raw.ctypes.data) % 64)
+        self._packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
+        if lib.tfs_gsfc_pack(self._layer, mem, bound, self._packed) != 0:
+            raise RuntimeError("tfs_gsfc_pack failed")
+        g = self._arrays[8]
+        self.g = int(self._arrays[3][3])
+        self.in_shape = (int(g[1]), int(g[2]), int(g[3]))
+        self.out_shape = (int(g[11]), int(g[12]), int(meta[2]))
+
+    def _layer_args(self) -> tuple:
+        return (self._layer, self._packed)
+
+    def _output_shape(self, x: np.ndarray) -> tuple:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.in_shape:
+            raise KernelFormatError(f"activations of shape {x.shape}, expected [batch, "
+                                    f"{', '.join(map(str, self.in_shape))}]")
+        return (x.shape[0],) + self.out_shape
+
+    def blob_dims(self) -> tuple:
+        """The first five dimensions of the node's blob shape (FORMAT.md)."""
+        dims = (ctypes.c_int32 * 5)()
+        library().tfs_gsconv_blob_dims(self._layer, dims)
+        return tuple(int(d) for d in dims)
+
+    def kernel(self, impl: str = "auto") -> str:
+        """The FC kernel `impl` runs on this layer's im2col tiles."""
+        return _kernel_name(0, "int8", self.g, impl, True)
 
 
 def time_layer_vs_dense(in_features: int, out_features: int, density: float, g: int,

@@ -15,7 +15,8 @@ import glob
 import os
 
 KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
-_LITERT = ("tfs_litert_common.c", "tfs_litert_adapter.c", "tfs_nm_litert_adapter.c")
+_LITERT = ("tfs_litert_common.c", "tfs_litert_adapter.c", "tfs_nm_litert_adapter.c",
+           "tfs_gsconv_litert_adapter.c")
 
 
 def core_sources() -> list[str]:

@@ -32,6 +32,9 @@ int tfs_set_impl(int impl) {
 
 int tfs_get_impl(void) { return g_impl; }
 
+/* The same setting, for the other ops built on this op's kernels (TFS_GROUP_SPARSE_CONV2D). */
+const int* tfs_runtime_impl(void) { return &g_impl; }
+
 _Static_assert(TFS_GSFC_NUM_INPUTS_I8 <= TFS_LITERT_MAX_SECTIONS, "blob sections");
 
 static int gsfc_prepare(void* p, const tfs_tensor* t, size_t n, int32_t* out, char* err,
@@ -70,7 +73,7 @@ static int gsfc_compute(const void* p, const void* x, void* y, int32_t batch, vo
 static const tfs_litert_op kGsfcOp = {"TFS_GROUP_SPARSE_FC", TFS_GSFC_FORMAT_VERSION,
                                       sizeof(gsfc_node), tfs_gsfc_unpack_params, gsfc_prepare,
                                       gsfc_release,
-                                      gsfc_check_io, gsfc_compute, &g_impl};
+                                      gsfc_check_io, gsfc_compute, &g_impl, NULL, NULL};
 
 /* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */
 const tfs_litert_op* tfs_gsfc_litert_op(void) { return &kGsfcOp; }

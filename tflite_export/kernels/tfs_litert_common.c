@@ -101,6 +101,13 @@ static LiteRtStatus kernel_init(void* user_data, const void* init_data, size_t i
 static LiteRtStatus kernel_output_layouts(void* user_data, size_t n_in, const LiteRtLayout* in,
                                           size_t n_out, LiteRtLayout* out) {
   tfs_litert_ctx* ctx = (tfs_litert_ctx*)user_data;
+  if (ctx && ctx->op->output_layout) { /* the op's own shape rule (tfs_litert_common.h) */
+    if (n_out != 1 || n_in != 2 || ctx->op->output_layout(&in[0], &in[1], &out[0]) != 0) {
+      set_error(ctx, "%s", "node has the wrong number of inputs/outputs or bad shapes");
+      return kLiteRtStatusErrorInvalidArgument;
+    }
+    return kLiteRtStatusOk;
+  }
   if (n_out != 1 || n_in != 2 || in[0].rank < 1 || in[0].rank > 8 || in[1].rank != 2 ||
       in[1].dimensions[0] < 1) {
     if (ctx) set_error(ctx, "%s", "node has the wrong number of inputs/outputs or bad ranks");
@@ -196,7 +203,7 @@ static const cached_node* validate_and_cache(tfs_litert_ctx* ctx, LiteRtTensorBu
     set_error(ctx, "%s", "cannot read the parameter blob's type and size");
     return NULL;
   }
-  if (type.element_type != TFS_ELEM_UINT8 || type.layout.rank != 2) {
+  if (type.element_type != TFS_ELEM_UINT8 || (!ctx->op->check_blob_layout && type.layout.rank != 2)) {
     set_error(ctx, "%s", "input 1 (the parameter blob) must be a 2-D uint8 tensor");
     return NULL;
   }
@@ -242,10 +249,13 @@ static const cached_node* validate_and_cache(tfs_litert_ctx* ctx, LiteRtTensorBu
       return NULL;
     }
   }
-  if (type.layout.dimensions[0] != node.outs[n - 1]) {
+  if (ctx->op->check_blob_layout ? (n != 1 || ctx->op->check_blob_layout(node.layers, &type.layout) != 0)
+                                 : type.layout.dimensions[0] != node.outs[n - 1]) {
     free_node(ctx, &node, n);
-    set_error(ctx, "%s", n == 1 ? "the parameter blob's first dimension must equal the layer's out"
-                        : "the parameter blob's first dimension must equal the last layer's out");
+    set_error(ctx, "%s", ctx->op->check_blob_layout
+                             ? "the parameter blob's shape does not match the node's geometry"
+                         : n == 1 ? "the parameter blob's first dimension must equal the layer's out"
+                                  : "the parameter blob's first dimension must equal the last layer's out");
     return NULL;
   }
   ctx->cache[ctx->cache_len] = node;

@@ -97,6 +97,14 @@ typedef struct {
   int (*compute)(const void* node, const void* x, void* y, int32_t batch, void* workspace,
                  int impl);
   const int* impl; /* the implementation this op's contexts use (TFS_IMPL_*) */
+  /* Optional (NULL: the FC ops' rule, a 2-D blob [out, row_bytes] and an output of the
+   * activations' shape with the last dimension replaced by out). An op whose output shape is
+   * not that (TFS_GROUP_SPARSE_CONV2D) gives both hooks: */
+  /* The output layout from the activations' and the blob's layouts (shape inference sees only
+   * shapes); 0, or nonzero for layouts the op cannot take. */
+  int (*output_layout)(const LiteRtLayout* x, const LiteRtLayout* blob, LiteRtLayout* y);
+  /* 0 if the blob's layout is the one the validated node implies. */
+  int (*check_blob_layout)(const void* node, const LiteRtLayout* blob);
 } tfs_litert_op;
 
 /* ---- Exported to the Python runtime (the same five functions serve every op) ---- */

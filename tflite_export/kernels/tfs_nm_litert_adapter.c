@@ -41,7 +41,7 @@ static int nm_compute(const void* node, const void* x, void* y, int32_t batch, v
 static const tfs_litert_op kNmOp = {"TFS_NM_SPARSE_FC", TFS_NMFC_FORMAT_VERSION,
                                     sizeof(tfs_nmfc_layer), tfs_nmfc_unpack_params, nm_prepare,
                                     NULL, nm_check_io,
-                                    nm_compute, &g_nm_impl};
+                                    nm_compute, &g_nm_impl, NULL, NULL};
 
 /* This op's table, for tfs_litert_ctx_create (tfs_litert_common.h). */
 const tfs_litert_op* tfs_nm_litert_op(void) { return &kNmOp; }

@@ -1,13 +1,15 @@
-/* im2col for the Cortex-M4 benchmark firmware's conv layers (see im2col.h). One patch row of
+/* im2col of an int8 NHWC feature map (see tfs_im2col.h). One patch row of
  * the filter (kw * cin bytes) is contiguous in the NHWC input when the horizontal dilation is 1,
  * so it is one copy plus padding fills at the left / right border; rows above / below the input
  * are all padding. Copies go 4 bytes at a time (Cortex-M4 LDR/STR allow unaligned addresses);
  * newlib-nano's memcpy/memset are byte loops. */
 /* GCC would turn the copy / fill loops back into memcpy / memset calls (a pragma, not a function
  * attribute: functions with their own optimize attribute are not inlined). */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
 
-#include "im2col.h"
+#include "tfs_im2col.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -43,7 +45,7 @@ static inline void taps_inside(int32_t o, int32_t k, int32_t dil, int32_t in, in
   *hi = b > a ? b : a;
 }
 
-void im2col_s8(const conv_geom* G, const int8_t* x, int32_t pos0, int32_t n, int8_t* p) {
+void tfs_im2col_s8(const tfs_conv_geom* G, const int8_t* x, int32_t pos0, int32_t n, int8_t* p) {
   /* Every field in a local: stores through int8_t* may alias *G, so GCC would reload them. */
   const int32_t in_h = G->in_h, in_w = G->in_w, cin = G->cin, out_w = G->out_w, kh = G->kh;
   const int32_t kw = G->kw, sh = G->stride_h, sw = G->stride_w, dh = G->dil_h, dw = G->dil_w;

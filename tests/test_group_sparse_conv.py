@@ -1,0 +1,248 @@
+"""TFS_GROUP_SPARSE_CONV2D: the group-sparse int8 conv op (FORMAT.md) against TFLite's own int8
+CONV_2D, its validator, the exporter's rewrite for cortex-m4 and the host runtime.
+
+References are TFLite's: the reference interpreter (BUILTIN_REF, fixed-point requantization, the
+arithmetic of TFLite Micro) for the kernel's "fixed_point" flavour, and the stock host runtime
+(XNNPACK, fp32 requantization) for the "fp32" flavour the host adapter uses."""
+import keras
+import numpy as np
+import pytest
+
+from tflite_export import c_array, check_nm, exporter, flatbuffer, kernels, params_blob, runtime
+from tflite_export.conv_layers import decide, find_conv2d
+from tflite_export.converter import convert_keras
+from tflite_export.cost_model import load as load_cost
+from tflite_export.formats import group_sparse_conv
+from tflite_export.kernels import KernelFormatError
+from tflite_export.quiet import filtered_stderr, litert_noise
+
+CONV = group_sparse_conv.FORMAT
+
+
+def _zero_groups(layer, g, sparsity, rng):
+    """Zero whole groups of g along kh*kw*cin of each filter (GroupPrunedConv2D's layout)."""
+    k, *rest = layer.get_weights()
+    flat = k.reshape(-1, k.shape[-1])
+    n_blocks = -(-flat.shape[0] // g)
+    dead = np.repeat(rng.random((n_blocks, flat.shape[1])) < sparsity, g, axis=0)[:flat.shape[0]]
+    flat[dead] = 0.0
+    layer.set_weights([flat.reshape(k.shape), *rest])
+
+
+def _conv_model(in_shape, filters, kernel, strides, dilation, padding, activation, seed, g=4):
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(in_shape), keras.layers.Conv2D(
+        filters, kernel, strides=strides, dilation_rate=dilation, padding=padding,
+        activation=activation, name="c")])
+    _zero_groups(model.get_layer("c"), g, 0.6, rng)
+    calib = rng.random((32,) + in_shape, dtype=np.float32)
+    return model, calib, rng.random((6,) + in_shape, dtype=np.float32)
+
+
+# (input HWC, filters, kernel, strides, dilation, padding, activation): SAME / VALID, stride 1/2,
+# dilation 2, K = kh*kw*cin not a multiple of g (ragged last group), non-square shapes.
+CASES = [
+    ((9, 9, 3), 6, 3, 1, 1, "same", "relu"),       # K = 27: ragged for g = 4
+    ((10, 11, 2), 5, (3, 2), 2, 1, "valid", None),
+    ((9, 8, 4), 7, 3, 2, 1, "same", None),
+    ((9, 9, 5), 4, 3, 1, 2, "same", "relu6"),      # dilation 2
+    ((12, 10, 3), 8, 5, 1, 2, "valid", "relu"),    # dilation 2, VALID
+    ((8, 8, 1), 6, 5, 1, 1, "valid", None),        # LeNet-5's conv1 shape, cin = 1
+]
+
+
+def _reference_tensors(tfl_bytes, conv, images):
+    """The conv's int8 input and output under TFLite's reference kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with filtered_stderr(litert_noise):
+        it = Interpreter(model_content=tfl_bytes, num_threads=1,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+                         experimental_preserve_all_tensors=True)
+        it.resize_tensor_input(0, list(images.shape))
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], images)
+        it.invoke()
+        return it.get_tensor(conv.input), it.get_tensor(conv.output)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[6] or 'none'}-{c[5]}-s{c[3]}-d{c[4]}-{i}"
+                                              for i, c in enumerate(CASES)])
+def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
+    model, calib, images = _conv_model(*case, seed=len(case[0]) + case[1])
+    tfl_bytes = convert_keras(model, "int8", calib)
+    tfl = flatbuffer.load(tfl_bytes)
+    (conv,) = find_conv2d(tfl)
+    assert conv.unsupported is None
+    x, want = _reference_tensors(tfl_bytes, conv, images)
+    for g in (1, 4, 8):
+        arrays = CONV.arrays(tfl, conv, g)
+        fixed = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], requant="fixed_point")
+        assert fixed.out_shape == want.shape[1:]
+        for impl in kernels.available_impls():
+            got = fixed(x, impl=impl)
+            np.testing.assert_array_equal(got, want, err_msg=f"g={g} impl={impl}")
+        # tiles that start mid-row and a ragged last tile give the same bits
+        for tile in (1, 3, conv.positions):
+            tiled = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections],
+                                              requant="fixed_point", tile=tile)
+            np.testing.assert_array_equal(tiled(x, impl="portable"), want)
+
+
+def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
+    """conv-pool-conv-pool-fc-fc-fc, groups of 4 pruned at 85-90 %, exported for cortex-m4:
+    conv2 becomes TFS_GROUP_SPARSE_CONV2D by the cost model, conv1 (K = 25, 6 filters: im2col
+    dominates) stays dense unless forced; the model runs on the host runtime and every output
+    equals stock TFLite int8 on the dense model; the C array's arena estimate counts the conv
+    scratch."""
+    rng = np.random.default_rng(5)
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(6, 5, activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 5, activation="relu", name="conv2"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(120, activation="relu", name="fc1"),
+        keras.layers.Dense(84, activation="relu", name="fc2"),
+        keras.layers.Dense(10, name="fc3")])
+    for name in ("conv1", "conv2"):
+        _zero_groups(model.get_layer(name), 4, 0.85, rng)
+    for name in ("fc1", "fc2"):
+        _zero_groups(model.get_layer(name), 4, 0.9, rng)
+    calib = rng.random((64, 28, 28, 1), dtype=np.float32)
+    images = rng.random((8, 28, 28, 1), dtype=np.float32)
+    auto = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib)
+    rows = {r.layer: r for r in auto.layers}
+    assert rows["conv2"].format == "custom_conv" and rows["conv2"].g == 4
+    assert rows["conv1"].format == "dense"
+    assert rows["conv1"].reason.startswith("kept dense: best sparse choice custom_conv g=4 predicted 1.0")
+    res = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
+                          formats={"conv1": "custom_conv"})
+    rows = {r.layer: r for r in res.layers}
+    assert rows["conv1"].format == "custom_conv" and rows["conv2"].format == "custom_conv"
+    assert rows["conv1"].shape == (25, 6) and rows["conv2"].shape == (150, 16)
+    assert rows["conv2"].bytes_exported < rows["conv2"].bytes_dense
+    ops = [flatbuffer.custom_code(flatbuffer.load(res.model_bytes), op)
+           for op in flatbuffer.load(res.model_bytes).subgraphs[0].operators]
+    assert ops.count("TFS_GROUP_SPARSE_CONV2D") == 2
+    with filtered_stderr(litert_noise):
+        want = runtime.load_stock(res.dense_model_bytes).run(images)[0]
+        got = runtime.load(res.model_bytes).run(images)[0]
+    np.testing.assert_array_equal(got, want)
+    est = c_array.arena_estimate(res.model_bytes)
+    # conv1: 576 positions, K = 25, tile 163: patches 4,080 + int16 copy 8,182 (FORMAT.md)
+    assert est.scratch >= 4080 + 8182
+    cc, h = res.write_c_array(str(tmp_path))
+    text = open(cc).read()
+    assert f"g_model_data_len = {len(res.model_bytes)};" in text and "alignas(16)" in text
+    # the validator decodes both conv nodes back to the dense filters
+    checks = {c.name: c for c in check_nm(res.model_bytes).layers}
+    assert checks["conv1"].kind == "TFS_GROUP_SPARSE_CONV2D" and checks["conv1"].status != "invalid"
+    assert checks["conv2"].kind == "TFS_GROUP_SPARSE_CONV2D" and checks["conv2"].status != "invalid"
+
+
+def _valid_layer(seed=0):
+    model, calib, _ = _conv_model((9, 9, 3), 6, 3, 2, 1, "same", "relu", seed=seed)
+    tfl = flatbuffer.load(convert_keras(model, "int8", calib))
+    (conv,) = find_conv2d(tfl)
+    return tfl, conv, CONV.arrays(tfl, conv, 4)
+
+
+def test_geometry_and_blob_shape():
+    tfl, conv, arrays = _valid_layer()
+    np.testing.assert_array_equal(arrays["geometry"],
+                                  [1, 9, 9, 3, 3, 3, 2, 2, 1, 1, 0, 5, 5, 1, 1, 0])
+    assert arrays["meta"][1] == 27 and arrays["meta"][2] == 6
+    blob = CONV.blob(tfl, conv, 4)
+    assert blob.shape[:5] == (6, 1, 1, 2, 2)  # SAME: ekh = ekw = 1
+    layer = CONV.kernel(params_blob.unpack_params(blob, CONV.sections))
+    assert layer.blob_dims() == (6, 1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    (0, 2, "geometry: version 2, expected 1"),
+    (1, 0, "geometry: in_h = 0 not in [1, 65535]"),
+    (3, 4, "geometry: kh * kw * cin = 36, but meta's in = 27"),
+    (6, 70000, "geometry: stride_h = 70000 not in [1, 65535]"),
+    (10, 2, "geometry: padding = 2, expected 0 (SAME) or 1 (VALID)"),
+    (11, 4, "geometry: out_h x out_w = 4 x 5, TFLite's is 5 x 5"),
+    (13, 0, "geometry: padding top/left = 0/1, TFLite's is 1/1"),
+    (15, 7, "geometry: reserved field = 7, must be 0"),
+])
+def test_validator_rejects_bad_geometry(field, value, message):
+    _, _, arrays = _valid_layer()
+    arrays["geometry"][field] = value
+    with pytest.raises(KernelFormatError, match=message.replace("[", r"\[").replace("]", r"\]")
+                       .replace("*", r"\*").replace("(", r"\(").replace(")", r"\)")):
+        CONV.kernel(arrays)
+
+
+def test_validator_rules_beyond_geometry():
+    _, _, arrays = _valid_layer()
+    valid = dict(arrays)
+    g = arrays["geometry"].copy()
+    g[10], g[11], g[12], g[13], g[14] = 1, 4, 4, 0, 0  # VALID 3x3 on 9x9, stride 2: 4 x 4
+    CONV.kernel(dict(valid, geometry=g))  # accepted
+    g2 = g.copy()
+    g2[1] = g2[2] = 2  # VALID window 3 larger than the 2x2 input
+    with pytest.raises(KernelFormatError, match="VALID filter window is larger than the input"):
+        CONV.kernel(dict(valid, geometry=g2))
+    with pytest.raises(KernelFormatError, match=r"input 9 \(geometry\): 15 elements, expected 16"):
+        CONV.kernel(dict(valid, geometry=arrays["geometry"][:15]))
+    with pytest.raises(KernelFormatError, match="input 9 .geometry.: element type 1, expected 2"):
+        CONV.kernel(dict(valid, geometry=arrays["geometry"].astype(np.float32)))
+    bad_meta = arrays["meta"].copy()
+    bad_meta[5] = 0  # float32: the FC validator then wants 5 arrays, the conv op int8 only
+    with pytest.raises(KernelFormatError):
+        CONV.kernel(dict(valid, meta=bad_meta))
+    bad_col = arrays["col_idx"].copy()
+    bad_col[0] = 200  # the FC part's rules hold: a group index past ceil(27 / 4)
+    with pytest.raises(KernelFormatError, match=r"col_idx\[0\] = 200 >= ceil\(in / g\) = 7"):
+        CONV.kernel(dict(valid, col_idx=bad_col))
+    layer = CONV.kernel(valid)
+    with pytest.raises(KernelFormatError, match="activations of shape"):
+        layer(np.zeros((1, 9, 9, 4), np.int8))
+
+
+def test_blob_unpacker_rejects_wrong_section_count():
+    tfl, conv, arrays = _valid_layer()
+    blob = params_blob.pack_params({k: v for k, v in arrays.items() if k != "geometry"}, 6,
+                                   CONV.sections)
+    with pytest.raises(KernelFormatError, match="sections"):
+        kernels.GroupSparseConv2D.from_blob(blob)
+
+
+def test_runtime_rejects_blob_shape_that_does_not_match_the_geometry():
+    model, calib, images = _conv_model((9, 9, 3), 6, 3, 1, 1, "valid", None, seed=3)
+    res = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
+                          formats={"c": "custom_conv"})
+    tfl = flatbuffer.load(res.model_bytes)
+    sg = tfl.subgraphs[0]
+    (op,) = [op for op in sg.operators if flatbuffer.custom_code(tfl, op) == CONV.op_name]
+    t = sg.tensors[int(op.inputs[1])]
+    assert tuple(t.shape[:5]) == (6, 3, 3, 1, 1)
+    with filtered_stderr(litert_noise):
+        np.testing.assert_array_equal(runtime.load(res.model_bytes).run(images)[0],
+                                      runtime.load_stock(res.dense_model_bytes).run(images)[0])
+    # the same bytes, the blob reshaped as if the window were 1x1 (SAME-like): refused
+    t.shape = np.array([6, 1, 1, 1, 1, 9 * int(t.shape[5])], np.int32)
+    with filtered_stderr(litert_noise), pytest.raises(runtime.LiteRtError):
+        runtime.load(flatbuffer.save(tfl)).run(images)
+
+
+def test_planner_prices_conv_and_respects_hints():
+    tfl, conv, _ = _valid_layer()
+    cost = load_cost("cortex-m4")
+    d = decide(conv, cost)
+    assert d.format in ("custom_conv", "dense") and d.reason
+    forced = decide(conv, cost, group_size=8, force="custom_conv")
+    assert forced.format == "custom_conv" and forced.g == 8
+    with pytest.raises(ValueError, match="format 'custom' not in"):
+        decide(conv, cost, force="custom")
+    # x86 profiles price no conv format: the exporter leaves CONV_2D alone
+    model, calib, _ = _conv_model((9, 9, 3), 6, 3, 1, 1, "valid", None, seed=4)
+    res = exporter.export(model, target="x86-avx2", quantize="int8", representative_data=calib)
+    assert [r.layer for r in res.layers] == []

@@ -1,0 +1,25 @@
+/* TFS_GROUP_SPARSE_CONV2D: compute - im2col of a tile of output positions into the workspace,
+ * then the TFS_GROUP_SPARSE_FC kernel the manifest picks for the layer (tfs_gsfc_compute) on
+ * the tile. See tfs_group_sparse_conv.h. */
+#include "tfs_group_sparse_conv.h"
+
+int tfs_gsconv_compute(const tfs_gsconv_layer* layer, const tfs_gsfc_packed* packed, const void* x,
+                       void* y, int32_t batch, void* workspace, int impl) {
+  const tfs_conv_geom* G = &layer->geom;
+  const int32_t positions = layer->positions, tile = layer->tile, out = layer->fc.out;
+  const size_t in_size = (size_t)G->in_h * (size_t)G->in_w * (size_t)G->cin;
+  int8_t* patches = (int8_t*)workspace;
+  void* fc_ws = (unsigned char*)workspace + tfs_gsconv_patch_bytes(layer);
+  for (int32_t b = 0; b < batch; ++b) {
+    const int8_t* xb = (const int8_t*)x + (size_t)b * in_size;
+    int8_t* yb = (int8_t*)y + (size_t)b * (size_t)positions * (size_t)out;
+    for (int32_t p0 = 0; p0 < positions; p0 += tile) {
+      const int32_t n = positions - p0 < tile ? positions - p0 : tile;
+      tfs_im2col_s8(G, xb, p0, n, patches);
+      const int rc = tfs_gsfc_compute(&layer->fc, packed, patches, yb + (size_t)p0 * (size_t)out,
+                                      n, fc_ws, impl);
+      if (rc != TFS_OK) return rc;
+    }
+  }
+  return TFS_OK;
+}
