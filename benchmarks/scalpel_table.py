@@ -86,7 +86,8 @@ DISTILL = dict(temperature=4.0, weight=1.0)
 #: ``gates``: GateTraining's L1 stages (each ``stage_epochs`` long; conv channels need stronger
 #: penalties than Dense units, LeNet-5's first conv layer stronger still), fine-tuning epochs with
 #: the masks frozen, the group sparsity the CPU plan reaches on Dense layers meanwhile, Adam's
-#: peak learning rate (``lr``, default 1e-3), and ``gpu``: entries that differ for the GPU plan.
+#: peak learning rate (``lr``, default 1e-3), ``gpu``: entries that differ for the GPU plan, and
+#: ``distill``: entries that differ when the fine-tuning is distilled (`--distill`).
 #: Each stage is cached under a key of the settings it depends on, so changing one stage's
 #: settings retrains only that stage.
 SETTINGS = {
@@ -95,7 +96,9 @@ SETTINGS = {
                      trad=dict(rounds=(0.5, 0.75, 0.88, 0.92), round_epochs=2, finetune_epochs=6),
                      groups=dict(sparsity=0.92, prune_epochs=15, finetune_epochs=15),
                      gates=dict(penalties=(3e-5, 8e-5, 2e-4), stage_epochs=3, finetune_epochs=20,
-                                group_sparsity=0.9)),
+                                group_sparsity=0.9,
+                                # the teacher's soft term holds dying gates up: stronger L1
+                                distill=dict(penalties=(4.8e-5, 1.28e-4, 3.2e-4)))),
     "lenet5": dict(title="LeNet-5", builder=models.lenet5, data="mnist", flatten=False,
                    train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet5"],
                    trad=dict(rounds=(0.6, 0.8, 0.92), round_epochs=1, finetune_epochs=3),
@@ -236,17 +239,22 @@ def prune_groups(dense, s, train, seed, target, distill=None):
     return tfscalpel.strip(pruned)
 
 
-def gate_settings(s, target):
+def gate_settings(s, target, distill=None):
     """The gate settings for ``target``: ``s["gates"]`` with its ``gpu`` entries applied for the
-    GPU plan (which node-prunes Dense layers too, so it may want other strengths)."""
-    gates = {k: v for k, v in s["gates"].items() if k != "gpu"}
-    return {**gates, **s["gates"].get("gpu", {})} if target == "gpu-ampere" else gates
+    GPU plan (which node-prunes Dense layers too, so it may want other strengths), then its
+    ``distill`` entries when the fine-tuning is distilled."""
+    gates = {k: v for k, v in s["gates"].items() if k not in ("gpu", "distill")}
+    if target == "gpu-ampere":
+        gates.update(s["gates"].get("gpu", {}))
+    if distill is not None:
+        gates.update(s["gates"].get("distill", {}))
+    return gates
 
 
 def prune_with_gates(dense, s, train, seed, target, distill=None):
     """Scalpel's plan with node pruning: ``prune(target=...)`` + GateTraining (+ groups rising on
     a cubic schedule over the gate stages where the plan group-prunes)."""
-    p = gate_settings(s, target)
+    p = gate_settings(s, target, distill)
     keras.utils.set_random_seed(seed)
     gates = tfscalpel.GateTraining(penalties=p["penalties"], epochs_per_stage=p["stage_epochs"],
                                    finetune_epochs=p["finetune_epochs"])
@@ -287,12 +295,12 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
         # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
         "CPU": lambda: cache.get(
             "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2", distill),
-            keyed(gate_settings(s, "x86-avx2"))) if has_conv else cache.get(
+            keyed(gate_settings(s, "x86-avx2", distill))) if has_conv else cache.get(
             "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2", distill),
             groups("x86-avx2")),
         "GPU": lambda: cache.get(
             "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere", distill),
-            keyed(gate_settings(s, "gpu-ampere"))),
+            keyed(gate_settings(s, "gpu-ampere", distill))),
     }
     return {"dense": dense, **{name: stages[name]() for name in which}}
 
