@@ -30,7 +30,11 @@
 
 #define TFS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 #define TFS_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#ifdef TFS_SANITIZER_BUILD /* see TFS_UNROLL: inlining every (NV, G) instance is what costs */
+#define TFS_INLINE static inline
+#else
 #define TFS_INLINE static inline __attribute__((always_inline))
+#endif
 #define TILE TFS_GSMM_TILE
 
 static int32_t round_up(int32_t v, int32_t m) { return (v + m - 1) / m * m; }
