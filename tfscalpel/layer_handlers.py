@@ -203,7 +203,11 @@ class LayerHandler:
 
     def make_twin(self, layer, **pruning):
         """A new, unbuilt pruned twin of ``layer`` (``pruning``: pattern, importance, schedule,
-        global_group as :class:`~tfscalpel.PrunableMixin` takes them)."""
+        global_group as :class:`~tfscalpel.PrunableMixin` takes them). An already pruned layer
+        (re-pruning) becomes a new layer of its own class with the new settings."""
+        if isinstance(layer, PrunableMixin):
+            config = {k: v for k, v in layer.get_config().items() if k not in _PRUNING_KEYS}
+            return type(layer)(**config, **pruning)
         twin = self.pruned_twin(layer)
         if twin is None:
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has no pruned twin")

@@ -52,10 +52,12 @@ def kernel_matrix(kernel, fan_in_ndim=None):
 
 
 def fan_in_of(kernel_shape, fan_in_ndim=None):
-    """The fan-in of a kernel whose first ``fan_in_ndim`` axes (default all but the last) are
-    the contraction: the rows of :func:`kernel_matrix`."""
-    k = len(kernel_shape) - 1 if fan_in_ndim is None else fan_in_ndim
-    return int(np.prod(tuple(kernel_shape)[:k]))
+    """The fan-in of a kernel whose first ``fan_in_ndim`` axes (default all but the last;
+    negative: the last ``-fan_in_ndim`` axes) are the contraction: the rows of
+    :func:`kernel_matrix`."""
+    shape = tuple(kernel_shape)
+    k = len(shape) - 1 if fan_in_ndim is None else fan_in_ndim
+    return int(np.prod(shape[k:] if k < 0 else shape[:k]))
 
 
 def _value_now(variable):

@@ -4,7 +4,7 @@ import warnings
 import keras
 
 from tfscalpel.layer_handlers import get_handler, load_stock_weights
-from tfscalpel.layers import PrunableMixin, fan_in_of
+from tfscalpel.layers import PrunableMixin
 from tfscalpel.patterns import GroupPattern, get_pattern, tfmot_block_pattern
 from tfscalpel.planner import check_per_layer, insert_masks, plan
 from tfscalpel.schedules import ConstantSparsity, get_schedule
@@ -133,7 +133,7 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         raise ValueError(
             f"prune() needs a Keras model (Sequential, Functional or subclassed), got "
             f"{type(model).__name__}; prune_low_magnitude() takes a single layer")
-    if not model.built:
+    if not model.built and not is_subclassed(model):  # a subclassed one: subclassed.py says
         raise ValueError(
             f"prune(): the {type(model).__name__} model {model.name!r} is not built, so its "
             "layers have no weights to prune yet: start it with keras.Input(shape), or call "
@@ -251,7 +251,12 @@ def _capped_to_fan_in(layer, pattern, importance, schedule):
     """The default group width narrowed to the widest kernel width within ``layer``'s fan-in
     (a 1x1 depthwise filter has one input per unit)."""
     if isinstance(pattern, GroupPattern):
-        fan_in = fan_in_of(layer.kernel.shape, _twin(layer).fan_in_ndim)
+        try:
+            fan_in = int(get_handler(layer).plan_shape(layer)[0])
+        except (AttributeError, ValueError):
+            # several prunable weights (MultiHeadAttention, a get_prunable_weights() layer):
+            # each twin checks its own width when it builds
+            return pattern, importance, schedule
         if pattern.group_size > fan_in:
             pattern = GroupPattern(max(w for w in GROUP_SIZES if w <= fan_in))
     return pattern, importance, schedule
