@@ -282,7 +282,7 @@ def channel_plan(model, dead=None):
     return plan
 
 
-def coupled_gates(model):
+def coupled_gates(model, windows=True):
     """MaskLayer nodes that gate one coupled channel class (tied by Add, Multiply, ...), or one
     N:M window of an N:M-pruned layer's inputs.
 
@@ -292,10 +292,10 @@ def coupled_gates(model):
     importance).
 
     Returns a list of groups with more than one node, each a list of ``(MaskLayer name, node
-    index)`` pairs.
+    index)`` pairs. ``windows=False`` leaves the N:M windows out (merges only).
     """
     walk = _walk(model, None)
-    for window in walk.windows:  # a window's channels go together: one group
+    for window in (walk.windows if windows else ()):  # a window's channels go together
         for a in window[1:]:
             walk.classes.union(int(window[0]), int(a))
     groups = {}
