@@ -137,7 +137,9 @@ def test_gated_model_trains_strips_and_survives_save_load(tmp_path):
                              mask_options={"initial_gate": 0.6})
     # gate_scale 16: one Adam(3e-3) step moves a gate up to 0.048, so 8 steps kill some nodes
     models.compile_classifier(pruned, keras.optimizers.Adam(3e-3))
-    gates = tfscalpel.GateTraining(penalties=(3e-3,), finetune_epochs=1)
+    # fc2 is node+2:4: its input channels (fc1's units) go in whole windows of 4, so the
+    # windows' gates are tied to die together and every dead fc1 node is removed
+    gates = tfscalpel.GateTraining(penalties=(3e-3,), finetune_epochs=1, tie_windows=True)
     pruned.fit(x, y, epochs=gates.total_epochs, batch_size=8, verbose=0,
                callbacks=[gates, tfscalpel.UpdatePruningStep()])
     pruned.save(tmp_path / "gated.keras")
