@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 
 import tfscalpel
+from layer_testlib import strip_and_reload
 from tfscalpel.attention_layers import (
     GroupPrunedEinsumDense,
     GroupPrunedEmbedding,
@@ -45,20 +46,12 @@ def _prune_half(layer, axes):
 
 
 def _roundtrip(model, x, tmp_path, y_dim):
-    """Two fit steps, strip, save/load both: every output equals the pruned model's."""
+    """Two fit steps, then strip and save/load both: every output equals the pruned model's."""
     rng = np.random.default_rng(0)
     model.compile(optimizer="adam", loss="mse")
     model.fit(x, rng.normal(size=(len(x), y_dim)).astype("float32"), batch_size=len(x) // 2,
               epochs=1, verbose=0, callbacks=[tfscalpel.UpdatePruningStep()])
-    expected = model.predict(x, verbose=0)
-    stripped, report = tfscalpel.strip(model, return_report=True)
-    np.testing.assert_allclose(stripped.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
-    model.save(tmp_path / "pruned.keras")
-    stripped.save(tmp_path / "stripped.keras")
-    for name in ("pruned.keras", "stripped.keras"):
-        loaded = keras.models.load_model(tmp_path / name)
-        np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
-    return stripped, {r.name: r for r in report.layers}
+    return strip_and_reload(model, x, tmp_path)
 
 
 # -- convolutions ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 
 import tfscalpel
 from gating_testlib import kill
+from layer_testlib import strip_and_reload
 from tfscalpel import MaskLayer
 from tfscalpel.layers import GroupPrunedConv1D, GroupPrunedDepthwiseConv2D, kernel_matrix
 
@@ -42,15 +43,7 @@ def _fit_strip_reload(pruned, x, y, tmp_path):
         from_logits=True))
     pruned.fit(x, y, batch_size=8, epochs=2, verbose=0,
                callbacks=[tfscalpel.UpdatePruningStep()])
-    stripped, report = tfscalpel.strip(pruned, return_report=True)
-    expected = pruned.predict(x, verbose=0)
-    np.testing.assert_allclose(stripped.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5)
-    pruned.save(tmp_path / "pruned.keras")
-    stripped.save(tmp_path / "stripped.keras")
-    for path in ("pruned.keras", "stripped.keras"):
-        loaded = keras.models.load_model(tmp_path / path)
-        np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5)
-    return stripped, {r.name: r for r in report.layers}
+    return strip_and_reload(pruned, x, tmp_path)
 
 
 def test_conv1d_groups_run_along_k_times_cin(tmp_path):

@@ -364,6 +364,18 @@ class CustomOpLayer:
         return best
 
 
+def _pack_fc_core(lib, layer) -> tuple:
+    """The SIMD paths' packed copy of a validated group-sparse FC core ``layer``: its 64-byte
+    aligned memory (kept alive by the caller) and the ``tfs_gsfc_packed`` struct."""
+    bound = lib.tfs_gsfc_packed_bound(layer)
+    raw = np.zeros(bound + 64, np.uint8)
+    mem = raw.ctypes.data + ((-raw.ctypes.data) % 64)
+    packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
+    if lib.tfs_gsfc_pack(layer, mem, bound, packed) != 0:
+        raise RuntimeError("tfs_gsfc_pack failed")
+    return raw, packed
+
+
 class GroupSparseFC(CustomOpLayer):
     """One validated group-sparse FC layer (TFS_GROUP_SPARSE_FC), runnable on numpy arrays
     without LiteRT: :class:`CustomOpLayer` on the arrays values, col_idx, row_ptr, meta, bias
@@ -379,12 +391,7 @@ class GroupSparseFC(CustomOpLayer):
         self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
                         out_scale], requant)
         # The SIMD paths' packed copy (rows sorted and interleaved in blocks of 8).
-        bound = lib.tfs_gsfc_packed_bound(self._layer)
-        self._packed_raw = np.zeros(bound + 64, np.uint8)
-        mem = self._packed_raw.ctypes.data + ((-self._packed_raw.ctypes.data) % 64)
-        self._packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
-        if lib.tfs_gsfc_pack(self._layer, mem, bound, self._packed) != 0:
-            raise RuntimeError("tfs_gsfc_pack failed")
+        self._packed_raw, self._packed = _pack_fc_core(lib, self._layer)
         self.g = int(self._arrays[3][3])
 
     def _layer_args(self) -> tuple:
@@ -425,12 +432,7 @@ class GroupSparseConv2D(CustomOpLayer):
         if tile is not None:
             lib.tfs_gsconv_set_tile(self._layer, int(tile))
         # The FC core's packed copy: the layer struct starts with its tfs_gsfc_layer.
-        bound = lib.tfs_gsfc_packed_bound(self._layer)
-        self._packed_raw = np.zeros(bound + 64, np.uint8)
-        mem = self._packed_raw.ctypes.data + ((-self._packed_raw.ctypes.data) % 64)
-        self._packed = ctypes.create_string_buffer(lib.tfs_gsfc_packed_struct_size())
-        if lib.tfs_gsfc_pack(self._layer, mem, bound, self._packed) != 0:
-            raise RuntimeError("tfs_gsfc_pack failed")
+        self._packed_raw, self._packed = _pack_fc_core(lib, self._layer)
         g = self._arrays[8]
         self.g = int(self._arrays[3][3])
         self.in_shape = (int(g[1]), int(g[2]), int(g[3]))
