@@ -20,6 +20,7 @@
 import keras
 from keras import ops
 
+from tfscalpel.config_objects import serialize_pruning_args
 from tfscalpel.layers import PrunableMixin
 
 
@@ -142,8 +143,4 @@ class GroupPrunedMultiHeadAttention(keras.layers.MultiHeadAttention):
         return [getattr(self, a) for a in _PROJECTIONS if getattr(self, a, None) is not None]
 
     def get_config(self):
-        config = super().get_config()
-        for key, value in self._pruning_args.items():
-            config[key] = (value if key == "global_group" or value is None
-                           else keras.saving.serialize_keras_object(value))
-        return config
+        return {**super().get_config(), **serialize_pruning_args(self._pruning_args)}

@@ -38,3 +38,12 @@ def registrar(registry, name_attribute):
         return wrap
 
     return register
+
+
+def serialize_pruning_args(args):
+    """A pruned layer's ``pattern`` / ``importance`` / ``schedule`` / ``global_group`` as the
+    config dict its constructor accepts back: the objects as Keras config dicts, the group name
+    (a plain string) and unset values as they are."""
+    return {key: (value if key == "global_group" or value is None
+                  else keras.saving.serialize_keras_object(value))
+            for key, value in args.items()}

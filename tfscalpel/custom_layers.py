@@ -19,6 +19,7 @@ better served by a twin (:class:`~tfscalpel.PrunableMixin`, :func:`tfscalpel.reg
 """
 import keras
 
+from tfscalpel.config_objects import serialize_pruning_args
 from tfscalpel.layers import PrunableMixin
 
 
@@ -101,11 +102,7 @@ class PrunedWeights(keras.layers.Wrapper):
         return self.layer.__class__.from_config(self.layer.get_config())
 
     def get_config(self):
-        config = super().get_config()
-        for key, value in self._pruning_args.items():
-            config[key] = (value if key == "global_group" or value is None
-                           else keras.saving.serialize_keras_object(value))
-        return config
+        return {**super().get_config(), **serialize_pruning_args(self._pruning_args)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
