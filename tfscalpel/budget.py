@@ -165,6 +165,7 @@ class Allocation:
     totals: Costs
     dense_totals: Costs
     sensitivity_source: str
+    model_latency: float = 0.0  # a measured profile's whole-model term, in every total
 
     def sparsities(self):
         """``{layer name: sparsity}`` of the layers the budget prunes (sparsity > 0)."""
@@ -197,6 +198,9 @@ class Allocation:
         for r in self.layers:
             lines.append(row(r.name, f"{r.sparsity:.0%}", r.g or "-", r.format, r.costs,
                              f"{r.sensitivity:.4f}", r.note))
+        if self.model_latency:
+            lines.append(row("(model)", "", "", "", Costs(self.model_latency, 0.0, 0.0, 0.0),
+                             "", "measured whole model minus its layers timed alone"))
         lines.append("-" * len(head))
         lines.append(row("total", "", "", "", self.totals, ""))
         lines.append(row("dense", "", "", "", self.dense_totals, ""))
@@ -333,8 +337,11 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
         (fixed if why else free).append((p, why))
     g_default = {p.name: p.group_size for p, _ in free}
     options = [_layer_options(costs, shapes[p.name], budget, g_default[p.name]) for p, _ in free]
-    dense_all = _sum(costs.dense(s) for s in shapes.values())
-    fixed_total = _sum(costs.dense(shapes[p.name]) for p, _ in fixed)
+    # A measured profile's whole-model term (tflite_export.host_profile) counts once, dense or
+    # pruned; fitted profiles have none.
+    model_term = Costs(costs.model_ns, 0.0, 0.0, 0.0)
+    dense_all = model_term + _sum(costs.dense(s) for s in shapes.values())
+    fixed_total = model_term + _sum(costs.dense(shapes[p.name]) for p, _ in fixed)
     limits = budget.limits(dense_all, costs.time_unit)
     # Arena is a maximum, not a sum: options over the limit are out, whatever else they save.
     if "arena" in limits:
@@ -391,9 +398,9 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
             note = dict((q.name, why) for q, why in fixed)[p.name]
             rows.append(LayerAllocation(p.name, p.layer_type, 0.0, 0, "dense", dense, dense,
                                         0.0, note))
-    totals = _sum(r.costs for r in rows)
+    totals = model_term + _sum(r.costs for r in rows)
     return Allocation(target.name, costs.dtype, costs.time_unit, budget, limits, tuple(rows),
-                      totals, dense_all, source)
+                      totals, dense_all, source, costs.model_ns)
 
 
 def _infeasible(target, metric, limits, best, dense_all, costs, fixed):

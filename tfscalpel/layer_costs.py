@@ -137,6 +137,11 @@ class ProfileCosts:
         self.value_bytes = 1 if self.dtype == "int8" else 4
         custom = profile["formats"].get("custom", {}).get(self.dtype, {})
         self.custom_reason = custom.get("unsupported") if custom else "no custom op entry"
+        measured = (profile.get("measured") or {}).get(self.dtype) or {}
+        self.measured = measured.get("layers") or {}
+        #: Added once to every model total (measured profiles: the whole model minus its layers
+        #: timed one at a time; 0 for a fitted profile, which leaves the per-run cost out).
+        self.model_ns = float(measured.get("model_ns", 0.0))
 
     def sparse_reason(self, shape):
         """Why ``shape``'s layer cannot be exported sparse on this target, or None."""
@@ -152,7 +157,30 @@ class ProfileCosts:
             return f"sparse convolutions are priced at g in {sorted(units, key=int)} only"
         return None
 
+    def _measured(self, fmt, shape, units, g):
+        """The layer's time from the profile's ``"measured"`` table (this host, this shape:
+        ``tflite_export.host_profile``), or None where it has none. Between measured stored-group
+        counts the time is interpolated linearly; beyond them the nearest segment's slope
+        extends it (one point: that point's time per stored group)."""
+        entry = self.measured.get(f"{shape.fan_in}x{shape.units}") if (
+            shape.kind == "dense" and shape.positions == 1) else None
+        if entry is None:
+            return None
+        if fmt == "dense":
+            return float(entry["dense_ns"])
+        points = sorted((float(n), float(t)) for n, t in entry.get("custom", {}).get(str(g), ()))
+        if not points:
+            return None
+        if len(points) == 1:
+            return points[0][1] * units / points[0][0]
+        k = next((i for i in range(1, len(points) - 1) if units <= points[i][0]), len(points) - 1)
+        (n0, t0), (n1, t1) = points[k - 1], points[k]
+        return t0 + (t1 - t0) * (units - n0) / (n1 - n0)
+
     def _latency(self, fmt, shape, units, g=0):
+        measured = self._measured(fmt, shape, units, g)
+        if measured is not None:
+            return max(measured, 0.0)
         # A convolution is one node whose kernel runs over every output position: the node's
         # fixed cost once, the per-row and per-unit work (and im2col, where priced) per position.
         conv = self.conv if shape.kind == "conv" else None
