@@ -1,5 +1,7 @@
 """Prune to a budget (tfscalpel.Budget): allocations on a toy model whose costs are computed by
 hand, infeasible budgets, the energy model, plan printing, and prune(budget=) end to end."""
+import json
+
 import numpy as np
 import pytest
 
@@ -292,17 +294,20 @@ def test_a_measured_profile_prices_its_layers_from_the_table():
     assert layer_costs.ProfileCosts(TOY, TOY_PROFILE).model_ns == 0.0
 
 
-def test_a_measured_profile_budget_counts_the_whole_model_once():
+def test_a_measured_profile_budget_counts_the_whole_model_once(tmp_path):
     # Dense: -10 + 40 + 16 + 8 = 54, so 0.5x is 27. Uniform at 25 % (c's 2 groups: none removed,
-    # round(0.5) = 0, so c is the custom op storing both): -10 + 26 + 6 + 4 = 26.
-    p = tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
+    # round(0.5) = 0, so c is the custom op storing both): -10 + 26 + 6 + 4 = 26. The profile
+    # as the JSON file python -m tflite_export.host_profile writes.
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(TOY_MEASURED))
+    p = tfscalpel.plan(toy_model(), TOY, profile=str(path),
                        budget=Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75), order="uniform"))
     alloc = p.allocation
     assert allocated(p) == {"a": 0.25, "b": 0.25, "c": 0.25}
     assert (alloc.totals.latency, alloc.dense_totals.latency, alloc.limits) == (
         26.0, 54.0, {"latency": 27.0})
     assert alloc.model_latency == -10.0
-    assert "(model)" in str(alloc) and "measured whole model minus its layers" in str(alloc)
+    assert "(model)" in str(alloc) and "the whole model minus its FC layers" in str(alloc)
     # The knapsack: a to 75 % (10 ns), the cheapest per sensitivity; c to 25 % (4) is free.
     p = tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
                        budget=Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75)))
@@ -318,3 +323,25 @@ def test_infeasible_budget_on_a_measured_profile_names_the_best_reachable_figure
         tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
                        budget=Budget(latency=0.05, sparsities=(0.5, 0.75)))
     assert info.value.best == {"latency": 4.0}
+
+
+def test_a_measured_profile_counts_dense_convolutions_in_the_whole_model_term():
+    # On a CPU target the conv is exported dense; measured, its time is in model_ns (the whole
+    # model minus its FC layers), so it costs no latency of its own: -10 + 0 + 40 + 8 = 38.
+    # Priced by the line instead, it costs 16 x 4 weights x 4 positions: 0.5x is unreachable.
+    x = inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)  # 9 weights x 2 filters, 2x2 positions
+    x = keras.layers.Dense(4, name="a")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="c")(x))
+    for layer in model.layers:
+        if layer.weights:
+            layer.kernel.assign(np.ones(layer.kernel.shape, np.float32))
+    budget = Budget(latency=0.5, sparsities=(0.5, 0.75))
+    p = tfscalpel.plan(model, TOY, profile=TOY_MEASURED, budget=budget)
+    alloc = p.allocation
+    assert (alloc["conv"].costs.latency, alloc.dense_totals.latency) == (0.0, 38.0)
+    assert allocated(p) == {"conv": 0.0, "a": 0.5, "c": 0.0}
+    assert alloc.totals.latency == 16.0  # -10 + 18 + 8 <= 19
+    with pytest.raises(BudgetError, match=r"best any allocation reaches is 78 ns \(0\.696x "
+                                          r"dense\).*layers counted dense: \['conv'\]"):
+        tfscalpel.plan(model, TOY, budget=budget)

@@ -23,11 +23,14 @@ also timed alone, dense, for the exporter's rule. All candidates are timed in in
 
 The result is the base profile plus a ``"measured"`` table per dtype::
 
-    "measured": {"float32": {"model_ns": -5200.0,          # whole dense model - sum of dense_ns
+    "measured": {"float32": {"model_ns": -5200.0,    # whole dense model - its FCs' dense_ns
                              "layers": {"784x300": {"dense_ns": 21000.0,   # the layer alone
                                                     "custom": {"8": [[stored_groups, ns], ...]}}}}}
 
-where a custom entry is ``dense_ns`` plus the whole model's change. ``tfscalpel.layer_costs``
+where a custom entry is ``dense_ns`` plus the whole model's change. ``model_ns`` holds what
+is not a FULLY_CONNECTED (convolutions, which CPU targets export dense and which the allocator
+then counts there, pooling) and the interpreter's per-run cost, less the per-run cost each
+layer paid alone. ``tfscalpel.layer_costs``
 prices a layer of that shape from the table (linearly in stored groups between the measured
 points, the nearest segment beyond them) and falls back to the base profile's line elsewhere;
 the allocator adds ``model_ns`` to every total, so relative budgets are relative to the whole
@@ -147,7 +150,7 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
         shape = f"{fc.in_features}x{fc.out_features}"
         alone = flatbuffer.save(host.layer_model(dense_bytes, fc))
         candidates.append(((index, "alone"), alone, _input(alone)))
-        layers[index] = (shape, {})
+        layers[index] = (shape, {})  # every FC has its dense time (an unsupported one too)
         if fc.unsupported or fc.weights is None or custom.eligible(fc):
             continue
         for g in group_sizes:
@@ -180,3 +183,31 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
                 "(tflite_export.host_profile)", min_speedup=margin)
     base.setdefault("measured", {})[dtype] = {"model_ns": whole - layer_sum, "layers": entries}
     return base
+
+
+def main(argv=None) -> int:
+    """``python -m tflite_export.host_profile --model dense.keras --output host.json``: the
+    profile for ``tfscalpel.plan(..., profile="host.json")``."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Measure a budget profile for a model's layers on "
+                                "this host (tflite_export.host_profile).")
+    p.add_argument("--model", required=True, help="the dense .keras model the budget is planned on")
+    p.add_argument("--output", required=True, help="the JSON profile to write")
+    p.add_argument("--target", default="x86-avx2", help="the target the plan uses (its profile "
+                   "is the base)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    args = p.parse_args(argv)
+    import keras
+
+    from tflite_export.atomic import write_atomic
+
+    profile = measure(keras.models.load_model(args.model), args.target, rounds=args.rounds)
+    write_atomic(args.output, json.dumps(profile, indent=1))
+    print(json.dumps(profile["measured"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,11 @@ CVPR 2017), each as far as needed before the next. ``order="uniform"`` is the ba
 sparsity for every prunable layer, the smallest of ``sparsities`` that fits.
 
 **Infeasible** budgets raise :class:`BudgetError` with the best figure any allocation reaches.
+
+**Host latency.** ``export(target="host")`` decides per layer from times measured on this
+machine; plan a host latency budget with ``profile=`` a profile measured here for the model's
+layers (``tflite_export.host_profile.measure``) so the allocator prices what the exporter will
+measure; a registered CPU profile is a fitted line from another machine.
 """
 import dataclasses
 
@@ -200,7 +205,7 @@ class Allocation:
                              f"{r.sensitivity:.4f}", r.note))
         if self.model_latency:
             lines.append(row("(model)", "", "", "", Costs(self.model_latency, 0.0, 0.0, 0.0),
-                             "", "measured whole model minus its layers timed alone"))
+                             "", "measured: the whole model minus its FC layers timed alone"))
         lines.append("-" * len(head))
         lines.append(row("total", "", "", "", self.totals, ""))
         lines.append(row("dense", "", "", "", self.dense_totals, ""))
@@ -316,8 +321,10 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
             ``"group"`` are allocated, the others count at their dense cost.
         target: a :class:`~tfscalpel.HardwareTarget`.
         budget: a :class:`Budget`.
-        profile: a cost profile dict to price with instead of the target's (e.g. measured on
-            the device by ``python -m tflite_export.calibrate``).
+        profile: a cost profile (dict or JSON path) to price with instead of the target's
+            (e.g. measured on this host for the model's layers by
+            ``tflite_export.host_profile.measure``, or fitted on the device by
+            ``python -m tflite_export.calibrate``).
         dtype: the deployment dtype (default the target's).
         sensitivity_data, loss: held-out ``(x, y)`` and loss for the one-shot scan; without
             data the magnitude proxy is used.

@@ -19,6 +19,14 @@ imports the deployment side):
   int16 once per node); the model's arena is the largest layer's (the planner reuses memory);
 - **energy**: :func:`tfscalpel.energy.layer_energy` with the target's table.
 
+A profile measured on the host for one model (``tflite_export.host_profile``) also has a
+``"measured"`` table: a dense layer whose shape is in it is priced from its measured times
+(dense, and the custom op per ``g``, linear in stored groups between the measured sparsities),
+and the table's ``model_ns`` (the whole model minus its FULLY_CONNECTED layers timed alone:
+convolutions, which CPU targets export dense, pooling and the interpreter's per-run cost) is
+added once to every model total by the allocator, so a convolution costs 0 latency of its own
+there; other dense layers fall back to the formula.
+
 A convolution is priced with the profile's ``"conv"`` entry where it has one (how the target
 runs convolutions, e.g. im2col + the FC kernels on Cortex-M, with its own fitted coefficients
 and the im2col cost); only there is a convolution's sparse form priced. Elsewhere a conv layer
@@ -26,7 +34,9 @@ costs its dense figure at every sparsity, its latency estimated with the dense F
 over its output positions.
 """
 import dataclasses
+import json
 import math
+import os
 
 from tfscalpel import energy
 from tfscalpel.cost_profile import linear_time, unit_cost
@@ -118,6 +128,9 @@ class ProfileCosts:
 
     def __init__(self, target, profile=None, dtype=None):
         profile = target.cost_profile if profile is None else profile
+        if isinstance(profile, (str, os.PathLike)):  # a JSON profile written by a tool
+            with open(profile, encoding="utf-8") as f:
+                profile = json.load(f)
         if not isinstance(profile, dict) or "formats" not in profile:
             raise ValueError(
                 f"target {target.name!r} has no cost profile to budget with; pass profile= (a "
@@ -162,8 +175,11 @@ class ProfileCosts:
         ``tflite_export.host_profile``), or None where it has none. Between measured stored-group
         counts the time is interpolated linearly; beyond them the nearest segment's slope
         extends it (one point: that point's time per stored group)."""
-        entry = self.measured.get(f"{shape.fan_in}x{shape.units}") if (
-            shape.kind == "dense" and shape.positions == 1) else None
+        if not self.measured:
+            return None
+        if shape.kind == "conv" and not self.conv:
+            return 0.0  # run dense (CONV_2D): its time is in the whole-model term, model_ns
+        entry = self.measured.get(f"{shape.fan_in}x{shape.units}")
         if entry is None:
             return None
         if fmt == "dense":
