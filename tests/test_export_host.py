@@ -134,8 +134,9 @@ def test_measured_profile_prices_a_budget_as_the_host_export_measures(tmp_path):
     timer = SyntheticTimer()
     profile = host_profile.measure(model, "x86-avx2", sparsities=(0.75, 0.5), group_sizes=(4,),
                                    rounds=2, timer=timer)
-    # 2 rounds x (the whole model, each layer alone, each layer at 2 sparsities).
-    assert timer.calls == 2 * (1 + 2 + 2 * 2)
+    # 2 rounds x (the whole model, then each layer alone and each layer at 2 sparsities, each
+    # next to the whole model again).
+    assert timer.calls == 2 * (1 + 2 * (2 + 2 * 2))
     assert (profile["name"], profile["min_speedup"]) == ("x86-avx2-measured", host.MARGIN)
     measured = profile["measured"]["float32"]
     # Synthetic dense: 1 ns per weight, so the layers alone add up to the model (no model term).
@@ -176,3 +177,12 @@ def test_group_pruned_removes_the_lowest_norm_groups_ragged_tail_included():
     with pytest.raises(ValueError, match=r"sparsities must lie in \(0, 1\)"):
         host_profile.measure(stripped_model(8, [(4, None)], 4, 0.0, 0), sparsities=(1.0,),
                              timer=SyntheticTimer())
+
+
+def test_measured_times_are_made_non_decreasing_in_stored_groups():
+    from tflite_export import host_profile
+
+    # Each time lowered to the least at a larger stored count: 5 -> 3, 9 -> 7.
+    assert host_profile.nondecreasing([2.0, 5.0, 3.0, 4.0, 9.0, 7.0]) == [2.0, 3.0, 3.0, 4.0, 7.0,
+                                                                          7.0]
+    assert host_profile.nondecreasing([1.0, 2.0]) == [1.0, 2.0]

@@ -19,7 +19,8 @@ the lowest-L2 groups removed, as ``tfscalpel``'s magnitude pruning removes them)
 sparse cost is what it changes in the whole model (its own kernel, the custom node's overhead,
 the XNNPACK partition it splits), so the per-layer sum is the whole model's time; each layer is
 also timed alone, dense, for the exporter's rule. All candidates are timed in interleaved rounds
-(best of ``rounds``): the machine may be shared, and the figures are compared with each other.
+(best of ``rounds``; the dense model next to each): the machine may be shared, and the figures
+are compared with each other.
 
 The result is the base profile plus a ``"measured"`` table per dtype::
 
@@ -69,6 +70,18 @@ def group_pruned(weights: np.ndarray, g: int, sparsity: float) -> np.ndarray:
     keep[np.argsort(norms, kind="stable")[:n_prune]] = False
     mask = np.repeat(keep.reshape(out_f, n_groups), g, axis=1)[:, :in_f]
     return np.where(mask, weights, np.zeros_like(weights))
+
+
+def nondecreasing(values):
+    """``values`` (times at increasing stored groups) each lowered to the least time at any
+    larger count: a layer storing more groups does not run faster, and timing noise on a
+    shared machine only ever adds time, so a larger count's lower time proves the smaller
+    count's time was disturbed."""
+    out, low = [], float("inf")
+    for v in reversed(values):
+        low = min(low, float(v))
+        out.append(low)
+    return out[::-1]
 
 
 def _with_weights(model_bytes: bytes, fc, weights: np.ndarray) -> bytes:
@@ -167,7 +180,10 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
     best = {}
     for _ in range(rounds):  # interleaved: drift in the machine's load hits every candidate
         for key, model_bytes, x in candidates:
-            best[key] = min(best.get(key, float("inf")), 1e9 * float(timer(model_bytes, x)))
+            # The whole dense model is timed next to every other candidate: each custom entry
+            # is measured against it, so its error would shift them all.
+            for k, b, xk in ([candidates[0]] if key is not None else []) + [(key, model_bytes, x)]:
+                best[k] = min(best.get(k, float("inf")), 1e9 * float(timer(b, xk)))
     whole = best[None]
     entries, layer_sum = {}, 0.0
     for index, (shape, points) in layers.items():
@@ -176,7 +192,8 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
         if shape in entries:
             continue  # a repeated shape: priced by its first layer
         entries[shape] = {"dense_ns": dense_ns, "custom": {
-            str(g): [[n, dense_ns + best[(index, g, n)] - whole] for n in sorted(ns)]
+            str(g): [[n, t] for n, t in zip(sorted(ns), nondecreasing(
+                [dense_ns + best[(index, g, n)] - whole for n in sorted(ns)]))]
             for g, ns in points.items()}}
     base.update(name=f"{base.get('name', 'profile')}-measured",
                 source=f"{base.get('source', '')}; the model's layers measured on this host "
