@@ -152,7 +152,7 @@ class ProfileCosts:
         self.custom_reason = custom.get("unsupported") if custom else "no custom op entry"
         measured = (profile.get("measured") or {}).get(self.dtype) or {}
         self.measured = measured.get("layers") or {}
-        #: Added once to every model total (measured profiles: the whole model minus its layers
+        #: Added once to every model total (measured profiles: the whole model minus its FC layers
         #: timed one at a time; 0 for a fitted profile, which leaves the per-run cost out).
         self.model_ns = float(measured.get("model_ns", 0.0))
 
