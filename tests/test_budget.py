@@ -1,5 +1,7 @@
 """Prune to a budget (tfscalpel.Budget): allocations on a toy model whose costs are computed by
 hand, infeasible budgets, the energy model, plan printing, and prune(budget=) end to end."""
+import json
+
 import numpy as np
 import pytest
 
@@ -258,3 +260,88 @@ def test_predicted_flash_is_the_exporters_byte_count():
     shape = LayerShape.of(fc, "dense", 64)
     assert row.stored_units == 256
     assert costs._flash(shape, "custom", 256, 4) == row.bytes_exported
+
+
+# A profile measured on a host for the toy model (as tflite_export.host_profile writes it): layer
+# a (8x4) timed dense at 40 ns and as the custom op at g=4 with 2 and 6 stored groups; the whole
+# model 10 ns below its layers timed alone; the host exporter's margin. b and c are not in the
+# table and fall back to the toy line (dense 16 and 8).
+TOY_MEASURED = {**TOY_PROFILE, "min_speedup": 1.1, "measured": {"float32": {
+    "model_ns": -10.0, "layers": {"8x4": {"dense_ns": 40.0, "custom": {"4": [[2, 10.0],
+                                                                          [6, 26.0]]}}}}}}
+
+
+def test_a_measured_profile_prices_its_layers_from_the_table():
+    from tfscalpel import layer_costs
+
+    costs = layer_costs.ProfileCosts(TOY, TOY_MEASURED)
+    a = layer_costs.LayerShape("a", "dense", 8, 4, 1, 8, 4)
+    # 8 groups of 4: stored 7, 6, 4, 2, 1. Between the points linearly (4 ns per group), beyond
+    # them the nearest segment.
+    options = [costs.option(a, s, 4) for s in (0.125, 0.25, 0.5, 0.75, 0.875)]
+    assert [(o.stored_groups, o.format, o.costs.latency) for o in options] == [
+        (7, "custom", 30.0), (6, "custom", 26.0), (4, "custom", 18.0), (2, "custom", 10.0),
+        (1, "custom", 6.0)]
+    # The margin is the exporter's rule: at 1.5x, 30 ns (1.33x) stays dense, 26 ns (1.54x) not.
+    strict = layer_costs.ProfileCosts(TOY, {**TOY_MEASURED, "min_speedup": 1.5})
+    assert [(o.format, o.costs.latency) for o in (strict.option(a, 0.125, 4),
+                                                  strict.option(a, 0.25, 4))] == [
+        ("dense", 40.0), ("custom", 26.0)]
+    assert costs.dense(a).latency == 40.0 and costs.model_ns == -10.0
+    b = layer_costs.LayerShape("b", "dense", 4, 4, 1, 4, 4)  # not measured: the line
+    assert (costs.dense(b).latency, costs.option(b, 0.5, 4).costs.latency) == (16.0, 4.0)
+    # Another dtype, or a fitted profile: no table, no whole-model term.
+    assert layer_costs.ProfileCosts(TOY, TOY_PROFILE).model_ns == 0.0
+
+
+def test_a_measured_profile_budget_counts_the_whole_model_once(tmp_path):
+    # Dense: -10 + 40 + 16 + 8 = 54, so 0.5x is 27. Uniform at 25 % (c's 2 groups: none removed,
+    # round(0.5) = 0, so c is the custom op storing both): -10 + 26 + 6 + 4 = 26. The profile
+    # as the JSON file python -m tflite_export.host_profile writes.
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(TOY_MEASURED))
+    p = tfscalpel.plan(toy_model(), TOY, profile=str(path),
+                       budget=Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75), order="uniform"))
+    alloc = p.allocation
+    assert allocated(p) == {"a": 0.25, "b": 0.25, "c": 0.25}
+    assert (alloc.totals.latency, alloc.dense_totals.latency, alloc.limits) == (
+        26.0, 54.0, {"latency": 27.0})
+    assert alloc.model_latency == -10.0
+    assert "(model)" in str(alloc) and "the whole model minus its FC layers" in str(alloc)
+    # The knapsack: a to 75 % (10 ns), the cheapest per sensitivity; c to 25 % (4) is free.
+    p = tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
+                       budget=Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75)))
+    assert allocated(p) == {"a": 0.75, "b": 0.0, "c": 0.25}
+    assert p.allocation.totals.latency == 20.0
+
+
+def test_infeasible_budget_on_a_measured_profile_names_the_best_reachable_figure():
+    # Every layer at its cheapest: -10 + 10 (a at 75 %) + 2 (b at 75 %) + 2 (c at 50 %) = 4 ns.
+    with pytest.raises(BudgetError, match=r"latency <= 3 ns \(0\.050x dense\) cannot be met on "
+                                          r"toy: the best any allocation reaches is 4 ns "
+                                          r"\(0\.074x dense\)") as info:
+        tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
+                       budget=Budget(latency=0.05, sparsities=(0.5, 0.75)))
+    assert info.value.best == {"latency": 4.0}
+
+
+def test_a_measured_profile_counts_dense_convolutions_in_the_whole_model_term():
+    # On a CPU target the conv is exported dense; measured, its time is in model_ns (the whole
+    # model minus its FC layers), so it costs no latency of its own: -10 + 0 + 40 + 8 = 38.
+    # Priced by the line instead, it costs 16 x 4 weights x 4 positions: 0.5x is unreachable.
+    x = inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)  # 9 weights x 2 filters, 2x2 positions
+    x = keras.layers.Dense(4, name="a")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="c")(x))
+    for layer in model.layers:
+        if layer.weights:
+            layer.kernel.assign(np.ones(layer.kernel.shape, np.float32))
+    budget = Budget(latency=0.5, sparsities=(0.5, 0.75))
+    p = tfscalpel.plan(model, TOY, profile=TOY_MEASURED, budget=budget)
+    alloc = p.allocation
+    assert (alloc["conv"].costs.latency, alloc.dense_totals.latency) == (0.0, 38.0)
+    assert allocated(p) == {"conv": 0.0, "a": 0.5, "c": 0.0}
+    assert alloc.totals.latency == 16.0  # -10 + 18 + 8 <= 19
+    with pytest.raises(BudgetError, match=r"best any allocation reaches is 78 ns \(0\.696x "
+                                          r"dense\).*layers counted dense: \['conv'\]"):
+        tfscalpel.plan(model, TOY, budget=budget)

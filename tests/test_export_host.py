@@ -122,3 +122,67 @@ def test_no_fused_timing_when_the_predecessor_output_has_two_readers(tmp_path):
     assert not any("behind" in r.reason for r in result.layers)
     assert "fused into one node" not in result.report.note
     assert len(flatbuffer.load(result.model_bytes).subgraphs[0].operators) >= 3
+
+
+def test_measured_profile_prices_a_budget_as_the_host_export_measures(tmp_path):
+    """host_profile.measure times the model's layers with the injected timer; a plan priced
+    with it predicts the host export's time exactly (one custom layer: nothing fused)."""
+    import tfscalpel
+    from tflite_export import host_profile
+
+    model = stripped_model(64, [(32, "relu"), (10, None)], g=4, sparsity=0.0, seed=4)
+    timer = SyntheticTimer()
+    profile = host_profile.measure(model, "x86-avx2", sparsities=(0.75, 0.5), group_sizes=(4,),
+                                   rounds=2, timer=timer)
+    # 2 rounds x (the whole model, then each layer alone and each layer at 2 sparsities, each
+    # next to the whole model again).
+    assert timer.calls == 2 * (1 + 2 * (2 + 2 * 2))
+    assert (profile["name"], profile["min_speedup"]) == ("x86-avx2-measured", host.MARGIN)
+    measured = profile["measured"]["float32"]
+    # Synthetic dense: 1 ns per weight, so the layers alone add up to the model (no model term).
+    # Custom: the whole model's change from dense, plus dense alone = 0.2 ns per parameter-blob
+    # byte + 100: 64x32 at 75 % / 50 % of its 512 groups keeps 128 / 256 (2,624 / 4,800 B),
+    # 32x10 of 80 keeps 20 / 40 (610 / 950 B).
+    assert measured["model_ns"] == 0.0
+    assert measured["layers"] == {
+        "64x32": {"dense_ns": 2048.0, "custom": {"4": [[128, pytest.approx(0.2 * 2624 + 100)],
+                                                      [256, pytest.approx(0.2 * 4800 + 100)]]}},
+        "32x10": {"dense_ns": 320.0, "custom": {"4": [[20, pytest.approx(0.2 * 610 + 100)],
+                                                     [40, pytest.approx(0.2 * 950 + 100)]]}}}
+    the_plan = tfscalpel.plan(model, "x86-avx2", profile=profile,
+                              per_layer={n: {"group_size": 4} for n in ("dense", "dense_1")},
+                              budget=tfscalpel.Budget(latency=0.5, sparsities=(0.5, 0.75)))
+    alloc = the_plan.allocation
+    # 0.5x of 2,368 ns: the first layer at 50 % (1,060 + 320) misses, at 75 % (624.8 + 320) fits.
+    assert alloc.sparsities() == {"dense": 0.75}
+    assert alloc.totals.latency == pytest.approx(944.8)
+    for r in alloc.layers:
+        if r.sparsity:  # what training would leave: the lowest-norm groups removed
+            layer = model.get_layer(r.name)
+            layer.kernel.assign(host_profile.group_pruned(layer.kernel.numpy().T, r.g, r.sparsity).T)
+    result = exporter.export(model, target=host.HostMeasurement(
+        timer=SyntheticTimer(), cache_dir=str(tmp_path), key="cpu"), group_sizes=alloc.group_sizes())
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("dense", 0)]
+    assert 1e9 * SyntheticTimer()(result.model_bytes, None) == pytest.approx(944.8)
+
+
+def test_group_pruned_removes_the_lowest_norm_groups_ragged_tail_included():
+    from tflite_export import host_profile
+
+    # [out, in] = 2 x 5, g = 2: groups (cols 0-1, 2-3, 4) per row; norms row 0: 5, 1, 3;
+    # row 1: 0.5, 4, 2. 50 % of 6 groups: the 3 lowest go (0.5, 1, 2).
+    w = np.array([[3, 4, 1, 0, 3], [0.5, 0, 0, 4, 2]], np.float32)
+    np.testing.assert_array_equal(host_profile.group_pruned(w, 2, 0.5),
+                                  [[3, 4, 0, 0, 3], [0, 0, 0, 4, 0]])
+    with pytest.raises(ValueError, match=r"sparsities must lie in \(0, 1\)"):
+        host_profile.measure(stripped_model(8, [(4, None)], 4, 0.0, 0), sparsities=(1.0,),
+                             timer=SyntheticTimer())
+
+
+def test_measured_times_are_made_non_decreasing_in_stored_groups():
+    from tflite_export import host_profile
+
+    # Each time lowered to the least at a larger stored count: 5 -> 3, 9 -> 7.
+    assert host_profile.nondecreasing([2.0, 5.0, 3.0, 4.0, 9.0, 7.0]) == [2.0, 3.0, 3.0, 4.0, 7.0,
+                                                                          7.0]
+    assert host_profile.nondecreasing([1.0, 2.0]) == [1.0, 2.0]

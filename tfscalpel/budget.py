@@ -32,6 +32,11 @@ CVPR 2017), each as far as needed before the next. ``order="uniform"`` is the ba
 sparsity for every prunable layer, the smallest of ``sparsities`` that fits.
 
 **Infeasible** budgets raise :class:`BudgetError` with the best figure any allocation reaches.
+
+**Host latency.** ``export(target="host")`` decides per layer from times measured on this
+machine; plan a host latency budget with ``profile=`` a profile measured here for the model's
+layers (``tflite_export.host_profile.measure``) so the allocator prices what the exporter will
+measure; a registered CPU profile is a fitted line from another machine.
 """
 import dataclasses
 
@@ -165,6 +170,7 @@ class Allocation:
     totals: Costs
     dense_totals: Costs
     sensitivity_source: str
+    model_latency: float = 0.0  # a measured profile's whole-model term, in every total
 
     def sparsities(self):
         """``{layer name: sparsity}`` of the layers the budget prunes (sparsity > 0)."""
@@ -197,6 +203,9 @@ class Allocation:
         for r in self.layers:
             lines.append(row(r.name, f"{r.sparsity:.0%}", r.g or "-", r.format, r.costs,
                              f"{r.sensitivity:.4f}", r.note))
+        if self.model_latency:
+            lines.append(row("(model)", "", "", "", Costs(self.model_latency, 0.0, 0.0, 0.0),
+                             "", "measured: the whole model minus its FC layers timed alone"))
         lines.append("-" * len(head))
         lines.append(row("total", "", "", "", self.totals, ""))
         lines.append(row("dense", "", "", "", self.dense_totals, ""))
@@ -312,8 +321,10 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
             ``"group"`` are allocated, the others count at their dense cost.
         target: a :class:`~tfscalpel.HardwareTarget`.
         budget: a :class:`Budget`.
-        profile: a cost profile dict to price with instead of the target's (e.g. measured on
-            the device by ``python -m tflite_export.calibrate``).
+        profile: a cost profile (dict or JSON path) to price with instead of the target's
+            (e.g. measured on this host for the model's layers by
+            ``tflite_export.host_profile.measure``, or fitted on the device by
+            ``python -m tflite_export.calibrate``).
         dtype: the deployment dtype (default the target's).
         sensitivity_data, loss: held-out ``(x, y)`` and loss for the one-shot scan; without
             data the magnitude proxy is used.
@@ -333,8 +344,11 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
         (fixed if why else free).append((p, why))
     g_default = {p.name: p.group_size for p, _ in free}
     options = [_layer_options(costs, shapes[p.name], budget, g_default[p.name]) for p, _ in free]
-    dense_all = _sum(costs.dense(s) for s in shapes.values())
-    fixed_total = _sum(costs.dense(shapes[p.name]) for p, _ in fixed)
+    # A measured profile's whole-model term (tflite_export.host_profile) counts once, dense or
+    # pruned; fitted profiles have none.
+    model_term = Costs(costs.model_ns, 0.0, 0.0, 0.0)
+    dense_all = model_term + _sum(costs.dense(s) for s in shapes.values())
+    fixed_total = model_term + _sum(costs.dense(shapes[p.name]) for p, _ in fixed)
     limits = budget.limits(dense_all, costs.time_unit)
     # Arena is a maximum, not a sum: options over the limit are out, whatever else they save.
     if "arena" in limits:
@@ -391,9 +405,9 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
             note = dict((q.name, why) for q, why in fixed)[p.name]
             rows.append(LayerAllocation(p.name, p.layer_type, 0.0, 0, "dense", dense, dense,
                                         0.0, note))
-    totals = _sum(r.costs for r in rows)
+    totals = model_term + _sum(r.costs for r in rows)
     return Allocation(target.name, costs.dtype, costs.time_unit, budget, limits, tuple(rows),
-                      totals, dense_all, source)
+                      totals, dense_all, source, costs.model_ns)
 
 
 def _infeasible(target, metric, limits, best, dense_all, costs, fixed):

@@ -19,6 +19,14 @@ imports the deployment side):
   int16 once per node); the model's arena is the largest layer's (the planner reuses memory);
 - **energy**: :func:`tfscalpel.energy.layer_energy` with the target's table.
 
+A profile measured on the host for one model (``tflite_export.host_profile``) also has a
+``"measured"`` table: a dense layer whose shape is in it is priced from its measured times
+(dense, and the custom op per ``g``, linear in stored groups between the measured sparsities),
+and the table's ``model_ns`` (the whole model minus its FULLY_CONNECTED layers timed alone:
+convolutions, which CPU targets export dense, pooling and the interpreter's per-run cost) is
+added once to every model total by the allocator, so a convolution costs 0 latency of its own
+there; other dense layers fall back to the formula.
+
 A convolution is priced with the profile's ``"conv"`` entry where it has one (how the target
 runs convolutions, e.g. im2col + the FC kernels on Cortex-M, with its own fitted coefficients
 and the im2col cost); only there is a convolution's sparse form priced. Elsewhere a conv layer
@@ -26,7 +34,9 @@ costs its dense figure at every sparsity, its latency estimated with the dense F
 over its output positions.
 """
 import dataclasses
+import json
 import math
+import os
 
 from tfscalpel import energy
 from tfscalpel.cost_profile import linear_time, unit_cost
@@ -118,6 +128,9 @@ class ProfileCosts:
 
     def __init__(self, target, profile=None, dtype=None):
         profile = target.cost_profile if profile is None else profile
+        if isinstance(profile, (str, os.PathLike)):  # a JSON profile written by a tool
+            with open(profile, encoding="utf-8") as f:
+                profile = json.load(f)
         if not isinstance(profile, dict) or "formats" not in profile:
             raise ValueError(
                 f"target {target.name!r} has no cost profile to budget with; pass profile= (a "
@@ -137,6 +150,11 @@ class ProfileCosts:
         self.value_bytes = 1 if self.dtype == "int8" else 4
         custom = profile["formats"].get("custom", {}).get(self.dtype, {})
         self.custom_reason = custom.get("unsupported") if custom else "no custom op entry"
+        measured = (profile.get("measured") or {}).get(self.dtype) or {}
+        self.measured = measured.get("layers") or {}
+        #: Added once to every model total (measured profiles: the whole model minus its FC layers
+        #: timed one at a time; 0 for a fitted profile, which leaves the per-run cost out).
+        self.model_ns = float(measured.get("model_ns", 0.0))
 
     def sparse_reason(self, shape):
         """Why ``shape``'s layer cannot be exported sparse on this target, or None."""
@@ -152,7 +170,33 @@ class ProfileCosts:
             return f"sparse convolutions are priced at g in {sorted(units, key=int)} only"
         return None
 
+    def _measured(self, fmt, shape, units, g):
+        """The layer's time from the profile's ``"measured"`` table (this host, this shape:
+        ``tflite_export.host_profile``), or None where it has none. Between measured stored-group
+        counts the time is interpolated linearly; beyond them the nearest segment's slope
+        extends it (one point: that point's time per stored group)."""
+        if not self.measured:
+            return None
+        if shape.kind == "conv" and not self.conv:
+            return 0.0  # run dense (CONV_2D): its time is in the whole-model term, model_ns
+        entry = self.measured.get(f"{shape.fan_in}x{shape.units}")
+        if entry is None:
+            return None
+        if fmt == "dense":
+            return float(entry["dense_ns"])
+        points = sorted((float(n), float(t)) for n, t in entry.get("custom", {}).get(str(g), ()))
+        if not points:
+            return None
+        if len(points) == 1:
+            return points[0][1] * units / points[0][0]
+        k = next((i for i in range(1, len(points) - 1) if units <= points[i][0]), len(points) - 1)
+        (n0, t0), (n1, t1) = points[k - 1], points[k]
+        return t0 + (t1 - t0) * (units - n0) / (n1 - n0)
+
     def _latency(self, fmt, shape, units, g=0):
+        measured = self._measured(fmt, shape, units, g)
+        if measured is not None:
+            return max(measured, 0.0)
         # A convolution is one node whose kernel runs over every output position: the node's
         # fixed cost once, the per-row and per-unit work (and im2col, where priced) per position.
         conv = self.conv if shape.kind == "conv" else None

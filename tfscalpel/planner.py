@@ -177,8 +177,10 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
             arena / energy fit (:func:`tfscalpel.budget.allocate`); a layer allocated 0 % is
             left dense (method ``"none"``). Raises :class:`tfscalpel.BudgetError` when the
             budget cannot be met, with the best reachable figure.
-        profile: with ``budget``, a cost profile dict to price with instead of the target's
-            (e.g. one measured on the device with ``python -m tflite_export.calibrate``).
+        profile: with ``budget``, a cost profile (dict or JSON path) to price with instead of
+            the target's: for a host latency budget one measured here for this model's layers
+            (``tflite_export.host_profile.measure``), or a profile fitted on the device with
+            ``python -m tflite_export.calibrate``.
         sensitivity_data, loss: with ``budget``, held-out ``(x, y)`` and the loss for the
             one-shot sensitivity scan (default loss: the model's compiled one); without data a
             magnitude proxy ranks the layers.

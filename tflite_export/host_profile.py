@@ -1,0 +1,230 @@
+"""A cost profile measured on this host for one model's layers: what a host latency budget
+prices.
+
+    from tflite_export import host_profile
+    profile = host_profile.measure(dense_model)                  # seconds to a minute
+    the_plan = tfscalpel.plan(dense_model, "x86-avx2", budget=tfscalpel.Budget(latency=0.3),
+                              profile=profile, sensitivity_data=(x_val, y_val))
+    ...  # prune with the plan, fine-tune, strip
+    export(stripped, target="host")                              # measured again, per layer
+
+A registered CPU profile (``x86-avx2``, ``x86-avx512``) is a line fitted on another machine, or
+on this one over other shapes, while ``export(target="host")`` times every candidate here
+(``tflite_export.host``): a budget priced with the line is missed where the two disagree
+(LeNet-300-100 float32 at 0.3x dense: 0.344x measured with ``x86-avx2``). This module times
+what the allocator will ask about, through the same host runtime: the dense model, and for each
+FULLY_CONNECTED layer the whole model with that layer alone rewritten into the group-sparse
+custom op at each candidate width ``g`` and several group sparsities (the layer's own weights,
+the lowest-L2 groups removed, as ``tfscalpel``'s magnitude pruning removes them). A layer's
+sparse cost is what it changes in the whole model (its own kernel, the custom node's overhead,
+the XNNPACK partition it splits), so the per-layer sum is the whole model's time; each layer is
+also timed alone, dense, for the exporter's rule. All candidates are timed in interleaved rounds
+(best of ``rounds``; the dense model next to each): the machine may be shared, and the figures
+are compared with each other.
+
+The result is the base profile plus a ``"measured"`` table per dtype::
+
+    "measured": {"float32": {"model_ns": -5200.0,    # whole dense model - its FCs' dense_ns
+                             "layers": {"784x300": {"dense_ns": 21000.0,   # the layer alone
+                                                    "custom": {"8": [[stored_groups, ns], ...]}}}}}
+
+where a custom entry is ``dense_ns`` plus the whole model's change. ``model_ns`` holds what
+is not a FULLY_CONNECTED (convolutions, which CPU targets export dense and which the allocator
+then counts there, pooling) and the interpreter's per-run cost, less the per-run cost each
+layer paid alone. ``tfscalpel.layer_costs``
+prices a layer of that shape from the table (linearly in stored groups between the measured
+points, the nearest segment beyond them) and falls back to the base profile's line elsewhere;
+the allocator adds ``model_ns`` to every total, so relative budgets are relative to the whole
+model as measured. ``min_speedup`` becomes the host exporter's margin: the allocator keeps
+dense what ``export(target="host")`` would keep dense. Consecutive custom layers are fused by
+the exporter (one node), which the per-layer sum does not credit: the export is then a little
+faster than planned. The training side never imports this module: the user (or
+``benchmarks/bench_budget.py``) passes the dict as ``profile=``.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from tflite_export import cost_model, flatbuffer, formats
+from tflite_export.fc_layers import find_fully_connected
+
+#: Group sparsities timed per layer and g (the allocator interpolates between them and extends
+#: the lowest segment below: there the custom op is rarely faster than dense on a CPU).
+DEFAULT_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+def group_pruned(weights: np.ndarray, g: int, sparsity: float) -> np.ndarray:
+    """``weights`` ``[out, in]`` with ``round(sparsity * groups)`` groups of ``g`` consecutive
+    inputs removed, the lowest L2 norms first (ties: the earlier group), ragged tails counted as
+    groups: the count ``tfscalpel.SparsityPattern.keep_blocks`` removes."""
+    out_f, in_f = weights.shape
+    n_groups = -(-in_f // g)
+    padded = np.zeros((out_f, n_groups * g), np.float64)
+    padded[:, :in_f] = weights
+    norms = np.sqrt((padded.reshape(out_f, n_groups, g) ** 2).sum(-1)).ravel()
+    n_prune = int(round(sparsity * norms.size))
+    keep = np.ones(norms.size, bool)
+    keep[np.argsort(norms, kind="stable")[:n_prune]] = False
+    mask = np.repeat(keep.reshape(out_f, n_groups), g, axis=1)[:, :in_f]
+    return np.where(mask, weights, np.zeros_like(weights))
+
+
+def nondecreasing(values):
+    """``values`` (times at increasing stored groups) each lowered to the least time at any
+    larger count: a layer storing more groups does not run faster, and timing noise on a
+    shared machine only ever adds time, so a larger count's lower time proves the smaller
+    count's time was disturbed."""
+    out, low = [], float("inf")
+    for v in reversed(values):
+        low = min(low, float(v))
+        out.append(low)
+    return out[::-1]
+
+
+def _with_weights(model_bytes: bytes, fc, weights: np.ndarray) -> bytes:
+    """``model_bytes`` with ``fc``'s constant weight tensor replaced by ``weights``."""
+    model = flatbuffer.load(model_bytes)
+    tensor = model.subgraphs[fc.subgraph].tensors[fc.weight]
+    data = np.ascontiguousarray(weights.astype(fc.weights.dtype)).tobytes()
+    model.buffers[tensor.buffer].data = np.frombuffer(data, np.uint8)
+    return flatbuffer.save(model)
+
+
+def _input(model_bytes: bytes) -> np.ndarray:
+    sg = flatbuffer.load(model_bytes).subgraphs[0]
+    tensor = sg.tensors[int(sg.inputs[0])]
+    shape = tuple(max(int(d), 1) for d in tensor.shape)
+    return np.zeros(shape, np.int8 if tensor.type == schema.TensorType.INT8 else np.float32)
+
+
+def _one_custom(model_bytes: bytes, index: int, fmt, g: int) -> bytes:
+    """The whole model with its ``index``-th FULLY_CONNECTED rewritten into ``fmt`` at ``g``."""
+    model = flatbuffer.load(model_bytes)
+    fmt.rewrite(model, find_fully_connected(model)[index], g)
+    flatbuffer.compact(model)
+    return flatbuffer.save(model)
+
+
+def _timer(model_bytes: bytes, x: np.ndarray) -> float:
+    from tflite_export.host import runtime_timer
+
+    return runtime_timer(model_bytes, x, rounds=2, iterations=100)
+
+
+def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSITIES,
+            group_sizes=None, rounds: int = 5, timer=None, margin: float | None = None,
+            representative_data=None) -> dict:
+    """The base ``target``'s profile plus this host's measured times for ``model``'s layers
+    (module docstring).
+
+    Args:
+        model: the dense Keras model the budget will be planned on.
+        target: the registered target (or a profile) the plan uses; its profile is the base.
+        dtype: "float32", or "int8" (full integer; needs ``representative_data``).
+        sparsities: group sparsities timed per layer and width, each in (0, 1).
+        group_sizes: widths timed (default: the target's SIMD width for ``dtype``, what
+            ``tfscalpel.plan`` gives each layer).
+        rounds: interleaved timing rounds; each candidate keeps its best.
+        timer: ``timer(model_bytes, x) -> seconds`` (default: the host runtime, one thread;
+            tests inject a synthetic one).
+        margin: the profile's ``min_speedup`` (default ``tflite_export.host.MARGIN``, the host
+            exporter's).
+        representative_data: int8 calibration inputs.
+
+    Returns a profile dict for ``tfscalpel.plan(..., profile=)`` / ``tfscalpel.prune``.
+    """
+    from tfscalpel import targets
+
+    from tflite_export import host
+    from tflite_export.converter import convert_keras
+
+    base = copy.deepcopy(cost_model.load(target).profile)
+    if dtype not in base.get("dtypes", cost_model.DTYPES):
+        raise ValueError(f"profile {base.get('name')!r} does not price dtype {dtype!r}")
+    if group_sizes is None:
+        if not isinstance(target, (str, targets.HardwareTarget)):
+            raise ValueError("group_sizes= is needed when target is a profile, not a target")
+        group_sizes = (targets.get_target(target).group_size(dtype),)
+    sparsities = tuple(sorted(float(s) for s in sparsities))
+    if not sparsities or any(not 0 < s < 1 for s in sparsities):
+        raise ValueError(f"sparsities must lie in (0, 1), got {sparsities}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    timer = timer or _timer
+    margin = host.MARGIN if margin is None else float(margin)
+    dense_bytes = convert_keras(model, "int8" if dtype == "int8" else None, representative_data)
+    custom = formats.get("custom")
+    # Every model to time: (key, model bytes); key None is the whole dense model.
+    candidates, layers = [(None, dense_bytes, _input(dense_bytes))], {}
+    for index, fc in enumerate(find_fully_connected(flatbuffer.load(dense_bytes))):
+        shape = f"{fc.in_features}x{fc.out_features}"
+        alone = flatbuffer.save(host.layer_model(dense_bytes, fc))
+        candidates.append(((index, "alone"), alone, _input(alone)))
+        layers[index] = (shape, {})  # every FC has its dense time (an unsupported one too)
+        if fc.unsupported or fc.weights is None or custom.eligible(fc):
+            continue
+        for g in group_sizes:
+            if custom.width_reason(fc, g):
+                continue
+            for s in sparsities:
+                pruned = group_pruned(fc.weights, g, s)
+                stored = custom.stored_units(pruned, g)
+                if stored and stored not in layers[index][1].setdefault(g, set()):
+                    layers[index][1][g].add(stored)
+                    candidates.append(((index, g, stored), _one_custom(
+                        _with_weights(dense_bytes, fc, pruned), index, custom, g),
+                        candidates[0][2]))
+    best = {}
+    for _ in range(rounds):  # interleaved: drift in the machine's load hits every candidate
+        for key, model_bytes, x in candidates:
+            # The whole dense model is timed next to every other candidate: each custom entry
+            # is measured against it, so its error would shift them all.
+            for k, b, xk in ([candidates[0]] if key is not None else []) + [(key, model_bytes, x)]:
+                best[k] = min(best.get(k, float("inf")), 1e9 * float(timer(b, xk)))
+    whole = best[None]
+    entries, layer_sum = {}, 0.0
+    for index, (shape, points) in layers.items():
+        dense_ns = best[(index, "alone")]
+        layer_sum += dense_ns
+        if shape in entries:
+            continue  # a repeated shape: priced by its first layer
+        entries[shape] = {"dense_ns": dense_ns, "custom": {
+            str(g): [[n, t] for n, t in zip(sorted(ns), nondecreasing(
+                [dense_ns + best[(index, g, n)] - whole for n in sorted(ns)]))]
+            for g, ns in points.items()}}
+    base.update(name=f"{base.get('name', 'profile')}-measured",
+                source=f"{base.get('source', '')}; the model's layers measured on this host "
+                "(tflite_export.host_profile)", min_speedup=margin)
+    base.setdefault("measured", {})[dtype] = {"model_ns": whole - layer_sum, "layers": entries}
+    return base
+
+
+def main(argv=None) -> int:
+    """``python -m tflite_export.host_profile --model dense.keras --output host.json``: the
+    profile for ``tfscalpel.plan(..., profile="host.json")``."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Measure a budget profile for a model's layers on "
+                                "this host (tflite_export.host_profile).")
+    p.add_argument("--model", required=True, help="the dense .keras model the budget is planned on")
+    p.add_argument("--output", required=True, help="the JSON profile to write")
+    p.add_argument("--target", default="x86-avx2", help="the target the plan uses (its profile "
+                   "is the base)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    args = p.parse_args(argv)
+    import keras
+
+    from tflite_export.atomic import write_atomic
+
+    profile = measure(keras.models.load_model(args.model), args.target, rounds=args.rounds)
+    write_atomic(args.output, json.dumps(profile, indent=1))
+    print(json.dumps(profile["measured"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
