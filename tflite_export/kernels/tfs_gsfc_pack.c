@@ -16,6 +16,18 @@
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* The AArch64 float32 kernel (tfs_gsfc_neon.c) loads each group's x with a register offset
+ * (LDR Q, [x, w, uxtw]), from byte offsets read two at a time (LDP): no 16-bit field extract and
+ * no address add per group. Other architectures do not get (nor pay for) the array. */
+static int has_xoff(const tfs_gsfc_layer* L) {
+#if defined(__aarch64__)
+  return L->dtype == TFS_DTYPE_F32;
+#else
+  (void)L;
+  return 0;
+#endif
+}
+
 static int64_t pack_entries_bound(const tfs_gsfc_layer* L) {
   /* Rows sorted by length descending: a block's padding is at most 8 * (its max length - the
    * next block's max length); the sum telescopes to 8 * the longest row <= 8 * ceil(in / g). */
@@ -29,6 +41,7 @@ size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* L) {
   const size_t wsize = L->dtype == TFS_DTYPE_I8 ? 1 : 4;
   return align64(slots * sizeof(int32_t)) * 6 + align64((n_blocks + 1) * sizeof(int64_t)) +
          align64(entries * sizeof(uint16_t)) + align64(entries * (size_t)L->g * wsize) +
+         (has_xoff(L) ? align64(entries * sizeof(uint32_t)) : 0) +
          align64((size_t)L->out * sizeof(int64_t));
 }
 
@@ -61,6 +74,8 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
   int64_t* off = (int64_t*)(void*)p;    p += align64(((size_t)n_blocks + 1) * sizeof(int64_t));
   uint16_t* col = (uint16_t*)(void*)p;  p += align64((size_t)bound * sizeof(uint16_t));
   char* w = p;                          p += align64((size_t)bound * (size_t)g * wsize);
+  uint32_t* xoff = NULL;
+  if (has_xoff(L)) { xoff = (uint32_t*)(void*)p; p += align64((size_t)bound * sizeof(uint32_t)); }
   int64_t* keys = (int64_t*)(void*)p;
 
   /* Sort rows by number of full groups, descending (ties: row order, for determinism). */
@@ -110,6 +125,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
           col[e] = 0;
           memset(we, 0, (size_t)g * wsize);
         }
+        if (xoff != NULL) xoff[e] = 4u * col[e];
       }
     }
   }
@@ -123,5 +139,6 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
   P->blk_off = off;
   P->col = col;
   P->w = w;
+  P->xoff = xoff;
   return TFS_OK;
 }
