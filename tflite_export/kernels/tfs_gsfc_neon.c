@@ -290,26 +290,18 @@ TFS_INLINE tfs_f32x8 blk_f32(const char* x, const uint32_t* o, const float* w, i
   OP " v7.4s, v31.4s, v23.4s\n\t"
 #define TFS_AT(P, OFF) "[%[" P "], #" #OFF "]"
 #define TFS_POST(P, INC) "[%[" P "]], #" #INC
-/* The block: step 0 by FMUL (no zeroing), r = (steps - 1) % 4 single steps, q = (steps - 1) / 4
- * iterations of 4, then the pairwise reduction to the 8 slot sums; *po and *pw advance past the
- * block. */
-TFS_INLINE tfs_f32x8 blk_f32_g4(const char* x, const uint32_t** po, const float** pw,
-                                int32_t steps) {
-  uint64_t r = (uint64_t)(steps - 1) & 3, q = (uint64_t)(steps - 1) >> 2;
+/* The block, n = steps - 1 >= 0: step 0 by FMUL (no zeroing), n / 4 iterations of 4 steps, n % 4
+ * single steps (one counter: the loop exits and the remainder test are the flags of its SUBS /
+ * ADDS), then the pairwise reduction to the 8 slot sums; *po and *pw advance past the block. */
+TFS_INLINE tfs_f32x8 blk_f32_g4(const char* x, const uint32_t** po, const float** pw, int64_t n) {
   const uint32_t* o = *po;
   const float* w = *pw;
   tfs_f32x8 s;
   __asm__(
       TFS_F4_STEP("fmul", TFS_POST("o", 32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
                   TFS_POST("w", 128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
-      "cbz %[r], 2f\n"
-      "1:\n\t"
-      TFS_F4_STEP("fmla", TFS_POST("o", 32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
-                  TFS_POST("w", 128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
-      "subs %[r], %[r], #1\n\t"
-      "b.ne 1b\n"
-      "2:\n\t"
-      "cbz %[q], 4f\n"
+      "subs %[n], %[n], #4\n\t"
+      "b.lt 2f\n"
       "3:\n\t"
       TFS_F4_STEP("fmla", TFS_POST("o", 128), TFS_AT("o", -120), TFS_AT("o", -112), TFS_AT("o", -104),
                   TFS_POST("w", 512), TFS_AT("w", -480), TFS_AT("w", -448), TFS_AT("w", -416))
@@ -319,8 +311,16 @@ TFS_INLINE tfs_f32x8 blk_f32_g4(const char* x, const uint32_t** po, const float*
                   TFS_AT("w", -256), TFS_AT("w", -224), TFS_AT("w", -192), TFS_AT("w", -160))
       TFS_F4_STEP("fmla", TFS_AT("o", -32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
                   TFS_AT("w", -128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
-      "subs %[q], %[q], #1\n\t"
-      "b.ne 3b\n"
+      "subs %[n], %[n], #4\n\t"
+      "b.ge 3b\n"
+      "2:\n\t"
+      "adds %[n], %[n], #4\n\t"
+      "b.eq 4f\n"
+      "1:\n\t"
+      TFS_F4_STEP("fmla", TFS_POST("o", 32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
+                  TFS_POST("w", 128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
+      "subs %[n], %[n], #1\n\t"
+      "b.ne 1b\n"
       "4:\n\t"
       "faddp v0.4s, v0.4s, v1.4s\n\t"
       "faddp v2.4s, v2.4s, v3.4s\n\t"
@@ -328,7 +328,7 @@ TFS_INLINE tfs_f32x8 blk_f32_g4(const char* x, const uint32_t** po, const float*
       "faddp v6.4s, v6.4s, v7.4s\n\t"
       "faddp %[lo].4s, v0.4s, v2.4s\n\t"
       "faddp %[hi].4s, v4.4s, v6.4s\n\t"
-      : [lo] "=w"(s.lo), [hi] "=w"(s.hi), [o] "+r"(o), [w] "+r"(w), [r] "+r"(r), [q] "+r"(q)
+      : [lo] "=w"(s.lo), [hi] "=w"(s.hi), [o] "+r"(o), [w] "+r"(w), [n] "+r"(n)
       : [x] "r"(x)
       : "cc", "memory", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "v0", "v1", "v2",
         "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23",
@@ -373,35 +373,37 @@ TFS_INLINE void scatter8_f32(float* y, const int32_t* perm, float32x4_t lo, floa
           : "memory", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16");
 }
 
-/* Block b of the float32 kernels: its 8 rows for every batch row (B1: batch is 1, no batch loop).
+/* The 8 rows of one block for every batch row (B1: batch is 1, no batch loop). n: the block's
+ * steps - 1 (-1: no steps, the rows are bias and tails only; only with ragged tails, RAG: on
+ * AArch64 a float32 layer without them packs every block with at least one step, tfs_gsfc_pack.c's
+ * min_one_step); bias / perm: the block's 8 slots';
  * *po / *pw: the block's byte offsets and weights, advanced past it. LAST: the last block, the
  * only one that can hold padding slots (perm -1), whose rows are not written. */
 TFS_INLINE void blk_rows_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
-                             const float* x, float* y, int32_t batch, const uint32_t** po,
-                             const float** pw, const int G, const int RAG, const int ACT,
-                             const int B1, const int LAST) {
-  const int64_t* blk_off = P->blk_off;
-  TFS_BLOCK_STEPS(b);
-  const float* bias = (const float*)P->bias + 8 * (size_t)b;
-  const int32_t* perm = P->perm + 8 * (size_t)b;
+                             int64_t n, const float* bias, const int32_t* perm, const float* x,
+                             float* y, int32_t batch, const uint32_t** po, const float** pw,
+                             const int G, const int RAG, const int ACT, const int B1,
+                             const int LAST) {
   const float32x4_t b_lo = vld1q_f32(bias), b_hi = vld1q_f32(bias + 4);
-  const uint32_t* o = *po;
-  const float* w = *pw;
+  const uint32_t* const o0 = *po;
+  const float* const w0 = *pw;
   const float* xb = x;
   float* yb = y;
   int32_t bi = B1 ? 1 : batch;
   do {
-    o = *po;
-    w = *pw;
+    if (!B1) {
+      *po = o0;
+      *pw = w0;
+    }
     tfs_f32x8 s = {b_lo, b_hi};
-    if (steps > 0) {
+    if (!RAG || n >= 0) {
       tfs_f32x8 d;
       if (G == 4) {
-        d = blk_f32_g4((const char*)xb, &o, &w, steps);
+        d = blk_f32_g4((const char*)xb, po, pw, n);
       } else {
-        d = blk_f32((const char*)xb, o, w, steps, G);
-        o += 8 * (size_t)steps;
-        w += 8 * (size_t)G * (size_t)steps;
+        d = blk_f32((const char*)xb, *po, *pw, (int32_t)n + 1, G);
+        *po += 8 * (size_t)(n + 1);
+        *pw += 8 * (size_t)G * (size_t)(n + 1);
       }
       s.lo = vaddq_f32(d.lo, b_lo);
       s.hi = vaddq_f32(d.hi, b_hi);
@@ -420,22 +422,29 @@ TFS_INLINE void blk_rows_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, 
     xb += L->in;
     yb += L->out;
   } while (!B1 && --bi > 0);
-  *po = o;
-  *pw = w;
 }
 
-/* ACT: the layer's activation as a compile-time constant (no branch per block). Blocks without
- * steps (8 rows without full groups; sorting puts them last) are bias (+ tails) only. */
+/* ACT: the layer's activation as a compile-time constant (no branch per block). The packed
+ * copy's arrays are locals: the assembly's memory clobber would make fields of *P reloads. */
 TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,
                         float* y, int32_t batch, const int G, const int RAG, const int ACT,
                         const int B1) {
   const int32_t n_blocks = P->n_blocks;
   if (batch <= 0 || n_blocks <= 0) return;
+  const int64_t* blk_off = P->blk_off;
+  const float* bias = (const float*)P->bias;
+  const int32_t* perm = P->perm;
   const uint32_t* o = P->xoff;
   const float* w = (const float*)P->w;
-  for (int32_t b = 0; b < n_blocks - 1; ++b)
-    blk_rows_f32(L, P, b, x, y, batch, &o, &w, G, RAG, ACT, B1, 0);
-  blk_rows_f32(L, P, n_blocks - 1, x, y, batch, &o, &w, G, RAG, ACT, B1, 1);
+  int64_t e0 = blk_off[0];
+  int32_t b = 0;
+  for (; b < n_blocks - 1; ++b, bias += 8, perm += 8) {
+    const int64_t e1 = blk_off[b + 1];
+    blk_rows_f32(L, P, b, ((e1 - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG, ACT, B1, 0);
+    e0 = e1;
+  }
+  blk_rows_f32(L, P, b, ((blk_off[b + 1] - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG,
+               ACT, B1, 1);
 }
 
 /* The float32 kernels: run_f32 instantiated per ragged-tail case and activation, and for g = 4

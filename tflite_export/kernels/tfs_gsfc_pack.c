@@ -16,9 +16,11 @@
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* The AArch64 float32 kernel (tfs_gsfc_neon.c) loads each group's x with a register offset
+/* The AArch64 float32 kernels (tfs_gsfc_neon.c) load each group's x with a register offset
  * (LDR Q, [x, w, uxtw]), from byte offsets read two at a time (LDP): no 16-bit field extract and
- * no address add per group. Other architectures do not get (nor pay for) the array. */
+ * no address add per group. And in layers without ragged tails every block gets at least one
+ * step (a block of rows without full groups: one padding step), so that those kernels need no
+ * test for an empty block. Other architectures get neither. */
 static int has_xoff(const tfs_gsfc_layer* L) {
 #if defined(__aarch64__)
   return L->dtype == TFS_DTYPE_F32;
@@ -28,10 +30,17 @@ static int has_xoff(const tfs_gsfc_layer* L) {
 #endif
 }
 
+/* 1 if every block gets at least one step (see has_xoff): layers without ragged tails (so
+ * in >= g, and padding's x[0 .. g - 1] exists); the kernels keep the test where there are tails. */
+static int min_one_step(const tfs_gsfc_layer* L) { return has_xoff(L) && L->in_full == L->in; }
+
 static int64_t pack_entries_bound(const tfs_gsfc_layer* L) {
   /* Rows sorted by length descending: a block's padding is at most 8 * (its max length - the
-   * next block's max length); the sum telescopes to 8 * the longest row <= 8 * ceil(in / g). */
-  return (int64_t)L->n_groups + (int64_t)TFS_GSFC_BLOCK_ROWS * (((int64_t)L->in + L->g - 1) / L->g);
+   * next block's max length); the sum telescopes to 8 * the longest row <= 8 * ceil(in / g).
+   * Plus one step per block where empty blocks get one. */
+  const int64_t blocks = ((int64_t)L->out + TFS_GSFC_BLOCK_ROWS - 1) / TFS_GSFC_BLOCK_ROWS;
+  return (int64_t)L->n_groups + (int64_t)TFS_GSFC_BLOCK_ROWS * (((int64_t)L->in + L->g - 1) / L->g) +
+         (min_one_step(L) ? (int64_t)TFS_GSFC_BLOCK_ROWS * blocks : 0);
 }
 
 size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* L) {
@@ -108,6 +117,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
       const int32_t r = perm[b * R + i];
       if (r >= 0 && full_groups(L, r) > steps) steps = full_groups(L, r);
     }
+    if (steps == 0 && min_one_step(L)) steps = 1;
     off[b + 1] = off[b] + (int64_t)steps * R;
     if (off[b + 1] > bound) return TFS_ERR_INVALID; /* cannot happen (see the bound) */
     for (int32_t t = 0; t < steps; ++t) {
@@ -121,7 +131,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
           memcpy(we, (const char*)L->values + (size_t)k * (size_t)g * wsize, (size_t)g * wsize);
         } else {
           /* Padding: zero weights at column 0, a full group (padding exists only when some row
-           * has a full group, so in >= g). */
+           * has a full group, or by min_one_step: in >= g either way). */
           col[e] = 0;
           memset(we, 0, (size_t)g * wsize);
         }
