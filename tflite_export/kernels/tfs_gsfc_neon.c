@@ -18,11 +18,13 @@
  * weights, one uint16 first column per slot). A block is one loop with a fixed trip count and 8
  * independent accumulator chains, so at 90 % sparsity (a few groups per row) the per-row work -
  * bounds, reduction, bias, requantization - is paid once per 8 rows and the loop exit is the only
- * data-dependent branch. Per group: its share of one 16-byte load of 8 columns, a 16-bit field
- * extract, the address add, the x load(s), the weight load(s) (LDP, sequential) and the multiply.
- * Ragged tail groups stay in the model's layout (P->tail) and are added per slot in scalar code
- * (compiled out of layers without them). Blocks outer, batch inner: a block's weights stay in L1
- * across the batch.
+ * data-dependent branch. int8, per group: its share of one 16-byte load of 8 columns, a 16-bit
+ * field extract, the address add, the x load(s), the weight load(s) (LDP, sequential) and the
+ * multiply. float32 reads the byte offsets of x that AArch64 packing adds (P->xoff), two per LDP,
+ * and loads x with a register offset: g = 4 costs a quarter LDP, one LDR Q, half an LDP Q and an
+ * FMLA per group (assembly, blk_f32_g4). Ragged tail groups stay in the model's layout (P->tail)
+ * and are added per slot in scalar code (compiled out of layers without them). Blocks outer,
+ * batch inner: a block's weights stay in L1 across the batch.
  */
 #include "tfs_dispatch.h"
 #include "tfs_group_sparse_fc.h"
