@@ -224,10 +224,10 @@ TFS_INLINE tfs_s32x8 reduce8_s32(const int32x4_t* a) {
 /* float32: FMLA                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* One step of a block (group t of each of the 8 slots): slot i's x is at byte offset o[i] of
- * x (P->xoff, read two at a time by LDP); its weights are wt[i * G ..]. G / 4 FMLAs per slot, FMUL
- * for the block's first step (no zeroing of the accumulators). g = 4: one LDR Q with a register
- * offset per group; g = 8 / 16: the address once (ADD) and LDP Q with immediate offsets. */
+/* One step of a block (group t of each of the 8 slots), g = 8 / 16 (g = 4: blk_f32_g4): slot i's
+ * x is at byte offset o[i] of x (P->xoff, read two at a time by LDP); its weights are
+ * wt[i * G ..]. G / 4 FMLAs per slot, FMUL for the block's first step (no zeroing of the
+ * accumulators); the address once (ADD), then loads with immediate offsets. */
 TFS_INLINE void step_f32(float32x4_t* a, const char* x, const uint32_t* o, const float* wt,
                          const int G, const int first) {
   TFS_UNROLL
