@@ -426,8 +426,10 @@ TFS_INLINE void blk_rows_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, 
   } while (!B1 && --bi > 0);
 }
 
-/* ACT: the layer's activation as a compile-time constant (no branch per block). The packed
- * copy's arrays are locals: the assembly's memory clobber would make fields of *P reloads. */
+/* ACT: the layer's activation as a compile-time constant (no branch per block). g = 4 peels the
+ * last block, the only one that can hold padding slots (g = 8 / 16 test every block: half the
+ * code for their larger unrolled blocks). The packed
+ * copy's arrays are locals: the assembly's memory clobber would force reloads of *P's fields. */
 TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,
                         float* y, int32_t batch, const int G, const int RAG, const int ACT,
                         const int B1) {
@@ -440,17 +442,19 @@ TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const
   const float* w = (const float*)P->w;
   int64_t e0 = blk_off[0];
   int32_t b = 0;
-  for (; b < n_blocks - 1; ++b, bias += 8, perm += 8) {
+  for (; b < n_blocks - (G == 4); ++b, bias += 8, perm += 8) {
     const int64_t e1 = blk_off[b + 1];
-    blk_rows_f32(L, P, b, ((e1 - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG, ACT, B1, 0);
+    blk_rows_f32(L, P, b, ((e1 - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG, ACT, B1,
+                 G != 4);
     e0 = e1;
   }
+  if (G != 4) return;
   blk_rows_f32(L, P, b, ((blk_off[b + 1] - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG,
                ACT, B1, 1);
 }
 
-/* The float32 kernels: run_f32 instantiated per ragged-tail case and activation, and for g = 4
- * (the assembly block) also for batch 1. */
+/* The float32 kernels: run_f32 instantiated per ragged-tail case and activation, for g = 4 (the
+ * assembly block, whose per-block work matters most) also for batch 1. */
 #define TFS_F32_RUN(G, RAG, ACT)                                                                  \
   do {                                                                                            \
     if ((G) == 4 && batch == 1) run_f32(L, P, xf, yf, 1, G, RAG, ACT, 1);                         \
