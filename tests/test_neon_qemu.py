@@ -36,7 +36,13 @@ GS = [4, 8, 16]
 # (in, out): multiples of 16; ragged for every g; in < 16 (all-tail rows for g = 16); more than
 # 256 groups per row for g = 4 (uint16 indices only); out not a multiple of 4 (the int8 kernels
 # requantize 4 rows at a time).
-SHAPES = [(64, 16), (45, 19), (7, 9), (130, 33), (1030, 6)]
+SHAPES = [(64, 16), (45, 19), (7, 9), (130, 33), (1030, 6), (96, 21), (128, 40)]
+# Per shape: the batch (1: the float32 g = 4 kernel's batch-1 instantiation) and the float32
+# activation (0 none, 1 RELU, 3 RELU6; the float32 kernels are instantiated per activation),
+# so that every (ragged or not, batch 1 or not, activation) combination runs; (96, 21): the last
+# block holds padding slots; (128, 40): its last block has no full group (a block without steps).
+SHAPE_BATCH = [1, 3, 1, 3, 1, 1, 3]
+SHAPE_F32_ACT = [3, 1, 0, 3, 1, 0, 0]
 INDEX_DTYPES = [np.uint8, np.uint16]
 BATCH = 3
 TOL = 1e-5
@@ -58,13 +64,14 @@ def _cases():
                 for s, (in_f, out_f) in enumerate(SHAPES):
                     if index_dtype == np.uint8 and -(-in_f // g) > 256:
                         continue  # group indices above 255 need uint16
-                    activation = s % 2
+                    activation = SHAPE_F32_ACT[s] if dtype == "float32" else s % 2
+                    batch = SHAPE_BATCH[s]
                     w = _weights(rng, in_f, out_f, g)
                     name = f"{dtype} g={g} {np.dtype(index_dtype).name} {in_f}x{out_f}"
                     if dtype == "float32":
                         bias = rng.standard_normal(out_f).astype(np.float32)
                         arrays = tl.layer_arrays(w, bias, g, activation, index_dtype=index_dtype)
-                        x = rng.standard_normal((BATCH, in_f)).astype(np.float32)
+                        x = rng.standard_normal((batch, in_f)).astype(np.float32)
                         cases.append((name, dtype, "fp32", w, bias, None, arrays, x))
                         continue
                     wq = np.clip(np.round(w * 50), -128, 127).astype(np.int8)
@@ -73,7 +80,7 @@ def _cases():
                     if s % 3 == 0:
                         p["in_zp"] = 0  # the SDOT kernels skip the weight sums then
                     arrays = tl.layer_arrays(wq, bias, g, activation, int8=p, index_dtype=index_dtype)
-                    x = rng.integers(-128, 128, (BATCH, in_f)).astype(np.int8)
+                    x = rng.integers(-128, 128, (batch, in_f)).astype(np.int8)
                     for requant in REQUANT:
                         cases.append((f"{name} {requant}", dtype, requant, wq, bias, p, arrays, x))
     return cases
@@ -140,7 +147,7 @@ def _write_cases(path, cases, sections):
         for requant, arrays, x in cases:
             blob = params_blob.pack_params(arrays, int(arrays["meta"][2]), sections).tobytes()
             xb = np.ascontiguousarray(x).tobytes()
-            f.write(struct.pack("<4i", BATCH, REQUANT[requant], len(blob), len(xb)) + blob + xb)
+            f.write(struct.pack("<4i", x.shape[0], REQUANT[requant], len(blob), len(xb)) + blob + xb)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +170,7 @@ def _run(driver, cpu, nm=False):
     results, at = [], 0
     for case in NM_CASES if nm else CASES:
         x, arrays = (case[4], case[3]) if nm else (case[7], case[6])
-        shape = (BATCH, int(arrays["meta"][2]))
+        shape = (x.shape[0], int(arrays["meta"][2]))
         n = int(np.prod(shape)) * x.dtype.itemsize
         ys = [np.frombuffer(raw[at + i * n:at + (i + 1) * n], x.dtype).reshape(shape) for i in range(3)]
         at += 3 * n
@@ -192,6 +199,13 @@ def test_cases_cover_every_kernel_shape():
     # every g = 4 layer wider than 256 groups is uint16-only; rows without groups exist
     assert not any(n.startswith("float32 g=4 uint8 1030x") for n in names)
     assert all(int(c[6]["row_ptr"][2]) == int(c[6]["row_ptr"][1]) for c in CASES)
+    # float32 g = 4: batch 1 and 3, ragged and not, every activation; a block of 8 rows without
+    # full groups (rows without groups sort last)
+    f32_g4 = [c for c in CASES if c[0].startswith("float32 g=4 ")]
+    assert {c[7].shape[0] for c in f32_g4} == {1, BATCH}
+    assert {c[3].shape[1] % 4 != 0 for c in f32_g4} == {True, False}
+    assert {int(c[6]["meta"][6]) for c in f32_g4} == {0, 1, 3}
+    assert any((np.abs(c[3][:, :c[3].shape[1] // 4 * 4]).sum(axis=1) == 0).sum() >= 8 for c in f32_g4)
 
 
 def test_neon_kernels_with_dotprod(driver):

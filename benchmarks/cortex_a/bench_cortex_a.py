@@ -300,14 +300,14 @@ def main(argv=None):
         rows = {"float32": [("FMLA", neon)], "int8": [("SDOT", dot), ("SMLAL (no dotprod)", neon)]}[dtype]
         for kern, (ki, kc, _) in rows:
             print(f"| {in_f}x{out_f} | {dtype} | {g} | {groups:,} | {di:,.0f} | {measured:,.0f} | "
-                  f"{dc:,.0f} | {kern} | {ki:,} | {kc:,.0f} | {kc / dc:.2f}x | {portable[1]:,.0f} |")
+                  f"{dc:,.0f} | {kern} | {ki:,} | {kc:,.0f} | {kc / dc:.3f}x | {portable[1]:,.0f} |")
     for i, (in_f, out_f, dtype, _, _) in enumerate(nm_cases):
         portable, neon = nm_seg[1 + 4 * i], nm_seg[2 + 4 * i]
         (_, measured), (di, dc), _ = dense[(in_f, out_f, dtype)]
         kern = "2:4 TBL + FMLA" if dtype == "float32" else "2:4 TBL + SMLAL"
         print(f"| {in_f}x{out_f} | {dtype} | 2:4 | {in_f * out_f // 2:,} kept | {di:,.0f} | "
               f"{measured:,.0f} | {dc:,.0f} | {kern} | {neon[0]:,} | {neon[1]:,.0f} | "
-              f"{neon[1] / dc:.2f}x | {portable[1]:,.0f} |")
+              f"{neon[1] / dc:.3f}x | {portable[1]:,.0f} |")
     unclassified = sum(s[2] for s in seg) + sum(s[2] for s in nm_seg)
     if args.fit:
         rows = [dict(format="dense", dtype=d, out=o, units=i * o, time_ns=dense[(i, o, d)][1][1])

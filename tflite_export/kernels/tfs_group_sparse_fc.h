@@ -94,6 +94,8 @@ typedef struct {
   const int64_t* blk_off; /* [n_blocks + 1] first entry of each block (entries = steps * 8) */
   const uint16_t* col;    /* [entries] first input column of each entry (not the group index) */
   const void* w;          /* [entries * g] float or int8 weights (zeros for padding) */
+  const uint32_t* xoff;   /* [entries] AArch64 float32 only (else NULL): 4 * col, the byte offset
+                             of the entry's x, which the NEON kernel adds in its load */
 } tfs_gsfc_packed;
 
 /* tfs_gsfc_unpack_params, _validate_layer (O(n_groups + out)), _validate_io, _workspace_size

@@ -18,11 +18,13 @@
  * weights, one uint16 first column per slot). A block is one loop with a fixed trip count and 8
  * independent accumulator chains, so at 90 % sparsity (a few groups per row) the per-row work -
  * bounds, reduction, bias, requantization - is paid once per 8 rows and the loop exit is the only
- * data-dependent branch. Per group: its share of one 16-byte load of 8 columns, a 16-bit field
- * extract, the address add, the x load(s), the weight load(s) (LDP, sequential) and the multiply.
- * Ragged tail groups stay in the model's layout (P->tail) and are added per slot in scalar code
- * (compiled out of layers without them). Blocks outer, batch inner: a block's weights stay in L1
- * across the batch.
+ * data-dependent branch. int8, per group: its share of one 16-byte load of 8 columns, a 16-bit
+ * field extract, the address add, the x load(s), the weight load(s) (LDP, sequential) and the
+ * multiply. float32 reads the byte offsets of x that AArch64 packing adds (P->xoff), two per LDP,
+ * and loads x with a register offset: g = 4 costs a quarter LDP, one LDR Q, half an LDP Q and an
+ * FMLA per group (assembly, blk_f32_g4). Ragged tail groups stay in the model's layout (P->tail)
+ * and are added per slot in scalar code (compiled out of layers without them). Blocks outer,
+ * batch inner: a block's weights stay in L1 across the batch.
  */
 #include "tfs_dispatch.h"
 #include "tfs_group_sparse_fc.h"
@@ -222,21 +224,120 @@ TFS_INLINE tfs_s32x8 reduce8_s32(const int32x4_t* a) {
 /* float32: FMLA                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A block's 8 slot sums: per slot and step, G / 4 FMLAs into the slot's accumulator. */
-TFS_INLINE tfs_f32x8 blk_f32(const float* x, const uint16_t* col, const float* w, int32_t steps,
+/* One step of a block (group t of each of the 8 slots), g = 8 / 16 (g = 4: blk_f32_g4): slot i's
+ * x is at byte offset o[i] of x (P->xoff, read two at a time by LDP); its weights are
+ * wt[i * G ..]. G / 4 FMLAs per slot, FMUL for the block's first step (no zeroing of the
+ * accumulators); the address once (ADD), then loads with immediate offsets. */
+TFS_INLINE void step_f32(float32x4_t* a, const char* x, const uint32_t* o, const float* wt,
+                         const int G, const int first) {
+  TFS_UNROLL
+  for (int i = 0; i < 8; ++i) {
+    const float* xp = (const float*)(const void*)(x + o[i]);
+    if (G > 4) xp = (const float*)at_col(xp, 0, 4);
+    TFS_UNROLL
+    for (int v = 0; v < G / 4; ++v) {
+      const float32x4_t wv = vld1q_f32(wt + i * G + 4 * v), xv = vld1q_f32(xp + 4 * v);
+      a[i] = (first && v == 0) ? vmulq_f32(wv, xv) : vfmaq_f32(a[i], wv, xv);
+    }
+  }
+}
+
+/* A block's 8 slot sums (steps >= 1), g = 8 / 16: the first step, then the (steps - 1) % 4 odd
+ * steps one by one, then 4 steps per iteration (the offset pointer is the counter). */
+TFS_INLINE tfs_f32x8 blk_f32(const char* x, const uint32_t* o, const float* w, int32_t steps,
                              const int G) {
   float32x4_t a[8];
-  TFS_UNROLL
-  for (int i = 0; i < 8; ++i) a[i] = vdupq_n_f32(0.0f);
-  TFS_FOR_STEPS(float, G, 4,
+  step_f32(a, x, o, w, G, 1);
+  const uint32_t* const end = o + 8 * (size_t)steps;
+  o += 8;
+  w += 8 * G;
+  for (int32_t r = (steps - 1) & 3; r > 0; --r, o += 8, w += 8 * G) step_f32(a, x, o, w, G, 0);
+  for (; o != end; o += 32, w += 32 * G) {
     TFS_UNROLL
-    for (int i = 0; i < 8; ++i) {
-      const float* xp = (const float*)at_col(x, TFS_COL(q, i), 4);
-      TFS_UNROLL
-      for (int v = 0; v < G / 4; ++v)
-        a[i] = vfmaq_f32(a[i], vld1q_f32(wt + i * G + 4 * v), vld1q_f32(xp + 4 * v));
-    });
+    for (int u = 0; u < 4; ++u) step_f32(a, x, o + 8 * u, w + 8 * G * u, G, 0);
+  }
   return reduce8_f32(a);
+}
+
+/* g = 4 in assembly: a group is its share of an LDP of two byte offsets, one LDR Q with a
+ * register offset (x), half an LDP Q (weights) and one FMLA, i.e. 4 + 1/4 instructions, and
+ * compilers do not keep that shape (GCC 12 splits about a quarter of the offset pairs into single
+ * loads and copies accumulators between the loops). Registers: accumulators v0-v7 (slot i in vi),
+ * x v16-v23, weights v24-v31, offsets w9-w16. Pointers advance by post-indexed loads (the first
+ * pair of each array in an iteration; the rest at negative offsets from the new value). */
+#define TFS_F4_STEP(OP, OA, OB, OC, OD, WA, WB, WC, WD)                                       \
+  "ldp w9, w10, " OA "\n\t"                                                                   \
+  "ldp w11, w12, " OB "\n\t"                                                                  \
+  "ldp w13, w14, " OC "\n\t"                                                                  \
+  "ldp w15, w16, " OD "\n\t"                                                                  \
+  "ldr q16, [%[x], w9, uxtw]\n\t"                                                             \
+  "ldr q17, [%[x], w10, uxtw]\n\t"                                                            \
+  "ldr q18, [%[x], w11, uxtw]\n\t"                                                            \
+  "ldr q19, [%[x], w12, uxtw]\n\t"                                                            \
+  "ldr q20, [%[x], w13, uxtw]\n\t"                                                            \
+  "ldr q21, [%[x], w14, uxtw]\n\t"                                                            \
+  "ldr q22, [%[x], w15, uxtw]\n\t"                                                            \
+  "ldr q23, [%[x], w16, uxtw]\n\t"                                                            \
+  "ldp q24, q25, " WA "\n\t"                                                                  \
+  "ldp q26, q27, " WB "\n\t"                                                                  \
+  "ldp q28, q29, " WC "\n\t"                                                                  \
+  "ldp q30, q31, " WD "\n\t"                                                                  \
+  OP " v0.4s, v24.4s, v16.4s\n\t"                                                             \
+  OP " v1.4s, v25.4s, v17.4s\n\t"                                                             \
+  OP " v2.4s, v26.4s, v18.4s\n\t"                                                             \
+  OP " v3.4s, v27.4s, v19.4s\n\t"                                                             \
+  OP " v4.4s, v28.4s, v20.4s\n\t"                                                             \
+  OP " v5.4s, v29.4s, v21.4s\n\t"                                                             \
+  OP " v6.4s, v30.4s, v22.4s\n\t"                                                             \
+  OP " v7.4s, v31.4s, v23.4s\n\t"
+#define TFS_AT(P, OFF) "[%[" P "], #" #OFF "]"
+#define TFS_POST(P, INC) "[%[" P "]], #" #INC
+/* The block, n = steps - 1 >= 0: step 0 by FMUL (no zeroing), n / 4 iterations of 4 steps, n % 4
+ * single steps (one counter: the loop exits and the remainder test are the flags of its SUBS /
+ * ADDS), then the pairwise reduction to the 8 slot sums; *po and *pw advance past the block. */
+TFS_INLINE tfs_f32x8 blk_f32_g4(const char* x, const uint32_t** po, const float** pw, int64_t n) {
+  const uint32_t* o = *po;
+  const float* w = *pw;
+  tfs_f32x8 s;
+  __asm__(
+      TFS_F4_STEP("fmul", TFS_POST("o", 32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
+                  TFS_POST("w", 128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
+      "subs %[n], %[n], #4\n\t"
+      "b.lt 2f\n"
+      "3:\n\t"
+      TFS_F4_STEP("fmla", TFS_POST("o", 128), TFS_AT("o", -120), TFS_AT("o", -112), TFS_AT("o", -104),
+                  TFS_POST("w", 512), TFS_AT("w", -480), TFS_AT("w", -448), TFS_AT("w", -416))
+      TFS_F4_STEP("fmla", TFS_AT("o", -96), TFS_AT("o", -88), TFS_AT("o", -80), TFS_AT("o", -72),
+                  TFS_AT("w", -384), TFS_AT("w", -352), TFS_AT("w", -320), TFS_AT("w", -288))
+      TFS_F4_STEP("fmla", TFS_AT("o", -64), TFS_AT("o", -56), TFS_AT("o", -48), TFS_AT("o", -40),
+                  TFS_AT("w", -256), TFS_AT("w", -224), TFS_AT("w", -192), TFS_AT("w", -160))
+      TFS_F4_STEP("fmla", TFS_AT("o", -32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
+                  TFS_AT("w", -128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
+      "subs %[n], %[n], #4\n\t"
+      "b.ge 3b\n"
+      "2:\n\t"
+      "adds %[n], %[n], #4\n\t"
+      "b.eq 4f\n"
+      "1:\n\t"
+      TFS_F4_STEP("fmla", TFS_POST("o", 32), TFS_AT("o", -24), TFS_AT("o", -16), TFS_AT("o", -8),
+                  TFS_POST("w", 128), TFS_AT("w", -96), TFS_AT("w", -64), TFS_AT("w", -32))
+      "subs %[n], %[n], #1\n\t"
+      "b.ne 1b\n"
+      "4:\n\t"
+      "faddp v0.4s, v0.4s, v1.4s\n\t"
+      "faddp v2.4s, v2.4s, v3.4s\n\t"
+      "faddp v4.4s, v4.4s, v5.4s\n\t"
+      "faddp v6.4s, v6.4s, v7.4s\n\t"
+      "faddp %[lo].4s, v0.4s, v2.4s\n\t"
+      "faddp %[hi].4s, v4.4s, v6.4s\n\t"
+      : [lo] "=w"(s.lo), [hi] "=w"(s.hi), [o] "+r"(o), [w] "+r"(w), [n] "+r"(n)
+      : [x] "r"(x)
+      : "cc", "memory", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16", "v0", "v1", "v2",
+        "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23",
+        "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
+  *po = o;
+  *pw = w;
+  return s;
 }
 
 /* tfs_act_f32 on 4 lanes; FMAXNM / FMINNM map NaN to 0 under RELU / RELU6 as the C does. */
@@ -246,30 +347,146 @@ TFS_INLINE float32x4_t act4_f32(float32x4_t v, int act) {
   return v;
 }
 
-TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,
-                        float* y, int32_t batch, void* ws, const int G, const int RAG) {
-  (void)ws;
-  TFS_PACKED_LOCALS(float, float);
-  const int32_t act = L->activation;
-  for (int32_t b = 0; b < n_blocks; ++b, perm += 8, bias += 8) {
-    TFS_BLOCK_STEPS(b);
-    for (int32_t bi = 0; bi < batch; ++bi) {
-      const float* xb = x + (size_t)bi * in;
-      tfs_f32x8 s = blk_f32(xb, colp, wp, steps, G);
-      if (RAG) TFS_ADD_TAILS(s, float, vld1q_f32, vaddq_f32, tfs_gsfc_tail_f32);
-      float o[8];
-      vst1q_f32(o, act4_f32(vaddq_f32(s.lo, vld1q_f32(bias)), act));
-      vst1q_f32(o + 4, act4_f32(vaddq_f32(s.hi, vld1q_f32(bias + 4)), act));
-      TFS_SCATTER(y + (size_t)bi * out, o, perm, float);
-    }
-    colp += 8 * (size_t)steps;
-    wp += 8 * (size_t)G * (size_t)steps;
-  }
+/* 8 float32 outputs (lo: slots 0-3, hi: 4-7) -> y[perm[i]], every perm[i] >= 0: through a
+ * 32-byte buffer read back as 32-bit integers, the rows read in pairs (LDP), so each row costs
+ * a quarter of two loads and one general-register store (an FP store with a register offset
+ * would take an extra integer-pipe slot on the Neoverse N1). */
+TFS_INLINE void scatter8_f32(float* y, const int32_t* perm, float32x4_t lo, float32x4_t hi) {
+  uint32_t t[8];
+  __asm__("stp %q[lo], %q[hi], [%[t]]\n\t"
+          "ldp w9, w10, [%[p]]\n\t"
+          "ldp w11, w12, [%[p], #8]\n\t"
+          "ldp w13, w14, [%[t]]\n\t"
+          "ldp w15, w16, [%[t], #8]\n\t"
+          "str w13, [%[y], w9, sxtw #2]\n\t"
+          "str w14, [%[y], w10, sxtw #2]\n\t"
+          "str w15, [%[y], w11, sxtw #2]\n\t"
+          "str w16, [%[y], w12, sxtw #2]\n\t"
+          "ldp w9, w10, [%[p], #16]\n\t"
+          "ldp w11, w12, [%[p], #24]\n\t"
+          "ldp w13, w14, [%[t], #16]\n\t"
+          "ldp w15, w16, [%[t], #24]\n\t"
+          "str w13, [%[y], w9, sxtw #2]\n\t"
+          "str w14, [%[y], w10, sxtw #2]\n\t"
+          "str w15, [%[y], w11, sxtw #2]\n\t"
+          "str w16, [%[y], w12, sxtw #2]\n\t"
+          :
+          : [lo] "w"(lo), [hi] "w"(hi), [t] "r"(t), [p] "r"(perm), [y] "r"(y)
+          : "memory", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16");
 }
 
-TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g4, run_f32, 4, float, )
-TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g8, run_f32, 8, float, )
-TFS_NEON_KERNEL(tfs_gsfc_neon_f32_g16, run_f32, 16, float, )
+/* The 8 rows of one block for every batch row (B1: batch is 1, no batch loop). n: the block's
+ * steps - 1 (-1: no steps, the rows are bias and tails only; only with ragged tails, RAG: on
+ * AArch64 a float32 layer without them packs every block with at least one step, tfs_gsfc_pack.c's
+ * min_one_step); bias / perm: the block's 8 slots';
+ * *po / *pw: the block's byte offsets and weights, advanced past it. LAST: the last block, the
+ * only one that can hold padding slots (perm -1), whose rows are not written. */
+TFS_INLINE void blk_rows_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, int32_t b,
+                             int64_t n, const float* bias, const int32_t* perm, const float* x,
+                             float* y, int32_t batch, const uint32_t** po, const float** pw,
+                             const int G, const int RAG, const int ACT, const int B1,
+                             const int LAST) {
+  const float32x4_t b_lo = vld1q_f32(bias), b_hi = vld1q_f32(bias + 4);
+  const uint32_t* const o0 = *po;
+  const float* const w0 = *pw;
+  const float* xb = x;
+  float* yb = y;
+  int32_t bi = B1 ? 1 : batch;
+  do {
+    if (!B1) {
+      *po = o0;
+      *pw = w0;
+    }
+    tfs_f32x8 s = {b_lo, b_hi};
+    if (!RAG || n >= 0) {
+      tfs_f32x8 d;
+      if (G == 4) {
+        d = blk_f32_g4((const char*)xb, po, pw, n);
+      } else {
+        d = blk_f32((const char*)xb, *po, *pw, (int32_t)n + 1, G);
+        *po += 8 * (size_t)(n + 1);
+        *pw += 8 * (size_t)G * (size_t)(n + 1);
+      }
+      s.lo = vaddq_f32(d.lo, b_lo);
+      s.hi = vaddq_f32(d.hi, b_hi);
+    }
+    if (RAG) TFS_ADD_TAILS(s, float, vld1q_f32, vaddq_f32, tfs_gsfc_tail_f32);
+    const float32x4_t lo = act4_f32(s.lo, ACT), hi = act4_f32(s.hi, ACT);
+    if (!LAST || perm[7] >= 0) {
+      scatter8_f32(yb, perm, lo, hi);
+    } else {
+      float t[8];
+      vst1q_f32(t, lo);
+      vst1q_f32(t + 4, hi);
+      for (int i = 0; i < 8; ++i)
+        if (perm[i] >= 0) yb[perm[i]] = t[i];
+    }
+    xb += L->in;
+    yb += L->out;
+  } while (!B1 && --bi > 0);
+}
+
+/* ACT: the layer's activation as a compile-time constant (no branch per block). g = 4 peels the
+ * last block, the only one that can hold padding slots (g = 8 / 16 test every block: half the
+ * code for their larger unrolled blocks). The packed
+ * copy's arrays are locals: the assembly's memory clobber would force reloads of *P's fields. */
+TFS_INLINE void run_f32(const tfs_gsfc_layer* L, const tfs_gsfc_packed* P, const float* x,
+                        float* y, int32_t batch, const int G, const int RAG, const int ACT,
+                        const int B1) {
+  const int32_t n_blocks = P->n_blocks;
+  if (batch <= 0 || n_blocks <= 0) return;
+  const int64_t* blk_off = P->blk_off;
+  const float* bias = (const float*)P->bias;
+  const int32_t* perm = P->perm;
+  const uint32_t* o = P->xoff;
+  const float* w = (const float*)P->w;
+  int64_t e0 = blk_off[0];
+  int32_t b = 0;
+  for (; b < n_blocks - (G == 4); ++b, bias += 8, perm += 8) {
+    const int64_t e1 = blk_off[b + 1];
+    blk_rows_f32(L, P, b, ((e1 - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG, ACT, B1,
+                 G != 4);
+    e0 = e1;
+  }
+  if (G != 4) return;
+  blk_rows_f32(L, P, b, ((blk_off[b + 1] - e0) >> 3) - 1, bias, perm, x, y, batch, &o, &w, G, RAG,
+               ACT, B1, 1);
+}
+
+/* The float32 kernels: run_f32 instantiated per ragged-tail case and activation, for g = 4 (the
+ * assembly block, whose per-block work matters most) also for batch 1. */
+#define TFS_F32_RUN(G, RAG, ACT)                                                                  \
+  do {                                                                                            \
+    if ((G) == 4 && batch == 1) run_f32(L, P, xf, yf, 1, G, RAG, ACT, 1);                         \
+    else run_f32(L, P, xf, yf, batch, G, RAG, ACT, 0);                                            \
+  } while (0)
+#define TFS_NEON_F32_KERNEL(NAME, G)                                                              \
+  void NAME(const void* layer, const void* packed, const void* x, void* y, int32_t batch,         \
+            void* ws) {                                                                           \
+    (void)ws;                                                                                     \
+    const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;                                       \
+    const tfs_gsfc_packed* P = (const tfs_gsfc_packed*)packed;                                    \
+    const float* xf = (const float*)x;                                                            \
+    float* yf = (float*)y;                                                                        \
+    const int rag = L->in_full != L->in;                                                          \
+    switch (L->activation) {                                                                      \
+      case TFS_ACT_RELU:                                                                          \
+        if (rag) TFS_F32_RUN(G, 1, TFS_ACT_RELU);                                                 \
+        else TFS_F32_RUN(G, 0, TFS_ACT_RELU);                                                     \
+        break;                                                                                    \
+      case TFS_ACT_RELU6:                                                                         \
+        if (rag) TFS_F32_RUN(G, 1, TFS_ACT_RELU6);                                                \
+        else TFS_F32_RUN(G, 0, TFS_ACT_RELU6);                                                    \
+        break;                                                                                    \
+      default:                                                                                    \
+        if (rag) TFS_F32_RUN(G, 1, TFS_ACT_NONE);                                                 \
+        else TFS_F32_RUN(G, 0, TFS_ACT_NONE);                                                     \
+    }                                                                                             \
+  }
+
+TFS_NEON_F32_KERNEL(tfs_gsfc_neon_f32_g4, 4)
+TFS_NEON_F32_KERNEL(tfs_gsfc_neon_f32_g8, 8)
+TFS_NEON_F32_KERNEL(tfs_gsfc_neon_f32_g16, 16)
 
 /* ------------------------------------------------------------------------------------------ */
 /* int8 epilogue                                                                              */

@@ -16,10 +16,31 @@
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* The AArch64 float32 kernels (tfs_gsfc_neon.c) load each group's x with a register offset
+ * (LDR Q, [x, w, uxtw]), from byte offsets read two at a time (LDP): no 16-bit field extract and
+ * no address add per group. And in layers without ragged tails every block gets at least one
+ * step (a block of rows without full groups: one padding step), so that those kernels need no
+ * test for an empty block. Other architectures get neither. */
+static int has_xoff(const tfs_gsfc_layer* L) {
+#if defined(__aarch64__)
+  return L->dtype == TFS_DTYPE_F32;
+#else
+  (void)L;
+  return 0;
+#endif
+}
+
+/* 1 if every block gets at least one step (see has_xoff): layers without ragged tails (so
+ * in >= g, and padding's x[0 .. g - 1] exists); the kernels keep the test where there are tails. */
+static int min_one_step(const tfs_gsfc_layer* L) { return has_xoff(L) && L->in_full == L->in; }
+
 static int64_t pack_entries_bound(const tfs_gsfc_layer* L) {
   /* Rows sorted by length descending: a block's padding is at most 8 * (its max length - the
-   * next block's max length); the sum telescopes to 8 * the longest row <= 8 * ceil(in / g). */
-  return (int64_t)L->n_groups + (int64_t)TFS_GSFC_BLOCK_ROWS * (((int64_t)L->in + L->g - 1) / L->g);
+   * next block's max length); the sum telescopes to 8 * the longest row <= 8 * ceil(in / g).
+   * Plus one step per block where empty blocks get one. */
+  const int64_t blocks = ((int64_t)L->out + TFS_GSFC_BLOCK_ROWS - 1) / TFS_GSFC_BLOCK_ROWS;
+  return (int64_t)L->n_groups + (int64_t)TFS_GSFC_BLOCK_ROWS * (((int64_t)L->in + L->g - 1) / L->g) +
+         (min_one_step(L) ? (int64_t)TFS_GSFC_BLOCK_ROWS * blocks : 0);
 }
 
 size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* L) {
@@ -29,6 +50,7 @@ size_t tfs_gsfc_packed_bound(const tfs_gsfc_layer* L) {
   const size_t wsize = L->dtype == TFS_DTYPE_I8 ? 1 : 4;
   return align64(slots * sizeof(int32_t)) * 6 + align64((n_blocks + 1) * sizeof(int64_t)) +
          align64(entries * sizeof(uint16_t)) + align64(entries * (size_t)L->g * wsize) +
+         (has_xoff(L) ? align64(entries * sizeof(uint32_t)) : 0) +
          align64((size_t)L->out * sizeof(int64_t));
 }
 
@@ -61,6 +83,8 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
   int64_t* off = (int64_t*)(void*)p;    p += align64(((size_t)n_blocks + 1) * sizeof(int64_t));
   uint16_t* col = (uint16_t*)(void*)p;  p += align64((size_t)bound * sizeof(uint16_t));
   char* w = p;                          p += align64((size_t)bound * (size_t)g * wsize);
+  uint32_t* xoff = NULL;
+  if (has_xoff(L)) { xoff = (uint32_t*)(void*)p; p += align64((size_t)bound * sizeof(uint32_t)); }
   int64_t* keys = (int64_t*)(void*)p;
 
   /* Sort rows by number of full groups, descending (ties: row order, for determinism). */
@@ -93,6 +117,7 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
       const int32_t r = perm[b * R + i];
       if (r >= 0 && full_groups(L, r) > steps) steps = full_groups(L, r);
     }
+    if (steps == 0 && min_one_step(L)) steps = 1;
     off[b + 1] = off[b] + (int64_t)steps * R;
     if (off[b + 1] > bound) return TFS_ERR_INVALID; /* cannot happen (see the bound) */
     for (int32_t t = 0; t < steps; ++t) {
@@ -106,10 +131,11 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
           memcpy(we, (const char*)L->values + (size_t)k * (size_t)g * wsize, (size_t)g * wsize);
         } else {
           /* Padding: zero weights at column 0, a full group (padding exists only when some row
-           * has a full group, so in >= g). */
+           * has a full group, or by min_one_step: in >= g either way). */
           col[e] = 0;
           memset(we, 0, (size_t)g * wsize);
         }
+        if (xoff != NULL) xoff[e] = 4u * col[e];
       }
     }
   }
@@ -123,5 +149,6 @@ int tfs_gsfc_pack(const tfs_gsfc_layer* L, void* mem, size_t bytes, tfs_gsfc_pac
   P->blk_off = off;
   P->col = col;
   P->w = w;
+  P->xoff = xoff;
   return TFS_OK;
 }
