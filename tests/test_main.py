@@ -60,3 +60,5 @@ def test_target_group_sizes_take_the_int8_width_where_it_divides_the_fan_in():
     assert recipe.target_group_sizes(lenet, "x86-avx2") == {"fc1": 16, "fc2": 4, "fc3": 4}
     assert recipe.target_group_sizes(lenet, "cortex-m4") == {"fc1": 4, "fc2": 4, "fc3": 4}
     assert recipe.target_group_sizes(lenet, None, fallback=2) == {"fc1": 2, "fc2": 2, "fc3": 2}
+    # --target may be a cost profile's path: no registered widths, so the fallback everywhere.
+    assert recipe.target_group_sizes(lenet, "my-host.json") == {"fc1": 4, "fc2": 4, "fc3": 4}

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import tfscalpel  # noqa: E402
 from tfscalpel import datasets, models  # noqa: E402
-from tfscalpel.targets import get_target  # noqa: E402
+from tfscalpel.targets import get_target, known_targets  # noqa: E402
 
 
 def _log(msg):
@@ -69,15 +69,17 @@ def train_dense(train, epochs, seed, cache_path=None):
 def target_group_sizes(model, target, fallback=4):
     """``{layer name: g}`` for the Dense layers of ``model``, pruned for export to ``target`` (a
     registered target's name, or None): the target's int8 group width (16 on x86 and NEON: one
-    vector load of int8) where it divides the layer's fan-in, ``fallback`` elsewhere and for
-    ``target=None``.
+    vector load of int8) where it divides the layer's fan-in, ``fallback`` elsewhere, and on
+    every layer for ``target=None`` or a target that is no registered name (a profile's path).
 
     Why int8's width: on an AVX-512 VNNI EPYC the int8 kernel at g=4 gathers every group with a
     scalar load and measured 0.98x dense XNNPACK int8 on LeNet's fc1 (kept dense), g=16 1.4x; the
     float32 kernels run 16-wide groups faster than 4-wide ones too (fc1: 15x vs 5.9x dense).
     Where the width does not divide the fan-in, the ragged last group runs in scalar code, and a
     small layer (the classifier fc3: 100 inputs) keeps its accuracy with narrower groups."""
-    width = get_target(target).group_size("int8") if target else fallback
+    width = fallback
+    if target in known_targets():
+        width = get_target(target).group_size("int8")
     sizes = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dense):
