@@ -74,7 +74,7 @@ def target_group_sizes(model, target, fallback=4):
 
     Why int8's width: on an AVX-512 VNNI EPYC the int8 kernel at g=4 gathers every group with a
     scalar load and measured 0.98x dense XNNPACK int8 on LeNet's fc1 (kept dense), g=16 1.4x; the
-    float32 kernels run 16-wide groups faster than 4-wide ones too (fc1: 15x vs 5.9x dense).
+    float32 kernels run 16-wide groups faster than 4-wide ones too (fc1: 15-20x vs 5.9x dense).
     Where the width does not divide the fan-in, the ragged last group runs in scalar code, and a
     small layer (the classifier fc3: 100 inputs) keeps its accuracy with narrower groups."""
     width = fallback
