@@ -49,3 +49,16 @@ def test_distiller_option_wraps_the_student_with_a_frozen_copy_of_dense():
     for a, b in zip(wrapped.teacher.get_weights(), dense.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert (wrapped.temperature, wrapped.weight) == (2.0, 0.5)
+
+
+def test_target_group_sizes_take_the_int8_width_where_it_divides_the_fan_in():
+    from tfscalpel import models
+    from tfscalpel_jobs import main as recipe
+
+    lenet = models.lenet_300_100()  # fan-ins 784, 300, 100
+    assert recipe.target_group_sizes(lenet, "x86-avx512") == {"fc1": 16, "fc2": 4, "fc3": 4}
+    assert recipe.target_group_sizes(lenet, "x86-avx2") == {"fc1": 16, "fc2": 4, "fc3": 4}
+    assert recipe.target_group_sizes(lenet, "cortex-m4") == {"fc1": 4, "fc2": 4, "fc3": 4}
+    assert recipe.target_group_sizes(lenet, None, fallback=2) == {"fc1": 2, "fc2": 2, "fc3": 2}
+    # --target may be a cost profile's path: no registered widths, so the fallback everywhere.
+    assert recipe.target_group_sizes(lenet, "my-host.json") == {"fc1": 4, "fc2": 4, "fc3": 4}

@@ -78,6 +78,22 @@ def fingerprint() -> str:
                      f"litert={_litert_version()}"])
 
 
+def registry_target() -> str | None:
+    """The registered target (``tfscalpel.targets``) whose kernels this CPU runs, or None:
+    ``x86-avx512`` on x86-64 with AVX-512 F/BW/VL, ``x86-avx2`` on other x86-64 with AVX2,
+    ``arm-neon`` on 64-bit Arm. What a job that exports for this machine (``target="host"``)
+    prunes for: the target's group widths are the ones its kernels run fastest."""
+    machine = platform.machine().lower()
+    features = set(isa_features())
+    if machine in ("x86_64", "amd64"):
+        if {"avx512f", "avx512bw", "avx512vl"} <= features:
+            return "x86-avx512"
+        return "x86-avx2" if "avx2" in features else None
+    if machine in ("aarch64", "arm64"):
+        return "arm-neon"
+    return None
+
+
 def describe(kernel_path: str | None = None) -> str:
     """A header line for benchmark tables: CPU model, ISA features, kernel path."""
     line = (f"CPU: {cpu_model()} ({platform.machine()}, {os.cpu_count()} logical cores); "
