@@ -214,3 +214,33 @@ def test_cpu_plans_weight_prune_heads_unless_asked_and_subclasses_are_left_out()
     assert [p.name for p in tfscalpel.plan(sub, "gpu-ampere").layers] == ["out"]
     with pytest.raises(ValueError, match=r"per_layer configures layers .*\['mine'\]"):
         tfscalpel.plan(sub, "gpu-ampere", per_layer={"mine": {"method": "node"}})
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel_tests")
+class TinyEncoder(keras.Model):
+    """A subclassed model with a head-gated attention built by hand."""
+
+    def __init__(self, heads=4, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+        self.mha = GatedMultiHeadAttention(heads, 4, name="mha")
+        self.norm = L.LayerNormalization()
+        self.head = L.Dense(3)
+
+    def call(self, x):
+        return self.head(self.norm(x + self.mha(x, x)))
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads}
+
+
+def test_subclassed_model_with_gated_heads_strips_to_a_stock_attention():
+    keras.utils.set_random_seed(4)
+    model = TinyEncoder()
+    x = _x((2, 5, 16))
+    model(x)
+    kill(model, {"mask_mha": [1]})
+    stripped, report = tfscalpel.strip(model, return_report=True)
+    assert type(stripped.mha) is L.MultiHeadAttention and stripped.mha.num_heads == 3
+    np.testing.assert_allclose(stripped(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert _heads(report)["mha/attention_output"] == (3, 4)

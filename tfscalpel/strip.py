@@ -159,7 +159,9 @@ def strip(model, return_report=False):
     result is Functional): units, filters and the matching input rows of the next layers are
     removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
     the report gives the kept / original nodes of every weighted (Dense, Conv2D, ...) and
-    pruned layer.
+    pruned layer. A :class:`~tfscalpel.GatedMultiHeadAttention` becomes a stock
+    MultiHeadAttention with its live heads only (also in a subclassed model); the report lists
+    its projections (``<layer>/query``, ...) with kept / original heads as their nodes.
 
     Raises:
         ValueError: for a subclassed model that cannot be copied from its config, or a gated
