@@ -114,7 +114,9 @@ def test_gate_training_drives_head_gates_like_any_mask():
     assert gate.input_rank == 1  # a "dense" mask for GateTraining
     x = _x((8, 6, 16))
     model.compile(keras.optimizers.Adam(1e-3), "mse")
-    training = tfscalpel.GateTraining(penalties=(0.5,), finetune_epochs=1)
+    # the head gate takes its own strengths by name, as any MaskLayer
+    training = tfscalpel.GateTraining(
+        penalties={"conv": (0.0,), "dense": (0.0,), "mask_mha": (0.5,)}, finetune_epochs=1)
     model.fit(x, x, batch_size=8, epochs=1, callbacks=[training], verbose=0)
     # one Adam step of gate_scale 16 x lr 1e-3 from 1.0, pushed down by the L1 penalty
     np.testing.assert_allclose(gate.gates(), [0.984, 0.984], atol=1e-4)
