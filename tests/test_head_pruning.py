@@ -246,3 +246,30 @@ def test_subclassed_model_with_gated_heads_strips_to_a_stock_attention():
     assert type(stripped.mha) is L.MultiHeadAttention and stripped.mha.num_heads == 3
     np.testing.assert_allclose(stripped(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
     assert _heads(report)["mha/attention_output"] == (3, 4)
+
+
+def test_weight_pruning_a_gated_attention_keeps_its_gates(tmp_path):
+    model = _attention_model()
+    kill(model, {"mask_mha": [1]})
+    pruned = tfscalpel.prune(model, sparsity=0.5, group_size=4)
+    mha = pruned.get_layer("mha")
+    assert type(mha) is tfscalpel.attention_layers.GatedGroupPrunedMultiHeadAttention
+    np.testing.assert_array_equal(mha.kept_heads(), [0, 2, 3])
+    tfscalpel.update_pruning(pruned)
+    x = _x((2, 6, 16))
+    pruned.save(tmp_path / "both.keras")
+    loaded = keras.models.load_model(tmp_path / "both.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0))
+    stripped, report = tfscalpel.strip(loaded, return_report=True)
+    assert type(stripped.get_layer("mha")) is L.MultiHeadAttention
+    assert stripped.get_layer("mha").num_heads == 3
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    rows = {r.name: r for r in report.layers if "/" in r.name}
+    assert {n: (r.pattern, r.nodes_kept, r.nodes_total) for n, r in rows.items()} == dict.fromkeys(
+        ["mha/query", "mha/key", "mha/value", "mha/attention_output"], ("group(g=4)", 3, 4))
+    # the query's masked kernel (16, 4 heads, 8) minus head 1: groups of 4 along the width 16
+    query = mha.query_dense._numpy_masked_kernel()[:, [0, 2, 3]].reshape(4, 4, 24)
+    assert (rows["mha/query"].nonzero_groups, rows["mha/query"].total_groups) == (
+        int(np.any(query != 0, axis=1).sum()), 96)
+    assert int(np.any(query != 0, axis=1).sum()) < 96

@@ -205,6 +205,14 @@ class GatedMultiHeadAttention(keras.layers.MultiHeadAttention):
         return {**super().get_config(), "mask_options": dict(self.mask_options)}
 
 
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GatedGroupPrunedMultiHeadAttention(GroupPrunedMultiHeadAttention, GatedMultiHeadAttention):
+    """Both at once: head gates (:class:`GatedMultiHeadAttention`) and group-pruned
+    projections (:class:`GroupPrunedMultiHeadAttention`); what :func:`tfscalpel.prune` makes of
+    a GatedMultiHeadAttention (its gates and masks kept). :func:`tfscalpel.strip` removes the
+    dead heads and bakes the masks in."""
+
+
 def gate_heads(layer, mask_options=None):
     """A new, unbuilt :class:`GatedMultiHeadAttention` with ``layer``'s config (a stock
     ``keras.layers.MultiHeadAttention``); give it the weights with :func:`copy_projections`

@@ -37,6 +37,7 @@ import numpy as np
 
 from tfscalpel.attention_layers import (
     _PROJECTIONS,
+    GatedGroupPrunedMultiHeadAttention,
     GatedMultiHeadAttention,
     GroupPrunedEinsumDense,
     GroupPrunedEmbedding,
@@ -747,6 +748,9 @@ def _register_builtins():
     register_layer(L.EinsumDense, EinsumWeighted(twin=GroupPrunedEinsumDense))
     register_layer(L.Embedding, Lookup(twin=GroupPrunedEmbedding))
     register_layer(L.MultiHeadAttention, Attention(twin=GroupPrunedMultiHeadAttention))
+    # A head-gated attention weight-pruned keeps its gates (re-pruning a node-pruned model).
+    register_layer(GatedMultiHeadAttention,
+                   Attention(twin=GatedGroupPrunedMultiHeadAttention))
     register_layer(MaskLayer, Gate())
     register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
                                                      quiet=True, gate_passes=True))
