@@ -273,3 +273,17 @@ def test_weight_pruning_a_gated_attention_keeps_its_gates(tmp_path):
     assert (rows["mha/query"].nonzero_groups, rows["mha/query"].total_groups) == (
         int(np.any(query != 0, axis=1).sum()), 96)
     assert int(np.any(query != 0, axis=1).sum()) < 96
+
+
+def test_attention_over_two_axes_and_cross_attention_strip_exactly():
+    keras.utils.set_random_seed(6)
+    image, memory = keras.Input((3, 4, 8)), keras.Input((5, 12))
+    a = GatedMultiHeadAttention(3, 4, attention_axes=(1, 2), name="axes")(image, image)
+    c = GatedMultiHeadAttention(3, 4, name="cross")(L.Reshape((12, 8))(a), memory)
+    model = keras.Model([image, memory], c)
+    kill(model, {"mask_axes": [0], "mask_cross": [1, 2]})
+    x = [_x((2, 3, 4, 8)), _x((2, 5, 12), seed=1)]
+    stripped = tfscalpel.strip(model)
+    assert [stripped.get_layer(n).num_heads for n in ("axes", "cross")] == [2, 1]
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
