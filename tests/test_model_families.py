@@ -113,6 +113,21 @@ def test_transformer_encoder(tmp_path):
     assert all(abs(r.nonzero_groups / r.total_groups - 0.5) < 0.05 for r in report.layers)
 
 
+def test_transformer_encoder_gpu_plan_removes_heads(tmp_path):
+    tokens = np.random.default_rng(2).integers(0, 50, size=(4, 8)).astype("int32")
+    # ff*b feed the residual Add -> LayerNormalization: kept dense (no node removal there)
+    plan, pruned, stripped, report = _train_strip_reload(
+        _encoder(), tokens, "gpu-ampere", tmp_path,
+        per_layer={"ff0b": {"method": "none"}, "ff1b": {"method": "none"}})
+    assert [plan[n].method for n in ("mha0", "mha1")] == ["node", "node"]
+    assert [type(pruned.get_layer(n)).__name__ for n in ("mha0", "mha1")] == [
+        "GatedMultiHeadAttention"] * 2
+    # _train_strip_reload kills every third gate: head 0 of each attention's 2
+    assert [stripped.get_layer(n).num_heads for n in ("mha0", "mha1")] == [1, 1]
+    nodes = {r.name: (r.nodes_kept, r.nodes_total) for r in report.layers}
+    assert nodes["mha0/query"] == nodes["mha1/attention_output"] == (1, 2)
+
+
 @keras.saving.register_keras_serializable(package="tfscalpel_tests")
 class Classifier(keras.Model):
     """A subclassed convnet."""

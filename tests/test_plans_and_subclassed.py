@@ -38,13 +38,14 @@ def test_plans_list_depthwise_and_weights_only_layers():
     assert _methods(cpu) == {"emb": ("embedding", "group", 8), "mha": ("attention", "group", 8),
                              "ff": ("dense", "group", 8), "out": ("dense", "group", 8)}
     assert (cpu["mha"].fan_in, cpu["mha"].units) == (16, 16)
-    gpu = tfscalpel.plan(model, "gpu-ampere")
-    assert gpu["mha"].method == "none" and "heads are not nodes" in gpu["mha"].reason
+    gpu = tfscalpel.plan(model, "gpu-ampere")  # heads are nodes (tests/test_head_pruning.py)
+    assert (gpu["mha"].method, gpu["mha"].mask_after) == ("node", "mha")
+    assert "a gate per attention head (2 heads)" in gpu["mha"].reason
     pruned = tfscalpel.prune(model, target="x86-avx2", sparsity=0.5)
     assert [type(pruned.get_layer(n)).__name__ for n in ("emb", "mha", "ff")] == [
         "GroupPrunedEmbedding", "GroupPrunedMultiHeadAttention", "GroupPrunedEinsumDense"]
-    with pytest.raises(ValueError, match="layer 'mha': method 'node' needs a weighted layer"):
-        tfscalpel.plan(model, "x86-avx2", per_layer={"mha": {"method": "node"}})
+    with pytest.raises(ValueError, match="layer 'emb': method 'node' needs a weighted layer"):
+        tfscalpel.plan(model, "x86-avx2", per_layer={"emb": {"method": "node"}})
 
 
 def test_node_plus_2_4_removes_whole_windows_and_stays_2_4():

@@ -25,6 +25,7 @@ from tfscalpel.conv_layers import (
     GroupPrunedSeparableConv2D,
 )
 from tfscalpel.attention_layers import (
+    GatedMultiHeadAttention,
     GroupPrunedEinsumDense,
     GroupPrunedEmbedding,
     GroupPrunedMultiHeadAttention,

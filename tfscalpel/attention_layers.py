@@ -14,13 +14,26 @@
   and output projections are ``GroupPrunedEinsumDense`` sublayers with one pattern and
   schedule. Query/key/value contract over the model width ``(d, heads, head_dim)`` kernel:
   groups along ``d``; the output projection ``(heads, head_dim, d)`` contracts over
-  ``heads * head_dim``. This is weight pruning only: attention heads are not nodes of the
-  channel graph (the layer is opaque there), so node plans leave MultiHeadAttention alone.
+  ``heads * head_dim``. This is weight pruning.
+- ``GatedMultiHeadAttention``: attention heads as prunable nodes. A MultiHeadAttention with one
+  :class:`~tfscalpel.MaskLayer` gate per head (``mask_<layer name>``, a sublayer), multiplying
+  each head's attention output ``(..., heads, head_dim)`` before the output projection. The
+  gate is MaskLayer itself, so its threshold, hysteresis, clamp, ``gate_scale``, L1 penalty and
+  frozen flag mean what they mean for units and channels: :class:`~tfscalpel.GateTraining`
+  drives it (as a "dense" mask) and :func:`tfscalpel.mask_layers` lists it. Node plans whose
+  target node-prunes (``gpu-ampere``; ``per_layer={"mha": {"method": "node"}}`` elsewhere)
+  swap it in, and :func:`tfscalpel.strip` turns it into a stock MultiHeadAttention with the
+  live heads only (query/key/value kernels ``(d, heads, head_dim)`` and biases sliced along
+  the heads axis, the output kernel ``(heads, head_dim, d)`` too). Heads are independent up
+  to the output projection, so removing a dead head changes no output. The layer is still
+  opaque in the channel graph (its width ``d`` is not a node set): heads are its own nodes.
 """
 import keras
+import numpy as np
 from keras import ops
 
 from tfscalpel.config_objects import serialize_pruning_args
+from tfscalpel.gates import MaskLayer
 from tfscalpel.layers import PrunableMixin
 
 
@@ -144,3 +157,78 @@ class GroupPrunedMultiHeadAttention(keras.layers.MultiHeadAttention):
 
     def get_config(self):
         return {**super().get_config(), **serialize_pruning_args(self._pruning_args)}
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GatedMultiHeadAttention(keras.layers.MultiHeadAttention):
+    """A ``keras.layers.MultiHeadAttention`` whose heads are prunable nodes: one
+    :class:`~tfscalpel.MaskLayer` gate per head, ``head_gate`` (named ``mask_<layer name>``),
+    multiplies each head's attention output before the output projection (see the module
+    docstring). A dead head outputs exactly zero, so :func:`tfscalpel.strip` removes it.
+
+    Args:
+        num_heads, key_dim, **kwargs: as ``keras.layers.MultiHeadAttention``.
+        mask_options: keyword arguments of the :class:`~tfscalpel.MaskLayer` (threshold,
+            hysteresis, clamp, initial_gate, gate_scale).
+
+    ``tfscalpel.prune(model, target=...)`` builds it from a stock MultiHeadAttention (weights
+    kept, see :func:`gate_heads`); built by hand it trains from its own initial weights.
+    """
+
+    def __init__(self, num_heads, key_dim, mask_options=None, **kwargs):
+        super().__init__(num_heads, key_dim, **kwargs)
+        self.mask_options = dict(mask_options or {})
+        self.head_gate = MaskLayer(name=f"mask_{self.name}", **self.mask_options)
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        # Gates over a vector of heads: the MaskLayer's own rank-1 input (GateTraining counts
+        # it as a "dense" mask).
+        self.head_gate.build((self._num_heads,))
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, **kwargs):
+        output, scores = super()._compute_attention(
+            query, key, value, attention_mask, training, return_attention_scores, **kwargs)
+        # The MaskLayer applied to ones is the per-head multiplier: the 0/1 mask forward, the
+        # straight-through gradient and the L1 penalty in training, the stored mask otherwise.
+        gate = self.head_gate(ops.ones((self._num_heads,), dtype="float32"), training=training)
+        # (..., heads, head_dim): heads are the second-to-last axis whatever attention_axes is.
+        gate = ops.reshape(ops.cast(gate, output.dtype), (self._num_heads, 1))
+        return ops.multiply(output, gate), scores
+
+    def kept_heads(self):
+        """Indices of the live heads (NumPy int array)."""
+        return np.flatnonzero(self.head_gate.kept())
+
+    def get_config(self):
+        return {**super().get_config(), "mask_options": dict(self.mask_options)}
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class GatedGroupPrunedMultiHeadAttention(GroupPrunedMultiHeadAttention, GatedMultiHeadAttention):
+    """Both at once: head gates (:class:`GatedMultiHeadAttention`) and group-pruned
+    projections (:class:`GroupPrunedMultiHeadAttention`); what :func:`tfscalpel.prune` makes of
+    a GatedMultiHeadAttention (its gates and masks kept). :func:`tfscalpel.strip` removes the
+    dead heads and bakes the masks in."""
+
+
+def gate_heads(layer, mask_options=None):
+    """A new, unbuilt :class:`GatedMultiHeadAttention` with ``layer``'s config (a stock
+    ``keras.layers.MultiHeadAttention``); give it the weights with :func:`copy_projections`
+    once built."""
+    if type(layer) is not keras.layers.MultiHeadAttention:
+        raise ValueError(f"layer {layer.name!r}: only a keras.layers.MultiHeadAttention gets "
+                         f"head gates, not a {type(layer).__name__} (its call may differ)")
+    return GatedMultiHeadAttention(**layer.get_config(), mask_options=mask_options)
+
+
+def copy_projections(target, source):
+    """Copy ``source``'s query/key/(gate)/value/output projection weights into the built
+    multi-head attention ``target`` (same heads and widths)."""
+    for attr in _PROJECTIONS:
+        old, new = getattr(source, attr, None), getattr(target, attr, None)
+        if (old is None) != (new is None):
+            raise ValueError(f"layer {source.name!r}: projection {attr} on one side only")
+        if old is not None:
+            new.set_weights(old.get_weights())

@@ -1,4 +1,6 @@
-"""Trainable node gates (Scalpel's mask layer): node pruning for Dense units and conv channels.
+"""Trainable node gates (Scalpel's mask layer): node pruning for Dense units and conv channels
+(and attention heads: :class:`~tfscalpel.GatedMultiHeadAttention` holds one MaskLayer over its
+heads).
 
 A :class:`MaskLayer` sits after a Dense or Conv2D layer (after its activation, pooling or batch
 norm) and holds one trainable *gate* per node (the last axis). A node is alive while its gate is

@@ -36,6 +36,9 @@ import keras
 import numpy as np
 
 from tfscalpel.attention_layers import (
+    _PROJECTIONS,
+    GatedGroupPrunedMultiHeadAttention,
+    GatedMultiHeadAttention,
     GroupPrunedEinsumDense,
     GroupPrunedEmbedding,
     GroupPrunedMultiHeadAttention,
@@ -565,8 +568,15 @@ class Lookup(LayerHandler):
 
 
 class Attention(LayerHandler):
-    """MultiHeadAttention: opaque in the channel graph; its twin prunes the weights of its
-    EinsumDense projections (:mod:`tfscalpel.attention_layers`)."""
+    """MultiHeadAttention: opaque in the channel graph (its width is not a node set); its
+    pruned twin prunes the weights of its EinsumDense projections, and its *heads* are its own
+    nodes: :class:`~tfscalpel.attention_layers.GatedMultiHeadAttention` gates them, and
+    :meth:`plain_layer` / :meth:`weights` strip it to a stock MultiHeadAttention with the live
+    heads only (:mod:`tfscalpel.attention_layers`)."""
+
+    #: Projections whose kernel ``(d, heads, head_dim)`` and bias ``(heads, head_dim)`` lose
+    #: dead heads along axis -2; the output projection ``(heads, head_dim, d)`` along axis 0.
+    _INPUT_PROJECTIONS = ("_query_dense", "_key_dense", "_gate_dense", "_value_dense")
 
     def prunable_weights(self, layer):
         return [p.kernel for p in self._projections(layer)]
@@ -586,7 +596,70 @@ class Attention(LayerHandler):
         return shape[0], int(np.prod(shape[1:]))
 
     def why_not_nodes(self, layer):
-        return "attention heads are not nodes yet: weights only"
+        return "heads are nodes only where the target node-prunes: weights only"
+
+    # -- heads as nodes -------------------------------------------------------------------------
+    @staticmethod
+    def head_gate(layer):
+        """The layer's per-head :class:`~tfscalpel.MaskLayer`, or None if it has none."""
+        return getattr(layer, "head_gate", None) if isinstance(layer, GatedMultiHeadAttention) \
+            else None
+
+    @staticmethod
+    def gated_twin(layer):
+        """The head-gated class for ``layer`` (exactly ``keras.layers.MultiHeadAttention``,
+        whose ``call`` the gated class knows, or an already gated layer), or None."""
+        if type(layer) in (keras.layers.MultiHeadAttention, GatedMultiHeadAttention):
+            return GatedMultiHeadAttention
+        return None
+
+    def _kept_heads(self, layer):
+        """``(indices of the heads kept, 0/1 scale of each)``: the live heads, or head 0 scaled
+        by 0 when every head is dead (a layer needs one head; its output is then the output
+        projection's bias, as the gated layer's)."""
+        gate = self.head_gate(layer)
+        if gate is None:
+            heads = layer.num_heads
+            return np.arange(heads), np.ones(heads, np.float32)
+        kept = layer.kept_heads()
+        if len(kept):
+            return kept, np.ones(len(kept), np.float32)
+        return np.array([0]), np.zeros(1, np.float32)
+
+    def plain_layer(self, layer):
+        """A stock MultiHeadAttention (unbuilt) with the kept heads only."""
+        if self.head_gate(layer) is None:
+            return super().plain_layer(layer)
+        config = layer.get_config()
+        for key in ("mask_options", *_PRUNING_KEYS):
+            config.pop(key, None)
+        config["num_heads"] = int(len(self._kept_heads(layer)[0]))
+        return keras.layers.MultiHeadAttention.from_config(config)
+
+    def weights(self, layer):
+        """The stock layer's weights (projections in MultiHeadAttention's order, masks
+        multiplied in), sliced to the kept heads, the 0/1 head mask folded into the output
+        kernel."""
+        if self.head_gate(layer) is None:
+            return super().weights(layer)
+        keep, scale = self._kept_heads(layer)
+        out = []
+        for attr in _PROJECTIONS:
+            sub = getattr(layer, attr, None)
+            if sub is None:
+                continue
+            kernel, *bias = stock_weights(sub)
+            if attr in self._INPUT_PROJECTIONS:
+                out += [np.take(kernel, keep, axis=-2)] + [np.take(b, keep, axis=-2)
+                                                           for b in bias]
+            else:
+                kernel = np.take(kernel, keep, axis=0) * scale.reshape(-1, 1, 1)
+                out += [kernel.astype(np.float32, copy=False)] + bias
+        return out
+
+    def heads(self, layer):
+        """``(heads kept, heads)``: what strip leaves of the layer's heads."""
+        return int(len(self._kept_heads(layer)[0])), int(layer.num_heads)
 
 
 # -- the registry ---------------------------------------------------------------------------------
@@ -675,6 +748,9 @@ def _register_builtins():
     register_layer(L.EinsumDense, EinsumWeighted(twin=GroupPrunedEinsumDense))
     register_layer(L.Embedding, Lookup(twin=GroupPrunedEmbedding))
     register_layer(L.MultiHeadAttention, Attention(twin=GroupPrunedMultiHeadAttention))
+    # A head-gated attention weight-pruned keeps its gates (re-pruning a node-pruned model).
+    register_layer(GatedMultiHeadAttention,
+                   Attention(twin=GatedGroupPrunedMultiHeadAttention))
     register_layer(MaskLayer, Gate())
     register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
                                                      quiet=True, gate_passes=True))

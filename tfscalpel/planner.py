@@ -4,10 +4,12 @@
 ``tfscalpel.prune(model, target=...)`` calls) builds the model: weight patterns on the layers
 that take them (:func:`tfscalpel.prune`) and a :class:`~tfscalpel.MaskLayer` after every
 node-pruned layer -- after its activation, pooling and batch norm, so a dead node is exactly
-zero where the next layer reads it.
+zero where the next layer reads it. A node-pruned MultiHeadAttention's nodes are its heads: it
+becomes a :class:`~tfscalpel.GatedMultiHeadAttention` (one gate per head, inside the layer).
 """
 import dataclasses
 
+from tfscalpel.attention_layers import GatedMultiHeadAttention, copy_projections, gate_heads
 from tfscalpel.budget import allocate
 from tfscalpel.dependency import channel_plan, is_weighted
 from tfscalpel.gates import MaskLayer
@@ -36,6 +38,13 @@ class LayerPlan:
     @property
     def node_pruned(self):
         return self.method in _NODE_METHODS
+
+    @property
+    def heads_gated(self):
+        """True for a MultiHeadAttention whose heads are node-pruned: its gate
+        (``mask_<name>``, one per head) lives inside the layer, a
+        :class:`~tfscalpel.GatedMultiHeadAttention`, and ``mask_after`` is the layer itself."""
+        return self.node_pruned and self.layer_type == "attention"
 
     @property
     def weight_pattern(self):
@@ -134,15 +143,31 @@ def _weights_only_plan(layer, target, g_default):
     """``(kind, fan_in, units, method, g, reason)`` for a layer that has a pruned twin but is
     not a weighted node of the channel graph (DepthwiseConv2D, Embedding, MultiHeadAttention,
     EinsumDense projections): its weights can take the target's group pattern; node pruning
-    does not apply (its channels follow the layers before it, or it is opaque)."""
+    does not apply (its channels follow the layers before it, or it is opaque) -- except a
+    MultiHeadAttention's heads: where the target node-prunes, they are its nodes (``node``)."""
     handler = get_handler(layer)
     kind = handler.plan_kind(layer)
     method = target.methods[handler.method_kind]
     fan_in, units = handler.plan_shape(layer)
     if method == "group":
         return kind, fan_in, units, "group", g_default, f"{target.kind}: group on {kind}"
+    if method in _NODE_METHODS and _gates_heads(layer):
+        return kind, fan_in, units, "node", 1, (f"{target.kind}: {method} on "
+                                                f"{handler.method_kind}; {_heads_reason(layer)}")
     return kind, fan_in, units, "none", 1, (f"{target.kind}: {method} on {handler.method_kind}; "
                                              f"{handler.why_not_nodes(layer)}")
+
+
+def _gates_heads(layer):
+    """True if node pruning can gate ``layer``'s attention heads (a stock
+    MultiHeadAttention, or one already gated)."""
+    gated_twin = getattr(get_handler(layer), "gated_twin", None)
+    return gated_twin is not None and gated_twin(layer) is not None
+
+
+def _heads_reason(layer):
+    return (f"node: a gate per attention head ({layer.num_heads} heads), dead heads removed "
+            "by strip; no 2:4 on its projections")
 
 
 def check_per_layer(per_layer, allowed):
@@ -189,9 +214,11 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
     model's outputs), and 2:4 applies only where the layer passes the N:M shape rule
     (:func:`tfscalpel.nm_rule.nm_shape_reason`, as in ``prune_2_4``); node removal upstream
     keeps whole 2:4 windows of its inputs. Besides Dense and convolutions, the plan lists the
-    layers that take weight patterns only (DepthwiseConv2D, Embedding, MultiHeadAttention,
+    layers that take weight patterns (DepthwiseConv2D, Embedding, MultiHeadAttention,
     EinsumDense projections): ``group`` where the target group-prunes their kind, else
-    ``none`` with the reason.
+    ``none`` with the reason. A MultiHeadAttention's heads are nodes: where the target
+    node-prunes (or ``per_layer`` says ``"node"``) its method is ``node`` (one gate per head,
+    :class:`~tfscalpel.GatedMultiHeadAttention`; ``mask after`` names the layer itself).
     """
     target = get_target(target)
     dtype = target.default_dtype if dtype is None else dtype
@@ -233,15 +260,22 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
             if method not in METHODS:
                 raise ValueError(f"layer {layer.name!r}: method must be one of {METHODS}, "
                                  f"got {method!r}")
-        if method in _NODE_METHODS and not is_weighted(layer):
+        heads = method in _NODE_METHODS and not is_weighted(layer) and _gates_heads(layer)
+        if method in _NODE_METHODS and not is_weighted(layer) and not heads:
             raise ValueError(f"layer {layer.name!r}: method {method!r} needs a weighted layer "
-                             f"(Dense, Conv2D, ...); a {type(layer).__name__} takes 'group' or "
-                             "'none'")
+                             f"(Dense, Conv2D, ...) or a MultiHeadAttention (its heads); a "
+                             f"{type(layer).__name__} takes 'group' or 'none'")
+        if heads and _heads_reason(layer) not in reason:
+            reason = f"{reason}; {_heads_reason(layer)}"
+        if heads:
+            method = "node"  # no 2:4 on the projections (EinsumDense kernels)
         if method in _NODE_METHODS and subclassed:
             method = "2:4" if method == "node+2:4" else "none"
             reason += ("; subclassed model: node pruning needs the layer graph (build it "
                        "Sequential or Functional)")
-        if method in _NODE_METHODS and _reaches_output(layer, consumers, outputs):
+        # A head's output is mixed by the output projection: heads never reach an output.
+        if method in _NODE_METHODS and not heads and _reaches_output(layer, consumers,
+                                                                     outputs):
             method = "2:4" if method == "node+2:4" else "none"
             reason += "; units are model outputs: no node pruning"
         if method in ("2:4", "node+2:4"):
@@ -264,8 +298,12 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
         elif "group_size" in override:
             raise ValueError(f"layer {layer.name!r}: group_size applies to method 'group' only, "
                              f"not {method!r}")
-        mask_after = (_mask_position(layer, consumers, outputs)
-                      if method in _NODE_METHODS else "")
+        if method in _NODE_METHODS and heads:
+            mask_after = layer.name  # the head gates live inside the layer
+        elif method in _NODE_METHODS:
+            mask_after = _mask_position(layer, consumers, outputs)
+        else:
+            mask_after = ""
         decisions.append(LayerPlan(layer.name, kind, fan_in, units, method, g, mask_after, reason))
     if per_layer:
         raise ValueError(f"per_layer configures layers that are not Dense or Conv2D: "
@@ -289,16 +327,28 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
     return Plan(target.name, dtype, tuple(budgeted), target.export_unsupported, allocation)
 
 
-def insert_masks(model, after, mask_options=None):
+def insert_masks(model, after, mask_options=None, heads=()):
     """A new model with a :class:`MaskLayer` (named ``mask_<layer>``) after each layer named in
-    ``after``. The layers themselves are reused, weights and all."""
-    after = set(after)
+    ``after``, and each MultiHeadAttention named in ``heads`` swapped for a
+    :class:`~tfscalpel.GatedMultiHeadAttention` (its gate, one per head, also named
+    ``mask_<layer>``) with the same weights. The other layers are reused, weights and all."""
+    after, heads = set(after), set(heads)
     options = dict(mask_options or {})
+    swapped = []
+
+    def replace(layer):
+        if layer.name not in heads or isinstance(layer, GatedMultiHeadAttention):
+            return layer
+        new = gate_heads(layer, options)
+        swapped.append((new, layer))
+        return new
 
     def extra(layer):
         return [MaskLayer(name=f"mask_{layer.name}", **options)] if layer.name in after else []
 
-    gated = rebuild(model, lambda layer: layer, insert_after=extra)
+    gated = rebuild(model, replace, insert_after=extra)
+    for new, old in swapped:  # built by the rebuild's calls
+        copy_projections(new, old)
     # Fail now, not at strip time, if removal could not follow these gates.
     channel_plan(gated, dead={f"mask_{n}": _all_dead(gated, f"mask_{n}") for n in after})
     return gated

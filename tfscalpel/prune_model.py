@@ -414,9 +414,10 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
             warnings.filterwarnings("ignore", message=r"prune: layers .* fixes their sparsity")
             pruned = prune(pruned, schedule, sparsity=sparsity, importance=importance,
                            layers=list(weighted), per_layer=per_layer)
-    after = [p.mask_after for p in the_plan.layers if p.node_pruned]
-    if after:
-        pruned = insert_masks(pruned, after, mask_options)
+    after = [p.mask_after for p in the_plan.layers if p.node_pruned and not p.heads_gated]
+    heads = [p.name for p in the_plan.layers if p.heads_gated]
+    if after or heads:
+        pruned = insert_masks(pruned, after, mask_options, heads=heads)
     return pruned
 
 

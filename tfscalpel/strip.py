@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from tfscalpel import energy
+from tfscalpel.attention_layers import GatedMultiHeadAttention, einsum_fan_in_ndim
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.layers import PrunableMixin, kernel_matrix
 
@@ -93,12 +94,14 @@ class StripReport:
 
     def __str__(self):
         nodes = any(r.nodes_total is not None for r in self.layers)
-        head = (f"{'layer':<14}{'pattern':<14}" + (f"{'nodes kept':>12}" if nodes else "")
+        # names like "mha/attention_output" are wider than the usual 14 columns
+        w = max([14] + [len(r.name) + 1 for r in self.layers])
+        head = (f"{'layer':<{w}}{'pattern':<14}" + (f"{'nodes kept':>12}" if nodes else "")
                 + f"{'density':>8}{'groups kept':>18}{'dense B':>11}{'CSR B':>11}{'group-CSR B':>13}")
         lines = [head, "-" * len(head)]
         for r in self.layers:
             lines.append(
-                f"{r.name:<14}{r.pattern:<14}"
+                f"{r.name:<{w}}{r.pattern:<14}"
                 + (f"{f'{r.nodes_kept}/{r.nodes_total}':>12}" if nodes else "")
                 + f"{r.density:>8.2%}{f'{r.nonzero_groups}/{r.total_groups}':>18}"
                 f"{r.bytes_dense:>11,}{r.bytes_csr:>11,}{r.bytes_group_csr:>13,}"
@@ -156,7 +159,9 @@ def strip(model, return_report=False):
     result is Functional): units, filters and the matching input rows of the next layers are
     removed as :func:`tfscalpel.dependency.channel_plan` decides, the MaskLayers disappear, and
     the report gives the kept / original nodes of every weighted (Dense, Conv2D, ...) and
-    pruned layer.
+    pruned layer. A :class:`~tfscalpel.GatedMultiHeadAttention` becomes a stock
+    MultiHeadAttention with its live heads only (also in a subclassed model); the report lists
+    its projections (``<layer>/query``, ...) with kept / original heads as their nodes.
 
     Raises:
         ValueError: for a subclassed model that cannot be copied from its config, or a gated
@@ -253,11 +258,15 @@ def _strip_subclassed(model, return_report):
 
     def replace(layer):
         pruned = _pruned_in(layer)
-        if not pruned:
+        gated = isinstance(layer, GatedMultiHeadAttention)
+        if not pruned and not gated:
             return None
         handler = get_handler(layer)
         plain = build_like(handler.plain_layer(layer), layer, "strip()")
         plain.set_weights(handler.weights(layer))
+        if gated:  # its heads are nodes: reported with the kept heads
+            reports.extend(_attention_reports(layer, plain))
+            return plain
         for p in pruned:
             name = p.name if p is layer else f"{layer.name}/{p.name}"
             reports.append(layer_report(name, p._numpy_masked_kernel(), p.pattern.describe(),
@@ -279,6 +288,8 @@ def _strip_nodes(model):
     stripped, kernels = remove_channels(model, plan)
     reports = []
     for layer in model.layers:
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            reports.extend(_attention_reports(layer, stripped.get_layer(layer.name)))
         if layer.name not in kernels:
             continue
         pattern = getattr(layer, "pattern", None)
@@ -287,3 +298,22 @@ def _strip_nodes(model):
             1 if pattern is None else pattern.group_size, nodes_total=plan.units[layer.name],
             fan_in_ndim=getattr(layer, "fan_in_ndim", None), positions=_positions(layer)))
     return stripped, reports
+
+
+def _attention_reports(layer, stripped):
+    """Reports of a MultiHeadAttention's projections (``<layer>/query``, ...) after strip,
+    from the ``stripped`` stock layer's kernels, with its heads as nodes: kept / original
+    heads (every head kept for a layer without head gates)."""
+    handler = get_handler(layer)
+    kept, total = handler.heads(layer)
+    pruned = {p.name: p for p in _pruned_in(layer)}
+    reports = []
+    for p in handler._projections(stripped):
+        source = pruned.get(p.name)
+        report = layer_report(
+            f"{layer.name}/{p.name}", keras.ops.convert_to_numpy(p.kernel),
+            "dense" if source is None else source.pattern.describe(),
+            1 if source is None else source.pattern.group_size,
+            fan_in_ndim=einsum_fan_in_ndim(p.equation, p.name), positions=_positions(p))
+        reports.append(dataclasses.replace(report, nodes_kept=kept, nodes_total=total))
+    return reports

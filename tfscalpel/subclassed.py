@@ -8,7 +8,8 @@ layer for its pruned twin (prune) or a twin for its stock layer (strip). The lay
 through the model's attributes, plain or in lists, and inside custom sublayers.
 
 What this cannot do: node pruning (gates need the graph to know who reads a channel), so a
-target plan keeps only its weight patterns there; and a model whose ``get_config`` does not give
+target plan keeps only its weight patterns there (a hand-built GatedMultiHeadAttention is the
+exception: its heads are read by its own output projection, so strip removes its dead heads); and a model whose ``get_config`` does not give
 back its constructor arguments cannot be copied (the error says so).
 """
 import keras
@@ -59,9 +60,13 @@ def prunable_layers(model):
 
 
 def _is_pruned(layer):
+    """A pruned twin, a twin holding pruned sublayers, or a layer with its own node gates
+    (GatedMultiHeadAttention, whose heads strip removes)."""
+    from tfscalpel.attention_layers import GatedMultiHeadAttention
     from tfscalpel.layers import PrunableMixin
 
-    return isinstance(layer, PrunableMixin) or bool(getattr(layer, "pruned_container", False))
+    return (isinstance(layer, (PrunableMixin, GatedMultiHeadAttention))
+            or bool(getattr(layer, "pruned_container", False)))
 
 
 def swap_layers(model, replace):
