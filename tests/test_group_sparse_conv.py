@@ -76,18 +76,20 @@ def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
     (conv,) = find_conv2d(tfl)
     assert conv.unsupported is None
     x, want = _reference_tensors(tfl_bytes, conv, images)
-    for g in (1, 4, 8):
+    for g in (1, 2, 4, 8):
         arrays = CONV.arrays(tfl, conv, g)
         fixed = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], requant="fixed_point")
         assert fixed.out_shape == want.shape[1:]
         for impl in kernels.available_impls():
             got = fixed(x, impl=impl)
             np.testing.assert_array_equal(got, want, err_msg=f"g={g} impl={impl}")
-        # tiles that start mid-row and a ragged last tile give the same bits
+        # tiles that start mid-row and a ragged last tile give the same bits (an odd tile: the
+        # DSP path's position pairs and its single last position)
         for tile in (1, 3, conv.positions):
             tiled = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections],
                                               requant="fixed_point", tile=tile)
-            np.testing.assert_array_equal(tiled(x, impl="portable"), want)
+            for impl in kernels.available_impls():
+                np.testing.assert_array_equal(tiled(x, impl=impl), want, err_msg=f"g={g} tile={tile} {impl}")
 
 
 def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
