@@ -94,8 +94,8 @@ def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
 
 def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
     """conv-pool-conv-pool-fc-fc-fc, groups of 4 pruned at 85-90 %, exported for cortex-m4:
-    conv2 becomes TFS_GROUP_SPARSE_CONV2D by the cost model, conv1 (K = 25, 6 filters: im2col
-    dominates) stays dense unless forced; the model runs on the host runtime and every output
+    both convs become TFS_GROUP_SPARSE_CONV2D by the cost model (conv1 priced against CMSIS-NN's
+    CONV_2D) unless forced dense; the model runs on the host runtime and every output
     equals stock TFLite int8 on the dense model; the C array's arena estimate counts the conv
     scratch."""
     rng = np.random.default_rng(5)
@@ -119,11 +119,13 @@ def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
     auto = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib)
     rows = {r.layer: r for r in auto.layers}
     assert rows["conv2"].format == "custom_conv" and rows["conv2"].g == 4
-    assert rows["conv1"].format == "dense"
-    assert rows["conv1"].reason.startswith("kept dense: best sparse choice custom_conv g=4 predicted 1.0")
-    res = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
-                          formats={"conv1": "custom_conv"})
-    rows = {r.layer: r for r in res.layers}
+    # conv1 priced against CMSIS-NN's CONV_2D (the profile's dense_conv): sparse, ~3x predicted
+    assert rows["conv1"].format == "custom_conv"
+    assert rows["conv1"].reason.startswith("custom_conv g=4 predicted 3.")
+    forced = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
+                             formats={"conv1": "dense"})
+    assert {r.layer: r for r in forced.layers}["conv1"].reason == "kept dense: forced by formats="
+    res = auto
     assert rows["conv1"].format == "custom_conv" and rows["conv2"].format == "custom_conv"
     assert rows["conv1"].shape == (25, 6) and rows["conv2"].shape == (150, 16)
     assert rows["conv2"].bytes_exported < rows["conv2"].bytes_dense

@@ -169,6 +169,24 @@ def synthetic_models(seed: int = 0):
     return {"LeNet-300-100": lenet300, "LeNet-5": lenet5}
 
 
+def layer_models(model) -> dict:
+    """{"<model>:<layer>": a one-layer Keras model} for each Conv2D / Dense of `model`, with its
+    weights and activation: TFLite Micro's release build compiles its per-op profiling out, so a
+    layer's cost on the real interpreter is measured as a model of that one op (dense: CMSIS-NN's
+    CONV_2D / FULLY_CONNECTED; pruned: the op the exporter picks for it)."""
+    import keras
+
+    out = {}
+    for layer in model.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            continue
+        clone = layer.__class__.from_config(layer.get_config())
+        one = keras.Sequential([keras.Input(tuple(layer.input.shape[1:])), clone], name=layer.name)
+        clone.set_weights(layer.get_weights())
+        out[f"{model.name}:{layer.name}"] = one
+    return out
+
+
 def export_pair(model, calib, force=None):
     """(dense int8 bytes, pruned int8 bytes for cortex-m4, the export report), int8 I/O. The
     dense model goes through the same exporter with every layer forced dense, so both have the
@@ -258,6 +276,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="append", default=[], metavar="LAYER=FORMAT",
                    help="force a layer's format in the pruned export (exporter's formats=), e.g. "
                         "conv1=custom_conv; applies to the models that have the layer")
+    p.add_argument("--models", default="LeNet-300-100,LeNet-5",
+                   help="comma-separated models to run (default both)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also run every Conv2D / Dense layer alone as a one-op model (dense on "
+                        "CMSIS-NN vs the exporter's choice): where the cycles go per layer")
     p.add_argument("--tflm-lib", help="an already built TFLite Micro library for this "
                    "configuration (cortex-m4+fp, CMSIS-NN, release): skips `make microlite`")
     args = p.parse_args(argv)
@@ -283,6 +306,15 @@ def main(argv=None) -> int:
     for name, path in (("LeNet-300-100", args.lenet300), ("LeNet-5", args.lenet5)):
         if path:
             models[name], synthetic[name] = keras.models.load_model(path, compile=False), False
+    keep = [m.strip() for m in args.models.split(",")]
+    if set(keep) - set(models):
+        p.error(f"--models: unknown {sorted(set(keep) - set(models))}; known: {sorted(models)}")
+    models = {k: v for k, v in models.items() if k in keep}
+    if args.per_layer:
+        for name in list(models):
+            for lname, one in layer_models(models[name]).items():
+                models[f"{name}:{lname.split(':', 1)[1]}"], synthetic[f"{name}:{lname.split(':', 1)[1]}"] = \
+                    one, synthetic[name]
     rng = np.random.default_rng(1)
     entries, info = [], {}
     for name, model in models.items():
@@ -316,7 +348,7 @@ def main(argv=None) -> int:
           f"{CMSIS_NN_COMMIT[:12]}, int8, batch 1; cycles per Invoke() estimated by "
           "tfs_cycles_plugin (+-20 %); flash = the model's bytes; arena = interpreter.arena_used_bytes() "
           "(our estimate in brackets)")
-    head = (f"{'model':<15}{'dense cyc':>12}{'pruned cyc':>12}{'ratio':>7}{'dense B':>9}{'pruned B':>10}"
+    head = (f"{'model':<22}{'dense cyc':>12}{'pruned cyc':>12}{'ratio':>7}{'dense B':>9}{'pruned B':>10}"
             f"{'ratio':>7}{'arena dense':>18}{'arena pruned':>18}  outputs")
     print(head + "\n" + "-" * len(head))
     for k, (name, d) in enumerate(info.items()):
@@ -324,7 +356,7 @@ def main(argv=None) -> int:
         dc, pc = invokes[(2 * k) * IMAGES][1], invokes[(2 * k + 1) * IMAGES][1]
         same = outs.get(dn) == outs.get(pn)
         host_diff = int(np.sum(np.asarray(outs.get(pn)) != d["host"]))
-        print(f"{name:<15}{dc:>12,}{pc:>12,}{pc / dc:>6.3f}x{d['dense_bytes']:>9,}{d['pruned_bytes']:>10,}"
+        print(f"{name:<22}{dc:>12,}{pc:>12,}{pc / dc:>6.3f}x{d['dense_bytes']:>9,}{d['pruned_bytes']:>10,}"
               f"{d['pruned_bytes'] / d['dense_bytes']:>6.3f}x"
               f"{arena.get(dn, 0):>8,} [{d['arena_est']['dense']:>6,}]{arena.get(pn, 0):>8,} [{d['arena_est']['pruned']:>6,}]"
               f"  pruned == dense on TFLM: {same}; vs host runtime: {host_diff} of {d['host'].size} differ"
