@@ -76,24 +76,26 @@ def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
     (conv,) = find_conv2d(tfl)
     assert conv.unsupported is None
     x, want = _reference_tensors(tfl_bytes, conv, images)
-    for g in (1, 4, 8):
+    for g in (1, 2, 4, 8):
         arrays = CONV.arrays(tfl, conv, g)
         fixed = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], requant="fixed_point")
         assert fixed.out_shape == want.shape[1:]
         for impl in kernels.available_impls():
             got = fixed(x, impl=impl)
             np.testing.assert_array_equal(got, want, err_msg=f"g={g} impl={impl}")
-        # tiles that start mid-row and a ragged last tile give the same bits
+        # tiles that start mid-row and a ragged last tile give the same bits (an odd tile: the
+        # DSP path's position pairs and its single last position)
         for tile in (1, 3, conv.positions):
             tiled = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections],
                                               requant="fixed_point", tile=tile)
-            np.testing.assert_array_equal(tiled(x, impl="portable"), want)
+            for impl in kernels.available_impls():
+                np.testing.assert_array_equal(tiled(x, impl=impl), want, err_msg=f"g={g} tile={tile} {impl}")
 
 
 def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
     """conv-pool-conv-pool-fc-fc-fc, groups of 4 pruned at 85-90 %, exported for cortex-m4:
-    conv2 becomes TFS_GROUP_SPARSE_CONV2D by the cost model, conv1 (K = 25, 6 filters: im2col
-    dominates) stays dense unless forced; the model runs on the host runtime and every output
+    both convs become TFS_GROUP_SPARSE_CONV2D by the cost model (conv1 priced against CMSIS-NN's
+    CONV_2D) unless forced dense; the model runs on the host runtime and every output
     equals stock TFLite int8 on the dense model; the C array's arena estimate counts the conv
     scratch."""
     rng = np.random.default_rng(5)
@@ -117,11 +119,13 @@ def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
     auto = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib)
     rows = {r.layer: r for r in auto.layers}
     assert rows["conv2"].format == "custom_conv" and rows["conv2"].g == 4
-    assert rows["conv1"].format == "dense"
-    assert rows["conv1"].reason.startswith("kept dense: best sparse choice custom_conv g=4 predicted 1.0")
-    res = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
-                          formats={"conv1": "custom_conv"})
-    rows = {r.layer: r for r in res.layers}
+    # conv1 priced against CMSIS-NN's CONV_2D (the profile's dense_conv): sparse, ~3x predicted
+    assert rows["conv1"].format == "custom_conv"
+    assert rows["conv1"].reason.startswith("custom_conv g=4 predicted 3.")
+    forced = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
+                             formats={"conv1": "dense"})
+    assert {r.layer: r for r in forced.layers}["conv1"].reason == "kept dense: forced by formats="
+    res = auto
     assert rows["conv1"].format == "custom_conv" and rows["conv2"].format == "custom_conv"
     assert rows["conv1"].shape == (25, 6) and rows["conv2"].shape == (150, 16)
     assert rows["conv2"].bytes_exported < rows["conv2"].bytes_dense

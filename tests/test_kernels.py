@@ -165,6 +165,19 @@ def test_multiply_by_quantized_multiplier_matches_reference():
         assert kernels.multiply_by_quantized_multiplier(acc, mult, shift) == _mbqm(acc, mult, shift)
 
 
+def test_multiply_by_quantized_multiplier_ties_and_extremes():
+    """Products exactly halfway between two results (a * 2^30 with a odd: TFLite's nudge
+    differs by sign there), both signs, the int32 extremes and the saturating INT32_MIN^2."""
+    cases = [(a, 1 << 30, s) for a in range(-41, 42) for s in (0, -1, -2, -5)]
+    cases += [(a, m, s) for a in (-(1 << 31), (1 << 31) - 1, -(1 << 30), (1 << 30) - 1, 1, -1)
+              for m in ((1 << 31) - 1, 1 << 30, (1 << 30) + 1) for s in (-31, -8, 0, 1, 3)]
+    for acc, mult, shift in cases:
+        assert kernels.multiply_by_quantized_multiplier(acc, mult, shift) == _mbqm(acc, mult, shift), \
+            (acc, mult, shift)
+    # the one product TFLite saturates (2^62 / 2^31 = 2^31 does not fit): INT32_MAX
+    assert kernels.multiply_by_quantized_multiplier(-(1 << 31), -(1 << 31), 0) == (1 << 31) - 1
+
+
 @pytest.mark.parametrize("in_f,g,index_dtype", [(1024, 4, np.uint8), (1030, 4, np.uint16),
                                                 (1030, 2, np.uint16)])
 def test_large_sparse_layer_all_paths_agree(in_f, g, index_dtype, impls):

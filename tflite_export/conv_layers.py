@@ -230,20 +230,36 @@ def _conv_costs(cost: CostModel, layer: ConvLayer) -> tuple[float, float, float]
 
 
 def estimate(cost: CostModel, layer: ConvLayer, g: int, n_groups: int) -> Estimate:
-    """Predicted time of the conv op at width ``g`` storing ``n_groups`` (module docstring)."""
+    """Predicted time of the conv op at width ``g`` storing ``n_groups`` (module docstring).
+    ``custom_conv``'s optional ``row_ns`` / ``unit_ns`` (per output row / stored group of one
+    position; ``unit_ns`` per width, the widths it lists) replace the FC entry's: the conv kernel shares each weight decode between two
+    positions, so a group costs less per position than in a batch-1 FC."""
     im2col, widen, fixed = _conv_costs(cost, layer)
     tile = min(layer.positions, max(1, formats_registry.group_sparse_conv.TILE_BYTES // layer.in_features))
-    per_position = cost.custom("int8", g, layer.out_features, n_groups).time_ns - fixed
+    conv_units = cost.profile["formats"]["custom_conv"]["int8"].get("unit_ns", {})
+    if str(g) in conv_units:
+        c = cost.profile["formats"]["custom_conv"]["int8"]
+        per_position = float(c["row_ns"]) * layer.out_features + float(conv_units[str(g)]) * n_groups
+    else:
+        per_position = cost.custom("int8", g, layer.out_features, n_groups).time_ns - fixed
     t = -(-layer.positions // tile) * fixed + layer.positions * per_position + im2col + widen
     return Estimate("custom_conv", g, n_groups, t)
 
 
 def dense_estimate(cost: CostModel, layer: ConvLayer) -> Estimate:
-    """Predicted time of the dense CONV_2D: im2col + one dense FC per output position."""
+    """Predicted time of the dense CONV_2D. With ``custom_conv``'s ``dense_conv`` entry (the
+    runtime's own CONV_2D measured, e.g. CMSIS-NN's on TFLite Micro): per position
+    ``position_ns + patch_ns * K + output_ns * out + mac_ns * K * out``; without it, im2col + one
+    dense FC per output position."""
+    c = cost.profile["formats"]["custom_conv"]["int8"].get("dense_conv")
+    units = layer.in_features * layer.out_features
+    if c is not None:
+        per_position = (float(c["position_ns"]) + float(c["patch_ns"]) * layer.in_features
+                        + float(c["output_ns"]) * layer.out_features + float(c["mac_ns"]) * units)
+        return Estimate("dense", 0, units, layer.positions * per_position)
     im2col, _, _ = _conv_costs(cost, layer)
     per_position = cost.dense("int8", layer.in_features, layer.out_features).time_ns
-    return Estimate("dense", 0, layer.in_features * layer.out_features,
-                    layer.positions * per_position + im2col)
+    return Estimate("dense", 0, units, layer.positions * per_position + im2col)
 
 
 def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,

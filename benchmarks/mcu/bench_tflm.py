@@ -20,7 +20,12 @@ are counted, not hidden).
 
 Without --lenet300 / --lenet5 the models are LeNet-shaped with seeded random weights whose SIMD
 groups (g = 4, along the input / kh*kw*cin) are zeroed at the issue's sparsities: cycles, flash
-and arena are then meaningful, accuracy is not (it is not reported).
+and arena are then meaningful, accuracy is not (it is not reported). Models given with --lenet300 /
+--lenet5 are taken as trained on MNIST: their int8 exports are calibrated on 500 MNIST training
+images and their test error (10,000 images, host runtime) is reported, dense and pruned.
+--per-layer also runs each Conv2D / Dense layer alone as a one-op model (TFLite Micro's release
+build does not profile per op): where the cycles go, and what the cortex-m4 profile's
+`custom_conv.dense_conv` (CMSIS-NN's CONV_2D) is fitted to.
 
 Sources (none is part of this repository). Measured with
   tflite-micro 90b983c2b3f1480642e040bbd2ddb37b998f3424 and the commits its Makefile pins:
@@ -62,6 +67,7 @@ DOWNLOADS = ("flatbuffers", "gemmlowp", "ruy", "kissfft", "cmsis", "pigweed")
 ARCH = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 ARENA_BYTES = 48 * 1024
 IMAGES = 4  # inputs per model: each is checked; cycles are per Invoke of the first
+CALIBRATION = 500  # MNIST training images calibrating a trained model's int8 export
 
 
 def missing_sources(tflm_dir: str | None, cmsis_nn_dir: str | None) -> str | None:
@@ -169,6 +175,40 @@ def synthetic_models(seed: int = 0):
     return {"LeNet-300-100": lenet300, "LeNet-5": lenet5}
 
 
+def layer_models(model) -> dict:
+    """{"<model>:<layer>": a one-layer Keras model} for each Conv2D / Dense of `model`, with its
+    weights and activation: TFLite Micro's release build compiles its per-op profiling out, so a
+    layer's cost on the real interpreter is measured as a model of that one op (dense: CMSIS-NN's
+    CONV_2D / FULLY_CONNECTED; pruned: the op the exporter picks for it)."""
+    import keras
+
+    out = {}
+    for layer in model.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            continue
+        clone = layer.__class__.from_config(layer.get_config())
+        one = keras.Sequential([keras.Input(tuple(layer.input.shape[1:])), clone], name=layer.name)
+        clone.set_weights(layer.get_weights())
+        out[f"{model.name}:{layer.name}"] = one
+    return out
+
+
+def mnist_error(model_bytes, images, labels) -> float:
+    """Test error (%) of an int8-I/O model on the host runtime: `images` float in [0, 1]
+    quantized with the model's input scale / zero point."""
+    import tensorflow as tf
+
+    from tflite_export import runtime
+    from tflite_export.quiet import filtered_stderr, litert_noise
+
+    scale, zp = tf.lite.Interpreter(model_content=bytes(model_bytes)).get_input_details()[0]["quantization"]
+    q = np.clip(np.round(images / scale) + zp, -128, 127).astype(np.int8)
+    with filtered_stderr(litert_noise):
+        rt = runtime.load(model_bytes)
+        pred = np.concatenate([np.argmax(rt.run(q[i:i + 500])[0], axis=1) for i in range(0, len(q), 500)])
+    return 100.0 * float(np.mean(pred != labels))
+
+
 def export_pair(model, calib, force=None):
     """(dense int8 bytes, pruned int8 bytes for cortex-m4, the export report), int8 I/O. The
     dense model goes through the same exporter with every layer forced dense, so both have the
@@ -258,6 +298,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="append", default=[], metavar="LAYER=FORMAT",
                    help="force a layer's format in the pruned export (exporter's formats=), e.g. "
                         "conv1=custom_conv; applies to the models that have the layer")
+    p.add_argument("--models", default="LeNet-300-100,LeNet-5",
+                   help="comma-separated models to run (default both)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also run every Conv2D / Dense layer alone as a one-op model (dense on "
+                        "CMSIS-NN vs the exporter's choice): where the cycles go per layer")
     p.add_argument("--tflm-lib", help="an already built TFLite Micro library for this "
                    "configuration (cortex-m4+fp, CMSIS-NN, release): skips `make microlite`")
     args = p.parse_args(argv)
@@ -283,11 +328,27 @@ def main(argv=None) -> int:
     for name, path in (("LeNet-300-100", args.lenet300), ("LeNet-5", args.lenet5)):
         if path:
             models[name], synthetic[name] = keras.models.load_model(path, compile=False), False
+    keep = [m.strip() for m in args.models.split(",")]
+    if set(keep) - set(models):
+        p.error(f"--models: unknown {sorted(set(keep) - set(models))}; known: {sorted(models)}")
+    models = {k: v for k, v in models.items() if k in keep}
+    if args.per_layer:
+        for name in list(models):
+            for lname, one in layer_models(models[name]).items():
+                models[f"{name}:{lname.split(':', 1)[1]}"], synthetic[f"{name}:{lname.split(':', 1)[1]}"] = \
+                    one, synthetic[name]
     rng = np.random.default_rng(1)
     entries, info = [], {}
+    mnist = None
+    if not all(synthetic.values()):  # trained models: calibrated and scored on MNIST
+        from tfscalpel import datasets
+
+        (mx, _), (mxt, myt) = datasets.load_mnist()
+        mnist = (mx[:CALIBRATION].astype(np.float32) / 255.0, mxt.astype(np.float32) / 255.0, myt)
     for name, model in models.items():
         shape = tuple(model.inputs[0].shape[1:])
-        calib = rng.random((200,) + shape, dtype=np.float32)
+        trained = not synthetic[name] and ":" not in name  # a whole trained model, not one layer
+        calib = mnist[0].reshape((-1,) + shape) if trained else rng.random((200,) + shape, dtype=np.float32)
         dense, pruned, report = export_pair(model, calib, dict(f.split("=", 1) for f in args.force))
         with filtered_stderr(litert_noise):
             rt = runtime.load(pruned)
@@ -296,7 +357,11 @@ def main(argv=None) -> int:
         with filtered_stderr(litert_noise):
             host = rt.run(xq)[0].reshape(IMAGES, -1)
         out_bytes = int(host.shape[1])
-        info[name] = {"report": report, "host": host, "dense_bytes": len(dense), "pruned_bytes": len(pruned),
+        errors = None
+        if trained:
+            errors = {kind: mnist_error(data, mnist[1].reshape((-1,) + shape), mnist[2])
+                      for kind, data in (("dense", dense), ("pruned", pruned))}
+        info[name] = {"errors": errors, "report": report, "host": host, "dense_bytes": len(dense), "pruned_bytes": len(pruned),
                       "arena_est": {"dense": c_array.arena_estimate(dense).total,
                                     "pruned": c_array.arena_estimate(pruned).total}, "input": qin}
         for kind, data in (("dense", dense), ("pruned", pruned)):
@@ -316,7 +381,7 @@ def main(argv=None) -> int:
           f"{CMSIS_NN_COMMIT[:12]}, int8, batch 1; cycles per Invoke() estimated by "
           "tfs_cycles_plugin (+-20 %); flash = the model's bytes; arena = interpreter.arena_used_bytes() "
           "(our estimate in brackets)")
-    head = (f"{'model':<15}{'dense cyc':>12}{'pruned cyc':>12}{'ratio':>7}{'dense B':>9}{'pruned B':>10}"
+    head = (f"{'model':<22}{'dense cyc':>12}{'pruned cyc':>12}{'ratio':>7}{'dense B':>9}{'pruned B':>10}"
             f"{'ratio':>7}{'arena dense':>18}{'arena pruned':>18}  outputs")
     print(head + "\n" + "-" * len(head))
     for k, (name, d) in enumerate(info.items()):
@@ -324,11 +389,16 @@ def main(argv=None) -> int:
         dc, pc = invokes[(2 * k) * IMAGES][1], invokes[(2 * k + 1) * IMAGES][1]
         same = outs.get(dn) == outs.get(pn)
         host_diff = int(np.sum(np.asarray(outs.get(pn)) != d["host"]))
-        print(f"{name:<15}{dc:>12,}{pc:>12,}{pc / dc:>6.3f}x{d['dense_bytes']:>9,}{d['pruned_bytes']:>10,}"
+        print(f"{name:<22}{dc:>12,}{pc:>12,}{pc / dc:>6.3f}x{d['dense_bytes']:>9,}{d['pruned_bytes']:>10,}"
               f"{d['pruned_bytes'] / d['dense_bytes']:>6.3f}x"
               f"{arena.get(dn, 0):>8,} [{d['arena_est']['dense']:>6,}]{arena.get(pn, 0):>8,} [{d['arena_est']['pruned']:>6,}]"
               f"  pruned == dense on TFLM: {same}; vs host runtime: {host_diff} of {d['host'].size} differ"
               + (" (synthetic weights)" if synthetic[name] else ""))
+    for name, d in info.items():
+        if d["errors"]:
+            print(f"{name}: MNIST test error (int8, host runtime, {len(mnist[2]):,} images): "
+                  f"pruned {d['errors']['pruned']:.2f} % (the same weights exported dense: "
+                  f"{d['errors']['dense']:.2f} %)")
     for name, d in info.items():
         print(f"\n{name} export (cortex-m4):\n{d['report'].report.table()}")
     print(f"time: {time.time() - t0:.0f} s")

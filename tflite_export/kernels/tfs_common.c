@@ -195,23 +195,5 @@ int tfs_unpack_params(const void* blob, size_t bytes, size_t n_f32, size_t n_i8,
 }
 
 int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift) {
-  const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-  /* TFLite multiplies in int32; do it modulo 2^32 (defined behaviour, same result). */
-  const int32_t a = (int32_t)((uint32_t)acc << left);
-  int32_t high;
-  if (a == INT32_MIN && multiplier == INT32_MIN) {
-    high = INT32_MAX;
-  } else {
-    const int64_t ab = (int64_t)a * (int64_t)multiplier;
-    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-    /* Truncating division by 2^31, as TFLite, with shifts: a 64-bit division is a library call
-     * (__aeabi_ldivmod) on 32-bit cores. |ab + nudge| < 2^62, so the negation cannot overflow. */
-    const int64_t t = ab + nudge;
-    high = (int32_t)(t >= 0 ? (t >> 31) : -((-t) >> 31));
-  }
-  if (right == 0) return high;
-  const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
-  const int32_t rem = high & mask;
-  const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-  return (high >> right) + (rem > threshold ? 1 : 0);
+  return tfs_mbqm(acc, multiplier, shift);
 }

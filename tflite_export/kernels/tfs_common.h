@@ -235,6 +235,30 @@ int tfs_unpack_params(const void* blob, size_t bytes, size_t n_f32, size_t n_i8,
 /* TFLite's fixed-point requantization (MultiplyByQuantizedMultiplier), exposed for tests. */
 int32_t tfs_multiply_by_quantized_multiplier(int32_t acc, int32_t multiplier, int32_t shift);
 
+/* The same, inline: every kernel's epilogue runs it once per output, which on a Cortex-M4 conv
+ * (one call per output position and filter) was a large share of the layer.
+ * TFLite's SaturatingRoundingDoublingHighMul is (p + nudge) / 2^31 truncated towards zero with
+ * p = a * m, nudge = 2^30 if p >= 0 else 1 - 2^30. For p < 0 that is ceil((p + 1 - 2^30) / 2^31)
+ * = floor((p + 2^30) / 2^31), and for p >= 0 floor((p + 2^30) / 2^31) as well: one arithmetic
+ * shift for both signs (SMULL, ADDS/ADC, two shifts on Arm; |p| <= 2^62, no overflow).
+ * RoundingDivideByPOT follows, as TFLite's reference. */
+static inline int32_t tfs_mbqm(int32_t acc, int32_t multiplier, int32_t shift) {
+  const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  /* TFLite multiplies in int32; do it modulo 2^32 (defined behaviour, same result). */
+  const int32_t a = (int32_t)((uint32_t)acc << left);
+  int32_t high;
+  if (a == INT32_MIN && multiplier == INT32_MIN) {
+    high = INT32_MAX;
+  } else {
+    high = (int32_t)(((int64_t)a * (int64_t)multiplier + ((int64_t)1 << 30)) >> 31);
+  }
+  if (right == 0) return high;
+  const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+  const int32_t rem = high & mask;
+  const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+  return (high >> right) + (rem > threshold ? 1 : 0);
+}
+
 static inline float tfs_act_f32(float v, int act) {
   if (act == TFS_ACT_RELU) return v > 0.0f ? v : 0.0f;
   if (act == TFS_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
@@ -257,7 +281,7 @@ static inline int8_t tfs_requant_i8(int32_t acc, int32_t requant, int32_t multip
                                     int32_t act_max) {
   int32_t v;
   if (requant == TFS_REQUANT_FIXED_POINT) {
-    v = tfs_multiply_by_quantized_multiplier(acc, multiplier, shift) + out_zp;
+    v = tfs_mbqm(acc, multiplier, shift) + out_zp;
     if (v < act_min) v = act_min;
     if (v > act_max) v = act_max;
   } else {

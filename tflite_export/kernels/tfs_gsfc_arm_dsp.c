@@ -103,6 +103,40 @@ static void dsp_widen(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, int
     for (int32_t k = 0; k < n; ++k) acc += (uint32_t)((int32_t)w[k] * xs[col[k]]);                 \
     return acc;                                                                                    \
   }                                                                                                \
+  /* The same over two inputs at once (xa and xb = xa + in: two batch rows, or two output       \
+   * positions of a conv tile): each weight quad is loaded and sign-extended once for both, as   \
+   * CMSIS-NN's convolution pairs two output columns; the column index is shared too. */        \
+  static inline void dsp_dot2_quads_##SUF(const int16_t* xa, int32_t in, const IT* col,            \
+                                          const int8_t* w, int32_t n, int quads, uint32_t* a0,     \
+                                          uint32_t* a1) {                                          \
+    uint32_t s0 = *a0, s1 = *a1;                                                                   \
+    for (int32_t k = 0; k < n; ++k) {                                                              \
+      const int16_t* xp = xa + (size_t)col[k] * 4 * (size_t)quads;                                 \
+      const int8_t* wk = w + (size_t)k * 4 * (size_t)quads;                                        \
+      for (int q = 0; q < quads; ++q) {                                                            \
+        const uint32_t wv = ld32(wk + 4 * q);                                                      \
+        const uint32_t lo = dsp_sxtb16(wv), hi = dsp_sxtb16_ror8(wv);                              \
+        s0 = dsp_smlad(lo, ld32(xp + 4 * q), s0);                                                  \
+        s0 = dsp_smlad(hi, ld32(xp + 4 * q + 2), s0);                                              \
+        s1 = dsp_smlad(lo, ld32(xp + in + 4 * q), s1);                                             \
+        s1 = dsp_smlad(hi, ld32(xp + in + 4 * q + 2), s1);                                         \
+      }                                                                                            \
+    }                                                                                              \
+    *a0 = s0;                                                                                      \
+    *a1 = s1;                                                                                      \
+  }                                                                                                \
+  static inline void dsp_dot2_g2_##SUF(const int16_t* xa, int32_t in, const IT* col,               \
+                                       const int8_t* w, int32_t n, uint32_t* a0, uint32_t* a1) {   \
+    uint32_t s0 = *a0, s1 = *a1;                                                                   \
+    for (int32_t k = 0; k < n; ++k) {                                                              \
+      const uint32_t h = ld16(w + 2 * k), wv = dsp_sxtb16(h | (h << 8));                           \
+      const int16_t* xp = xa + 2 * (size_t)col[k];                                                 \
+      s0 = dsp_smlad(wv, ld32(xp), s0);                                                            \
+      s1 = dsp_smlad(wv, ld32(xp + in), s1);                                                       \
+    }                                                                                              \
+    *a0 = s0;                                                                                      \
+    *a1 = s1;                                                                                      \
+  }                                                                                                \
   /* noinline: inlined into its caller, the uint8 loop ran out of registers (a spilled  \
    * loop bound, +2 cycles per group on Cortex-M4). */                                            \
   __attribute__((noinline)) static void dsp_i8_##SUF(const tfs_gsfc_layer* L, const int16_t* xs,  \
@@ -113,11 +147,45 @@ static void dsp_widen(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, int
     const int32_t g = L->g, in = L->in;                                                            \
     /* A row's last group is ragged iff in % g != 0 and it is the last group of the row. */       \
     const int32_t last_group = L->in_full != in ? L->in_full / g : -1;                             \
-    for (int32_t b = 0; b < batch; ++b) {                                                          \
+    /* A row without stored groups (a dead filter or neuron) gives requant(bias) for every input: \
+     * computed once per call, not once per input (a conv tile has many). */                      \
+    for (int32_t r = 0; r < L->out; ++r) {                                                         \
+      if (L->row_ptr[r] != L->row_ptr[r + 1]) continue;                                            \
+      const int8_t v = tfs_gsfc_requant(L, r, bias[r]);                                            \
+      for (int32_t b = 0; b < batch; ++b) y[(size_t)b * L->out + r] = v;                           \
+    }                                                                                              \
+    int32_t b = 0;                                                                                 \
+    /* Pairs of inputs (g = 1 has no weight decode to share: one input at a time). */              \
+    for (; g > 1 && b + 1 < batch; b += 2) {                                                       \
       const int16_t* xb = xs + (size_t)b * in;                                                     \
       int8_t* yb = y + (size_t)b * L->out;                                                         \
       for (int32_t r = 0; r < L->out; ++r) {                                                       \
         const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];                                  \
+        if (k0 == k1) continue; /* written above */                                                \
+        const int32_t kf = (k1 > k0 && (int32_t)cols[k1 - 1] == last_group) ? k1 - 1 : k1;         \
+        const IT* col = cols + k0;                                                                 \
+        const int8_t* w = vals + (size_t)k0 * g;                                                   \
+        uint32_t a0 = (uint32_t)bias[r], a1 = a0;                                                  \
+        switch (g) {                                                                               \
+          case 2: dsp_dot2_g2_##SUF(xb, in, col, w, kf - k0, &a0, &a1); break;                     \
+          case 4: dsp_dot2_quads_##SUF(xb, in, col, w, kf - k0, 1, &a0, &a1); break;               \
+          case 8: dsp_dot2_quads_##SUF(xb, in, col, w, kf - k0, 2, &a0, &a1); break;               \
+          default: dsp_dot2_quads_##SUF(xb, in, col, w, kf - k0, 4, &a0, &a1); break;              \
+        }                                                                                          \
+        if (kf != k1) {                                                                            \
+          a0 += (uint32_t)tfs_gsfc_tail_i16(L, xb, kf);                                            \
+          a1 += (uint32_t)tfs_gsfc_tail_i16(L, xb + in, kf);                                       \
+        }                                                                                          \
+        yb[r] = tfs_gsfc_requant(L, r, (int32_t)a0);                                               \
+        yb[L->out + r] = tfs_gsfc_requant(L, r, (int32_t)a1);                                      \
+      }                                                                                            \
+    }                                                                                              \
+    for (; b < batch; ++b) {                                                                       \
+      const int16_t* xb = xs + (size_t)b * in;                                                     \
+      int8_t* yb = y + (size_t)b * L->out;                                                         \
+      for (int32_t r = 0; r < L->out; ++r) {                                                       \
+        const int32_t k0 = L->row_ptr[r], k1 = L->row_ptr[r + 1];                                  \
+        if (k0 == k1) continue; /* written above */                                                \
         const int32_t kf = (k1 > k0 && (int32_t)cols[k1 - 1] == last_group) ? k1 - 1 : k1;         \
         const IT* col = cols + k0;                                                                 \
         const int8_t* w = vals + (size_t)k0 * g;                                                   \
@@ -129,8 +197,8 @@ static void dsp_widen(const tfs_gsfc_layer* L, const int8_t* x, int16_t* xs, int
           case 8: acc = dsp_dot_quads_##SUF(xb, col, w, kf - k0, 2, acc); break;                   \
           default: acc = dsp_dot_quads_##SUF(xb, col, w, kf - k0, 4, acc); break;                  \
         }                                                                                          \
-        if (kf != k1) acc += (uint32_t)tfs_gsfc_tail_i16(L, xb, kf);                                         \
-        yb[r] = tfs_gsfc_requant(L, r, (int32_t)acc);                                                   \
+        if (kf != k1) acc += (uint32_t)tfs_gsfc_tail_i16(L, xb, kf);                               \
+        yb[r] = tfs_gsfc_requant(L, r, (int32_t)acc);                                              \
       }                                                                                            \
     }                                                                                              \
   }

@@ -45,6 +45,15 @@ static inline void taps_inside(int32_t o, int32_t k, int32_t dil, int32_t in, in
   *hi = b > a ? b : a;
 }
 
+/* A patch wholly inside the input with horizontal dilation 1: kh rows of `row` contiguous bytes,
+ * `step` apart. Its own function: inlined into tfs_im2col_s8 it shared that function's spilled
+ * registers, and a K = 25 patch cost ~590 cycles on a Cortex-M4 instead of ~100. */
+__attribute__((noinline)) static int8_t* patch_inside(int8_t* p, const int8_t* xr, int32_t kh,
+                                                      int32_t row, ptrdiff_t step) {
+  for (int32_t ky = 0; ky < kh; ++ky, xr += step) p = copy_s8(p, xr, row);
+  return p;
+}
+
 void tfs_im2col_s8(const tfs_conv_geom* G, const int8_t* x, int32_t pos0, int32_t n, int8_t* p) {
   /* Every field in a local: stores through int8_t* may alias *G, so GCC would reload them. */
   const int32_t in_h = G->in_h, in_w = G->in_w, cin = G->cin, out_w = G->out_w, kh = G->kh;
@@ -55,6 +64,14 @@ void tfs_im2col_s8(const tfs_conv_geom* G, const int8_t* x, int32_t pos0, int32_
   int32_t oy = pos0 / out_w, ox = pos0 % out_w;
   for (int32_t i = 0; i < n; ++i) {
     const int32_t iy0 = oy * sh - pad_top, ix0 = ox * sw - pad_left;
+    if (dw == 1 && iy0 >= 0 && iy0 + (kh - 1) * dh < in_h && ix0 >= 0 && ix0 + kw - 1 < in_w) {
+      p = patch_inside(p, x + (ptrdiff_t)iy0 * x_row + (ptrdiff_t)ix0 * cin, kh, row, dh * x_row);
+      if (++ox == out_w) {
+        ox = 0;
+        ++oy;
+      }
+      continue;
+    }
     int32_t r0, r1, k0, k1; /* filter rows [r0, r1) and columns [k0, k1) read the input */
     taps_inside(iy0, kh, dh, in_h, &r0, &r1);
     taps_inside(ix0, kw, dw, in_w, &k0, &k1);
