@@ -208,36 +208,53 @@ class PrunableMixin:
         keeps pruned entries zeroed, else :meth:`masked_kernel`."""
         return self.kernel if training and self._mask_after_step else self.masked_kernel()
 
-    def _numpy_masked_kernel(self):
-        return ops.convert_to_numpy(self.kernel) * ops.convert_to_numpy(self.pruning_mask)
+    def _numpy_state(self):
+        """The kernel and the mask as NumPy arrays: what a mask update reads, once (reading a
+        variable copies it out of the backend, so each is read once per update)."""
+        return ops.convert_to_numpy(self.kernel), ops.convert_to_numpy(self.pruning_mask)
 
-    def block_scores(self):
+    def _numpy_masked_kernel(self):
+        kernel, mask = self._numpy_state()
+        return kernel * mask
+
+    def block_scores(self, state=None):
         """Importance of every block of the masked kernel, ``(n_blocks, units)`` (NumPy).
 
         Scoring the *masked* kernel means pruned blocks score zero, so a block that was pruned
         stays pruned even if the optimizer's momentum has moved its raw kernel values.
+        ``state``: ``(kernel, mask)`` as NumPy when the caller has read them already.
         """
-        kernel = kernel_matrix(self._numpy_masked_kernel(), self.fan_in_ndim)
+        kernel, mask = self._numpy_state() if state is None else state
         criterion = self.importance.for_layer(self)
-        return self.pattern.scores(kernel, criterion)
+        return self.pattern.scores(kernel_matrix(kernel * mask, self.fan_in_ndim), criterion)
 
-    def apply_block_mask(self, keep, threshold=0.0):
+    def apply_block_mask(self, keep, threshold=0.0, state=None):
         """Install a block decision ``(n_blocks, units)`` as the new mask and zero the pruned
-        kernel entries (so a later unmasking cannot resurrect stale values)."""
+        kernel entries (so a later unmasking cannot resurrect stale values). ``state``: the
+        ``(kernel, mask)`` read for this update (:meth:`block_scores`).
+
+        A variable is written only when its value changes (writes copy the whole tensor into
+        the backend and are most of an update's cost): a schedule that re-applies the same
+        sparsity leaves the mask alone, and a kernel already zero where pruned (training keeps
+        it so on TensorFlow) is not rewritten."""
+        kernel, old_mask = self._numpy_state() if state is None else state
         shape = tuple(self.kernel.shape)
-        fan_in = kernel_matrix(np.empty(shape, np.int8), self.fan_in_ndim).shape[0]
-        mask = matrix_to_kernel(self.pattern.expand(keep, fan_in), shape, self.fan_in_ndim)
-        self.pruning_mask.assign(mask)
-        self.kernel.assign(ops.convert_to_numpy(self.kernel) * mask)
+        mask = matrix_to_kernel(self.pattern.expand(keep, self.fan_in), shape, self.fan_in_ndim)
+        if not np.array_equal(mask, old_mask):
+            self.pruning_mask.assign(mask)
+        zeroed = kernel * mask
+        if not np.array_equal(zeroed, kernel):
+            self.kernel.assign(zeroed)
         self.pruning_threshold.assign(float(threshold))
 
     def prune_to(self, sparsity=None, threshold=None):
         """Recompute the mask now for a target ``sparsity`` or a *raw* score ``threshold``."""
-        scores = self.block_scores()
+        state = self._numpy_state()
+        scores = self.block_scores(state)
         keep = self.pattern.keep_blocks(scores, sparsity=sparsity, threshold=threshold)
         if threshold is None:
             threshold = pruning_boundary(scores, keep)
-        self.apply_block_mask(keep, threshold)
+        self.apply_block_mask(keep, threshold, state)
 
     # -- reporting --------------------------------------------------------------------------
     def mask_sparsity(self):

@@ -123,14 +123,16 @@ def normalise_scores(scores):
 
 
 def _prune_by_normalised_threshold(layer, threshold):
-    scores = layer.block_scores()
+    state = layer._numpy_state()
+    scores = layer.block_scores(state)
     keep = normalise_scores(scores) > threshold
-    layer.apply_block_mask(keep, pruning_boundary(scores, keep))
+    layer.apply_block_mask(keep, pruning_boundary(scores, keep), state)
 
 
 def _prune_globally(layers, amount):
     """One ranking across ``layers`` on normalised scores."""
-    scores = [layer.block_scores() for layer in layers]
+    states = [layer._numpy_state() for layer in layers]
+    scores = [layer.block_scores(state) for layer, state in zip(layers, states)]
     normalised = [normalise_scores(s) for s in scores]
     if layers[0].schedule.mode == "threshold":
         keeps = [n > amount for n in normalised]
@@ -139,5 +141,5 @@ def _prune_globally(layers, amount):
         keep_flat = layers[0].pattern.keep_blocks(flat, sparsity=amount).ravel()
         bounds = np.cumsum([n.size for n in normalised])[:-1]
         keeps = [k.reshape(n.shape) for k, n in zip(np.split(keep_flat, bounds), normalised)]
-    for layer, s, keep in zip(layers, scores, keeps):
-        layer.apply_block_mask(keep, pruning_boundary(s, keep))
+    for layer, s, keep, state in zip(layers, scores, keeps, states):
+        layer.apply_block_mask(keep, pruning_boundary(s, keep), state)
