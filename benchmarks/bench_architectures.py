@@ -66,21 +66,22 @@ SEQ, ROW = 28, 28  # the Transformer's tokens: image rows
 #: pruning stage. ``gates``: GateTraining's L1 stages for conv masks and Dense masks (one epoch
 #: each), fine-tuning epochs with the masks frozen, and the group sparsity the Dense head
 #: reaches; ``groups``: the group sparsity, epochs while it rises, fine-tuning epochs.
+_CONV_GATES = dict(penalties={"conv": (1e-3, 4e-3, 1e-2), "dense": (1e-4, 3e-4, 1e-3)},
+                   finetune_epochs=2, group_sparsity=0.8)
 SETTINGS = {
     "mobilenetv2": dict(title="MobileNetV2", data="mnist", train=12000, dense_epochs=3, lr=2e-3,
-                        gates=dict(penalties={"conv": (1e-3, 3e-3, 6e-3),
-                                              "dense": (1e-4, 3e-4, 1e-3)},
-                                   finetune_epochs=2, group_sparsity=0.8)),
+                        gates=_CONV_GATES),
     "resnet18": dict(title="ResNet-18", data="mnist", train=12000, dense_epochs=3, lr=2e-3,
-                     gates=dict(penalties={"conv": (1e-3, 3e-3, 6e-3),
-                                           "dense": (1e-4, 3e-4, 1e-3)},
-                                finetune_epochs=2, group_sparsity=0.8)),
-    "efficientnetb0": dict(title="EfficientNetB0", data="mnist", train=12000, dense_epochs=3,
-                           lr=2e-3, gates=dict(penalties={"conv": (1e-3, 3e-3, 6e-3),
-                                                          "dense": (1e-4, 3e-4, 1e-3)},
-                                               finetune_epochs=2, group_sparsity=0.8)),
+                     gates=_CONV_GATES),
+    # ~7x MobileNetV2's MACs: half the images, one fine-tuning epoch
+    "efficientnetb0": dict(title="EfficientNetB0", data="mnist", train=6000, dense_epochs=3,
+                           lr=2e-3, gates={**_CONV_GATES, "finetune_epochs": 1}),
+    # The 56x256 embedding and the 256x10 head stay dense: at 90 % in groups of 16 the head kept
+    # ~1.6 groups per class and training accuracy fell from 96.6 % to 80 %; both are ~1 % of the
+    # MACs. The attention projections and the FFN carry the rest.
     "transformer": dict(title="Transformer", data="mnist", train=12000, dense_epochs=3, lr=5e-4,
-                        groups=dict(sparsity=0.9, prune_epochs=2, finetune_epochs=2)),
+                        groups=dict(sparsity=0.85, prune_epochs=2, finetune_epochs=2,
+                                    dense_layers=("embed", "head"))),
 }
 #: --quick: tiny subsets and one epoch per stage; numbers only show that everything runs.
 QUICK = dict(train=512, test=256, dense_epochs=1, batch=32,
@@ -228,7 +229,9 @@ def prune_model(dense, s, train, seed, target):
         epochs = p["prune_epochs"] + p["finetune_epochs"]
         rising = _rising(s, p["sparsity"], p["prune_epochs"], train)
         callbacks = []
-    pruned = tfscalpel.prune(dense, target=target, schedule=rising, verbose=False)
+    keep = {name: {"method": "none"} for name in p.get("dense_layers", ())}
+    pruned = tfscalpel.prune(dense, target=target, schedule=rising, per_layer=keep or None,
+                             verbose=False)
     if tfscalpel.pruned_layers(pruned):
         callbacks.append(tfscalpel.UpdatePruningStep())
     models.compile_classifier(pruned, _adam(s, epochs, train))
@@ -393,6 +396,7 @@ def main(argv=None):
     rows = []
     for key in args.only or list(SETTINGS):
         rows += run(key, args.quick, args.seed, args.cache_dir, args.rounds)
+        print(table(rows), flush=True)  # so far: a long run killed midway keeps its rows
     print("\n" + header())
     print(table(rows))
     for line in verdicts(rows):
