@@ -52,15 +52,32 @@ ANCHORS = {"lenet300": {"fc1": 161, "fc2": 64}, "lenet5": {"conv1": 9, "conv2": 
 TOLERANCE = 0.1  # percentage points below dense
 
 
-def macs(model):
-    """Multiply-accumulates per image of the Dense, Conv2D and DepthwiseConv2D layers."""
+def _count(kernel, nonzero):
+    w = keras.ops.convert_to_numpy(kernel)
+    return int(np.count_nonzero(w)) if nonzero else int(w.size)
+
+
+def _positions(shape):
+    """Output positions per image: the product of the dimensions between batch and channels."""
+    return int(np.prod([int(d) for d in shape[1:-1]], dtype=np.int64))
+
+
+def macs(model, nonzero=False):
+    """Multiply-accumulates per image of the Dense, EinsumDense, Conv2D, DepthwiseConv2D and
+    MultiHeadAttention layers (its four projections and the two attention products), a rank-3
+    Dense counted at every position; ``nonzero``: only the nonzero weights' (what a sparse
+    kernel that skips zeros still multiplies)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
-            h, w = layer.output.shape[1:3]
-            total += int(h * w * np.prod(layer.kernel.shape))
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            seq = int(layer.output.shape[1])
+            for sub in (layer.query_dense, layer.key_dense, layer.value_dense,
+                        layer.output_dense):
+                total += seq * _count(sub.kernel, nonzero)
+            total += 2 * seq * seq * layer.num_heads * layer.key_dim
+        elif isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense,
+                                keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            total += _positions(layer.output.shape) * _count(layer.kernel, nonzero)
     return total
 
 
