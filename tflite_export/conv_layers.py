@@ -20,9 +20,9 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tflite_export import flatbuffer, group_csr
 from tflite_export import formats as formats_registry
 from tflite_export.cost_model import CostModel, Estimate
-from tflite_export.fc_layers import FCLayer, builtin_code
+from tflite_export.fc_layers import FCLayer, builtin_code, int8_quantization_reason
 from tflite_export.planner import Decision
-from tflite_export.quantization import SUPPORTED_ACTIVATIONS, per_channel_scales
+from tflite_export.quantization import SUPPORTED_ACTIVATIONS
 from tflite_export.report import LayerReport
 
 _TT = schema.TensorType
@@ -165,28 +165,16 @@ def _unsupported_reason(model: schema.ModelT, layer: ConvLayer) -> str | None:
         bt = sg.tensors[layer.bias]
         if bt.type != _TT.INT32 or flatbuffer.tensor_data(model, bt, np.int32) is None:
             return "bias is not a constant int32 tensor"
-    for role, t in (("input", layer.input), ("output", layer.output)):
-        q = sg.tensors[t].quantization
-        if q is None or q.scale is None or len(q.scale) != 1:
-            return f"{role} is not per-tensor quantized"
-    q = wt.quantization
-    if q is None or q.scale is None or len(q.scale) not in (1, layer.out_features):
-        return "filters have no per-tensor or per-output-channel scales"
-    if q.zeroPoint is not None and np.any(np.asarray(q.zeroPoint) != 0):
-        return "filters are not symmetrically quantized (zero point != 0)"
-    if len(q.scale) > 1 and int(q.quantizedDimension) != 0:
-        return f"filters quantized along dimension {q.quantizedDimension}, expected 0 (out)"
-    qx, qy = sg.tensors[layer.input].quantization, sg.tensors[layer.output].quantization
-    scales = per_channel_scales(qx.scale[0], np.asarray(q.scale), qy.scale[0], layer.out_features)
-    if not np.all((scales > 0) & (scales < 256)):
-        return "a requantization scale is outside XNNPACK's range (0, 256)"
-    layer.input_zero_point = int(qx.zeroPoint[0])
+    why = int8_quantization_reason(sg, layer, wt, "filters")
+    if why:
+        return why
+    layer.input_zero_point = int(sg.tensors[layer.input].quantization.zeroPoint[0])
     return None
 
 
-def assign_names(keras_model, model: schema.ModelT, convs: list[ConvLayer]) -> None:
-    """Set each conv's name to the Keras layer with a 4-D kernel ``(kh, kw, cin, cout)`` whose
-    filters are closest to the conv's dequantized ones (in place; as ``keras_names`` for FCs)."""
+def keras_conv_layers(keras_model) -> list:
+    """Every Keras layer with a 4-D kernel ``(kh, kw, cin, cout)`` (Conv2D and its kin), nested
+    models included, in model order."""
     found, stack = [], list(reversed(getattr(keras_model, "layers", [])))
     while stack:
         layer = stack.pop()
@@ -194,6 +182,13 @@ def assign_names(keras_model, model: schema.ModelT, convs: list[ConvLayer]) -> N
             stack.extend(reversed(layer.layers))
         elif getattr(layer, "kernel", None) is not None and len(layer.kernel.shape) == 4:
             found.append(layer)
+    return found
+
+
+def assign_names(keras_model, model: schema.ModelT, convs: list[ConvLayer]) -> None:
+    """Set each conv's name to the Keras layer with a 4-D kernel ``(kh, kw, cin, cout)`` whose
+    filters are closest to the conv's dequantized ones (in place; as ``keras_names`` for FCs)."""
+    found = keras_conv_layers(keras_model)
     for conv in convs:
         if conv.weights is None:
             continue

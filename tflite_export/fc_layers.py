@@ -124,23 +124,31 @@ def _unsupported_reason(model: schema.ModelT, layer: FCLayer, op: schema.Operato
         if bt.type != want or flatbuffer.tensor_data(model, bt, _np(want)) is None:
             return "bias is not a constant tensor of the expected type"
     if layer.dtype == "int8":
-        for role, t in (("input", layer.input), ("output", layer.output)):
-            q = sg.tensors[t].quantization
-            if q is None or q.scale is None or len(q.scale) != 1:
-                return f"{role} is not per-tensor quantized"
-        q = wt.quantization
-        if q is None or q.scale is None or len(q.scale) not in (1, layer.out_features):
-            return "weights have no per-tensor or per-output-channel scales"
-        if q.zeroPoint is not None and np.any(np.asarray(q.zeroPoint) != 0):
-            return "weights are not symmetrically quantized (zero point != 0)"
-        if len(q.scale) > 1 and int(q.quantizedDimension) != 0:
-            return f"weights quantized along dimension {q.quantizedDimension}, expected 0 (out)"
-        qx, qy = sg.tensors[layer.input].quantization, sg.tensors[layer.output].quantization
-        scales = per_channel_scales(qx.scale[0], np.asarray(q.scale), qy.scale[0], layer.out_features)
-        if not np.all((scales > 0) & (scales < 256)):
-            # XNNPACK rejects such layers and TFLite's fixed-point kernel runs instead, whose
-            # rounding the custom op (fp32 requantization) would not reproduce.
-            return "a requantization scale is outside XNNPACK's range (0, 256)"
+        return int8_quantization_reason(sg, layer, wt, "weights")
+    return None
+
+
+def int8_quantization_reason(sg, layer, wt, what: str) -> str | None:
+    """Why an int8 FC or CONV_2D's quantization is not one the custom ops reproduce bit for bit,
+    or None: per-tensor input and output, symmetric per-tensor or per-output-channel ``what``
+    (weights, filters) along dimension 0, requantization scales in XNNPACK's (0, 256)."""
+    for role, t in (("input", layer.input), ("output", layer.output)):
+        q = sg.tensors[t].quantization
+        if q is None or q.scale is None or len(q.scale) != 1:
+            return f"{role} is not per-tensor quantized"
+    q = wt.quantization
+    if q is None or q.scale is None or len(q.scale) not in (1, layer.out_features):
+        return f"{what} have no per-tensor or per-output-channel scales"
+    if q.zeroPoint is not None and np.any(np.asarray(q.zeroPoint) != 0):
+        return f"{what} are not symmetrically quantized (zero point != 0)"
+    if len(q.scale) > 1 and int(q.quantizedDimension) != 0:
+        return f"{what} quantized along dimension {q.quantizedDimension}, expected 0 (out)"
+    qx, qy = sg.tensors[layer.input].quantization, sg.tensors[layer.output].quantization
+    scales = per_channel_scales(qx.scale[0], np.asarray(q.scale), qy.scale[0], layer.out_features)
+    if not np.all((scales > 0) & (scales < 256)):
+        # XNNPACK rejects such layers and TFLite's fixed-point kernel runs instead, whose
+        # rounding the custom op (fp32 requantization) would not reproduce.
+        return "a requantization scale is outside XNNPACK's range (0, 256)"
     return None
 
 

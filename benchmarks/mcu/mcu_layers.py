@@ -18,18 +18,6 @@ import numpy as np
 PATCH_BUDGET = 4096
 
 
-def _keras_conv_layers(model):
-    """Every layer with a 4-D kernel (Conv2D), nested models included, in model order."""
-    found, stack = [], list(reversed(getattr(model, "layers", [])))
-    while stack:
-        layer = stack.pop()
-        if getattr(layer, "layers", None):
-            stack.extend(reversed(layer.layers))
-        elif getattr(layer, "kernel", None) is not None and len(layer.kernel.shape) == 4:
-            found.append(layer)
-    return found
-
-
 def find_conv2d(tfl):
     """Every int8 CONV_2D of a converted model as (ConvLayer, geometry dict), from the exporter's
     own `tflite_export.conv_layers.find_conv2d`: the layer is an FCLayer view of the filters
@@ -53,6 +41,7 @@ def model_layers(model, calibration_x, group_size):
     from tflite_export import flatbuffer, keras_names
     from tflite_export.formats.group_sparse import FORMAT as GROUP_SPARSE
     from tflite_export.converter import convert_keras
+    from tflite_export.conv_layers import keras_conv_layers
     from tflite_export.fc_layers import find_fully_connected
 
     tfl_bytes = convert_keras(model, "int8", calibration_x)
@@ -60,7 +49,7 @@ def model_layers(model, calibration_x, group_size):
     fcs = find_fully_connected(tfl)
     keras_names.assign_names(model, tfl, fcs)
     found = [(fc, None) for fc in fcs] + find_conv2d(tfl)
-    unused = _keras_conv_layers(model)
+    unused = keras_conv_layers(model)
     layers = []
     for fc, geom in sorted(found, key=lambda f: (f[0].subgraph, f[0].op_index)):
         if fc.weights is None or fc.dtype != "int8":
