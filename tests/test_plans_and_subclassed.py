@@ -164,3 +164,50 @@ def test_subclassed_model_without_config_or_unbuilt_is_refused_by_name():
     with pytest.raises(ValueError, match=r"(?s)prune\(\): the subclassed model .* cannot be copied "
                                          r"from its config .*get_config\(\)"):
         tfscalpel.prune(model, sparsity=0.5)
+
+
+def _encoder_block():
+    inputs = keras.Input((8, 16))
+    x = L.Dense(16, name="proj")(inputs)
+    a = L.MultiHeadAttention(2, 8, name="mha")(x, x)
+    x = L.LayerNormalization(name="ln1")(L.Add()([x, a]))
+    f = L.Dense(32, activation="relu", name="ffa")(x)
+    f = L.Dense(16, name="ffb")(f)
+    x = L.LayerNormalization(name="ln2")(L.Add()([x, f]))
+    return keras.Model(inputs, L.Dense(10, name="head")(L.GlobalAveragePooling1D()(x)))
+
+
+def test_plan_proposes_node_pruning_only_where_strip_can_remove_channels():
+    model = _encoder_block()
+    plan = tfscalpel.plan(model, "gpu-ampere")
+    methods = {p.name: (p.method, p.mask_after) for p in plan.layers}
+    assert methods == {"proj": ("2:4", ""), "mha": ("node", "mha"), "ffa": ("node+2:4", "ffa"),
+                       "ffb": ("2:4", ""), "head": ("2:4", "")}
+    assert plan["proj"].reason.endswith(
+        "no node pruning: its channels reach 'mha' (a MultiHeadAttention layer, which the "
+        "channel analysis does not know)")
+    assert "no node pruning: its channels reach 'ln2'" in plan["ffb"].reason
+    # what plan() proposes, prune() accepts; the caller's layers are not called again
+    pruned = tfscalpel.prune(model, target="gpu-ampere")
+    assert [layer.name for layer in pruned.layers if isinstance(layer, tfscalpel.MaskLayer)] == [
+        "mask_ffa"]
+    assert all(len(layer._inbound_nodes) == 1 for layer in model.layers[1:])
+    # an explicit per_layer method stays as asked, and prune names the layer that blocks it
+    forced = tfscalpel.plan(model, "gpu-ampere", per_layer={"proj": {"method": "node"}})
+    assert forced["proj"].method == "node"
+    with pytest.raises(ValueError, match="layer 'mha' is a GatedMultiHeadAttention layer"):
+        tfscalpel.prune(model, target="gpu-ampere", per_layer={"proj": {"method": "node"}})
+
+
+def test_plan_leaves_out_gates_whose_channels_are_read_ungated():
+    inputs = keras.Input((16,))
+    x = L.Dense(16, name="d1")(inputs)
+    y = L.Add()([inputs, L.Dense(16, name="d2")(x)])  # a residual from the (ungated) input
+    model = keras.Model(inputs, L.Dense(4, name="out")(L.Dense(8, name="d3")(y)))
+    plan = tfscalpel.plan(model, "gpu-ampere")
+    assert {p.name: p.method for p in plan.layers} == {
+        "d1": "node+2:4", "d2": "2:4", "d3": "node+2:4", "out": "2:4"}
+    assert plan["d2"].reason.endswith("no node pruning: none of its channels can be removed: "
+                                      "each is also read where no gate zeroes it (a model input "
+                                      "or output, or a path such as a residual stream that "
+                                      "other layers feed)")

@@ -123,9 +123,15 @@ def test_prune_with_target_errors():
     x = keras.layers.Conv2D(4, 1, name="c1")(inputs)
     x = keras.layers.Reshape((8, 8), name="reshape")(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    # The plan leaves out of node pruning a layer whose channels reach a layer the channel
+    # analysis cannot follow; asked for explicitly, prune names that layer.
+    plan = tfscalpel.plan(model, "x86-avx2")
+    assert plan["c1"].method == "none" and plan["c1"].reason.endswith(
+        "no node pruning: its channels reach 'reshape' (a Reshape layer that changes the "
+        "channel axis (4 -> 8))")
+    assert not tfscalpel.mask_layers(tfscalpel.prune(model, target="x86-avx2", sparsity=0.5))
     with pytest.raises(ValueError, match="layer 'reshape' is a Reshape layer"):
-        tfscalpel.prune(model, target="x86-avx2", sparsity=0.5)
-    tfscalpel.prune(model, target="x86-avx2", sparsity=0.5, per_layer={"c1": {"method": "none"}})
+        tfscalpel.prune(model, target="x86-avx2", sparsity=0.5, per_layer={"c1": {"method": "node"}})
 
 
 def test_gated_model_trains_strips_and_survives_save_load(tmp_path):

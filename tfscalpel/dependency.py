@@ -226,19 +226,68 @@ def channel_plan(model, dead=None):
     """
     walk = _walk(model, dead)
     classes, out_ids, in_ids = walk.classes, walk.out_ids, walk.in_ids
+    for layer, reason, gates in _opaque_hits(walk):
+        raise ValueError(
+            f"layer {layer.name!r} is {reason}: node removal cannot follow channels through "
+            f"it, but channels gated by MaskLayer(s) {gates} reach it. Exclude the layers "
+            f"feeding it from node pruning (prune(..., per_layer={{name: {{'method': "
+            f"'none'}}}}) or layers=...), or remove those MaskLayers"
+        )
+
+    removable = _removable(walk)
+
+    def kept(channel_ids):
+        roots = classes.roots(channel_ids)
+        return np.array([k for k, r in enumerate(roots) if not removable.get(r, False)],
+                        dtype=np.int64)
+
+    plan = ChannelPlan(
+        keep_out={name: kept(v) for name, v in out_ids.items()},
+        keep_in={name: kept(v) for name, v in in_ids.items()},
+        units={name: len(v) for name, v in out_ids.items()},
+        in_units={name: len(v) for name, v in in_ids.items()},
+    )
+    return plan
+
+
+def _opaque_hits(walk):
+    """``(layer, reason, [gate names])`` for each layer the analysis cannot follow that gated
+    channels reach."""
+    classes = walk.classes
     gated_roots = {classes.find(i) for i in walk.gated}
     for layer, reason, consumed in walk.opaque:
-        hit = sorted({classes.find(int(i)) for i in consumed} & gated_roots)
+        hit = {classes.find(int(i)) for i in consumed} & gated_roots
         if hit:
-            gates = sorted({name for name in walk.gates
-                            if set(classes.roots(out_ids[name])) & set(hit)})
-            raise ValueError(
-                f"layer {layer.name!r} is {reason}: node removal cannot follow channels through "
-                f"it, but channels gated by MaskLayer(s) {gates} reach it. Exclude the layers "
-                f"feeding it from node pruning (prune(..., per_layer={{name: {{'method': "
-                f"'none'}}}}) or layers=...), or remove those MaskLayers"
-            )
+            yield layer, reason, sorted(name for name in walk.gates
+                                        if set(classes.roots(walk.out_ids[name])) & hit)
 
+
+def unremovable_gates(model):
+    """``{MaskLayer name: why}`` for the gates of ``model`` whose channels could not be removed
+    even with every gate dead: they reach a layer the analysis cannot follow, or every channel
+    they gate is also read where no gate zeroes it (a model input or output, a residual stream
+    that other layers feed). The planner leaves such layers out of node pruning, so a plan never
+    trains gates that ``prune`` refuses or ``strip`` cannot use."""
+    dead = {layer.name: np.ones(int(layer.units), dtype=bool)
+            for layer in model.layers if get_handler(layer).role == "gate"}
+    walk = _walk(model, dead)
+    why = {}
+    for layer, reason, gates in _opaque_hits(walk):
+        for name in gates:
+            why.setdefault(name, f"its channels reach {layer.name!r} ({reason})")
+    removable = _removable(walk)
+    for name in walk.gates:
+        if name not in why and not any(removable.get(r, False)
+                                       for r in walk.classes.roots(walk.out_ids[name])):
+            why[name] = ("none of its channels can be removed: each is also read where no gate "
+                         "zeroes it (a model input or output, or a path such as a residual "
+                         "stream that other layers feed)")
+    return why
+
+
+def _removable(walk):
+    """``{channel class root: removable}`` (see the module docstring)."""
+    classes, out_ids = walk.classes, walk.out_ids
     removable = {}
     for x_ids, x_zero in walk.uses:
         for i, z in zip(classes.roots(x_ids), x_zero):
@@ -267,19 +316,7 @@ def channel_plan(model, dead=None):
                 for r in roots:
                     removable[r] = False
                 changed = True
-
-    def kept(channel_ids):
-        roots = classes.roots(channel_ids)
-        return np.array([k for k, r in enumerate(roots) if not removable.get(r, False)],
-                        dtype=np.int64)
-
-    plan = ChannelPlan(
-        keep_out={name: kept(v) for name, v in out_ids.items()},
-        keep_in={name: kept(v) for name, v in in_ids.items()},
-        units={name: len(v) for name, v in out_ids.items()},
-        in_units={name: len(v) for name, v in in_ids.items()},
-    )
-    return plan
+    return removable
 
 
 def coupled_gates(model, windows=True):

@@ -45,6 +45,13 @@ def node_inputs(node):
     return list(node.arguments.keras_tensors)
 
 
+def clone_with_weights(model):
+    """A fresh model with the same architecture and weights (no shared layers)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def rebuild(model, replace, insert_after=None):
     """A new Functional model with every layer of ``model`` passed through ``replace``.
 

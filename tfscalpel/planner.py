@@ -11,10 +11,11 @@ import dataclasses
 
 from tfscalpel.attention_layers import GatedMultiHeadAttention, copy_projections, gate_heads
 from tfscalpel.budget import allocate
-from tfscalpel.dependency import channel_plan, is_weighted
+from tfscalpel.dependency import channel_plan, is_weighted, unremovable_gates
 from tfscalpel.gates import MaskLayer
 from tfscalpel.nm_rule import nm_shape_reason
-from tfscalpel.graph import functional_graph, node_inputs, nodes_in_order, rebuild
+from tfscalpel.graph import (
+    clone_with_weights, functional_graph, node_inputs, nodes_in_order, rebuild)
 from tfscalpel.layer_handlers import get_handler
 from tfscalpel.subclassed import is_subclassed, prunable_layers
 from tfscalpel.targets import GROUP_SIZES, METHODS, get_target
@@ -75,15 +76,19 @@ class Plan:
         raise KeyError(name)
 
     def __str__(self):
-        head = (f"{'layer':<12}{'type':<7}{'shape':>12}  {'method':<10}{'g':>3}  "
-                f"{'mask after':<12}reason")
+        # Columns as wide as their longest entry (keras.applications names run long).
+        nw = max([12] + [len(p.name) + 1 for p in self.layers])
+        tw = max([7] + [len(p.layer_type) + 1 for p in self.layers])
+        mw = max([12] + [len(p.mask_after) + 1 for p in self.layers])
+        head = (f"{'layer':<{nw}}{'type':<{tw}}{'shape':>12}  {'method':<10}{'g':>3}  "
+                f"{'mask after':<{mw}}reason")
         lines = [f"plan for {self.target} ({self.dtype})"]
         if self.unsupported:
             lines.append(f"not exportable: {self.unsupported}")
         lines += [head, "-" * (len(head) + 30)]
         for p in self.layers:
-            lines.append(f"{p.name:<12}{p.layer_type:<7}{f'{p.fan_in}x{p.units}':>12}  "
-                         f"{p.method:<10}{p.group_size:>3}  {p.mask_after or '-':<12}{p.reason}")
+            lines.append(f"{p.name:<{nw}}{p.layer_type:<{tw}}{f'{p.fan_in}x{p.units}':>12}  "
+                         f"{p.method:<10}{p.group_size:>3}  {p.mask_after or '-':<{mw}}{p.reason}")
         if self.allocation is not None:
             lines += ["", str(self.allocation)]
         return "\n".join(lines)
@@ -308,6 +313,8 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
     if per_layer:
         raise ValueError(f"per_layer configures layers that are not Dense or Conv2D: "
                          f"{sorted(per_layer)} (nor another prunable type)")
+    if not subclassed:
+        decisions = _without_unremovable_nodes(model, decisions)
     if budget is None:
         if profile is not None or sensitivity_data is not None or loss is not None:
             raise ValueError("profile=, sensitivity_data= and loss= apply only with budget=")
@@ -325,6 +332,35 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
                                     reason=d.reason + f"; budget: {row.sparsity:.0%} ({row.format})")
         budgeted.append(d)
     return Plan(target.name, dtype, tuple(budgeted), target.export_unsupported, allocation)
+
+
+def _without_unremovable_nodes(model, decisions):
+    """``decisions`` with node pruning taken off the layers whose gates could never remove a
+    channel (:func:`tfscalpel.dependency.unremovable_gates`: their channels reach a layer the
+    channel analysis cannot follow, or are read ungated, as a Transformer's residual stream is):
+    ``node+2:4`` becomes ``2:4``, ``node`` becomes ``none``, and the reason says why. An explicit
+    ``per_layer`` method is left as asked (``prune`` then names the blocking layer). Gates are
+    tried on a copy of the model: the caller's layers are never called again."""
+    decisions = list(decisions)
+    trial = None
+    while True:
+        after = {d.mask_after for d in decisions if d.node_pruned and not d.heads_gated}
+        if not after:
+            return decisions
+        trial = trial or clone_with_weights(model)
+        gated = rebuild(trial, lambda layer: layer, insert_after=lambda layer: (
+            [MaskLayer(name=f"mask_{layer.name}")] if layer.name in after else []))
+        why = unremovable_gates(gated)
+        hits = [i for i, d in enumerate(decisions)
+                if d.node_pruned and not d.heads_gated and f"mask_{d.mask_after}" in why
+                and not d.reason.startswith("per_layer override")]
+        if not hits:
+            return decisions
+        for i in hits:  # coupled gates may depend on each other: check again without these
+            d = decisions[i]
+            decisions[i] = dataclasses.replace(
+                d, method="2:4" if d.method == "node+2:4" else "none", mask_after="",
+                reason=f"{d.reason}; no node pruning: {why[f'mask_{d.mask_after}']}")
 
 
 def insert_masks(model, after, mask_options=None, heads=()):

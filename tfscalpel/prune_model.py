@@ -3,6 +3,7 @@ import warnings
 
 import keras
 
+from tfscalpel.graph import clone_with_weights
 from tfscalpel.layer_handlers import get_handler, load_stock_weights
 from tfscalpel.layers import PrunableMixin
 from tfscalpel.patterns import GroupPattern, get_pattern, tfmot_block_pattern
@@ -364,13 +365,6 @@ def _select_layers(model, layers):
     return chosen, rest
 
 
-def _copy(model):
-    """A fresh model with the same architecture and weights (no shared layers)."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
                mask_options=None):
     """Build the pruned model for ``the_plan``: weight patterns via :func:`tfscalpel.prune`,
@@ -388,7 +382,7 @@ def apply_plan(model, the_plan, schedule=None, sparsity=None, importance=None,
     # Gates are inserted around the given layers (insert_masks reuses them), so start from a
     # copy: training the pruned model must never train the caller's model in place.
     # (A subclassed model is copied by prune(); it has no gates.)
-    pruned = model if is_subclassed(model) else _copy(model)
+    pruned = model if is_subclassed(model) else clone_with_weights(model)
     if weighted:
         patterns = {p.weight_pattern for p in weighted.values()}
         if schedule is None and sparsity is None and not targets:
