@@ -57,18 +57,16 @@ DEFAULT_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
 
 def group_pruned(weights: np.ndarray, g: int, sparsity: float) -> np.ndarray:
-    """``weights`` ``[out, in]`` with ``round(sparsity * groups)`` groups of ``g`` consecutive
-    inputs removed, the lowest L2 norms first (ties: the earlier group), ragged tails counted as
-    groups: the count ``tfscalpel.SparsityPattern.keep_blocks`` removes."""
-    out_f, in_f = weights.shape
-    n_groups = -(-in_f // g)
-    padded = np.zeros((out_f, n_groups * g), np.float64)
-    padded[:, :in_f] = weights
-    norms = np.sqrt((padded.reshape(out_f, n_groups, g) ** 2).sum(-1)).ravel()
-    n_prune = int(round(sparsity * norms.size))
-    keep = np.ones(norms.size, bool)
-    keep[np.argsort(norms, kind="stable")[:n_prune]] = False
-    mask = np.repeat(keep.reshape(out_f, n_groups), g, axis=1)[:, :in_f]
+    """``weights`` ``[out, in]`` with the groups of ``g`` consecutive inputs that
+    ``tfscalpel.GroupPattern(g)`` removes at ``sparsity`` by L2 norm (the lowest first, ragged
+    tails counted as groups): the layer's stored-group count after pruning."""
+    from tfscalpel.importance import get_importance
+    from tfscalpel.patterns import GroupPattern
+
+    pattern = GroupPattern(g)
+    kernel = np.asarray(weights, np.float64).T  # Keras layout (in, out)
+    keep = pattern.keep_blocks(pattern.scores(kernel, get_importance("l2")), sparsity=sparsity)
+    mask = pattern.expand(keep, kernel.shape[0]).T.astype(bool)
     return np.where(mask, weights, np.zeros_like(weights))
 
 
