@@ -21,12 +21,17 @@ fitted ``x86-avx2`` line, made on another CPU, planned 0.3x and the host export 
 0.344x). Measured after training:
 
 - cortex-m4 cycles: every CONV_2D / FULLY_CONNECTED on the emulated Cortex-M4
-  (benchmarks/mcu/bench_mcu.py's measure_layers: QEMU + the counting plugin, convs as im2col +
-  the kernels), the sparse kernel where the plan predicted it, else dense; seed 0 only
-  (``--no-mcu`` skips it);
+  (benchmarks/mcu/bench_mcu.py's measure_layers: QEMU + the counting plugin, convs as
+  TFS_GROUP_SPARSE_CONV2D runs them), the sparse kernel where the plan predicted it, else dense;
+  seed 0 only (``--no-mcu`` skips it). A dense conv is TFLite Micro's CMSIS-NN CONV_2D, which
+  this firmware does not run (its im2col + SMLAD stand-in is not it: LeNet-5's conv1 13 %
+  under, conv2 17 % over): its cycles are the profile's ``custom_conv.dense_conv`` line, fitted
+  to bench_tflm.py --per-layer counts (exact on LeNet-5's two convs, extrapolated to the
+  ConvNet's), in the pruned and the dense model alike; ``cycles_standin`` in the JSON is the
+  ratio with the stand-in instead;
 - cortex-m4 flash: per layer what the kernel reads from flash (mcu_layers.flash_bytes), and the
-  exporter's ``.tflite`` file itself (``export(target="cortex-m4", quantize="int8")``; the file
-  keeps CONV_2D dense, the exporter writes no conv op yet);
+  exporter's ``.tflite`` file itself (``export(target="cortex-m4", quantize="int8")``, its
+  profitable convs as TFS_GROUP_SPARSE_CONV2D);
 - host latency: ``export(target="host")`` (measured per layer on this machine) and the whole
   model timed through the host runtime, best of interleaved rounds against the dense export.
 
@@ -53,6 +58,7 @@ import numpy as np  # noqa: E402
 import tfscalpel  # noqa: E402
 from tfscalpel import datasets, models  # noqa: E402
 from tfscalpel.budget import Budget, BudgetError  # noqa: E402
+from tfscalpel.cost_profile import conv_time  # noqa: E402
 from tfscalpel.prune_model import apply_plan  # noqa: E402
 
 MODELS = {"lenet5": (models.lenet5, datasets.load_mnist), "convnet": (models.convnet,
@@ -135,10 +141,16 @@ def measure_m4(stripped, alloc, train, test, build_dir, cycles):
            "fc_formats": {r.layer: r.format for r in result.layers}}
     if cycles:
         m = bench_mcu.measure_layers("budget", 4, tfl, layers, test[0][:8], build_dir)
-        out["cycles"] = sum(r["sparse_cycles" if r["name"] in sparse else "dense_cycles"]
+        profile = tfscalpel.get_target("cortex-m4").cost_profile
+        dense = {r["name"]: conv_time(profile, "int8", "dense", r["in"], r["out"], r["positions"])
+                 if r["kind"] == "conv" else r["dense_cycles"] for r in m["layers"]}
+        out["cycles"] = sum(r["sparse_cycles"] if r["name"] in sparse else dense[r["name"]]
                             for r in m["layers"])
-        out["cycles_dense"] = m["totals"]["dense_cycles"]
-        out["cycles_layers"] = {r["name"]: (r["dense_cycles"], r["sparse_cycles"]) for r in m["layers"]}
+        out["cycles_dense"] = sum(dense.values())
+        out["cycles_standin"] = (sum(r["sparse_cycles" if r["name"] in sparse else "dense_cycles"]
+                                     for r in m["layers"]) / m["totals"]["dense_cycles"])
+        out["cycles_layers"] = {r["name"]: (dense[r["name"]], r["dense_cycles"], r["sparse_cycles"])
+                                for r in m["layers"]}
     return out
 
 

@@ -262,6 +262,42 @@ def test_predicted_flash_is_the_exporters_byte_count():
     assert costs._flash(shape, "custom", 256, 4) == row.bytes_exported
 
 
+def test_predicted_conv_cycles_are_the_ones_the_exporter_decides_by():
+    # One formula (tfscalpel.cost_profile.conv_time) over the profile's custom_conv entry: the
+    # allocator's dense (CMSIS-NN's CONV_2D) and sparse cycles of a conv are the exporter's, so
+    # its predicted speedup is their ratio, and the stored groups are the same.
+    from tflite_export import export
+    from tfscalpel.layer_costs import LayerShape, ProfileCosts
+    from tfscalpel.sensitivity import group_mask
+
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((12, 12, 2))
+    conv = keras.layers.Conv2D(8, 3, name="conv")  # K = 18: 5 groups of 4 per filter (ragged)
+    outputs = keras.layers.Dense(10, name="out")(keras.layers.Flatten()(conv(x)))
+    model = keras.Model(inputs, outputs)
+    conv.kernel.assign(conv.kernel.numpy() * group_mask(conv.kernel.numpy(), 0.75, 4))
+    rep = np.random.default_rng(0).normal(size=(32, 12, 12, 2)).astype(np.float32)
+    result = export(model, target="cortex-m4", quantize="int8", representative_data=rep,
+                    group_sizes={"conv": 4})
+    row = next(r for r in result.layers if r.layer == "conv")
+    costs = ProfileCosts(tfscalpel.get_target("cortex-m4"))
+    shape = LayerShape.of(conv, "conv", 18)
+    option = costs.option(shape, 0.75, 4)
+    assert (row.format, row.stored_units) == ("custom_conv", 10)
+    assert (option.format, option.stored_groups) == ("custom", 10)
+    assert row.expected_speedup == round(costs.dense(shape).latency / option.costs.latency, 2)
+    # 10x10 positions. Dense: CMSIS-NN's CONV_2D per position (position, K = 18, 8 outputs,
+    # 144 MACs). Sparse: the FC core's fixed cost once (one tile), im2col and the kernel per
+    # position and per patch byte, widening per byte, 81.497 per filter storing a group
+    # (8 * (1 - (30/40) ** 5) expected of 8) and 10.613 per stored group, per position.
+    assert costs.dense(shape).latency == pytest.approx(
+        100 * (1673.8 + 6.971 * 18 + 58.19 * 8 + 1.8723 * 144), rel=1e-12)
+    rows = 8 * (1 - 0.75 ** 5)
+    assert option.costs.latency == pytest.approx(
+        911.41 + 100 * (914.17 + 1.1874 * 18 + 4.2383 * 18 + 81.497 * rows + 10.613 * 10),
+        rel=1e-12)
+
+
 # A profile measured on a host for the toy model (as tflite_export.host_profile writes it): layer
 # a (8x4) timed dense at 40 ns and as the custom op at g=4 with 2 and 6 stored groups; the whole
 # model 10 ns below its layers timed alone; the host exporter's margin. b and c are not in the

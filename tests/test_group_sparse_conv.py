@@ -119,9 +119,10 @@ def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
     auto = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib)
     rows = {r.layer: r for r in auto.layers}
     assert rows["conv2"].format == "custom_conv" and rows["conv2"].g == 4
-    # conv1 priced against CMSIS-NN's CONV_2D (the profile's dense_conv): sparse, ~3x predicted
+    # conv1 priced against CMSIS-NN's CONV_2D (the profile's dense_conv): sparse, 1.67x predicted
+    # (6 filters of K = 25 at 85 %: im2col and the per-position work dominate the sparse op)
     assert rows["conv1"].format == "custom_conv"
-    assert rows["conv1"].reason.startswith("custom_conv g=4 predicted 3.")
+    assert rows["conv1"].reason == "custom_conv g=4 predicted 1.67x vs dense on cortex-m4"
     forced = exporter.export(model, target="cortex-m4", quantize="int8", representative_data=calib,
                              formats={"conv1": "dense"})
     assert {r.layer: r for r in forced.layers}["conv1"].reason == "kept dense: forced by formats="

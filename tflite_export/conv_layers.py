@@ -24,6 +24,7 @@ from tflite_export.fc_layers import FCLayer, builtin_code, int8_quantization_rea
 from tflite_export.planner import Decision
 from tflite_export.quantization import SUPPORTED_ACTIVATIONS
 from tflite_export.report import LayerReport
+from tfscalpel.cost_profile import conv_time
 
 _TT = schema.TensorType
 DIM_MAX = 65535  # the conv op's limit on every geometry field (FORMAT.md)
@@ -215,46 +216,20 @@ def conv_formats_priced(cost) -> tuple:
     return tuple(f for f in formats_registry.conv_formats() if cost.prices(f.name))
 
 
-def _conv_costs(cost: CostModel, layer: ConvLayer) -> tuple[float, float, float]:
-    """(im2col, the sparse path's widening, the FC core's fixed cost per call) of one image."""
-    c = cost.profile["formats"]["custom_conv"]["int8"]
-    patch = layer.positions * layer.in_features
-    im2col = float(c["position_ns"]) * layer.positions + float(c["patch_ns"]) * patch
-    return im2col, float(c["widen_ns"]) * patch, float(
-        cost.profile["formats"]["custom"]["int8"]["fixed_ns"])
-
-
 def estimate(cost: CostModel, layer: ConvLayer, g: int, n_groups: int) -> Estimate:
-    """Predicted time of the conv op at width ``g`` storing ``n_groups`` (module docstring).
-    ``custom_conv``'s optional ``row_ns`` / ``unit_ns`` (per output row / stored group of one
-    position; ``unit_ns`` per width, the widths it lists) replace the FC entry's: the conv kernel shares each weight decode between two
-    positions, so a group costs less per position than in a batch-1 FC."""
-    im2col, widen, fixed = _conv_costs(cost, layer)
-    tile = min(layer.positions, max(1, formats_registry.group_sparse_conv.TILE_BYTES // layer.in_features))
-    conv_units = cost.profile["formats"]["custom_conv"]["int8"].get("unit_ns", {})
-    if str(g) in conv_units:
-        c = cost.profile["formats"]["custom_conv"]["int8"]
-        per_position = float(c["row_ns"]) * layer.out_features + float(conv_units[str(g)]) * n_groups
-    else:
-        per_position = cost.custom("int8", g, layer.out_features, n_groups).time_ns - fixed
-    t = -(-layer.positions // tile) * fixed + layer.positions * per_position + im2col + widen
-    return Estimate("custom_conv", g, n_groups, t)
+    """Predicted time of the conv op at width ``g`` storing ``n_groups``
+    (``tfscalpel.cost_profile.conv_time``: the formula the budget allocator uses too)."""
+    return Estimate("custom_conv", g, n_groups, conv_time(
+        cost.profile, "int8", "custom_conv", layer.in_features, layer.out_features,
+        layer.positions, g, n_groups))
 
 
 def dense_estimate(cost: CostModel, layer: ConvLayer) -> Estimate:
-    """Predicted time of the dense CONV_2D. With ``custom_conv``'s ``dense_conv`` entry (the
-    runtime's own CONV_2D measured, e.g. CMSIS-NN's on TFLite Micro): per position
-    ``position_ns + patch_ns * K + output_ns * out + mac_ns * K * out``; without it, im2col + one
-    dense FC per output position."""
-    c = cost.profile["formats"]["custom_conv"]["int8"].get("dense_conv")
-    units = layer.in_features * layer.out_features
-    if c is not None:
-        per_position = (float(c["position_ns"]) + float(c["patch_ns"]) * layer.in_features
-                        + float(c["output_ns"]) * layer.out_features + float(c["mac_ns"]) * units)
-        return Estimate("dense", 0, units, layer.positions * per_position)
-    im2col, _, _ = _conv_costs(cost, layer)
-    per_position = cost.dense("int8", layer.in_features, layer.out_features).time_ns
-    return Estimate("dense", 0, units, layer.positions * per_position + im2col)
+    """Predicted time of the dense CONV_2D (``tfscalpel.cost_profile.conv_time``: with
+    ``custom_conv``'s ``dense_conv`` entry the runtime's own CONV_2D as measured, else im2col
+    + one dense FC per output position)."""
+    return Estimate("dense", 0, layer.in_features * layer.out_features, conv_time(
+        cost.profile, "int8", "dense", layer.in_features, layer.out_features, layer.positions))
 
 
 def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,

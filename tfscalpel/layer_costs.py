@@ -5,10 +5,10 @@ the exporter (``tflite_export``) will write, made from data only (the training s
 imports the deployment side):
 
 - **latency**: the profile's formula (:mod:`tfscalpel.cost_profile`) for dense and for the
-  group-sparse custom op at the layer's ``g``; a convolution run as im2col pays the node's
-  fixed cost once and the per-row and per-unit work at each output position. The exporter's own rule applies: the sparse format is only used where it is
-  predicted at least the profile's ``min_speedup`` faster than dense; elsewhere the layer stays
-  dense and costs what dense costs (in every metric);
+  group-sparse custom op at the layer's ``g``; a convolution as the exporter prices it (below).
+  The exporter's own rule applies: the sparse format is only used where it is predicted at
+  least the profile's ``min_speedup`` faster than dense; elsewhere the layer stays dense and
+  costs what dense costs (in every metric);
 - **flash**: the bytes the format stores, as its size accounting counts them
   (``tflite_export/formats/group_sparse.py``, ``tflite_export/params_blob.py`` and FORMAT.md:
   values, one uint8 / uint16 group index per group, int32 row pointers, the meta section, bias,
@@ -27,11 +27,11 @@ convolutions, which CPU targets export dense, pooling and the interpreter's per-
 added once to every model total by the allocator, so a convolution costs 0 latency of its own
 there; other dense layers fall back to the formula.
 
-A convolution is priced with the profile's ``"conv"`` entry where it has one (how the target
-runs convolutions, e.g. im2col + the FC kernels on Cortex-M, with its own fitted coefficients
-and the im2col cost); only there is a convolution's sparse form priced. Elsewhere a conv layer
-costs its dense figure at every sparsity, its latency estimated with the dense FC coefficients
-over its output positions.
+A convolution is priced with the profile's ``custom_conv`` entry where it has one (Cortex-M:
+the exporter's TFS_GROUP_SPARSE_CONV2D against the runtime's own dense CONV_2D), by the formula
+the exporter decides by (:func:`tfscalpel.cost_profile.conv_time`); only there is a
+convolution's sparse form priced. Elsewhere a conv layer costs its dense figure at every
+sparsity, its latency estimated with the dense FC coefficients over its output positions.
 """
 import dataclasses
 import json
@@ -39,7 +39,7 @@ import math
 import os
 
 from tfscalpel import energy
-from tfscalpel.cost_profile import linear_time, unit_cost
+from tfscalpel.cost_profile import conv_time, linear_time, unit_cost
 
 METRICS = ("latency", "flash", "arena", "energy")
 _META_BYTES = 64  # the custom op's meta section: 16 int32 (FORMAT.md)
@@ -145,7 +145,8 @@ class ProfileCosts:
                              f"dtype {self.dtype!r}")
         self.time_unit = str(profile.get("time_unit", "ns"))
         self.min_speedup = float(profile.get("min_speedup", 1.0))
-        self.conv = profile.get("conv")
+        #: the conv op's costs (the exporter prices convolutions only where this exists)
+        self.conv = profile["formats"].get("custom_conv", {}).get(self.dtype)
         self.energy_table = energy.table_for(profile)
         self.value_bytes = 1 if self.dtype == "int8" else 4
         custom = profile["formats"].get("custom", {}).get(self.dtype, {})
@@ -160,14 +161,8 @@ class ProfileCosts:
         """Why ``shape``'s layer cannot be exported sparse on this target, or None."""
         if self.custom_reason:
             return f"the profile has no group-sparse costs for {self.dtype}: {self.custom_reason}"
-        if shape.kind == "conv" and not (self.conv or {}).get("custom", {}).get(self.dtype):
+        if shape.kind == "conv" and not self.conv:
             return "convolutions run dense on this target"
-        return None
-
-    def _conv_g_reason(self, shape, g):
-        units = self.conv["custom"][self.dtype]["unit_ns"] if shape.kind == "conv" else None
-        if isinstance(units, dict) and str(g) not in units:
-            return f"sparse convolutions are priced at g in {sorted(units, key=int)} only"
         return None
 
     def _measured(self, fmt, shape, units, g):
@@ -197,15 +192,14 @@ class ProfileCosts:
         measured = self._measured(fmt, shape, units, g)
         if measured is not None:
             return max(measured, 0.0)
-        # A convolution is one node whose kernel runs over every output position: the node's
-        # fixed cost once, the per-row and per-unit work (and im2col, where priced) per position.
-        conv = self.conv if shape.kind == "conv" else None
-        c = (conv or self.profile)[fmt if conv else "formats"]
-        c = c[self.dtype] if conv else c[fmt][self.dtype]
+        if shape.kind == "conv" and self.conv:  # the exporter's formula, its conv op's entry
+            return conv_time(self.profile, self.dtype, "dense" if fmt == "dense" else "custom_conv",
+                             shape.fan_in, shape.units, shape.positions, g,
+                             None if fmt == "dense" else units)
+        # Elsewhere a convolution runs dense as one node over every output position: the
+        # node's fixed cost once, the per-row and per-unit work per position.
+        c = self.profile["formats"][fmt][self.dtype]
         per_position = linear_time(c, shape.units, units, unit_cost(c, g)) - float(c["fixed_ns"])
-        im2col = (conv or {}).get("im2col", {}).get(self.dtype)
-        if im2col:
-            per_position += float(im2col["position_ns"]) + float(im2col["value_ns"]) * shape.fan_in
         return float(c["fixed_ns"]) + shape.positions * per_position
 
     def _arena(self, shape, fmt):
@@ -246,8 +240,7 @@ class ProfileCosts:
         total = shape.groups(g)
         stored = total - int(round(sparsity * total))
         dense = self.dense(shape)
-        if (sparsity == 0 or stored == 0 or self.sparse_reason(shape)
-                or self._conv_g_reason(shape, g)):
+        if sparsity == 0 or stored == 0 or self.sparse_reason(shape):
             return Option(sparsity, g, "dense", total, dense)
         latency = self._latency("custom", shape, stored, g)
         if dense.latency < self.min_speedup * latency:

@@ -215,80 +215,66 @@ X86_AVX2 = {
 }
 
 # Cortex-M4 (TFLite Micro): costs in estimated CPU cycles (only ratios matter), int8 only.
-# From `benchmarks/mcu/bench_mcu.py --json` on QEMU mps2-an386 with the counting plugin (exact
-# instruction counts, cycles from the TRM's timing table, +-20 % absolute, deterministic), on the
-# LeNet-300-100 int8 layers (784x300, 300x100, 100x10) of the main job's 92 % model, exported at
-# g = 1, 2, 4, 8, 16 (15 custom-op measurements, 3 dense), least squares with fixed_ns / row_ns
-# shared across g (cost_model.calibrate's layout); every measurement within 10 % of the fit
-# (the largest misses are the 10-row layer, the most expensive one stays within 1 %):
+# Fitted with `python benchmarks/mcu/bench_mcu.py --fit` (2026-12-07, after the conv kernel's
+# two-positions-per-decode / once-per-tile empty rows and the inline requantization): QEMU
+# mps2-an386 with the counting plugin (exact instruction counts, cycles from the TRM's timing
+# table, +-20 % absolute, deterministic) on LeNet-300-100's FC layers at g = 1, 2, 4, 8, 16 and
+# LeNet-5's and the ConvNet's convs and FCs at g = 4, each at 50 and 90 % group sparsity (seeded
+# random weights, GroupPattern's magnitude order; cycles depend on the stored groups only), every
+# fit on relative errors, no safe-side scaling (the budget allocator needs the best estimate; the
+# exporter keeps its min_speedup margin). --fit prints predicted vs measured per layer:
 # - dense: the CMSIS-NN-style SMLAD kernel doing two rows per pass (benchmarks/mcu/dense_baseline.c),
-#   the fair stand-in for TFLite Micro's CMSIS-NN FULLY_CONNECTED: 2.38 cycles per MAC;
-# - custom: TFS_GROUP_SPARSE_FC's DSP path (input widening included in the per-node and per-row
-#   terms): g = 4 costs 14.8 cycles per stored group (3.7 per stored weight), so on this core
-#   g = 4 pays off from ~35 % group sparsity, not ~75 % as on x86.
-# TFLite Micro's FULLY_CONNECTED has no sparse weights, so TFLite's block-sparse format is out.
-# - custom_conv (TFS_GROUP_SPARSE_CONV2D, tflite_export/conv_layers.py): a conv is, per output
-#   position, one FC over its kh*kw*cin patch (the dense / custom entries above; the sparse path
-#   pays the custom fixed cost once per tile of positions) plus im2col on both paths,
-#   `position_ns` per position and `patch_ns` per patch byte, and the sparse path's int16
-#   widening of the patches, `widen_ns` per patch byte. Fitted to bench_mcu.measure_model on a
-#   LeNet-5-shaped model (conv 5x5x1x6 @ 576 positions, 5x5x6x16 @ 64, groups of 4 at ~85 %):
-#   im2col 626 / 891 cycles per position (K = 25 / 150), the FC parts within 2 % of the FC
-#   entries; the whole formula predicts each conv's dense and sparse cycles within 3 %.
-#   Refitted 2026-12-07 after the conv kernel changes (im2col of an inside patch without
-#   divisions, two positions per weight decode, empty rows once per tile, inline requantization)
-#   on the trained LeNet-5 (Caffe's, 20 / 50 filters, g = 4 at 90 / 93 %, bench_mcu.py): im2col
-#   342 / 828 cycles per position (K = 25 / 500), then row_ns / unit_ns from the two convs' FC
-#   parts (2 points, 2 unknowns: exact there; the synthetic LeNet-5 conv2 on TFLite Micro,
-#   230 k cycles, is predicted ~13 % under).
+#   the fair stand-in for TFLite Micro's CMSIS-NN FULLY_CONNECTED, fixed + per row + per weight
+#   (2.375 cycles per MAC): exact on all 8 shapes;
+# - custom: TFS_GROUP_SPARSE_FC's DSP path, cost_model.calibrate's least squares (fixed / row
+#   shared across g): within 7 % on every layer of >= 100 rows (LeNet-5 fc1 +4.6..+6.7 %); the
+#   10-row layers -30..+11 % (the int8 -> int16 widening of the input is per input, which the
+#   linear form has no term for: the ConvNet's 3136x10 fc1 at 90 % is 30 % under, 3k cycles);
+#   g = 4 breaks even at ~43 % group sparsity on 784x300 (~40 % measured), not ~75 % as on x86;
+# - custom_conv (TFS_GROUP_SPARSE_CONV2D, tflite_export/conv_layers.py): im2col and the kernel
+#   per output position and per patch byte, the patches' int16 widening, the FC core's fixed cost
+#   once per tile, and per position a cost per filter that stores a group and per stored group
+#   (tfscalpel.cost_profile.conv_time, the one formula the exporter and the budget allocator use):
+#   all 10 conv measurements within -8.4..+5.7 % (LeNet-5 conv1 +5.7 / +2.8 %, conv2 +4.8 /
+#   +2.3 %; ConvNet conv1 -0.7 / -8.4 %, conv2 -2.1 / +0.8 %, conv3 -3.1 / -3.9 % at 50 / 90 %).
 #   The dense side (`dense_conv`) is TFLite Micro's own CONV_2D with CMSIS-NN (bench_tflm.py
 #   --per-layer: each conv alone as a one-op model, TFLite Micro 90b983c2b3f1, CMSIS-NN
 #   4ab83cc3cc98): Caffe's LeNet-5 conv1 (K = 25, 20 filters) 2,274,103 and conv2 (K = 500, 50)
 #   3,512,135, the synthetic LeNet-5's (K = 25, 6) 1,427,383 and (K = 150, 16) 521,223 cycles,
 #   4 points for 4 coefficients (exact on them). CMSIS-NN's conv costs ~105 cycles per output
-#   and position on a 5x5x1 filter: our own im2col + SMLAD stand-in underpriced it ~2x, so the
-#   exporter kept LeNet-5's conv1 dense although the sparse conv is ~2.7x faster there.
+#   and position on a 5x5x1 filter; the benchmark firmware's own im2col + SMLAD stand-in is not
+#   what the exporter keeps (LeNet-5 conv1 1,971,259 cycles, 13 % under CMSIS-NN; conv2
+#   4,125,367, 17 % over), so dense convs are priced from TFLite Micro, not from the stand-in.
+# TFLite Micro's FULLY_CONNECTED has no sparse weights, so TFLite's block-sparse format is out.
 CORTEX_M4 = {
     "name": "cortex-m4",
-    "source": "estimated Cortex-M4 cycles on QEMU mps2-an386 (benchmarks/mcu/bench_mcu.py --json; "
+    "source": "estimated Cortex-M4 cycles on QEMU mps2-an386 (benchmarks/mcu/bench_mcu.py --fit; "
     "see tfscalpel/targets.py)",
     "time_unit": "cycles",
     "dtypes": ["int8"],
     # The cycle counts are deterministic, the estimate is not exact: a small margin.
     "min_speedup": 1.1,
-    # Conv layers as benchmarks/mcu/bench_mcu.py runs them (what the budget allocator prices,
-    # tfscalpel/layer_costs.py): im2col (tiles of output positions), then the dense SMLAD kernel
-    # or the group-sparse DSP kernel over each position, `fixed_ns + P * (im2col + row_ns * out +
-    # unit_ns * units)`, with im2col `position_ns + value_ns * K` per position. Fitted (least
-    # squares, fixed costs the FC ones) to 10 measurements: LeNet-5's and the ConvNet's five conv
-    # layers at 50 % and 90 % group sparsity, g = 4 (2026-12-07): im2col and dense within 2 %,
-    # sparse within 5 % but one point (ConvNet conv2 at 90 %, 13 % over the fit), so the sparse
-    # coefficients are scaled by 1.06 towards the safe side. The .tflite exporter does not
-    # write this conv op yet: the file keeps CONV_2D dense.
-    "conv": {
-        "how": "im2col + TFS_GROUP_SPARSE_FC per output position (benchmarks/mcu)",
-        "im2col": {"int8": {"position_ns": 588.7, "value_ns": 1.1245}},
-        "dense": {"int8": {"fixed_ns": 136.4, "row_ns": 97.77, "unit_ns": 2.3676}},
-        "custom": {"int8": {"fixed_ns": 799.4, "row_ns": 142.3, "unit_ns": {"4": 16.78}}},
-    },
     # TFLite Micro scratch of the custom op (tflite_export/formats/group_sparse.py,
     # tflm_workspace_bytes): int8 inputs widened to int16 once per node.
     "arena": {"custom": {"int8": {"per_input": 2, "fixed": 32}}},
     "formats": {
-        "dense": {"int8": {"fixed_ns": 136.4, "row_ns": 86.3, "unit_ns": 2.380}},
+        "dense": {"int8": {"fixed_ns": 81.0, "row_ns": 83.5, "unit_ns": 2.375}},
         "builtin_sparse": {"int8": {"unsupported": "TFLite Micro's FULLY_CONNECTED has no sparse weights"}},
         "custom": {
             "int8": {
-                "fixed_ns": 799.4,
-                "row_ns": 137.3,
-                "unit_ns": {"1": 9.17, "2": 11.30, "4": 14.76, "8": 25.17, "16": 63.06},
+                "fixed_ns": 911.41,
+                "row_ns": 129.89,
+                "unit_ns": {"1": 9.374, "2": 11.59, "4": 16.12, "8": 25.41, "16": 62.04},
             },
         },
         "custom_conv": {"int8": {
-            "position_ns": 316.7, "patch_ns": 1.022, "widen_ns": 2.5,
-            # the conv kernel's own per-position costs (two positions per weight decode, rows
-            # without groups written once per tile): per output row and per stored g=4 group
-            "row_ns": 42.55, "unit_ns": {"4": 17.12},
+            # im2col and the kernel's other work per output position, per patch byte; the
+            # patches' int16 widening per byte
+            "position_ns": 914.17, "patch_ns": 1.1874, "widen_ns": 4.2383,
+            # the conv kernel's own per-position costs (two positions per weight decode, filters
+            # without groups written once per tile): per filter storing a group, per stored g=4
+            # group (tfscalpel.cost_profile.conv_time)
+            "row_ns": 81.497, "unit_ns": {"4": 10.613},
             # TFLite Micro's CONV_2D on CMSIS-NN (arm_convolve_wrapper_s8), per output position
             "dense_conv": {"position_ns": 1673.8, "patch_ns": 6.971, "output_ns": 58.19,
                            "mac_ns": 1.8723},

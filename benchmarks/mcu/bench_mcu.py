@@ -191,6 +191,133 @@ def calibration_measurements(result):
     return out
 
 
+#: What --fit measures: (model, its data set, group sparsities, widths g). The FC layers of
+#: LeNet-300-100 at every kernel width, and the convs and FCs of LeNet-5 and the ConvNet at g = 4
+#: (the widths the cortex-m4 profile prices convs at), each at two sparsities so that per-row and
+#: per-group costs separate.
+FIT_MODELS = (("lenet_300_100", "mnist", (0.5, 0.9), (1, 2, 4, 8, 16)),
+              ("lenet5", "mnist", (0.5, 0.9), (4,)), ("convnet", "fashion_mnist", (0.5, 0.9), (4,)))
+
+
+def pruned_copy(model, g, sparsity):
+    """`model` with every Dense / Conv2D kernel group-pruned as tfscalpel.GroupPattern(g) prunes
+    it at `sparsity` (groups along the input, for a conv along kh*kw*cin: the im2col order); the
+    cycle counts depend on the stored groups only, so the weights may be untrained."""
+    import keras
+
+    from tflite_export.host_profile import group_pruned
+
+    pruned = keras.models.clone_model(model)
+    pruned.set_weights(model.get_weights())
+    for layer in pruned.layers:
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            k = np.asarray(layer.kernel)
+            flat = k.reshape(-1, k.shape[-1])
+            layer.kernel.assign(group_pruned(flat.T, g, sparsity).T.reshape(k.shape))
+    return pruned
+
+
+def fit_rows(build_dir, checks=20):
+    """Measure FIT_MODELS (seeded random weights, group-pruned) on the emulator: the per-layer
+    rows of `measure_model`, each with its model, sparsity and g."""
+    import keras
+
+    from tfscalpel import datasets, models
+
+    rows = []
+    for name, dataset, sparsities, gs in FIT_MODELS:
+        keras.utils.set_random_seed(0)
+        model = getattr(models, name)()
+        (x, _), (xt, _) = getattr(datasets, f"load_{dataset}")()
+        flat = len(model.inputs[0].shape) == 2
+        calib = datasets.to_model_inputs(x[:500], flatten=flat)
+        test = datasets.to_model_inputs(xt[:checks], flatten=flat)
+        for g in gs:
+            for s in sparsities:
+                log(f"fit: {name} g={g} at {s:.0%}")
+                res = measure_model(pruned_copy(model, g, s), g, calib, test,
+                                    os.path.join(build_dir, f"fit-{name}-g{g}-{int(100 * s)}"))
+                rows += [dict(r, model=name, sparsity=s) for r in res["layers"]]
+    return rows
+
+
+def fit_profile(rows):
+    """The cortex-m4 profile refitted to measured rows (estimated cycles), each fit on relative
+    errors (the layers span three orders of magnitude):
+
+    - ``formats.custom`` (TFS_GROUP_SPARSE_FC): cost_model.calibrate's least squares, fixed and
+      per-row costs shared across g;
+    - ``formats.dense`` (the CMSIS-NN-style SMLAD FC): fixed, per row and per weight (calibrate
+      drops the per-row term for CPUs' tiled kernels; this kernel requantizes each row);
+    - ``formats.custom_conv`` (TFS_GROUP_SPARSE_CONV2D): im2col ``position_ns`` / ``patch_ns``
+      from the measured im2col share; then from the rest, less the FC fixed cost once per tile
+      (tfscalpel.cost_profile.conv_time's formula), ``widen_ns`` (per patch byte), ``row_ns``
+      (per filter storing a group, cost_profile.filters_with_groups, and position), ``unit_ns``
+      (per stored group and position) and the kernel's own per-position cost (added to
+      ``position_ns``), by non-negative least squares.
+    No safe-side scaling: the budget allocator needs the best estimate (the exporter keeps its
+    own margin, min_speedup). ``dense_conv`` (TFLite Micro's CMSIS-NN CONV_2D) is not run by
+    this firmware (bench_tflm.py --per-layer measures it) and is kept."""
+    from tfscalpel import targets
+    from tfscalpel.cost_profile import conv_tile, filters_with_groups
+    from tflite_export import cost_model
+
+    fcs = [r for r in rows if r["kind"] == "fc"]
+    custom = [m for m in calibration_measurements({"layers": fcs}) if m["format"] == "custom"]
+    fitted = cost_model.calibrate(cost_model.CostModel(targets.CORTEX_M4), custom,
+                                  relative=True).to_dict()
+    a = np.array([[1.0, r["out"], r["in"] * r["out"]] for r in fcs])
+    y = np.array([r["dense_cycles"] for r in fcs], float)
+    fixed, row, unit = cost_model._nonnegative_fit(a / y[:, None], np.ones_like(y))
+    fitted["formats"]["dense"]["int8"].update(fixed_ns=float(fixed), row_ns=float(row),
+                                             unit_ns=float(unit))
+    convs = [r for r in rows if r["kind"] == "conv"]
+    fixed = fitted["formats"]["custom"]["int8"]["fixed_ns"]
+    a = np.array([[r["positions"], r["positions"] * r["in"]] for r in convs], float)
+    y = np.array([r["im2col_cycles"] for r in convs], float)
+    position_ns, patch_ns = cost_model._nonnegative_fit(a / y[:, None], np.ones_like(y))
+    gs = sorted({r["g"] for r in convs})
+    a = np.array([[r["positions"], r["positions"] * r["in"],
+                   r["positions"] * filters_with_groups(r["in"], r["out"], r["g"], r["groups"])]
+                  + [r["positions"] * r["groups"] * (r["g"] == k) for k in gs] for r in convs], float)
+    y = np.array([r["sparse_cycles"] - r["im2col_cycles"]
+                  - -(-r["positions"] // conv_tile(r["positions"], r["in"])) * fixed
+                  for r in convs], float)
+    coef = cost_model._nonnegative_fit(a / y[:, None], np.ones_like(y))
+    fitted["formats"]["custom_conv"]["int8"].update(
+        position_ns=float(position_ns + coef[0]), patch_ns=float(patch_ns), widen_ns=float(coef[1]),
+        row_ns=float(coef[2]), unit_ns={str(k): float(u) for k, u in zip(gs, coef[3:])})
+    return {fmt: {d: {k: (round(v, 4) if isinstance(v, float) else
+                          {g: round(u, 4) for g, u in v.items()} if isinstance(v, dict)
+                          and all(isinstance(u, float) for u in v.values()) else v)
+                      for k, v in c.items()} for d, c in fitted["formats"][fmt].items()}
+            for fmt in ("dense", "custom", "custom_conv")}
+
+
+def fit_table(rows, profile):
+    """Predicted (``profile``'s formats, tfscalpel.cost_profile) vs measured cycles per layer."""
+    from tfscalpel.cost_profile import conv_time, fc_time
+
+    full = {"formats": profile}
+    head = (f"{'model':<14}{'layer':<7}{'g':>3}{'spars':>6}{'groups':>8}{'dense meas':>12}"
+            f"{'pred':>12}{'err':>7}{'sparse meas':>13}{'pred':>12}{'err':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r["kind"] == "conv":
+            dense = None  # our SMLAD stand-in, not what the profile prices (CMSIS-NN's CONV_2D)
+            sparse = conv_time(full, "int8", "custom_conv", r["in"], r["out"], r["positions"],
+                               r["g"], r["groups"])
+        else:
+            dense = fc_time(full, "int8", "dense", r["in"], r["out"])
+            sparse = fc_time(full, "int8", "custom", r["in"], r["out"], r["g"], r["groups"])
+        d = ("-", "-", "-") if dense is None else (
+            f"{r['dense_cycles']:,}", f"{dense:,.0f}", f"{dense / r['dense_cycles'] - 1:+.1%}")
+        lines.append(f"{r['model']:<14}{r['name']:<7}{r['g']:>3}{r['sparsity']:>6.0%}{r['groups']:>8}"
+                     f"{d[0]:>12}{d[1]:>12}{d[2]:>7}{r['sparse_cycles']:>13,}{sparse:>12,.0f}"
+                     f"{sparse / r['sparse_cycles'] - 1:>+7.1%}")
+    return "\n".join(lines)
+
+
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 
 
@@ -209,8 +336,37 @@ def main(argv=None):
                    help="also write the per-layer measurements to this file (FC-only model: "
                         "cost_model.calibrate's layout: format, dtype, g, out, units, time_ns = "
                         "estimated cycles; conv model: measure_model's result)")
+    p.add_argument("--fit", action="store_true",
+                   help="instead: measure FIT_MODELS (LeNet-300-100 FCs at g = 1..16, LeNet-5's "
+                   "and the ConvNet's layers at g = 4, each at 50 and 90 %% group sparsity), print "
+                   "the cortex-m4 profile's dense / custom / custom_conv entries fitted to them "
+                   "and predicted vs measured cycles per layer (before and after the fit); "
+                   "--json writes the rows and the fit")
+    p.add_argument("--fit-rows", default=None, metavar="JSON",
+                   help="with --fit: refit the rows an earlier --fit --json wrote (no emulation)")
     args = p.parse_args(argv)
     t0 = time.time()
+    if args.fit:
+        from tfscalpel import targets
+
+        if args.fit_rows:
+            with open(args.fit_rows) as f:
+                rows = json.load(f)["rows"]
+        else:
+            ensure_packages()
+            rows = fit_rows(args.build_dir)
+        fitted = fit_profile(rows)
+        print("predicted with the current cortex-m4 profile:")
+        print(fit_table(rows, targets.CORTEX_M4["formats"]))
+        print("\nrefitted:")
+        print(json.dumps(fitted, indent=1))
+        print(fit_table(rows, fitted))
+        if args.json and not args.fit_rows:
+            with open(args.json, "w") as f:
+                json.dump({"rows": [{k: v for k, v in r.items() if not isinstance(v, np.ndarray)}
+                                    for r in rows], "fitted": fitted}, f, indent=1, default=str)
+        print(f"time: {time.time() - t0:.0f} s")
+        return 0
     ensure_packages()
     if not os.path.isfile(args.model):
         sys.exit(f"error: {args.model} missing: run `python -m tfscalpel_jobs.main` first")

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-#: im2col tile: as many output positions per kernel call as fit in this many patch bytes
-PATCH_BUDGET = 4096
+from tfscalpel.cost_profile import CONV_TILE_BYTES, conv_tile
+
+#: im2col tile: as many output positions per kernel call as fit in this many patch bytes (the
+#: conv op's TFS_GSCONV_TILE_BYTES, which the cost formula prices)
+PATCH_BUDGET = CONV_TILE_BYTES
 
 
 def find_conv2d(tfl):
@@ -70,7 +73,7 @@ def model_layers(model, calibration_x, group_size):
                 L["name"] = match.name
             P = geom["out_h"] * geom["out_w"]
             L.update(kind="conv", geom=geom, positions=P,
-                     tile=max(1, min(P, PATCH_BUDGET // fc.in_features)))
+                     tile=conv_tile(P, fc.in_features))
         layers.append(L)
     return tfl_bytes, layers
 

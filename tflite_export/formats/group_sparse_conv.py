@@ -17,9 +17,12 @@ import numpy as np
 from tflite_export import group_csr, params_blob
 from tflite_export.formats.base import CustomOpFormat
 from tflite_export.formats.group_sparse import FORMAT as GROUP_SPARSE_FC
+from tfscalpel.cost_profile import CONV_TILE_BYTES, conv_tile
 
 GEOMETRY_LEN = 16
-TILE_BYTES = 4096  # TFS_GSCONV_TILE_BYTES: default im2col patch bytes per FC call
+# TFS_GSCONV_TILE_BYTES, the default im2col patch bytes per FC call: one constant with the
+# cost formula that prices the tiles (tfscalpel.cost_profile; the training side cannot import this)
+TILE_BYTES = CONV_TILE_BYTES
 
 
 def geometry(layer) -> np.ndarray:
@@ -44,7 +47,7 @@ def blob_dims(geom: np.ndarray, cout: int) -> tuple[int, ...]:
 def workspace_bytes(geom: np.ndarray, in_features: int) -> int:
     """tfs_gsconv_workspace_size at the default tile: patches + the FC core's int16 copy."""
     positions = int(geom[11]) * int(geom[12])
-    tile = min(positions, max(1, TILE_BYTES // in_features))
+    tile = conv_tile(positions, in_features)
     return -(-tile * in_features // 16) * 16 + tile * in_features * 2 + 32
 
 
