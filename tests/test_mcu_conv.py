@@ -167,3 +167,44 @@ def test_im2col_group_csr_kernel_reproduces_tflite_conv2d_bit_exact():
     # what the firmware gets: image 3's whole input feature map and the host's output
     assert [x.size for x in xs] == [9 * 9 * 3, 5 * 5 * 6, 3 * 3 * 8]
     assert [y.size for y in ys] == [25 * 6, 9 * 8, 5]
+
+
+def test_fit_profile_recovers_the_coefficients_that_made_the_rows(monkeypatch):
+    """bench_mcu.py --fit's fit (fit_profile): rows made by the cost formula itself
+    (tfscalpel.cost_profile) from known coefficients give those coefficients back, FC and conv
+    (im2col split from the kernel's own per-position cost by the measured im2col share)."""
+    from tfscalpel.cost_profile import conv_time, fc_time
+
+    monkeypatch.syspath_prepend(MCU)  # bench_mcu imports its siblings by name
+    bench_mcu = _mcu_module("bench_mcu")
+    units = {"1": 9.0, "2": 12.0, "4": 16.0, "8": 25.0, "16": 60.0}
+    truth = {"formats": {
+        "dense": {"int8": {"fixed_ns": 90.0, "row_ns": 80.0, "unit_ns": 2.5}},
+        "custom": {"int8": {"fixed_ns": 900.0, "row_ns": 130.0, "unit_ns": units}},
+        "custom_conv": {"int8": {"position_ns": 340.0 + 560.0, "patch_ns": 1.2, "widen_ns": 4.0,
+                                 "row_ns": 80.0, "unit_ns": {"4": 10.5}}}}}
+    rows = []
+    for k, n in ((784, 300), (300, 100), (100, 10)):
+        for g in (1, 2, 4, 8, 16):
+            for keep in (0.5, 0.1):
+                groups = int(keep * -(-k // g) * n)
+                rows.append({"name": f"fc{k}", "kind": "fc", "in": k, "out": n, "g": g,
+                             "groups": groups, "positions": 1, "dense_instructions": 0,
+                             "sparse_instructions": 0, "dense_cycles": fc_time(truth, "int8", "dense", k, n),
+                             "sparse_cycles": fc_time(truth, "int8", "custom", k, n, g, groups)})
+    for k, n, p in ((25, 20, 576), (500, 50, 64), (800, 32, 196)):
+        for keep in (0.5, 0.1):
+            groups = int(keep * -(-k // 4) * n)
+            rows.append({"name": f"conv{k}", "kind": "conv", "in": k, "out": n, "g": 4,
+                         "groups": groups, "positions": p, "im2col_cycles": 340.0 * p + 1.2 * p * k,
+                         "sparse_cycles": conv_time(truth, "int8", "custom_conv", k, n, p, 4, groups)})
+    fitted = bench_mcu.fit_profile(rows)
+    for fmt, by_dtype in truth["formats"].items():
+        for key, want in by_dtype["int8"].items():
+            got = fitted[fmt]["int8"][key]
+            if isinstance(want, dict):
+                assert {g: pytest.approx(u, abs=2e-3) for g, u in want.items()} == got, (fmt, key)
+            else:
+                assert got == pytest.approx(want, abs=2e-3), (fmt, key)
+    # TFLite Micro's CONV_2D is not measured by this firmware: kept from the profile
+    assert "dense_conv" in fitted["custom_conv"]["int8"]

@@ -2,6 +2,7 @@
 
     python benchmarks/mcu/bench_mcu.py [--model out/main/lenet300_pruned.keras] [--group-size 4]
     python benchmarks/mcu/bench_mcu.py --model lenet5_pruned.keras [--dataset mnist]
+    python benchmarks/mcu/bench_mcu.py --fit [--json rows.json]   # refit the cortex-m4 profile
 
 Converts the pruned model to full int8 with the exporter's own functions and measures every
 CONV_2D and FULLY_CONNECTED layer on QEMU `mps2-an386` (Cortex-M4) with a counting plugin:
@@ -25,6 +26,11 @@ For a model with only FC layers (LeNet-300-100) the CLI also reports its test er
 whole test set on the host kernel (fixed-point requantization), and --json writes
 cost_model.calibrate's layout. `measure_model` does the measurement for one model and returns
 per-layer dicts and totals (for benchmarks/scalpel_table.py).
+
+--fit measures FIT_MODELS (seeded random weights, group-pruned at 50 and 90 %) and prints the
+cortex-m4 profile's dense / custom / custom_conv entries fitted to the counts (`fit_profile`),
+with predicted against measured cycles per layer before and after; tfscalpel/targets.py's
+CORTEX_M4 holds the numbers it printed (the exporter and the budget allocator both read them).
 """
 from __future__ import annotations
 
