@@ -108,6 +108,38 @@ def test_depthwise_bias_keeps_channels_it_makes_nonzero():
     assert plan.keep_out["c1"].tolist() == [1, 2]
 
 
+def _inverted_residual():
+    """MobileNetV2's block: expand 1x1 -> BN -> ReLU6 -> pad -> depthwise 3x3 stride 2 -> BN ->
+    ReLU6 -> project 1x1."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 1, use_bias=False, name="expand")(inputs)
+    x = L.ReLU(6.0, name="expand_relu")(L.BatchNormalization(name="expand_bn")(x))
+    x = L.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x)
+    x = L.DepthwiseConv2D(3, strides=2, use_bias=False, name="dw")(x)
+    x = L.ReLU(6.0, name="dw_relu")(L.BatchNormalization(name="dw_bn")(x))
+    x = L.Conv2D(4, 1, name="project")(x)
+    return keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(x)))
+
+
+def test_expansion_gate_sits_after_the_depthwise_so_its_channels_go():
+    # Before the depthwise a dead channel is zero only until dw_bn (BN(0) = beta - ... != 0):
+    # the projection would read a constant there and strip could remove nothing. After
+    # dw_relu it is an exact zero, and the channel goes from expand, both BNs and dw.
+    rng = np.random.default_rng(4)
+    model = _inverted_residual()
+    _randomise_bn(model, rng)
+    plan = tfscalpel.plan(model, "x86-avx2")
+    assert (plan["expand"].method, plan["expand"].mask_after) == ("node", "dw_relu")
+    pruned = tfscalpel.prune(model, target="x86-avx2", per_layer={"head": {"method": "none"}},
+                             verbose=False)
+    _kill(pruned, {"mask_dw_relu": [0, 2, 5]})
+    stripped, nodes = _strip_and_compare(pruned, (8, 8, 3), rng)
+    assert nodes["expand"] == (3, 6)
+    assert stripped.get_layer("dw").kernel.shape == (3, 3, 3, 1)
+    assert stripped.get_layer("dw_bn").gamma.shape == (3,)
+    assert stripped.get_layer("project").kernel.shape == (1, 1, 3, 4)
+
+
 def _residual(width=6):
     inputs = keras.Input((5, 5, 2))
     stem = L.Conv2D(width, 3, padding="same", name="stem")(inputs)

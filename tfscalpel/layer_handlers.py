@@ -162,8 +162,9 @@ class LayerHandler:
     @property
     def gate_passes(self):
         """True when a MaskLayer may be moved past this layer (an element-wise activation,
-        batch norm, pooling): dead nodes stay exactly zero through it, and the gate then sits
-        where the next weighted layer reads."""
+        batch norm, pooling, zero padding, a depthwise convolution): it is channel-wise, so the
+        gate after it still gates the same channels, and then sits where the next weighted
+        layer reads (a zero before a batch norm is no zero after it)."""
         return False
 
     # -- planning (tfscalpel.plan) --------------------------------------------------------------
@@ -754,12 +755,18 @@ def _register_builtins():
     register_layer(MaskLayer, Gate())
     register_layer(L.BatchNormalization, Channelwise(weight_axes=-1, axis_attr="axis",
                                                      quiet=True, gate_passes=True))
+    # A gate moves past a depthwise convolution too (MobileNetV2's expand -> depthwise ->
+    # project): placed before it, a dead channel leaves the depthwise as zero, but the batch
+    # norm after it turns that zero into a constant, the projection still reads the channel
+    # and strip can remove nothing; after it, the projection reads an exact zero and the
+    # channel goes from the expansion, both batch norms and the depthwise filter.
     register_layer(L.DepthwiseConv2D, Channelwise(weight_axes=(-2, -1), check=_depth_multiplier,
-                                                  twin=GroupPrunedDepthwiseConv2D))
+                                                  twin=GroupPrunedDepthwiseConv2D,
+                                                  gate_passes=True))
     register_layer(L.Activation, Channelwise(check=_mixing_activation, gate_passes=True))
     # Element-wise activations and pooling: a gate moves past them (see gate_passes).
     for cls in (L.ReLU, L.LeakyReLU, L.ELU, L.MaxPooling1D, L.MaxPooling2D,
-                L.AveragePooling1D, L.AveragePooling2D):
+                L.AveragePooling1D, L.AveragePooling2D, L.ZeroPadding1D, L.ZeroPadding2D):
         register_layer(cls, Channelwise(gate_passes=True))
     register_layer(L.Reshape, ChannelwiseReshape())
     for cls in (
@@ -767,7 +774,7 @@ def _register_builtins():
         L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
         L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout,
-        L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D, L.UpSampling1D,
+        L.Cropping1D, L.Cropping2D, L.UpSampling1D,
         L.UpSampling2D, L.Identity,
     ):
         register_layer(cls, Channelwise())

@@ -109,7 +109,8 @@ def _consumers(model):
 
 
 def _mask_position(layer, consumers, outputs):
-    """The layer after which a gate goes: past single-consumer activations, BN and pooling."""
+    """The layer after which a gate goes: past single-consumer channel-wise layers that let it
+    pass (activations, BN, pooling, padding, depthwise convolutions: ``gate_passes``)."""
     current = layer
     while True:
         if current.name in outputs:
