@@ -15,6 +15,7 @@ from tflite_export.cost_model import load as load_cost
 from tflite_export.formats import group_sparse_conv
 from tflite_export.kernels import KernelFormatError
 from tflite_export.quiet import filtered_stderr, litert_noise
+from test_kernels import impls  # noqa: F401  (the fixture: every kernel path this CPU has)
 
 CONV = group_sparse_conv.FORMAT
 
@@ -90,6 +91,86 @@ def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
                                               requant="fixed_point", tile=tile)
             for impl in kernels.available_impls():
                 np.testing.assert_array_equal(tiled(x, impl=impl), want, err_msg=f"g={g} tile={tile} {impl}")
+
+
+# float32 cases besides CASES: an odd shape with a 1-row output and cin = 7, stride 3 VALID.
+F32_CASES = CASES + [((7, 13, 7), 9, (2, 5), (1, 3), 1, "valid", "relu"),
+                     ((5, 6, 16), 3, 3, 1, (2, 1), "same", None)]
+
+
+@pytest.mark.parametrize("case", F32_CASES, ids=[f"{c[6] or 'none'}-{c[5]}-s{c[3]}-d{c[4]}-{i}"
+                                                  for i, c in enumerate(F32_CASES)])
+def test_float32_kernel_matches_tflite_conv2d(case, impls):
+    """float32 conv op vs TFLite's reference float CONV_2D (SAME/VALID, strides, dilation, odd
+    shapes, fused RELU/RELU6, bias) at g = 4, 8, 16, batch 1 and 3, every kernel path this CPU
+    has, several tiles (the FC core's one-row and SpMM kernels both): within 1e-5 of the
+    output's magnitude, the float FC tests' tolerance."""
+    model, _, images = _conv_model(*case, seed=len(case[0]) + case[1] + 7)
+    conv_layer = model.get_layer("c")
+    k, b = conv_layer.get_weights()
+    conv_layer.set_weights([k, np.random.default_rng(1).standard_normal(b.shape).astype(np.float32)])
+    tfl_bytes = convert_keras(model)
+    tfl = flatbuffer.load(tfl_bytes)
+    (conv,) = find_conv2d(tfl)
+    assert conv.unsupported is None and conv.dtype == "float32"
+    for batch in (1, 3):
+        x, want = _reference_tensors(tfl_bytes, conv, images[:batch])
+        mag = max(float(np.abs(want).max()), 1e-3)
+        for g in (4, 8, 16):
+            arrays = CONV.arrays(tfl, conv, g)
+            assert arrays["out_scale"].size == 0 and arrays["out_scale"].dtype == np.float32
+            for tile in (None, 1, 5, conv.positions):
+                layer = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], tile=tile)
+                assert layer.dtype == np.float32 and layer.out_shape == want.shape[1:]
+                for impl in impls:
+                    got = layer(x, impl=impl)
+                    assert got.dtype == np.float32
+                    err = float(np.abs(got - want).max())
+                    assert err <= 1e-5 * mag, (g, tile, impl, batch, err / mag)
+
+
+def test_float32_validator_rules():
+    """A float32 node: the requantization sections must be present and empty, meta's dtype
+    decides which, and the activations must be float32."""
+    model, _, images = _conv_model((9, 9, 3), 6, 3, 2, 1, "same", "relu", seed=2)
+    tfl = flatbuffer.load(convert_keras(model))
+    (conv,) = find_conv2d(tfl)
+    arrays = CONV.arrays(tfl, conv, 4)
+    layer = CONV.kernel(arrays)
+    assert layer(images[:1]).shape == (1, 5, 5, 6)
+    with pytest.raises(KernelFormatError, match=r"input 6 \(out_multiplier\): 2 elements, expected 0"):
+        CONV.kernel(dict(arrays, out_multiplier=np.zeros(2, np.int32)))
+    with pytest.raises(KernelFormatError, match=r"input 8 \(out_scale\): element type 2, expected 1"):
+        CONV.kernel(dict(arrays, out_scale=np.zeros(0, np.int32)))
+    bad = arrays["meta"].copy()
+    bad[5] = 1  # says int8: values must then be int8
+    with pytest.raises(KernelFormatError, match=r"input 1 \(values\): element type 1, expected 9"):
+        CONV.kernel(dict(arrays, meta=bad))
+    with pytest.raises(KernelFormatError, match="element type 9"):
+        layer(np.zeros((1, 9, 9, 3), np.int8))
+    # the blob round trip (what the runtime's unpacker reads) keeps the empty sections
+    blob = CONV.blob(tfl, conv, 4)
+    back = kernels.GroupSparseConv2D.from_blob(blob)
+    np.testing.assert_array_equal(back(images[:2]), layer(images[:2]))
+
+
+def test_float32_conv_node_runs_on_the_host_runtime():
+    """A float32 model with its CONV_2D rewritten into the conv op (LiteRT adapter, batch 1 and
+    3, SAME with stride 2) against the stock runtime's dense CONV_2D (XNNPACK)."""
+    model, _, images = _conv_model((11, 9, 3), 8, 3, 2, 1, "same", "relu6", seed=9)
+    dense = convert_keras(model)
+    tfl = flatbuffer.load(dense)
+    (conv,) = find_conv2d(tfl)
+    CONV.rewrite(tfl, conv, 8)
+    flatbuffer.compact(tfl)
+    sparse = flatbuffer.save(tfl)
+    assert [flatbuffer.custom_code(tfl, op) for op in tfl.subgraphs[0].operators] == [CONV.op_name]
+    with filtered_stderr(litert_noise):
+        for batch in (1, 3):
+            want = runtime.load_stock(dense).run(images[:batch])[0]
+            got = runtime.load(sparse).run(images[:batch])[0]
+            assert got.shape == want.shape == (batch, 6, 5, 8)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
 
 
 def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):

@@ -1,14 +1,16 @@
-"""TFS_GROUP_SPARSE_CONV2D: Scalpel's SIMD-group-sparse int8 CONV_2D (FORMAT.md).
+"""TFS_GROUP_SPARSE_CONV2D: Scalpel's SIMD-group-sparse CONV_2D, int8 and float32 (FORMAT.md).
 
 The filters ``[cout, kh, kw, cin]`` flattened to ``[cout, kh*kw*cin]`` (the im2col order, along
 which ``tfscalpel.GroupPrunedConv2D`` prunes its groups) are stored exactly as a
-``TFS_GROUP_SPARSE_FC`` layer (group-CSR, its eight arrays and validator), plus an int32[16]
+``TFS_GROUP_SPARSE_FC`` layer (group-CSR, its eight arrays and validator; a float32 node's three
+requantization arrays are empty, so the geometry keeps its index), plus an int32[16]
 ``geometry`` section: input size, filter size, strides, dilations, padding and TFLite's output
 size and SAME padding. The kernels run im2col on a tile of output positions and the FC core's
 kernel on the tile, so every FC path (portable, Cortex-M DSP, x86 SIMD) serves convolutions.
 
 Its layers are ``tflite_export.conv_layers.ConvLayer`` (CONV_2D operators); the conv planner
-there prices it with the target profile's ``custom_conv`` entry (Cortex-M targets).
+there prices it with the target profile's ``custom_conv`` entry, and the host target measures it
+(``tflite_export.host``).
 """
 from __future__ import annotations
 
@@ -41,11 +43,19 @@ def blob_dims(geom: np.ndarray, cout: int) -> tuple[int, ...]:
     return (int(cout), ekh, ekw, int(geom[6]), int(geom[7]))
 
 
-def workspace_bytes(geom: np.ndarray, in_features: int) -> int:
-    """tfs_gsconv_workspace_size at the default tile: patches + the FC core's int16 copy."""
+def default_tile(geom: np.ndarray, in_features: int, elem_size: int = 1) -> int:
+    """Output positions per FC call that tfs_gsconv_validate_layer sets: what fits
+    ``TILE_BYTES`` of patches (elements of ``elem_size`` bytes), in [1, positions]."""
     positions = int(geom[11]) * int(geom[12])
-    tile = min(positions, max(1, TILE_BYTES // in_features))
-    return -(-tile * in_features // 16) * 16 + tile * in_features * 2 + 32
+    return min(positions, max(1, TILE_BYTES // (in_features * elem_size)))
+
+
+def workspace_bytes(geom: np.ndarray, in_features: int, elem_size: int = 1) -> int:
+    """tfs_gsconv_workspace_size at the default tile, off x86 (TFLite Micro): patches, plus the
+    FC core's int16 copy of them for int8."""
+    tile = default_tile(geom, in_features, elem_size)
+    patches = -(-tile * in_features * elem_size // 16) * 16
+    return patches + (tile * in_features * 2 + 32 if elem_size == 1 else 0)
 
 
 class GroupSparseConv2D(CustomOpFormat):
@@ -62,8 +72,8 @@ class GroupSparseConv2D(CustomOpFormat):
     tflm_persistent_bytes = 272
 
     def layer_reason(self, layer):
-        return None if layer.dtype == "int8" else (
-            f"{layer.dtype} convolution: {self.op_name} is int8 only")
+        return None if layer.dtype in ("int8", "float32") else (
+            f"{layer.dtype} convolution: {self.op_name} is int8 or float32")
 
     def widths(self, layer, cost, pinned=None):
         return (pinned,) if pinned else group_csr.ALLOWED_GROUP_SIZES
@@ -76,6 +86,10 @@ class GroupSparseConv2D(CustomOpFormat):
 
     def arrays(self, model, layer, g):
         arrays = GROUP_SPARSE_FC.arrays(model, layer, g)  # the filters as a group-sparse FC
+        # float32: the requantization sections present and empty (the geometry's index is fixed)
+        arrays.setdefault("out_multiplier", np.zeros(0, np.int32))
+        arrays.setdefault("out_shift", np.zeros(0, np.int32))
+        arrays.setdefault("out_scale", np.zeros(0, np.float32))
         arrays["geometry"] = geometry(layer)
         return arrays
 
@@ -95,7 +109,8 @@ class GroupSparseConv2D(CustomOpFormat):
 
     def tflm_node_workspace_bytes(self, model, sg, op):
         _, arrays = self.node_arrays(model, sg, op)
-        return workspace_bytes(arrays["geometry"], int(arrays["meta"][1]))
+        return workspace_bytes(arrays["geometry"], int(arrays["meta"][1]),
+                               1 if int(arrays["meta"][5]) == 1 else 4)
 
 
 FORMAT = GroupSparseConv2D()
