@@ -109,9 +109,12 @@ def rewrite_tflite(
     if isinstance(target, HostMeasurement):
         # The host runtime runs fused chains (tflite_export/fusion.py), and host measurement
         # times a layer fused behind a custom predecessor as such.
+        # CONV_2D layers are measured in the whole dense model (host.HostMeasurement.decide_conv).
         result = _rewrite(tflite_bytes, lambda fc: target.decide(
             tflite_bytes, fc, group_sizes.get(fc.name), hints.get(fc.name, "auto")), target.name,
-            output, keras_model, {"group_sizes": group_sizes, "formats": hints}, fuse=True)
+            output, keras_model, {"group_sizes": group_sizes, "formats": hints}, fuse=True,
+            choose_conv=lambda conv: target.decide_conv(
+                tflite_bytes, conv, group_sizes.get(conv.name), hints.get(conv.name, "auto")))
         target.save()
         note = f"measured on this host ({target.key}): {target.measured} new timings, cached in {target.path}"
         if result.report.note:
