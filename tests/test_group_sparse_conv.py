@@ -280,7 +280,7 @@ def test_validator_rules_beyond_geometry():
     with pytest.raises(KernelFormatError, match="input 9 .geometry.: element type 1, expected 2"):
         CONV.kernel(dict(valid, geometry=arrays["geometry"].astype(np.float32)))
     bad_meta = arrays["meta"].copy()
-    bad_meta[5] = 0  # float32: the FC validator then wants 5 arrays, the conv op int8 only
+    bad_meta[5] = 0  # says float32: the int8 values and bias no longer fit it
     with pytest.raises(KernelFormatError):
         CONV.kernel(dict(valid, meta=bad_meta))
     bad_col = arrays["col_idx"].copy()
@@ -327,7 +327,54 @@ def test_planner_prices_conv_and_respects_hints():
     assert forced.format == "custom_conv" and forced.g == 8
     with pytest.raises(ValueError, match="format 'custom' not in"):
         decide(conv, cost, force="custom")
-    # x86 profiles price no conv format: the exporter leaves CONV_2D alone
-    model, calib, _ = _conv_model((9, 9, 3), 6, 3, 1, 1, "valid", None, seed=4)
-    res = exporter.export(model, target="x86-avx2", quantize="int8", representative_data=calib)
-    assert [r.layer for r in res.layers] == []
+    # a float32 conv on a profile that prices only int8 convs stays dense, saying why
+    f32 = flatbuffer.load(convert_keras(_conv_model((9, 9, 3), 6, 3, 1, 1, "valid", None, seed=4)[0]))
+    (fconv,) = find_conv2d(f32)
+    assert decide(fconv, cost).reason == "kept dense: cortex-m4 prices no float32 convolution"
+
+
+def _lenet_convs(g, seed=11):
+    """LeNet-5's convs (20 5x5 filters on 28x28x1, pool, 50 5x5), groups of g along kh*kw*cin
+    zeroed at 90 %."""
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(20, 5, activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(2), keras.layers.Conv2D(50, 5, activation="relu", name="conv2")])
+    for name in ("conv1", "conv2"):
+        _zero_groups(model.get_layer(name), g, 0.9, rng)
+    return model, rng.random((16, 28, 28, 1), dtype=np.float32)
+
+
+@pytest.mark.parametrize("target,dtype,conv2,speedups", [
+    ("x86-avx512", "float32", "custom_conv", ("0.86", "3.51")),
+    ("x86-avx512", "int8", "custom_conv", ("0.75", "2.41")),
+    ("x86-avx2", "float32", "custom_conv", ("0.63", "3.20")),
+    ("x86-avx2", "int8", "dense", ("0.37", "0.77"))])
+def test_x86_profiles_price_the_conv_op(target, dtype, conv2, speedups):
+    """x86 targets price TFS_GROUP_SPARSE_CONV2D (tfscalpel/targets.py, fitted on LeNet-5's
+    convs): conv2 (K = 500, 64 positions) becomes the conv op at the target's g (not int8 on
+    AVX2: no SpMM kernel without VNNI), conv1 (K = 25, 576 positions: im2col dominates, XNNPACK
+    is faster) stays dense; the model runs."""
+    from tfscalpel import targets
+
+    g = targets.get_target(target).group_size(dtype)
+    model, calib = _lenet_convs(g)
+    quant = dict(quantize="int8", representative_data=calib) if dtype == "int8" else {}
+    res = exporter.export(model, target=target, **quant)
+    rows = {r.layer: r for r in res.layers}
+    kept = f"kept dense: best sparse choice custom_conv g={g} predicted {{}}x vs dense (< 1.15x " \
+           f"required on {target})"
+    if conv2 == "dense":
+        assert rows["conv2"].format == "dense" and rows["conv2"].reason == kept.format(speedups[1])
+    else:
+        assert (rows["conv2"].format, rows["conv2"].g) == ("custom_conv", g)
+        assert rows["conv2"].reason == f"custom_conv g={g} predicted {speedups[1]}x vs dense on {target}"
+    assert rows["conv1"].format == "dense" and rows["conv1"].reason == kept.format(speedups[0])
+    with filtered_stderr(litert_noise):
+        want = runtime.load_stock(res.dense_model_bytes).run(calib[:2])[0]
+        got = runtime.load(res.model_bytes).run(calib[:2])[0]
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))

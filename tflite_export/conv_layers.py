@@ -218,45 +218,58 @@ def conv_formats_priced(cost) -> tuple:
     return tuple(f for f in formats_registry.conv_formats() if cost.prices(f.name))
 
 
+def _entry(cost: CostModel, layer: ConvLayer) -> dict | None:
+    """The profile's ``custom_conv`` coefficients for the layer's dtype (None: not priced)."""
+    return cost.profile["formats"].get("custom_conv", {}).get(layer.dtype)
+
+
 def _conv_costs(cost: CostModel, layer: ConvLayer) -> tuple[float, float, float]:
-    """(im2col, the sparse path's widening, the FC core's fixed cost per call) of one image."""
-    c = cost.profile["formats"]["custom_conv"]["int8"]
+    """(im2col, the sparse path's widening, the FC core's fixed cost per call) of one image;
+    ``tile_ns``, where the entry has it, replaces the FC entry's ``fixed_ns`` per call (on a
+    CPU that holds the runtime's per-node cost, which a conv pays once, not per tile)."""
+    c = _entry(cost, layer)
     patch = layer.positions * layer.in_features
     im2col = float(c["position_ns"]) * layer.positions + float(c["patch_ns"]) * patch
-    return im2col, float(c["widen_ns"]) * patch, float(
-        cost.profile["formats"]["custom"]["int8"]["fixed_ns"])
+    fixed = c.get("tile_ns", cost.profile["formats"]["custom"][layer.dtype]["fixed_ns"])
+    return im2col, float(c["widen_ns"]) * patch, float(fixed)
 
 
 def estimate(cost: CostModel, layer: ConvLayer, g: int, n_groups: int) -> Estimate:
     """Predicted time of the conv op at width ``g`` storing ``n_groups`` (module docstring).
     ``custom_conv``'s optional ``row_ns`` / ``unit_ns`` (per output row / stored group of one
-    position; ``unit_ns`` per width, the widths it lists) replace the FC entry's: the conv kernel shares each weight decode between two
-    positions, so a group costs less per position than in a batch-1 FC."""
+    position; ``unit_ns`` per width, the widths it lists) replace the FC entry's: the conv
+    kernel shares each weight decode between several positions, so a group costs less per
+    position than in a batch-1 FC. ``node_ns``: the runtime's cost of the custom node, once."""
+    c = _entry(cost, layer)
     im2col, widen, fixed = _conv_costs(cost, layer)
-    tile = min(layer.positions, max(1, formats_registry.group_sparse_conv.TILE_BYTES // layer.in_features))
-    conv_units = cost.profile["formats"]["custom_conv"]["int8"].get("unit_ns", {})
+    es = 1 if layer.dtype == "int8" else 4
+    tile = formats_registry.group_sparse_conv.default_tile(
+        np.array([0] * 11 + [layer.out_h, layer.out_w]), layer.in_features, es,
+        host=bool(c.get("host_tile")))
+    conv_units = c.get("unit_ns", {})
     if str(g) in conv_units:
-        c = cost.profile["formats"]["custom_conv"]["int8"]
         per_position = float(c["row_ns"]) * layer.out_features + float(conv_units[str(g)]) * n_groups
     else:
-        per_position = cost.custom("int8", g, layer.out_features, n_groups).time_ns - fixed
-    t = -(-layer.positions // tile) * fixed + layer.positions * per_position + im2col + widen
+        per_position = cost.custom(layer.dtype, g, layer.out_features, n_groups).time_ns - float(
+            cost.profile["formats"]["custom"][layer.dtype]["fixed_ns"])
+    t = (-(-layer.positions // tile) * fixed + layer.positions * per_position + im2col + widen
+         + float(c.get("node_ns", 0.0)))
     return Estimate("custom_conv", g, n_groups, t)
 
 
 def dense_estimate(cost: CostModel, layer: ConvLayer) -> Estimate:
     """Predicted time of the dense CONV_2D. With ``custom_conv``'s ``dense_conv`` entry (the
-    runtime's own CONV_2D measured, e.g. CMSIS-NN's on TFLite Micro): per position
+    runtime's own CONV_2D measured: CMSIS-NN's on TFLite Micro, XNNPACK's on x86): per position
     ``position_ns + patch_ns * K + output_ns * out + mac_ns * K * out``; without it, im2col + one
     dense FC per output position."""
-    c = cost.profile["formats"]["custom_conv"]["int8"].get("dense_conv")
+    c = _entry(cost, layer).get("dense_conv")
     units = layer.in_features * layer.out_features
     if c is not None:
         per_position = (float(c["position_ns"]) + float(c["patch_ns"]) * layer.in_features
                         + float(c["output_ns"]) * layer.out_features + float(c["mac_ns"]) * units)
         return Estimate("dense", 0, units, layer.positions * per_position)
     im2col, _, _ = _conv_costs(cost, layer)
-    per_position = cost.dense("int8", layer.in_features, layer.out_features).time_ns
+    per_position = cost.dense(layer.dtype, layer.in_features, layer.out_features).time_ns
     return Estimate("dense", 0, units, layer.positions * per_position + im2col)
 
 
@@ -276,6 +289,13 @@ def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,
             raise ValueError(f"layer {layer.name!r}: cannot force {force}: {layer.unsupported}")
         d = Estimate("dense", 0, units, 0.0)
         return Decision("dense", 0, units, d, d, f"kept dense: {layer.unsupported}")
+    if _entry(cost, layer) is None:
+        if force not in ("auto", "dense"):
+            raise ValueError(f"layer {layer.name!r}: cannot force {force}: {cost.name} prices no "
+                             f"{layer.dtype} convolution")
+        d = Estimate("dense", 0, units, 0.0)
+        return Decision("dense", 0, units, d, d,
+                        f"kept dense: {cost.name} prices no {layer.dtype} convolution")
     dense = dense_estimate(cost, layer)
     if force == "dense":
         return Decision("dense", 0, units, dense, dense, "kept dense: forced by formats=")

@@ -22,6 +22,7 @@ from tflite_export.formats.group_sparse import FORMAT as GROUP_SPARSE_FC
 
 GEOMETRY_LEN = 16
 TILE_BYTES = 4096  # TFS_GSCONV_TILE_BYTES: default im2col patch bytes per FC call
+HOST_TILE = 32  # TFS_GSCONV_HOST_TILE: the host runtime's least tile (positions per FC call)
 
 
 def geometry(layer) -> np.ndarray:
@@ -43,11 +44,13 @@ def blob_dims(geom: np.ndarray, cout: int) -> tuple[int, ...]:
     return (int(cout), ekh, ekw, int(geom[6]), int(geom[7]))
 
 
-def default_tile(geom: np.ndarray, in_features: int, elem_size: int = 1) -> int:
+def default_tile(geom: np.ndarray, in_features: int, elem_size: int = 1, host: bool = False) -> int:
     """Output positions per FC call that tfs_gsconv_validate_layer sets: what fits
-    ``TILE_BYTES`` of patches (elements of ``elem_size`` bytes), in [1, positions]."""
+    ``TILE_BYTES`` of patches (elements of ``elem_size`` bytes), in [1, positions]; ``host``:
+    at least ``HOST_TILE``, what the host runtime's adapter sets."""
     positions = int(geom[11]) * int(geom[12])
-    return min(positions, max(1, TILE_BYTES // (in_features * elem_size)))
+    tile = max(1, TILE_BYTES // (in_features * elem_size))
+    return min(positions, max(tile, HOST_TILE) if host else tile)
 
 
 def workspace_bytes(geom: np.ndarray, in_features: int, elem_size: int = 1) -> int:

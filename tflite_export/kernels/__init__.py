@@ -418,9 +418,11 @@ class GroupSparseConv2D(CustomOpLayer):
     """One validated TFS_GROUP_SPARSE_CONV2D layer (int8 or float32), runnable on numpy arrays
     without LiteRT: the FC op's eight arrays (the filters ``[cout, kh*kw*cin]`` as group-CSR;
     float32: the three requantization arrays empty) plus the int32[16] ``geometry`` (FORMAT.md).
-    ``layer(x)``: x ``[batch, in_h, in_w, cin]`` -> ``[batch, out_h, out_w, cout]``, the layer's dtype. ``requant="fixed_point"`` is TFLite's reference CONV_2D /
-    TFLite Micro arithmetic, "fp32" XNNPACK's. ``tile``: output positions per FC call (default:
-    what fits 4,096 bytes of patches). Raises KernelFormatError on any format violation."""
+    ``layer(x)``: x ``[batch, in_h, in_w, cin]`` -> ``[batch, out_h, out_w, cout]``, the layer's
+    dtype. ``requant="fixed_point"`` is TFLite's reference CONV_2D / TFLite Micro arithmetic,
+    "fp32" XNNPACK's. ``tile``: output positions per FC call (default: what fits 4,096 bytes of
+    patches; "host": at least 32, what the host runtime runs). Raises KernelFormatError on any
+    format violation."""
 
     _prefix, _op, _n_arrays, _meta_index = "tfs_gsconv", "TFS_GROUP_SPARSE_CONV2D", 9, 3
 
@@ -430,10 +432,12 @@ class GroupSparseConv2D(CustomOpLayer):
         self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
                         out_scale, geometry], requant)
         g = self._arrays[8]
-        if tile is not None:
-            lib.tfs_gsconv_set_tile(self._layer, int(tile))
         from tflite_export.formats.group_sparse_conv import default_tile
 
+        if tile == "host":  # what the host runtime's adapter runs (TFS_GSCONV_HOST_TILE)
+            tile = default_tile(g, self.in_features, self.dtype.itemsize, host=True)
+        if tile is not None:
+            lib.tfs_gsconv_set_tile(self._layer, int(tile))
         positions = int(g[11]) * int(g[12])
         self.tile = (min(max(int(tile), 1), positions) if tile is not None
                      else default_tile(g, self.in_features, self.dtype.itemsize))
