@@ -225,19 +225,19 @@ def test_conv_layers_measured_in_the_whole_model_deterministic_and_never_slower(
     # The synthetic custom node costs its blob's bytes (g = 1 stores the fewest); c2's best
     # saves 3 % of its time, under the 1.10x margin: dense.
     assert rows["c1"].reason == (
-        "custom_conv g=1 measured 2.36x vs dense (0.24 us vs 0.58 us: the conv alone, plus the "
-        "whole model's change -0.33 us, on conv-cpu)")
+        "custom_conv g=1 measured 2.36x vs dense (0.24 us vs 0.58 us, the slower of: alone "
+        "0.24 us, the dense conv plus the whole model's change -0.33 us; on conv-cpu)")
     assert rows["c2"].reason == (
         "kept dense: best sparse choice custom_conv g=16 measured 1.03x vs dense (1.12 us vs "
-        "1.15 us: the conv alone, plus the whole model's change -0.03 us, on conv-cpu), < 1.10x "
-        "required")
+        "1.15 us, the slower of: alone 1.12 us, the dense conv plus the whole model's change "
+        "-0.03 us; on conv-cpu), < 1.10x required")
     ops = [flatbuffer.custom_code(flatbuffer.load(result.model_bytes), op)
            for op in flatbuffer.load(result.model_bytes).subgraphs[0].operators]
     assert ops.count("TFS_GROUP_SPARSE_CONV2D") == 1
     calls = timer.calls
     # FC: dense + 6 candidates; per conv, 3 rounds of the whole dense model, then the conv alone
-    # and 5 widths, each behind the whole dense model again: 3 x 13
-    assert calls == 7 + 2 * 3 * 13
+    # and 5 widths in the whole model and alone, each behind the whole dense model again: 3 x 23
+    assert calls == 7 + 2 * 3 * 23
     again = host.HostMeasurement(timer=timer, cache_dir=str(tmp_path), key="conv-cpu")
     assert exporter.rewrite_tflite(tflite, target=again, keras_model=model).model_bytes == result.model_bytes
     assert timer.calls == calls and again.measured == 0
@@ -252,6 +252,32 @@ def test_conv_layers_measured_in_the_whole_model_deterministic_and_never_slower(
     assert (row.format, row.g) == ("custom_conv", 4) and row.reason.endswith("(forced by formats=)")
     with pytest.raises(ValueError, match="format 'custom' not in"):
         exporter.rewrite_tflite(tflite, target=slow, keras_model=model, formats={"c1": "custom"})
+
+
+class FlatteringTimer(SyntheticTimer):
+    """A busy spell that flatters every whole model holding the conv op by 0.5 us."""
+
+    def __call__(self, model_bytes, x):
+        model = flatbuffer.load(model_bytes)
+        ops = model.subgraphs[0].operators
+        custom = [flatbuffer.custom_code(model, op) for op in ops]
+        flatter = 0.5e-6 if len(ops) > 1 and "TFS_GROUP_SPARSE_CONV2D" in custom else 0.0
+        return super().__call__(model_bytes, x) - flatter
+
+
+def test_conv_candidate_counts_its_slower_measurement(tmp_path):
+    """c2 measures 1.03x alone; flattered by 0.5 us in the whole model it would pass as 1.85x:
+    the slower of the two measurements counts, and it stays dense."""
+    model = _conv_net()
+    tflite = converter.convert_keras(model)
+    measured = host.HostMeasurement(timer=FlatteringTimer(), cache_dir=str(tmp_path), key="busy")
+    rows = {r.layer: r for r in exporter.rewrite_tflite(tflite, target=measured, keras_model=model).layers}
+    assert rows["c2"].format == "dense"
+    assert rows["c2"].reason == (
+        "kept dense: best sparse choice custom_conv g=16 measured 1.03x vs dense (1.12 us vs "
+        "1.15 us, the slower of: alone 1.12 us, the dense conv plus the whole model's change "
+        "-0.53 us; on busy), < 1.10x required")
+    assert (rows["c1"].format, rows["c1"].g) == ("custom_conv", 1)
 
 
 def test_host_conv_export_runs_and_matches_dense(tmp_path):

@@ -19,9 +19,10 @@ CONV_2D layers (``decide_conv``) are measured in the whole model, since a convol
 depends on the XNNPACK partition around it: the whole dense model and the whole model with only
 that conv rewritten into each conv format at each width it offers are timed in interleaved
 rounds (each candidate keeps its best; the dense model is timed next to each), and the conv
-alone, dense, as a one-op model. The conv's sparse time is its dense time plus the whole model's
-change, and the margin applies to that, as for a FULLY_CONNECTED: a conv is rewritten only when
-the whole model measured faster with it.
+alone, dense and in each candidate, as one-op models. A candidate's time is the slower of two
+measurements, the conv's dense time plus the whole model's change and the candidate alone, and
+the margin applies to that, as for a FULLY_CONNECTED: a conv is rewritten only when both the
+whole model and the conv alone measured faster with it.
 
 Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or
 ``cache_dir``), one JSON file per machine fingerprint (CPU model, ISA features, kernel-library
@@ -311,26 +312,36 @@ class HostMeasurement:
         geom = f":conv{conv.in_h}x{conv.in_w}k{conv.kh}x{conv.kw}s{conv.stride_h}x{conv.stride_w}" \
                f"d{conv.dil_h}x{conv.dil_w}p{conv.padding}"
         alone_key = self._key(conv, None, 0) + geom + ":alone"
-        keys = [whole, alone_key] + [f"{self._key(conv, f, g)}{geom} in {whole}" for f, g, _ in options]
+        n = len(options)
+        keys = [whole, alone_key] + [f"{self._key(conv, f, g)}{geom} in {whole}" for f, g, _ in options] \
+            + [f"{self._key(conv, f, g)}{geom}:alone" for f, g, _ in options]
         if any(k not in self.times for k in keys):
             alone = flatbuffer.save(layer_model(model_bytes, conv))
+            find = conv_layers.find_conv2d
             candidates = [(whole, model_bytes, model_input(model_bytes)),
                           (alone_key, alone, model_input(alone))]
-            candidates += [(k, with_layer_rewritten(model_bytes, conv_layers.find_conv2d, index, f, g),
-                            candidates[0][2]) for k, (f, g, _) in zip(keys[2:], options)]
+            candidates += [(k, with_layer_rewritten(model_bytes, find, index, f, g), candidates[0][2])
+                           for k, (f, g, _) in zip(keys[2:2 + n], options)]
+            candidates += [(k, with_layer_rewritten(alone, find, 0, f, g), candidates[1][2])
+                           for k, (f, g, _) in zip(keys[2 + n:], options)]
             for k, ns in interleaved_best(self.timer, candidates, CONV_ROUNDS).items():
                 self.times[k] = ns / 1e9
             self.measured += len(candidates)
         dense_ns = 1e9 * self.times[alone_key]
         dense = Estimate("dense", 0, units, dense_ns)
-        change = {k: 1e9 * (self.times[k] - self.times[whole]) for k in keys[2:]}
-        measured = [(fmt, Estimate(fmt.name, g, n, max(dense_ns + change[k], 1.0)))
-                    for k, (fmt, g, n) in zip(keys[2:], options)]
-        fmt, best = min(measured, key=lambda c: c[1].time_ns)
+        # Two measurements of each candidate, the slower counts: in the whole model (dense time
+        # plus the model's change: the XNNPACK partition around the conv included) and alone (a
+        # one-op model against the dense one). A busy spell on a shared machine can flatter one
+        # of them, rarely both in the same direction.
+        change = [1e9 * (self.times[k] - self.times[whole]) for k in keys[2:2 + n]]
+        alone_ns = [1e9 * self.times[k] for k in keys[2 + n:]]
+        measured = [(fmt, Estimate(fmt.name, g, units_, max(dense_ns + c, a, 1.0)), c, a)
+                    for (fmt, g, units_), c, a in zip(options, change, alone_ns)]
+        fmt, best, c, a = min(measured, key=lambda m: m[1].time_ns)
         speedup = dense.time_ns / best.time_ns
         text = (f"{fmt.label(best.g)} measured {speedup:.2f}x vs dense ({best.time_ns / 1e3:.2f} us "
-                f"vs {dense.time_ns / 1e3:.2f} us: the conv alone, plus the whole model's change "
-                f"{change[keys[2 + measured.index((fmt, best))]] / 1e3:+.2f} us, on {self.key})")
+                f"vs {dense.time_ns / 1e3:.2f} us, the slower of: alone {a / 1e3:.2f} us, the dense "
+                f"conv plus the whole model's change {c / 1e3:+.2f} us; on {self.key})")
         if force == "auto" and speedup < self.margin:
             return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice "
                             f"{text}, < {self.margin:.2f}x required")
