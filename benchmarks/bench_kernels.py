@@ -28,7 +28,8 @@ Dense 500 -> Dense 10 on 28x28x1) whose conv filters are group-pruned at 90 % (g
 the x86-avx512 target's when the kernel path is an AVX-512 one, else x86-avx2's), float32 and int8, batch 1,
 interleaved in one process: each conv alone (a one-op model: dense XNNPACK vs
 TFS_GROUP_SPARSE_CONV2D through the runtime, and its kernel alone), the whole model dense vs
-both convs sparse, and the model `export(target="host")` makes (which convs it kept sparse).
+both convs sparse, and the model `export(target="host")` makes (which convs it kept sparse; the
+unpruned FCs pinned dense).
 
     python benchmarks/bench_kernels.py [--quick] [--impl NAME] [--seq N] [--conv]
 """
@@ -362,9 +363,12 @@ def bench_conv(sparsity=0.9):
         for _ in convs:  # a rewritten conv is no CONV_2D any more: the next one is first
             both = host.with_layer_rewritten(both, find_conv2d, 0, conv_fmt, g)
         with _quiet():
+            # The FCs are unpruned: pinned dense, so the row shows the conv decisions alone.
             chosen = exporter.rewrite_tflite(
-                dense, target=host.HostMeasurement(cache_dir=tempfile.mkdtemp()), keras_model=model)
-        kept = {r.layer: (r.format, r.g, r.expected_speedup) for r in chosen.layers}
+                dense, target=host.HostMeasurement(cache_dir=tempfile.mkdtemp()), keras_model=model,
+                formats={"fc1": "dense", "fc2": "dense"})
+        kept = {r.layer: (r.format, r.g, r.expected_speedup) for r in chosen.layers
+                if r.layer.startswith("conv")}
         with _quiet(), runtime.load(dense) as rd, runtime.load(both) as rb, \
                 runtime.load(chosen.model_bytes) as rh:
             rd.run(x), rb.run(x), rh.run(x)
