@@ -23,7 +23,15 @@ the custom op through the runtime and its kernel (the SpMM kernel from the manif
 when N reaches kernels.batched_min_rows()), and "1-row": the one-row kernel run on the N rows
 8 at a time (what ran before the SpMM kernels).
 
-    python benchmarks/bench_kernels.py [--quick] [--impl NAME] [--seq N]
+With `--conv` it times a LeNet-5-like model (Conv2D 20 5x5 -> pool -> Conv2D 50 5x5 -> pool ->
+Dense 500 -> Dense 10 on 28x28x1) whose conv filters are group-pruned at 90 % (g per target:
+the x86-avx512 target's when the kernel path is an AVX-512 one, else x86-avx2's), float32 and int8, batch 1,
+interleaved in one process: each conv alone (a one-op model: dense XNNPACK vs
+TFS_GROUP_SPARSE_CONV2D through the runtime, and its kernel alone), the whole model dense vs
+both convs sparse, and the model `export(target="host")` makes (which convs it kept sparse; the
+unpruned FCs pinned dense).
+
+    python benchmarks/bench_kernels.py [--quick] [--impl NAME] [--seq N] [--conv]
 """
 from __future__ import annotations
 
@@ -288,6 +296,94 @@ def bench_ffn(seq, d=256, hidden=1024, sparsity=0.9, g=4):
     return out
 
 
+def lenet5_like(g, sparsity=0.9, seed=0):
+    """The --conv model: Caffe's LeNet-5 shape, each conv's filters with groups of g along
+    kh*kw*cin (GroupPrunedConv2D's order) zeroed, exactly round(sparsity * groups) per conv."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(20, 5, activation="relu", name="conv1"), keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(50, 5, activation="relu", name="conv2"), keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(), keras.layers.Dense(500, activation="relu", name="fc1"),
+        keras.layers.Dense(10, name="fc2")])
+    for name in ("conv1", "conv2"):
+        layer = model.get_layer(name)
+        k, b = layer.get_weights()
+        w = _weights(rng, int(np.prod(k.shape[:3])), k.shape[-1], g, sparsity)  # [cout, K]
+        layer.set_weights([w.T.reshape(k.shape), b])
+    return model, rng
+
+
+def bench_conv(sparsity=0.9):
+    """The --conv table (module docstring)."""
+    import tempfile
+
+    from tflite_export import converter, exporter, flatbuffer, host, kernels, runtime
+    from tflite_export.conv_layers import find_conv2d
+    from tflite_export.formats import group_sparse_conv
+    from tfscalpel import targets
+
+    conv_fmt = group_sparse_conv.FORMAT
+    impl = kernels.get_runtime_impl()
+    path = kernels.best_impl() if impl == "auto" else impl
+    target = targets.get_target("x86-avx512" if path.startswith("avx512") else "x86-avx2")
+    out = []
+    for dtype in ("float32", "int8"):
+        g = target.group_size(dtype)
+        model, rng = lenet5_like(g, sparsity)
+        calib = rng.random((32, 28, 28, 1), dtype=np.float32)
+        with _quiet():
+            dense = converter.convert_keras(model, "int8" if dtype == "int8" else None,
+                                            calib if dtype == "int8" else None)
+        convs = find_conv2d(flatbuffer.load(dense))
+        x = rng.random((1, 28, 28, 1), dtype=np.float32)
+        for conv, name in zip(convs, ("conv1", "conv2")):
+            alone = flatbuffer.save(host.layer_model(dense, conv))
+            sparse = host.with_layer_rewritten(alone, find_conv2d, 0, conv_fmt, g)
+            arrays = conv_fmt.arrays(flatbuffer.load(dense), conv, g)
+            layer = kernels.GroupSparseConv2D(*[arrays[n] for n in conv_fmt.sections], tile="host")
+            xa = host.model_input(alone) + (1 if dtype == "int8" else 0.5)
+            with _quiet(), runtime.load(alone) as rd, runtime.load(sparse) as rs:
+                rd.run(xa), rs.run(xa)
+                best = _interleaved_best({"dense": rd.time_run, "rt": rs.time_run,
+                                          "k": lambda n: layer.time(xa, n, impl)})
+            row = {"what": f"{name} alone", "dtype": dtype, "g": g, **best,
+                   "kernel": layer.kernel(impl),
+                   "shape": f"K={conv.in_features} cout={conv.out_features} pos={conv.positions}"}
+            out.append(row)
+            print(f"{row['what']:>14} {dtype:>7} g={g:<2} {row['shape']:>25} | dense "
+                  f"{best['dense'] * 1e6:7.1f} | rt {best['rt'] * 1e6:7.1f} "
+                  f"({best['dense'] / best['rt']:5.2f}x) | k {best['k'] * 1e6:7.1f} "
+                  f"({best['dense'] / best['k']:5.2f}x) [{row['kernel'].replace('tfs_', '')}]",
+                  flush=True)
+        both = dense
+        for _ in convs:  # a rewritten conv is no CONV_2D any more: the next one is first
+            both = host.with_layer_rewritten(both, find_conv2d, 0, conv_fmt, g)
+        with _quiet():
+            # The FCs are unpruned: pinned dense, so the row shows the conv decisions alone.
+            chosen = exporter.rewrite_tflite(
+                dense, target=host.HostMeasurement(cache_dir=tempfile.mkdtemp()), keras_model=model,
+                formats={"fc1": "dense", "fc2": "dense"})
+        kept = {r.layer: (r.format, r.g, r.expected_speedup) for r in chosen.layers
+                if r.layer.startswith("conv")}
+        with _quiet(), runtime.load(dense) as rd, runtime.load(both) as rb, \
+                runtime.load(chosen.model_bytes) as rh:
+            rd.run(x), rb.run(x), rh.run(x)
+            best = _interleaved_best({"dense": rd.time_run, "both": rb.time_run,
+                                      "host": rh.time_run})
+        row = {"what": "whole model", "dtype": dtype, "g": g, **best, "host_choice": kept}
+        out.append(row)
+        print(f"{'whole model':>14} {dtype:>7} g={g:<2} | dense {best['dense'] * 1e6:7.1f} | "
+              f"both convs sparse {best['both'] * 1e6:7.1f} ({best['dense'] / best['both']:5.2f}x)"
+              f" | host export {best['host'] * 1e6:7.1f} ({best['dense'] / best['host']:5.2f}x): "
+              + ", ".join(f"{k} {f}{' g=' + str(w) if w else ''} (measured {s:.2f}x)"
+                          for k, (f, w, s) in kept.items()), flush=True)
+    return out
+
+
 def _fmt_seq_row(r):
     parts = [f"{r['layer']:>9} {r['dtype']:>7}"]
     for k in r:
@@ -323,6 +419,9 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=0,
                     help="rows per run (batch * sequence length, e.g. 64): time the Transformer "
                          "layers at 90 %% on that many rows instead of the batch-1 table")
+    ap.add_argument("--conv", action="store_true",
+                    help="time the LeNet-5-like model's convs (90 %% group-sparse) and the whole "
+                         "model instead of the batch-1 FC table")
     args = ap.parse_args(argv)
     with _quiet():  # TensorFlow's start-up lines
         import tensorflow  # noqa: F401
@@ -331,6 +430,16 @@ def main(argv=None):
     kernels.set_runtime_impl(args.impl)
     path = kernels.best_impl() if args.impl == "auto" else args.impl
     print(host_info.describe(f"{path} (available: {', '.join(kernels.available_impls())})"))
+    if args.conv:
+        import subprocess
+
+        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        print(f"load: {load}\ntimes in microseconds, batch 1, 1 thread, best of 150 short "
+              f"interleaved loops; speedup = dense (XNNPACK) / time; rt: the conv op through the "
+              f"runtime; k: its kernel alone (host tile); [kernel] = the FC kernel on the tiles",
+              flush=True)
+        bench_conv()
+        return
     if args.seq:
         print(f"times in microseconds for {args.seq} rows, 90 % group sparsity, 1 thread, best of "
               f"150 short interleaved loops; speedup = dense / time (dense: XNNPACK through the "

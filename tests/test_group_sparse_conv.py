@@ -15,6 +15,7 @@ from tflite_export.cost_model import load as load_cost
 from tflite_export.formats import group_sparse_conv
 from tflite_export.kernels import KernelFormatError
 from tflite_export.quiet import filtered_stderr, litert_noise
+from test_kernels import impls  # noqa: F401  (the fixture: every kernel path this CPU has)
 
 CONV = group_sparse_conv.FORMAT
 
@@ -90,6 +91,86 @@ def test_kernel_bit_exact_with_tflite_reference_conv2d(case):
                                               requant="fixed_point", tile=tile)
             for impl in kernels.available_impls():
                 np.testing.assert_array_equal(tiled(x, impl=impl), want, err_msg=f"g={g} tile={tile} {impl}")
+
+
+# float32 cases besides CASES: an odd shape with a 1-row output and cin = 7, stride 3 VALID.
+F32_CASES = CASES + [((7, 13, 7), 9, (2, 5), (1, 3), 1, "valid", "relu"),
+                     ((5, 6, 16), 3, 3, 1, (2, 1), "same", None)]
+
+
+@pytest.mark.parametrize("case", F32_CASES, ids=[f"{c[6] or 'none'}-{c[5]}-s{c[3]}-d{c[4]}-{i}"
+                                                  for i, c in enumerate(F32_CASES)])
+def test_float32_kernel_matches_tflite_conv2d(case, impls):
+    """float32 conv op vs TFLite's reference float CONV_2D (SAME/VALID, strides, dilation, odd
+    shapes, fused RELU/RELU6, bias) at g = 4, 8, 16, batch 1 and 3, every kernel path this CPU
+    has, several tiles (the FC core's one-row and SpMM kernels both): within 1e-5 of the
+    output's magnitude, the float FC tests' tolerance."""
+    model, _, images = _conv_model(*case, seed=len(case[0]) + case[1] + 7)
+    conv_layer = model.get_layer("c")
+    k, b = conv_layer.get_weights()
+    conv_layer.set_weights([k, np.random.default_rng(1).standard_normal(b.shape).astype(np.float32)])
+    tfl_bytes = convert_keras(model)
+    tfl = flatbuffer.load(tfl_bytes)
+    (conv,) = find_conv2d(tfl)
+    assert conv.unsupported is None and conv.dtype == "float32"
+    for batch in (1, 3):
+        x, want = _reference_tensors(tfl_bytes, conv, images[:batch])
+        mag = max(float(np.abs(want).max()), 1e-3)
+        for g in (4, 8, 16):
+            arrays = CONV.arrays(tfl, conv, g)
+            assert arrays["out_scale"].size == 0 and arrays["out_scale"].dtype == np.float32
+            for tile in (None, 1, 5, conv.positions):
+                layer = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], tile=tile)
+                assert layer.dtype == np.float32 and layer.out_shape == want.shape[1:]
+                for impl in impls:
+                    got = layer(x, impl=impl)
+                    assert got.dtype == np.float32
+                    err = float(np.abs(got - want).max())
+                    assert err <= 1e-5 * mag, (g, tile, impl, batch, err / mag)
+
+
+def test_float32_validator_rules():
+    """A float32 node: the requantization sections must be present and empty, meta's dtype
+    decides which, and the activations must be float32."""
+    model, _, images = _conv_model((9, 9, 3), 6, 3, 2, 1, "same", "relu", seed=2)
+    tfl = flatbuffer.load(convert_keras(model))
+    (conv,) = find_conv2d(tfl)
+    arrays = CONV.arrays(tfl, conv, 4)
+    layer = CONV.kernel(arrays)
+    assert layer(images[:1]).shape == (1, 5, 5, 6)
+    with pytest.raises(KernelFormatError, match=r"input 6 \(out_multiplier\): 2 elements, expected 0"):
+        CONV.kernel(dict(arrays, out_multiplier=np.zeros(2, np.int32)))
+    with pytest.raises(KernelFormatError, match=r"input 8 \(out_scale\): element type 2, expected 1"):
+        CONV.kernel(dict(arrays, out_scale=np.zeros(0, np.int32)))
+    bad = arrays["meta"].copy()
+    bad[5] = 1  # says int8: values must then be int8
+    with pytest.raises(KernelFormatError, match=r"input 1 \(values\): element type 1, expected 9"):
+        CONV.kernel(dict(arrays, meta=bad))
+    with pytest.raises(KernelFormatError, match="element type 9"):
+        layer(np.zeros((1, 9, 9, 3), np.int8))
+    # the blob round trip (what the runtime's unpacker reads) keeps the empty sections
+    blob = CONV.blob(tfl, conv, 4)
+    back = kernels.GroupSparseConv2D.from_blob(blob)
+    np.testing.assert_array_equal(back(images[:2]), layer(images[:2]))
+
+
+def test_float32_conv_node_runs_on_the_host_runtime():
+    """A float32 model with its CONV_2D rewritten into the conv op (LiteRT adapter, batch 1 and
+    3, SAME with stride 2) against the stock runtime's dense CONV_2D (XNNPACK)."""
+    model, _, images = _conv_model((11, 9, 3), 8, 3, 2, 1, "same", "relu6", seed=9)
+    dense = convert_keras(model)
+    tfl = flatbuffer.load(dense)
+    (conv,) = find_conv2d(tfl)
+    CONV.rewrite(tfl, conv, 8)
+    flatbuffer.compact(tfl)
+    sparse = flatbuffer.save(tfl)
+    assert [flatbuffer.custom_code(tfl, op) for op in tfl.subgraphs[0].operators] == [CONV.op_name]
+    with filtered_stderr(litert_noise):
+        for batch in (1, 3):
+            want = runtime.load_stock(dense).run(images[:batch])[0]
+            got = runtime.load(sparse).run(images[:batch])[0]
+            assert got.shape == want.shape == (batch, 6, 5, 8)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
 
 
 def test_lenet5_like_model_exported_for_cortex_m4_equals_stock_tflite(tmp_path):
@@ -200,7 +281,7 @@ def test_validator_rules_beyond_geometry():
     with pytest.raises(KernelFormatError, match="input 9 .geometry.: element type 1, expected 2"):
         CONV.kernel(dict(valid, geometry=arrays["geometry"].astype(np.float32)))
     bad_meta = arrays["meta"].copy()
-    bad_meta[5] = 0  # float32: the FC validator then wants 5 arrays, the conv op int8 only
+    bad_meta[5] = 0  # says float32: the int8 values and bias no longer fit it
     with pytest.raises(KernelFormatError):
         CONV.kernel(dict(valid, meta=bad_meta))
     bad_col = arrays["col_idx"].copy()
@@ -247,7 +328,75 @@ def test_planner_prices_conv_and_respects_hints():
     assert forced.format == "custom_conv" and forced.g == 8
     with pytest.raises(ValueError, match="format 'custom' not in"):
         decide(conv, cost, force="custom")
-    # x86 profiles price no conv format: the exporter leaves CONV_2D alone
-    model, calib, _ = _conv_model((9, 9, 3), 6, 3, 1, 1, "valid", None, seed=4)
-    res = exporter.export(model, target="x86-avx2", quantize="int8", representative_data=calib)
-    assert [r.layer for r in res.layers] == []
+    # a float32 conv on a profile that prices only int8 convs stays dense, saying why
+    f32 = flatbuffer.load(convert_keras(_conv_model((9, 9, 3), 6, 3, 1, 1, "valid", None, seed=4)[0]))
+    (fconv,) = find_conv2d(f32)
+    assert decide(fconv, cost).reason == "kept dense: cortex-m4 prices no float32 convolution"
+
+
+def _lenet_convs(g, seed=11):
+    """LeNet-5's convs (20 5x5 filters on 28x28x1, pool, 50 5x5), groups of g along kh*kw*cin
+    zeroed at 90 %."""
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(20, 5, activation="relu", name="conv1"),
+        keras.layers.MaxPooling2D(2), keras.layers.Conv2D(50, 5, activation="relu", name="conv2")])
+    for name in ("conv1", "conv2"):
+        _zero_groups(model.get_layer(name), g, 0.9, rng)
+    return model, rng.random((16, 28, 28, 1), dtype=np.float32)
+
+
+@pytest.mark.parametrize("target,dtype,conv2,speedups", [
+    ("x86-avx512", "float32", "custom_conv", ("0.86", "3.51")),
+    ("x86-avx512", "int8", "custom_conv", ("0.75", "2.41")),
+    ("x86-avx2", "float32", "custom_conv", ("0.63", "3.20")),
+    ("x86-avx2", "int8", "dense", ("0.37", "0.77"))])
+def test_x86_profiles_price_the_conv_op(target, dtype, conv2, speedups):
+    """x86 targets price TFS_GROUP_SPARSE_CONV2D (tfscalpel/targets.py, fitted on LeNet-5's
+    convs): conv2 (K = 500, 64 positions) becomes the conv op at the target's g (not int8 on
+    AVX2: no SpMM kernel without VNNI), conv1 (K = 25, 576 positions: im2col dominates, XNNPACK
+    is faster) stays dense; the model runs."""
+    from tfscalpel import targets
+
+    g = targets.get_target(target).group_size(dtype)
+    model, calib = _lenet_convs(g)
+    quant = dict(quantize="int8", representative_data=calib) if dtype == "int8" else {}
+    res = exporter.export(model, target=target, **quant)
+    rows = {r.layer: r for r in res.layers}
+    kept = f"kept dense: best sparse choice custom_conv g={g} predicted {{}}x vs dense (< 1.15x " \
+           f"required on {target})"
+    if conv2 == "dense":
+        assert rows["conv2"].format == "dense" and rows["conv2"].reason == kept.format(speedups[1])
+    else:
+        assert (rows["conv2"].format, rows["conv2"].g) == ("custom_conv", g)
+        assert rows["conv2"].reason == f"custom_conv g={g} predicted {speedups[1]}x vs dense on {target}"
+    assert rows["conv1"].format == "dense" and rows["conv1"].reason == kept.format(speedups[0])
+    with filtered_stderr(litert_noise):
+        want = runtime.load_stock(res.dense_model_bytes).run(calib[:2])[0]
+        got = runtime.load(res.model_bytes).run(calib[:2])[0]
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_tile_constants_are_the_kernels():
+    """The cost formula's tile rule (tfscalpel.cost_profile, which the training side prices with
+    and cannot read from the C header) uses the kernels' own TFS_GSCONV_* constants."""
+    import os
+    import re
+
+    from tfscalpel import cost_profile
+
+    header = os.path.join(os.path.dirname(kernels.__file__), "tfs_group_sparse_conv.h")
+    with open(header) as f:
+        defines = dict(re.findall(r"#define (TFS_GSCONV_\w+) (\d+)", f.read()))
+    assert int(defines["TFS_GSCONV_TILE_BYTES"]) == cost_profile.CONV_TILE_BYTES
+    assert int(defines["TFS_GSCONV_HOST_TILE"]) == cost_profile.CONV_HOST_TILE
+    # 4096 bytes of 25-byte int8 patches: 163 positions; float32: 40; the host runtime's least 32
+    assert cost_profile.conv_tile(576, 25) == 163
+    assert cost_profile.conv_tile(576, 25, elem_size=4) == 40
+    assert cost_profile.conv_tile(64, 500, elem_size=4) == 2
+    assert cost_profile.conv_tile(64, 500, elem_size=4, host=True) == 32
+    assert cost_profile.conv_tile(16, 500, host=True) == 16

@@ -1,7 +1,7 @@
 """The kernel core built with -fsanitize=address,undefined and driven by tests/c/sanitizer_driver.c:
 every g, dtype, shape and available SIMD path against the portable kernel, and corrupt metadata;
 and TFS_GROUP_SPARSE_CONV2D by tests/c/fuzz_gsconv.c's seeded driver (every path vs a direct
-convolution, corrupt geometry)."""
+convolution, corrupt geometry; int8 and float32 nodes)."""
 import subprocess
 
 import sanitized_c
@@ -26,5 +26,6 @@ def test_conv_core_under_asan_and_ubsan(tmp_path):
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"conv sanitizer driver failed:\n{run.stdout}\n{run.stderr[-3000:]}"
     assert run.stdout.startswith("OK: "), run.stdout
-    accepted = int(run.stdout.split()[1])
+    accepted, f32 = int(run.stdout.split()[1]), int(run.stdout.split("(")[1].split()[0])
     assert accepted > 1000, run.stdout  # most seeded layers are valid and reach the kernels
+    assert f32 > 300, run.stdout  # float32 nodes (empty requantization arrays) among them

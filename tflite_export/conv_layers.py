@@ -1,14 +1,15 @@
 """The CONV_2D layers of a converted model, and their rewrite into a conv format of the registry.
 
-Each int8 CONV_2D becomes a :class:`ConvLayer`: an ``FCLayer`` view of its filters
+Each float32 or int8 CONV_2D becomes a :class:`ConvLayer`: an ``FCLayer`` view of its filters
 ``[cout, kh*kw*cin]`` (the im2col order, along which ``tfscalpel.GroupPrunedConv2D`` prunes groups,
 so the FC formats' encoders and the requantization arrays apply unchanged) plus its geometry.
 :func:`decide` chooses dense or a conv format (``formats.conv_formats()``) from the target
 profile's costs: a conv costs, per output position, one FC over its patch (the profile's
 ``dense`` / ``custom`` entries) plus im2col (``custom_conv``'s ``position_ns`` per position and
 ``patch_ns`` per patch byte; the sparse path also widens the patch to int16, ``widen_ns`` per
-byte), and the sparse path pays the FC core's fixed cost once per tile of positions. :func:`rewrite_convs` is the exporter's conv loop;
-it runs only for targets whose profile prices a conv format (Cortex-M: ``custom_conv``).
+byte), and the sparse path pays the FC core's fixed cost once per tile of positions.
+:func:`rewrite_convs` is the exporter's conv loop; it runs for targets whose profile prices a conv
+format (``custom_conv``) and for ``target="host"``, which measures each conv (``host.py``).
 """
 from __future__ import annotations
 
@@ -150,9 +151,8 @@ def _geometry(layer: ConvLayer, xt, yt, o) -> str | None:
 def _unsupported_reason(model: schema.ModelT, layer: ConvLayer) -> str | None:
     sg = model.subgraphs[layer.subgraph]
     wt = sg.tensors[layer.weight]
-    if layer.dtype != "int8":
-        return (f"{layer.dtype} convolution: the conv op is int8 only" if layer.dtype == "float32"
-                else f"unsupported dtype combination ({layer.dtype}); only full int8")
+    if layer.dtype not in ("int8", "float32"):
+        return f"unsupported dtype combination ({layer.dtype}); only float32 or full int8"
     if wt.sparsity is not None:
         return "weights are already sparse-encoded by the converter"
     if layer.weights is None:
@@ -163,9 +163,12 @@ def _unsupported_reason(model: schema.ModelT, layer: ConvLayer) -> str | None:
     if layer.in_features > group_csr.MAX_IN_FEATURES:
         return f"kh*kw*cin = {layer.in_features} exceeds {group_csr.MAX_IN_FEATURES}"
     if layer.bias >= 0:
-        bt = sg.tensors[layer.bias]
-        if bt.type != _TT.INT32 or flatbuffer.tensor_data(model, bt, np.int32) is None:
-            return "bias is not a constant int32 tensor"
+        bt, (btype, bdtype) = sg.tensors[layer.bias], ((_TT.INT32, np.int32) if layer.dtype == "int8"
+                                                      else (_TT.FLOAT32, np.float32))
+        if bt.type != btype or flatbuffer.tensor_data(model, bt, bdtype) is None:
+            return f"bias is not a constant {np.dtype(bdtype).name} tensor"
+    if layer.dtype == "float32":
+        return None
     why = int8_quantization_reason(sg, layer, wt, "filters")
     if why:
         return why
@@ -216,11 +219,16 @@ def conv_formats_priced(cost) -> tuple:
     return tuple(f for f in formats_registry.conv_formats() if cost.prices(f.name))
 
 
+def _entry(cost: CostModel, layer: ConvLayer) -> dict | None:
+    """The profile's ``custom_conv`` coefficients for the layer's dtype (None: not priced)."""
+    return cost.profile["formats"].get("custom_conv", {}).get(layer.dtype)
+
+
 def estimate(cost: CostModel, layer: ConvLayer, g: int, n_groups: int) -> Estimate:
     """Predicted time of the conv op at width ``g`` storing ``n_groups``
     (``tfscalpel.cost_profile.conv_time``: the formula the budget allocator uses too)."""
     return Estimate("custom_conv", g, n_groups, conv_time(
-        cost.profile, "int8", "custom_conv", layer.in_features, layer.out_features,
+        cost.profile, layer.dtype, "custom_conv", layer.in_features, layer.out_features,
         layer.positions, g, n_groups))
 
 
@@ -229,7 +237,7 @@ def dense_estimate(cost: CostModel, layer: ConvLayer) -> Estimate:
     ``custom_conv``'s ``dense_conv`` entry the runtime's own CONV_2D as measured, else im2col
     + one dense FC per output position)."""
     return Estimate("dense", 0, layer.in_features * layer.out_features, conv_time(
-        cost.profile, "int8", "dense", layer.in_features, layer.out_features, layer.positions))
+        cost.profile, layer.dtype, "dense", layer.in_features, layer.out_features, layer.positions))
 
 
 def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,
@@ -248,6 +256,13 @@ def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,
             raise ValueError(f"layer {layer.name!r}: cannot force {force}: {layer.unsupported}")
         d = Estimate("dense", 0, units, 0.0)
         return Decision("dense", 0, units, d, d, f"kept dense: {layer.unsupported}")
+    if _entry(cost, layer) is None:
+        if force not in ("auto", "dense"):
+            raise ValueError(f"layer {layer.name!r}: cannot force {force}: {cost.name} prices no "
+                             f"{layer.dtype} convolution")
+        d = Estimate("dense", 0, units, 0.0)
+        return Decision("dense", 0, units, d, d,
+                        f"kept dense: {cost.name} prices no {layer.dtype} convolution")
     dense = dense_estimate(cost, layer)
     if force == "dense":
         return Decision("dense", 0, units, dense, dense, "kept dense: forced by formats=")
@@ -284,9 +299,10 @@ def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,
 
 
 def find_for(model: schema.ModelT, cost, keras_model=None) -> list[ConvLayer]:
-    """The conv layers the exporter rewrites for ``cost`` (none if it prices no conv format),
-    named after their Keras layers when ``keras_model`` is given."""
-    if not conv_formats_priced(cost):
+    """The conv layers the exporter rewrites for ``cost`` (none if it prices no conv format;
+    ``cost`` None: every CONV_2D, for a chooser that measures them, the host target), named
+    after their Keras layers when ``keras_model`` is given."""
+    if cost is not None and not conv_formats_priced(cost):
         return []
     convs = find_conv2d(model)
     if keras_model is not None:
@@ -294,12 +310,13 @@ def find_for(model: schema.ModelT, cost, keras_model=None) -> list[ConvLayer]:
     return convs
 
 
-def rewrite_convs(model: schema.ModelT, convs: list[ConvLayer], cost: CostModel,
-                  group_sizes: dict, hints: dict) -> list[LayerReport]:
-    """Decide and rewrite every conv of ``convs`` in place; returns their report rows."""
+def rewrite_convs(model: schema.ModelT, convs: list[ConvLayer], choose) -> list[LayerReport]:
+    """Decide (``choose(conv) -> Decision``: :func:`decide` on a cost model, or the host
+    target's measurement) and rewrite every conv of ``convs`` in place; returns their report
+    rows."""
     rows = []
     for conv in convs:
-        d = decide(conv, cost, group_sizes.get(conv.name), hints.get(conv.name, "auto"))
+        d = choose(conv)
         dense_b = 0 if conv.weights is None else int(conv.weights.nbytes) + (
             4 * conv.out_features if conv.bias >= 0 else 0)
         stored = dense_b if d.format == "dense" else formats_registry.get(d.format).rewrite(model, conv, d.g)

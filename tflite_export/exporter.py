@@ -109,9 +109,12 @@ def rewrite_tflite(
     if isinstance(target, HostMeasurement):
         # The host runtime runs fused chains (tflite_export/fusion.py), and host measurement
         # times a layer fused behind a custom predecessor as such.
+        # CONV_2D layers are measured in the whole dense model (host.HostMeasurement.decide_conv).
         result = _rewrite(tflite_bytes, lambda fc: target.decide(
             tflite_bytes, fc, group_sizes.get(fc.name), hints.get(fc.name, "auto")), target.name,
-            output, keras_model, {"group_sizes": group_sizes, "formats": hints}, fuse=True)
+            output, keras_model, {"group_sizes": group_sizes, "formats": hints}, fuse=True,
+            choose_conv=lambda conv: target.decide_conv(
+                tflite_bytes, conv, group_sizes.get(conv.name), hints.get(conv.name, "auto")))
         target.save()
         note = f"measured on this host ({target.key}): {target.measured} new timings, cached in {target.path}"
         if result.report.note:
@@ -132,8 +135,12 @@ def rewrite_tflite(
         return planner.decide(fc, cost, group_sizes.get(fc.name), hints.get(fc.name, "auto"))
 
     note = f"costs borrowed from {cost.borrowed_from}: {cost.source}" if cost.borrowed_from else ""
+    def choose_conv(conv):
+        return conv_layers.decide(conv, cost, group_sizes.get(conv.name), hints.get(conv.name, "auto"))
+
     return _rewrite(tflite_bytes, choose, cost.name, output, keras_model,
-                    {"group_sizes": group_sizes, "formats": hints}, note, conv_cost=cost)
+                    {"group_sizes": group_sizes, "formats": hints}, note,
+                    choose_conv=choose_conv if conv_layers.conv_formats_priced(cost) else None)
 
 
 def fixed_format(target):
@@ -175,16 +182,16 @@ def rewrite_nm(tflite_bytes: bytes, output: str | None = None, keras_model=None)
 
 def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, keras_model,
              hints: Mapping[str, Mapping], note: str = "", fuse: bool = False,
-             conv_cost=None) -> ExportResult:
+             choose_conv=None) -> ExportResult:
     """The one rewrite loop: ``choose(fc)`` decides each FULLY_CONNECTED's format, the
-    registered format rewrites it (with ``conv_cost``, a cost model pricing a conv format, the
-    CONV_2D layers too: ``conv_layers``), then (``fuse``: for the host runtime) chains of
+    registered format rewrites it (with ``choose_conv``, the CONV_2D layers too, each decided by
+    ``choose_conv(conv)``: ``conv_layers``), then (``fuse``: for the host runtime) chains of
     custom-op layers are fused (``fusion.py``), and the model is compacted, packed and written."""
     model = flatbuffer.load(tflite_bytes)
     fcs = find_fully_connected(model)
     if keras_model is not None:
         keras_names.assign_names(keras_model, model, fcs)
-    convs = conv_layers.find_for(model, conv_cost, keras_model)
+    convs = conv_layers.find_for(model, None, keras_model) if choose_conv is not None else []
     for arg, given in hints.items():
         _check_hint_names(fcs + convs, given, arg)
     layer_reports = []
@@ -195,8 +202,7 @@ def _rewrite(tflite_bytes: bytes, choose, target_name: str, output: str | None, 
             decision.format).rewrite(model, fc, decision.g)
         layer_reports.append(_layer_report(fc, decision, dense_b, stored, target_name))
     if convs:
-        layer_reports += conv_layers.rewrite_convs(model, convs, conv_cost, dict(hints.get("group_sizes", {})),
-                                                   dict(hints.get("formats", {})))
+        layer_reports += conv_layers.rewrite_convs(model, convs, choose_conv)
 
     if fuse:
         fused = fusion.fuse_chains(model)

@@ -15,6 +15,15 @@ such a layer is then timed as a two-layer model behind the previous layer as cho
 both are of one op), minus the previous layer's own time, and the margin applies to those
 marginal times.
 
+CONV_2D layers (``decide_conv``) are measured in the whole model, since a convolution's cost
+depends on the XNNPACK partition around it: the whole dense model and the whole model with only
+that conv rewritten into each conv format at each width it offers are timed in interleaved
+rounds (each candidate keeps its best; the dense model is timed next to each), and the conv
+alone, dense and in each candidate, as one-op models. A candidate's time is the slower of two
+measurements, the conv's dense time plus the whole model's change and the candidate alone, and
+the margin applies to that, as for a FULLY_CONNECTED: a conv is rewritten only when both the
+whole model and the conv alone measured faster with it.
+
 Times are cached in ``~/.cache/tfscalpel/host/`` (``$TFSCALPEL_CACHE/host/`` when set, or
 ``cache_dir``), one JSON file per machine fingerprint (CPU model, ISA features, kernel-library
 build, LiteRT version: ``host_info.fingerprint``), keyed per candidate by the layer's weights,
@@ -43,6 +52,38 @@ from tflite_export.planner import FORMAT_CHOICES, Decision
 
 #: A sparse candidate must run at least this much faster than dense (timing noise).
 MARGIN = 1.10
+#: Interleaved rounds of the whole-model timings of a conv's candidates (``decide_conv``).
+CONV_ROUNDS = 3
+
+
+def model_input(model_bytes: bytes) -> np.ndarray:
+    """Zeros of the model's first input's shape (unknown dimensions count 1) and type."""
+    sg = flatbuffer.load(model_bytes).subgraphs[0]
+    tensor = sg.tensors[int(sg.inputs[0])]
+    shape = tuple(max(int(d), 1) for d in tensor.shape)
+    return np.zeros(shape, np.int8 if tensor.type == schema.TensorType.INT8 else np.float32)
+
+
+def interleaved_best(timer, candidates: list, rounds: int) -> dict:
+    """``{key: best nanoseconds}`` of ``candidates`` (``(key, model_bytes, x)``, the first the
+    reference) over ``rounds`` interleaved rounds, the reference timed next to every other
+    candidate: drift in a shared machine's load hits every candidate, and the reference's error
+    would shift every comparison with it."""
+    best = {}
+    for _ in range(rounds):
+        for key, model_bytes, x in candidates:
+            for k, b, xk in ([candidates[0]] if key != candidates[0][0] else []) + [(key, model_bytes, x)]:
+                best[k] = min(best.get(k, float("inf")), 1e9 * float(timer(b, xk)))
+    return best
+
+
+def with_layer_rewritten(model_bytes: bytes, find, index: int, fmt, g: int) -> bytes:
+    """The whole model with the ``index``-th layer of ``find(model)`` (``find_fully_connected``
+    or ``conv_layers.find_conv2d``) rewritten into ``fmt`` at ``g``."""
+    model = flatbuffer.load(model_bytes)
+    fmt.rewrite(model, find(model)[index], g)
+    flatbuffer.compact(model)
+    return flatbuffer.save(model)
 
 
 def runtime_timer(model_bytes: bytes, x: np.ndarray, rounds: int = 5, iterations: int = 200) -> float:
@@ -226,6 +267,86 @@ class HostMeasurement:
         self._chosen[(_digest(model_bytes), fc.subgraph, fc.output)] = (fc, fmt, best.g)
         return Decision(fmt.name, best.g, best.units, dense, best,
                         measured + (" (forced by formats=)" if force != "auto" else ""))
+
+    def decide_conv(self, model_bytes: bytes, conv, group_size: int | None = None,
+                    force: str = "auto") -> Decision:
+        """Measure a CONV_2D's candidates in the whole model and choose (module docstring);
+        ``conv`` is a ``conv_layers.ConvLayer`` of ``model_bytes``."""
+        from tflite_export import conv_layers
+
+        fmts = formats.conv_formats()
+        choices = ("auto", "dense") + tuple(f.name for f in fmts)
+        if force not in choices:
+            raise ValueError(f"layer {conv.name!r}: format {force!r} not in {choices} (a conv layer)")
+        if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
+            raise ValueError(f"layer {conv.name!r}: group size {group_size!r} not in "
+                             f"{group_csr.ALLOWED_GROUP_SIZES}")
+        units = conv.in_features * conv.out_features
+        if conv.unsupported or force == "dense":
+            if conv.unsupported and force not in ("auto", "dense"):
+                raise ValueError(f"layer {conv.name!r}: cannot force {force}: {conv.unsupported}")
+            why = f"kept dense: {conv.unsupported}" if conv.unsupported else "kept dense: forced by formats="
+            dense = Estimate("dense", 0, units, 0.0)
+            return Decision("dense", 0, units, dense, dense, why)
+        options, notes = [], []
+        for fmt in fmts:
+            if force not in ("auto", fmt.name):
+                continue
+            why_not = fmt.eligible(conv)
+            for g in () if why_not else fmt.widths(conv, self, group_size):
+                n = fmt.stored_units(conv.weights, g)
+                if n:
+                    options.append((fmt, g, n))
+            if why_not:
+                notes.append(f"{fmt.title} unusable: {why_not}")
+        if not options:
+            if force != "auto":
+                raise ValueError(f"layer {conv.name!r}: cannot force {force}: "
+                                 + ("; ".join(notes) or "all weights are zero"))
+            dense = Estimate("dense", 0, units, 0.0)
+            return Decision("dense", 0, units, dense, dense,
+                            "kept dense: " + ("; ".join(notes) or "all weights are zero"))
+        index = next(i for i, c in enumerate(conv_layers.find_conv2d(flatbuffer.load(model_bytes)))
+                     if (c.subgraph, c.op_index) == (conv.subgraph, conv.op_index))
+        whole = f"whole:{_digest(model_bytes)[:16]}"
+        geom = f":conv{conv.in_h}x{conv.in_w}k{conv.kh}x{conv.kw}s{conv.stride_h}x{conv.stride_w}" \
+               f"d{conv.dil_h}x{conv.dil_w}p{conv.padding}"
+        alone_key = self._key(conv, None, 0) + geom + ":alone"
+        n = len(options)
+        keys = [whole, alone_key] + [f"{self._key(conv, f, g)}{geom} in {whole}" for f, g, _ in options] \
+            + [f"{self._key(conv, f, g)}{geom}:alone" for f, g, _ in options]
+        if any(k not in self.times for k in keys):
+            alone = flatbuffer.save(layer_model(model_bytes, conv))
+            find = conv_layers.find_conv2d
+            candidates = [(whole, model_bytes, model_input(model_bytes)),
+                          (alone_key, alone, model_input(alone))]
+            candidates += [(k, with_layer_rewritten(model_bytes, find, index, f, g), candidates[0][2])
+                           for k, (f, g, _) in zip(keys[2:2 + n], options)]
+            candidates += [(k, with_layer_rewritten(alone, find, 0, f, g), candidates[1][2])
+                           for k, (f, g, _) in zip(keys[2 + n:], options)]
+            for k, ns in interleaved_best(self.timer, candidates, CONV_ROUNDS).items():
+                self.times[k] = ns / 1e9
+            self.measured += len(candidates)
+        dense_ns = 1e9 * self.times[alone_key]
+        dense = Estimate("dense", 0, units, dense_ns)
+        # Two measurements of each candidate, the slower counts: in the whole model (dense time
+        # plus the model's change: the XNNPACK partition around the conv included) and alone (a
+        # one-op model against the dense one). A busy spell on a shared machine can flatter one
+        # of them, rarely both in the same direction.
+        change = [1e9 * (self.times[k] - self.times[whole]) for k in keys[2:2 + n]]
+        alone_ns = [1e9 * self.times[k] for k in keys[2 + n:]]
+        measured = [(fmt, Estimate(fmt.name, g, units_, max(dense_ns + c, a, 1.0)), c, a)
+                    for (fmt, g, units_), c, a in zip(options, change, alone_ns)]
+        fmt, best, c, a = min(measured, key=lambda m: m[1].time_ns)
+        speedup = dense.time_ns / best.time_ns
+        text = (f"{fmt.label(best.g)} measured {speedup:.2f}x vs dense ({best.time_ns / 1e3:.2f} us "
+                f"vs {dense.time_ns / 1e3:.2f} us, the slower of: alone {a / 1e3:.2f} us, the dense "
+                f"conv plus the whole model's change {c / 1e3:+.2f} us; on {self.key})")
+        if force == "auto" and speedup < self.margin:
+            return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice "
+                            f"{text}, < {self.margin:.2f}x required")
+        return Decision(fmt.name, best.g, best.units, dense, best,
+                        text + (" (forced by formats=)" if force != "auto" else ""))
 
     def builtin_block(self, dtype: str) -> int:
         """TFLite's block width for its sparse FC kernel (what ``formats`` asks a cost for)."""

@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from tensorflow.lite.python import schema_py_generated as schema
 
 from tflite_export import cost_model, flatbuffer, formats
 from tflite_export.fc_layers import find_fully_connected
@@ -88,21 +87,6 @@ def _with_weights(model_bytes: bytes, fc, weights: np.ndarray) -> bytes:
     tensor = model.subgraphs[fc.subgraph].tensors[fc.weight]
     data = np.ascontiguousarray(weights.astype(fc.weights.dtype)).tobytes()
     model.buffers[tensor.buffer].data = np.frombuffer(data, np.uint8)
-    return flatbuffer.save(model)
-
-
-def _input(model_bytes: bytes) -> np.ndarray:
-    sg = flatbuffer.load(model_bytes).subgraphs[0]
-    tensor = sg.tensors[int(sg.inputs[0])]
-    shape = tuple(max(int(d), 1) for d in tensor.shape)
-    return np.zeros(shape, np.int8 if tensor.type == schema.TensorType.INT8 else np.float32)
-
-
-def _one_custom(model_bytes: bytes, index: int, fmt, g: int) -> bytes:
-    """The whole model with its ``index``-th FULLY_CONNECTED rewritten into ``fmt`` at ``g``."""
-    model = flatbuffer.load(model_bytes)
-    fmt.rewrite(model, find_fully_connected(model)[index], g)
-    flatbuffer.compact(model)
     return flatbuffer.save(model)
 
 
@@ -156,11 +140,11 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
     dense_bytes = convert_keras(model, "int8" if dtype == "int8" else None, representative_data)
     custom = formats.get("custom")
     # Every model to time: (key, model bytes); key None is the whole dense model.
-    candidates, layers = [(None, dense_bytes, _input(dense_bytes))], {}
+    candidates, layers = [(None, dense_bytes, host.model_input(dense_bytes))], {}
     for index, fc in enumerate(find_fully_connected(flatbuffer.load(dense_bytes))):
         shape = f"{fc.in_features}x{fc.out_features}"
         alone = flatbuffer.save(host.layer_model(dense_bytes, fc))
-        candidates.append(((index, "alone"), alone, _input(alone)))
+        candidates.append(((index, "alone"), alone, host.model_input(alone)))
         layers[index] = (shape, {})  # every FC has its dense time (an unsupported one too)
         if fc.unsupported or fc.weights is None or custom.eligible(fc):
             continue
@@ -172,16 +156,11 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
                 stored = custom.stored_units(pruned, g)
                 if stored and stored not in layers[index][1].setdefault(g, set()):
                     layers[index][1][g].add(stored)
-                    candidates.append(((index, g, stored), _one_custom(
-                        _with_weights(dense_bytes, fc, pruned), index, custom, g),
+                    candidates.append(((index, g, stored), host.with_layer_rewritten(
+                        _with_weights(dense_bytes, fc, pruned), find_fully_connected, index, custom, g),
                         candidates[0][2]))
-    best = {}
-    for _ in range(rounds):  # interleaved: drift in the machine's load hits every candidate
-        for key, model_bytes, x in candidates:
-            # The whole dense model is timed next to every other candidate: each custom entry
-            # is measured against it, so its error would shift them all.
-            for k, b, xk in ([candidates[0]] if key is not None else []) + [(key, model_bytes, x)]:
-                best[k] = min(best.get(k, float("inf")), 1e9 * float(timer(b, xk)))
+    # interleaved, the whole dense model next to every other candidate (host.interleaved_best)
+    best = host.interleaved_best(timer, candidates, rounds)
     whole = best[None]
     entries, layer_sum = {}, 0.0
     for index, (shape, points) in layers.items():

@@ -24,7 +24,8 @@ _REQUANT = ("out_multiplier", "out_shift", "out_scale")
 OP_SECTIONS = {
     "TFS_GROUP_SPARSE_FC": ("values", "col_idx", "row_ptr", "meta", "bias", *_REQUANT),
     "TFS_NM_SPARSE_FC": ("values", "indices", "meta", "bias", *_REQUANT),
-    # int8 only: the FC op's arrays (the filters as group-CSR), then the convolution's geometry.
+    # The FC op's arrays (the filters as group-CSR; float32 nodes keep the requantization
+    # sections, empty, so the geometry's index is fixed), then the convolution's geometry.
     "TFS_GROUP_SPARSE_CONV2D": ("values", "col_idx", "row_ptr", "meta", "bias", *_REQUANT,
                                 "geometry"),
 }

@@ -183,6 +183,22 @@ def get_target(spec):
 #   is shared and noisy (per-group costs varied up to +-40 % between runs), so recalibrate on
 #   the real target and pass the JSON as `target=`.
 
+# custom_conv (TFS_GROUP_SPARSE_CONV2D; added 2026-12-07): as x86-avx512's (below), fitted to
+# `benchmarks/bench_kernels.py --conv --impl avx2` on the AVX-512 host (kernel path avx2, g = 8
+# float32 / 16 int8 at 90 %). The dense side is XNNPACK on that host, which uses AVX-512 / VNNI:
+# dense is priced lower than an AVX2 CPU runs it (the safe side). float32 sparse 19.2 / 14.5 us
+# (conv1 / conv2, dense 11.6 / 43.9); int8 has no SpMM kernel without VNNI: 52.7 / 17.4 us
+# against dense 19.4 / 12.9, so int8 convs stay dense on this target.
+_X86_AVX2_CONV = {
+    "float32": {"position_ns": 28.29, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
+                "host_tile": True, "row_ns": 0.0, "unit_ns": {"8": 0.6295},
+                "dense_conv": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0,
+                               "mac_ns": 0.02718}},
+    "int8": {"position_ns": 86.87, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
+             "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 1.156},
+             "dense_conv": {"position_ns": 30.25, "patch_ns": 0.0, "output_ns": 0.0,
+                            "mac_ns": 0.006853}},
+}
 X86_AVX2 = {
     "name": "x86-avx2",
     "source": "measured on a 2-core x86-64 AVX2 dev host: dense/builtin with stock LiteRT, "
@@ -211,6 +227,7 @@ X86_AVX2 = {
                 "unit_ns": {"1": 0.50, "2": 0.49, "4": 0.36, "8": 0.41, "16": 0.51},
             },
         },
+        "custom_conv": _X86_AVX2_CONV,
     },
 }
 
@@ -350,6 +367,26 @@ def _borrowed(profile, name, source):
 # varies ~2x with the shape here (0.045 ns on 1024x1024, 0.07-0.1 on LeNet's layers), which no
 # line fits, so dense float32 is priced low and sparse float32 is chosen later than it could be.
 # Dense int8 XNNPACK (VNNI) costs ~0.011 ns per weight here, ~2x less than on the AVX2 host.
+# custom_conv (TFS_GROUP_SPARSE_CONV2D, tflite_export/conv_layers.py; added 2026-12-07): fitted
+# on the same host to `benchmarks/bench_kernels.py --conv` (each conv of a LeNet-5-like model as
+# a one-op model through the runtime, interleaved, load ~8 on 2 cores): conv1 K = 25, 20
+# filters, 576 positions; conv2 K = 500, 50 filters, 64 positions; g = 16 at 90 %. Two points
+# per dtype and side, two coefficients each (exact on them, coarse elsewhere): dense XNNPACK as
+# position_ns + mac_ns * K * out per position; the conv op (host tile, SpMM kernels, node cost
+# folded in) as position_ns + unit_ns[16] per stored group per position; other widths fall back
+# to the FC entry's line per position (dearer: chosen only when clearly faster). float32:
+# dense 11.6 / 43.9 us, sparse 13.5 / 13.1 us; int8: dense 19.4 / 12.9 us, sparse 26.0 / 5.5 us.
+# `export(target="host")` measures instead of predicting.
+_X86_AVX512_CONV = {
+    "float32": {"position_ns": 18.79, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
+                "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 1.162},
+                "dense_conv": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0,
+                               "mac_ns": 0.02718}},
+    "int8": {"position_ns": 44.09, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
+             "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 0.2613},
+             "dense_conv": {"position_ns": 30.25, "patch_ns": 0.0, "output_ns": 0.0,
+                            "mac_ns": 0.006853}},
+}
 X86_AVX512 = {
     "name": "x86-avx512",
     "source": "measured on a 2-core AMD EPYC with AVX-512 + VNNI through the host runtime "
@@ -405,7 +442,8 @@ X86_AVX512 = {
                     "16": 0.7605
                 }
             }
-        }
+        },
+        "custom_conv": _X86_AVX512_CONV,
     },
 }
 CORTEX_M7 = _borrowed(

@@ -7,8 +7,10 @@
  * raw group-CSR of the filters and the requantization arrays; whatever the validator accepts is
  * run on every available implementation, with and without the packed copy, at two tile sizes,
  * with exactly sized activations, output and workspace (ASan catches any access outside them),
- * and compared with a direct convolution written here (no im2col): a mismatch aborts. The raw
- * bytes also go through the blob unpacker. */
+ * and compared with a direct convolution written here (no im2col): a mismatch aborts (int8:
+ * any bit; float32 nodes, with empty requantization arrays: beyond 1e-5 of the output's
+ * magnitude, the summation order differs). The raw bytes also go through the blob unpacker. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,27 @@ static void reference(const tfs_gsconv_layer* L, const int8_t* w, const int8_t* 
         y[((size_t)oy * G->out_w + ox) * cout + co] = tfs_requant_i8(
             (int32_t)acc, L->fc.requant, L->fc.multiplier[co], L->fc.shift[co], L->fc.scale[co],
             L->fc.out_zp, L->fc.act_min, L->fc.act_max);
+      }
+}
+
+/* The float32 reference, in double. */
+static void reference_f32(const tfs_gsconv_layer* L, const float* w, const float* x, float* y) {
+  const tfs_conv_geom* G = &L->geom;
+  const int32_t cout = L->fc.out, K = L->fc.in;
+  for (int32_t oy = 0; oy < G->out_h; ++oy)
+    for (int32_t ox = 0; ox < G->out_w; ++ox)
+      for (int32_t co = 0; co < cout; ++co) {
+        double acc = ((const float*)L->fc.bias)[co];
+        for (int32_t ky = 0; ky < G->kh; ++ky)
+          for (int32_t kx = 0; kx < G->kw; ++kx) {
+            const int32_t iy = oy * G->stride_h - G->pad_top + ky * G->dil_h;
+            const int32_t ix = ox * G->stride_w - G->pad_left + kx * G->dil_w;
+            if (iy < 0 || iy >= G->in_h || ix < 0 || ix >= G->in_w) continue; /* pads read 0 */
+            for (int32_t c = 0; c < G->cin; ++c)
+              acc += (double)w[(size_t)co * K + ((size_t)ky * G->kw + kx) * G->cin + c] *
+                     x[((size_t)iy * G->in_w + ix) * G->cin + c];
+          }
+        y[((size_t)oy * G->out_w + ox) * cout + co] = tfs_act_f32((float)acc, L->fc.activation);
       }
 }
 
@@ -105,11 +128,15 @@ static int run_one(const uint8_t* data, size_t size) {
   int32_t in = K64 >= 1 && K64 <= 4096 ? (int32_t)K64 : 1 + (int32_t)(rd(&r, 2) % 64);
   if ((rd(&r, 1) & 0x1F) == 0) in += 1;
   const int32_t per_row = (in + g - 1) / g;
+  /* float32 nodes (mode bit 4): the same CSR with values v / 16, float bias, empty requant */
+  const int f32 = (mode & 0x10) != 0;
   /* well-formed group-CSR, each group kept with probability 1/2; dense filters for the reference */
   int32_t* row_ptr = (int32_t*)malloc(sizeof(int32_t) * (size_t)(cout + 1));
   uint16_t* col = (uint16_t*)malloc(sizeof(uint16_t) * (size_t)(per_row * cout + 1));
   int8_t* values = (int8_t*)malloc((size_t)(per_row * cout) * (size_t)g + 1);
   int8_t* dense = (int8_t*)calloc((size_t)cout * (size_t)in, 1);
+  float* values_f = (float*)malloc(sizeof(float) * ((size_t)(per_row * cout) * (size_t)g + 1));
+  float* dense_f = (float*)calloc((size_t)cout * (size_t)in, sizeof(float));
   int32_t n_groups = 0;
   for (int32_t co = 0; co < cout; ++co) {
     row_ptr[co] = n_groups;
@@ -119,6 +146,7 @@ static int run_one(const uint8_t* data, size_t size) {
       for (int32_t j = 0; j < g; ++j) {
         const int8_t v = (c * g + j < in) ? (int8_t)rd(&r, 1) : 0; /* ragged tail padded with 0 */
         values[(size_t)n_groups * g + j] = v;
+        values_f[(size_t)n_groups * g + j] = (float)v / 16.0f;
         if (c * g + j < in) dense[(size_t)co * in + c * g + j] = v;
       }
       ++n_groups;
@@ -136,6 +164,7 @@ static int run_one(const uint8_t* data, size_t size) {
           if (col[k] < per_row && (int32_t)col[k] * g + j < in)
             dense[(size_t)co * in + (size_t)col[k] * g + j] = values[(size_t)k * g + j];
   }
+  for (size_t i = 0; i < (size_t)cout * (size_t)in; ++i) dense_f[i] = (float)dense[i] / 16.0f;
   int32_t meta[16] = {0};
   meta[0] = 2; meta[1] = in; meta[2] = cout; meta[3] = g; meta[4] = n_groups; meta[5] = 1;
   meta[6] = (int32_t)(rd(&r, 1) % 2);
@@ -143,26 +172,32 @@ static int run_one(const uint8_t* data, size_t size) {
   meta[8] = (int32_t)(int8_t)rd(&r, 1);
   meta[9] = meta[6] ? meta[8] : -128;
   meta[10] = 127;
+  if (f32) meta[5] = meta[7] = meta[8] = meta[9] = meta[10] = 0;
   int32_t* bias = (int32_t*)malloc(sizeof(int32_t) * (size_t)cout);
   int32_t* mult = (int32_t*)malloc(sizeof(int32_t) * (size_t)cout);
   int32_t* shift = (int32_t*)malloc(sizeof(int32_t) * (size_t)cout);
   float* scale = (float*)malloc(sizeof(float) * (size_t)cout);
+  float* bias_f = (float*)malloc(sizeof(float) * (size_t)cout);
   for (int32_t co = 0; co < cout; ++co) {
     bias[co] = (int32_t)(int16_t)rd(&r, 2);
+    bias_f[co] = (float)bias[co] / 256.0f;
     mult[co] = (int32_t)(rd(&r, 4) & 0x7FFFFFFFu) | 0x40000000;
     shift[co] = -(int32_t)(rd(&r, 1) % 12);
     scale[co] = 0.001f + (float)rd(&r, 1) / 4096.0f;
   }
+  const size_t n_rq = f32 ? 0 : (size_t)cout; /* float32: the requantization arrays empty */
   const tfs_tensor t[TFS_GSCONV_NUM_INPUTS] = {
       {NULL, 0, 0},
-      {values, (size_t)n_groups * (size_t)g, TFS_ELEM_INT8},
+      {f32 ? (const void*)values_f : (const void*)values, (size_t)n_groups * (size_t)g,
+       f32 ? TFS_ELEM_FLOAT32 : TFS_ELEM_INT8},
       {col, (size_t)n_groups, TFS_ELEM_UINT16},
       {row_ptr, (size_t)cout + 1, TFS_ELEM_INT32},
       {meta, 16, TFS_ELEM_INT32},
-      {bias, (size_t)cout, TFS_ELEM_INT32},
-      {mult, (size_t)cout, TFS_ELEM_INT32},
-      {shift, (size_t)cout, TFS_ELEM_INT32},
-      {scale, (size_t)cout, TFS_ELEM_FLOAT32},
+      {f32 ? (const void*)bias_f : (const void*)bias, (size_t)cout,
+       f32 ? TFS_ELEM_FLOAT32 : TFS_ELEM_INT32},
+      {mult, n_rq, TFS_ELEM_INT32},
+      {shift, n_rq, TFS_ELEM_INT32},
+      {scale, n_rq, TFS_ELEM_FLOAT32},
       {geom, 16, TFS_ELEM_INT32}};
   tfs_gsconv_layer L;
   char err[200];
@@ -173,12 +208,17 @@ static int run_one(const uint8_t* data, size_t size) {
     const int32_t batch = 1 + (int32_t)(rd(&r, 1) % 2);
     const size_t in_size = (size_t)L.geom.in_h * L.geom.in_w * L.geom.cin;
     const size_t out_size = (size_t)L.positions * (size_t)cout;
-    int8_t* x = (int8_t*)malloc(in_size * (size_t)batch);
-    for (size_t i = 0; i < in_size * (size_t)batch; ++i) x[i] = (int8_t)rd(&r, 1);
-    int8_t* want = (int8_t*)malloc(out_size * (size_t)batch);
-    int8_t* y = (int8_t*)malloc(out_size * (size_t)batch);
-    const tfs_tensor xt = {x, in_size * (size_t)batch, TFS_ELEM_INT8};
-    const tfs_tensor yt = {y, out_size * (size_t)batch, TFS_ELEM_INT8};
+    const size_t es = f32 ? sizeof(float) : 1; /* exactly sized buffers for ASan */
+    int8_t* x = (int8_t*)malloc(in_size * (size_t)batch * es);
+    for (size_t i = 0; i < in_size * (size_t)batch; ++i) {
+      const int8_t v = (int8_t)rd(&r, 1);
+      if (f32) ((float*)x)[i] = (float)v / 32.0f; else x[i] = v;
+    }
+    int8_t* want = (int8_t*)malloc(out_size * (size_t)batch * es);
+    int8_t* y = (int8_t*)malloc(out_size * (size_t)batch * es);
+    const int elem = f32 ? TFS_ELEM_FLOAT32 : TFS_ELEM_INT8;
+    const tfs_tensor xt = {x, in_size * (size_t)batch, elem};
+    const tfs_tensor yt = {y, out_size * (size_t)batch, elem};
     int32_t b = 0;
     if (tfs_gsconv_validate_io(&L, &xt, &yt, &b, err, sizeof err) != TFS_OK || b != batch) abort();
     tfs_gsfc_packed packed;
@@ -187,25 +227,41 @@ static int run_one(const uint8_t* data, size_t size) {
     if (posix_memalign(&packed_mem, 64, bound ? bound : 64) != 0 ||
         tfs_gsfc_pack(&L.fc, packed_mem, bound, &packed) != TFS_OK)
       abort();
-    for (int requant = 0; requant < 2; ++requant) {
+    for (int requant = 0; requant < (f32 ? 1 : 2); ++requant) {
       tfs_gsconv_set_requant(&L, requant);
-      for (int32_t bi = 0; bi < batch; ++bi)
-        reference(&L, dense, x + (size_t)bi * in_size, want + (size_t)bi * out_size);
+      for (int32_t bi = 0; bi < batch; ++bi) {
+        if (f32)
+          reference_f32(&L, dense_f, (const float*)x + (size_t)bi * in_size,
+                        (float*)want + (size_t)bi * out_size);
+        else
+          reference(&L, dense, x + (size_t)bi * in_size, want + (size_t)bi * out_size);
+      }
       for (int tile_mode = 0; tile_mode < 2; ++tile_mode) {
-        tfs_gsconv_set_tile(&L, tile_mode ? 3 : TFS_GSCONV_TILE_BYTES / L.fc.in);
+        tfs_gsconv_set_tile(&L, tile_mode ? 3 : TFS_GSCONV_TILE_BYTES / (L.fc.in * (int32_t)es));
         const size_t ws_bytes = tfs_gsconv_workspace_size(&L, batch);
         void* ws = NULL;
         if (posix_memalign(&ws, 16, ws_bytes ? ws_bytes : 16) != 0) abort();
         for (int impl = TFS_IMPL_PORTABLE; impl < TFS_IMPL_LIMIT; ++impl) {
           if (tfs_impl_name(impl) == NULL || !tfs_impl_available(impl)) continue;
           for (int use_packed = 0; use_packed < 2; ++use_packed) {
-            memset(y, 0x55, out_size * (size_t)batch);
+            memset(y, 0x55, out_size * (size_t)batch * es);
             const int rc = tfs_gsconv_compute(&L, use_packed ? &packed : NULL, x, y, batch, ws, impl);
             if (rc == TFS_ERR_INVALID && !use_packed) continue; /* this impl needs the packed copy */
             if (rc != TFS_OK) abort();
-            if (memcmp(y, want, out_size * (size_t)batch) != 0) {
-              fprintf(stderr, "mismatch: impl %s packed %d requant %d tile %d\n",
-                      tfs_impl_name(impl), use_packed, requant, L.tile);
+            int bad = 0;
+            if (f32) {
+              const float *got = (const float*)y, *ref = (const float*)want;
+              float mag = 1e-3f;
+              for (size_t i = 0; i < out_size * (size_t)batch; ++i)
+                if (fabsf(ref[i]) > mag) mag = fabsf(ref[i]);
+              for (size_t i = 0; i < out_size * (size_t)batch; ++i)
+                if (!(fabsf(got[i] - ref[i]) <= 1e-5f * mag)) bad = 1;
+            } else {
+              bad = memcmp(y, want, out_size * (size_t)batch) != 0;
+            }
+            if (bad) {
+              fprintf(stderr, "mismatch: %s impl %s packed %d requant %d tile %d\n",
+                      f32 ? "float32" : "int8", tfs_impl_name(impl), use_packed, requant, L.tile);
               abort();
             }
           }
@@ -222,6 +278,9 @@ static int run_one(const uint8_t* data, size_t size) {
   free(col);
   free(values);
   free(dense);
+  free(values_f);
+  free(dense_f);
+  free(bias_f);
   free(bias);
   free(mult);
   free(shift);
@@ -233,7 +292,7 @@ static int run_one(const uint8_t* data, size_t size) {
 /* Deterministic driver: seeded random inputs; prints how many layers were run. */
 int main(void) {
   uint32_t s = 20u;
-  int accepted = 0;
+  int accepted = 0, accepted_f32 = 0;
   const int cases = 3000;
   uint8_t buf[4096];
   for (int i = 0; i < cases; ++i) {
@@ -244,10 +303,12 @@ int main(void) {
       buf[k] = (uint8_t)s;
     }
     buf[0] &= (i % 4 == 0) ? 0xFF : 0x1E; /* mostly plausible geometry (bit 0 clear) */
-    accepted += run_one(buf, sizeof buf);
+    const int ok = run_one(buf, sizeof buf);
+    accepted += ok;
+    accepted_f32 += ok && (buf[0] & 0x10) != 0;
   }
-  printf("OK: %d conv layers run on every path and both requantizations, %d rejected\n", accepted,
-         cases - accepted);
+  printf("OK: %d conv layers (%d float32) run on every path (int8: both requantizations), %d "
+         "rejected\n", accepted, accepted_f32, cases - accepted);
   return accepted > 0 ? 0 : 1;
 }
 #else

@@ -1,14 +1,16 @@
-"""TFS_GROUP_SPARSE_CONV2D: Scalpel's SIMD-group-sparse int8 CONV_2D (FORMAT.md).
+"""TFS_GROUP_SPARSE_CONV2D: Scalpel's SIMD-group-sparse CONV_2D, int8 and float32 (FORMAT.md).
 
 The filters ``[cout, kh, kw, cin]`` flattened to ``[cout, kh*kw*cin]`` (the im2col order, along
 which ``tfscalpel.GroupPrunedConv2D`` prunes its groups) are stored exactly as a
-``TFS_GROUP_SPARSE_FC`` layer (group-CSR, its eight arrays and validator), plus an int32[16]
+``TFS_GROUP_SPARSE_FC`` layer (group-CSR, its eight arrays and validator; a float32 node's three
+requantization arrays are empty, so the geometry keeps its index), plus an int32[16]
 ``geometry`` section: input size, filter size, strides, dilations, padding and TFLite's output
 size and SAME padding. The kernels run im2col on a tile of output positions and the FC core's
 kernel on the tile, so every FC path (portable, Cortex-M DSP, x86 SIMD) serves convolutions.
 
 Its layers are ``tflite_export.conv_layers.ConvLayer`` (CONV_2D operators); the conv planner
-there prices it with the target profile's ``custom_conv`` entry (Cortex-M targets).
+there prices it with the target profile's ``custom_conv`` entry, and the host target measures it
+(``tflite_export.host``).
 """
 from __future__ import annotations
 
@@ -17,12 +19,8 @@ import numpy as np
 from tflite_export import group_csr, params_blob
 from tflite_export.formats.base import CustomOpFormat
 from tflite_export.formats.group_sparse import FORMAT as GROUP_SPARSE_FC
-from tfscalpel.cost_profile import CONV_TILE_BYTES, conv_tile
 
 GEOMETRY_LEN = 16
-# TFS_GSCONV_TILE_BYTES, the default im2col patch bytes per FC call: one constant with the
-# cost formula that prices the tiles (tfscalpel.cost_profile; the training side cannot import this)
-TILE_BYTES = CONV_TILE_BYTES
 
 
 def geometry(layer) -> np.ndarray:
@@ -44,11 +42,24 @@ def blob_dims(geom: np.ndarray, cout: int) -> tuple[int, ...]:
     return (int(cout), ekh, ekw, int(geom[6]), int(geom[7]))
 
 
-def workspace_bytes(geom: np.ndarray, in_features: int) -> int:
-    """tfs_gsconv_workspace_size at the default tile: patches + the FC core's int16 copy."""
+def default_tile(geom: np.ndarray, in_features: int, elem_size: int = 1, host: bool = False) -> int:
+    """Output positions per FC call that tfs_gsconv_validate_layer sets: what fits
+    TFS_GSCONV_TILE_BYTES of patches (elements of ``elem_size`` bytes), in [1, positions];
+    ``host``: at least TFS_GSCONV_HOST_TILE, what the host runtime's adapter sets. The rule and
+    its constants live with the cost formula that prices the tiles (``tfscalpel.cost_profile``),
+    imported here when called: importing the format registry stays free of Keras/TensorFlow."""
+    from tfscalpel.cost_profile import conv_tile
+
     positions = int(geom[11]) * int(geom[12])
-    tile = conv_tile(positions, in_features)
-    return -(-tile * in_features // 16) * 16 + tile * in_features * 2 + 32
+    return conv_tile(positions, in_features, elem_size, host)
+
+
+def workspace_bytes(geom: np.ndarray, in_features: int, elem_size: int = 1) -> int:
+    """tfs_gsconv_workspace_size at the default tile, off x86 (TFLite Micro): patches, plus the
+    FC core's int16 copy of them for int8."""
+    tile = default_tile(geom, in_features, elem_size)
+    patches = -(-tile * in_features * elem_size // 16) * 16
+    return patches + (tile * in_features * 2 + 32 if elem_size == 1 else 0)
 
 
 class GroupSparseConv2D(CustomOpFormat):
@@ -65,8 +76,8 @@ class GroupSparseConv2D(CustomOpFormat):
     tflm_persistent_bytes = 272
 
     def layer_reason(self, layer):
-        return None if layer.dtype == "int8" else (
-            f"{layer.dtype} convolution: {self.op_name} is int8 only")
+        return None if layer.dtype in ("int8", "float32") else (
+            f"{layer.dtype} convolution: {self.op_name} is int8 or float32")
 
     def widths(self, layer, cost, pinned=None):
         return (pinned,) if pinned else group_csr.ALLOWED_GROUP_SIZES
@@ -79,6 +90,10 @@ class GroupSparseConv2D(CustomOpFormat):
 
     def arrays(self, model, layer, g):
         arrays = GROUP_SPARSE_FC.arrays(model, layer, g)  # the filters as a group-sparse FC
+        # float32: the requantization sections present and empty (the geometry's index is fixed)
+        arrays.setdefault("out_multiplier", np.zeros(0, np.int32))
+        arrays.setdefault("out_shift", np.zeros(0, np.int32))
+        arrays.setdefault("out_scale", np.zeros(0, np.float32))
         arrays["geometry"] = geometry(layer)
         return arrays
 
@@ -98,7 +113,8 @@ class GroupSparseConv2D(CustomOpFormat):
 
     def tflm_node_workspace_bytes(self, model, sg, op):
         _, arrays = self.node_arrays(model, sg, op)
-        return workspace_bytes(arrays["geometry"], int(arrays["meta"][1]))
+        return workspace_bytes(arrays["geometry"], int(arrays["meta"][1]),
+                               1 if int(arrays["meta"][5]) == 1 else 4)
 
 
 FORMAT = GroupSparseConv2D()

@@ -415,12 +415,14 @@ def batched_min_rows() -> int:
 
 
 class GroupSparseConv2D(CustomOpLayer):
-    """One validated TFS_GROUP_SPARSE_CONV2D layer (int8), runnable on numpy arrays without
-    LiteRT: the FC op's eight arrays (the filters ``[cout, kh*kw*cin]`` as group-CSR) plus the
-    int32[16] ``geometry`` (FORMAT.md). ``layer(x)``: x ``[batch, in_h, in_w, cin]`` int8 ->
-    ``[batch, out_h, out_w, cout]``. ``requant="fixed_point"`` is TFLite's reference CONV_2D /
-    TFLite Micro arithmetic, "fp32" XNNPACK's. ``tile``: output positions per FC call (default:
-    what fits 4,096 bytes of patches). Raises KernelFormatError on any format violation."""
+    """One validated TFS_GROUP_SPARSE_CONV2D layer (int8 or float32), runnable on numpy arrays
+    without LiteRT: the FC op's eight arrays (the filters ``[cout, kh*kw*cin]`` as group-CSR;
+    float32: the three requantization arrays empty) plus the int32[16] ``geometry`` (FORMAT.md).
+    ``layer(x)``: x ``[batch, in_h, in_w, cin]`` -> ``[batch, out_h, out_w, cout]``, the layer's
+    dtype. ``requant="fixed_point"`` is TFLite's reference CONV_2D / TFLite Micro arithmetic,
+    "fp32" XNNPACK's. ``tile``: output positions per FC call (default: what fits 4,096 bytes of
+    patches; "host": at least 32, what the host runtime runs). Raises KernelFormatError on any
+    format violation."""
 
     _prefix, _op, _n_arrays, _meta_index = "tfs_gsconv", "TFS_GROUP_SPARSE_CONV2D", 9, 3
 
@@ -429,11 +431,18 @@ class GroupSparseConv2D(CustomOpLayer):
         lib = library()
         self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
                         out_scale, geometry], requant)
+        g = self._arrays[8]
+        from tflite_export.formats.group_sparse_conv import default_tile
+
+        if tile == "host":  # what the host runtime's adapter runs (TFS_GSCONV_HOST_TILE)
+            tile = default_tile(g, self.in_features, self.dtype.itemsize, host=True)
         if tile is not None:
             lib.tfs_gsconv_set_tile(self._layer, int(tile))
+        positions = int(g[11]) * int(g[12])
+        self.tile = (min(max(int(tile), 1), positions) if tile is not None
+                     else default_tile(g, self.in_features, self.dtype.itemsize))
         # The FC core's packed copy: the layer struct starts with its tfs_gsfc_layer.
         self._packed_raw, self._packed = _pack_fc_core(lib, self._layer)
-        g = self._arrays[8]
         self.g = int(self._arrays[3][3])
         self.in_shape = (int(g[1]), int(g[2]), int(g[3]))
         self.out_shape = (int(g[11]), int(g[12]), int(meta[2]))
@@ -454,8 +463,14 @@ class GroupSparseConv2D(CustomOpLayer):
         return tuple(int(d) for d in dims)
 
     def kernel(self, impl: str = "auto") -> str:
-        """The FC kernel `impl` runs on this layer's im2col tiles."""
-        return _kernel_name(0, "int8", self.g, impl, True)
+        """The FC kernel `impl` runs on this layer's full im2col tiles (``tile`` rows: from
+        :func:`batched_min_rows` its SpMM kernel where the manifest lists one)."""
+        if self.tile >= batched_min_rows():
+            try:
+                return _kernel_name(2, self.dtype.name, self.g, impl, True)
+            except RuntimeError:  # no SpMM line for this layer and path: the one-row kernel
+                pass
+        return _kernel_name(0, self.dtype.name, self.g, impl, True)
 
 
 def time_layer_vs_dense(in_features: int, out_features: int, density: float, g: int,

@@ -1,4 +1,5 @@
-/* TFS_GROUP_SPARSE_CONV2D: the group-sparse int8 2-D convolution kernel core (FORMAT.md).
+/* TFS_GROUP_SPARSE_CONV2D: the group-sparse 2-D convolution kernel core, int8 and float32
+ * (FORMAT.md).
  *
  * A CONV_2D is an FC over im2col rows: the filters [cout, kh, kw, cin] flattened to
  * [cout, kh*kw*cin] (tfscalpel's GroupPrunedConv2D prunes groups along that axis) are stored
@@ -35,7 +36,8 @@ extern "C" {
 #define TFS_GSCONV_GEOMETRY_LEN 16
 
 /* Array indices: the FC op's nine (activations, values, col_idx, row_ptr, meta, bias,
- * out_multiplier, out_shift, out_scale) then the geometry. int8 only: every node has all ten. */
+ * out_multiplier, out_shift, out_scale) then the geometry. Every node has all ten, so the
+ * geometry's index is fixed: a float32 node's three requantization arrays are empty. */
 enum { TFS_GSCONV_IN_GEOMETRY = 9, TFS_GSCONV_NUM_INPUTS = 10 };
 
 /* geometry[] fields (int32[16], FORMAT.md "TFS_GROUP_SPARSE_CONV2D"). */
@@ -61,11 +63,16 @@ enum { TFS_PADDING_SAME = 0, TFS_PADDING_VALID = 1 };
 
 /* Default im2col tile: as many output positions per FC call as fit in this many patch bytes. */
 #define TFS_GSCONV_TILE_BYTES 4096
+/* The host (LiteRT) adapter's least tile: enough positions for the FC core's SpMM kernels
+ * (TFS_GSMM_MIN_BATCH = 16 rows) with room to amortise them; RAM is no concern there. Measured
+ * on LeNet-5's conv2 (K = 500, 90 %, AVX-512): 2-8 positions per call 16-39 us, 32 about 4 us
+ * (int8) / 11 us (float32). */
+#define TFS_GSCONV_HOST_TILE 32
 
 /* One validated node. */
 typedef struct {
   tfs_gsfc_layer fc;  /* the filters as a group-sparse FC: in = kh*kw*cin, out = cout */
-  tfs_conv_geom geom; /* pad_value = the input zero point */
+  tfs_conv_geom geom; /* pad_value = the input zero point (0 for float32) */
   int32_t padding;    /* TFS_PADDING_* */
   int32_t positions;  /* out_h * out_w */
   int32_t tile;       /* output positions per im2col + FC call, in [1, positions] */
@@ -73,8 +80,8 @@ typedef struct {
 
 /* tfs_gsconv_unpack_params (exactly 9 sections), _validate_layer (the FC validator on arrays
  * 1-8, then the geometry: every field in range and consistent with meta and TFLite's output size
- * and SAME padding; int8 only), _validate_io (x = batch * in_h * in_w * cin int8, y = batch *
- * out_h * out_w * cout int8), _workspace_size (patches of one tile + the FC core's workspace for
+ * and SAME padding; a float32 node's requantization arrays empty), _validate_io (x = batch *
+ * in_h * in_w * cin, y = batch * out_h * out_w * cout, both of the layer's dtype), _workspace_size (patches of one tile + the FC core's workspace for
  * a tile; independent of batch), _layer_size, _set_requant: tfs_common.h TFS_DECLARE_OP_CORE. */
 TFS_DECLARE_OP_CORE(tfs_gsconv, tfs_gsconv_layer);
 
@@ -88,12 +95,19 @@ void tfs_gsconv_set_tile(tfs_gsconv_layer* layer, int32_t positions);
  * Writes the first five into dims. */
 void tfs_gsconv_blob_dims(const tfs_gsconv_layer* layer, int32_t dims[5]);
 
-/* The workspace starts with one tile of patches (rounded up to 16 bytes), then the FC core's. */
-static inline size_t tfs_gsconv_patch_bytes(const tfs_gsconv_layer* layer) {
-  return ((size_t)layer->tile * (size_t)layer->fc.in + 15) / 16 * 16;
+/* Bytes per activation / output element: 1 (int8) or 4 (float32). */
+static inline size_t tfs_gsconv_elem_size(const tfs_gsconv_layer* layer) {
+  return layer->fc.dtype == TFS_DTYPE_I8 ? 1 : 4;
 }
 
-/* y[batch, out_h, out_w, cout] = conv(x[batch, in_h, in_w, cin]). `packed` (tfs_gsfc_pack of
+/* The workspace starts with one tile of patches (rounded up to 16 bytes), then the FC core's. */
+static inline size_t tfs_gsconv_patch_bytes(const tfs_gsconv_layer* layer) {
+  return ((size_t)layer->tile * (size_t)layer->fc.in * tfs_gsconv_elem_size(layer) + 15) / 16 * 16;
+}
+
+/* y[batch, out_h, out_w, cout] = conv(x[batch, in_h, in_w, cin]), int8 or float32 (the
+ * layer's dtype; float32 pads with 0.0, applies the float bias and fused RELU / RELU6 as the FC
+ * op does). `packed` (tfs_gsfc_pack of
  * layer->fc) as for tfs_gsfc_compute: NULL restricts TFS_IMPL_AUTO to the model-layout kernels.
  * Returns tfs_gsfc_compute's codes. */
 int tfs_gsconv_compute(const tfs_gsconv_layer* layer, const tfs_gsfc_packed* packed, const void* x,

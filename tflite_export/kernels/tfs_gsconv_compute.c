@@ -7,17 +7,18 @@ int tfs_gsconv_compute(const tfs_gsconv_layer* layer, const tfs_gsfc_packed* pac
                        void* y, int32_t batch, void* workspace, int impl) {
   const tfs_conv_geom* G = &layer->geom;
   const int32_t positions = layer->positions, tile = layer->tile, out = layer->fc.out;
-  const size_t in_size = (size_t)G->in_h * (size_t)G->in_w * (size_t)G->cin;
-  int8_t* patches = (int8_t*)workspace;
+  const size_t es = tfs_gsconv_elem_size(layer); /* int8 or float32, activations and output */
+  const size_t in_bytes = (size_t)G->in_h * (size_t)G->in_w * (size_t)G->cin * es;
+  void* patches = workspace;
   void* fc_ws = (unsigned char*)workspace + tfs_gsconv_patch_bytes(layer);
   for (int32_t b = 0; b < batch; ++b) {
-    const int8_t* xb = (const int8_t*)x + (size_t)b * in_size;
-    int8_t* yb = (int8_t*)y + (size_t)b * (size_t)positions * (size_t)out;
+    const unsigned char* xb = (const unsigned char*)x + (size_t)b * in_bytes;
+    unsigned char* yb = (unsigned char*)y + (size_t)b * (size_t)positions * (size_t)out * es;
     for (int32_t p0 = 0; p0 < positions; p0 += tile) {
       const int32_t n = positions - p0 < tile ? positions - p0 : tile;
-      tfs_im2col_s8(G, xb, p0, n, patches);
-      const int rc = tfs_gsfc_compute(&layer->fc, packed, patches, yb + (size_t)p0 * (size_t)out,
-                                      n, fc_ws, impl);
+      tfs_im2col(G, xb, p0, n, patches, (int32_t)es);
+      const int rc = tfs_gsfc_compute(&layer->fc, packed, patches,
+                                      yb + (size_t)p0 * (size_t)out * es, n, fc_ws, impl);
       if (rc != TFS_OK) return rc;
     }
   }

@@ -27,6 +27,7 @@ static int gsconv_prepare(void* p, const tfs_tensor* t, size_t n, int32_t* out, 
   gsconv_node* node = (gsconv_node*)p;
   const int rc = tfs_gsconv_validate_layer(t, n, &node->layer, err, err_len);
   if (rc != TFS_OK) return rc;
+  if (node->layer.tile < TFS_GSCONV_HOST_TILE) tfs_gsconv_set_tile(&node->layer, TFS_GSCONV_HOST_TILE);
   const size_t bound = tfs_gsfc_packed_bound(&node->layer.fc);
   void* mem = NULL;
   if (posix_memalign(&mem, 64, bound ? bound : 64) != 0)

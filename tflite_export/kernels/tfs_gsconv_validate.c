@@ -14,7 +14,7 @@ static const char* const kInputNames[TFS_GSCONV_NUM_INPUTS] = {
 
 int tfs_gsconv_unpack_params(const void* blob, size_t bytes, tfs_tensor* tensors,
                              size_t* n_tensors, char* err, size_t err_len) {
-  /* int8 only: exactly nine sections (n_f32 = n_i8). */
+  /* Exactly nine sections for both dtypes (n_f32 = n_i8): float32's requantization ones empty. */
   return tfs_unpack_params(blob, bytes, TFS_GSCONV_NUM_INPUTS, TFS_GSCONV_NUM_INPUTS, kInputNames,
                            tensors, n_tensors, err, err_len);
 }
@@ -91,20 +91,31 @@ int tfs_gsconv_validate_layer(const tfs_tensor* inputs, size_t n_inputs, tfs_gsc
   if (inputs == NULL || layer == NULL) return tfs_fail(err, err_len, "null argument");
   memset(layer, 0, sizeof *layer);
   if (n_inputs != TFS_GSCONV_NUM_INPUTS)
-    return tfs_fail(err, err_len, "%zu inputs, expected %d (int8 only)", n_inputs,
-                    TFS_GSCONV_NUM_INPUTS);
-  /* The FC part: every rule of TFS_GROUP_SPARSE_FC on arrays 1-8. */
-  if ((rc = tfs_gsfc_validate_layer(inputs, TFS_GSFC_NUM_INPUTS_I8, &layer->fc, err, err_len)) != TFS_OK)
+    return tfs_fail(err, err_len, "%zu inputs, expected %d", n_inputs, TFS_GSCONV_NUM_INPUTS);
+  /* meta's dtype says how many of arrays 1-8 the FC part has (float32: 5, int8: 8); checked
+   * here only as far as reading it needs, the FC validator checks the rest. */
+  if ((rc = tfs_check_tensor(&inputs[TFS_GSFC_IN_META], TFS_GSFC_IN_META, "meta", TFS_ELEM_INT32,
+                             TFS_META_LEN, err, err_len)) != TFS_OK)
     return rc;
-  if (layer->fc.dtype != TFS_DTYPE_I8)
-    return tfs_fail(err, err_len, "meta: dtype %d, TFS_GROUP_SPARSE_CONV2D is int8 only", (int)layer->fc.dtype);
+  const int f32 = ((const int32_t*)inputs[TFS_GSFC_IN_META].data)[TFS_META_DTYPE] == TFS_DTYPE_F32;
+  const size_t n_fc = f32 ? TFS_GSFC_NUM_INPUTS_F32 : TFS_GSFC_NUM_INPUTS_I8;
+  /* The FC part: every rule of TFS_GROUP_SPARSE_FC on its arrays. */
+  if ((rc = tfs_gsfc_validate_layer(inputs, n_fc, &layer->fc, err, err_len)) != TFS_OK) return rc;
+  /* A float32 node's requantization arrays are present (the geometry's index is fixed) and
+   * empty, of their int8 element types. */
+  static const int kRequantElem[3] = {TFS_ELEM_INT32, TFS_ELEM_INT32, TFS_ELEM_FLOAT32};
+  for (size_t i = n_fc; i < TFS_GSFC_NUM_INPUTS_I8; ++i)
+    if ((rc = tfs_check_tensor(&inputs[i], (int)i, kInputNames[i], kRequantElem[i - n_fc], 0,
+                               err, err_len)) != TFS_OK)
+      return rc;
   if ((rc = tfs_check_tensor(&inputs[TFS_GSCONV_IN_GEOMETRY], TFS_GSCONV_IN_GEOMETRY, "geometry",
                              TFS_ELEM_INT32, TFS_GSCONV_GEOMETRY_LEN, err, err_len)) != TFS_OK)
     return rc;
   if ((rc = check_geometry((const int32_t*)inputs[TFS_GSCONV_IN_GEOMETRY].data, &layer->fc, layer,
                            err, err_len)) != TFS_OK)
     return rc;
-  tfs_gsconv_set_tile(layer, TFS_GSCONV_TILE_BYTES / layer->fc.in);
+  /* fc.in <= 65536 (the FC validator), so the patch row's bytes fit an int32. */
+  tfs_gsconv_set_tile(layer, TFS_GSCONV_TILE_BYTES / (layer->fc.in * (int32_t)tfs_gsconv_elem_size(layer)));
   return TFS_OK;
 }
 
@@ -116,8 +127,8 @@ int tfs_gsconv_validate_io(const tfs_gsconv_layer* layer, const tfs_tensor* x, c
                            int32_t* batch, char* err, size_t err_len) {
   if (layer == NULL) return tfs_fail(err, err_len, "null argument");
   const tfs_conv_geom* G = &layer->geom;
-  return tfs_check_io(G->in_h * G->in_w * G->cin, layer->positions * layer->fc.out, TFS_DTYPE_I8,
-                      x, y, batch, err, err_len);
+  return tfs_check_io(G->in_h * G->in_w * G->cin, layer->positions * layer->fc.out,
+                      layer->fc.dtype, x, y, batch, err, err_len);
 }
 
 size_t tfs_gsconv_workspace_size(const tfs_gsconv_layer* layer, int32_t batch) {
