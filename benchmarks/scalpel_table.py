@@ -98,10 +98,19 @@ SETTINGS = {
                      flatten=True, train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet"],
                      trad=dict(rounds=(0.5, 0.75, 0.88, 0.92), round_epochs=2, finetune_epochs=6),
                      groups=dict(sparsity=0.92, prune_epochs=15, finetune_epochs=15),
-                     gates=dict(penalties=(3e-5, 8e-5, 2e-4), stage_epochs=3, finetune_epochs=20,
-                                group_sparsity=0.9,
-                                # the teacher's soft term holds dying gates up: stronger L1
-                                distill=dict(penalties=(4.8e-5, 1.28e-4, 3.2e-4)))),
+                     # Chosen on MNIST's validation split (train 50,000 / validate on the
+                     # last 10,000 training images, seeds 0 and 1), not on the test set: fc1's
+                     # gates a little stronger than fc2's (its tied 2:4 windows die in fours),
+                     # decoupled weight decay; distilled, only the frozen fine-tuning learns
+                     # from the teacher (through the stages it kept every fc1 window alive),
+                     # softer than DISTILL (T=4, weight 1 cost 0.07-0.19 points on validation).
+                     gates=dict(penalties={"conv": (3.45e-5, 9.2e-5, 2.3e-4),
+                                           "dense": (3.45e-5, 9.2e-5, 2.3e-4),
+                                           "mask_fc1": (3.75e-5, 1e-4, 2.5e-4)},
+                                stage_epochs=3, finetune_epochs=20, group_sparsity=0.9,
+                                weight_decay=0.02,
+                                distill=dict(distill_finetune_only=True,
+                                             teacher=dict(temperature=2.0, weight=0.5)))),
     "lenet5": dict(title="LeNet-5", builder=models.lenet5, data="mnist", flatten=False,
                    train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["lenet5"],
                    trad=dict(rounds=(0.6, 0.8, 0.92), round_epochs=1, finetune_epochs=3),
@@ -650,7 +659,8 @@ def main(argv=None):
                                  if args.quick else "")
           + (f"seed {seeds[0]}" if len(seeds) == 1 else
              f"mean of seeds {seeds} (accuracy +- sample std)")
-          + ("; fine-tuning distilled from the dense model " + str(DISTILL) if distill else ""))
+          + ("; fine-tuning distilled from the dense model " + str(DISTILL)
+             + " (or a model's gates.distill.teacher)" if distill else ""))
     for d in described:
         print("  " + d)
     print(f"total {time.time() - started:.0f} s; CSV {csv_path}; chart {png_path}")
