@@ -192,7 +192,8 @@ def main(argv=None):
             print(f"{title} {plan}: {verdict(key, dense_acc[key], acc, kept)}")
     print(f"\ntotal {time.time() - t0:.0f}s; LiteRT float32, batch 1, 1 thread, dense kernels"
           + (f"; seed {seeds[0]}" if len(seeds) == 1 else f"; mean of seeds {seeds}")
-          + (f"; fine-tuning distilled {table.DISTILL}" if distill else "")
+          + (f"; fine-tuning distilled {table.DISTILL} (or a model's gates.distill.teacher)"
+             if distill else "")
           + ("; --quick: subsets, numbers are not comparable to the paper" if args.quick else ""))
     return 0
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,3 +102,55 @@ def test_node_pruning_mean_rows_and_kept_text():
     assert gpu[4] == {"fc1": 155.5, "fc2": 60, "fc3": 10}
     assert bench.kept_text(gpu[4], full) == "fc1 155.5/300, fc2 60/100"
     assert bench.kept_text(full, full) == "(none removed)"
+
+
+def _tiny_lenet300(seed=0, n=4096):
+    import keras
+
+    from tfscalpel import models
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 784)).astype(np.float32)
+    y = (x[:, :10].argmax(axis=1)).astype(np.int64)  # a learnable label
+    keras.utils.set_random_seed(seed)
+    dense = models.lenet_300_100()
+    models.compile_classifier(dense, keras.optimizers.Adam(1e-3))
+    dense.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    return dense, (x, y)
+
+
+def test_gate_optimizer_decays_weights_not_gates():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import keras
+    import scalpel_table
+
+    assert type(scalpel_table.gate_optimizer(1e-3)) is keras.optimizers.Adam
+    opt = scalpel_table.gate_optimizer(1e-3, weight_decay=0.5)
+    assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == 0.5
+    gate = keras.Variable(np.ones(4, np.float32), name="gate_param")
+    kernel = keras.Variable(np.ones(4, np.float32), name="kernel")
+    opt.build([gate, kernel])
+    opt.apply([np.zeros(4, np.float32)] * 2, [gate, kernel])  # zero gradients: decay alone
+    np.testing.assert_array_equal(np.asarray(gate), np.ones(4))
+    np.testing.assert_allclose(np.asarray(kernel), np.full(4, 1 - 1e-3 * 0.5), rtol=1e-6)
+
+
+def test_finetune_only_distillation_leaves_the_penalty_stages_alone():
+    """With ``distill_finetune_only`` the teacher joins only for the frozen fine-tuning: the
+    stages, and so the nodes that die, are those of the undistilled run."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+
+    dense, train = _tiny_lenet300()
+    gates = dict(penalties=(2e-3, 4e-3), stage_epochs=1, finetune_epochs=1, group_sparsity=0.9,
+                 tie_windows=True)
+    s = {"gates": gates}
+    plain = scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere")
+    s["gates"] = dict(gates, distill_finetune_only=True)
+    late = scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere", scalpel_table.DISTILL)
+    units = lambda m: [m.get_layer(n).units for n in ("fc1", "fc2")]  # noqa: E731
+    assert units(plain) == units(late) and units(plain)[0] < 300
+    assert units(plain)[0] % 4 == 0  # tied 2:4 windows die whole
+    # the fine-tuning itself differs: the distilled run learned from the teacher
+    assert not np.array_equal(plain.get_layer("fc3").get_weights()[0],
+                              late.get_layer("fc3").get_weights()[0])
