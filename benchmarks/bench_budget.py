@@ -303,36 +303,9 @@ def replot(paths, out):
     print(f"wrote {plot(rows, os.path.join(out, 'bench_budget.png'))}")
 
 
-def _bytes_in_file(model_bytes):
-    """{first constant input's name: bytes} per operator: each constant tensor's buffer from its
-    64-aligned start to the next buffer's (length prefix, padding), plus its per-channel
-    quantization parameters (float32 scale, int64 zero point)."""
-    from tflite_export import flatbuffer
-
-    model = flatbuffer.load(model_bytes)
-    starts = flatbuffer.buffer_data_offsets(model_bytes)
-    ordered = sorted(starts.values())
-    sg, out = model.subgraphs[0], {}
-    for op in sg.operators:
-        name, total = None, 0
-        for t in [] if op.inputs is None else op.inputs[1:]:
-            if t < 0 or sg.tensors[t].buffer not in starts:
-                continue
-            tensor = sg.tensors[t]
-            start, n = starts[tensor.buffer], len(model.buffers[tensor.buffer].data)
-            later = [o for o in ordered if o > start]
-            total += later[0] - start if later else -(-(n + 4) // 64) * 64
-            q = tensor.quantization
-            total += 0 if q is None or q.scale is None else 12 * len(q.scale)
-            name = name or flatbuffer.text(tensor.name)
-        if name is not None:
-            out[name] = total
-    return out
-
-
 def flash_check(names, cases, s):
     """Predicted vs file bytes per layer for the flash cases (no fine-tuning: module docstring)."""
-    from tflite_export import export, host_profile
+    from tflite_export import export, flatbuffer, host_profile
 
     for name in names:
         data = load(name, s)
@@ -357,7 +330,7 @@ def flash_check(names, cases, s):
                             representative_data=rep, group_sizes={
                                 n: g for n, g in alloc.group_sizes().items()
                                 if alloc[n].kind == "dense"})
-            in_file = list(_bytes_in_file(result.model_bytes).items())
+            in_file = flatbuffer.operator_constant_bytes(result.model_bytes)
             formats = {r.layer: (r.format, r.stored_units) for r in result.layers}
             print(f"{name} {case}: layer, plan, exported, predicted B, file B")
             for r in alloc.layers:  # the file's operators in order, constants that are not layers

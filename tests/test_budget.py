@@ -244,36 +244,6 @@ def test_uniform_order_is_the_smallest_common_sparsity_that_fits():
     assert p.allocation.totals.latency == 22.0
 
 
-def _bytes_in_file(model_bytes):
-    """[(first constant input's name, bytes in the file)] per operator with constant inputs,
-    each constant tensor counted as its buffer from the
-    data's (64-byte aligned) start to the next buffer's (the 4-byte length and the padding
-    before it; the last buffer: its data and length rounded up to 64), plus the tensor's
-    per-channel quantization parameters (float32 scale, int64 zero point)."""
-    from tflite_export import flatbuffer
-
-    model = flatbuffer.load(model_bytes)
-    starts = flatbuffer.buffer_data_offsets(model_bytes)
-    ordered = sorted(starts.values())
-    sg = model.subgraphs[0]
-    out = []
-    for op in sg.operators:
-        name, total = None, 0
-        for t in op.inputs[1:]:
-            tensor = sg.tensors[t] if t >= 0 else None
-            if tensor is None or tensor.buffer not in starts:
-                continue
-            start, n = starts[tensor.buffer], len(model.buffers[tensor.buffer].data)
-            later = [o for o in ordered if o > start]
-            size = later[0] - start if later else -(-(n + 4) // 64) * 64
-            q = tensor.quantization
-            size += 0 if q is None or q.scale is None else 4 * len(q.scale) + 8 * len(q.zeroPoint)
-            name, total = name or flatbuffer.text(tensor.name), total + size
-        if name is not None:
-            out.append((name, total))
-    return out
-
-
 def test_predicted_flash_is_the_bytes_the_layers_take_in_the_file():
     # Issue 19: a flash budget is met "as measured, flash bytes from the file". Each layer's
     # predicted flash is what its tensors take in the exported .tflite, and the dense export's
@@ -281,7 +251,7 @@ def test_predicted_flash_is_the_bytes_the_layers_take_in_the_file():
     # counted once. The old accounting (blob or weights alone) missed the 64-byte alignment,
     # the bias' quantization parameters, a conv blob's geometry and its padding to cout * 3 * 3
     # rows: it predicted conv 448, fc 16864, out 480 (the file: 640, 16896, 688).
-    from tflite_export import export, host_profile
+    from tflite_export import export, flatbuffer, host_profile
     from tfscalpel.layer_costs import LayerShape, ProfileCosts
     from tfscalpel.sensitivity import group_mask
 
@@ -317,7 +287,8 @@ def test_predicted_flash_is_the_bytes_the_layers_take_in_the_file():
     # 64, 10 scales and zero points for each: 240.
     assert predicted == {"conv": 640.0, "fc": 16896.0, "out": 688.0}
     assert costs._blob(shapes["conv"], 10, 4) == 576
-    in_file = _bytes_in_file(result.model_bytes)  # conv, the flatten's shape, fc, out
+    # conv, the flatten's shape, fc, out
+    in_file = flatbuffer.operator_constant_bytes(result.model_bytes)
     assert [n for n, _ in in_file][0::2] == ["conv/tfs_conv_params", "fc/tfs_params"]
     assert [b for n, b in in_file if "Reshape" not in n] == [640, 16896, 688]
     assert {r.layer: r.bytes_exported for r in result.layers if r.layer != "out"} == {

@@ -16,7 +16,8 @@ imports the deployment side):
   meta section, bias, for int8 the per-channel requantization arrays, a convolution's geometry,
   the blob's header and 16-byte section alignment, padded to a whole number of its rows).
   Dense: the weights and the bias buffers; int8 adds both tensors' per-channel scale (float32)
-  and zero point (int64). Every buffer sits 64-byte aligned after its 4-byte length, so each
+  and zero point (int64), as ``export`` quantizes by default (the converter drops an all-zero
+  bias, so an untrained layer's file is smaller). Every buffer sits 64-byte aligned after its 4-byte length, so each
   costs ``align64(bytes + 4)`` in the file. What no layer owns (the flatbuffer's tables, tensor
   names, the graph's other constants) is a profile's ``measured[dtype]["model_bytes"]``, added
   once to every model total like ``model_ns`` (``tflite_export.host_profile.measure_flash``
