@@ -29,14 +29,22 @@ fitted ``x86-avx2`` line, made on another CPU, planned 0.3x and the host export 
   to bench_tflm.py --per-layer counts (exact on LeNet-5's two convs, extrapolated to the
   ConvNet's), in the pruned and the dense model alike; ``cycles_standin`` in the JSON is the
   ratio with the stand-in instead;
-- cortex-m4 flash: per layer what the kernel reads from flash (mcu_layers.flash_bytes), and the
-  exporter's ``.tflite`` file itself (``export(target="cortex-m4", quantize="int8")``, its
-  profitable convs as TFS_GROUP_SPARSE_CONV2D);
+- cortex-m4 flash: the exporter's ``.tflite`` file (``export(target="cortex-m4",
+  quantize="int8")``, its profitable convs as TFS_GROUP_SPARSE_CONV2D) against the file of the
+  same weights exported all dense (``host_profile.dense_export``): what the budget prices, each
+  layer's tensors as they sit in the file plus the dense export's remainder
+  (``host_profile.measure_flash``, measured on the dense model before planning). What the
+  kernels read (mcu_layers.flash_bytes, no file structure) is in the JSON as ``flash_read``;
 - host latency: ``export(target="host")`` (measured per layer on this machine) and the whole
   model timed through the host runtime, best of interleaved rounds against the dense export.
 
 A budget is met when the measured figure is within 5 % of the limit. Prints one table, writes
 ``--out``/bench_budget.json and a PNG of accuracy against measured cost.
+
+``--flash-check`` trains nothing but the dense model (quick settings) and, per model and flash
+case, exports the plan's masks applied at once (no fine-tuning: the file's bytes depend on the
+stored groups only), printing each layer's predicted bytes against the bytes its tensors take
+in the file, and the totals.
 """
 from __future__ import annotations
 
@@ -128,16 +136,20 @@ def measure_m4(stripped, alloc, train, test, build_dir, cycles):
 
     from tflite_export import export
 
+    from tflite_export.host_profile import dense_export
+
     sparse = sparse_layers(alloc)
     tfl, layers = model_layers(stripped, train[0][:300], 4)
-    flash = sum(flash_bytes(L)[1 if L["name"] in sparse else 0] for L in layers)
-    flash_dense = sum(flash_bytes(L)[0] for L in layers)
     result = export(stripped, target="cortex-m4", quantize="int8",
                     representative_data=train[0][:300],
                     group_sizes={n: g for n, g in alloc.group_sizes().items()
                                  if alloc[n].kind == "dense"})
-    out = {"flash": flash, "flash_dense": flash_dense,
-           "file_bytes": result.report.model_bytes, "file_dense": result.report.dense_model_bytes,
+    dense_file = dense_export(stripped, "cortex-m4", "int8", train[0][:300])
+    out = {"flash": result.report.model_bytes, "flash_dense": len(dense_file.model_bytes),
+           "flash_read": sum(flash_bytes(L)[1 if L["name"] in sparse else 0] for L in layers),
+           "flash_read_dense": sum(flash_bytes(L)[0] for L in layers),
+           "flash_predicted": alloc.totals.flash, "flash_predicted_dense": alloc.dense_totals.flash,
+           "converter_dense": result.report.dense_model_bytes,
            "fc_formats": {r.layer: r.format for r in result.layers}}
     if cycles:
         m = bench_mcu.measure_layers("budget", 4, tfl, layers, test[0][:8], build_dir)
@@ -172,6 +184,12 @@ def run_case(name, case, dense, data, s, seeds, build_dir, mcu):
     target, metric, level = CASES[case]
     train, val, test = data
     rows, profile = [], None
+    if metric == "flash":  # the file's bytes no layer owns, measured from the dense export
+        from tflite_export import host_profile
+
+        profile = host_profile.measure_flash(dense, target, representative_data=train[0][:300])
+        log(f"{name} {case}: dense export's bytes no layer owns: "
+            f"{profile['measured']['int8']['model_bytes']:.0f}")
     if case.startswith("host"):  # price with this host's measurements of the dense layers
         from tflite_export import host_profile
 
@@ -218,7 +236,9 @@ def run_case(name, case, dense, data, s, seeds, build_dir, mcu):
 def table(rows, dense_acc):
     head = (f"{'model':<9}{'case':<18}{'method':<9}{'sparsity per layer':<42}{'pred':>7}"
             f"{'meas':>7}{'met':>5}{'acc mean':>9}{'sd':>6}{'n':>3}")
-    lines = [head, "-" * len(head)]
+    lines = ["pred / meas vs dense: m4 flash = .tflite file bytes (the dense file: the same weights "
+             "exported dense); m4 latency = emulated cycles; host = measured latency",
+             head, "-" * len(head)]
     for r in rows:
         if "infeasible" in r:
             lines.append(f"{r['model']:<9}{r['case']:<18}{r['method']:<9}infeasible: "
@@ -283,6 +303,52 @@ def replot(paths, out):
     print(f"wrote {plot(rows, os.path.join(out, 'bench_budget.png'))}")
 
 
+def flash_check(names, cases, s):
+    """Predicted vs file bytes per layer for the flash cases (no fine-tuning: module docstring)."""
+    from tflite_export import export, flatbuffer, host_profile
+
+    for name in names:
+        data = load(name, s)
+        dense = train_dense(name, s, data[0])
+        rep = data[0][0][:300]
+        profile = host_profile.measure_flash(dense, "cortex-m4", representative_data=rep)
+        dense_file = len(host_profile.dense_export(dense, "cortex-m4", "int8", rep).model_bytes)
+        for case in cases:
+            target, metric, level = CASES[case]
+            if metric != "flash":
+                continue
+            the_plan = tfscalpel.plan(dense, target, budget=Budget(**{metric: level}),
+                                      profile=profile, sensitivity_data=data[1], loss=LOSS)
+            alloc = the_plan.allocation
+            # Every layer at its final sparsity from step 1; three steps at learning rate 0.
+            pruned = apply_plan(dense, the_plan, schedule=tfscalpel.PolynomialDecay(
+                0.0, 0.5, 0, 1, frequency=1))
+            pruned.compile(keras.optimizers.SGD(0.0), LOSS)
+            pruned.fit(data[0][0][:384], data[0][1][:384], batch_size=128, epochs=1, verbose=0,
+                       callbacks=[tfscalpel.UpdatePruningStep()])
+            result = export(tfscalpel.strip(pruned), target="cortex-m4", quantize="int8",
+                            representative_data=rep, group_sizes={
+                                n: g for n, g in alloc.group_sizes().items()
+                                if alloc[n].kind == "dense"})
+            in_file = flatbuffer.operator_constant_bytes(result.model_bytes)
+            formats = {r.layer: (r.format, r.stored_units) for r in result.layers}
+            print(f"{name} {case}: layer, plan, exported, predicted B, file B")
+            for r in alloc.layers:  # the file's operators in order, constants that are not layers
+                k = next(i for i, (n, _) in enumerate(in_file) if r.name in n.split("/")[0]
+                         or f"/{r.name}_" in n)
+                tname, b = in_file.pop(k)
+                print(f"  {r.name:<8}{r.format:<13}{str(formats.get(r.name)):<24}"
+                      f"{r.costs.flash:>9,.0f}{b:>9,}  {tname}")
+            file_total = len(result.model_bytes)
+            print(f"  other constants in the file: {in_file}")
+            print(f"  model term (dense export's remainder) {alloc.model_flash:,.0f}; total "
+                  f"predicted {alloc.totals.flash:,.0f} vs file {file_total:,} "
+                  f"({alloc.totals.flash / file_total - 1:+.2%}); dense predicted "
+                  f"{alloc.dense_totals.flash:,.0f} vs dense file {dense_file:,}; ratio predicted "
+                  f"{alloc.totals.flash / alloc.dense_totals.flash:.4f} vs file "
+                  f"{file_total / dense_file:.4f} (budget {level})", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, small data, 1+1 epochs")
@@ -297,7 +363,12 @@ def main(argv=None):
     p.add_argument("--replot", nargs="+", metavar="JSON",
                    help="no training: merge these runs' bench_budget.json (seeds of the same "
                    "model, case and method pooled) into one table and PNG under --out")
+    p.add_argument("--flash-check", action="store_true",
+                   help="no fine-tuning: per layer, predicted flash vs the bytes in the exported "
+                   "file for the flash cases (module docstring)")
     args = p.parse_args(argv)
+    if args.flash_check:
+        return flash_check(args.models.split(","), args.cases.split(","), dict(QUICK))
     if args.replot:
         return replot(args.replot, args.out)
     s = dict(QUICK if args.quick else FULL)

@@ -68,6 +68,35 @@ def buffer_data_offsets(model_bytes: bytes) -> dict[int, int]:
     return offsets
 
 
+def operator_constant_bytes(model_bytes: bytes) -> list[tuple[str, int]]:
+    """``(first constant input's name, bytes)`` per operator of subgraph 0 with constant inputs:
+    what its constants take in the file. Each constant tensor counts its buffer from the data's
+    (64-byte aligned) start to the next buffer's (the next one's 4-byte length and the padding;
+    the last buffer: data and length rounded up to 64), plus its quantization parameters
+    (float32 scale and int64 zero point per channel). What ``tfscalpel.layer_costs`` predicts
+    per layer for a flash budget."""
+    model = load(model_bytes)
+    starts = buffer_data_offsets(model_bytes)
+    ordered = sorted(starts.values())
+    sg, out = model.subgraphs[0], []
+    for op in sg.operators:
+        name, total = None, 0
+        for t in [] if op.inputs is None else _ints(op.inputs)[1:]:
+            if t < 0 or sg.tensors[t].buffer not in starts:
+                continue
+            tensor = sg.tensors[t]
+            start, n = starts[tensor.buffer], len(model.buffers[tensor.buffer].data)
+            later = [o for o in ordered if o > start]
+            end = -(-(n + 4) // BUFFER_ALIGNMENT) * BUFFER_ALIGNMENT  # the last buffer
+            total += later[0] - start if later else end
+            q = tensor.quantization
+            total += 0 if q is None or q.scale is None else 12 * len(q.scale)
+            name = name or text(tensor.name)
+        if name is not None:
+            out.append((name, total))
+    return out
+
+
 def add_buffer(model: schema.ModelT, data: np.ndarray) -> int:
     """Append a buffer holding `data`'s bytes (little-endian, C order); returns its index."""
     buf = _AlignedBufferT()

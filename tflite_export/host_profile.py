@@ -205,3 +205,51 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def measure_flash(model, target="cortex-m4", dtype="int8", representative_data=None,
+                  profile=None) -> dict:
+    """``profile`` (default the target's) plus the flash no layer owns, measured from the dense
+    export: ``measured[dtype]["model_bytes"]`` is the ``.tflite`` file ``export`` writes for
+    ``model`` with every layer dense, minus each priced layer's predicted bytes
+    (``tfscalpel.layer_costs``: weights, bias, quantization parameters, 64-byte alignment).
+    It holds the flatbuffer's tables, tensor names and the graph's other constants; the
+    allocator adds it once to every flash total (as ``model_ns`` for latency), so a flash
+    budget is a budget on the file and the dense total is the dense file exactly. A custom op
+    layer has one tensor where dense has two, so a pruned file comes out a little (a few
+    hundred bytes per sparse layer) under its prediction.
+
+    Args:
+        model: the dense Keras model the budget will be planned on.
+        target: the registered target the plan uses.
+        dtype: "int8" (needs ``representative_data``) or "float32".
+        profile: a profile dict to extend (e.g. from :func:`measure`); not modified.
+
+    Returns a profile dict for ``tfscalpel.plan(..., profile=)``.
+    """
+    import tfscalpel
+    from tfscalpel.layer_costs import LayerShape, ProfileCosts
+
+    base = copy.deepcopy(profile if profile is not None else cost_model.load(target).profile)
+    result = dense_export(model, target, dtype, representative_data)
+    costs = ProfileCosts(tfscalpel.get_target(target), base, dtype)
+    layers = sum(costs.dense(LayerShape.of(model.get_layer(p.name), p.layer_type,
+                                           p.fan_in)).flash
+                 for p in tfscalpel.plan(model, target).layers)
+    base.setdefault("measured", {}).setdefault(dtype, {})["model_bytes"] = (
+        float(len(result.model_bytes)) - layers)
+    return base
+
+
+def dense_export(model, target="cortex-m4", dtype="int8", representative_data=None):
+    """``export(model, target)`` with every layer kept dense (the file a flash budget is
+    relative to; a dense model's convolutions may otherwise be exported sparse where the
+    custom op is faster on their ragged groups)."""
+    from tflite_export.exporter import export, rewrite_tflite
+
+    result = export(model, target=target, quantize="int8" if dtype == "int8" else None,
+                    representative_data=representative_data)
+    if any(r.format != "dense" for r in result.layers):
+        result = rewrite_tflite(result.dense_model_bytes, target=target, keras_model=model,
+                                formats={r.layer: "dense" for r in result.layers})
+    return result

@@ -8,8 +8,9 @@
                              sensitivity_data=(x_val, y_val))
 
 **Metrics.** ``latency`` (the target profile's time unit: ns on CPUs, estimated cycles on
-Cortex-M), ``flash`` (bytes the weights take), ``arena`` (bytes of the largest layer's
-working set) and ``energy`` (picojoules per inference, :mod:`tfscalpel.energy`). A relative
+Cortex-M), ``flash`` (bytes the layers take in the ``.tflite`` file; with a profile from
+``tflite_export.host_profile.measure_flash`` the whole file), ``arena`` (bytes of the largest
+layer's working set) and ``energy`` (picojoules per inference, :mod:`tfscalpel.energy`). A relative
 budget is a number in (0, 1], a fraction of the dense model's predicted figure (the dense model
 is the one given, exported with the same dtype); an absolute one is given with its unit:
 ``latency_us`` (ns profiles), ``latency_cycles`` (cycle profiles), ``flash_bytes``,
@@ -171,6 +172,7 @@ class Allocation:
     dense_totals: Costs
     sensitivity_source: str
     model_latency: float = 0.0  # a measured profile's whole-model term, in every total
+    model_flash: float = 0.0  # the file's bytes no layer owns (measured from the dense export)
 
     def sparsities(self):
         """``{layer name: sparsity}`` of the layers the budget prunes (sparsity > 0)."""
@@ -203,9 +205,12 @@ class Allocation:
         for r in self.layers:
             lines.append(row(r.name, f"{r.sparsity:.0%}", r.g or "-", r.format, r.costs,
                              f"{r.sensitivity:.4f}", r.note))
-        if self.model_latency:
-            lines.append(row("(model)", "", "", "", Costs(self.model_latency, 0.0, 0.0, 0.0),
-                             "", "measured: the whole model minus its FC layers timed alone"))
+        if self.model_latency or self.model_flash:
+            what = [w for w, v in (
+                ("the whole model minus its FC layers timed alone", self.model_latency),
+                ("the dense file's bytes no layer owns", self.model_flash)) if v]
+            term = Costs(self.model_latency, self.model_flash, 0.0, 0.0)
+            lines.append(row("(model)", "", "", "", term, "", "measured: " + "; ".join(what)))
         lines.append("-" * len(head))
         lines.append(row("total", "", "", "", self.totals, ""))
         lines.append(row("dense", "", "", "", self.dense_totals, ""))
@@ -346,7 +351,7 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
     options = [_layer_options(costs, shapes[p.name], budget, g_default[p.name]) for p, _ in free]
     # A measured profile's whole-model term (tflite_export.host_profile) counts once, dense or
     # pruned; fitted profiles have none.
-    model_term = Costs(costs.model_ns, 0.0, 0.0, 0.0)
+    model_term = Costs(costs.model_ns, costs.model_bytes, 0.0, 0.0)
     dense_all = model_term + _sum(costs.dense(s) for s in shapes.values())
     fixed_total = model_term + _sum(costs.dense(shapes[p.name]) for p, _ in fixed)
     limits = budget.limits(dense_all, costs.time_unit)
@@ -407,7 +412,7 @@ def allocate(model, layer_plans, target, budget, profile=None, dtype=None,
                                         0.0, note))
     totals = model_term + _sum(r.costs for r in rows)
     return Allocation(target.name, costs.dtype, costs.time_unit, budget, limits, tuple(rows),
-                      totals, dense_all, source, costs.model_ns)
+                      totals, dense_all, source, costs.model_ns, costs.model_bytes)
 
 
 def _infeasible(target, metric, limits, best, dense_all, costs, fixed):

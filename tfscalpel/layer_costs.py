@@ -9,11 +9,19 @@ imports the deployment side):
   The exporter's own rule applies: the sparse format is only used where it is predicted at
   least the profile's ``min_speedup`` faster than dense; elsewhere the layer stays dense and
   costs what dense costs (in every metric);
-- **flash**: the bytes the format stores, as its size accounting counts them
-  (``tflite_export/formats/group_sparse.py``, ``tflite_export/params_blob.py`` and FORMAT.md:
-  values, one uint8 / uint16 group index per group, int32 row pointers, the meta section, bias,
-  for int8 the per-channel requantization arrays, with the blob's header and alignment; dense:
-  weights, bias, int8 per-channel scales and zero points);
+- **flash**: the bytes the layer's tensors occupy in the ``.tflite`` file, as the formats' size
+  accounting counts them (``tflite_export/formats/group_sparse.py``,
+  ``tflite_export/params_blob.py``, ``tflite_export/flatbuffer.py`` and FORMAT.md). Custom op:
+  its parameter blob (values, one uint8 / uint16 group index per group, int32 row pointers, the
+  meta section, bias, for int8 the per-channel requantization arrays, a convolution's geometry,
+  the blob's header and 16-byte section alignment, padded to a whole number of its rows).
+  Dense: the weights and the bias buffers; int8 adds both tensors' per-channel scale (float32)
+  and zero point (int64), as ``export`` quantizes by default (the converter drops an all-zero
+  bias, so an untrained layer's file is smaller). Every buffer sits 64-byte aligned after its 4-byte length, so each
+  costs ``align64(bytes + 4)`` in the file. What no layer owns (the flatbuffer's tables, tensor
+  names, the graph's other constants) is a profile's ``measured[dtype]["model_bytes"]``, added
+  once to every model total like ``model_ns`` (``tflite_export.host_profile.measure_flash``
+  measures it from the dense export). Energy counts what the kernel reads (no file padding);
 - **arena**: the layer's working set, input plus output activations, plus the custom op's
   scratch where the profile's ``"arena"`` entry gives it (TFLite Micro: int8 inputs widened to
   int16 once per node); the model's arena is the largest layer's (the planner reuses memory);
@@ -44,6 +52,9 @@ from tfscalpel.cost_profile import conv_time, linear_time, unit_cost
 METRICS = ("latency", "flash", "arena", "energy")
 _META_BYTES = 64  # the custom op's meta section: 16 int32 (FORMAT.md)
 _UINT8_MAX_GROUPS = 256  # FORMAT.md version 2: uint8 group indices up to 256 groups per row
+_GEOMETRY_BYTES = 64  # TFS_GROUP_SPARSE_CONV2D's geometry section: 16 int32 (FORMAT.md)
+_BUFFER_ALIGN = 64  # every buffer's data 64-byte aligned in the file (tflite_export/flatbuffer.py)
+_QUANT_BYTES = 12  # per channel of a per-channel int8 tensor: float32 scale + int64 zero point
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +68,10 @@ class LayerShape:
     positions: int  # output positions (1 for a dense layer on a vector)
     in_values: int  # input activation values per inference
     out_values: int  # output activation values per inference
+    #: rows of the custom op's parameter blob (its padding unit): a convolution's output shape
+    #: must follow from the blob's leading dims (cout, VALID window extents, strides:
+    #: ``tflite_export.formats.group_sparse_conv.blob_dims``); 0 means ``units`` (an FC layer)
+    blob_rows: int = 0
 
     @classmethod
     def of(cls, layer, kind, fan_in):
@@ -75,7 +90,8 @@ class LayerShape:
         units = int(out_shape[-1])
         return cls(layer.name, kind, int(fan_in), units,
                    int(math.prod(out_shape[:-1])) if len(out_shape) > 1 else 1,
-                   int(math.prod(in_shape)), int(math.prod(out_shape)))
+                   int(math.prod(in_shape)), int(math.prod(out_shape)),
+                   _blob_rows(layer, units) if kind == "conv" else 0)
 
     def groups(self, g):
         """Groups of width ``g`` the dense kernel has (ragged tails count as groups)."""
@@ -104,6 +120,23 @@ ZERO = Costs(0.0, 0.0, 0.0, 0.0)
 
 def _align16(n):
     return -(-n // 16) * 16
+
+
+def _in_file(nbytes):
+    """The bytes one buffer of ``nbytes`` takes in the file: its 4-byte length, then its data at
+    the next 64-byte boundary (the padding before the next buffer is counted with this one)."""
+    return -(-(nbytes + 4) // _BUFFER_ALIGN) * _BUFFER_ALIGN
+
+
+def _blob_rows(layer, units):
+    """A convolution's blob rows: ``cout * ekh * ekw * stride_h * stride_w`` with ``ek`` the
+    VALID window's extent (1 for SAME), as the exporter shapes it."""
+    kh, kw = getattr(layer, "kernel_size", (1, 1))
+    sh, sw = getattr(layer, "strides", (1, 1))
+    dh, dw = getattr(layer, "dilation_rate", (1, 1))
+    valid = str(getattr(layer, "padding", "valid")).lower() == "valid"
+    ekh, ekw = ((kh - 1) * dh + 1, (kw - 1) * dw + 1) if valid else (1, 1)
+    return int(units * ekh * ekw * sh * sw)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +189,9 @@ class ProfileCosts:
         #: Added once to every model total (measured profiles: the whole model minus its FC layers
         #: timed one at a time; 0 for a fitted profile, which leaves the per-run cost out).
         self.model_ns = float(measured.get("model_ns", 0.0))
+        #: Flash no layer owns, added once to every model total (the dense export's file minus
+        #: its layers' :meth:`_flash`, ``tflite_export.host_profile.measure_flash``; 0 without).
+        self.model_bytes = float(measured.get("model_bytes", 0.0))
 
     def sparse_reason(self, shape):
         """Why ``shape``'s layer cannot be exported sparse on this target, or None."""
@@ -209,27 +245,42 @@ class ProfileCosts:
             base += scratch["per_input"] * shape.fan_in + scratch["fixed"]
         return float(base)
 
-    def _flash(self, shape, fmt, groups=0, g=0):
+    def _read(self, shape, fmt, groups=0, g=0):
+        """Bytes the kernel reads from flash (energy): the weights or the blob, no file padding."""
         n, b = shape.units, self.value_bytes
         int8 = self.dtype == "int8"
         if fmt == "dense":  # weights, bias, int8: per-channel scale (4 B) and zero point (8 B)
             return float(shape.fan_in * n * b + 4 * n + (12 * n if int8 else 0))
-        # The custom op's parameter blob (tflite_export/params_blob.py, FORMAT.md): a 16-byte
-        # header and one 16-byte entry per section, each section 16-byte aligned, the whole
-        # padded to a multiple of the output width; tests/test_budget.py checks it against
-        # the exporter's bytes.
+        return float(self._blob(shape, groups, g))
+
+    def _blob(self, shape, groups, g):
+        """The custom op's parameter blob (tflite_export/params_blob.py, FORMAT.md): a 16-byte
+        header and one 16-byte entry per section, each section 16-byte aligned, the whole padded
+        to a multiple of the blob's rows; tests/test_budget.py checks it against the exporter."""
+        n, b = shape.units, self.value_bytes
         index = 1 if -(-shape.fan_in // g) <= _UINT8_MAX_GROUPS else 2
         sections = [groups * g * b, groups * index, 4 * (n + 1), _META_BYTES, 4 * n]
-        sections += [4 * n] * 3 if int8 else []  # out_multiplier, out_shift, out_scale
+        sections += [4 * n] * 3 if self.dtype == "int8" else []  # multiplier, shift, scale
+        sections += [_GEOMETRY_BYTES] if shape.kind == "conv" else []
         total = _align16(16 + 16 * len(sections)) + sum(_align16(x) for x in sections)
-        return float(-(-total // n) * n)
+        rows = shape.blob_rows or n
+        return -(-total // rows) * rows
+
+    def _flash(self, shape, fmt, groups=0, g=0):
+        """Bytes the layer's tensors take in the ``.tflite`` file (module docstring)."""
+        n = shape.units
+        if fmt != "dense":  # one uint8 blob tensor, no quantization parameters
+            return float(_in_file(self._blob(shape, groups, g)))
+        weights = _in_file(shape.fan_in * n * self.value_bytes) + _in_file(4 * n)  # + bias
+        # int8 per channel: the weights' and the bias' scale and zero point, in the tensor tables
+        return float(weights + (2 * _QUANT_BYTES * n if self.dtype == "int8" else 0))
 
     def dense(self, shape):
         """Costs of the layer left dense."""
         macs = shape.fan_in * shape.units * shape.positions
         flash = self._flash(shape, "dense")
-        e = energy.layer_energy(macs, shape.units, shape.positions, flash, self.dtype,
-                                self.energy_table)
+        e = energy.layer_energy(macs, shape.units, shape.positions, self._read(shape, "dense"),
+                                self.dtype, self.energy_table)
         return Costs(self._latency("dense", shape, shape.fan_in * shape.units), flash,
                      self._arena(shape, "dense"), e.total)
 
@@ -246,7 +297,8 @@ class ProfileCosts:
         if dense.latency < self.min_speedup * latency:
             return Option(sparsity, g, "dense", total, dense)  # the exporter keeps it dense
         flash = self._flash(shape, "custom", stored, g)
-        e = energy.layer_energy(stored * g * shape.positions, shape.units, shape.positions, flash,
-                                self.dtype, self.energy_table, stored_groups=stored)
+        e = energy.layer_energy(stored * g * shape.positions, shape.units, shape.positions,
+                                self._read(shape, "custom", stored, g), self.dtype,
+                                self.energy_table, stored_groups=stored)
         return Option(sparsity, g, "custom", stored,
                       Costs(latency, flash, self._arena(shape, "custom"), e.total))
