@@ -56,14 +56,19 @@ def test_selection_is_deterministic_and_never_slower(converted, tmp_path):
     # The synthetic custom node costs its parameter blob's bytes: the smallest blob wins. The
     # second layer reads only the first one's output, so behind the custom first layer it is
     # timed fused (what it adds to the first layer's time: no second node cost), where g=1
-    # wins; alone, g=2 won at 1.86x (0.17 us, node cost included).
+    # wins; alone, g=2 won at 1.86x (0.17 us, node cost included). In the whole model, the
+    # second layer is rewritten into the model as decided so far (the first one custom, fused):
+    # the same saving, so both measurements agree.
     assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("custom", 1)]
     assert [r.reason for r in result.layers] == [
-        "custom g=4 measured 5.37x vs dense (0.38 us vs 2.05 us on test-cpu | build 1)",
-        "custom g=1 measured 3.54x vs dense (0.09 us vs 0.32 us on test-cpu | build 1, each "
-        "behind dense as custom g=4)"]
+        "custom g=4 measured 5.37x vs dense (0.38 us vs 2.05 us, the slower of: alone 0.38 us, "
+        "the dense layer plus the whole model's change -1.67 us; on test-cpu | build 1)",
+        "custom g=1 measured 3.54x vs dense (0.09 us vs 0.32 us, the slower of: alone 0.09 us, "
+        "the dense layer plus the whole model's change -0.23 us; on test-cpu | build 1; alone: "
+        "each behind dense as custom g=4)"]
     assert [r.expected_speedup for r in result.layers] == [5.367, 3.54]
     assert "measured on this host (test-cpu | build 1)" in str(result)
+    assert "whole model measured 5.02x vs dense (0.47 us vs 2.37 us)" in result.report.note
     assert result.report.note.endswith("fused into one node each: dense+dense_1")
     ops = flatbuffer.load(result.model_bytes).subgraphs[0].operators
     assert len(ops) == 1
@@ -74,7 +79,8 @@ def test_selection_is_deterministic_and_never_slower(converted, tmp_path):
     assert [r.format for r in kept.layers] == ["dense", "dense"]
     assert kept.layers[0].reason == (
         "kept dense: best sparse choice builtin block-sparse 1x4 measured 0.20x vs dense "
-        "(10.24 us vs 2.05 us on slow-cpu), < 1.10x required")
+        "(10.24 us vs 2.05 us, the slower of: alone 10.24 us, the dense layer plus the whole "
+        "model's change +8.19 us; on slow-cpu), < 1.10x required")
 
 
 def test_cache_hit_and_invalidation(converted, tmp_path):
@@ -235,9 +241,10 @@ def test_conv_layers_measured_in_the_whole_model_deterministic_and_never_slower(
            for op in flatbuffer.load(result.model_bytes).subgraphs[0].operators]
     assert ops.count("TFS_GROUP_SPARSE_CONV2D") == 1
     calls = timer.calls
-    # FC: dense + 6 candidates; per conv, 3 rounds of the whole dense model, then the conv alone
-    # and 5 widths in the whole model and alone, each behind the whole dense model again: 3 x 23
-    assert calls == 7 + 2 * 3 * 23
+    # 3 rounds each of: the whole dense model, then the other candidates each behind it again.
+    # FC: alone dense and 6 candidates alone and in the whole model (3 x 27); per conv: the conv
+    # alone and 5 widths in the whole model and alone (3 x 23); the confirmation (3 x 3).
+    assert calls == 3 * 27 + 2 * 3 * 23 + 3 * 3
     again = host.HostMeasurement(timer=timer, cache_dir=str(tmp_path), key="conv-cpu")
     assert exporter.rewrite_tflite(tflite, target=again, keras_model=model).model_bytes == result.model_bytes
     assert timer.calls == calls and again.measured == 0
