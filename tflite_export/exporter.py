@@ -131,7 +131,7 @@ def rewrite_tflite(
                 break
             worst = min(sparse, key=lambda r: r.expected_speedup)
             reverted[worst.layer] = (f"kept dense: reverted, the {whole} with it, slower than "
-                                     f"dense; alone {worst.reason}")
+                                     f"dense; per layer: {worst.reason}")
             result = measured_export({**hints, **{name: "dense" for name in reverted}})
         if reverted:
             result = dataclasses.replace(result, report=dataclasses.replace(result.report, layers=tuple(

@@ -327,8 +327,11 @@ class HostMeasurement:
         digest = _digest(model_bytes)
         fcs = find_fully_connected(flatbuffer.load(model_bytes))
         index = {(c.subgraph, c.op_index): i for i, c in enumerate(fcs)}
-        so_far = [(index[(layer.subgraph, layer.op_index)], f, g, self._key(layer, f, g))
-                  for (d, _, _), (layer, f, g) in self._chosen.items() if d == digest]
+        i = index[(fc.subgraph, fc.op_index)]
+        # Layers are decided in order: those before fc (a re-export decides them all again).
+        so_far = sorted((index[(layer.subgraph, layer.op_index)], f, g, self._key(layer, f, g))
+                        for (d, _, _), (layer, f, g) in self._chosen.items()
+                        if d == digest and index[(layer.subgraph, layer.op_index)] < i)
         whole = f"whole:{digest[:16]}"
         if so_far:
             whole += " with " + hashlib.sha256(" ".join(k for *_, k in so_far).encode()).hexdigest()[:16]
@@ -340,7 +343,6 @@ class HostMeasurement:
             + [f"{self._key(fc, f, g)} in {whole}" for f, g, _ in options]
         if any(k not in self.times for k in keys):
             find, done = find_fully_connected, [r[:3] for r in so_far]
-            i = index[(fc.subgraph, fc.op_index)]
             reference = with_layers_rewritten(model_bytes, find, done, fuse=True) if done else model_bytes
             candidates = [(whole, reference, model_input(model_bytes))]
             candidates += [(k + tag, b, x) for k, b, x in base + alone]
