@@ -12,8 +12,22 @@ Layers are decided in order. When a layer reads only the output of the previous 
 layer became a custom op, the export fuses the two into one node (``tflite_export.fusion``), so a
 custom candidate of the same op would not pay LiteRT's per-node cost again: every candidate of
 such a layer is then timed as a two-layer model behind the previous layer as chosen (fused where
-both are of one op), minus the previous layer's own time, and the margin applies to those
-marginal times.
+both are of one op), minus the previous layer's own time.
+
+Each FULLY_CONNECTED candidate is measured twice, interleaved with dense in the same ``ROUNDS``
+rounds (``interleaved_best``), and the slower measurement counts, as for a conv below: alone (or
+marginal, behind a fused prefix) against dense alone, and in the whole model as decided so far
+(earlier layers' choices applied and fused) with only this layer rewritten, as dense's time plus
+the model's change. A busy spell on a shared machine flatters one of them, rarely both. A time
+under dense / ``MAX_CREDIBLE`` (a marginal lost in the prefix's noise, or <= 0) is no
+measurement: the other one counts alone, and with neither the candidate cannot win. The margin
+applies to the counted time.
+
+The contract is the whole model's: ``confirm`` times the exported model against the dense one in
+interleaved rounds, and the exporter (``exporter.rewrite_tflite``) reverts the sparse layer with
+the least measured speedup to dense while the exported model is slower than dense (threshold
+1.00x: per-layer margins do not add up across fusion, XNNPACK's partition and noise); the
+reverted layer's reason and the report's note say so. The confirmation is cached like the rest.
 
 CONV_2D layers (``decide_conv``) are measured in the whole model, since a convolution's cost
 depends on the XNNPACK partition around it: the whole dense model and the whole model with only
