@@ -331,14 +331,15 @@ class ZeroMarginalTimer(SyntheticTimer):
     """A cut-out model (``host.layer_model``: input named x) of the second layer fused behind
     the first costs ``first_s``, the first layer's time alone: the second one adds 0."""
 
-    def __init__(self, first_s: float):
+    def __init__(self, first_s: float, whole_too: bool = False):
         super().__init__()
-        self.first_s = first_s
+        self.first_s, self.whole_too = first_s, whole_too  # whole_too: any such fused model
 
     def __call__(self, model_bytes, x):
         model = flatbuffer.load(model_bytes)
         sg = model.subgraphs[0]
-        fused = model.signatureDefs[0].inputs[0].name == b"x" and len(sg.operators) == 1 \
+        cut_out = self.whole_too or model.signatureDefs[0].inputs[0].name == b"x"
+        fused = cut_out and len(sg.operators) == 1 \
             and flatbuffer.custom_code(model, sg.operators[0]) is not None \
             and sg.tensors[int(sg.inputs[0])].shape[-1] == 64 \
             and sg.tensors[int(sg.outputs[0])].shape[-1] == 10
@@ -363,6 +364,17 @@ def test_a_marginal_time_of_zero_is_no_speedup(converted, tmp_path):
         "the dense layer plus the whole model's change -0.23 us; on zero; alone: each behind "
         "dense as custom g=4)")
     assert result.layers[1].expected_speedup == 3.54
+    # The whole model with it fused costs the first layer alone too: no custom candidate has a
+    # credible measurement (0 us and 0 us, under dense / 50), so none can win; the best credible
+    # one (TFLite's block-sparse FC) is slower than dense, and the layer stays dense.
+    nothing = host.HostMeasurement(timer=ZeroMarginalTimer(first_s, whole_too=True),
+                                   cache_dir=str(tmp_path), key="nothing")
+    result = exporter.rewrite_tflite(tflite, target=nothing, keras_model=model)
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("dense", 0)]
+    assert result.layers[1].reason == (
+        "kept dense: best sparse choice builtin block-sparse 1x4 measured 0.20x vs dense (1.60 us "
+        "vs 0.32 us, the slower of: alone 1.60 us, the dense layer plus the whole model's change "
+        "+1.28 us; on nothing; alone: each behind dense as custom g=4), < 1.10x required")
 
 
 class SlowModelTimer(SyntheticTimer):
