@@ -56,14 +56,19 @@ def test_selection_is_deterministic_and_never_slower(converted, tmp_path):
     # The synthetic custom node costs its parameter blob's bytes: the smallest blob wins. The
     # second layer reads only the first one's output, so behind the custom first layer it is
     # timed fused (what it adds to the first layer's time: no second node cost), where g=1
-    # wins; alone, g=2 won at 1.86x (0.17 us, node cost included).
+    # wins; alone, g=2 won at 1.86x (0.17 us, node cost included). In the whole model, the
+    # second layer is rewritten into the model as decided so far (the first one custom, fused):
+    # the same saving, so both measurements agree.
     assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("custom", 1)]
     assert [r.reason for r in result.layers] == [
-        "custom g=4 measured 5.37x vs dense (0.38 us vs 2.05 us on test-cpu | build 1)",
-        "custom g=1 measured 3.54x vs dense (0.09 us vs 0.32 us on test-cpu | build 1, each "
-        "behind dense as custom g=4)"]
+        "custom g=4 measured 5.37x vs dense (0.38 us vs 2.05 us, the slower of: alone 0.38 us, "
+        "the dense layer plus the whole model's change -1.67 us; on test-cpu | build 1)",
+        "custom g=1 measured 3.54x vs dense (0.09 us vs 0.32 us, the slower of: alone 0.09 us, "
+        "the dense layer plus the whole model's change -0.23 us; on test-cpu | build 1; alone: "
+        "each behind dense as custom g=4)"]
     assert [r.expected_speedup for r in result.layers] == [5.367, 3.54]
     assert "measured on this host (test-cpu | build 1)" in str(result)
+    assert "whole model measured 5.02x vs dense (0.47 us vs 2.37 us)" in result.report.note
     assert result.report.note.endswith("fused into one node each: dense+dense_1")
     ops = flatbuffer.load(result.model_bytes).subgraphs[0].operators
     assert len(ops) == 1
@@ -74,7 +79,8 @@ def test_selection_is_deterministic_and_never_slower(converted, tmp_path):
     assert [r.format for r in kept.layers] == ["dense", "dense"]
     assert kept.layers[0].reason == (
         "kept dense: best sparse choice builtin block-sparse 1x4 measured 0.20x vs dense "
-        "(10.24 us vs 2.05 us on slow-cpu), < 1.10x required")
+        "(10.24 us vs 2.05 us, the slower of: alone 10.24 us, the dense layer plus the whole "
+        "model's change +8.19 us; on slow-cpu), < 1.10x required")
 
 
 def test_cache_hit_and_invalidation(converted, tmp_path):
@@ -235,9 +241,10 @@ def test_conv_layers_measured_in_the_whole_model_deterministic_and_never_slower(
            for op in flatbuffer.load(result.model_bytes).subgraphs[0].operators]
     assert ops.count("TFS_GROUP_SPARSE_CONV2D") == 1
     calls = timer.calls
-    # FC: dense + 6 candidates; per conv, 3 rounds of the whole dense model, then the conv alone
-    # and 5 widths in the whole model and alone, each behind the whole dense model again: 3 x 23
-    assert calls == 7 + 2 * 3 * 23
+    # 3 rounds each of: the whole dense model, then the other candidates each behind it again.
+    # FC: alone dense and 6 candidates alone and in the whole model (3 x 27); per conv: the conv
+    # alone and 5 widths in the whole model and alone (3 x 23); the confirmation (3 x 3).
+    assert calls == 3 * 27 + 2 * 3 * 23 + 3 * 3
     again = host.HostMeasurement(timer=timer, cache_dir=str(tmp_path), key="conv-cpu")
     assert exporter.rewrite_tflite(tflite, target=again, keras_model=model).model_bytes == result.model_bytes
     assert timer.calls == calls and again.measured == 0
@@ -294,3 +301,112 @@ def test_host_conv_export_runs_and_matches_dense(tmp_path):
     with filtered_stderr(litert_noise):
         got = runtime.load(result.model_bytes).run(x)[0]
     np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+class FlatteringAloneTimer(SyntheticTimer):
+    """A busy spell that flatters every one-node model of a custom op 20x: the layer alone."""
+
+    def __call__(self, model_bytes, x):
+        model = flatbuffer.load(model_bytes)
+        ops = model.subgraphs[0].operators
+        flatter = len(ops) == 1 and flatbuffer.custom_code(model, ops[0]) is not None
+        return super().__call__(model_bytes, x) / (20.0 if flatter else 1.0)
+
+
+def test_fc_candidate_flattered_in_one_measurement_stays_dense(converted, tmp_path):
+    """With a slow custom node (0.29x in the whole model) flattered 20x alone (5.7x), the
+    slower of the two measurements counts: both layers stay dense."""
+    model, tflite = converted
+    measured = host.HostMeasurement(timer=FlatteringAloneTimer(custom_ns=5.0),
+                                    cache_dir=str(tmp_path), key="busy")
+    result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
+    assert [r.format for r in result.layers] == ["dense", "dense"]
+    assert result.layers[0].reason == (
+        "kept dense: best sparse choice custom g=4 measured 0.29x vs dense (7.14 us vs 2.05 us, "
+        "the slower of: alone 0.36 us, the dense layer plus the whole model's change +5.09 us; on "
+        "busy), < 1.10x required")
+
+
+class ZeroMarginalTimer(SyntheticTimer):
+    """A cut-out model (``host.layer_model``: input named x) of the second layer fused behind
+    the first costs ``first_s``, the first layer's time alone: the second one adds 0."""
+
+    def __init__(self, first_s: float, whole_too: bool = False):
+        super().__init__()
+        self.first_s, self.whole_too = first_s, whole_too  # whole_too: any such fused model
+
+    def __call__(self, model_bytes, x):
+        model = flatbuffer.load(model_bytes)
+        sg = model.subgraphs[0]
+        cut_out = self.whole_too or model.signatureDefs[0].inputs[0].name == b"x"
+        fused = cut_out and len(sg.operators) == 1 \
+            and flatbuffer.custom_code(model, sg.operators[0]) is not None \
+            and sg.tensors[int(sg.inputs[0])].shape[-1] == 64 \
+            and sg.tensors[int(sg.outputs[0])].shape[-1] == 10
+        return self.first_s if fused else super().__call__(model_bytes, x)
+
+
+def test_a_marginal_time_of_zero_is_no_speedup(converted, tmp_path):
+    """Behind the fused first layer (custom g=4) the second one adds 0 us: that measures
+    nothing (it used to count as 1 ns, a 320x speedup); the whole model's measurement counts
+    alone."""
+    from tflite_export import formats
+
+    model, tflite = converted
+    first_s = host.HostMeasurement(timer=SyntheticTimer(), cache_dir=str(tmp_path), key="one").time_candidate(
+        tflite, find_fully_connected(flatbuffer.load(tflite))[0], formats.get("custom"), 4)
+    measured = host.HostMeasurement(timer=ZeroMarginalTimer(first_s), cache_dir=str(tmp_path),
+                                    key="zero")
+    result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("custom", 1)]
+    assert result.layers[1].reason == (
+        "custom g=1 measured 3.54x vs dense (0.09 us vs 0.32 us, the slower of: alone 0.00 us, "
+        "the dense layer plus the whole model's change -0.23 us; on zero; alone: each behind "
+        "dense as custom g=4)")
+    assert result.layers[1].expected_speedup == 3.54
+    # The whole model with it fused costs the first layer alone too: no custom candidate has a
+    # credible measurement (0 us and 0 us, under dense / 50), so none can win; the best credible
+    # one (TFLite's block-sparse FC) is slower than dense, and the layer stays dense.
+    nothing = host.HostMeasurement(timer=ZeroMarginalTimer(first_s, whole_too=True),
+                                   cache_dir=str(tmp_path), key="nothing")
+    result = exporter.rewrite_tflite(tflite, target=nothing, keras_model=model)
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("dense", 0)]
+    assert result.layers[1].reason == (
+        "kept dense: best sparse choice builtin block-sparse 1x4 measured 0.20x vs dense (1.60 us "
+        "vs 0.32 us, the slower of: alone 1.60 us, the dense layer plus the whole model's change "
+        "+1.28 us; on nothing; alone: each behind dense as custom g=4), < 1.10x required")
+
+
+class SlowModelTimer(SyntheticTimer):
+    """Synthetic times, plus 5 us for one given model (the exported one)."""
+
+    def __init__(self, slow: bytes):
+        super().__init__()
+        self.slow = slow
+
+    def __call__(self, model_bytes, x):
+        return super().__call__(model_bytes, x) + (5e-6 if bytes(model_bytes) == self.slow else 0.0)
+
+
+def test_whole_model_slower_than_dense_reverts_the_least_gain_first(converted, tmp_path):
+    """Both layers win alone and in the model as decided, but the exported model measures
+    slower than dense: the second layer (3.54x, the lesser gain) goes back to dense, and the
+    model without it is faster than dense."""
+    model, tflite = converted
+    first = exporter.rewrite_tflite(tflite, keras_model=model, target=host.HostMeasurement(
+        timer=SyntheticTimer(), cache_dir=str(tmp_path), key="fast"))
+    assert [(r.format, r.g) for r in first.layers] == [("custom", 4), ("custom", 1)]
+    measured = host.HostMeasurement(timer=SlowModelTimer(first.model_bytes),
+                                    cache_dir=str(tmp_path), key="slow-whole")
+    result = exporter.rewrite_tflite(tflite, target=measured, keras_model=model)
+    assert [(r.format, r.g) for r in result.layers] == [("custom", 4), ("dense", 0)]
+    assert result.layers[0].reason == first.layers[0].reason.replace("fast", "slow-whole")
+    assert result.layers[1].reason == (
+        "kept dense: reverted, the whole model measured 0.43x vs dense (5.47 us vs 2.37 us) with "
+        "it, slower than dense; per layer: " + first.layers[1].reason.replace("fast", "slow-whole"))
+    assert "whole model measured 3.38x vs dense (0.70 us vs 2.37 us), 1 sparse choice(s) " \
+           "reverted" in result.report.note
+    again = SlowModelTimer(first.model_bytes)
+    cached = exporter.rewrite_tflite(tflite, keras_model=model, target=host.HostMeasurement(
+        timer=again, cache_dir=str(tmp_path), key="slow-whole"))
+    assert again.calls == 0 and cached.model_bytes == result.model_bytes  # the confirmation too
