@@ -19,6 +19,7 @@ import numpy as np
 from tflite_export import group_csr, params_blob
 from tflite_export.formats.base import CustomOpFormat
 from tflite_export.formats.group_sparse import FORMAT as GROUP_SPARSE_FC
+from tflite_export.kernels import default_tile
 
 GEOMETRY_LEN = 16
 
@@ -40,18 +41,6 @@ def blob_dims(geom: np.ndarray, cout: int) -> tuple[int, ...]:
     ekh = (int(geom[4]) - 1) * int(geom[8]) + 1 if valid else 1
     ekw = (int(geom[5]) - 1) * int(geom[9]) + 1 if valid else 1
     return (int(cout), ekh, ekw, int(geom[6]), int(geom[7]))
-
-
-def default_tile(geom: np.ndarray, in_features: int, elem_size: int = 1, host: bool = False) -> int:
-    """Output positions per FC call that tfs_gsconv_validate_layer sets: what fits
-    TFS_GSCONV_TILE_BYTES of patches (elements of ``elem_size`` bytes), in [1, positions];
-    ``host``: at least TFS_GSCONV_HOST_TILE, what the host runtime's adapter sets. The rule and
-    its constants live with the cost formula that prices the tiles (``tfscalpel.cost_profile``),
-    imported here when called: importing the format registry stays free of Keras/TensorFlow."""
-    from tfscalpel.cost_profile import conv_tile
-
-    positions = int(geom[11]) * int(geom[12])
-    return conv_tile(positions, in_features, elem_size, host)
 
 
 def workspace_bytes(geom: np.ndarray, in_features: int, elem_size: int = 1) -> int:

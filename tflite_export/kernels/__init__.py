@@ -414,6 +414,18 @@ def batched_min_rows() -> int:
     return int(library().tfs_gsfc_batched_min_rows())
 
 
+def default_tile(geom: np.ndarray, in_features: int, elem_size: int = 1, host: bool = False) -> int:
+    """Output positions per FC call that tfs_gsconv_validate_layer sets: what fits
+    TFS_GSCONV_TILE_BYTES of patches (elements of ``elem_size`` bytes), in [1, positions];
+    ``host``: at least TFS_GSCONV_HOST_TILE, what the host runtime's adapter sets. The rule and
+    its constants live with the cost formula that prices the tiles (``tfscalpel.cost_profile``),
+    imported here when called: importing the format registry stays free of Keras/TensorFlow."""
+    from tfscalpel.cost_profile import conv_tile
+
+    positions = int(geom[11]) * int(geom[12])
+    return conv_tile(positions, in_features, elem_size, host)
+
+
 class GroupSparseConv2D(CustomOpLayer):
     """One validated TFS_GROUP_SPARSE_CONV2D layer (int8 or float32), runnable on numpy arrays
     without LiteRT: the FC op's eight arrays (the filters ``[cout, kh*kw*cin]`` as group-CSR;
@@ -432,8 +444,6 @@ class GroupSparseConv2D(CustomOpLayer):
         self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
                         out_scale, geometry], requant)
         g = self._arrays[8]
-        from tflite_export.formats.group_sparse_conv import default_tile
-
         if tile == "host":  # what the host runtime's adapter runs (TFS_GSCONV_HOST_TILE)
             tile = default_tile(g, self.in_features, self.dtype.itemsize, host=True)
         if tile is not None:
