@@ -43,6 +43,13 @@ def main(out_dir):
     pruned.fit(x, y, epochs=2, batch_size=16, verbose=0,
                callbacks=[tfscalpel.UpdatePruningStep()])
     layers = tfscalpel.pruned_layers(pruned)
+    # Keras 3 runs batch ends on a thread (on thread-safe backends such as JAX) unless a callback
+    # defines a synchronous on_train_batch_end; ours must not turn that off, except summaries
+    # written every few batches.
+    results["async_batch_end"] = [keras.callbacks.CallbackList(list(callbacks))._async_train
+                                  for callbacks in ([tfscalpel.UpdatePruningStep(),
+                                                     tfscalpel.PruningSummaries(out_dir)],
+                                                    [tfscalpel.PruningSummaries(out_dir, 1)])]
     results["sparsity"] = [layer.mask_sparsity() for layer in layers]
     results["pruning_step"] = [int(keras.ops.convert_to_numpy(layer.pruning_step))
                                for layer in layers]

@@ -47,7 +47,8 @@ def test_prune_fit_save_load_strip_under_jax(jax_run):
     assert r["backend"] == "jax"
     # PolynomialDecay 0 -> 0.75 over steps 0..6 at every step; 8 steps trained.
     assert r["sparsity"] == [0.75, 0.75]
-    assert r["pruning_step"] == [7, 7]
+    assert r["pruning_step"] == [7, 7]  # 2 epochs of 4 batches, batch indices from 0 in each
+    assert r["async_batch_end"] == [True, False]
     assert r["masked_nonzero_where_pruned"] == 0
     assert r["reload_max_diff"] == 0.0 and r["reload_sparsity"] == [0.75, 0.75]
     assert r["stripped_layers"] == ["Dense", "Dense"] and r["strip_max_diff"] == 0.0

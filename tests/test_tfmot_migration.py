@@ -25,15 +25,17 @@ def _data(n):
     return rng.standard_normal((n, 16)).astype(np.float32), rng.standard_normal((n, 4)).astype(np.float32)
 
 
-def _fit(steps_per_execution):
-    """32 optimizer steps of batch 1 under a schedule that updates at every step."""
+def _fit(steps_per_execution, epochs=1):
+    """32 optimizer steps of batch 1, in ``epochs`` epochs, under a schedule that updates at
+    every step."""
     keras.utils.set_random_seed(7)
     model = _pruned_model(tfscalpel.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=31,
                                                     frequency=1))
     model.compile(optimizer="sgd", loss="mse", steps_per_execution=steps_per_execution)
-    x, y = _data(32)
-    model.fit(x, y, batch_size=1, epochs=1, verbose=0,
+    x, y = _data(32 // epochs)
+    model.fit(x, y, batch_size=1, epochs=epochs, verbose=0,
               callbacks=[tfscalpel.UpdatePruningStep()])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 32
     layers = tfscalpel.layers.pruned_layers(model)
     return ([int(keras.ops.convert_to_numpy(l.pruning_step.value)) for l in layers],
             [round(l.mask_sparsity(), 4) for l in layers])
@@ -46,6 +48,13 @@ def test_steps_per_execution_advances_one_pruning_step_per_optimizer_step():
     # Masks can only change between executions: the last update (step 31) lands at the start
     # of the last execution (steps 28-31) instead of at step 31 itself.
     assert sparsity_1 == sparsity_4 == [0.75, 0.75]
+
+
+def test_steps_per_execution_counts_steps_across_epochs():
+    # Keras numbers the batches of every epoch from 0; the callback counts steps from those
+    # indices (it has no batch-end hook), so epoch 2 must continue at step 16, not restart.
+    assert _fit(4, epochs=2) == _fit(1, epochs=2) == ([31, 31], [0.75, 0.75])
+    assert _fit(8, epochs=4)[0] == [31, 31]
 
 
 def test_schedule_that_pruned_nothing_is_a_warning_naming_the_layers():

@@ -39,11 +39,25 @@ class UpdatePruningStep(keras.callbacks.Callback):
     coming execution is applied at its start, and the step advances by the steps really run.
     At the end of training, a warning names the layers that are still dense although their
     schedule asks for sparsity (training ended before the schedule pruned anything).
+
+    Steps are counted from the batch indices Keras passes to ``on_train_batch_begin`` (numbered
+    from 0 in every epoch, the first batch of each execution), so the callback has no
+    ``on_train_batch_end``: on backends whose ``fit`` dispatches batch ends to a thread (JAX,
+    PyTorch; TensorFlow's are always synchronous), a callback defining one makes every batch
+    end synchronous, so the step's logs are converted to Python numbers before the next step
+    may start.
     """
 
     def on_train_begin(self, logs=None):
         self._layers = None
         self._first_batch = True
+        self._epoch_start = None  # the step of batch 0 of the current epoch
+        self._next_step = None  # the step after the last execution begun
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras numbers the batches of every epoch from 0: this epoch starts where the last
+        # execution begun ended (None before the first batch of this fit).
+        self._epoch_start = self._next_step
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._layers is None:
@@ -60,28 +74,24 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._layers = checked_pruned_layers(self.model)
             for layer in self._layers:
                 layer.zero_pruned()  # a kernel written since (set_weights) may hold stale values
-            self._step = _current_step(self.model, self._layers)
+            self._epoch_start = _current_step(self.model, self._layers) - batch
             self._per_execution = _steps_per_execution(self.model)
         if not self._layers:
             return
-        self._batch_begin = batch
-        for step in range(self._step, self._step + self._per_execution):
+        first = self._epoch_start + batch
+        self._next_step = first + self._per_execution
+        for step in range(first, self._next_step):
             apply_schedules(self._layers, step, lambda: sync_model_state(self.model))
         if self._first_batch:
             # The layers refuse to train at step -1 (no callback drives them); from here on the
             # step is written only when masks change and at the end of each epoch.
             self._first_batch = False
             sync_model_state(self.model)
-            record_step(self._layers, self._step + self._per_execution - 1)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._layers:
-            # Keras passes the index of the last batch this execution ran.
-            self._step += max(batch - self._batch_begin + 1, 1)
+            record_step(self._layers, self._next_step - 1)
 
     def _record(self):
         if self._layers:
-            record_step(self._layers, self._step - 1)
+            record_step(self._layers, self._next_step - 1)
 
     def on_epoch_end(self, epoch, logs=None):
         self._record()
@@ -89,7 +99,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self._record()
         if self._layers:
-            _warn_unfinished_schedules(self._layers, self._step - 1)
+            _warn_unfinished_schedules(self._layers, self._next_step - 1)
 
 
 def _warn_unfinished_schedules(layers, last_step):
@@ -134,6 +144,13 @@ class PruningSummaries(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.update_freq = update_freq
         self._writer = None
+
+    @property
+    def async_safe(self):
+        """Whether Keras 3 may run ``on_train_batch_end`` on another thread (on the backends
+        that dispatch batch ends asynchronously, which a synchronous batch-end hook turns off):
+        yes when summaries are written per epoch only, the hook does nothing then."""
+        return self.update_freq == "epoch"
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf  # summaries are TensorBoard's, i.e. TF's
