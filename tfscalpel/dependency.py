@@ -181,7 +181,11 @@ def _walk(model, dead):
             gates.append(layer.name)
         elif role == "channelwise":
             ids[id(y)] = ids[id(x)]
-            zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
+            if handler.normalises:  # statistics over every channel: a use, never a zero
+                uses.append((ids[id(x)], zero[id(x)]))
+                zero[id(y)] = np.zeros(len(ids[id(x)]), dtype=bool)
+            else:
+                zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
             if handler.owns_channels:
                 out_ids[layer.name] = ids[id(x)]
         elif role == "flatten":
