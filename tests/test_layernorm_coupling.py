@@ -114,8 +114,33 @@ def test_pruned_layernorm_equals_layernorm_with_zero_channels(center, scale):
     assert again.n_full == 12 and again.epsilon == pruned.epsilon
 
 
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
 def test_pruned_layernorm_refuses_what_it_does_not_support():
     with pytest.raises(ValueError, match=r"'pln': rms_scaling is not supported"):
         PrunedLayerNormalization(n_full=4, rms_scaling=True, name="pln")
     with pytest.raises(ValueError, match=r"'pln': axis must be the last axis, got 1"):
         PrunedLayerNormalization(n_full=4, axis=1, name="pln").build((None, 3, 4))
+
+
+def test_gate_training_ties_the_layernorm_gate_with_the_writers():
+    rng = np.random.default_rng(1)
+    pruned = tfscalpel.prune(_stream_model(), target="gpu-ampere", per_layer=_NODES,
+                             mask_options={"gate_scale": 64.0})
+    x = rng.normal(size=(64, 16)).astype("float32")
+    y = rng.integers(0, 10, size=64)
+    pruned.compile(optimizer=keras.optimizers.Adam(1e-3),
+                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    training = tfscalpel.GateTraining(penalties=(0.02,), epochs_per_stage=3, finetune_epochs=0)
+    pruned.fit(x, y, batch_size=16, epochs=training.total_epochs, verbose=0,
+               callbacks=[training])
+    embed, ff2, ln = (pruned.get_layer(f"mask_{n}") for n in ("embed", "ff2", "ln"))
+    np.testing.assert_array_equal(embed.gates(), ln.gates())
+    np.testing.assert_array_equal(ff2.gates(), ln.gates())
+    dead = int((~ln.kept()).sum())
+    assert 0 < dead < 32
+    stripped, report = tfscalpel.strip(pruned, return_report=True)
+    nodes = {r.name: (r.nodes_kept, r.nodes_total) for r in report.layers}
+    assert nodes["embed"] == nodes["ff2"] == (32 - dead, 32)
+    assert stripped.get_layer("ln").gamma.shape == (32 - dead,)
+    np.testing.assert_allclose(stripped.predict(x[:4], verbose=0),
+                               pruned.predict(x[:4], verbose=0), atol=1e-5, rtol=1e-5)

@@ -12,7 +12,9 @@ modules:
   ========== =================================================================================
   weighted   creates fresh output channels and consumes its input channels (Dense, Conv2D)
   channelwise output channel ``c`` depends on input channel ``c`` only (activations, pooling,
-             BatchNormalization, DepthwiseConv2D, a Reshape that keeps the last axis, ...)
+             BatchNormalization, DepthwiseConv2D, a Reshape that keeps the last axis, ...);
+             LayerNormalization's ids pass too, but its statistics read every channel
+             (:class:`ChannelNorm`, ``normalises``)
   gate       a channel-wise :class:`~tfscalpel.MaskLayer` whose dead nodes output zero
   merge      element-wise merge: couples the channels at the same position of its inputs
   concat     concatenates its inputs' channels
