@@ -444,7 +444,9 @@ class PrunedLayerNormalization(keras.layers.LayerNormalization):
         super().build(input_shape)
 
     def call(self, inputs):
-        x = ops.cast(inputs, "float32") if inputs.dtype in ("float16", "bfloat16") else inputs
+        # Statistics in float32 under mixed precision, as Keras's own layer norm computes them.
+        half = keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16")
+        x = ops.cast(inputs, "float32") if half else inputs
         n = float(self.n_full)
         missing = n - float(x.shape[-1])
         mean = ops.sum(x, axis=-1, keepdims=True) / n
