@@ -107,9 +107,15 @@ def test_positive_and_negative_channel_axes_agree():
      r"layer 'odd' is a BatchNormalization over axis 1, not the channel axis \(the last of 4\)"),
     (lambda: L.Reshape((4, 12), name="odd"),
      r"layer 'odd' is a Reshape layer that changes the channel axis \(3 -> 12\)"),
-    (lambda: L.LayerNormalization(name="odd"),
-     r"layer 'odd' is a LayerNormalization layer, which the channel analysis does not know"),
+    (lambda: L.LayerNormalization(rms_scaling=True, name="odd"),
+     r"layer 'odd' is a LayerNormalization with rms_scaling=True, which node removal does not "
+     r"support"),
+    (lambda: L.LayerNormalization(axis=1, name="odd"),
+     r"layer 'odd' is a LayerNormalization over axis \[1\], not the channel axis \(the last of 4\)"),
+    (lambda: L.GroupNormalization(groups=1, name="odd"),
+     r"layer 'odd' is a GroupNormalization layer, which the channel analysis does not know"),
 ])
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
 def test_layers_that_mix_the_channel_axis_are_refused_by_name(make, message):
     inputs = keras.Input((4, 4, 2))
     x = MaskLayer(name="m")(L.Conv2D(3, 1, name="c1")(inputs))

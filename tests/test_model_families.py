@@ -115,7 +115,8 @@ def test_transformer_encoder(tmp_path):
 
 def test_transformer_encoder_gpu_plan_removes_heads(tmp_path):
     tokens = np.random.default_rng(2).integers(0, 50, size=(4, 8)).astype("int32")
-    # ff*b feed the residual Add -> LayerNormalization: kept dense (no node removal there)
+    # ff*b write the residual stream, which the next attention (opaque to node removal) reads:
+    # kept dense
     plan, pruned, stripped, report = _train_strip_reload(
         _encoder(), tokens, "gpu-ampere", tmp_path,
         per_layer={"ff0b": {"method": "none"}, "ff1b": {"method": "none"}})

@@ -17,6 +17,7 @@ from tfscalpel.layers import (
     GroupPrunedDense,
     GroupPrunedDepthwiseConv2D,
     PrunableMixin,
+    PrunedLayerNormalization,
     pruned_layers,
 )
 from tfscalpel.conv_layers import (

@@ -12,18 +12,26 @@ says:
   ``c`` at rows ``c, c + C, c + 2C, ...``;
 - Concatenate (on the channel axis) concatenates them;
 - Add, Subtract, Average, Maximum, Minimum and Multiply *couple* them: ids at the same position
-  of their inputs are merged into one class, which is removed everywhere or nowhere.
+  of their inputs are merged into one class, which is removed everywhere or nowhere;
+- LayerNormalization over the last axis passes ids through (its gamma and beta are per
+  channel), but its statistics run over every channel, so it *uses* its inputs as a weighted
+  layer does (a class goes only where they are exactly zero; :func:`tfscalpel.strip` then makes
+  it a :class:`~tfscalpel.layers.PrunedLayerNormalization` that still divides by the original
+  width) and its outputs are never zero: its readers lose a channel only through a gate right
+  after it, which carries the same ids and so is coupled with the gates of the layers feeding it.
 
 Alongside the ids, the analysis tracks which positions are *exactly zero* (a dead MaskLayer
 node, then through layers that map 0 to 0, which is checked numerically per channel; the sum of
 zeros is zero, a product with a zero is zero). A class is removed when every layer that *uses*
-it (the input rows of a Dense or Conv2D) sees exactly zero there, and it does not reach a model
-input or output. Removing it then changes no output: the producing units and filters go, the
-channel-wise layers lose the channel, and the consumers lose the matching input rows.
+it (the input rows of a Dense or Conv2D, a LayerNormalization) sees exactly zero there, and it
+does not reach a model input or output. Removing it then changes no output: the producing units
+and filters go, the channel-wise layers lose the channel, and the consumers lose the matching
+input rows.
 
-A layer the analysis cannot follow (a Reshape of the channel axis, LayerNormalization, Softmax,
-grouped convolutions, nested models, unregistered layers, ...) is fine as long as no gated
-channel reaches it; if one does, the error names the layer and the gates involved.
+A layer the analysis cannot follow (a Reshape of the channel axis, GroupNormalization, a
+LayerNormalization with ``rms_scaling`` or over another axis, Softmax, grouped convolutions,
+nested models, unregistered layers, ...) is fine as long as no gated channel reaches it; if one
+does, the error names the layer and the gates involved.
 """
 import dataclasses
 import inspect
@@ -109,7 +117,7 @@ class _Walk:
     classes: _Classes
     pinned: list  # ids that must stay: model inputs and outputs, inputs of opaque layers
     opaque: list  # (layer, reason, ids it consumes)
-    uses: list  # (ids, zero) seen by the input rows of weighted layers
+    uses: list  # (ids, zero) seen by the input rows of weighted layers and by layer norms
     gated: set  # ids at MaskLayer positions (before unions)
     out_ids: dict  # layer name -> ids of its output channels (weighted, per-channel, gates)
     in_ids: dict  # weighted layer name -> ids of its input rows
@@ -124,7 +132,7 @@ def _walk(model, dead):
     ids, zero = {}, {}  # id(KerasTensor) -> channel ids / exact-zero flags of its last axis
     pinned = []  # ids that must stay: model inputs and outputs, inputs of opaque layers
     opaque = []  # (layer, reason, ids it consumes)
-    uses = []  # (ids, zero) seen by the input rows of weighted layers
+    uses = []  # (ids, zero) seen by the input rows of weighted layers and by layer norms
     gated = set()  # ids at MaskLayer positions (before unions)
     out_ids, in_ids, gates, seen = {}, {}, [], set()
     windows = []
@@ -181,7 +189,11 @@ def _walk(model, dead):
             gates.append(layer.name)
         elif role == "channelwise":
             ids[id(y)] = ids[id(x)]
-            zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
+            if handler.normalises:  # statistics over every channel: a use, never a zero
+                uses.append((ids[id(x)], zero[id(x)]))
+                zero[id(y)] = np.zeros(len(ids[id(x)]), dtype=bool)
+            else:
+                zero[id(y)] = zero[id(x)] & _zero_preserved(layer, x.shape)
             if handler.owns_channels:
                 out_ids[layer.name] = ids[id(x)]
         elif role == "flatten":

@@ -12,7 +12,9 @@ modules:
   ========== =================================================================================
   weighted   creates fresh output channels and consumes its input channels (Dense, Conv2D)
   channelwise output channel ``c`` depends on input channel ``c`` only (activations, pooling,
-             BatchNormalization, DepthwiseConv2D, a Reshape that keeps the last axis, ...)
+             BatchNormalization, DepthwiseConv2D, a Reshape that keeps the last axis, ...);
+             LayerNormalization's ids pass too, but its statistics read every channel
+             (:class:`ChannelNorm`, ``normalises``)
   gate       a channel-wise :class:`~tfscalpel.MaskLayer` whose dead nodes output zero
   merge      element-wise merge: couples the channels at the same position of its inputs
   concat     concatenates its inputs' channels
@@ -55,6 +57,7 @@ from tfscalpel.layers import (
     GroupPrunedDense,
     GroupPrunedDepthwiseConv2D,
     PrunableMixin,
+    PrunedLayerNormalization,
 )
 
 #: Config entries that only pruned twins have; dropped when a twin becomes a stock layer again.
@@ -158,6 +161,11 @@ class LayerHandler:
 
     def _refusal(self, layer, input_shapes, output_shapes):
         return None
+
+    #: True for a channel-wise layer whose statistics run over all its input channels
+    #: (LayerNormalization): its inputs are *used* like a weighted layer's input rows (a class
+    #: goes only where they are exactly zero) and its outputs are never zero.
+    normalises = False
 
     @property
     def gate_passes(self):
@@ -504,6 +512,33 @@ class ChannelwiseReshape(Channelwise):
         return type(layer).from_config(config), []
 
 
+class ChannelNorm(Channelwise):
+    """LayerNormalization over the last axis: per-channel ``gamma`` / ``beta``, statistics over
+    every channel. A channel is removed only where the layer's input is exactly zero (so it is a
+    *use*, see :attr:`LayerHandler.normalises`); its output there is ``beta - gamma * mean /
+    std``, not zero, so the readers after it lose the channel only through a gate right after
+    the layer norm. On removal it becomes a
+    :class:`~tfscalpel.layers.PrunedLayerNormalization` that still divides by the original
+    channel count, which makes the kept channels' outputs exact."""
+
+    normalises = True
+
+    def __init__(self):
+        super().__init__(weight_axes=-1, axis_attr="axis", quiet=True,
+                         check=_rms_scaling)
+
+    def remove(self, layer, keep_in, keep_out):
+        new, weights = super().remove(layer, keep_in, keep_out)
+        n_full = getattr(layer, "n_full", None)
+        if n_full is None:
+            n_full = int(layer.input.shape[-1])
+        if keep_out is None or (len(keep_out) == n_full and
+                                not isinstance(layer, PrunedLayerNormalization)):
+            return new, weights
+        config = {k: v for k, v in layer.get_config().items() if k != "n_full"}
+        return PrunedLayerNormalization(n_full=n_full, **config), weights
+
+
 class Gate(Channelwise):
     """A :class:`~tfscalpel.MaskLayer`: its dead nodes output exact zeros. On removal it goes
     away, unless dead nodes had to stay (coupled with live ones through a merge): then it
@@ -729,6 +764,13 @@ def _mixing_activation(layer, input_shapes, output_shapes):
     return None
 
 
+def _rms_scaling(layer, input_shapes, output_shapes):
+    if getattr(layer, "rms_scaling", False):
+        return ("a LayerNormalization with rms_scaling=True, which node removal does not "
+                "support")
+    return None
+
+
 def _depth_multiplier(layer, input_shapes, output_shapes):
     if layer.depth_multiplier != 1:
         return "a depthwise convolution with depth_multiplier != 1"
@@ -783,10 +825,11 @@ def _register_builtins():
     register_layer(L.Multiply, Merge("any"))
     register_layer(L.Concatenate, Concat())
     register_layer(L.Flatten, Flatten())
-    # Normalisation over channels mixes them (statistics across the axis): opaque, but they
-    # are not pruned on purpose, so prune() does not warn about them.
-    for cls in (L.LayerNormalization, L.GroupNormalization):
-        register_layer(cls, LayerHandler(quiet=True))
+    # LayerNormalization's statistics run over all channels: a channel goes only where its
+    # input is exactly zero (ChannelNorm). GroupNormalization mixes channels within groups:
+    # opaque, but not pruned on purpose, so prune() does not warn about it.
+    register_layer(L.LayerNormalization, ChannelNorm())
+    register_layer(L.GroupNormalization, LayerHandler(quiet=True))
 
 
 _register_builtins()

@@ -396,3 +396,69 @@ def _bias_and_activation(layer, outputs):
     if layer.activation is not None:
         return layer.activation(outputs)
     return outputs
+
+
+@keras.saving.register_keras_serializable(package="tfscalpel")
+class PrunedLayerNormalization(keras.layers.LayerNormalization):
+    """A ``keras.layers.LayerNormalization`` over the last axis that lost channels to node
+    removal and still normalises as if it had all ``n_full`` of them.
+
+    :func:`tfscalpel.strip` removes a channel from a layer norm only where its input was exactly
+    zero (a dead gate on every path into it), so the removed channels' contribution to the
+    statistics is known: each adds 0 to the sum and ``mean**2`` to the squared deviations. With
+    ``x`` the kept channels, ``n = n_full``::
+
+        mean = sum(x) / n
+        var  = (sum((x - mean)**2) + (n - len(x)) * mean**2) / n
+        out  = (x - mean) / sqrt(var + epsilon) * gamma + beta
+
+    which equals the original layer's output on the kept channels. Plain reductions and
+    element-wise ops, so the TFLite converter takes it as it is.
+
+    Args:
+        n_full: the number of channels the original layer normalised over (>= the width of
+            its input).
+        axis, epsilon, center, scale, ...: as ``keras.layers.LayerNormalization``;
+            ``rms_scaling`` and axes other than the last are not supported.
+    """
+
+    def __init__(self, n_full, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(n_full, bool) or not isinstance(n_full, int) or n_full < 1:
+            raise ValueError(f"PrunedLayerNormalization {self.name!r}: n_full must be an "
+                             f"integer >= 1, got {n_full!r}")
+        if self.rms_scaling:
+            raise ValueError(f"PrunedLayerNormalization {self.name!r}: rms_scaling is not "
+                             "supported")
+        self.n_full = n_full
+
+    def build(self, input_shape):
+        axis = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        rank = len(input_shape)
+        if len(axis) != 1 or int(axis[0]) % rank != rank - 1:
+            raise ValueError(f"PrunedLayerNormalization {self.name!r}: axis must be the last "
+                             f"axis, got {self.axis!r}")
+        if input_shape[-1] is not None and int(input_shape[-1]) > self.n_full:
+            raise ValueError(f"PrunedLayerNormalization {self.name!r}: input has "
+                             f"{input_shape[-1]} channels, more than n_full={self.n_full}")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        # Statistics in float32 under mixed precision, as Keras's own layer norm computes them.
+        half = keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16")
+        x = ops.cast(inputs, "float32") if half else inputs
+        n = float(self.n_full)
+        missing = n - float(x.shape[-1])
+        mean = ops.sum(x, axis=-1, keepdims=True) / n
+        centred = x - mean
+        var = (ops.sum(ops.square(centred), axis=-1, keepdims=True)
+               + missing * ops.square(mean)) / n
+        out = centred * ops.rsqrt(var + self.epsilon)
+        if self.gamma is not None:
+            out = out * ops.cast(self.gamma, out.dtype)
+        if self.beta is not None:
+            out = out + ops.cast(self.beta, out.dtype)
+        return ops.cast(out, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "n_full": self.n_full}

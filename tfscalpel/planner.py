@@ -121,6 +121,27 @@ def _mask_position(layer, consumers, outputs):
         current = nxt[0]
 
 
+def _norms_reached(model, after):
+    """Names of the normalising layers (LayerNormalization: ``LayerHandler.normalises``) that
+    the channels gated after the layers named in ``after`` reach through channel-wise layers,
+    gates and merges (a residual stream). Each needs a gate of its own right after it: its
+    output is not zero where its input is, so without one nothing it reads could be removed;
+    that gate carries the same channels, so it is coupled (tied) with the writers' gates."""
+    consumers, _ = _consumers(model)
+    passes = ("channelwise", "gate", "merge", "concat")
+    found, todo, seen = set(), list(after), set()
+    while todo:
+        name = todo.pop()
+        for c in consumers.get(name, []):
+            handler = get_handler(c)
+            if handler.normalises:
+                found.add(c.name)
+            elif handler.role in passes and c.name not in seen:
+                seen.add(c.name)
+                todo.append(c.name)
+    return found - set(after)
+
+
 def _reaches_output(layer, consumers, outputs):
     """True if the layer's channels reach a model output through channel-wise layers only."""
     todo, seen = [layer], set()
@@ -349,6 +370,7 @@ def _without_unremovable_nodes(model, decisions):
         if not after:
             return decisions
         trial = trial or clone_with_weights(model)
+        after |= _norms_reached(trial, after)
         gated = rebuild(trial, lambda layer: layer, insert_after=lambda layer: (
             [MaskLayer(name=f"mask_{layer.name}")] if layer.name in after else []))
         why = unremovable_gates(gated)
@@ -368,8 +390,11 @@ def insert_masks(model, after, mask_options=None, heads=()):
     """A new model with a :class:`MaskLayer` (named ``mask_<layer>``) after each layer named in
     ``after``, and each MultiHeadAttention named in ``heads`` swapped for a
     :class:`~tfscalpel.GatedMultiHeadAttention` (its gate, one per head, also named
-    ``mask_<layer>``) with the same weights. The other layers are reused, weights and all."""
+    ``mask_<layer>``) with the same weights. The other layers are reused, weights and all.
+    A LayerNormalization that the gated channels reach (a residual stream) gets a gate right
+    after it too (see :func:`_norms_reached`)."""
     after, heads = set(after), set(heads)
+    after |= _norms_reached(model, after)
     options = dict(mask_options or {})
     swapped = []
 
