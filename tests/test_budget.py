@@ -383,7 +383,7 @@ def test_a_measured_profile_budget_counts_the_whole_model_once(tmp_path):
     assert (alloc.totals.latency, alloc.dense_totals.latency, alloc.limits) == (
         26.0, 54.0, {"latency": 27.0})
     assert alloc.model_latency == -10.0
-    assert "(model)" in str(alloc) and "the whole model minus its FC layers" in str(alloc)
+    assert "(model)" in str(alloc) and "the whole model minus its layers" in str(alloc)
     # The knapsack: a to 75 % (10 ns), the cheapest per sensitivity; c to 25 % (4) is free.
     p = tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
                        budget=Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75)))

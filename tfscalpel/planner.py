@@ -10,6 +10,7 @@ becomes a :class:`~tfscalpel.GatedMultiHeadAttention` (one gate per head, inside
 import dataclasses
 
 from tfscalpel.attention_layers import GatedMultiHeadAttention, copy_projections, gate_heads
+from tfscalpel import layer_costs
 from tfscalpel.budget import allocate
 from tfscalpel.dependency import channel_plan, is_weighted, unremovable_gates
 from tfscalpel.gates import MaskLayer
@@ -243,6 +244,11 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
     if unknown:
         raise ValueError(f"per_layer names unknown layers {unknown}; the model has {names}")
 
+    # A budget prices the conv op (TFS_GROUP_SPARSE_CONV2D) where its profile has a custom_conv
+    # entry (x86 too since the op runs float32 there): a conv the target would node-prune is
+    # then group-pruned, so the allocator can give it a sparsity the exporter turns into speed.
+    conv_priced = budget is not None and bool(
+        layer_costs.ProfileCosts(target, profile, dtype).conv)
     decisions = []
     for layer in layers:
         handler = get_handler(layer)
@@ -252,6 +258,10 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
             kind, fan_in = handler.kind, handler.fan_in(layer)
             units = handler.units(layer)
             method, reason = target.methods[kind], f"{target.kind}: {target.methods[kind]} on {kind}"
+            if kind == "conv" and method == "node" and conv_priced:
+                method = "group"
+                reason += ("; budget: group (the profile prices the conv op per group, "
+                           "node pruning it cannot)")
         elif handler.pruned_twin(layer) is not None and handler.plan_kind(layer) is not None:
             kind, fan_in, units, method, g, reason = _weights_only_plan(layer, target, g_default)
         else:
