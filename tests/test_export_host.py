@@ -471,11 +471,14 @@ def test_measured_profile_times_each_conv_and_a_budget_group_prunes_convs():
 
 
 def test_interleaved_best_pairs_each_candidate_with_the_reference_timed_beside_it():
-    # One round: the reference, then each candidate behind the reference again. A quiet moment
-    # flattered the reference's first timing (5 ns): the changes are from 10 and 8 ns.
-    times = iter([5.0, 10.0, 12.0, 8.0, 9.0])
+    # Each round: the reference, then each candidate behind the reference again. A quiet moment
+    # flattered the reference's first timing (5 ns): each change is from the reference timed
+    # just before the candidate, per round.
+    times = iter([5.0, 10.0, 12.0, 8.0, 9.0,
+                  10.0, 10.0, 13.0, 9.0, 7.0])
     paired = {}
     best = host.interleaved_best(lambda b, x: 1e-9 * next(times),
-                                 [("ref", b"", None), ("a", b"", None), ("b", b"", None)], 1, paired)
-    assert best == {"ref": pytest.approx(5.0), "a": pytest.approx(12.0), "b": pytest.approx(9.0)}
-    assert paired == {"a": pytest.approx(10.0), "b": pytest.approx(8.0)}
+                                 [("ref", b"", None), ("a", b"", None), ("b", b"", None)], 2, paired)
+    assert best == {"ref": pytest.approx(5.0), "a": pytest.approx(12.0), "b": pytest.approx(7.0)}
+    assert paired == {"a": [pytest.approx(2.0), pytest.approx(3.0)],
+                      "b": [pytest.approx(1.0), pytest.approx(-2.0)]}

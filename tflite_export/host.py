@@ -90,19 +90,22 @@ def interleaved_best(timer, candidates: list, rounds: int, paired: dict | None =
     candidate: drift in a shared machine's load hits every candidate, and the reference's error
     would shift every comparison with it.
 
-    ``paired``: a dict filled with ``{key: best nanoseconds of the reference timed next to
-    key}``, the reference a candidate's change is fairly measured from: the overall best of
-    the reference is a minimum over every candidate's rounds, far more samples than any one
-    candidate's, so on a loaded machine it sits below what each candidate could reach and
-    every change from it comes out too slow."""
+    ``paired``: a dict filled with ``{key: [nanoseconds of key minus the reference timed just
+    before it, one per round]}``: a candidate's change from the reference, measured fairly.
+    The overall best of the reference is a minimum over every candidate's rounds, far more
+    samples than any one candidate's, so on a loaded machine it sits below what each candidate
+    could reach and every change from it comes out too slow; a difference of two minima over
+    a few rounds each is thrown off by one lucky timing (take the median of the pairs)."""
     best = {}
     for _ in range(rounds):
         for key, model_bytes, x in candidates:
+            before = None
             for k, b, xk in ([candidates[0]] if key != candidates[0][0] else []) + [(key, model_bytes, x)]:
                 t = 1e9 * float(timer(b, xk))
                 best[k] = min(best.get(k, float("inf")), t)
-                if paired is not None and k == candidates[0][0] and key != k:
-                    paired[key] = min(paired.get(key, float("inf")), t)
+                if paired is not None and before is not None:
+                    paired.setdefault(key, []).append(t - before)
+                before = t
     return best
 
 
