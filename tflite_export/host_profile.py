@@ -30,8 +30,10 @@ The result is the base profile plus a ``"measured"`` table per dtype::
                                                     "custom": {"8": [[stored_groups, ns], ...]}},
                                         "conv:500x50@64": {...}}}}}   # K x filters @ positions
 
-where a custom entry is ``dense_ns`` plus the whole model's change (the median over the rounds
-of its time minus the dense model's timed just before it; :func:`shape_key` names the entries). ``model_ns`` holds what is not a FULLY_CONNECTED or CONV_2D (pooling, reshapes)
+where a custom entry is the slower of two measurements, as ``export(target="host")`` counts a
+candidate: ``dense_ns`` plus the whole model's change (the median over the rounds of its time
+minus the dense model's timed just before it), and the layer alone in the custom op
+(:func:`shape_key` names the entries). ``model_ns`` holds what is not a FULLY_CONNECTED or CONV_2D (pooling, reshapes)
 and the interpreter's per-run cost, less the per-run cost each layer paid alone.
 ``tfscalpel.layer_costs`` prices a layer of that shape from the table (linearly in stored
 groups between the measured points, the nearest segment beyond them) and falls back to the
@@ -173,12 +175,17 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
                     stored = fmt.stored_units(pruned, g)
                     if stored and stored not in layers[key][1].setdefault(g, set()):
                         layers[key][1][g].add(stored)
+                        pruned_bytes = _with_weights(dense_bytes, layer, pruned)
                         candidates.append(((key, g, stored), host.with_layer_rewritten(
-                            _with_weights(dense_bytes, layer, pruned), find, index, fmt, g),
-                            candidates[0][2]))
+                            pruned_bytes, find, index, fmt, g), candidates[0][2]))
+                        # and alone, as export(target="host") times it: the slower counts
+                        one = flatbuffer.save(host.layer_model(pruned_bytes, layer))
+                        candidates.append(((key, g, stored, "alone"), host.with_layer_rewritten(
+                            one, find, 0, fmt, g), host.model_input(one)))
     # interleaved, the whole dense model next to every other candidate (host.interleaved_best)
     # each change from the dense model timed just before it, the median over the rounds
-    # (host.interleaved_best: robust to a busy spell and to one lucky timing)
+    # (host.interleaved_best: robust to a busy spell and to one lucky timing); a candidate's
+    # time is the slower of that and the layer alone, as the host exporter counts it
     paired = {}
     best = host.interleaved_best(timer, candidates, rounds, paired)
     whole = best[None]
@@ -190,7 +197,8 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
             continue  # a repeated shape: priced by its first layer
         entries[shape] = {"dense_ns": dense_ns, "custom": {
             str(g): [[n, t] for n, t in zip(sorted(ns), nondecreasing(
-                [dense_ns + float(np.median(paired[(key, g, n)])) for n in sorted(ns)]))]
+                [max(dense_ns + float(np.median(paired[(key, g, n)])), best[(key, g, n, "alone")])
+                 for n in sorted(ns)]))]
             for g, ns in points.items()}}
     base.update(name=f"{base.get('name', 'profile')}-measured",
                 source=f"{base.get('source', '')}; the model's layers measured on this host "
