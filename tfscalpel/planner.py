@@ -207,8 +207,11 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
         budget: a :class:`tfscalpel.Budget`: each group-pruned layer then gets its own
             sparsity (and g where the budget offers several) so the predicted latency / flash /
             arena / energy fit (:func:`tfscalpel.budget.allocate`); a layer allocated 0 % is
-            left dense (method ``"none"``). Raises :class:`tfscalpel.BudgetError` when the
-            budget cannot be met, with the best reachable figure.
+            left dense (method ``"none"``). Where the profile prices the conv op (a
+            ``custom_conv`` entry: Cortex-M, x86), a conv the target node-prunes is group-pruned
+            instead, so the allocator can give it a sparsity. Raises
+            :class:`tfscalpel.BudgetError` when the budget cannot be met, with the best
+            reachable figure.
         profile: with ``budget``, a cost profile (dict or JSON path) to price with instead of
             the target's: for a host latency budget one measured here for this model's layers
             (``tflite_export.host_profile.measure``), or a profile fitted on the device with
