@@ -71,8 +71,8 @@ from tfscalpel.prune_model import apply_plan  # noqa: E402
 
 MODELS = {"lenet5": (models.lenet5, datasets.load_mnist), "convnet": (models.convnet,
                                                                        datasets.load_fashion_mnist),
-          # FC only: the host-latency case is feasible on it (on the others, the conv layers are
-          # node-pruned on CPUs and priced dense)
+          # FC only (on LeNet-5 and the ConvNet a host latency budget group-prunes the convs too:
+          # host_profile.measure times each in the conv op)
           "lenet300": (models.lenet_300_100, datasets.load_mnist)}
 CASES = {"m4-flash-0.3": ("cortex-m4", "flash", 0.3), "m4-latency-0.3": ("cortex-m4", "latency", 0.3),
          "m4-latency-0.5": ("cortex-m4", "latency", 0.5), "m4-flash-0.5": ("cortex-m4", "flash", 0.5),

@@ -383,7 +383,7 @@ def test_a_measured_profile_budget_counts_the_whole_model_once(tmp_path):
     assert (alloc.totals.latency, alloc.dense_totals.latency, alloc.limits) == (
         26.0, 54.0, {"latency": 27.0})
     assert alloc.model_latency == -10.0
-    assert "(model)" in str(alloc) and "the whole model minus its FC layers" in str(alloc)
+    assert "(model)" in str(alloc) and "the whole model minus its layers" in str(alloc)
     # The knapsack: a to 75 % (10 ns), the cheapest per sensitivity; c to 25 % (4) is free.
     p = tfscalpel.plan(toy_model(), TOY, profile=TOY_MEASURED,
                        budget=Budget(latency=0.5, sparsities=(0.25, 0.5, 0.75)))
@@ -421,3 +421,52 @@ def test_a_measured_profile_counts_dense_convolutions_in_the_whole_model_term():
     with pytest.raises(BudgetError, match=r"best any allocation reaches is 78 ns \(0\.696x "
                                           r"dense\).*layers counted dense: \['conv'\]"):
         tfscalpel.plan(model, TOY, budget=budget)
+
+
+def test_a_measured_profile_prices_convolutions_from_their_entries():
+    # The toy profile with the conv op priced (a custom_conv entry) and conv measured as
+    # tflite_export.host_profile writes it: K = 9, 2 filters, 2x2 positions; dense 30 ns alone,
+    # the conv op at g = 4 (3 groups per filter, 6 in all) 10 / 20 ns storing 2 / 4 groups. The
+    # CPU target node-prunes convs; a budget priced with the conv op group-prunes them.
+    x = inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 3, name="conv")(x)
+    x = keras.layers.Dense(4, name="a")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="c")(x))
+    for layer in model.layers:
+        if layer.weights:
+            layer.kernel.assign(np.ones(layer.kernel.shape, np.float32))
+    conv_entry = {"float32": {"position_ns": 0.0, "patch_ns": 0.0, "widen_ns": 0.0, "row_ns": 0.0,
+                              "unit_ns": {}}}
+    fast = {"dense_ns": 30.0, "custom": {"4": [[2, 10.0], [4, 20.0]]}}
+    layers = {**TOY_MEASURED["measured"]["float32"]["layers"], "conv:9x2@4": fast}
+    profile = {**TOY_MEASURED, "formats": {**TOY_PROFILE["formats"], "custom_conv": conv_entry},
+               "measured": {"float32": {"model_ns": -10.0, "layers": layers}}}
+    from tfscalpel import layer_costs
+
+    costs = layer_costs.ProfileCosts(TOY, profile)
+    conv = layer_costs.LayerShape.of(model.get_layer("conv"), "conv", 9)
+    # 6 groups: 50 % stores 3 (15 ns, between the points), 75 % stores 2 (round(4.5) = 4 go).
+    assert [(o.stored_groups, o.format, o.costs.latency) for o in
+            (costs.option(conv, s, 4) for s in (0.5, 0.75))] == [(3, "custom", 15.0),
+                                                                 (2, "custom", 10.0)]
+    assert costs.dense(conv).latency == 30.0
+    # Dense: -10 + 30 + 40 + 8 = 68; 0.5x is 34: conv at 75 % (10) and a at 50 % (18) fit (26).
+    budget = Budget(latency=0.5, sparsities=(0.5, 0.75))
+    p = tfscalpel.plan(model, TOY, profile=profile, budget=budget)
+    assert [(q.name, q.method) for q in p.layers][0] == ("conv", "group")
+    assert "budget: group (the profile prices the conv op per group" in p.layers[0].reason
+    assert p.allocation.dense_totals.latency == 68.0
+    assert p.allocation.totals.latency <= 34.0 and p.allocation["conv"].format == "custom g=4"
+    # A conv whose measured points never beat dense by the margin (1.1x: 30 / 29 = 1.03x) is
+    # priced dense at every sparsity, as the host exporter keeps it.
+    slow = {**profile, "measured": {"float32": {"model_ns": -10.0, "layers": {
+        **layers, "conv:9x2@4": {"dense_ns": 30.0, "custom": {"4": [[2, 29.0], [4, 40.0]]}}}}}}
+    costs = layer_costs.ProfileCosts(TOY, slow)
+    assert [(o.format, o.costs.latency) for o in (costs.option(conv, s, 4) for s in
+                                                  (0.5, 0.75))] == [("dense", 30.0), ("dense", 30.0)]
+    # At 0.45x (30.6 ns): with the fast conv -10 + 10 + 10 + 2 = 12 fits; with the slow one the
+    # best is -10 + 30 (conv dense) + 10 (a at 75 %) + 2 (c at 50 %) = 32 ns.
+    tight = Budget(latency=0.45, sparsities=(0.5, 0.75))
+    assert tfscalpel.plan(model, TOY, profile=profile, budget=tight).allocation.totals.latency <= 30.6
+    with pytest.raises(BudgetError, match=r"best any allocation reaches is 32 ns \(0\.471x dense\)"):
+        tfscalpel.plan(model, TOY, profile=slow, budget=tight)

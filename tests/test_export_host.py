@@ -142,9 +142,9 @@ def test_measured_profile_prices_a_budget_as_the_host_export_measures(tmp_path):
     timer = SyntheticTimer()
     profile = host_profile.measure(model, "x86-avx2", sparsities=(0.75, 0.5), group_sizes=(4,),
                                    rounds=2, timer=timer)
-    # 2 rounds x (the whole model, then each layer alone and each layer at 2 sparsities, each
-    # next to the whole model again).
-    assert timer.calls == 2 * (1 + 2 * (2 + 2 * 2))
+    # 2 rounds x (the whole model, then each layer alone and each layer at 2 sparsities in the
+    # whole model and alone, each next to the whole model again).
+    assert timer.calls == 2 * (1 + 2 * (2 + 2 * 2 * 2))
     assert (profile["name"], profile["min_speedup"]) == ("x86-avx2-measured", host.MARGIN)
     measured = profile["measured"]["float32"]
     # Synthetic dense: 1 ns per weight, so the layers alone add up to the model (no model term).
@@ -410,3 +410,83 @@ def test_whole_model_slower_than_dense_reverts_the_least_gain_first(converted, t
     cached = exporter.rewrite_tflite(tflite, keras_model=model, target=host.HostMeasurement(
         timer=again, cache_dir=str(tmp_path), key="slow-whole"))
     assert again.calls == 0 and cached.model_bytes == result.model_bytes  # the confirmation too
+
+
+def test_measured_profile_times_each_conv_and_a_budget_group_prunes_convs():
+    """host_profile.measure times each CONV_2D as it does a FULLY_CONNECTED (dense alone; the
+    whole model with that conv alone in TFS_GROUP_SPARSE_CONV2D at each sparsity, interleaved),
+    and a host latency budget priced with it group-prunes the convs (the CPU target node-prunes
+    them otherwise) at exactly the measured, interpolated times."""
+    import keras
+
+    import tfscalpel
+    from tfscalpel import layer_costs
+    from tflite_export import host_profile
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((10, 10, 4)),
+        keras.layers.Conv2D(16, 3, activation="relu", name="c1"),
+        keras.layers.Conv2D(8, 3, name="c2"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, name="fc")])
+    timer = SyntheticTimer()
+    profile = host_profile.measure(model, "x86-avx2", sparsities=(0.5, 0.75), rounds=2, timer=timer)
+    # 2 rounds x (the whole model, then 3 layers alone and 3 layers at 2 sparsities in the whole
+    # model and alone, each next to the whole model again).
+    assert timer.calls == 2 * (1 + 2 * (3 + 3 * 2 * 2))
+    measured = profile["measured"]["float32"]
+    # Synthetic dense: 1 ns per weight (c1 36 x 16, c2 144 x 8, fc 288 x 10); the model term is
+    # the Flatten's ops (STRIDED_SLICE, PACK, RESHAPE: 1 + 1 + 2 ns by their second inputs here).
+    # Custom: 0.2 ns per blob byte + 100. At g = 8, c1 has 5 groups per filter (80), c2 18
+    # (144): 75 % / 50 % keep 20 / 40 and 36 / 72; blobs 1,152 / 1,872 and 1,584 / 2,808 B
+    # (padded to whole blob rows: 144 for c1's 16 filters x 3 x 3 VALID window, 72 for c2).
+    assert measured["model_ns"] == pytest.approx(4.0)
+    assert {k: v for k, v in measured["layers"].items() if k.startswith("conv:")} == {
+        "conv:36x16@64": {"dense_ns": pytest.approx(576.0), "custom": {"8": [
+            [20, pytest.approx(0.2 * 1152 + 100)], [40, pytest.approx(0.2 * 1872 + 100)]]}},
+        "conv:144x8@36": {"dense_ns": pytest.approx(1152.0), "custom": {"8": [
+            [36, pytest.approx(0.2 * 1584 + 100)], [72, pytest.approx(0.2 * 2808 + 100)]]}}}
+    assert measured["layers"]["288x10"]["dense_ns"] == pytest.approx(2880.0)
+    # A busy spell flattering every whole model holding the conv op by 0.5 us: the conv alone
+    # is the slower measurement, and it counts (as export(target="host") counts it).
+    busy = host_profile.measure(model, "x86-avx2", sparsities=(0.5, 0.75), rounds=2,
+                                timer=FlatteringTimer())["measured"]["float32"]["layers"]
+    assert all([n, pytest.approx(t)] == [m, u] for k in busy for g in busy[k]["custom"]
+               for (n, t), (m, u) in zip(busy[k]["custom"][g], measured["layers"][k]["custom"][g]))
+    assert {k: len(v["custom"]["8"]) for k, v in busy.items()} == {
+        "288x10": 2, "conv:36x16@64": 2, "conv:144x8@36": 2}
+    the_plan = tfscalpel.plan(model, "x86-avx2", profile=profile,
+                              budget=tfscalpel.Budget(latency=0.5, sparsities=(0.5, 0.75)))
+    methods = {p.name: p.method for p in tfscalpel.plan(model, "x86-avx2").layers}
+    assert (methods["c1"], methods["c2"]) == ("node", "node")
+    # The knapsack (magnitude proxy): c2 at 50 % (661.6 ns), fc at 75 % (90 stored groups,
+    # a 3,240 B blob: 748 ns); c1, the cheapest conv, is left dense.
+    assert [(p.name, p.method) for p in the_plan.layers] == [("c1", "none"), ("c2", "group"),
+                                                           ("fc", "group")]
+    assert the_plan.allocation.sparsities() == {"c2": 0.5, "fc": 0.75}
+    assert the_plan.allocation.totals.latency == pytest.approx(4 + 576 + 661.6 + 748)
+    rows = {r.name: r for r in the_plan.allocation.layers}
+    assert all(r.note == "" for r in rows.values())  # every layer allocated, none fixed dense
+    costs = layer_costs.ProfileCosts(tfscalpel.get_target("x86-avx2"), profile)
+    c2 = layer_costs.LayerShape.of(model.get_layer("c2"), "conv", 144)
+    # Between the measured points linearly: 60 % of 144 groups leaves 58.
+    assert [(o.stored_groups, o.format, o.costs.latency) for o in
+            (costs.option(c2, s, 8) for s in (0.5, 0.6, 0.75))] == [
+        (72, "custom", pytest.approx(661.6)), (58, "custom", pytest.approx(
+            416.8 + (58 - 36) * (661.6 - 416.8) / 36)), (36, "custom", pytest.approx(416.8))]
+    assert the_plan.allocation.dense_totals.latency == pytest.approx(4 + 576 + 1152 + 2880)
+
+
+def test_interleaved_best_pairs_each_candidate_with_the_reference_timed_beside_it():
+    # Each round: the reference, then each candidate behind the reference again. A quiet moment
+    # flattered the reference's first timing (5 ns): each change is from the reference timed
+    # just before the candidate, per round.
+    times = iter([5.0, 10.0, 12.0, 8.0, 9.0,
+                  10.0, 10.0, 13.0, 9.0, 7.0])
+    paired = {}
+    best = host.interleaved_best(lambda b, x: 1e-9 * next(times),
+                                 [("ref", b"", None), ("a", b"", None), ("b", b"", None)], 2, paired)
+    assert best == {"ref": pytest.approx(5.0), "a": pytest.approx(12.0), "b": pytest.approx(7.0)}
+    assert paired == {"a": [pytest.approx(2.0), pytest.approx(3.0)],
+                      "b": [pytest.approx(1.0), pytest.approx(-2.0)]}

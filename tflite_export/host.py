@@ -84,16 +84,28 @@ def model_input(model_bytes: bytes) -> np.ndarray:
     return np.zeros(shape, np.int8 if tensor.type == schema.TensorType.INT8 else np.float32)
 
 
-def interleaved_best(timer, candidates: list, rounds: int) -> dict:
+def interleaved_best(timer, candidates: list, rounds: int, paired: dict | None = None) -> dict:
     """``{key: best nanoseconds}`` of ``candidates`` (``(key, model_bytes, x)``, the first the
     reference) over ``rounds`` interleaved rounds, the reference timed next to every other
     candidate: drift in a shared machine's load hits every candidate, and the reference's error
-    would shift every comparison with it."""
+    would shift every comparison with it.
+
+    ``paired``: a dict filled with ``{key: [nanoseconds of key minus the reference timed just
+    before it, one per round]}``: a candidate's change from the reference, measured fairly.
+    The overall best of the reference is a minimum over every candidate's rounds, far more
+    samples than any one candidate's, so on a loaded machine it sits below what each candidate
+    could reach and every change from it comes out too slow; a difference of two minima over
+    a few rounds each is thrown off by one lucky timing (take the median of the pairs)."""
     best = {}
     for _ in range(rounds):
         for key, model_bytes, x in candidates:
+            before = None
             for k, b, xk in ([candidates[0]] if key != candidates[0][0] else []) + [(key, model_bytes, x)]:
-                best[k] = min(best.get(k, float("inf")), 1e9 * float(timer(b, xk)))
+                t = 1e9 * float(timer(b, xk))
+                best[k] = min(best.get(k, float("inf")), t)
+                if paired is not None and before is not None:
+                    paired.setdefault(key, []).append(t - before)
+                before = t
     return best
 
 

@@ -14,29 +14,34 @@ on this one over other shapes, while ``export(target="host")`` times every candi
 (LeNet-300-100 float32 at 0.3x dense: 0.344x measured with ``x86-avx2``). This module times
 what the allocator will ask about, through the same host runtime: the dense model, and for each
 FULLY_CONNECTED layer the whole model with that layer alone rewritten into the group-sparse
-custom op at each candidate width ``g`` and several group sparsities (the layer's own weights,
-the lowest-L2 groups removed, as ``tfscalpel``'s magnitude pruning removes them). A layer's
-sparse cost is what it changes in the whole model (its own kernel, the custom node's overhead,
-the XNNPACK partition it splits), so the per-layer sum is the whole model's time; each layer is
+custom op (each CONV_2D into TFS_GROUP_SPARSE_CONV2D, as ``export(target="host")`` measures it)
+at each candidate width ``g`` and several group sparsities (the layer's own weights, the
+lowest-L2 groups removed, as ``tfscalpel``'s magnitude pruning removes them). A layer's sparse
+cost is what it changes in the whole model (its own kernel, the custom node's overhead, the
+XNNPACK partition it splits), so the per-layer sum is the whole model's time; each layer is
 also timed alone, dense, for the exporter's rule. All candidates are timed in interleaved rounds
 (best of ``rounds``; the dense model next to each): the machine may be shared, and the figures
 are compared with each other.
 
 The result is the base profile plus a ``"measured"`` table per dtype::
 
-    "measured": {"float32": {"model_ns": -5200.0,    # whole dense model - its FCs' dense_ns
+    "measured": {"float32": {"model_ns": -5200.0,    # whole dense model - its layers' dense_ns
                              "layers": {"784x300": {"dense_ns": 21000.0,   # the layer alone
-                                                    "custom": {"8": [[stored_groups, ns], ...]}}}}}
+                                                    "custom": {"8": [[stored_groups, ns], ...]}},
+                                        "conv:500x50@64": {...}}}}}   # K x filters @ positions
 
-where a custom entry is ``dense_ns`` plus the whole model's change. ``model_ns`` holds what
-is not a FULLY_CONNECTED (convolutions, which CPU targets export dense and which the allocator
-then counts there, pooling) and the interpreter's per-run cost, less the per-run cost each
-layer paid alone. ``tfscalpel.layer_costs``
-prices a layer of that shape from the table (linearly in stored groups between the measured
-points, the nearest segment beyond them) and falls back to the base profile's line elsewhere;
-the allocator adds ``model_ns`` to every total, so relative budgets are relative to the whole
-model as measured. ``min_speedup`` becomes the host exporter's margin: the allocator keeps
-dense what ``export(target="host")`` would keep dense. Consecutive custom layers are fused by
+where a custom entry is the slower of two measurements, as ``export(target="host")`` counts a
+candidate: ``dense_ns`` plus the whole model's change (the median over the rounds of its time
+minus the dense model's timed just before it), and the layer alone in the custom op
+(:func:`shape_key` names the entries). ``model_ns`` holds what is not a FULLY_CONNECTED or CONV_2D (pooling, reshapes)
+and the interpreter's per-run cost, less the per-run cost each layer paid alone.
+``tfscalpel.layer_costs`` prices a layer of that shape from the table (linearly in stored
+groups between the measured points, the nearest segment beyond them) and falls back to the
+base profile's line elsewhere; the allocator adds ``model_ns`` to every total, so relative
+budgets are relative to the whole model as measured. ``min_speedup`` becomes the host
+exporter's margin: the allocator keeps dense what ``export(target="host")`` would keep dense
+(a conv whose measured points never beat dense by it, e.g. a K = 25 first conv, is priced
+dense at every sparsity). Consecutive custom layers are fused by
 the exporter (one node), which the per-layer sum does not credit: the export is then a little
 faster than planned. The training side never imports this module: the user (or
 ``benchmarks/bench_budget.py``) passes the dict as ``profile=``.
@@ -79,6 +84,15 @@ def nondecreasing(values):
         low = min(low, float(v))
         out.append(low)
     return out[::-1]
+
+
+def shape_key(kind: str, layer) -> str:
+    """The ``"measured"`` table's key of a layer: ``"<in>x<out>"`` for a FULLY_CONNECTED,
+    ``"conv:<kh*kw*cin>x<cout>@<output positions>"`` for a CONV_2D (what
+    ``tfscalpel.layer_costs`` looks a layer up by)."""
+    if kind == "conv":
+        return f"conv:{layer.in_features}x{layer.out_features}@{layer.positions}"
+    return f"{layer.in_features}x{layer.out_features}"
 
 
 def _with_weights(model_bytes: bytes, fc, weights: np.ndarray) -> bytes:
@@ -138,39 +152,53 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
     timer = timer or _timer
     margin = host.MARGIN if margin is None else float(margin)
     dense_bytes = convert_keras(model, "int8" if dtype == "int8" else None, representative_data)
-    custom = formats.get("custom")
+    from tflite_export import conv_layers
+
     # Every model to time: (key, model bytes); key None is the whole dense model.
     candidates, layers = [(None, dense_bytes, host.model_input(dense_bytes))], {}
-    for index, fc in enumerate(find_fully_connected(flatbuffer.load(dense_bytes))):
-        shape = f"{fc.in_features}x{fc.out_features}"
-        alone = flatbuffer.save(host.layer_model(dense_bytes, fc))
-        candidates.append(((index, "alone"), alone, host.model_input(alone)))
-        layers[index] = (shape, {})  # every FC has its dense time (an unsupported one too)
-        if fc.unsupported or fc.weights is None or custom.eligible(fc):
-            continue
-        for g in group_sizes:
-            if custom.width_reason(fc, g):
+    # FULLY_CONNECTED layers into the FC custom op, CONV_2D layers into the conv op (the one
+    # export(target="host") measures them in: host.HostMeasurement.decide_conv), each the same way
+    for kind, find, fmt in (("fc", find_fully_connected, formats.get("custom")),
+                            ("conv", conv_layers.find_conv2d, formats.get("custom_conv"))):
+        for index, layer in enumerate(find(flatbuffer.load(dense_bytes))):
+            key = (kind, index)
+            alone = flatbuffer.save(host.layer_model(dense_bytes, layer))
+            candidates.append(((key, "alone"), alone, host.model_input(alone)))
+            layers[key] = (shape_key(kind, layer), {})  # every layer has its dense time
+            if layer.unsupported or layer.weights is None or fmt.eligible(layer):
                 continue
-            for s in sparsities:
-                pruned = group_pruned(fc.weights, g, s)
-                stored = custom.stored_units(pruned, g)
-                if stored and stored not in layers[index][1].setdefault(g, set()):
-                    layers[index][1][g].add(stored)
-                    candidates.append(((index, g, stored), host.with_layer_rewritten(
-                        _with_weights(dense_bytes, fc, pruned), find_fully_connected, index, custom, g),
-                        candidates[0][2]))
+            for g in group_sizes:
+                if fmt.width_reason(layer, g):
+                    continue
+                for s in sparsities:
+                    pruned = group_pruned(layer.weights, g, s)
+                    stored = fmt.stored_units(pruned, g)
+                    if stored and stored not in layers[key][1].setdefault(g, set()):
+                        layers[key][1][g].add(stored)
+                        pruned_bytes = _with_weights(dense_bytes, layer, pruned)
+                        candidates.append(((key, g, stored), host.with_layer_rewritten(
+                            pruned_bytes, find, index, fmt, g), candidates[0][2]))
+                        # and alone, as export(target="host") times it: the slower counts
+                        one = flatbuffer.save(host.layer_model(pruned_bytes, layer))
+                        candidates.append(((key, g, stored, "alone"), host.with_layer_rewritten(
+                            one, find, 0, fmt, g), host.model_input(one)))
     # interleaved, the whole dense model next to every other candidate (host.interleaved_best)
-    best = host.interleaved_best(timer, candidates, rounds)
+    # each change from the dense model timed just before it, the median over the rounds
+    # (host.interleaved_best: robust to a busy spell and to one lucky timing); a candidate's
+    # time is the slower of that and the layer alone, as the host exporter counts it
+    paired = {}
+    best = host.interleaved_best(timer, candidates, rounds, paired)
     whole = best[None]
     entries, layer_sum = {}, 0.0
-    for index, (shape, points) in layers.items():
-        dense_ns = best[(index, "alone")]
+    for key, (shape, points) in layers.items():
+        dense_ns = best[(key, "alone")]
         layer_sum += dense_ns
         if shape in entries:
             continue  # a repeated shape: priced by its first layer
         entries[shape] = {"dense_ns": dense_ns, "custom": {
             str(g): [[n, t] for n, t in zip(sorted(ns), nondecreasing(
-                [dense_ns + best[(index, g, n)] - whole for n in sorted(ns)]))]
+                [max(dense_ns + float(np.median(paired[(key, g, n)])), best[(key, g, n, "alone")])
+                 for n in sorted(ns)]))]
             for g, ns in points.items()}}
     base.update(name=f"{base.get('name', 'profile')}-measured",
                 source=f"{base.get('source', '')}; the model's layers measured on this host "

@@ -207,7 +207,7 @@ class Allocation:
                              f"{r.sensitivity:.4f}", r.note))
         if self.model_latency or self.model_flash:
             what = [w for w, v in (
-                ("the whole model minus its FC layers timed alone", self.model_latency),
+                ("the whole model minus its layers timed alone", self.model_latency),
                 ("the dense file's bytes no layer owns", self.model_flash)) if v]
             term = Costs(self.model_latency, self.model_flash, 0.0, 0.0)
             lines.append(row("(model)", "", "", "", term, "", "measured: " + "; ".join(what)))

@@ -30,10 +30,12 @@ imports the deployment side):
 A profile measured on the host for one model (``tflite_export.host_profile``) also has a
 ``"measured"`` table: a dense layer whose shape is in it is priced from its measured times
 (dense, and the custom op per ``g``, linear in stored groups between the measured sparsities),
-and the table's ``model_ns`` (the whole model minus its FULLY_CONNECTED layers timed alone:
-convolutions, which CPU targets export dense, pooling and the interpreter's per-run cost) is
-added once to every model total by the allocator, so a convolution costs 0 latency of its own
-there; other dense layers fall back to the formula.
+and the table's ``model_ns`` (the whole model minus its measured layers timed alone: pooling
+and the interpreter's per-run cost) is added once to every model total by the allocator. A
+convolution is looked up as ``conv:<K>x<filters>@<positions>`` and priced from its measured
+times the same way (dense alone, and the whole model's change with it in TFS_GROUP_SPARSE_CONV2D);
+in a table without conv entries its dense time is in ``model_ns`` and it costs 0 latency of its
+own; other dense layers fall back to the formula.
 
 A convolution is priced with the profile's ``custom_conv`` entry where it has one (Cortex-M:
 the exporter's TFS_GROUP_SPARSE_CONV2D against the runtime's own dense CONV_2D), by the formula
@@ -186,7 +188,7 @@ class ProfileCosts:
         self.custom_reason = custom.get("unsupported") if custom else "no custom op entry"
         measured = (profile.get("measured") or {}).get(self.dtype) or {}
         self.measured = measured.get("layers") or {}
-        #: Added once to every model total (measured profiles: the whole model minus its FC layers
+        #: Added once to every model total (measured profiles: the whole model minus its layers
         #: timed one at a time; 0 for a fitted profile, which leaves the per-run cost out).
         self.model_ns = float(measured.get("model_ns", 0.0))
         #: Flash no layer owns, added once to every model total (the dense export's file minus
@@ -208,9 +210,14 @@ class ProfileCosts:
         extends it (one point: that point's time per stored group)."""
         if not self.measured:
             return None
-        if shape.kind == "conv" and not self.conv:
-            return 0.0  # run dense (CONV_2D): its time is in the whole-model term, model_ns
-        entry = self.measured.get(f"{shape.fan_in}x{shape.units}")
+        if shape.kind == "conv":
+            # tflite_export.host_profile.shape_key; a profile measured before convolutions were
+            # (no conv entries) has their dense time in model_ns: they cost 0 of their own
+            entry = self.measured.get(f"conv:{shape.fan_in}x{shape.units}@{shape.positions}")
+            if entry is None:
+                return 0.0
+        else:
+            entry = self.measured.get(f"{shape.fan_in}x{shape.units}")
         if entry is None:
             return None
         if fmt == "dense":

@@ -10,6 +10,7 @@ becomes a :class:`~tfscalpel.GatedMultiHeadAttention` (one gate per head, inside
 import dataclasses
 
 from tfscalpel.attention_layers import GatedMultiHeadAttention, copy_projections, gate_heads
+from tfscalpel import layer_costs
 from tfscalpel.budget import allocate
 from tfscalpel.dependency import channel_plan, is_weighted, unremovable_gates
 from tfscalpel.gates import MaskLayer
@@ -227,8 +228,11 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
         budget: a :class:`tfscalpel.Budget`: each group-pruned layer then gets its own
             sparsity (and g where the budget offers several) so the predicted latency / flash /
             arena / energy fit (:func:`tfscalpel.budget.allocate`); a layer allocated 0 % is
-            left dense (method ``"none"``). Raises :class:`tfscalpel.BudgetError` when the
-            budget cannot be met, with the best reachable figure.
+            left dense (method ``"none"``). Where the profile prices the conv op (a
+            ``custom_conv`` entry: Cortex-M, x86), a conv the target node-prunes is group-pruned
+            instead, so the allocator can give it a sparsity. Raises
+            :class:`tfscalpel.BudgetError` when the budget cannot be met, with the best
+            reachable figure.
         profile: with ``budget``, a cost profile (dict or JSON path) to price with instead of
             the target's: for a host latency budget one measured here for this model's layers
             (``tflite_export.host_profile.measure``), or a profile fitted on the device with
@@ -264,6 +268,11 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
     if unknown:
         raise ValueError(f"per_layer names unknown layers {unknown}; the model has {names}")
 
+    # A budget prices the conv op (TFS_GROUP_SPARSE_CONV2D) where its profile has a custom_conv
+    # entry (x86 too since the op runs float32 there): a conv the target would node-prune is
+    # then group-pruned, so the allocator can give it a sparsity the exporter turns into speed.
+    conv_priced = budget is not None and bool(
+        layer_costs.ProfileCosts(target, profile, dtype).conv)
     decisions = []
     for layer in layers:
         handler = get_handler(layer)
@@ -273,6 +282,10 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
             kind, fan_in = handler.kind, handler.fan_in(layer)
             units = handler.units(layer)
             method, reason = target.methods[kind], f"{target.kind}: {target.methods[kind]} on {kind}"
+            if kind == "conv" and method == "node" and conv_priced:
+                method = "group"
+                reason += ("; budget: group (the profile prices the conv op per group, "
+                           "node pruning it cannot)")
         elif handler.pruned_twin(layer) is not None and handler.plan_kind(layer) is not None:
             kind, fan_in, units, method, g, reason = _weights_only_plan(layer, target, g_default)
         else:
