@@ -305,44 +305,14 @@ class HostMeasurement:
             return Decision("dense", 0, units, dense, dense,
                             "kept dense: " + ("; ".join(notes) or "all weights are zero"))
         times = self._measure_fc(model_bytes, fc, prefix, options)
-        dense_ns = times["dense"]
-        dense = Estimate("dense", 0, units, dense_ns)
-        # Two measurements of each candidate, interleaved with dense in the same rounds, and the
-        # slower counts (as for a conv): the layer alone (behind a fused prefix: what it adds to
-        # the prefix) against dense alone, and in the whole model (dense time plus the whole
-        # model's change). A busy spell on a shared machine can flatter one of them. A time under
-        # dense / MAX_CREDIBLE (a marginal lost in the prefix's noise, or <= 0) measures nothing:
-        # the other measurement counts alone; with neither credible the candidate cannot win.
-        credible = dense_ns / MAX_CREDIBLE
-        measured = []
-        for (fmt, g, n), (alone, change) in zip(options, times["candidates"]):
-            whole = dense_ns + change
-            usable = [t for t in (alone, whole) if t > credible]
-            t = max(usable) if usable else None
-            measured.append((fmt, g, n, t, alone, change))
-        ranked = [m for m in measured if m[3] is not None]
         behind = "" if prefix is None else f"; alone: each behind {prefix[0].name} as {prefix[1].label(prefix[2])}"
-        if not ranked:
-            fmt, g, n, _, alone, change = min(measured, key=lambda m: m[4] + m[5])
-            text = (f"{fmt.label(g)} not measurable vs dense {dense_ns / 1e3:.2f} us (alone "
-                    f"{alone / 1e3:.2f} us, the dense layer plus the whole model's change "
-                    f"{change / 1e3:+.2f} us: both under dense / {MAX_CREDIBLE:g}; on {self.key}{behind})")
-            if force == "auto":
-                return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice {text}")
-            return Decision(fmt.name, g, n, dense, Estimate(fmt.name, g, n, dense_ns),
-                            text + " (forced by formats=)")
-        fmt, g, n, t, alone, change = min(ranked, key=lambda m: m[3])
-        best = Estimate(fmt.name, g, n, t)
-        speedup = dense_ns / t
-        text = (f"{fmt.label(g)} measured {speedup:.2f}x vs dense ({t / 1e3:.2f} us vs "
-                f"{dense_ns / 1e3:.2f} us, the slower of: alone {alone / 1e3:.2f} us, the dense layer "
-                f"plus the whole model's change {change / 1e3:+.2f} us; on {self.key}{behind})")
-        if force == "auto" and speedup < self.margin:
-            return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice "
-                            f"{text}, < {self.margin:.2f}x required")
-        self._chosen[(_digest(model_bytes), fc.subgraph, fc.output)] = (fc, fmt, g)
-        return Decision(fmt.name, g, n, dense, best,
-                        text + (" (forced by formats=)" if force != "auto" else ""))
+        measured = [(fmt, g, n, alone, change)
+                    for (fmt, g, n), (alone, change) in zip(options, times["candidates"])]
+        decision = self._verdict(measured, times["dense"], units, force, "layer", behind)
+        if decision.format != "dense":
+            self._chosen[(_digest(model_bytes), fc.subgraph, fc.output)] = (
+                fc, formats.get(decision.format), decision.g)
+        return decision
 
     def _measure_fc(self, model_bytes: bytes, fc: FCLayer, prefix, options) -> dict:
         """Interleaved timings (``ROUNDS``, cached) of ``fc``: ``{"dense": ns alone,
@@ -440,25 +410,48 @@ class HostMeasurement:
                            for k, (f, g, _) in zip(keys[2 + n:], options)]
             for k, ns in interleaved_best(self._time, candidates, ROUNDS).items():
                 self.times[k] = ns / 1e9
-        dense_ns = 1e9 * self.times[alone_key]
+        measured = [(fmt, g, stored, 1e9 * self.times[k_alone],
+                     1e9 * (self.times[k_in] - self.times[whole]))
+                    for (fmt, g, stored), k_in, k_alone in zip(options, keys[2:2 + n], keys[2 + n:])]
+        return self._verdict(measured, 1e9 * self.times[alone_key], units, force, "conv", "")
+
+    def _verdict(self, measured: list, dense_ns: float, units: int, force: str, what: str,
+                 behind: str) -> Decision:
+        """The choice among ``measured`` = ``[(format, g, units, alone ns, whole-model change
+        ns), ...]`` against the dense layer's ``dense_ns``, FC and conv alike.
+
+        Each candidate has two measurements, interleaved with dense in the same rounds, and the
+        slower counts: alone (an FC behind a fused prefix: what it adds to the prefix) against
+        dense alone, and in the whole model (dense time plus the whole model's change: the XNNPACK
+        partition around the layer included). A busy spell on a shared machine can flatter one of
+        them, rarely both. A time under dense / MAX_CREDIBLE (a marginal lost in a prefix's noise,
+        or <= 0) measures nothing: the other measurement counts alone; with neither credible the
+        candidate cannot win. Sparse needs ``self.margin`` over dense unless forced."""
         dense = Estimate("dense", 0, units, dense_ns)
-        # Two measurements of each candidate, the slower counts: in the whole model (dense time
-        # plus the model's change: the XNNPACK partition around the conv included) and alone (a
-        # one-op model against the dense one). A busy spell on a shared machine can flatter one
-        # of them, rarely both in the same direction.
-        change = [1e9 * (self.times[k] - self.times[whole]) for k in keys[2:2 + n]]
-        alone_ns = [1e9 * self.times[k] for k in keys[2 + n:]]
-        measured = [(fmt, Estimate(fmt.name, g, units_, max(dense_ns + c, a, 1.0)), c, a)
-                    for (fmt, g, units_), c, a in zip(options, change, alone_ns)]
-        fmt, best, c, a = min(measured, key=lambda m: m[1].time_ns)
-        speedup = dense.time_ns / best.time_ns
-        text = (f"{fmt.label(best.g)} measured {speedup:.2f}x vs dense ({best.time_ns / 1e3:.2f} us "
-                f"vs {dense.time_ns / 1e3:.2f} us, the slower of: alone {a / 1e3:.2f} us, the dense "
-                f"conv plus the whole model's change {c / 1e3:+.2f} us; on {self.key})")
+        credible = dense_ns / MAX_CREDIBLE
+        ranked = []
+        for fmt, g, n, alone, change in measured:
+            usable = [t for t in (alone, dense_ns + change) if t > credible]
+            if usable:
+                ranked.append((fmt, g, n, max(usable), alone, change))
+        if not ranked:
+            fmt, g, n, alone, change = min(measured, key=lambda m: m[3] + m[4])
+            text = (f"{fmt.label(g)} not measurable vs dense {dense_ns / 1e3:.2f} us (alone "
+                    f"{alone / 1e3:.2f} us, the dense {what} plus the whole model's change "
+                    f"{change / 1e3:+.2f} us: both under dense / {MAX_CREDIBLE:g}; on {self.key}{behind})")
+            if force == "auto":
+                return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice {text}")
+            return Decision(fmt.name, g, n, dense, Estimate(fmt.name, g, n, dense_ns),
+                            text + " (forced by formats=)")
+        fmt, g, n, t, alone, change = min(ranked, key=lambda m: m[3])
+        speedup = dense_ns / t
+        text = (f"{fmt.label(g)} measured {speedup:.2f}x vs dense ({t / 1e3:.2f} us vs "
+                f"{dense_ns / 1e3:.2f} us, the slower of: alone {alone / 1e3:.2f} us, the dense {what} "
+                f"plus the whole model's change {change / 1e3:+.2f} us; on {self.key}{behind})")
         if force == "auto" and speedup < self.margin:
             return Decision("dense", 0, units, dense, dense, f"kept dense: best sparse choice "
                             f"{text}, < {self.margin:.2f}x required")
-        return Decision(fmt.name, best.g, best.units, dense, best,
+        return Decision(fmt.name, g, n, dense, Estimate(fmt.name, g, n, t),
                         text + (" (forced by formats=)" if force != "auto" else ""))
 
     def confirm(self, dense_bytes: bytes, exported_bytes: bytes) -> tuple[float, float]:
