@@ -266,17 +266,8 @@ def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,
     dense = dense_estimate(cost, layer)
     if force == "dense":
         return Decision("dense", 0, units, dense, dense, "kept dense: forced by formats=")
-    candidates, notes = [], []
-    for fmt in fmts:
-        if force not in ("auto", fmt.name):
-            continue
-        why = fmt.eligible(layer)
-        for g in () if why else fmt.widths(layer, cost, group_size):
-            n = fmt.stored_units(layer.weights, g)
-            if n:
-                candidates.append(estimate(cost, layer, g, n))
-        if why:
-            notes.append(f"{fmt.title} unusable: {why}")
+    options, notes = formats_registry.candidates(layer, fmts, force, cost, group_size)
+    candidates = [estimate(cost, layer, g, n) for _, g, n in options]
     if not candidates:
         if force != "auto":
             raise ValueError(f"layer {layer.name!r}: cannot force {force}: "

@@ -285,18 +285,7 @@ class HostMeasurement:
             dense = Estimate("dense", 0, units, 0.0)
             return Decision("dense", 0, units, dense, dense, why)
         prefix = self._fused_prefix(model_bytes, fc)
-        options, notes = [], []
-        for fmt in formats.all_formats():
-            if force not in ("auto", fmt.name):
-                continue
-            why_not = fmt.eligible(fc)
-            for g in () if why_not else fmt.widths(fc, self, group_size):
-                why_not = fmt.width_reason(fc, g)
-                n = None if why_not else fmt.stored_units(fc.weights, g)
-                if n:
-                    options.append((fmt, g, n))
-            if why_not:
-                notes.append(f"{fmt.title} unusable: {why_not}")
+        options, notes = formats.candidates(fc, formats.all_formats(), force, self, group_size)
         if not options:
             dense = Estimate("dense", 0, units, 1e9 * self.time_candidate(model_bytes, fc, None, 0))
             if force != "auto":
@@ -372,17 +361,7 @@ class HostMeasurement:
             why = f"kept dense: {conv.unsupported}" if conv.unsupported else "kept dense: forced by formats="
             dense = Estimate("dense", 0, units, 0.0)
             return Decision("dense", 0, units, dense, dense, why)
-        options, notes = [], []
-        for fmt in fmts:
-            if force not in ("auto", fmt.name):
-                continue
-            why_not = fmt.eligible(conv)
-            for g in () if why_not else fmt.widths(conv, self, group_size):
-                n = fmt.stored_units(conv.weights, g)
-                if n:
-                    options.append((fmt, g, n))
-            if why_not:
-                notes.append(f"{fmt.title} unusable: {why_not}")
+        options, notes = formats.candidates(conv, fmts, force, self, group_size)
         if not options:
             if force != "auto":
                 raise ValueError(f"layer {conv.name!r}: cannot force {force}: "

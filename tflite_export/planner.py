@@ -49,19 +49,12 @@ def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force
         return dataclasses.replace(dense, reason=f"kept dense: {layer.unsupported}")
 
     dense = cost.dense(layer.dtype, layer.in_features, layer.out_features)
-    candidates: list[Estimate] = []
-    notes = []
-    for fmt in formats.all_formats():
-        if force not in ("auto", fmt.name) or not cost.prices(fmt.name):
-            continue  # a profile prices the formats its target runs
-        why_not = cost.unsupported(fmt.name, layer.dtype) or fmt.eligible(layer)
-        for g in () if why_not else fmt.widths(layer, cost, group_size):
-            why_not = fmt.width_reason(layer, g)
-            n = None if why_not else fmt.stored_units(layer.weights, g)
-            if n:  # zero-length tensors are not allowed, so an all-zero layer stays dense
-                candidates.append(cost.estimate(fmt.name, layer.dtype, g, layer.out_features, n))
-        if why_not:
-            notes.append(f"{fmt.title} unusable: {why_not}")
+    # a profile prices the formats its target runs
+    priced = [fmt for fmt in formats.all_formats() if cost.prices(fmt.name)]
+    options, notes = formats.candidates(layer, priced, force, cost, group_size,
+                                        refusal=lambda fmt: cost.unsupported(fmt.name, layer.dtype))
+    candidates = [cost.estimate(fmt.name, layer.dtype, g, layer.out_features, n)
+                  for fmt, g, n in options]
     if force == "dense":
         return Decision("dense", 0, dense.units, dense, dense, "kept dense: forced by formats=")
     if not candidates:

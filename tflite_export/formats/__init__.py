@@ -45,6 +45,29 @@ def conv_formats() -> tuple[SparseFormat, ...]:
     return CONV_FORMATS
 
 
+def candidates(layer, fmts, force: str, cost, group_size: int | None = None,
+               refusal=None) -> tuple[list, list]:
+    """``([(format, g, stored units), ...], notes)``: every width of every format of ``fmts``
+    that ``layer`` can take (``force``: "auto" or one format's name), the exporter's one walk
+    over formats and widths for its cost-model and measured decisions (FC and conv alike).
+    ``refusal(fmt)``: an extra reason to skip a format (e.g. a profile that does not price it
+    for the layer's dtype). ``notes`` say why a format was unusable; an all-zero layer stores
+    nothing (zero-length tensors are not allowed), so it yields no candidate and no note."""
+    options, notes = [], []
+    for fmt in fmts:
+        if force not in ("auto", fmt.name):
+            continue
+        why_not = (refusal(fmt) if refusal else None) or fmt.eligible(layer)
+        for g in () if why_not else fmt.widths(layer, cost, group_size):
+            why_not = fmt.width_reason(layer, g)
+            n = None if why_not else fmt.stored_units(layer.weights, g)
+            if n:
+                options.append((fmt, g, n))
+        if why_not:
+            notes.append(f"{fmt.title} unusable: {why_not}")
+    return options, notes
+
+
 def names() -> tuple[str, ...]:
     """The FC formats' names (the report's labels and ``export(formats=...)`` values of FC
     layers; a conv layer takes "auto", "dense" or a name of :func:`conv_formats`)."""
