@@ -19,7 +19,8 @@
  * The int32 sums are exact, so the results are bit-exact with every other int8 path; float32
  * sums in another order than the one-row kernels (within the op's 1e-5 relative contract).
  *
- * AVX2 + FMA (CPUs without AVX-512): float32 on 8-lane vectors, 32 rows a pass.
+ * AVX2 + FMA (CPUs without AVX-512): float32 on 8-lane vectors, 32 rows a pass. The float32
+ * kernels of both widths are one implementation, tfs_gsfc_x86_spmm_f32.inc.
  *
  * Chosen by tfs_gsfc_compute for batch >= TFS_GSMM_MIN_BATCH through the manifest's GSMM lines
  * (tfs_kernels.inc); scratch in the op's workspace (tfs_gsmm_scratch_size). */
@@ -124,91 +125,23 @@ TFS_AVX512 TFS_INLINE void store_block(const float* buf, int32_t r0, int32_t nr,
   }
 }
 
-/* ---- float32, any g ---- */
+/* ---- float32, any g (tfs_gsfc_x86_spmm_f32.inc, 16 lanes) ---- */
 
-/* Output row r of one tile: yr = act(bias[r] + sum over r's groups) in T lanes. Consecutive
- * groups alternate between two accumulator sets (2 * NV independent FMA chains). */
-TFS_AVX512 TFS_INLINE void row_f32(const tfs_gsfc_layer* L, const float* xT, int32_t r, float* yr,
-                                   const int NV, const int G) {
-  const size_t T = 16 * (size_t)NV;
-  const float* values = (const float*)L->values;
-  const float* bias = (const float*)L->bias;
-  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
-  __m512 a[4], b[4];
-  TFS_UNROLL
-  for (int v = 0; v < NV; ++v) a[v] = b[v] = zero;
-  int32_t k = L->row_ptr[r];
-  /* A ragged tail group (the row's last) is summed over its in - col real weights only. */
-  const int32_t k1 = tfs_gsfc_full_end(L, k, L->row_ptr[r + 1]);
-#define GROUP(acc, kk, N)                                                            \
-  do {                                                                               \
-    const float* xc = xT + (size_t)tfs_gsfc_col(L, kk) * T;                          \
-    const float* w = values + (size_t)(kk) * G;                                      \
-    TFS_UNROLL                                                                       \
-    for (int j = 0; j < (N); ++j) {                                                  \
-      const __m512 wv = _mm512_set1_ps(w[j]);                                        \
-      TFS_UNROLL                                                                     \
-      for (int v = 0; v < NV; ++v)                                                   \
-        acc[v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xc + j * T + 16 * v), acc[v]);  \
-    }                                                                                \
-  } while (0)
-  for (; k + 2 <= k1; k += 2) {
-    GROUP(a, k, G);
-    GROUP(b, k + 1, G);
-  }
-  if (k < k1) GROUP(a, k, G);
-  if (k1 < L->row_ptr[r + 1]) GROUP(b, k1, L->in - tfs_gsfc_col(L, k1));
-#undef GROUP
-  const __m512 bv = _mm512_set1_ps(bias[r]);
-  TFS_UNROLL
-  for (int v = 0; v < NV; ++v) {
-    __m512 s = _mm512_add_ps(_mm512_add_ps(a[v], b[v]), bv);
-    if (L->activation != TFS_ACT_NONE) s = _mm512_max_ps(s, zero);
-    if (L->activation == TFS_ACT_RELU6) s = _mm512_min_ps(s, six);
-    _mm512_storeu_ps(yr + 16 * v, s);
-  }
-}
-
-/* The output rows of one tile, 16 at a time into buf, each block then stored to y. */
-TFS_AVX512 TFS_INLINE void rows_f32(const tfs_gsfc_layer* L, const float* xT, float* buf, int32_t n,
-                                    float* y, const int NV, const int G) {
-  for (int32_t r0 = 0; r0 < L->out; r0 += 16) {
-    const int32_t nr = L->out - r0 < 16 ? L->out - r0 : 16;
-    for (int32_t r = r0; r < r0 + nr; ++r) row_f32(L, xT, r, buf + (size_t)(r - r0) * 16 * NV, NV, G);
-    store_block(buf, r0, nr, L->out, n, y, NV, 0);
-  }
-}
-
-TFS_AVX512 TFS_INLINE void tile_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t n,
-                                    float* xT, float* buf, const int NV) {
-  load_tile(x, L->in, round_up(L->in, 16), n, xT, NV, 0);
-  switch (L->g) {
-    case 1: rows_f32(L, xT, buf, n, y, NV, 1); break;
-    case 2: rows_f32(L, xT, buf, n, y, NV, 2); break;
-    case 4: rows_f32(L, xT, buf, n, y, NV, 4); break;
-    case 8: rows_f32(L, xT, buf, n, y, NV, 8); break;
-    default: rows_f32(L, xT, buf, n, y, NV, 16); break; /* validated: g in {1, 2, 4, 8, 16} */
-  }
-}
-
-TFS_AVX512 void tfs_gsmm_avx512_f32(const void* layer, const void* packed, const void* x_, void* y_,
-                                    int32_t batch, void* ws) {
-  const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;
-  (void)packed;
-  float* xT = (float*)ws;
-  float* buf = xT + (size_t)round_up(L->in, 64) * TILE;
-  for (int32_t b0 = 0; b0 < batch; b0 += TILE) {
-    const int32_t n = batch - b0 < TILE ? batch - b0 : TILE;
-    const float* x = (const float*)x_ + (size_t)b0 * L->in;
-    float* y = (float*)y_ + (size_t)b0 * L->out;
-    switch ((n + 15) / 16) {
-      case 1: tile_f32(L, x, y, n, xT, buf, 1); break;
-      case 2: tile_f32(L, x, y, n, xT, buf, 2); break;
-      case 3: tile_f32(L, x, y, n, xT, buf, 3); break;
-      default: tile_f32(L, x, y, n, xT, buf, 4); break;
-    }
-  }
-}
+#define SPMM_ATTR TFS_AVX512
+#define SPMM_LANES 16
+#define SPMM_SUFFIX avx512
+#define SPMM_V __m512
+#define SPMM_ZERO() _mm512_setzero_ps()
+#define SPMM_SET1(f) _mm512_set1_ps(f)
+#define SPMM_LOAD(p) _mm512_loadu_ps(p)
+#define SPMM_STORE(p, v) _mm512_storeu_ps(p, v)
+#define SPMM_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define SPMM_ADD(a, b) _mm512_add_ps(a, b)
+#define SPMM_MAX(a, b) _mm512_max_ps(a, b)
+#define SPMM_MIN(a, b) _mm512_min_ps(a, b)
+#define SPMM_LOAD_TILE(x, cols, n, xT, NV) load_tile(x, cols, round_up(cols, 16), n, xT, NV, 0)
+#define SPMM_STORE_BLOCK(buf, r0, nr, out, n, y, NV) store_block(buf, r0, nr, out, n, y, NV, 0)
+#include "tfs_gsfc_x86_spmm_f32.inc"
 
 /* ---- int8 with AVX-512 VNNI, g = 4, 8, 16 ---- */
 
@@ -389,94 +322,39 @@ TFS_AVX2 TFS_INLINE void load_tile8(const float* x, int32_t cols, int32_t cols_p
   }
 }
 
-TFS_AVX2 TFS_INLINE void row_avx2_f32(const tfs_gsfc_layer* L, const float* xT, int32_t r, float* yr,
-                                      const int NV, const int G) {
-  const size_t T = 8 * (size_t)NV;
-  const float* values = (const float*)L->values;
-  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-  __m256 a[4], b[4];
-  TFS_UNROLL
-  for (int v = 0; v < NV; ++v) a[v] = b[v] = zero;
-  int32_t k = L->row_ptr[r];
-  const int32_t k1 = tfs_gsfc_full_end(L, k, L->row_ptr[r + 1]);
-#define GROUP(acc, kk, N)                                                            \
-  do {                                                                               \
-    const float* xc = xT + (size_t)tfs_gsfc_col(L, kk) * T;                          \
-    const float* w = values + (size_t)(kk) * G;                                      \
-    TFS_UNROLL                                                                       \
-    for (int j = 0; j < (N); ++j) {                                                  \
-      const __m256 wv = _mm256_set1_ps(w[j]);                                        \
-      TFS_UNROLL                                                                     \
-      for (int v = 0; v < NV; ++v)                                                   \
-        acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xc + j * T + 8 * v), acc[v]);   \
-    }                                                                                \
-  } while (0)
-  for (; k + 2 <= k1; k += 2) {
-    GROUP(a, k, G);
-    GROUP(b, k + 1, G);
-  }
-  if (k < k1) GROUP(a, k, G);
-  if (k1 < L->row_ptr[r + 1]) GROUP(b, k1, L->in - tfs_gsfc_col(L, k1));
-#undef GROUP
-  const __m256 bv = _mm256_set1_ps(((const float*)L->bias)[r]);
-  TFS_UNROLL
-  for (int v = 0; v < NV; ++v) {
-    __m256 s = _mm256_add_ps(_mm256_add_ps(a[v], b[v]), bv);
-    if (L->activation != TFS_ACT_NONE) s = _mm256_max_ps(s, zero);
-    if (L->activation == TFS_ACT_RELU6) s = _mm256_min_ps(s, six);
-    _mm256_storeu_ps(yr + 8 * v, s);
-  }
-}
-
-TFS_AVX2 TFS_INLINE void rows_avx2_f32(const tfs_gsfc_layer* L, const float* xT, float* buf,
-                                       int32_t n, float* y, const int NV, const int G) {
+/* y[b][r0 + i] = buf[i][b] for the tile's rows b < n and the block's rows i < nr (buf: 8 rows of
+ * T lanes). */
+TFS_AVX2 TFS_INLINE void store_block8(const float* buf, int32_t r0, int32_t nr, int32_t out,
+                                      int32_t n, float* y, const int NV) {
   const int T = 8 * NV;
-  for (int32_t r0 = 0; r0 < L->out; r0 += 8) {
-    const int32_t nr = L->out - r0 < 8 ? L->out - r0 : 8;
-    for (int32_t r = r0; r < r0 + nr; ++r) row_avx2_f32(L, xT, r, buf + (size_t)(r - r0) * T, NV, G);
-    const __m256i m = first_n8(nr);
+  const __m256i m = first_n8(nr);
+  TFS_UNROLL
+  for (int j = 0; j < NV; ++j) {
+    __m256 v[8];
     TFS_UNROLL
-    for (int j = 0; j < NV; ++j) {
-      __m256 v[8];
-      TFS_UNROLL
-      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(buf + i * T + 8 * j);
-      transpose8(v);
-      TFS_UNROLL
-      for (int i = 0; i < 8; ++i)
-        if (8 * j + i < n) _mm256_maskstore_ps(y + (size_t)(8 * j + i) * (size_t)L->out + r0, m, v[i]);
-    }
+    for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(buf + i * T + 8 * j);
+    transpose8(v);
+    TFS_UNROLL
+    for (int i = 0; i < 8; ++i)
+      if (8 * j + i < n) _mm256_maskstore_ps(y + (size_t)(8 * j + i) * (size_t)out + r0, m, v[i]);
   }
 }
 
-TFS_AVX2 TFS_INLINE void tile_avx2_f32(const tfs_gsfc_layer* L, const float* x, float* y, int32_t n,
-                                       float* xT, float* buf, const int NV) {
-  load_tile8(x, L->in, round_up(L->in, 8), n, xT, NV);
-  switch (L->g) {
-    case 1: rows_avx2_f32(L, xT, buf, n, y, NV, 1); break;
-    case 2: rows_avx2_f32(L, xT, buf, n, y, NV, 2); break;
-    case 4: rows_avx2_f32(L, xT, buf, n, y, NV, 4); break;
-    case 8: rows_avx2_f32(L, xT, buf, n, y, NV, 8); break;
-    default: rows_avx2_f32(L, xT, buf, n, y, NV, 16); break;
-  }
-}
+#define SPMM_ATTR TFS_AVX2
+#define SPMM_LANES 8
+#define SPMM_SUFFIX avx2
+#define SPMM_V __m256
+#define SPMM_ZERO() _mm256_setzero_ps()
+#define SPMM_SET1(f) _mm256_set1_ps(f)
+#define SPMM_LOAD(p) _mm256_loadu_ps(p)
+#define SPMM_STORE(p, v) _mm256_storeu_ps(p, v)
+#define SPMM_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define SPMM_ADD(a, b) _mm256_add_ps(a, b)
+#define SPMM_MAX(a, b) _mm256_max_ps(a, b)
+#define SPMM_MIN(a, b) _mm256_min_ps(a, b)
+#define SPMM_LOAD_TILE(x, cols, n, xT, NV) load_tile8(x, cols, round_up(cols, 8), n, xT, NV)
+#define SPMM_STORE_BLOCK(buf, r0, nr, out, n, y, NV) store_block8(buf, r0, nr, out, n, y, NV)
+#include "tfs_gsfc_x86_spmm_f32.inc"
 
-TFS_AVX2 void tfs_gsmm_avx2_f32(const void* layer, const void* packed, const void* x_, void* y_,
-                                int32_t batch, void* ws) {
-  const tfs_gsfc_layer* L = (const tfs_gsfc_layer*)layer;
-  (void)packed;
-  float* xT = (float*)ws;
-  float* buf = xT + (size_t)round_up(L->in, 64) * TILE;
-  for (int32_t b0 = 0; b0 < batch; b0 += 32) {
-    const int32_t n = batch - b0 < 32 ? batch - b0 : 32;
-    const float* x = (const float*)x_ + (size_t)b0 * L->in;
-    float* y = (float*)y_ + (size_t)b0 * L->out;
-    switch ((n + 7) / 8) {
-      case 1: tile_avx2_f32(L, x, y, n, xT, buf, 1); break;
-      case 2: tile_avx2_f32(L, x, y, n, xT, buf, 2); break;
-      case 3: tile_avx2_f32(L, x, y, n, xT, buf, 3); break;
-      default: tile_avx2_f32(L, x, y, n, xT, buf, 4); break;
-    }
-  }
-}
 
 #endif /* TFS_X86 */
