@@ -324,7 +324,7 @@ def test_predicted_conv_cycles_are_the_ones_the_exporter_decides_by():
     shape = LayerShape.of(conv, "conv", 18)
     option = costs.option(shape, 0.75, 4)
     assert (row.format, row.stored_units) == ("custom_conv", 10)
-    assert (option.format, option.stored_groups) == ("custom", 10)
+    assert (option.format, option.stored_groups) == (row.format, row.stored_units)
     assert row.expected_speedup == round(costs.dense(shape).latency / option.costs.latency, 2)
     # 10x10 positions. Dense: CMSIS-NN's CONV_2D per position (position, K = 18, 8 outputs,
     # 144 MACs). Sparse: the FC core's fixed cost once (one tile), im2col and the kernel per
@@ -447,8 +447,8 @@ def test_a_measured_profile_prices_convolutions_from_their_entries():
     conv = layer_costs.LayerShape.of(model.get_layer("conv"), "conv", 9)
     # 6 groups: 50 % stores 3 (15 ns, between the points), 75 % stores 2 (round(4.5) = 4 go).
     assert [(o.stored_groups, o.format, o.costs.latency) for o in
-            (costs.option(conv, s, 4) for s in (0.5, 0.75))] == [(3, "custom", 15.0),
-                                                                 (2, "custom", 10.0)]
+            (costs.option(conv, s, 4) for s in (0.5, 0.75))] == [(3, "custom_conv", 15.0),
+                                                                 (2, "custom_conv", 10.0)]
     assert costs.dense(conv).latency == 30.0
     # Dense: -10 + 30 + 40 + 8 = 68; 0.5x is 34: conv at 75 % (10) and a at 50 % (18) fit (26).
     budget = Budget(latency=0.5, sparsities=(0.5, 0.75))
@@ -456,7 +456,7 @@ def test_a_measured_profile_prices_convolutions_from_their_entries():
     assert [(q.name, q.method) for q in p.layers][0] == ("conv", "group")
     assert "budget: group (the profile prices the conv op per group" in p.layers[0].reason
     assert p.allocation.dense_totals.latency == 68.0
-    assert p.allocation.totals.latency <= 34.0 and p.allocation["conv"].format == "custom g=4"
+    assert p.allocation.totals.latency <= 34.0 and p.allocation["conv"].format == "custom_conv g=4"
     # A conv whose measured points never beat dense by the margin (1.1x: 30 / 29 = 1.03x) is
     # priced dense at every sparsity, as the host exporter keeps it.
     slow = {**profile, "measured": {"float32": {"model_ns": -10.0, "layers": {

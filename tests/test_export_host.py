@@ -473,8 +473,8 @@ def test_measured_profile_times_each_conv_and_a_budget_group_prunes_convs():
     # Between the measured points linearly: 60 % of 144 groups leaves 58.
     assert [(o.stored_groups, o.format, o.costs.latency) for o in
             (costs.option(c2, s, 8) for s in (0.5, 0.6, 0.75))] == [
-        (72, "custom", pytest.approx(661.6)), (58, "custom", pytest.approx(
-            416.8 + (58 - 36) * (661.6 - 416.8) / 36)), (36, "custom", pytest.approx(416.8))]
+        (72, "custom_conv", pytest.approx(661.6)), (58, "custom_conv", pytest.approx(
+            416.8 + (58 - 36) * (661.6 - 416.8) / 36)), (36, "custom_conv", pytest.approx(416.8))]
     assert the_plan.allocation.dense_totals.latency == pytest.approx(4 + 576 + 1152 + 2880)
 
 

@@ -151,7 +151,7 @@ class LayerAllocation:
     kind: str
     sparsity: float
     g: int
-    format: str  # "dense" or "custom g=<g>": what the exporter is predicted to write
+    format: str  # "dense", "custom g=<g>" or "custom_conv g=<g>": what the exporter is predicted to write
     costs: Costs
     dense: Costs
     sensitivity: float

@@ -147,13 +147,14 @@ class Option:
 
     sparsity: float
     g: int
-    format: str  # "dense" or "custom"
+    format: str  # the exporter's format name: "dense", "custom" (FC) or "custom_conv"
     stored_groups: int
     costs: Costs
 
     @property
     def label(self):
-        return f"custom g={self.g}" if self.format == "custom" else "dense"
+        """The format as the exporter's reports name it, e.g. ``custom_conv g=8``."""
+        return "dense" if self.format == "dense" else f"{self.format} g={self.g}"
 
 
 class ProfileCosts:
@@ -307,5 +308,5 @@ class ProfileCosts:
         e = energy.layer_energy(stored * g * shape.positions, shape.units, shape.positions,
                                 self._read(shape, "custom", stored, g), self.dtype,
                                 self.energy_table, stored_groups=stored)
-        return Option(sparsity, g, "custom", stored,
+        return Option(sparsity, g, "custom_conv" if shape.kind == "conv" else "custom", stored,
                       Costs(latency, flash, self._arena(shape, "custom"), e.total))
