@@ -99,13 +99,14 @@ def nodes(model):
             if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))}
 
 
-def run(key, quick, seed, cache_dir, distill=None):
-    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model and seed."""
+def run(key, quick, seed, cache_dir, distill=None, targets=TARGETS):
+    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model and seed,
+    for the plans of ``targets``."""
     s = table.settings_for(key, quick)
     train, test = table.load_data(s)
     cache = table.Cache(cache_dir, key, s, seed)
     t0 = time.time()
-    ms = table.build_models(key, s, train, test, seed, cache, which=("CPU", "GPU"),
+    ms = table.build_models(key, s, train, test, seed, cache, which=tuple(STAGES[t] for t in targets),
                             distill=distill)
     print(f"[bench] {s['title']}: models ready after {time.time() - t0:.0f} s", flush=True)
     dense = ms["dense"]
@@ -113,7 +114,7 @@ def run(key, quick, seed, cache_dir, distill=None):
     shape = train[0].shape[1:]
     rows = [(key, s["title"], "dense", dense_acc, nodes(dense), dense.count_params(),
              macs(dense), latency_us(dense, shape))]
-    for target in TARGETS:
+    for target in targets:
         model = ms[STAGES[target]]
         rows.append((key, s["title"], target, table.accuracy(model, test), nodes(model),
                      model.count_params(), macs(model), latency_us(model, shape)))
@@ -164,6 +165,9 @@ def main(argv=None):
                         help=f"fine-tune from the dense teacher ({table.DISTILL})")
     parser.add_argument("--only", choices=tuple(table.SETTINGS), action="append")
     parser.add_argument("--cache-dir", default=None, help="default: the Scalpel table's cache")
+    parser.add_argument("--plans", choices=TARGETS, action="append",
+                        help="only these plans (default: all; e.g. --plans gpu-ampere, the "
+                             "plan the node anchors judge)")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or os.path.join(
         str(datasets.cache_dir()), "scalpel_table" + ("_quick" if args.quick else ""))
@@ -175,7 +179,8 @@ def main(argv=None):
     t0 = time.time()
     for key in args.only or list(table.SETTINGS):
         for seed in seeds:
-            runs[seed] += run(key, args.quick, seed, cache_dir, distill)
+            runs[seed] += run(key, args.quick, seed, cache_dir, distill,
+                              tuple(args.plans or TARGETS))
     rows = mean_rows([runs[seed] for seed in seeds])
     head = (f"{'model':<14}{'plan':<12}{'acc %':>14}  {'params':>10}{'MACs':>12}{'LiteRT us':>11}"
             "  kept nodes")

@@ -122,10 +122,11 @@ def _tiny_lenet300(seed=0, n=4096):
 def test_gate_optimizer_decays_weights_not_gates():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import keras
-    import scalpel_table
 
-    assert type(scalpel_table.gate_optimizer(1e-3)) is keras.optimizers.Adam
-    opt = scalpel_table.gate_optimizer(1e-3, weight_decay=0.5)
+    import tfscalpel
+
+    assert type(tfscalpel.gate_optimizer(1e-3)) is keras.optimizers.Adam
+    opt = tfscalpel.gate_optimizer(1e-3, weight_decay=0.5)
     assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == 0.5
     gate = keras.Variable(np.ones(4, np.float32), name="gate_param")
     kernel = keras.Variable(np.ones(4, np.float32), name="kernel")
@@ -154,3 +155,31 @@ def test_finetune_only_distillation_leaves_the_penalty_stages_alone():
     # the fine-tuning itself differs: the distilled run learned from the teacher
     assert not np.array_equal(plain.get_layer("fc3").get_weights()[0],
                               late.get_layer("fc3").get_weights()[0])
+
+
+def test_finetune_only_distilled_run_fine_tunes_from_the_cached_stages(tmp_path, capsys):
+    """The undistilled run keeps its penalty stages' state (weights and optimizer); the
+    fine-tune-only distilled run loads it instead of training the stages again, and ends with
+    the very weights of a distilled run that trained its own stages."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+
+    dense, train = _tiny_lenet300()
+    gates = dict(penalties=(2e-3, 4e-3), stage_epochs=1, finetune_epochs=1, group_sparsity=0.9,
+                 tie_windows=True, weight_decay=0.02)
+    s = {"gates": gates}
+    cache = scalpel_table.Cache(str(tmp_path), "tiny", dict(data="x", train=None,
+                                                            dense_epochs=1), 0)
+    scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere", None, cache, "gpu")
+    assert "reusing" not in capsys.readouterr().out
+    s["gates"] = dict(gates, distill_finetune_only=True)
+    cached = scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere",
+                                            scalpel_table.DISTILL, cache, "gpu")
+    assert "gpu-stages: reusing" in capsys.readouterr().out
+    fresh = scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere", scalpel_table.DISTILL)
+    for a, b in zip(cached.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # distilled through the stages: other stages, not the cached ones
+    s["gates"] = dict(gates)
+    assert (scalpel_table.stage_fields(s["gates"], scalpel_table.DISTILL)
+            != scalpel_table.stage_fields(s["gates"], None))
