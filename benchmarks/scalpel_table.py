@@ -341,6 +341,10 @@ def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, st
     fit = dict(batch_size=128, verbose=2, callbacks=callbacks)
     first = gates.total_epochs - p["finetune_epochs"]
     finetune_only = distill is None or p.get("distill_finetune_only")
+    if distill is not None:
+        distill = {**distill, **p.get("teacher", {})}  # this model's own temperature / weight
+        if p.get("distill_finetune_only") and tfscalpel.mask_layers(pruned):
+            distill["during"] = "finetune"  # the library's switch; the stages train apart anyway
     state = cache.state_path(stage + "-stages", stage_fields(p, distill)) if cache else None
     if state and os.path.exists(state):
         log(f"  {stage}-stages: reusing {state}")
@@ -349,15 +353,13 @@ def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, st
     else:
         # The teacher's soft term holds dying gates up (tied 2:4 windows of LeNet-300-100: L1
         # x2.2 distilled killed 4 of 300 fc1 nodes), so with distill_finetune_only the penalty
-        # stages train on the labels alone (Distiller(during="finetune") skips the teacher
-        # while any gate still trains).
+        # stages train on the labels alone (as Distiller(during="finetune") does in one fit;
+        # two fits here, so that the stages can be shared with the undistilled run).
         trainee = recipe.distiller(pruned, dense, None if finetune_only else distill)
         models.compile_classifier(trainee, optimizer)
         trainee.fit(*train, epochs=first, **fit)
         if state:
             _save_state(state, pruned, optimizer)
-    if distill is not None:
-        distill = {**distill, **p.get("teacher", {})}  # this model's own temperature / weight
     # Reseeded so that the fine-tuning sees the same batches whether the stages were trained
     # now or loaded.
     keras.utils.set_random_seed(seed + 1)

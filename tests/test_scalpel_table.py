@@ -119,23 +119,6 @@ def _tiny_lenet300(seed=0, n=4096):
     return dense, (x, y)
 
 
-def test_gate_optimizer_decays_weights_not_gates():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import keras
-
-    import tfscalpel
-
-    assert type(tfscalpel.gate_optimizer(1e-3)) is keras.optimizers.Adam
-    opt = tfscalpel.gate_optimizer(1e-3, weight_decay=0.5)
-    assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == 0.5
-    gate = keras.Variable(np.ones(4, np.float32), name="gate_param")
-    kernel = keras.Variable(np.ones(4, np.float32), name="kernel")
-    opt.build([gate, kernel])
-    opt.apply([np.zeros(4, np.float32)] * 2, [gate, kernel])  # zero gradients: decay alone
-    np.testing.assert_array_equal(np.asarray(gate), np.ones(4))
-    np.testing.assert_allclose(np.asarray(kernel), np.full(4, 1 - 1e-3 * 0.5), rtol=1e-6)
-
-
 def test_finetune_only_distillation_leaves_the_penalty_stages_alone():
     """With ``distill_finetune_only`` the teacher joins only for the frozen fine-tuning: the
     stages, and so the nodes that die, are those of the undistilled run."""
