@@ -99,10 +99,10 @@ def nodes(model):
             if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))}
 
 
-def run(key, quick, seed, cache_dir, distill=None, targets=TARGETS):
+def run(key, quick, seed, cache_dir, distill=None, targets=TARGETS, validation=False):
     """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model and seed,
     for the plans of ``targets``."""
-    s = table.settings_for(key, quick)
+    s = table.settings_for(key, quick, validation)
     train, test = table.load_data(s)
     cache = table.Cache(cache_dir, key, s, seed)
     t0 = time.time()
@@ -165,6 +165,9 @@ def main(argv=None):
                         help=f"fine-tune from the dense teacher ({table.DISTILL})")
     parser.add_argument("--only", choices=tuple(table.SETTINGS), action="append")
     parser.add_argument("--cache-dir", default=None, help="default: the Scalpel table's cache")
+    parser.add_argument("--validation", action="store_true",
+                        help="train on 50,000 training images, report accuracy on the other "
+                             "10,000 (for tuning; never tune on the test set)")
     parser.add_argument("--plans", choices=TARGETS, action="append",
                         help="only these plans (default: all; e.g. --plans gpu-ampere, the "
                              "plan the node anchors judge)")
@@ -180,7 +183,7 @@ def main(argv=None):
     for key in args.only or list(table.SETTINGS):
         for seed in seeds:
             runs[seed] += run(key, args.quick, seed, cache_dir, distill,
-                              tuple(args.plans or TARGETS))
+                              tuple(args.plans or TARGETS), args.validation)
     rows = mean_rows([runs[seed] for seed in seeds])
     head = (f"{'model':<14}{'plan':<12}{'acc %':>14}  {'params':>10}{'MACs':>12}{'LiteRT us':>11}"
             "  kept nodes")
@@ -199,6 +202,8 @@ def main(argv=None):
           + (f"; seed {seeds[0]}" if len(seeds) == 1 else f"; mean of seeds {seeds}")
           + (f"; fine-tuning distilled {table.DISTILL} (or a model's gates.distill.teacher)"
              if distill else "")
+          + ("; VALIDATION split (last 10,000 training images), not the test set"
+             if args.validation else "")
           + ("; --quick: subsets, numbers are not comparable to the paper" if args.quick else ""))
     return 0
 

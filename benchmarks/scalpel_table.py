@@ -138,6 +138,8 @@ QUICK = dict(train=2000, dense_epochs=1, trad=dict(round_epochs=1, finetune_epoc
              groups=dict(prune_epochs=1, finetune_epochs=1),
              gates=dict(stage_epochs=1, finetune_epochs=0))
 TEST_IMAGES = 10000
+#: Training images held out as the validation set of ``settings_for(validation=True)``.
+VALIDATION = 10000
 #: Test images on which the MCU benchmark checks every int8 layer against TFLite's kernels.
 MCU_CHECK_IMAGES = 20
 
@@ -146,9 +148,16 @@ def log(msg):
     print(f"[scalpel] {msg}", flush=True)
 
 
-def settings_for(key, quick):
+def settings_for(key, quick, validation=False):
+    """``SETTINGS[key]`` for a run; ``validation``: train on the first 50,000 training images
+    and report accuracy on the last ``VALIDATION`` of them (for tuning: never on the test set;
+    its own cache keys, the dense model included)."""
     s = {k: dict(v) if isinstance(v, dict) else v for k, v in SETTINGS[key].items()}
     s["test"] = TEST_IMAGES
+    if validation:
+        if quick:
+            raise ValueError("settings_for: validation and quick do not go together")
+        s["validation"] = VALIDATION
     if quick:
         s["test"] = 1000
         for k, v in QUICK.items():
@@ -166,6 +175,9 @@ def settings_for(key, quick):
 def load_data(s):
     loader = datasets.load_fashion_mnist if s["data"] == "fashion" else datasets.load_mnist
     (x, y), (xt, yt) = loader()
+    if s.get("validation"):  # the last images of the training set stand in for the test set
+        v = s["validation"]
+        x, y, xt, yt = x[:-v], y[:-v], x[-v:], y[-v:]
     n = s["train"] or len(x)
     x, y, xt, yt = x[:n], y[:n], xt[:s["test"]], yt[:s["test"]]
     return ((datasets.to_model_inputs(x, s["flatten"]), y),
@@ -183,6 +195,8 @@ class Cache:
     def __init__(self, directory, key, settings, seed):
         self.dir, self.key = directory, key
         self.dense = {k: settings[k] for k in ("data", "train", "dense_epochs")}
+        if settings.get("validation"):  # other data: other models (absent: the old keys)
+            self.dense["validation"] = settings["validation"]
         self.seed = seed
 
     def path(self, stage, fields=None):
@@ -220,8 +234,10 @@ def train_dense(key, s, train, test, seed):
     """The original schedule (SGD momentum 0.9, cosine-decayed 0.05, batch 128) via
     benchmarks/nm_accuracy.py, which caches full-data models: the 2:4 benchmark and this table
     share them (LeNet-300-100's is also the main job's recipe)."""
+    # nm_accuracy caches full-data models only: a subset or a validation split is not one
     return nm_accuracy.dense_model(NM_NAMES[key], s["dense_epochs"], seed,
-                                   quick=s["train"] is not None, data=(train, test))
+                                   quick=s["train"] is not None or bool(s.get("validation")),
+                                   data=(train, test))
 
 
 def prune_traditional(dense, s, train, seed, distill=None):

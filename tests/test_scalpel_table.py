@@ -166,3 +166,25 @@ def test_finetune_only_distilled_run_fine_tunes_from_the_cached_stages(tmp_path,
     s["gates"] = dict(gates)
     assert (scalpel_table.stage_fields(s["gates"], scalpel_table.DISTILL)
             != scalpel_table.stage_fields(s["gates"], None))
+
+
+def test_validation_split_holds_out_training_images_under_its_own_keys(tmp_path):
+    """--validation trains on the first 50,000 training images and measures on the last
+    10,000 (never the test set), under cache keys of its own; the other keys do not move."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+
+    from tfscalpel import datasets
+
+    full = scalpel_table.settings_for("lenet5", False)
+    val = scalpel_table.settings_for("lenet5", False, validation=True)
+    (x, y), _ = datasets.load_mnist()
+    (tx, ty), (vx, vy) = scalpel_table.load_data(val)
+    assert len(tx) == 50000 and len(vx) == 10000
+    np.testing.assert_array_equal(vy, y[50000:])
+    np.testing.assert_array_equal(ty, y[:50000])
+    path = lambda s: scalpel_table.Cache(str(tmp_path), "lenet5", s, 0).path("dense")  # noqa: E731
+    assert os.path.basename(path(full)) == "lenet5_dense_7f96c0afad.keras"  # the old key
+    assert path(val) != path(full)
+    with pytest.raises(ValueError, match="validation and quick do not go together"):
+        scalpel_table.settings_for("lenet5", True, validation=True)
