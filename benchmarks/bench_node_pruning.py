@@ -21,6 +21,9 @@ worse than the dense model's minus 0.1 %.
     python benchmarks/bench_node_pruning.py --quick          # the table's --quick models
     python benchmarks/bench_node_pruning.py --seeds 3 --distill   # mean +- std of seeds 0-2,
                                                                   # fine-tuning distilled
+    python benchmarks/bench_node_pruning.py --only lenet5 --plans gpu-ampere   # one plan
+    python benchmarks/bench_node_pruning.py --validation ...   # tuning: 50,000 / 10,000 of the
+                                                               # training images, not the test set
 
 With ``--seeds N`` every number is the mean over the seeds (accuracy +- its sample standard
 deviation, kept nodes per layer as their mean) and the anchors are judged on the means.
