@@ -21,6 +21,9 @@ worse than the dense model's minus 0.1 %.
     python benchmarks/bench_node_pruning.py --quick          # the table's --quick models
     python benchmarks/bench_node_pruning.py --seeds 3 --distill   # mean +- std of seeds 0-2,
                                                                   # fine-tuning distilled
+    python benchmarks/bench_node_pruning.py --only lenet5 --plans gpu-ampere   # one plan
+    python benchmarks/bench_node_pruning.py --validation ...   # tuning: 50,000 / 10,000 of the
+                                                               # training images, not the test set
 
 With ``--seeds N`` every number is the mean over the seeds (accuracy +- its sample standard
 deviation, kept nodes per layer as their mean) and the anchors are judged on the means.
@@ -99,13 +102,14 @@ def nodes(model):
             if isinstance(l, (keras.layers.Dense, keras.layers.Conv2D))}
 
 
-def run(key, quick, seed, cache_dir, distill=None):
-    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model and seed."""
-    s = table.settings_for(key, quick)
+def run(key, quick, seed, cache_dir, distill=None, targets=TARGETS, validation=False):
+    """Rows (model, plan, accuracy, kept nodes, params, MACs, latency) of one model and seed,
+    for the plans of ``targets``."""
+    s = table.settings_for(key, quick, validation)
     train, test = table.load_data(s)
     cache = table.Cache(cache_dir, key, s, seed)
     t0 = time.time()
-    ms = table.build_models(key, s, train, test, seed, cache, which=("CPU", "GPU"),
+    ms = table.build_models(key, s, train, test, seed, cache, which=tuple(STAGES[t] for t in targets),
                             distill=distill)
     print(f"[bench] {s['title']}: models ready after {time.time() - t0:.0f} s", flush=True)
     dense = ms["dense"]
@@ -113,7 +117,7 @@ def run(key, quick, seed, cache_dir, distill=None):
     shape = train[0].shape[1:]
     rows = [(key, s["title"], "dense", dense_acc, nodes(dense), dense.count_params(),
              macs(dense), latency_us(dense, shape))]
-    for target in TARGETS:
+    for target in targets:
         model = ms[STAGES[target]]
         rows.append((key, s["title"], target, table.accuracy(model, test), nodes(model),
                      model.count_params(), macs(model), latency_us(model, shape)))
@@ -164,6 +168,12 @@ def main(argv=None):
                         help=f"fine-tune from the dense teacher ({table.DISTILL})")
     parser.add_argument("--only", choices=tuple(table.SETTINGS), action="append")
     parser.add_argument("--cache-dir", default=None, help="default: the Scalpel table's cache")
+    parser.add_argument("--validation", action="store_true",
+                        help="train on 50,000 training images, report accuracy on the other "
+                             "10,000 (for tuning; never tune on the test set)")
+    parser.add_argument("--plans", choices=TARGETS, action="append",
+                        help="only these plans (default: all; e.g. --plans gpu-ampere, the "
+                             "plan the node anchors judge)")
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or os.path.join(
         str(datasets.cache_dir()), "scalpel_table" + ("_quick" if args.quick else ""))
@@ -175,7 +185,8 @@ def main(argv=None):
     t0 = time.time()
     for key in args.only or list(table.SETTINGS):
         for seed in seeds:
-            runs[seed] += run(key, args.quick, seed, cache_dir, distill)
+            runs[seed] += run(key, args.quick, seed, cache_dir, distill,
+                              tuple(args.plans or TARGETS), args.validation)
     rows = mean_rows([runs[seed] for seed in seeds])
     head = (f"{'model':<14}{'plan':<12}{'acc %':>14}  {'params':>10}{'MACs':>12}{'LiteRT us':>11}"
             "  kept nodes")
@@ -194,6 +205,8 @@ def main(argv=None):
           + (f"; seed {seeds[0]}" if len(seeds) == 1 else f"; mean of seeds {seeds}")
           + (f"; fine-tuning distilled {table.DISTILL} (or a model's gates.distill.teacher)"
              if distill else "")
+          + ("; VALIDATION split (last 10,000 training images), not the test set"
+             if args.validation else "")
           + ("; --quick: subsets, numbers are not comparable to the paper" if args.quick else ""))
     return 0
 

@@ -121,7 +121,10 @@ SETTINGS = {
                               gpu=dict(penalties={"conv": (2e-4, 6e-4, 1.5e-3),
                                                   "dense": (8e-5, 2.5e-4, 7e-4),
                                                   "mask_pool1": (6e-4, 2e-3, 4e-3)},
-                                       finetune_epochs=8))),
+                                       finetune_epochs=8),
+                              # LeNet-300-100's distilled recipe, not tuned on LeNet-5
+                              distill=dict(distill_finetune_only=True,
+                                           teacher=dict(temperature=2.0, weight=0.5)))),
     "convnet": dict(title="ConvNet", builder=models.convnet, data="fashion", flatten=False,
                     train=None, dense_epochs=nm_accuracy.DEFAULT_EPOCHS["convnet"],
                     trad=dict(rounds=(0.5, 0.65, 0.75), round_epochs=1, finetune_epochs=1),
@@ -135,6 +138,8 @@ QUICK = dict(train=2000, dense_epochs=1, trad=dict(round_epochs=1, finetune_epoc
              groups=dict(prune_epochs=1, finetune_epochs=1),
              gates=dict(stage_epochs=1, finetune_epochs=0))
 TEST_IMAGES = 10000
+#: Training images held out as the validation set of ``settings_for(validation=True)``.
+VALIDATION = 10000
 #: Test images on which the MCU benchmark checks every int8 layer against TFLite's kernels.
 MCU_CHECK_IMAGES = 20
 
@@ -143,9 +148,16 @@ def log(msg):
     print(f"[scalpel] {msg}", flush=True)
 
 
-def settings_for(key, quick):
+def settings_for(key, quick, validation=False):
+    """``SETTINGS[key]`` for a run; ``validation``: train on the first 50,000 training images
+    and report accuracy on the last ``VALIDATION`` of them (for tuning: never on the test set;
+    its own cache keys, the dense model included)."""
     s = {k: dict(v) if isinstance(v, dict) else v for k, v in SETTINGS[key].items()}
     s["test"] = TEST_IMAGES
+    if validation:
+        if quick:
+            raise ValueError("settings_for: validation and quick do not go together")
+        s["validation"] = VALIDATION
     if quick:
         s["test"] = 1000
         for k, v in QUICK.items():
@@ -163,6 +175,9 @@ def settings_for(key, quick):
 def load_data(s):
     loader = datasets.load_fashion_mnist if s["data"] == "fashion" else datasets.load_mnist
     (x, y), (xt, yt) = loader()
+    if s.get("validation"):  # the last images of the training set stand in for the test set
+        v = s["validation"]
+        x, y, xt, yt = x[:-v], y[:-v], x[-v:], y[-v:]
     n = s["train"] or len(x)
     x, y, xt, yt = x[:n], y[:n], xt[:s["test"]], yt[:s["test"]]
     return ((datasets.to_model_inputs(x, s["flatten"]), y),
@@ -180,6 +195,8 @@ class Cache:
     def __init__(self, directory, key, settings, seed):
         self.dir, self.key = directory, key
         self.dense = {k: settings[k] for k in ("data", "train", "dense_epochs")}
+        if settings.get("validation"):  # other data: other models (absent: the old keys)
+            self.dense["validation"] = settings["validation"]
         self.seed = seed
 
     def path(self, stage, fields=None):
@@ -187,6 +204,10 @@ class Cache:
                           sort_keys=True, default=str)
         digest = hashlib.sha1(f"{base}|{stage}".encode()).hexdigest()[:10]
         return os.path.join(self.dir, f"{self.key}_{stage}_{digest}.keras")
+
+    def state_path(self, stage, fields=None):
+        """Where a stage's training state (not a model: ``.npz``) is kept."""
+        return self.path(stage, fields)[:-len(".keras")] + ".npz"
 
     def get(self, stage, build, fields=None):
         path = self.path(stage, fields)
@@ -213,8 +234,10 @@ def train_dense(key, s, train, test, seed):
     """The original schedule (SGD momentum 0.9, cosine-decayed 0.05, batch 128) via
     benchmarks/nm_accuracy.py, which caches full-data models: the 2:4 benchmark and this table
     share them (LeNet-300-100's is also the main job's recipe)."""
+    # nm_accuracy caches full-data models only: a subset or a validation split is not one
     return nm_accuracy.dense_model(NM_NAMES[key], s["dense_epochs"], seed,
-                                   quick=s["train"] is not None, data=(train, test))
+                                   quick=s["train"] is not None or bool(s.get("validation")),
+                                   data=(train, test))
 
 
 def prune_traditional(dense, s, train, seed, distill=None):
@@ -267,19 +290,52 @@ def gate_settings(s, target, distill=None):
     return gates
 
 
-def gate_optimizer(lr, weight_decay=0.0):
-    """Adam, or AdamW at ``weight_decay`` > 0: decoupled decay on the weights, not on the
-    gates (the L1 penalty alone decides which nodes die)."""
-    if not weight_decay:
-        return keras.optimizers.Adam(lr)
-    opt = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
-    opt.exclude_from_weight_decay(var_names=["gate_param"])
-    return opt
+#: Gate settings that concern only the fine-tuning of a run distilled at the fine-tuning alone:
+#: the penalty stages do not depend on them, so the stages' checkpoint key leaves them out and
+#: the distilled run reuses the undistilled run's stages.
+FINETUNE_ONLY_FIELDS = ("teacher", "distill_finetune_only")
 
 
-def prune_with_gates(dense, s, train, seed, target, distill=None):
+def stage_fields(p, distill):
+    """The cache key fields of the penalty stages of gate settings ``p``: the same for the
+    undistilled and the fine-tune-only distilled run."""
+    fields = {k: v for k, v in p.items() if k not in FINETUNE_ONLY_FIELDS}
+    if distill is not None and not p.get("distill_finetune_only"):
+        fields["distill"] = distill  # distilled through the stages: other stages
+    return fields
+
+
+def _save_state(path, model, optimizer):
+    """The model's weights and the optimizer's variables (step count, moments) after the
+    penalty stages: what the fine-tuning continues from."""
+    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    arrays.update({f"o{i}": keras.ops.convert_to_numpy(v)
+                   for i, v in enumerate(optimizer.variables)})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path + ".tmp.npz", **arrays)
+    os.replace(path + ".tmp.npz", path)
+
+
+def _load_state(path, model, optimizer):
+    with np.load(path) as f:
+        n_w = sum(k.startswith("w") for k in f.files)
+        model.set_weights([f[f"w{i}"] for i in range(n_w)])
+        optimizer.build(model.trainable_variables)
+        if len(optimizer.variables) != len(f.files) - n_w:
+            raise RuntimeError(f"{path}: optimizer state does not match this model")
+        for i, v in enumerate(optimizer.variables):
+            v.assign(f[f"o{i}"])
+
+
+def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, stage=None):
     """Scalpel's plan with node pruning: ``prune(target=...)`` + GateTraining (+ groups rising on
-    a cubic schedule over the gate stages where the plan group-prunes)."""
+    a cubic schedule over the gate stages where the plan group-prunes).
+
+    Trained in two fits, the penalty stages and then the fine-tuning with the masks frozen
+    (one optimizer: its step count carries the learning-rate schedule on). With ``cache`` the
+    stages' state (weights and optimizer) is kept under ``stage + "-stages"``, keyed by
+    :func:`stage_fields`, so a fine-tune-only distilled run (``distill_finetune_only``) fine-tunes
+    from the undistilled run's stages instead of training them again."""
     p = gate_settings(s, target, distill)
     keras.utils.set_random_seed(seed)
     gates = tfscalpel.GateTraining(penalties=p["penalties"], epochs_per_stage=p["stage_epochs"],
@@ -294,22 +350,35 @@ def prune_with_gates(dense, s, train, seed, target, distill=None):
     pruned = tfscalpel.prune(dense, target=target, schedule=schedule)
     lr = keras.optimizers.schedules.CosineDecay(p.get("lr", 1e-3), gates.total_epochs * _steps(train),
                                                 alpha=0.05)
-    optimizer = gate_optimizer(lr, p.get("weight_decay", 0.0))
+    optimizer = tfscalpel.gate_optimizer(lr, p.get("weight_decay", 0.0))
     callbacks = [gates] if tfscalpel.mask_layers(pruned) else []
     if tfscalpel.pruned_layers(pruned):
         callbacks.append(tfscalpel.UpdatePruningStep())
     fit = dict(batch_size=128, verbose=2, callbacks=callbacks)
-    first = 0
-    if distill is not None and p.get("distill_finetune_only"):
-        # The teacher's soft term holds dying gates up (tied 2:4 windows of LeNet-300-100: L1
-        # x2.2 distilled killed 4 of 300 fc1 nodes), so the penalty stages train on the labels
-        # alone and only the fine-tuning with the masks frozen learns from the teacher. One
-        # optimizer throughout: its step count carries the learning-rate schedule on.
-        first = gates.total_epochs - p["finetune_epochs"]
-        models.compile_classifier(pruned, optimizer)
-        pruned.fit(*train, epochs=first, **fit)
+    first = gates.total_epochs - p["finetune_epochs"]
+    finetune_only = distill is None or p.get("distill_finetune_only")
     if distill is not None:
         distill = {**distill, **p.get("teacher", {})}  # this model's own temperature / weight
+        if p.get("distill_finetune_only") and tfscalpel.mask_layers(pruned):
+            distill["during"] = "finetune"  # the library's switch; the stages train apart anyway
+    state = cache.state_path(stage + "-stages", stage_fields(p, distill)) if cache else None
+    if state and os.path.exists(state):
+        log(f"  {stage}-stages: reusing {state}")
+        models.compile_classifier(pruned, optimizer)
+        _load_state(state, pruned, optimizer)
+    else:
+        # The teacher's soft term holds dying gates up (tied 2:4 windows of LeNet-300-100: L1
+        # x2.2 distilled killed 4 of 300 fc1 nodes), so with distill_finetune_only the penalty
+        # stages train on the labels alone (as Distiller(during="finetune") does in one fit;
+        # two fits here, so that the stages can be shared with the undistilled run).
+        trainee = recipe.distiller(pruned, dense, None if finetune_only else distill)
+        models.compile_classifier(trainee, optimizer)
+        trainee.fit(*train, epochs=first, **fit)
+        if state:
+            _save_state(state, pruned, optimizer)
+    # Reseeded so that the fine-tuning sees the same batches whether the stages were trained
+    # now or loaded.
+    keras.utils.set_random_seed(seed + 1)
     trainee = recipe.distiller(pruned, dense, distill)
     models.compile_classifier(trainee, optimizer)
     trainee.fit(*train, initial_epoch=first, epochs=gates.total_epochs, **fit)
@@ -334,12 +403,14 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
             groups("cortex-m4")),
         # the x86-avx2 plan of an FC-only network is group pruning everywhere (g=8)
         "CPU": lambda: cache.get(
-            "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2", distill),
+            "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2", distill,
+                                                    cache, "scalpel-cpu"),
             keyed(gate_settings(s, "x86-avx2", distill))) if has_conv else cache.get(
             "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2", distill),
             groups("x86-avx2")),
         "GPU": lambda: cache.get(
-            "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere", distill),
+            "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere", distill,
+                                                    cache, "scalpel-gpu"),
             keyed(gate_settings(s, "gpu-ampere", distill))),
     }
     return {"dense": dense, **{name: stages[name]() for name in which}}

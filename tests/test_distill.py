@@ -105,3 +105,58 @@ def test_teacher_with_other_classes_is_refused():
     x, y = _data(4)
     with pytest.raises(ValueError, match=r"teacher's outputs \(4, 5\) and the student's \(4, 3\)"):
         d.distillation_loss(d.teacher(x), d.student(x))
+
+
+def _gated(seed):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    h = tfscalpel.MaskLayer(name="m")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+
+
+def _nan_teacher():
+    teacher = _mlp(2)
+    teacher.layers[-1].kernel.assign(np.full((16, 3), np.nan, np.float32))
+    return teacher
+
+
+def _gate_run(teacher, epochs):
+    """The gated student trained ``epochs`` epochs of 2 penalty + 2 fine-tuning epochs, plain
+    (teacher None) or through ``Distiller(during="finetune")``; seeded alike."""
+    student = _gated(1)
+    model = student if teacher is None else tfscalpel.Distiller(
+        student, teacher, temperature=2.0, weight=1.0, during="finetune")
+    _compiled(model)
+    gates = tfscalpel.GateTraining(penalties=(0.05,), epochs_per_stage=2, finetune_epochs=2)
+    x, y = _data(64)
+    keras.utils.set_random_seed(0)
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[gates])
+    return student
+
+
+def test_finetune_only_distillation_trains_the_stages_as_an_undistilled_run():
+    """While a gate trains the loss is the hard loss alone and the teacher is not run (a NaN
+    teacher leaves no trace): the penalty stages end with the undistilled run's very weights,
+    so the same nodes die; the frozen fine-tuning then learns from the teacher."""
+    plain = _gate_run(None, 2)
+    late = _gate_run(_nan_teacher(), 2)
+    for a, b in zip(plain.get_weights(), late.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    kept = plain.get_layer("m").kept()
+    assert 0 < kept.sum() < 16  # the penalty killed some nodes, not all
+    assert np.isnan(_gate_run(_nan_teacher(), 4).get_layer("out").kernel.numpy()).all()
+    plain, late = _gate_run(None, 4), _gate_run(_mlp(2), 4)
+    np.testing.assert_array_equal(plain.get_layer("m").kept(), late.get_layer("m").kept())
+    np.testing.assert_array_equal(plain.get_layer("m").kept(), kept)  # frozen in fine-tuning
+    assert not np.allclose(plain.get_layer("out").kernel.numpy(),
+                           late.get_layer("out").kernel.numpy())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(during="stages"), r"during must be one of \['all', 'finetune'\], got 'stages'"),
+    (dict(during="finetune"), "during='finetune' .* the student has no MaskLayer"),
+])
+def test_bad_during_names_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tfscalpel.Distiller(_mlp(1), _mlp(2), **kwargs)

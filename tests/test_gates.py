@@ -258,3 +258,27 @@ def test_gate_training_errors():
     with pytest.raises(ValueError, match="no MaskLayer"):
         plain.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0,
                   callbacks=[tfscalpel.GateTraining()])
+
+
+def test_gate_optimizer_decays_weights_not_gates():
+    assert type(tfscalpel.gate_optimizer(1e-3)) is keras.optimizers.Adam
+    opt = tfscalpel.gate_optimizer(1e-3, weight_decay=0.5)
+    assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == 0.5
+    gate = keras.Variable(np.ones(4, np.float32), name="gate_param")
+    kernel = keras.Variable(np.ones(4, np.float32), name="kernel")
+    opt.build([gate, kernel])
+    opt.apply([np.zeros(4, np.float32)] * 2, [gate, kernel])  # zero gradients: decay alone
+    np.testing.assert_array_equal(np.asarray(gate), np.ones(4))
+    np.testing.assert_allclose(np.asarray(kernel), np.full(4, 1 - 1e-3 * 0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0, got -0.1"),
+    (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0, got nan"),
+    (dict(weight_decay=True), "weight_decay must be a finite number >= 0, got True"),
+    (dict(learning_rate=0), "learning_rate must be a number > 0 or a LearningRateSchedule"),
+    (dict(learning_rate="fast"), "learning_rate must be a number > 0 or a LearningRateSchedule"),
+])
+def test_gate_optimizer_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tfscalpel.gate_optimizer(**kwargs)

@@ -119,22 +119,6 @@ def _tiny_lenet300(seed=0, n=4096):
     return dense, (x, y)
 
 
-def test_gate_optimizer_decays_weights_not_gates():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import keras
-    import scalpel_table
-
-    assert type(scalpel_table.gate_optimizer(1e-3)) is keras.optimizers.Adam
-    opt = scalpel_table.gate_optimizer(1e-3, weight_decay=0.5)
-    assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == 0.5
-    gate = keras.Variable(np.ones(4, np.float32), name="gate_param")
-    kernel = keras.Variable(np.ones(4, np.float32), name="kernel")
-    opt.build([gate, kernel])
-    opt.apply([np.zeros(4, np.float32)] * 2, [gate, kernel])  # zero gradients: decay alone
-    np.testing.assert_array_equal(np.asarray(gate), np.ones(4))
-    np.testing.assert_allclose(np.asarray(kernel), np.full(4, 1 - 1e-3 * 0.5), rtol=1e-6)
-
-
 def test_finetune_only_distillation_leaves_the_penalty_stages_alone():
     """With ``distill_finetune_only`` the teacher joins only for the frozen fine-tuning: the
     stages, and so the nodes that die, are those of the undistilled run."""
@@ -154,3 +138,53 @@ def test_finetune_only_distillation_leaves_the_penalty_stages_alone():
     # the fine-tuning itself differs: the distilled run learned from the teacher
     assert not np.array_equal(plain.get_layer("fc3").get_weights()[0],
                               late.get_layer("fc3").get_weights()[0])
+
+
+def test_finetune_only_distilled_run_fine_tunes_from_the_cached_stages(tmp_path, capsys):
+    """The undistilled run keeps its penalty stages' state (weights and optimizer); the
+    fine-tune-only distilled run loads it instead of training the stages again, and ends with
+    the very weights of a distilled run that trained its own stages."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+
+    dense, train = _tiny_lenet300()
+    gates = dict(penalties=(2e-3, 4e-3), stage_epochs=1, finetune_epochs=1, group_sparsity=0.9,
+                 tie_windows=True, weight_decay=0.02)
+    s = {"gates": gates}
+    cache = scalpel_table.Cache(str(tmp_path), "tiny", dict(data="x", train=None,
+                                                            dense_epochs=1), 0)
+    scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere", None, cache, "gpu")
+    assert "reusing" not in capsys.readouterr().out
+    s["gates"] = dict(gates, distill_finetune_only=True)
+    cached = scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere",
+                                            scalpel_table.DISTILL, cache, "gpu")
+    assert "gpu-stages: reusing" in capsys.readouterr().out
+    fresh = scalpel_table.prune_with_gates(dense, s, train, 0, "gpu-ampere", scalpel_table.DISTILL)
+    for a, b in zip(cached.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # distilled through the stages: other stages, not the cached ones
+    s["gates"] = dict(gates)
+    assert (scalpel_table.stage_fields(s["gates"], scalpel_table.DISTILL)
+            != scalpel_table.stage_fields(s["gates"], None))
+
+
+def test_validation_split_holds_out_training_images_under_its_own_keys(tmp_path):
+    """--validation trains on the first 50,000 training images and measures on the last
+    10,000 (never the test set), under cache keys of its own; the other keys do not move."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+
+    from tfscalpel import datasets
+
+    full = scalpel_table.settings_for("lenet5", False)
+    val = scalpel_table.settings_for("lenet5", False, validation=True)
+    (x, y), _ = datasets.load_mnist()
+    (tx, ty), (vx, vy) = scalpel_table.load_data(val)
+    assert len(tx) == 50000 and len(vx) == 10000
+    np.testing.assert_array_equal(vy, y[50000:])
+    np.testing.assert_array_equal(ty, y[:50000])
+    path = lambda s: scalpel_table.Cache(str(tmp_path), "lenet5", s, 0).path("dense")  # noqa: E731
+    assert os.path.basename(path(full)) == "lenet5_dense_7f96c0afad.keras"  # the old key
+    assert path(val) != path(full)
+    with pytest.raises(ValueError, match="validation and quick do not go together"):
+        scalpel_table.settings_for("lenet5", True, validation=True)

@@ -66,6 +66,40 @@ def test_plan_tables_per_target():
             in str(tfscalpel.plan(lenet5, "gpu-ampere")))
 
 
+def _conv_flatten_dense(channels):
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(channels, 3, name="c")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(8, name="fc")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+def test_no_2_4_where_its_windows_would_pin_upstream_channels():
+    """LeNet-5's fc1 reads a flattened 4x4x50 map: its 2:4 windows would chain all 50 conv2
+    channels, none removable alone, so the GPU plan node-prunes fc1 without 2:4. A flattened
+    map with a multiple of 4 channels keeps node+2:4; per_layer still forces it."""
+    gpu = tfscalpel.plan(models.lenet5(), "gpu-ampere")
+    assert _methods(gpu) == {"conv1": ("node", 1, "pool1"), "conv2": ("node+2:4", 1, "pool2"),
+                             "fc1": ("node", 1, "fc1"), "fc2": ("2:4", 1, "")}
+    assert gpu["fc1"].reason == (
+        "gpu: node+2:4 on dense; its 2:4 input windows straddle the channels of conv2 "
+        "(flattened; channels not a multiple of 4): they would tie 50 channels together, none "
+        "removable alone: no 2:4")
+    assert _methods(tfscalpel.plan(_conv_flatten_dense(6), "gpu-ampere"))["fc"] == ("node", 1, "fc")
+    assert _methods(tfscalpel.plan(_conv_flatten_dense(8), "gpu-ampere"))["fc"] == (
+        "node+2:4", 1, "fc")
+    forced = tfscalpel.plan(models.lenet5(), "gpu-ampere",
+                            per_layer={"fc1": {"method": "node+2:4"}})
+    assert _methods(forced)["fc1"] == ("node+2:4", 1, "fc1")
+    # stripped, the conv2 channels whose gates died go (with fc1's 2:4 they could not)
+    for per_layer, kept in ((None, 17), ({"fc1": {"method": "node+2:4"}}, 50)):
+        pruned = tfscalpel.prune(models.lenet5(), target="gpu-ampere", per_layer=per_layer)
+        gate = pruned.get_layer("mask_pool2")
+        gate.set_gates(np.where(np.arange(50) % 3 == 0, 1.0, 0.0))
+        gate(np.zeros((1, 4, 4, 50), "float32"), training=True)  # the mask follows the gates
+        assert tfscalpel.strip(pruned).get_layer("conv2").filters == kept
+
+
 def test_mask_goes_after_activation_pooling_and_batch_norm():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, name="c")(inputs)

@@ -6,7 +6,7 @@ export it with ``tflite_export``. See README.md for a tour.
 from tfscalpel.callbacks import PruningSummaries, SparsityHistory, UpdatePruningStep
 from tfscalpel.distill import Distiller
 from tfscalpel.distributed import distributed_fit
-from tfscalpel.gate_training import GateTraining
+from tfscalpel.gate_training import GateTraining, gate_optimizer
 from tfscalpel.gates import MaskLayer, mask_layers
 from tfscalpel.importance import L1, L2, RMS, Importance, Magnitude, MaxAbs, MeanAbs, get_importance
 from tfscalpel import layer_handlers

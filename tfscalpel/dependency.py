@@ -331,6 +331,55 @@ def _removable(walk):
     return removable
 
 
+def straddling_windows(model, names, producers, m=4):
+    """Layers in ``names`` whose N:M windows would pin the channels of a node-pruned layer.
+
+    A window of ``m`` inputs of an N:M layer goes only as a whole (:func:`channel_plan`). When
+    the inputs are a Flatten of a feature map whose channel count is not a multiple of ``m``,
+    the windows run across positions with shifting channel offsets (50 channels: ``[0..3]``,
+    ..., ``[48, 49 | 0, 1]``, ``[2..5]``, ...) and chain every channel to its neighbours, so no
+    channel could be removed short of all of them. Reported only for channels produced by a
+    layer in ``producers`` (the node-pruned ones; others lose nothing).
+
+    Returns ``{name: reason}``; ``names`` the layers of ``model`` (unpruned: the windows are
+    read from the input layout) to take as N:M, layers without a traced input row skipped.
+    """
+    walk = _walk(model, None)
+    owner = {}  # channel class root -> the weighted layer that produces it
+    for name, ids in walk.out_ids.items():
+        if name in walk.in_ids:  # a weighted layer: it creates its channels
+            for r in walk.classes.roots(ids):
+                owner.setdefault(int(r), name)
+    out = {}
+    for name in names:
+        ids = walk.in_ids.get(name)
+        if ids is None or len(ids) % m:
+            continue
+        roots = walk.classes.roots(ids)
+        parent = {int(r): int(r) for r in roots}
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for window in np.asarray(roots).reshape(-1, m):
+            for b in window[1:]:
+                parent[find(int(b))] = find(int(window[0]))
+        groups = {}
+        for r in parent:
+            groups.setdefault(find(r), set()).add(r)
+        for group in groups.values():
+            hit = sorted({owner.get(r) for r in group} & set(producers))
+            if len(group) > m and hit:
+                out[name] = (f"its 2:4 input windows straddle the channels of {', '.join(hit)} "
+                             f"(flattened; channels not a multiple of {m}): they would tie "
+                             f"{len(group)} channels together, none removable alone")
+                break
+    return out
+
+
 def coupled_gates(model, windows=True):
     """MaskLayer nodes that gate one coupled channel class (tied by Add, Multiply, ...), or one
     N:M window of an N:M-pruned layer's inputs.

@@ -12,7 +12,8 @@ import dataclasses
 from tfscalpel.attention_layers import GatedMultiHeadAttention, copy_projections, gate_heads
 from tfscalpel import layer_costs
 from tfscalpel.budget import allocate
-from tfscalpel.dependency import channel_plan, is_weighted, unremovable_gates
+from tfscalpel.dependency import (channel_plan, is_weighted, straddling_windows,
+                                  unremovable_gates)
 from tfscalpel.gates import MaskLayer
 from tfscalpel.nm_rule import nm_shape_reason
 from tfscalpel.graph import (
@@ -350,6 +351,7 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
                          f"{sorted(per_layer)} (nor another prunable type)")
     if not subclassed:
         decisions = _without_unremovable_nodes(model, decisions)
+        decisions = _without_straddling_windows(model, decisions)
     if budget is None:
         if profile is not None or sensitivity_data is not None or loss is not None:
             raise ValueError("profile=, sensitivity_data= and loss= apply only with budget=")
@@ -367,6 +369,22 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
                                     reason=d.reason + f"; budget: {row.sparsity:.0%} ({row.format})")
         budgeted.append(d)
     return Plan(target.name, dtype, tuple(budgeted), target.export_unsupported, allocation)
+
+
+def _without_straddling_windows(model, decisions):
+    """``decisions`` with 2:4 taken off the layers whose input windows would pin the channels of
+    a node-pruned layer (:func:`tfscalpel.dependency.straddling_windows`: LeNet-5's fc1 reads a
+    flattened 4x4x50 map, and its windows would keep every conv2 channel): ``node+2:4`` becomes
+    ``node``, ``2:4`` becomes ``none`` -- node removal is the GPU plan's main saving. An explicit
+    ``per_layer`` method is left as asked."""
+    nm = [d.name for d in decisions if d.method in ("2:4", "node+2:4")
+          and not d.reason.startswith("per_layer override")]
+    producers = {d.name for d in decisions if d.node_pruned and not d.heads_gated}
+    why = straddling_windows(model, nm, producers) if nm and producers else {}
+    return [d if d.name not in why else dataclasses.replace(
+        d, method="node" if d.method == "node+2:4" else "none",
+        mask_after=d.mask_after if d.method == "node+2:4" else "",
+        reason=f"{d.reason}; {why[d.name]}: no 2:4") for d in decisions]
 
 
 def _without_unremovable_nodes(model, decisions):
