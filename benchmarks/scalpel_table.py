@@ -33,7 +33,8 @@ For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
 5. print the table beside Scalpel's abstract anchors, and write it as CSV and a PNG chart.
 
 Every trained model is cached per stage under `tfscalpel.datasets.cache_dir()/scalpel_table`
-keyed by its settings and seed, so an interrupted run resumes where it stopped. Seeded
+keyed by its settings, its seed and (for the gate-trained plans) the plan's per-layer decisions,
+so an interrupted run resumes where it stopped. Seeded
 (`--seed`); `--seeds N` trains and measures seeds `seed .. seed+N-1` and reports each number as
 the mean over the seeds, accuracy with its standard deviation (sample std, ``ddof=1``).
 `--distill` fine-tunes every pruned model through `tfscalpel.Distiller` with the dense model as
@@ -361,7 +362,8 @@ def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, st
         distill = {**distill, **p.get("teacher", {})}  # this model's own temperature / weight
         if p.get("distill_finetune_only") and tfscalpel.mask_layers(pruned):
             distill["during"] = "finetune"  # the library's switch; the stages train apart anyway
-    state = cache.state_path(stage + "-stages", stage_fields(p, distill)) if cache else None
+    state = cache.state_path(stage + "-stages", {**stage_fields(p, distill),
+                                                 "plan": plan_fields(dense, target)}) if cache else None
     if state and os.path.exists(state):
         log(f"  {stage}-stages: reusing {state}")
         models.compile_classifier(pruned, optimizer)
@@ -385,6 +387,14 @@ def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, st
     return tfscalpel.strip(pruned)
 
 
+def plan_fields(dense, target):
+    """The plan's decisions per layer, part of a gate stage's cache key: a planner change (e.g.
+    2:4 dropped where its windows would pin a node-pruned layer's channels) gives another model,
+    which a key of the settings alone would not tell apart."""
+    return [f"{lp.name}:{lp.method}:{lp.group_size}:{lp.mask_after}"
+            for lp in tfscalpel.plan(dense, target).layers]
+
+
 def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", "CPU", "GPU"),
                  distill=None):
     """The dense model and the pruned models named in ``which``, each trained or loaded;
@@ -393,6 +403,8 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
     # A distilled stage is another model: its settings (and so its cache key) say so.
     keyed = lambda fields: fields if distill is None else {**fields, "distill": distill}  # noqa: E731
     groups = lambda target: keyed({**s["groups"], "g": plan_group_size(dense, target)})  # noqa: E731
+    gated = lambda target: keyed({**gate_settings(s, target, distill),  # noqa: E731
+                                  "plan": plan_fields(dense, target)})
     has_conv = any(isinstance(layer, keras.layers.Conv2D) for layer in dense.layers)
     stages = {
         "traditional": lambda: cache.get(
@@ -405,13 +417,13 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
         "CPU": lambda: cache.get(
             "scalpel-cpu", lambda: prune_with_gates(dense, s, train, seed, "x86-avx2", distill,
                                                     cache, "scalpel-cpu"),
-            keyed(gate_settings(s, "x86-avx2", distill))) if has_conv else cache.get(
+            gated("x86-avx2")) if has_conv else cache.get(
             "scalpel-cpu", lambda: prune_groups(dense, s, train, seed, "x86-avx2", distill),
             groups("x86-avx2")),
         "GPU": lambda: cache.get(
             "scalpel-gpu", lambda: prune_with_gates(dense, s, train, seed, "gpu-ampere", distill,
                                                     cache, "scalpel-gpu"),
-            keyed(gate_settings(s, "gpu-ampere", distill))),
+            gated("gpu-ampere")),
     }
     return {"dense": dense, **{name: stages[name]() for name in which}}
 

@@ -166,6 +166,14 @@ def test_finetune_only_distilled_run_fine_tunes_from_the_cached_stages(tmp_path,
     s["gates"] = dict(gates)
     assert (scalpel_table.stage_fields(s["gates"], scalpel_table.DISTILL)
             != scalpel_table.stage_fields(s["gates"], None))
+    # the plan's decisions are part of the key: another plan (a planner change) trains anew
+    plan = scalpel_table.plan_fields(dense, "gpu-ampere")
+    assert plan == ["fc1:node+2:4:1:fc1", "fc2:node+2:4:1:fc2", "fc3:2:4:1:"]
+    fields = scalpel_table.stage_fields(gates, None)
+    assert os.path.exists(cache.state_path("gpu-stages", {**fields, "plan": plan}))
+    assert not os.path.exists(cache.state_path("gpu-stages", fields))
+    other = plan[:2] + ["fc3:node:1:fc3"]
+    assert not os.path.exists(cache.state_path("gpu-stages", {**fields, "plan": other}))
 
 
 def test_validation_split_holds_out_training_images_under_its_own_keys(tmp_path):
