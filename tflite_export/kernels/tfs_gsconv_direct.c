@@ -260,6 +260,7 @@ TFS_DIRECT_INLINE void direct_f32(const tfs_gsconv_layer* L, const float* x, flo
   for (int32_t b = 0; b < batch; ++b) {
     to_planes(L, x + (size_t)b * in_size, planes);
     float* yb = y + (size_t)b * out_size;
+    int32_t oy = 0, ox = 0; /* the output row / wide column of the next wide index */
     for (int32_t i0 = 0; i0 < span; i0 += CH) {
       const float* pc = planes + i0;
       const int32_t n = span - i0 < CH ? span - i0 : CH;
@@ -287,8 +288,11 @@ TFS_DIRECT_INLINE void direct_f32(const tfs_gsconv_layer* L, const float* x, flo
         int32_t pos[8]; /* output position of wide index i0 + j0 + jj, or -1 (dropped) */
         const int32_t m = n - j0 < 8 ? n - j0 : 8;
         for (int32_t jj = 0; jj < 8; ++jj) {
-          const int32_t i = i0 + j0 + jj, oy = i / dp_w, ox = i - oy * dp_w;
           pos[jj] = jj < m && ox < out_w ? oy * out_w + ox : -1;
+          if (jj < m && ++ox == dp_w) { /* (oy, ox) of the next wide index, no division */
+            ox = 0;
+            ++oy;
+          }
         }
         int32_t o0 = 0;
         for (; o0 + 8 <= cout; o0 += 8) {
