@@ -124,8 +124,8 @@ def test_float32_kernel_matches_tflite_conv2d(case, impls):
                                  ("host", None), (None, True)):
                 layer = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], tile=tile,
                                                   direct=direct)
-                assert layer.direct == (_host_direct(arrays["geometry"]) if direct is None
-                                        else direct)
+                assert layer.direct == (_host_direct(arrays["geometry"], arrays["meta"])
+                                        if direct is None else direct)
                 assert layer.dtype == np.float32 and layer.out_shape == want.shape[1:]
                 for impl in impls:
                     got = layer(x, impl=impl)
@@ -134,14 +134,17 @@ def test_float32_kernel_matches_tflite_conv2d(case, impls):
                     assert err <= 1e-5 * mag, (g, tile, impl, batch, err / mag)
 
 
-def _host_direct(geom) -> bool:
-    """The host adapter's rule (tfs_gsconv_host_direct) from a float32 node's geometry: the direct
-    path's wide indices, (out_h - 1) * dp_w + out_w with dp_w = ceil(((out_w - 1) * stride_w +
-    (kw - 1) * dil_w + 1) / stride_w), rounded up to 16, at most 4/3 of the positions."""
+def _host_direct(geom, meta=None) -> bool:
+    """The host adapter's rule (tfs_gsconv_host_direct) from a float32 node's geometry and meta
+    (None: dense): the direct path's wide indices, (out_h - 1) * dp_w + out_w with dp_w =
+    ceil(((out_w - 1) * stride_w + (kw - 1) * dil_w + 1) / stride_w), rounded up to 16, at most
+    4/3 of the positions, or at most twice them when groups * g <= in * out / 16."""
     kw, sw, dw, out_h, out_w = (int(geom[i]) for i in (5, 7, 9, 11, 12))
     dp_w = -(-((out_w - 1) * sw + (kw - 1) * dw + 1) // sw)
     lanes = -(-((out_h - 1) * dp_w + out_w) // 16) * 16
-    return 3 * lanes <= 4 * out_h * out_w
+    positions = out_h * out_w
+    sparse = meta is not None and 16 * int(meta[4]) * int(meta[3]) <= int(meta[1]) * int(meta[2])
+    return 3 * lanes <= 4 * positions or (lanes <= 2 * positions and sparse)
 
 
 def test_direct_path_selection_and_empty_filters(impls):
@@ -168,7 +171,7 @@ def test_direct_path_selection_and_empty_filters(impls):
     # the host adapter's rule: 9 x 9 SAME 3 x 3 computes 8 * 11 + 9 = 97 wide indices (112 lanes)
     # for 81 positions, more than 4/3: im2col; LeNet-5's conv1 (672 lanes for 576): direct
     assert not kernels.GroupSparseConv2D(*sections, tile="host").direct
-    assert not _host_direct(arrays["geometry"])
+    assert not _host_direct(arrays["geometry"], arrays["meta"])
     assert _host_direct(np.array([1, 28, 28, 1, 5, 5, 1, 1, 1, 1, 1, 24, 24, 0, 0, 0]))
     mag = float(np.abs(want).max())
     for impl in impls:
