@@ -199,53 +199,64 @@ TFS_DIRECT_INLINE void column_offsets(const tfs_gsconv_layer* L, int32_t* col_of
     }
 }
 
-/* Step 3 for filter o and the chunk of wide indices at pc - planes: NV vectors of 16
- * accumulators, stored (activation applied) to out[0 .. 16 * NV). */
-TFS_DIRECT_INLINE void filter_chunk(const tfs_gsfc_layer* F, const int32_t* col_off,
-                                    const float* pc, int32_t o, float* out, const int NV) {
-  const float* values = (const float*)F->values;
-  const int32_t K = F->in, g = F->g, act = F->activation;
-  const tfs_v16f zero = {0}, six = zero + 6.0f;
-  tfs_v16f acc[8];
-  TFS_DIRECT_UNROLL
-  for (int v = 0; v < NV; ++v) acc[v] = zero + ((const float*)F->bias)[o];
-  for (int32_t s = F->row_ptr[o]; s < F->row_ptr[o + 1]; ++s) {
-    const int32_t col = tfs_gsfc_col(F, s);
-    const int32_t n = K - col < g ? K - col : g; /* a ragged tail's padding is not read */
-    const float* w = values + (size_t)s * (size_t)g;
-    const int32_t* off = col_off + col;
-    for (int32_t j = 0; j < n; ++j) {
-      const float* xp = pc + off[j];
-      const float wj = w[j];
-      TFS_DIRECT_UNROLL
-      for (int v = 0; v < NV; ++v) {
-        tfs_v16f xv; /* an unaligned load (memcpy: no function returns a vector, psABI) */
-        memcpy(&xv, xp + 16 * v, sizeof xv);
-        acc[v] += wj * xv;
-      }
-    }
-  }
-  /* tfs_act_f32 on the vectors (NaN -> 0 under RELU / RELU6, as there) */
-  if (act != TFS_ACT_NONE) {
-    TFS_DIRECT_UNROLL
-    for (int v = 0; v < NV; ++v) {
-      tfs_v16f r = (tfs_v16f)((tfs_v16i)acc[v] & (acc[v] > zero));
-      if (act == TFS_ACT_RELU6) {
-        const tfs_v16i m = r < six;
-        r = (tfs_v16f)(((tfs_v16i)r & m) | ((tfs_v16i)six & ~m));
-      }
-      acc[v] = r;
-    }
-  }
-  TFS_DIRECT_UNROLL
-  for (int v = 0; v < NV; ++v) memcpy(out + 16 * v, &acc[v], sizeof acc[v]);
+/* Step 3 for filter o and the chunk of wide indices at pc - planes: NV vectors of W
+ * accumulators, stored (activation applied) to out[0 .. W * NV). Defined for 16-float vectors
+ * (AVX-512: 8 zmm) and 8-float ones (AVX2 / portable: GCC keeps 64-byte vectors on the stack
+ * where the ISA has no 64-byte registers, measured 4x slower on AVX2). */
+/* (unaligned loads by memcpy: no function returns a vector, psABI; a ragged tail's padding is
+ * not read; tfs_act_f32 on the vectors: NaN -> 0 under RELU / RELU6, as there) */
+#define TFS_DEFINE_FILTER_CHUNK(NAME, VEC, IVEC, W) \
+TFS_DIRECT_INLINE void NAME(const tfs_gsfc_layer* F, const int32_t* col_off, \
+                                    const float* pc, int32_t o, float* out, const int NV) { \
+  const float* values = (const float*)F->values; \
+  const int32_t K = F->in, g = F->g, act = F->activation; \
+  const VEC zero = {0}, six = zero + 6.0f; \
+  VEC acc[16]; \
+  TFS_DIRECT_UNROLL \
+  for (int v = 0; v < NV; ++v) acc[v] = zero + ((const float*)F->bias)[o]; \
+  for (int32_t s = F->row_ptr[o]; s < F->row_ptr[o + 1]; ++s) { \
+    const int32_t col = tfs_gsfc_col(F, s); \
+    const int32_t n = K - col < g ? K - col : g;  \
+    const float* w = values + (size_t)s * (size_t)g; \
+    const int32_t* off = col_off + col; \
+    for (int32_t j = 0; j < n; ++j) { \
+      const float* xp = pc + off[j]; \
+      const float wj = w[j]; \
+      TFS_DIRECT_UNROLL \
+      for (int v = 0; v < NV; ++v) { \
+        VEC xv;  \
+        memcpy(&xv, xp + W * v, sizeof xv); \
+        acc[v] += wj * xv; \
+      } \
+    } \
+  } \
+   \
+  if (act != TFS_ACT_NONE) { \
+    TFS_DIRECT_UNROLL \
+    for (int v = 0; v < NV; ++v) { \
+      VEC r = (VEC)((IVEC)acc[v] & (acc[v] > zero)); \
+      if (act == TFS_ACT_RELU6) { \
+        const IVEC m = r < six; \
+        r = (VEC)(((IVEC)r & m) | ((IVEC)six & ~m)); \
+      } \
+      acc[v] = r; \
+    } \
+  } \
+  TFS_DIRECT_UNROLL \
+  for (int v = 0; v < NV; ++v) memcpy(out + W * v, &acc[v], sizeof acc[v]); \
 }
+TFS_DEFINE_FILTER_CHUNK(filter_chunk16, tfs_v16f, tfs_v16i, 16)
+TFS_DEFINE_FILTER_CHUNK(filter_chunk8, tfs_v8f, tfs_v8i, 8)
+
+/* One filter's chunk of 16 * NV wide indices: 16-float vectors (WIDE) or twice as many 8-float. */
+#define filter_chunk(F, col_off, pc, o, out, NV) \
+  (WIDE ? filter_chunk16(F, col_off, pc, o, out, NV) : filter_chunk8(F, col_off, pc, o, out, 2 * (NV)))
 
 /* y = act(conv(x)) for `batch` images: chunks of CH = 16 * NV wide indices (NV <= 8, CH <=
  * TFS_GSCONV_DIRECT_CHUNK), the last one with just the vectors it needs (a 7 x 7 output is 73
  * wide indices: 5 vectors, not 8). */
 TFS_DIRECT_INLINE void direct_f32(const tfs_gsconv_layer* L, const float* x, float* y,
-                                  int32_t batch, void* workspace, const int NV) {
+                                  int32_t batch, void* workspace, const int NV, const int WIDE) {
   const tfs_gsfc_layer* F = &L->fc;
   const tfs_conv_geom* G = &L->geom;
   const int32_t CH = 16 * NV, cout = F->out, K = F->in, span = L->dspan;
@@ -314,17 +325,17 @@ TFS_DIRECT_INLINE void direct_f32(const tfs_gsconv_layer* L, const float* x, flo
 }
 
 /* The manifest's GSCD kernels (tfs_kernel_fn): layer = a tfs_gsconv_layer with direct set. */
-#define TFS_GSCD_WRAPPER(name, attr, nv)                                                       \
+#define TFS_GSCD_WRAPPER(name, attr, nv, wide)                                                       \
   attr void name(const void* layer, const void* packed, const void* x, void* y, int32_t batch, \
                  void* ws) {                                                                   \
     (void)packed;                                                                              \
-    direct_f32((const tfs_gsconv_layer*)layer, (const float*)x, (float*)y, batch, ws, nv);     \
+    direct_f32((const tfs_gsconv_layer*)layer, (const float*)x, (float*)y, batch, ws, nv, wide); \
   }
 
 #if TFS_GSCONV_DIRECT
 #if TFS_X86
-TFS_GSCD_WRAPPER(tfs_gscd_avx512_f32, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), 8)
-TFS_GSCD_WRAPPER(tfs_gscd_avx2_f32, __attribute__((target("avx2,fma"))), 4)
+TFS_GSCD_WRAPPER(tfs_gscd_avx512_f32, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))), 8, 1)
+TFS_GSCD_WRAPPER(tfs_gscd_avx2_f32, __attribute__((target("avx2,fma"))), 4, 0)
 #endif
-TFS_GSCD_WRAPPER(tfs_gscd_portable_f32, , 2)
+TFS_GSCD_WRAPPER(tfs_gscd_portable_f32, , 2, 0)
 #endif
