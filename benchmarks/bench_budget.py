@@ -171,6 +171,7 @@ def measure_host(stripped, rounds=7):
     from tflite_export.host import runtime_timer
 
     result = export(stripped, target="host")
+    log("host export: " + "; ".join(f"{r.layer} {r.format}: {r.reason}" for r in result.layers))
     x = np.zeros((1, *stripped.input_shape[1:]), np.float32)
     best = {"pruned": float("inf"), "dense": float("inf")}
     for _ in range(rounds):  # interleaved: the machine is shared

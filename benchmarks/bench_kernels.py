@@ -29,9 +29,11 @@ the x86-avx512 target's when the kernel path is an AVX-512 one, else x86-avx2's)
 interleaved in one process: each conv alone (a one-op model: dense XNNPACK vs
 TFS_GROUP_SPARSE_CONV2D through the runtime, and its kernel alone), the whole model dense vs
 both convs sparse, and the model `export(target="host")` makes (which convs it kept sparse; the
-unpruned FCs pinned dense).
+unpruned FCs pinned dense). float32 convs run the host adapter's direct (im2col-free) path;
+"k im2col" times the same layer on the im2col path. `--conv-layers` times LeNet-5's conv1 and
+the ConvNet's conv2 alone at 90 and 95 % the same way.
 
-    python benchmarks/bench_kernels.py [--quick] [--impl NAME] [--seq N] [--conv]
+    python benchmarks/bench_kernels.py [--quick] [--impl NAME] [--seq N] [--conv] [--conv-layers]
 """
 from __future__ import annotations
 
@@ -317,6 +319,73 @@ def lenet5_like(g, sparsity=0.9, seed=0):
     return model, rng
 
 
+def _conv_alone_row(what, dense, conv, g, dtype, impl):
+    """One conv alone, interleaved: dense XNNPACK, the conv op through the runtime (the host
+    adapter's path: float32 direct), its kernel alone on that path (k) and, float32, on the
+    im2col path (k im2col: im2col + the FC core's SpMM kernel on 32-position tiles)."""
+    from tflite_export import flatbuffer, host, kernels, runtime
+    from tflite_export.conv_layers import find_conv2d
+    from tflite_export.formats import group_sparse_conv
+
+    conv_fmt = group_sparse_conv.FORMAT
+    alone = flatbuffer.save(host.layer_model(dense, conv))
+    sparse = host.with_layer_rewritten(alone, find_conv2d, 0, conv_fmt, g)
+    arrays = [conv_fmt.arrays(flatbuffer.load(dense), conv, g)[n] for n in conv_fmt.sections]
+    layer = kernels.GroupSparseConv2D(*arrays, tile="host")
+    timers = {"k": lambda n: layer.time(xa, n, impl)}
+    if layer.direct:
+        im2col = kernels.GroupSparseConv2D(*arrays, tile="host", direct=False)
+        timers["k im2col"] = lambda n: im2col.time(xa, n, impl)
+    xa = host.model_input(alone) + (1 if dtype == "int8" else 0.5)
+    with _quiet(), runtime.load(alone) as rd, runtime.load(sparse) as rs:
+        rd.run(xa), rs.run(xa)
+        best = _interleaved_best({"dense": rd.time_run, "rt": rs.time_run, **timers})
+    row = {"what": what, "dtype": dtype, "g": g, **best,
+           "kernel": layer.kernel(impl),
+           "shape": f"K={conv.in_features} cout={conv.out_features} pos={conv.positions}"}
+    extra = (f" | k im2col {best['k im2col'] * 1e6:7.1f} ({best['dense'] / best['k im2col']:5.2f}x)"
+             if "k im2col" in best else "")
+    print(f"{row['what']:>14} {dtype:>7} g={g:<2} {row['shape']:>25} | dense "
+          f"{best['dense'] * 1e6:7.1f} | rt {best['rt'] * 1e6:7.1f} "
+          f"({best['dense'] / best['rt']:5.2f}x) | k {best['k'] * 1e6:7.1f} "
+          f"({best['dense'] / best['k']:5.2f}x){extra} [{row['kernel'].replace('tfs_', '')}]",
+          flush=True)
+    return row
+
+
+def bench_conv_layers(sparsities=(0.9, 0.95)):
+    """--conv-layers: LeNet-5's conv1 and the ConvNet's conv2 (tfscalpel.models) alone, float32,
+    group-pruned at each sparsity (random weights, exactly round(sparsity * groups) groups
+    zeroed): dense vs the direct path vs the im2col path, interleaved (_conv_alone_row)."""
+    import keras
+
+    from tflite_export import converter, flatbuffer, kernels
+    from tflite_export.conv_layers import find_conv2d
+    from tfscalpel import models, targets
+
+    impl = kernels.get_runtime_impl()
+    path = kernels.best_impl() if impl == "auto" else impl
+    g = targets.get_target("x86-avx512" if path.startswith("avx512") else "x86-avx2").group_size(
+        "float32")
+    out = []
+    for model_name, layer_name in (("lenet5", "conv1"), ("convnet", "conv2")):
+        for sparsity in sparsities:
+            rng = np.random.default_rng(0)
+            keras.utils.set_random_seed(0)
+            model = getattr(models, model_name)()
+            layer = model.get_layer(layer_name)
+            k, b = layer.get_weights()
+            w = _weights(rng, int(np.prod(k.shape[:3])), k.shape[-1], g, sparsity)  # [cout, K]
+            layer.set_weights([w.T.reshape(k.shape), b])
+            with _quiet():
+                dense = converter.convert_keras(model)
+            convs = find_conv2d(flatbuffer.load(dense))
+            conv = next(c for c in convs if layer_name in c.name)
+            out.append(_conv_alone_row(f"{model_name} {layer_name} {sparsity:.0%}", dense, conv, g,
+                                       "float32", impl))
+    return out
+
+
 def bench_conv(sparsity=0.9):
     """The --conv table (module docstring)."""
     import tempfile
@@ -344,21 +413,8 @@ def bench_conv(sparsity=0.9):
             alone = flatbuffer.save(host.layer_model(dense, conv))
             sparse = host.with_layer_rewritten(alone, find_conv2d, 0, conv_fmt, g)
             arrays = conv_fmt.arrays(flatbuffer.load(dense), conv, g)
-            layer = kernels.GroupSparseConv2D(*[arrays[n] for n in conv_fmt.sections], tile="host")
-            xa = host.model_input(alone) + (1 if dtype == "int8" else 0.5)
-            with _quiet(), runtime.load(alone) as rd, runtime.load(sparse) as rs:
-                rd.run(xa), rs.run(xa)
-                best = _interleaved_best({"dense": rd.time_run, "rt": rs.time_run,
-                                          "k": lambda n: layer.time(xa, n, impl)})
-            row = {"what": f"{name} alone", "dtype": dtype, "g": g, **best,
-                   "kernel": layer.kernel(impl),
-                   "shape": f"K={conv.in_features} cout={conv.out_features} pos={conv.positions}"}
+            row = _conv_alone_row(f"{name} alone", dense, conv, g, dtype, impl)
             out.append(row)
-            print(f"{row['what']:>14} {dtype:>7} g={g:<2} {row['shape']:>25} | dense "
-                  f"{best['dense'] * 1e6:7.1f} | rt {best['rt'] * 1e6:7.1f} "
-                  f"({best['dense'] / best['rt']:5.2f}x) | k {best['k'] * 1e6:7.1f} "
-                  f"({best['dense'] / best['k']:5.2f}x) [{row['kernel'].replace('tfs_', '')}]",
-                  flush=True)
         both = dense
         for _ in convs:  # a rewritten conv is no CONV_2D any more: the next one is first
             both = host.with_layer_rewritten(both, find_conv2d, 0, conv_fmt, g)
@@ -422,6 +478,9 @@ def main(argv=None):
     ap.add_argument("--conv", action="store_true",
                     help="time the LeNet-5-like model's convs (90 %% group-sparse) and the whole "
                          "model instead of the batch-1 FC table")
+    ap.add_argument("--conv-layers", action="store_true",
+                    help="with --conv: LeNet-5's conv1 and the ConvNet's conv2 alone at 90 and "
+                         "95 %%, float32: dense vs the direct and the im2col conv paths")
     args = ap.parse_args(argv)
     with _quiet():  # TensorFlow's start-up lines
         import tensorflow  # noqa: F401
@@ -430,15 +489,20 @@ def main(argv=None):
     kernels.set_runtime_impl(args.impl)
     path = kernels.best_impl() if args.impl == "auto" else args.impl
     print(host_info.describe(f"{path} (available: {', '.join(kernels.available_impls())})"))
-    if args.conv:
+    if args.conv or args.conv_layers:
         import subprocess
 
         load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print(f"load: {load}\ntimes in microseconds, batch 1, 1 thread, best of 150 short "
               f"interleaved loops; speedup = dense (XNNPACK) / time; rt: the conv op through the "
-              f"runtime; k: its kernel alone (host tile); [kernel] = the FC kernel on the tiles",
+              f"runtime; k: its kernel alone on the host adapter's path (float32: direct; int8: "
+              f"im2col, host tile); k im2col: the float32 im2col path; [kernel] = the FC kernel on "
+              f"the tiles, or the direct path's (gscd)",
               flush=True)
-        bench_conv()
+        if args.conv_layers:
+            bench_conv_layers()
+        else:
+            bench_conv()
         return
     if args.seq:
         print(f"times in microseconds for {args.seq} rows, 90 % group sparsity, 1 thread, best of "

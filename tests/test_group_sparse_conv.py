@@ -103,8 +103,8 @@ F32_CASES = CASES + [((7, 13, 7), 9, (2, 5), (1, 3), 1, "valid", "relu"),
 def test_float32_kernel_matches_tflite_conv2d(case, impls):
     """float32 conv op vs TFLite's reference float CONV_2D (SAME/VALID, strides, dilation, odd
     shapes, fused RELU/RELU6, bias) at g = 4, 8, 16, batch 1 and 3, every kernel path this CPU
-    has, several tiles (the FC core's one-row and SpMM kernels both): within 1e-5 of the
-    output's magnitude, the float FC tests' tolerance."""
+    has, several tiles (the FC core's one-row and SpMM kernels both) and the direct path
+    (tfs_gsconv_direct.c): within 1e-5 of the output's magnitude, the float FC tests' tolerance."""
     model, _, images = _conv_model(*case, seed=len(case[0]) + case[1] + 7)
     conv_layer = model.get_layer("c")
     k, b = conv_layer.get_weights()
@@ -119,14 +119,76 @@ def test_float32_kernel_matches_tflite_conv2d(case, impls):
         for g in (4, 8, 16):
             arrays = CONV.arrays(tfl, conv, g)
             assert arrays["out_scale"].size == 0 and arrays["out_scale"].dtype == np.float32
-            for tile in (None, 1, 5, conv.positions):
-                layer = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], tile=tile)
+            # im2col at several tiles; the direct path (what the host adapter runs)
+            for tile, direct in ((None, False), (1, False), (5, False), (conv.positions, False),
+                                 ("host", None), (None, True)):
+                layer = kernels.GroupSparseConv2D(*[arrays[n] for n in CONV.sections], tile=tile,
+                                                  direct=direct)
+                assert layer.direct == (_host_direct(arrays["geometry"], arrays["meta"])
+                                        if direct is None else direct)
                 assert layer.dtype == np.float32 and layer.out_shape == want.shape[1:]
                 for impl in impls:
                     got = layer(x, impl=impl)
                     assert got.dtype == np.float32
                     err = float(np.abs(got - want).max())
                     assert err <= 1e-5 * mag, (g, tile, impl, batch, err / mag)
+
+
+def _host_direct(geom, meta=None) -> bool:
+    """The host adapter's rule (tfs_gsconv_host_direct) from a float32 node's geometry and meta
+    (None: dense): the direct path's wide indices, (out_h - 1) * dp_w + out_w with dp_w =
+    ceil(((out_w - 1) * stride_w + (kw - 1) * dil_w + 1) / stride_w), rounded up to 16, at most
+    4/3 of the positions, or at most twice them when groups * g <= in * out / 16."""
+    kw, sw, dw, out_h, out_w = (int(geom[i]) for i in (5, 7, 9, 11, 12))
+    dp_w = -(-((out_w - 1) * sw + (kw - 1) * dw + 1) // sw)
+    lanes = -(-((out_h - 1) * dp_w + out_w) // 16) * 16
+    positions = out_h * out_w
+    sparse = meta is not None and 16 * int(meta[4]) * int(meta[3]) <= int(meta[1]) * int(meta[2])
+    return 3 * lanes <= 4 * positions or (lanes <= 2 * positions and sparse)
+
+
+def test_direct_path_selection_and_empty_filters(impls):
+    """The float32 direct path: what the host tile selects (int8 never, the TFLite Micro / Cortex-M
+    path stays im2col), its manifest lines, and a layer whose filters store no group at all or
+    only a ragged tail group (K = 27, g = 8) against the im2col path and TFLite's reference."""
+    model, calib, images = _conv_model((9, 9, 3), 6, 3, 1, 1, "same", "relu", seed=4, g=8)
+    layer = model.get_layer("c")
+    k, b = layer.get_weights()
+    k[..., 0] = 0.0  # filter 0 stores no group: act(bias) everywhere
+    k[..., 1] = 0.0
+    k[2, 2, :, 1] = 1.5  # filter 1: only column 26, the ragged tail group (24..26)
+    layer.set_weights([k, np.array([0.25, -0.5, 0.0, 0.1, -0.2, 0.3], np.float32)])
+    tfl_bytes = convert_keras(model)
+    tfl = flatbuffer.load(tfl_bytes)
+    (conv,) = find_conv2d(tfl)
+    x, want = _reference_tensors(tfl_bytes, conv, images[:2])
+    arrays = CONV.arrays(tfl, conv, 8)
+    assert arrays["row_ptr"][1] == 0 and arrays["row_ptr"][2] == 1  # filter 0 empty, 1: one group
+    sections = [arrays[n] for n in CONV.sections]
+    direct = kernels.GroupSparseConv2D(*sections, tile="host", direct=True)
+    im2col = kernels.GroupSparseConv2D(*sections, tile="host", direct=False)
+    assert direct.direct and not im2col.direct
+    # the host adapter's rule: 9 x 9 SAME 3 x 3 computes 8 * 11 + 9 = 97 wide indices (112 lanes)
+    # for 81 positions, more than 4/3: im2col; LeNet-5's conv1 (672 lanes for 576): direct
+    assert not kernels.GroupSparseConv2D(*sections, tile="host").direct
+    assert not _host_direct(arrays["geometry"], arrays["meta"])
+    assert _host_direct(np.array([1, 28, 28, 1, 5, 5, 1, 1, 1, 1, 1, 24, 24, 0, 0, 0]))
+    mag = float(np.abs(want).max())
+    for impl in impls:
+        got = direct(x, impl=impl)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * mag, err_msg=impl)
+        np.testing.assert_allclose(got, im2col(x, impl=impl), rtol=0, atol=1e-5 * mag, err_msg=impl)
+        np.testing.assert_array_equal(got[..., 0], np.float32(0.25))  # relu(bias)
+    # the manifest's direct kernels: float32 only, any g, every x86 path and the portable one
+    lines = [k for k in kernels.kernel_table() if k.op == "group_sparse_conv_direct"]
+    assert {k.dtype for k in lines} == {"float32"} and {k.g for k in lines} == {0}
+    assert "portable" in {k.impl for k in lines} and not any(k.packed for k in lines)
+    # int8: never direct, even when asked (the Cortex-M cost profile is the im2col path's)
+    q = flatbuffer.load(convert_keras(model, "int8", calib))
+    (qconv,) = find_conv2d(q)
+    qa = CONV.arrays(q, qconv, 8)
+    assert not kernels.GroupSparseConv2D(*[qa[n] for n in CONV.sections], tile="host",
+                                         direct=True).direct
 
 
 def test_float32_validator_rules():
@@ -347,16 +409,17 @@ def _lenet_convs(g, seed=11):
     return model, rng.random((16, 28, 28, 1), dtype=np.float32)
 
 
-@pytest.mark.parametrize("target,dtype,conv2,speedups", [
-    ("x86-avx512", "float32", "custom_conv", ("0.86", "3.51")),
-    ("x86-avx512", "int8", "custom_conv", ("0.75", "2.41")),
-    ("x86-avx2", "float32", "custom_conv", ("0.63", "3.20")),
-    ("x86-avx2", "int8", "dense", ("0.37", "0.77"))])
-def test_x86_profiles_price_the_conv_op(target, dtype, conv2, speedups):
+@pytest.mark.parametrize("target,dtype,conv1,conv2,speedups", [
+    ("x86-avx512", "float32", "custom_conv", "custom_conv", ("1.71", "3.69")),
+    ("x86-avx512", "int8", "dense", "custom_conv", ("0.75", "2.41")),
+    ("x86-avx2", "float32", "custom_conv", "custom_conv", ("1.93", "3.33")),
+    ("x86-avx2", "int8", "dense", "dense", ("0.37", "0.77"))])
+def test_x86_profiles_price_the_conv_op(target, dtype, conv1, conv2, speedups):
     """x86 targets price TFS_GROUP_SPARSE_CONV2D (tfscalpel/targets.py, fitted on LeNet-5's
     convs): conv2 (K = 500, 64 positions) becomes the conv op at the target's g (not int8 on
-    AVX2: no SpMM kernel without VNNI), conv1 (K = 25, 576 positions: im2col dominates, XNNPACK
-    is faster) stays dense; the model runs."""
+    AVX2: no SpMM kernel without VNNI); conv1 (K = 25, 576 positions) too in float32, which the
+    host runs on the direct (im2col-free) path, while int8's im2col dominates and XNNPACK is
+    faster, so it stays dense; the model runs."""
     from tfscalpel import targets
 
     g = targets.get_target(target).group_size(dtype)
@@ -371,7 +434,11 @@ def test_x86_profiles_price_the_conv_op(target, dtype, conv2, speedups):
     else:
         assert (rows["conv2"].format, rows["conv2"].g) == ("custom_conv", g)
         assert rows["conv2"].reason == f"custom_conv g={g} predicted {speedups[1]}x vs dense on {target}"
-    assert rows["conv1"].format == "dense" and rows["conv1"].reason == kept.format(speedups[0])
+    if conv1 == "dense":
+        assert rows["conv1"].format == "dense" and rows["conv1"].reason == kept.format(speedups[0])
+    else:
+        assert (rows["conv1"].format, rows["conv1"].g) == ("custom_conv", g)
+        assert rows["conv1"].reason == f"custom_conv g={g} predicted {speedups[0]}x vs dense on {target}"
     with filtered_stderr(litert_noise):
         want = runtime.load_stock(res.dense_model_bytes).run(calib[:2])[0]
         got = runtime.load(res.model_bytes).run(calib[:2])[0]

@@ -1,7 +1,7 @@
 """The kernel core built with -fsanitize=address,undefined and driven by tests/c/sanitizer_driver.c:
 every g, dtype, shape and available SIMD path against the portable kernel, and corrupt metadata;
 and TFS_GROUP_SPARSE_CONV2D by tests/c/fuzz_gsconv.c's seeded driver (every path vs a direct
-convolution, corrupt geometry; int8 and float32 nodes)."""
+convolution, corrupt geometry; int8 and float32 nodes, float32 also on the direct path)."""
 import subprocess
 
 import sanitized_c
@@ -29,3 +29,5 @@ def test_conv_core_under_asan_and_ubsan(tmp_path):
     accepted, f32 = int(run.stdout.split()[1]), int(run.stdout.split("(")[1].split()[0])
     assert accepted > 1000, run.stdout  # most seeded layers are valid and reach the kernels
     assert f32 > 300, run.stdout  # float32 nodes (empty requantization arrays) among them
+    direct = int(run.stdout.split("float32, ")[1].split()[0])
+    assert direct > 300, run.stdout  # and the float32 direct path (tfs_gsconv_set_direct)

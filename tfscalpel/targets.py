@@ -188,10 +188,13 @@ def get_target(spec):
 # float32 / 16 int8 at 90 %). The dense side is XNNPACK on that host, which uses AVX-512 / VNNI:
 # dense is priced lower than an AVX2 CPU runs it (the safe side). float32 sparse 19.2 / 14.5 us
 # (conv1 / conv2, dense 11.6 / 43.9); int8 has no SpMM kernel without VNNI: 52.7 / 17.4 us
-# against dense 19.4 / 12.9, so int8 convs stay dense on this target.
+# against dense 19.4 / 12.9, so int8 convs stay dense on this target. float32 refitted
+# 2026-12-07 for the host adapter's direct (im2col-free) conv path (tfs_gsconv_direct.c; conv1
+# runs it, conv2's 8 x 8 output at 90 % keeps im2col): sparse 6.8 / 14.0 us against dense
+# 11.7 / 43.9 (bench_kernels.py --conv[-layers] --impl avx2, load ~5); coarse beyond these shapes.
 _X86_AVX2_CONV = {
-    "float32": {"position_ns": 28.29, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
-                "host_tile": True, "row_ns": 0.0, "unit_ns": {"8": 0.6295},
+    "float32": {"position_ns": 6.413, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
+                "host_tile": True, "row_ns": 0.0, "unit_ns": {"8": 0.6741},
                 "dense_conv": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0,
                                "mac_ns": 0.02718}},
     "int8": {"position_ns": 86.87, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
@@ -376,10 +379,14 @@ def _borrowed(profile, name, source):
 # folded in) as position_ns + unit_ns[16] per stored group per position; other widths fall back
 # to the FC entry's line per position (dearer: chosen only when clearly faster). float32:
 # dense 11.6 / 43.9 us, sparse 13.5 / 13.1 us; int8: dense 19.4 / 12.9 us, sparse 26.0 / 5.5 us.
-# `export(target="host")` measures instead of predicting.
+# float32 refitted 2026-12-07 for the host adapter's direct (im2col-free) conv path
+# (tfs_gsconv_direct.c; conv1 runs it, conv2's 8 x 8 output at 90 % keeps im2col): sparse
+# 6.8 / 12.5 us against dense 11.6 / 43.9 (bench_kernels.py --conv, same host, load ~5).
+# The line prices every conv the same way, while the direct path's cost is stored weights x
+# positions: coarse beyond these two shapes. `export(target="host")` measures instead of predicting.
 _X86_AVX512_CONV = {
-    "float32": {"position_ns": 18.79, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
-                "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 1.162},
+    "float32": {"position_ns": 7.101, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
+                "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 1.176},
                 "dense_conv": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0,
                                "mac_ns": 0.02718}},
     "int8": {"position_ns": 44.09, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,

@@ -5,7 +5,8 @@
  *
  * The input bytes become a geometry (mostly plausible, sometimes any int32), a well-formed or
  * raw group-CSR of the filters and the requantization arrays; whatever the validator accepts is
- * run on every available implementation, with and without the packed copy, at two tile sizes,
+ * run on every available implementation, with and without the packed copy, at two tile sizes
+ * and (float32) on the direct path,
  * with exactly sized activations, output and workspace (ASan catches any access outside them),
  * and compared with a direct convolution written here (no im2col): a mismatch aborts (int8:
  * any bit; float32 nodes, with empty requantization arrays: beyond 1e-5 of the output's
@@ -74,6 +75,8 @@ static void reference_f32(const tfs_gsconv_layer* L, const float* w, const float
         y[((size_t)oy * G->out_w + ox) * cout + co] = tfs_act_f32((float)acc, L->fc.activation);
       }
 }
+
+static int g_direct; /* float32 layers also run on the direct path */
 
 static int run_one(const uint8_t* data, size_t size) {
   reader r = {data, size, 0};
@@ -236,8 +239,14 @@ static int run_one(const uint8_t* data, size_t size) {
         else
           reference(&L, dense, x + (size_t)bi * in_size, want + (size_t)bi * out_size);
       }
-      for (int tile_mode = 0; tile_mode < 2; ++tile_mode) {
-        tfs_gsconv_set_tile(&L, tile_mode ? 3 : TFS_GSCONV_TILE_BYTES / (L.fc.in * (int32_t)es));
+      /* im2col at the default tile and at 3 positions; the float32 direct path (tile_mode 2;
+       * int8 and oversized planes stay on im2col) */
+      for (int tile_mode = 0; tile_mode < 3; ++tile_mode) {
+        tfs_gsconv_set_tile(&L, tile_mode == 1 ? 3 : TFS_GSCONV_TILE_BYTES / (L.fc.in * (int32_t)es));
+        const int direct = tfs_gsconv_set_direct(&L, tile_mode == 2);
+        if (direct != (tile_mode == 2 && f32 && tfs_gsconv_direct_planes(&L) <=
+                       4 * in_size + 65536)) abort();
+        g_direct += direct && requant == 0;
         const size_t ws_bytes = tfs_gsconv_workspace_size(&L, batch);
         void* ws = NULL;
         if (posix_memalign(&ws, 16, ws_bytes ? ws_bytes : 16) != 0) abort();
@@ -260,8 +269,9 @@ static int run_one(const uint8_t* data, size_t size) {
               bad = memcmp(y, want, out_size * (size_t)batch) != 0;
             }
             if (bad) {
-              fprintf(stderr, "mismatch: %s impl %s packed %d requant %d tile %d\n",
-                      f32 ? "float32" : "int8", tfs_impl_name(impl), use_packed, requant, L.tile);
+              fprintf(stderr, "mismatch: %s impl %s packed %d requant %d tile %d direct %d\n",
+                      f32 ? "float32" : "int8", tfs_impl_name(impl), use_packed, requant, L.tile,
+                      L.direct);
               abort();
             }
           }
@@ -307,8 +317,8 @@ int main(void) {
     accepted += ok;
     accepted_f32 += ok && (buf[0] & 0x10) != 0;
   }
-  printf("OK: %d conv layers (%d float32) run on every path (int8: both requantizations), %d "
-         "rejected\n", accepted, accepted_f32, cases - accepted);
+  printf("OK: %d conv layers (%d float32, %d of them also direct) run on every path (int8: both "
+         "requantizations), %d rejected\n", accepted, accepted_f32, g_direct, cases - accepted);
   return accepted > 0 ? 0 : 1;
 }
 #else

@@ -119,6 +119,8 @@ def library() -> ctypes.CDLL:
     _declare_op(lib, "tfs_gsfc", n_layer_args=2)  # compute / time_compute take (layer, packed)
     _declare_op(lib, "tfs_gsconv", n_layer_args=2)
     _declare(lib, {"tfs_gsconv_set_tile": (None, [vp, i32]),
+                   "tfs_gsconv_set_direct": (ctypes.c_int, [vp, ctypes.c_int]),
+                   "tfs_gsconv_host_direct": (ctypes.c_int, [vp]),
                    "tfs_gsconv_blob_dims": (None, [vp, ctypes.POINTER(i32)])})
     _LIB = lib
     return lib
@@ -149,7 +151,8 @@ def _declare_op(lib: ctypes.CDLL, prefix: str, n_layer_args: int) -> None:
 
 
 _IMPL_LIMIT = 16  # TFS_IMPL_LIMIT: implementation codes are below it
-_OPS = ("group_sparse_fc", "nm_sparse_fc", "group_sparse_fc_batched")  # TFS_OP_*
+_OPS = ("group_sparse_fc", "nm_sparse_fc", "group_sparse_fc_batched",  # TFS_OP_*
+        "group_sparse_conv_direct")
 _DTYPES = ("float32", "int8")  # TFS_DTYPE_*
 _IMPLS: Optional[Dict[str, int]] = None
 _DISABLED = ""
@@ -433,21 +436,29 @@ class GroupSparseConv2D(CustomOpLayer):
     ``layer(x)``: x ``[batch, in_h, in_w, cin]`` -> ``[batch, out_h, out_w, cout]``, the layer's
     dtype. ``requant="fixed_point"`` is TFLite's reference CONV_2D / TFLite Micro arithmetic,
     "fp32" XNNPACK's. ``tile``: output positions per FC call (default: what fits 4,096 bytes of
-    patches; "host": at least 32, what the host runtime runs). Raises KernelFormatError on any
+    patches; "host": at least 32, what the host runtime runs). ``direct``: run float32 on the
+    im2col-free path (tfs_gsconv_direct.c; int8 never); default: the host adapter's rule
+    (tfs_gsconv_host_direct) with ``tile="host"``, else im2col. Raises KernelFormatError on any
     format violation."""
 
     _prefix, _op, _n_arrays, _meta_index = "tfs_gsconv", "TFS_GROUP_SPARSE_CONV2D", 9, 3
 
     def __init__(self, values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
-                 out_scale, geometry, requant: str = "fp32", tile: Optional[int] = None):
+                 out_scale, geometry, requant: str = "fp32", tile: Optional[int] = None,
+                 direct: Optional[bool] = None):
         lib = library()
         self._validate([values, col_idx, row_ptr, meta, bias, out_multiplier, out_shift,
                         out_scale, geometry], requant)
         g = self._arrays[8]
-        if tile == "host":  # what the host runtime's adapter runs (TFS_GSCONV_HOST_TILE)
+        host = tile == "host"
+        if host:  # what the host runtime's adapter runs (TFS_GSCONV_HOST_TILE)
             tile = default_tile(g, self.in_features, self.dtype.itemsize, host=True)
         if tile is not None:
             lib.tfs_gsconv_set_tile(self._layer, int(tile))
+        if direct is None:  # the host adapter's rule (tfs_gsconv_litert_adapter.c)
+            direct = host and lib.tfs_gsconv_host_direct(self._layer) != 0
+        #: whether compute runs the float32 direct path (tfs_gsconv_set_direct: int8 never)
+        self.direct = bool(lib.tfs_gsconv_set_direct(self._layer, int(bool(direct))))
         positions = int(g[11]) * int(g[12])
         self.tile = (min(max(int(tile), 1), positions) if tile is not None
                      else default_tile(g, self.in_features, self.dtype.itemsize))
@@ -473,8 +484,11 @@ class GroupSparseConv2D(CustomOpLayer):
         return tuple(int(d) for d in dims)
 
     def kernel(self, impl: str = "auto") -> str:
-        """The FC kernel `impl` runs on this layer's full im2col tiles (``tile`` rows: from
-        :func:`batched_min_rows` its SpMM kernel where the manifest lists one)."""
+        """The kernel `impl` runs: on the direct path the manifest's GSCD kernel, else the FC
+        kernel on this layer's full im2col tiles (``tile`` rows: from :func:`batched_min_rows`
+        its SpMM kernel where the manifest lists one)."""
+        if self.direct:
+            return _kernel_name(3, "float32", self.g, impl, False)
         if self.tile >= batched_min_rows():
             try:
                 return _kernel_name(2, self.dtype.name, self.g, impl, True)

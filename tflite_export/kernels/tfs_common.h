@@ -41,6 +41,14 @@ enum { TFS_REQUANT_FP32 = 0, TFS_REQUANT_FIXED_POINT = 1 };
 #else
 #define TFS_X86 0
 #endif
+/* TFS_GSCONV_DIRECT: the float32 direct conv path (tfs_gsconv_direct.c) is built, except on a
+ * Cortex-M (M profile: TFLite Micro runs the conv op's im2col path, and the firmware keeps no
+ * code it never runs). */
+#if defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define TFS_GSCONV_DIRECT 0
+#else
+#define TFS_GSCONV_DIRECT 1
+#endif
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #define TFS_ARM_DSP_NATIVE 1
 #else

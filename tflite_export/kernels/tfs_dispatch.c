@@ -58,7 +58,7 @@ static unsigned probe_all(void) {
  * called once per node and run, and a walk over the manifest costs ~0.1 us. Entry = manifest
  * index + 1, or -error; 0 = not computed yet. Cleared whenever the mask changes. */
 #define N_G_SLOTS 6 /* g = any, 1, 2, 4, 8, 16 */
-static int16_t g_choice[3][2][N_G_SLOTS][TFS_IMPL_LIMIT][2];
+static int16_t g_choice[TFS_N_OPS][2][N_G_SLOTS][TFS_IMPL_LIMIT][2];
 
 /* Bits of the available implementations (probe, parent chain, mask); 0 = not computed yet.
  * Written only with complete values, so a race computes the same word twice. */
@@ -145,6 +145,7 @@ int tfs_impl_disable(const char* names) {
 /* ---- Kernels ---- */
 
 enum { F32 = TFS_DTYPE_F32, I8 = TFS_DTYPE_I8, GSFC = TFS_OP_GSFC, NMFC = TFS_OP_NMFC, GSMM = TFS_OP_GSMM,
+       GSCD = TFS_OP_GSCD,
        MODEL = TFS_LAYOUT_MODEL, PACKED = TFS_LAYOUT_PACKED };
 
 static const tfs_kernel_entry kKernels[] = {
@@ -200,7 +201,7 @@ static int g_slot(int g) {
 
 int tfs_kernel_index(int op, int dtype, int g, int impl, int have_packed) {
   const int gs = g_slot(g);
-  if ((op != TFS_OP_GSFC && op != TFS_OP_NMFC && op != TFS_OP_GSMM) || (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8) ||
+  if (op < 0 || op >= TFS_N_OPS || (dtype != TFS_DTYPE_F32 && dtype != TFS_DTYPE_I8) ||
       impl < 0 || impl >= TFS_IMPL_LIMIT || gs < 0)
     return -TFS_ERR_UNSUPPORTED;
   (void)available_mask(); /* reads TFS_KERNELS_DISABLE before the first choice is cached */

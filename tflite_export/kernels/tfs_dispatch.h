@@ -17,11 +17,13 @@ extern "C" {
 
 /* TFS_OP_GSMM: TFS_GROUP_SPARSE_FC's kernels for many rows at once (SpMM), which
  * tfs_gsfc_compute prefers from TFS_GSMM_MIN_BATCH rows where the manifest lists one. */
-enum { TFS_OP_GSFC = 0, TFS_OP_NMFC = 1, TFS_OP_GSMM = 2 };
+/* TFS_OP_GSCD: TFS_GROUP_SPARSE_CONV2D's float32 direct path (tfs_gsconv_set_direct). */
+enum { TFS_OP_GSFC = 0, TFS_OP_NMFC = 1, TFS_OP_GSMM = 2, TFS_OP_GSCD = 3, TFS_N_OPS = 4 };
 enum { TFS_LAYOUT_MODEL = 0, TFS_LAYOUT_PACKED = 1 };
 
 /* Every kernel: y[batch, out] = act(x * W^T + bias) for a validated layer (tfs_gsfc_layer or
- * tfs_nmfc_layer), its packed copy (NULL for MODEL-layout kernels), and the op's workspace. */
+ * tfs_nmfc_layer), its packed copy (NULL for MODEL-layout kernels), and the op's workspace;
+ * GSCD: y = act(conv(x)) for a tfs_gsconv_layer, batch images. */
 typedef void (*tfs_kernel_fn)(const void* layer, const void* packed, const void* x, void* y,
                               int32_t batch, void* workspace);
 

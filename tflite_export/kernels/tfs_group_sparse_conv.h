@@ -7,12 +7,15 @@
  * `out` = cout) and validated by its validator; a `geometry` section adds the convolution.
  * Compute = for each tile of output positions: im2col into the workspace (tfs_im2col.c), then
  * the FC core's kernel on the tile (tfs_gsfc_compute: portable, the Cortex-M DSP path, the x86
- * SIMD paths), so every FC kernel serves the conv and stays bit-exact with it.
+ * SIMD paths), so every FC kernel serves the conv and stays bit-exact with it. float32 only, and
+ * only where an adapter asks for it (the host's does: tfs_gsconv_set_direct): the direct path,
+ * no im2col, the manifest's GSCD kernels (tfs_gsconv_direct.c). int8 always runs im2col.
  *
  * Runtime-neutral C99 like the FC core: no allocation, no I/O in the compute path. Use:
  *   tfs_gsconv_layer layer;
  *   if (tfs_gsconv_validate_layer(inputs, n_inputs, &layer, err, sizeof err) != 0) reject;
- *   // optional: tfs_gsconv_set_tile(&layer, positions) (RAM vs. per-call overhead)
+ *   // optional: tfs_gsconv_set_tile(&layer, positions) (RAM vs. per-call overhead),
+ *   //           tfs_gsconv_set_direct(&layer, 1) (float32: no im2col; the host adapter's rule)
  *   if (tfs_gsconv_validate_io(&layer, &x, &y, &batch, err, sizeof err) != 0) reject;
  *   tfs_gsconv_compute(&layer, packed_or_NULL, x.data, y.data, batch, workspace, TFS_IMPL_AUTO);
  * with a workspace of tfs_gsconv_workspace_size(&layer, batch) bytes, 16-byte aligned.
@@ -76,14 +79,34 @@ typedef struct {
   int32_t padding;    /* TFS_PADDING_* */
   int32_t positions;  /* out_h * out_w */
   int32_t tile;       /* output positions per im2col + FC call, in [1, positions] */
+  /* The float32 direct path (tfs_gsconv_direct.c), set by tfs_gsconv_set_direct only: */
+  int32_t direct;     /* 1: compute runs it instead of im2col + the FC core */
+  int32_t dp_h, dp_w; /* rows / columns of one phase plane of the padded input */
+  int32_t dspan;      /* wide output indices: (out_h - 1) * dp_w + out_w */
 } tfs_gsconv_layer;
 
 /* tfs_gsconv_unpack_params (exactly 9 sections), _validate_layer (the FC validator on arrays
  * 1-8, then the geometry: every field in range and consistent with meta and TFLite's output size
  * and SAME padding; a float32 node's requantization arrays empty), _validate_io (x = batch *
  * in_h * in_w * cin, y = batch * out_h * out_w * cout, both of the layer's dtype), _workspace_size (patches of one tile + the FC core's workspace for
- * a tile; independent of batch), _layer_size, _set_requant: tfs_common.h TFS_DECLARE_OP_CORE. */
+ * a tile, or the direct path's planes, tap offsets and chunk buffer; independent of batch),
+ * _layer_size, _set_requant: tfs_common.h TFS_DECLARE_OP_CORE. */
 TFS_DECLARE_OP_CORE(tfs_gsconv, tfs_gsconv_layer);
+
+/* Wide output indices per chunk of the direct path (its largest; the workspace's buffer). */
+#define TFS_GSCONV_DIRECT_CHUNK 128
+
+/* The float32 direct (im2col-free) path, tfs_gsconv_direct.c: cost stored weights x positions
+ * instead of K x positions. on = 1 selects it for a validated float32 layer whose padded input
+ * planes stay small (at most 4x the input plus 65,536 values; every size checked in 64 bits);
+ * returns whether it is now selected (0 for int8, or when refused; on = 0 restores im2col).
+ * Changes the workspace size. Only the host (LiteRT) adapter sets it: the TFLite Micro adapter
+ * and the Cortex-M cost profile are the im2col path's. Compute then runs the manifest's GSCD
+ * kernel (no packed copy needed). */
+int tfs_gsconv_set_direct(tfs_gsconv_layer* layer, int on);
+/* The direct path's phase planes (values) and workspace bytes for one call (any batch). */
+size_t tfs_gsconv_direct_planes(const tfs_gsconv_layer* layer);
+size_t tfs_gsconv_direct_workspace_size(const tfs_gsconv_layer* layer);
 
 /* Output positions per FC call (clamped to [1, positions]); validate sets the positions that
  * fit in TFS_GSCONV_TILE_BYTES of patches. Changes the workspace size. */

@@ -133,7 +133,32 @@ int tfs_gsconv_validate_io(const tfs_gsconv_layer* layer, const tfs_tensor* x, c
 
 size_t tfs_gsconv_workspace_size(const tfs_gsconv_layer* layer, int32_t batch) {
   if (batch <= 0) return 0;
+  if (layer->direct) return tfs_gsconv_direct_workspace_size(layer);
   return tfs_gsconv_patch_bytes(layer) + tfs_gsfc_workspace_size(&layer->fc, layer->tile);
+}
+
+/* The phase planes cover the padded input rows / columns the taps read along one axis:
+ * span = (out - 1) * stride + (k - 1) * dil + 1, in ceil(span / stride) rows per phase. */
+int tfs_gsconv_set_direct(tfs_gsconv_layer* layer, int on) {
+  const tfs_conv_geom* G = &layer->geom;
+  layer->direct = 0;
+  if (!on || !TFS_GSCONV_DIRECT || layer->fc.dtype != TFS_DTYPE_F32) return 0;
+  const int64_t span_h = (int64_t)(G->out_h - 1) * G->stride_h + (int64_t)(G->kh - 1) * G->dil_h + 1;
+  const int64_t span_w = (int64_t)(G->out_w - 1) * G->stride_w + (int64_t)(G->kw - 1) * G->dil_w + 1;
+  const int64_t dp_h = (span_h + G->stride_h - 1) / G->stride_h;
+  const int64_t dp_w = (span_w + G->stride_w - 1) / G->stride_w;
+  /* every factor <= 2^32 (geometry fields <= 65535), so each product below fits in 64 bits */
+  const int64_t phases = (int64_t)G->stride_h * G->stride_w * G->cin;
+  if (dp_h > INT32_MAX || dp_w > INT32_MAX || dp_h * dp_w > INT32_MAX / phases) return 0;
+  const int64_t planes = phases * dp_h * dp_w;
+  const int64_t in_size = (int64_t)G->in_h * G->in_w * G->cin;
+  /* mostly zero padding (a huge dilation under SAME): im2col reads less */
+  if (planes > 4 * in_size + 65536 || planes > INT32_MAX - TFS_GSCONV_DIRECT_CHUNK) return 0;
+  layer->dp_h = (int32_t)dp_h;
+  layer->dp_w = (int32_t)dp_w;
+  layer->dspan = (G->out_h - 1) * layer->dp_w + G->out_w;
+  layer->direct = 1;
+  return 1;
 }
 
 size_t tfs_gsconv_layer_size(void) { return sizeof(tfs_gsconv_layer); }
