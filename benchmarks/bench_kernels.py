@@ -410,9 +410,6 @@ def bench_conv(sparsity=0.9):
         convs = find_conv2d(flatbuffer.load(dense))
         x = rng.random((1, 28, 28, 1), dtype=np.float32)
         for conv, name in zip(convs, ("conv1", "conv2")):
-            alone = flatbuffer.save(host.layer_model(dense, conv))
-            sparse = host.with_layer_rewritten(alone, find_conv2d, 0, conv_fmt, g)
-            arrays = conv_fmt.arrays(flatbuffer.load(dense), conv, g)
             row = _conv_alone_row(f"{name} alone", dense, conv, g, dtype, impl)
             out.append(row)
         both = dense

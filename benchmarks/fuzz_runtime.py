@@ -350,7 +350,7 @@ def main(argv=None) -> int:
     c1 = os.times()
     cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
     print(f"Runtime fuzz campaign: seed {args.seed}, CPU {_cpu()}, Python {platform.python_version()}")
-    print(f"seed models: " + ", ".join(f"{s.name} {len(s.data)} B" for s in seeds))
+    print("seed models: " + ", ".join(f"{s.name} {len(s.data)} B" for s in seeds))
 
     def row(name, total, key=None):
         split = [tally.by_mode[(key, m)] for m in ("path", "bytes")] if key else ["", ""]

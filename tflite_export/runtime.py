@@ -283,7 +283,7 @@ class Runtime:
                  num_threads: int = 1, custom_ops: bool = True, _max_input_bytes=None):
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-        self._lib = lib = _litert()
+        self._lib = _litert()
         self._env = self._model = self._options = self._cm = None
         self._contexts = {}  # custom op name -> its adapter context (user_data)
         self._unresolved = []

@@ -8,7 +8,6 @@ group with the profile's ``custom`` entry; the kernels run on x86 (AVX2 / AVX-51
 """
 from __future__ import annotations
 
-import numpy as np
 
 from tflite_export import group_csr
 from tflite_export.formats.base import CustomOpFormat, bias_and_requant, meta_head
