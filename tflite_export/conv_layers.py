@@ -245,15 +245,9 @@ def decide(layer: ConvLayer, cost: CostModel, group_size: int | None = None,
     """Dense or a conv format for ``layer`` (as ``planner.decide`` for FC layers)."""
     fmts = conv_formats_priced(cost)
     choices = ("auto", "dense") + tuple(f.name for f in fmts)
-    if force not in choices:
-        raise ValueError(f"layer {layer.name!r}: format {force!r} not in {choices} (a conv layer)")
-    if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
-        raise ValueError(f"layer {layer.name!r}: group size {group_size!r} not in "
-                         f"{group_csr.ALLOWED_GROUP_SIZES}")
+    formats_registry.check_request(layer, force, choices, group_size, " (a conv layer)")
     units = layer.in_features * layer.out_features
     if layer.unsupported:
-        if force not in ("auto", "dense"):
-            raise ValueError(f"layer {layer.name!r}: cannot force {force}: {layer.unsupported}")
         d = Estimate("dense", 0, units, 0.0)
         return Decision("dense", 0, units, d, d, f"kept dense: {layer.unsupported}")
     if _entry(cost, layer) is None:

@@ -57,7 +57,7 @@ import re
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from tflite_export import flatbuffer, formats, fusion, group_csr, host_info
+from tflite_export import flatbuffer, formats, fusion, host_info
 from tflite_export.atomic import write_atomic
 from tflite_export.cost_model import Estimate
 from tflite_export.fc_layers import FCLayer, find_fully_connected
@@ -270,17 +270,11 @@ class HostMeasurement:
     def decide(self, model_bytes: bytes, fc: FCLayer, group_size: int | None = None,
                force: str = "auto") -> Decision:
         """Measure ``fc``'s candidates and choose (see the module docstring)."""
-        if force not in FORMAT_CHOICES:
-            raise ValueError(f"layer {fc.name!r}: format {force!r} not in {FORMAT_CHOICES}")
-        if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
-            raise ValueError(f"layer {fc.name!r}: group size {group_size!r} not in "
-                             f"{group_csr.ALLOWED_GROUP_SIZES}")
+        formats.check_request(fc, force, FORMAT_CHOICES, group_size)
         units = fc.in_features * fc.out_features
         # A re-export (``confirm``'s reverts) decides again: no stale fused prefix.
         self._chosen.pop((_digest(model_bytes), fc.subgraph, fc.output), None)
         if fc.unsupported or force == "dense":
-            if fc.unsupported and force not in ("auto", "dense"):
-                raise ValueError(f"layer {fc.name!r}: cannot force {force}: {fc.unsupported}")
             why = f"kept dense: {fc.unsupported}" if fc.unsupported else "kept dense: forced by formats="
             dense = Estimate("dense", 0, units, 0.0)
             return Decision("dense", 0, units, dense, dense, why)
@@ -349,15 +343,9 @@ class HostMeasurement:
 
         fmts = formats.conv_formats()
         choices = ("auto", "dense") + tuple(f.name for f in fmts)
-        if force not in choices:
-            raise ValueError(f"layer {conv.name!r}: format {force!r} not in {choices} (a conv layer)")
-        if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
-            raise ValueError(f"layer {conv.name!r}: group size {group_size!r} not in "
-                             f"{group_csr.ALLOWED_GROUP_SIZES}")
+        formats.check_request(conv, force, choices, group_size, " (a conv layer)")
         units = conv.in_features * conv.out_features
         if conv.unsupported or force == "dense":
-            if conv.unsupported and force not in ("auto", "dense"):
-                raise ValueError(f"layer {conv.name!r}: cannot force {force}: {conv.unsupported}")
             why = f"kept dense: {conv.unsupported}" if conv.unsupported else "kept dense: forced by formats="
             dense = Estimate("dense", 0, units, 0.0)
             return Decision("dense", 0, units, dense, dense, why)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tflite_export import formats, group_csr
+from tflite_export import formats
 from tflite_export.cost_model import CostModel, Estimate
 from tflite_export.fc_layers import FCLayer
 
@@ -36,16 +36,9 @@ class Decision:
 
 def decide(layer: FCLayer, cost: CostModel, group_size: int | None = None, force: str = "auto") -> Decision:
     """Choose the format for `layer` (see module docstring)."""
-    if force not in FORMAT_CHOICES:
-        raise ValueError(f"layer {layer.name!r}: format {force!r} not in {FORMAT_CHOICES}")
-    if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
-        raise ValueError(
-            f"layer {layer.name!r}: group size {group_size!r} not in {group_csr.ALLOWED_GROUP_SIZES}"
-        )
+    formats.check_request(layer, force, FORMAT_CHOICES, group_size)
     if layer.unsupported:
         dense = _dense_only(layer, cost)
-        if force not in ("auto", "dense"):
-            raise ValueError(f"layer {layer.name!r}: cannot force {force}: {layer.unsupported}")
         return dataclasses.replace(dense, reason=f"kept dense: {layer.unsupported}")
 
     dense = cost.dense(layer.dtype, layer.in_features, layer.out_features)

@@ -16,6 +16,7 @@ its ``FORMAT`` instance, one line in :data:`FORMATS` (candidate order: ties go t
 """
 from __future__ import annotations
 
+from tflite_export import group_csr
 from tflite_export.formats import block_sparse, group_sparse, group_sparse_conv, nm
 from tflite_export.formats.base import CustomOpFormat, SparseFormat
 
@@ -43,6 +44,22 @@ def all_formats() -> tuple[SparseFormat, ...]:
 def conv_formats() -> tuple[SparseFormat, ...]:
     """Every registered format of CONV_2D layers."""
     return CONV_FORMATS
+
+
+def check_request(layer, force: str, choices: tuple, group_size: int | None = None,
+                  kind: str = "") -> None:
+    """The exporter's checks of a layer's ``formats=`` / ``group_sizes=`` values, before any
+    decision (cost model or measured, FC or conv): ``force`` one of ``choices``, ``group_size``
+    an allowed width, and no forced sparse format on a layer that cannot take one
+    (``layer.unsupported``). ValueError naming the layer otherwise; ``kind`` ends the first
+    message (e.g. " (a conv layer)")."""
+    if force not in choices:
+        raise ValueError(f"layer {layer.name!r}: format {force!r} not in {choices}{kind}")
+    if group_size is not None and group_size not in group_csr.ALLOWED_GROUP_SIZES:
+        raise ValueError(f"layer {layer.name!r}: group size {group_size!r} not in "
+                         f"{group_csr.ALLOWED_GROUP_SIZES}")
+    if layer.unsupported and force not in ("auto", "dense"):
+        raise ValueError(f"layer {layer.name!r}: cannot force {force}: {layer.unsupported}")
 
 
 def candidates(layer, fmts, force: str, cost, group_size: int | None = None,
