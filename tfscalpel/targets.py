@@ -183,6 +183,14 @@ def get_target(spec):
 #   is shared and noisy (per-group costs varied up to +-40 % between runs), so recalibrate on
 #   the real target and pass the JSON as `target=`.
 
+# Dense CONV_2D (XNNPACK) on the x86 host, per position: position_ns + mac_ns * K * out; one
+# measurement (the AVX-512 host, described at x86-avx512's custom_conv below) serves both x86
+# profiles' dense_conv.
+_XNNPACK_CONV = {
+    "float32": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0, "mac_ns": 0.02718},
+    "int8": {"position_ns": 30.25, "patch_ns": 0.0, "output_ns": 0.0, "mac_ns": 0.006853},
+}
+
 # custom_conv (TFS_GROUP_SPARSE_CONV2D; added 2026-12-07): as x86-avx512's (below), fitted to
 # `benchmarks/bench_kernels.py --conv --impl avx2` on the AVX-512 host (kernel path avx2, g = 8
 # float32 / 16 int8 at 90 %). The dense side is XNNPACK on that host, which uses AVX-512 / VNNI:
@@ -195,12 +203,10 @@ def get_target(spec):
 _X86_AVX2_CONV = {
     "float32": {"position_ns": 6.413, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
                 "host_tile": True, "row_ns": 0.0, "unit_ns": {"8": 0.6741},
-                "dense_conv": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0,
-                               "mac_ns": 0.02718}},
+                "dense_conv": _XNNPACK_CONV["float32"]},
     "int8": {"position_ns": 86.87, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
              "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 1.156},
-             "dense_conv": {"position_ns": 30.25, "patch_ns": 0.0, "output_ns": 0.0,
-                            "mac_ns": 0.006853}},
+             "dense_conv": _XNNPACK_CONV["int8"]},
 }
 X86_AVX2 = {
     "name": "x86-avx2",
@@ -387,12 +393,10 @@ def _borrowed(profile, name, source):
 _X86_AVX512_CONV = {
     "float32": {"position_ns": 7.101, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
                 "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 1.176},
-                "dense_conv": {"position_ns": 6.55, "patch_ns": 0.0, "output_ns": 0.0,
-                               "mac_ns": 0.02718}},
+                "dense_conv": _XNNPACK_CONV["float32"]},
     "int8": {"position_ns": 44.09, "patch_ns": 0.0, "widen_ns": 0.0, "tile_ns": 0.0,
              "host_tile": True, "row_ns": 0.0, "unit_ns": {"16": 0.2613},
-             "dense_conv": {"position_ns": 30.25, "patch_ns": 0.0, "output_ns": 0.0,
-                            "mac_ns": 0.006853}},
+             "dense_conv": _XNNPACK_CONV["int8"]},
 }
 X86_AVX512 = {
     "name": "x86-avx512",
