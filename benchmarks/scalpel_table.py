@@ -371,7 +371,7 @@ def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, st
         if p.get("distill_finetune_only") and tfscalpel.mask_layers(pruned):
             distill["during"] = "finetune"  # the library's switch; the stages train apart anyway
     state = cache.state_path(stage + "-stages", {**stage_fields(p, distill),
-                                                 "plan": plan_fields(dense, target)}) if cache else None
+                                                 "plan": plan_fields(the_plan)}) if cache else None
     if state and os.path.exists(state):
         log(f"  {stage}-stages: reusing {state}")
         models.compile_classifier(pruned, optimizer)
@@ -395,12 +395,11 @@ def prune_with_gates(dense, s, train, seed, target, distill=None, cache=None, st
     return tfscalpel.strip(pruned)
 
 
-def plan_fields(dense, target):
-    """The plan's decisions per layer, part of a gate stage's cache key: a planner change (e.g.
-    2:4 dropped where its windows would pin a node-pruned layer's channels) gives another model,
-    which a key of the settings alone would not tell apart."""
-    return [f"{lp.name}:{lp.method}:{lp.group_size}:{lp.mask_after}"
-            for lp in tfscalpel.plan(dense, target).layers]
+def plan_fields(the_plan):
+    """A ``tfscalpel.plan``'s decisions per layer, part of a gate stage's cache key: a planner
+    change (e.g. 2:4 dropped where its windows would pin a node-pruned layer's channels) gives
+    another model, which a key of the settings alone would not tell apart."""
+    return [f"{lp.name}:{lp.method}:{lp.group_size}:{lp.mask_after}" for lp in the_plan.layers]
 
 
 def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", "CPU", "GPU"),
@@ -412,7 +411,7 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
     keyed = lambda fields: fields if distill is None else {**fields, "distill": distill}  # noqa: E731
     groups = lambda target: keyed({**s["groups"], "g": plan_group_size(dense, target)})  # noqa: E731
     gated = lambda target: keyed({**gate_settings(s, target, distill),  # noqa: E731
-                                  "plan": plan_fields(dense, target)})
+                                  "plan": plan_fields(tfscalpel.plan(dense, target))})
     has_conv = any(isinstance(layer, keras.layers.Conv2D) for layer in dense.layers)
     stages = {
         "traditional": lambda: cache.get(

@@ -167,7 +167,9 @@ def test_finetune_only_distilled_run_fine_tunes_from_the_cached_stages(tmp_path,
     assert (scalpel_table.stage_fields(s["gates"], scalpel_table.DISTILL)
             != scalpel_table.stage_fields(s["gates"], None))
     # the plan's decisions are part of the key: another plan (a planner change) trains anew
-    plan = scalpel_table.plan_fields(dense, "gpu-ampere")
+    import tfscalpel
+
+    plan = scalpel_table.plan_fields(tfscalpel.plan(dense, "gpu-ampere"))
     assert plan == ["fc1:node+2:4:1:fc1", "fc2:node+2:4:1:fc2", "fc3:2:4:1:"]
     fields = scalpel_table.stage_fields(gates, None)
     assert os.path.exists(cache.state_path("gpu-stages", {**fields, "plan": plan}))
