@@ -6,7 +6,11 @@ A callback that reads or assigns variables mid-epoch first calls :func:`sync_mod
 the model's variables get the current values back, and ``fit`` re-reads them (assignments
 included) before its next step. Other backends keep the variables live, so it does nothing
 there. Keras syncs by itself before epoch-level callbacks.
+
+:func:`read_numpy` and :func:`write` are the cheap reads and writes of a variable between steps.
 """
+import keras
+import numpy as np
 
 
 def sync_model_state(model):
@@ -14,3 +18,43 @@ def sync_model_state(model):
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
+
+
+def read_numpy(variable):
+    """``variable``'s value as a NumPy array, read between steps (a mask update, a callback).
+
+    On TensorFlow it reads the backing ``tf.Variable`` directly: half the cost of
+    ``keras.ops.convert_to_numpy``, which copies the value a second time. A mask update reads
+    every pruned kernel and mask once per schedule step, inside the timed training loop
+    (``benchmarks/bench_training_step.py``)."""
+    backing = _tf_variable(variable)
+    if backing is not None:
+        return backing.numpy()
+    return np.asarray(keras.ops.convert_to_numpy(variable))
+
+
+def write(variable, value):
+    """Assign the NumPy (or Python) ``value`` to ``variable``, between steps.
+
+    On TensorFlow it assigns to the backing ``tf.Variable`` without reading the result back
+    (Keras's ``assign`` converts, checks, assigns and then reads the new value, more than half
+    of a small assignment's cost); the value is cast to the variable's dtype first, and a shape
+    that does not match is refused as Keras refuses it. Other backends use Keras's ``assign``."""
+    backing = _tf_variable(variable)
+    if backing is not None:
+        array = np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype))
+        if array.shape != tuple(variable.shape):
+            raise ValueError(f"variable {variable.path!r} has shape {tuple(variable.shape)}; "
+                             f"the value written has shape {array.shape}")
+        backing.assign(array, read_value=False)
+    else:
+        variable.assign(value)
+
+
+def _tf_variable(variable):
+    """The ``tf.Variable`` behind a Keras variable on the TensorFlow backend, else None (other
+    backends, or inside an autocast scope, where ``.value`` is a cast copy)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    value = variable.value
+    return value if hasattr(value, "assign") and hasattr(value, "numpy") else None

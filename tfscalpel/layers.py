@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfscalpel.backend_state import read_numpy, write
 from tfscalpel.importance import default_importance, get_importance
 from tfscalpel.patterns import get_pattern
 from tfscalpel.schedules import get_schedule
@@ -211,7 +212,7 @@ class PrunableMixin:
     def _numpy_state(self):
         """The kernel and the mask as NumPy arrays: what a mask update reads, once (reading a
         variable copies it out of the backend, so each is read once per update)."""
-        return ops.convert_to_numpy(self.kernel), ops.convert_to_numpy(self.pruning_mask)
+        return read_numpy(self.kernel), read_numpy(self.pruning_mask)
 
     def _numpy_masked_kernel(self):
         kernel, mask = self._numpy_state()
@@ -241,11 +242,11 @@ class PrunableMixin:
         shape = tuple(self.kernel.shape)
         mask = matrix_to_kernel(self.pattern.expand(keep, self.fan_in), shape, self.fan_in_ndim)
         if not np.array_equal(mask, old_mask):
-            self.pruning_mask.assign(mask)
+            write(self.pruning_mask, mask)
         zeroed = kernel * mask
         if not np.array_equal(zeroed, kernel):
-            self.kernel.assign(zeroed)
-        self.pruning_threshold.assign(float(threshold))
+            write(self.kernel, zeroed)
+        write(self.pruning_threshold, float(threshold))
 
     def prune_to(self, sparsity=None, threshold=None):
         """Recompute the mask now for a target ``sparsity`` or a *raw* score ``threshold``."""

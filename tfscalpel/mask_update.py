@@ -18,8 +18,8 @@ so layers of different scale compete fairly) and one sparsity is applied across 
 import numbers
 
 import numpy as np
-from keras import ops
 
+from tfscalpel.backend_state import read_numpy, write
 from tfscalpel.layers import pruned_layers, pruning_boundary
 
 
@@ -42,13 +42,13 @@ def checked_pruned_layers(model):
 
 def recorded_step(layers):
     """The last step written into the layers (-1 before any pruning)."""
-    return int(ops.convert_to_numpy(layers[0].pruning_step.value))
+    return int(read_numpy(layers[0].pruning_step))
 
 
 def record_step(layers, step):
     """Write ``step`` into every layer's ``pruning_step`` (saved with the model)."""
     for layer in layers:
-        layer.pruning_step.assign(step)
+        write(layer.pruning_step, step)
 
 
 def apply_schedules(layers, step, before_change=None):
