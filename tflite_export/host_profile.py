@@ -55,6 +55,8 @@ import numpy as np
 from tflite_export import cost_model, flatbuffer, formats
 from tflite_export.fc_layers import find_fully_connected
 
+from tfscalpel.checks import is_integer
+
 #: Group sparsities timed per layer and g (the allocator interpolates between them and extends
 #: the lowest segment below: there the custom op is rarely faster than dense on a CPU).
 DEFAULT_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -147,7 +149,7 @@ def measure(model, target="x86-avx2", dtype="float32", sparsities=DEFAULT_SPARSI
     sparsities = tuple(sorted(float(s) for s in sparsities))
     if not sparsities or any(not 0 < s < 1 for s in sparsities):
         raise ValueError(f"sparsities must lie in (0, 1), got {sparsities}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    if not is_integer(rounds) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     timer = timer or _timer
     margin = host.MARGIN if margin is None else float(margin)

@@ -42,6 +42,7 @@ measure; a registered CPU profile is a fitted line from another machine.
 import dataclasses
 
 from tfscalpel import layer_costs, sensitivity
+from tfscalpel.checks import is_integer, is_number
 from tfscalpel.layer_costs import METRICS, ZERO, Costs, LayerShape
 
 #: Candidate sparsities (fractions of each layer's groups removed).
@@ -62,7 +63,7 @@ class BudgetError(ValueError):
 
 
 def _positive(value, arg):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if not is_number(value) or not value > 0:
         raise ValueError(f"Budget: {arg} must be a number > 0, got {value!r}")
     return float(value)
 
@@ -111,8 +112,7 @@ class Budget:
         self.sparsities = tuple(sparsities)
         if group_sizes is not None:
             group_sizes = tuple(group_sizes)
-            if not group_sizes or any(isinstance(g, bool) or not isinstance(g, int) or g < 1
-                                      for g in group_sizes):
+            if not group_sizes or any(not is_integer(g) or g < 1 for g in group_sizes):
                 raise ValueError(f"Budget: group_sizes must be integers >= 1, got {group_sizes}")
         self.group_sizes = group_sizes
         if order not in ORDERS:

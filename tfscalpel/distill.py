@@ -30,11 +30,11 @@ undistilled run with the same seed::
     distiller.fit(x, y, epochs=gates.total_epochs, callbacks=[gates])
 """
 import functools
-import numbers
 
 import keras
 from keras import ops
 
+from tfscalpel.checks import is_number
 from tfscalpel.gates import mask_layers
 
 #: ``Distiller(during=...)``: when the soft term applies.
@@ -42,8 +42,7 @@ DURING = ("all", "finetune")
 
 
 def _check_positive(value, arg, allow_zero):
-    bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
-    if bad or not (value >= 0 if allow_zero else value > 0) or value != value:
+    if not is_number(value) or not (value >= 0 if allow_zero else value > 0):
         raise ValueError(f"Distiller: {arg} must be a number {'>=' if allow_zero else '>'} 0, "
                          f"got {value!r}")
     return float(value)

@@ -40,6 +40,8 @@ A target overrides the table with an ``"energy"`` entry in its cost profile
 import dataclasses
 import math
 
+from tfscalpel.checks import is_number
+
 _SOURCE = ("45 nm, 0.9 V: M. Horowitz, 'Computing's energy problem (and what we can do about "
            "it)', ISSCC 2014")
 
@@ -60,8 +62,7 @@ class EnergyTable:
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name != "source" and (isinstance(value, bool) or not isinstance(
-                    value, (int, float)) or not value >= 0 or math.isinf(value)):
+            if field.name != "source" and (not is_number(value) or not 0 <= value < math.inf):
                 raise ValueError(f"EnergyTable: {field.name} must be a finite number >= 0 "
                                  f"(pJ), got {value!r}")
 

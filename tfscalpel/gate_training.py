@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from tfscalpel.backend_state import sync_model_state
+from tfscalpel.checks import is_integer, is_number
 from tfscalpel.gates import mask_layers
 
 _KINDS = ("conv", "dense")
@@ -35,8 +36,7 @@ def _kind(layer):
 
 def _check_penalties(penalties, arg):
     penalties = tuple(penalties)
-    if not penalties or any(isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0
-                            for p in penalties):
+    if not penalties or any(not is_number(p) or not p >= 0 for p in penalties):
         raise ValueError(f"{arg} must be a non-empty sequence of numbers >= 0, got {penalties!r}")
     if any(b < a for a, b in zip(penalties, penalties[1:])):
         raise ValueError(f"{arg} must not decrease from stage to stage, got {penalties!r}")
@@ -90,12 +90,12 @@ class GateTraining(keras.callbacks.Callback):
             by_kind = dict.fromkeys(_KINDS, _check_penalties(penalties, "penalties"))
         for arg, v, low in (("epochs_per_stage", epochs_per_stage, 1),
                             ("finetune_epochs", finetune_epochs, 0)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            if not is_integer(v) or v < low:
                 raise ValueError(f"{arg} must be an integer >= {low}, got {v!r}")
         self.penalties = by_kind
-        self.epochs_per_stage = epochs_per_stage
+        self.epochs_per_stage = int(epochs_per_stage)
         self.conv_first = bool(conv_first)
-        self.finetune_epochs = finetune_epochs
+        self.finetune_epochs = int(finetune_epochs)
         self.rescale_dropout = bool(rescale_dropout)
         self.tie_coupled = bool(tie_coupled)
         self.tie_windows = bool(tie_windows)
@@ -226,15 +226,15 @@ def gate_optimizer(learning_rate=1e-3, weight_decay=0.0):
         learning_rate: a float > 0 or a ``keras.optimizers.schedules.LearningRateSchedule``.
         weight_decay: a float >= 0 (0: plain Adam).
     """
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) \
-            or not weight_decay >= 0 or weight_decay == float("inf"):
+    if not is_number(weight_decay) or not 0 <= weight_decay < float("inf"):
         raise ValueError(f"gate_optimizer: weight_decay must be a finite number >= 0, got "
                          f"{weight_decay!r}")
     if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) and (
-            isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
-            or not learning_rate > 0):
+            not is_number(learning_rate) or not learning_rate > 0):
         raise ValueError(f"gate_optimizer: learning_rate must be a number > 0 or a "
                          f"LearningRateSchedule, got {learning_rate!r}")
+    if is_number(learning_rate):
+        learning_rate = float(learning_rate)  # Keras refuses NumPy scalars
     if not weight_decay:
         return keras.optimizers.Adam(learning_rate)
     opt = keras.optimizers.AdamW(learning_rate, weight_decay=float(weight_decay))

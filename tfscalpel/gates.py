@@ -29,6 +29,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfscalpel.checks import is_number
+
 
 #: Default ``gate_scale`` of :class:`MaskLayer` (a power of two, so gate values round-trip exactly).
 GATE_SCALE = 16.0
@@ -49,7 +51,7 @@ class Clamp(keras.constraints.Constraint):
 
 
 def _check_number(value, arg):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    if not is_number(value) or not np.isfinite(value):
         raise ValueError(f"MaskLayer: {arg} must be a finite number, got {value!r}")
     return float(value)
 

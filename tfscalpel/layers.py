@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from tfscalpel.backend_state import read_numpy, write
+from tfscalpel.checks import is_integer
 from tfscalpel.importance import default_importance, get_importance
 from tfscalpel.patterns import get_pattern
 from tfscalpel.schedules import get_schedule
@@ -425,7 +426,7 @@ class PrunedLayerNormalization(keras.layers.LayerNormalization):
 
     def __init__(self, n_full, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(n_full, bool) or not isinstance(n_full, int) or n_full < 1:
+        if not is_integer(n_full) or n_full < 1:
             raise ValueError(f"PrunedLayerNormalization {self.name!r}: n_full must be an "
                              f"integer >= 1, got {n_full!r}")
         if self.rms_scaling:

@@ -22,6 +22,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfscalpel.checks import is_integer, is_number
 from tfscalpel.layers import pruned_layers
 from tfscalpel.mask_update import update_pruning
 from tfscalpel.prune_model import prune
@@ -46,9 +47,9 @@ class RecordWeights(keras.callbacks.Callback):
 
     def __init__(self, at_step=0):
         super().__init__()
-        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+        if not is_integer(at_step) or at_step < 0:
             raise ValueError(f"at_step must be an integer >= 0, got {at_step!r}")
-        self.at_step = at_step
+        self.at_step = int(at_step)
         self.weights = None
         self._steps = 0
 
@@ -111,9 +112,9 @@ def reinitialize(model, seed):
 def lottery_sparsities(rate, rounds):
     """Cumulative sparsity after each round when every round removes ``rate`` of the weights
     still alive: ``1 - (1 - rate)**k`` for ``k = 1..rounds``."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate < 1.0:
+    if not is_number(rate) or not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be a number in (0, 1), got {rate!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    if not is_integer(rounds) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     return [1.0 - (1.0 - rate) ** k for k in range(1, rounds + 1)]
 

@@ -15,11 +15,11 @@ Layers with their own schedule are pruned one by one. Layers that share a ``glob
 ranked together: their block scores are normalised (divided by the RMS of each layer's scores,
 so layers of different scale compete fairly) and one sparsity is applied across all of them.
 """
-import numbers
 
 import numpy as np
 
 from tfscalpel.backend_state import read_numpy, write
+from tfscalpel.checks import is_integer
 from tfscalpel.layers import pruned_layers, pruning_boundary
 
 
@@ -86,8 +86,7 @@ def update_pruning(model, step=None):
     Python and NumPy): inside a ``tf.function`` it raises RuntimeError saying so.
     """
     _refuse_tracing()
-    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
-                             or step < 0):
+    if step is not None and (not is_integer(step) or step < 0):
         raise ValueError(f"update_pruning: step must be an integer >= 0 (or None: the last "
                          f"step + 1), got {step!r}")
     layers = checked_pruned_layers(model)

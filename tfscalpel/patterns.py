@@ -22,6 +22,7 @@ import math
 import keras
 import numpy as np
 
+from tfscalpel.checks import is_integer
 from tfscalpel.config_objects import ConfigObject, registrar
 
 _REGISTRY = {}
@@ -116,9 +117,9 @@ class GroupPattern(SparsityPattern):
     group with one SIMD load and needs one index per group."""
 
     def __init__(self, group_size=4):
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        if not is_integer(group_size) or group_size < 1:
             raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
-        self.group_size = group_size
+        self.group_size = int(group_size)
 
     def describe(self):
         return f"group(g={self.group_size})"
@@ -135,11 +136,11 @@ class NMPattern(SparsityPattern):
 
     def __init__(self, n=2, m=4):
         for arg, v in (("n", n), ("m", m)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if not is_integer(v) or v < 1:
                 raise ValueError(f"N:M pattern: {arg} must be an integer >= 1, got {v!r}")
         if n > m:
             raise ValueError(f"N:M pattern: n must be <= m, got n={n}, m={m}")
-        self.n, self.m = n, m
+        self.n, self.m = int(n), int(m)
         self.fixed_sparsity = 1.0 - n / m
 
     def keep_blocks(self, scores, sparsity=None, threshold=None):

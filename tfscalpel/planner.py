@@ -12,6 +12,7 @@ import dataclasses
 from tfscalpel.attention_layers import GatedMultiHeadAttention, copy_projections, gate_heads
 from tfscalpel import layer_costs
 from tfscalpel.budget import allocate
+from tfscalpel.checks import is_integer
 from tfscalpel.dependency import (channel_plan, is_weighted, straddling_windows,
                                   unremovable_gates)
 from tfscalpel.gates import MaskLayer
@@ -329,7 +330,7 @@ def plan(model, target, dtype=None, per_layer=None, budget=None, *, profile=None
         g = 1
         if method == "group":
             g = override.get("group_size", g_default)
-            if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            if not is_integer(g) or g < 1:
                 raise ValueError(f"layer {layer.name!r}: group_size must be an integer >= 1, "
                                  f"got {g!r}")
             if g > fan_in and "group_size" not in override:

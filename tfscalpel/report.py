@@ -20,9 +20,9 @@ global backend is left alone.
 """
 import dataclasses
 import math
-import numbers
 import os
 
+from tfscalpel.checks import is_number
 from tfscalpel.strip import StripReport
 
 _DENSE_COLOR, _PRUNED_COLOR, _THIRD_COLOR = "#9e9e9e", "#1f77b4", "#ff7f0e"
@@ -233,8 +233,7 @@ def _check_rows(rows):
             if key not in row and key == "bytes":
                 continue
             value = row.get(key)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                    or not math.isfinite(value) or value < 0:
+            if not is_number(value) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"row {i} ({row['model']!r}): {key!r} must be a finite number "
                                  f">= 0, got {value!r}")
     return rows

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfscalpel.checks import is_integer
 from tfscalpel.gradients import for_backend
 from tfscalpel.importance import Importance, _register
 from tfscalpel.layers import kernel_matrix, pruned_layers
@@ -128,7 +129,7 @@ def calibrate(model, data, loss=None, *, hessian="fisher", probes=4, max_batches
     if hessian not in HESSIAN_ESTIMATORS + (None,):
         raise ValueError(f"hessian={hessian!r}: allowed values are {HESSIAN_ESTIMATORS} or None")
     for arg, v in (("probes", probes), ("batch_size", batch_size), ("fisher_chunk", fisher_chunk)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if not is_integer(v) or v < 1:
             raise ValueError(f"{arg} must be an integer >= 1, got {v!r}")
     layers = pruned_layers(model)
     if not layers:

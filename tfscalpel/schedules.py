@@ -12,6 +12,7 @@ exactly, and tfmot's own schedule objects are accepted wherever a schedule is (s
 import keras
 import numpy as np
 
+from tfscalpel.checks import is_integer, is_number
 from tfscalpel.config_objects import ConfigObject
 
 
@@ -23,12 +24,12 @@ def _plain(*values):
 
 
 def _check_sparsity(value, arg):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not is_number(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{arg} must be a number in [0, 1), got {value!r}")
 
 
 def _check_int(value, arg, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise ValueError(f"{arg} must be an integer >= {minimum}, got {value!r}")
 
 
@@ -37,7 +38,7 @@ def _check_steps(begin_step, end_step, frequency, allow_open_end):
     _check_int(frequency, "frequency", 1)
     if allow_open_end and end_step == -1:
         return
-    if isinstance(end_step, bool) or not isinstance(end_step, int):
+    if not is_integer(end_step):
         raise ValueError(f"end_step must be an integer, got {end_step!r}")
     if end_step < begin_step:
         raise ValueError(
@@ -114,7 +115,7 @@ class PolynomialDecay(PruningSchedule):
         _check_steps(begin_step, end_step, frequency, allow_open_end=False)
         if end_step == begin_step:
             raise ValueError(f"end_step must be > begin_step, both are {begin_step}")
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
+        if not is_number(power) or not power > 0:
             raise ValueError(f"power must be a positive number, got {power!r}")
         self.initial_sparsity = float(initial_sparsity)
         self.final_sparsity = float(final_sparsity)
@@ -162,7 +163,7 @@ class StagedThreshold(PruningSchedule):
         if not thresholds:
             raise ValueError("thresholds must name at least one stage")
         for i, t in enumerate(thresholds):
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0:
+            if not is_number(t) or not t >= 0:
                 raise ValueError(f"thresholds[{i}] must be a number >= 0, got {t!r}")
         if any(b < a for a, b in zip(thresholds, thresholds[1:])):
             raise ValueError(f"thresholds must not decrease from stage to stage, got {thresholds}")

@@ -34,6 +34,7 @@ import copy
 
 import keras
 
+from tfscalpel.checks import is_integer
 from tfscalpel.config_objects import ConfigObject
 
 KINDS = ("mcu", "cpu", "gpu")
@@ -74,7 +75,7 @@ class HardwareTarget(ConfigObject):
         if not isinstance(group_width, dict) or not group_width:
             raise ValueError(f"target {name!r}: group_width must be a non-empty {{dtype: g}} dict")
         for dtype, g in group_width.items():
-            if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            if not is_integer(g) or g < 1:
                 raise ValueError(
                     f"target {name!r}: group_width[{dtype!r}] must be an integer >= 1, got {g!r}")
         if default_dtype not in group_width:
