@@ -148,6 +148,16 @@ def paired_ratio(res, base):
     return statistics.median(r / b for r, b in zip(res["windows_ms"], base["windows_ms"]))
 
 
+def paired_quartiles(res, base):
+    """The first and third quartiles of the per-round ratios behind :func:`paired_ratio`: how
+    far one round's ratio strays, i.e. how much one run's median can be trusted."""
+    ratios = [r / b for r, b in zip(res["windows_ms"], base["windows_ms"])]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return q1, q3
+
+
 def schedule_end(args):
     # Sparsity rises over the whole run, so masks are recomputed in every timed window.
     return args.warmup + args.steps
@@ -321,20 +331,23 @@ def print_table(args, k3, legacy):
           f"(above {args.threads} the machine was shared and windows are noisy: "
           "compare the paired and best-window columns too)")
     print("ratio: median ms/step over dense's; paired: median over rounds of the window's time "
-          "over dense's window in the same round; (best): best window over dense's best")
+          "over dense's window in the same round, and its quartiles over the rounds; (best): best "
+          "window over dense's best")
     print()
     header = (f"{'configuration':<31} {'framework':<9} {'ms/step':>8} {'best':>7} {'worst':>7} "
-              f"{'ratio':>6} {'paired':>6} {'(best)':>6}  target (on the paired ratio)")
+              f"{'ratio':>6} {'paired':>6} {'quartiles':>11} {'(best)':>6}  "
+              "target (on the paired ratio)")
     print(header)
     print("-" * (len(header) + 6))
     for label, framework, res, base, target in rows:
         ratio = res["median_ms"] / base["median_ms"]
         paired = paired_ratio(res, base)
+        q1, q3 = paired_quartiles(res, base)
         best_ratio = res["best_ms"] / base["best_ms"]
         target_text = target(paired) if callable(target) else target
         print(f"{label:<31} {framework:<9} {res['median_ms']:>8.3f} {res['best_ms']:>7.3f} "
-              f"{max(res['windows_ms']):>7.3f} {ratio:>5.2f}x {paired:>5.3f}x {best_ratio:>5.2f}x"
-              f"  {target_text}")
+              f"{max(res['windows_ms']):>7.3f} {ratio:>5.2f}x {paired:>5.3f}x {q1:.3f}-{q3:.3f}"
+              f" {best_ratio:>5.2f}x  {target_text}")
     if legacy is None:
         print("(no tfmot rows: " + ("--no-tfmot given)" if args.no_tfmot else
                                     "the TF_USE_LEGACY_KERAS=1 subprocess failed, see above)"))
