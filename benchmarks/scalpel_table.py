@@ -134,7 +134,8 @@ SETTINGS = {
                     # test set: MCU 2+2 / 2+4 / 2+6 epochs -0.61 / -0.27 / 0.00 points below the
                     # validation dense model (2+2 underfits), CPU 3+2 / 3+4 epochs
                     # -0.12 / +0.10 (the former 2+2 and 3+2 epochs, seeds 0-2 of the test set:
-                    # MCU -0.52 +- 0.10, CPU -0.22 +- 0.09).
+                    # MCU -0.52 +- 0.10, CPU -0.22 +- 0.09). With these, seeds 0-2 of the test
+                    # set: MCU -0.07 +- 0.10, CPU +0.02 +- 0.04 (README).
                     groups=dict(sparsity=0.75, prune_epochs=2, finetune_epochs=6),
                     gates=dict(penalties={"conv": (1.5e-4, 5e-4, 1.5e-3), "dense": (1e-4, 3e-4, 1e-3)},
                                stage_epochs=1, finetune_epochs=4, group_sparsity=0.7,
