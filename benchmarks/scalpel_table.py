@@ -141,6 +141,9 @@ SETTINGS = {
                                distill=dict(distill_finetune_only=True,
                                             teacher=dict(temperature=2.0, weight=0.5)))),
 }
+#: Part of the cache key of the stages pruned by one global ranking: models pruned before the
+#: ranking kept a block per output unit are not reused.
+GLOBAL_RANKING = "unit floor"
 #: nm_accuracy's name of each model (its dense-model cache).
 NM_NAMES = {"lenet300": "lenet", "lenet5": "lenet5", "convnet": "convnet"}
 QUICK = dict(train=2000, dense_epochs=1, trad=dict(round_epochs=1, finetune_epochs=1),
@@ -409,14 +412,17 @@ def build_models(key, s, train, test, seed, cache, which=("traditional", "MCU", 
     dense = cache.get("dense", lambda: train_dense(key, s, train, test, seed))
     # A distilled stage is another model: its settings (and so its cache key) say so.
     keyed = lambda fields: fields if distill is None else {**fields, "distill": distill}  # noqa: E731
-    groups = lambda target: keyed({**s["groups"], "g": plan_group_size(dense, target)})  # noqa: E731
+    # The global ranking keeps a block per output unit since 2026-12-07 (tfscalpel.mask_update):
+    # other masks, so the globally ranked stages (traditional, groups) carry it in their key.
+    ranked = lambda fields: {**fields, "ranking": GLOBAL_RANKING}  # noqa: E731
+    groups = lambda target: keyed(ranked({**s["groups"], "g": plan_group_size(dense, target)}))  # noqa: E731
     gated = lambda target: keyed({**gate_settings(s, target, distill),  # noqa: E731
                                   "plan": plan_fields(tfscalpel.plan(dense, target))})
     has_conv = any(isinstance(layer, keras.layers.Conv2D) for layer in dense.layers)
     stages = {
         "traditional": lambda: cache.get(
             "traditional", lambda: prune_traditional(dense, s, train, seed, distill),
-            keyed(s["trad"])),
+            keyed(ranked(s["trad"]))),
         "MCU": lambda: cache.get(
             "scalpel-mcu", lambda: prune_groups(dense, s, train, seed, "cortex-m4", distill),
             groups("cortex-m4")),
