@@ -66,6 +66,72 @@ def test_global_sparsity_ranks_across_layers():
     assert pb.mask_sparsity() > 0.8 and pa.mask_sparsity() < 0.45
 
 
+def _two_layer_net():
+    """a: 4 -> 4 with weights 1..16; out: 4 -> 2 whose column 1 is tiny next to column 0, so a
+    global ranking on RMS-normalised scores puts all of column 1 below every weight of a."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="a"),
+                              keras.layers.Dense(2, name="out")])
+    a, out = model.layers
+    a.set_weights([np.arange(1, 17, dtype="float32").reshape(4, 4), np.zeros(4, "float32")])
+    out.set_weights([np.array([[10, 0.01], [10, 0.02], [10, 0.01], [10, 0.03]], "float32"),
+                     np.zeros(2, "float32")])
+    return model
+
+
+def test_global_ranking_keeps_one_block_per_output_unit():
+    # 24 weights at 50 %: 12 go. The plain ranking would take out's column 1 (4) and a's 8
+    # smallest, deleting class 1; the floor keeps that column's best weight (row 3, 0.03) and
+    # a's 9th smallest (9) goes instead, so 12 still go.
+    pruned = tfscalpel.prune(_two_layer_net(), sparsity=0.5, pattern="unstructured",
+                             global_sparsity=True)
+    tfscalpel.update_pruning(pruned)
+    a, out = pruned.layers
+    np.testing.assert_array_equal(out.pruning_mask.numpy(), [[1, 0], [1, 0], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(a.pruning_mask.numpy(),
+                                  [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+    kept = a.pruning_mask.numpy().sum() + out.pruning_mask.numpy().sum()
+    assert kept == 12  # the floor counts: the achieved sparsity is the target's 50 %
+
+
+def test_global_ranking_floor_when_it_exceeds_the_budget():
+    # 95 % of 24 would keep 1 weight; the floor alone is 4 + 2 (one per unit), all kept: the
+    # achieved sparsity is 18 / 24, not 95 %.
+    pruned = tfscalpel.prune(_two_layer_net(), sparsity=0.95, pattern="unstructured",
+                             global_sparsity=True)
+    tfscalpel.update_pruning(pruned)
+    a, out = pruned.layers
+    np.testing.assert_array_equal(out.pruning_mask.numpy(), [[1, 0], [0, 0], [0, 0], [0, 1]])
+    np.testing.assert_array_equal(a.pruning_mask.numpy(),
+                                  [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+
+
+def test_global_threshold_keeps_one_block_per_output_unit():
+    # StagedThreshold at 0.5 (normalised): out's column 1 is all below it, its best weight stays.
+    schedule = tfscalpel.StagedThreshold([0.5], stage_steps=10)
+    pruned = tfscalpel.prune(_two_layer_net(), schedule=schedule, pattern="unstructured",
+                             global_sparsity=True)
+    tfscalpel.update_pruning(pruned, step=0)
+    a, out = pruned.layers
+    np.testing.assert_array_equal(out.pruning_mask.numpy(), [[1, 0], [1, 0], [1, 0], [1, 1]])
+    # a's normalised scores are k / 9.67 (RMS of 1..16): 1..4 are at or below 0.5, 5.. above
+    np.testing.assert_array_equal(a.pruning_mask.numpy(),
+                                  [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+
+
+def test_global_ranking_floor_per_group_of_a_conv_filter():
+    # Groups (g=2 over the fan-in): every output filter of both conv layers keeps its best group
+    inputs = keras.Input((3, 3, 2))
+    x = keras.layers.Conv2D(2, 1, name="c1")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="c2")(x))
+    model.get_layer("c1").set_weights([np.array([[[[5, 6], [7, 8]]]], "float32"), np.zeros(2, "float32")])
+    model.get_layer("c2").set_weights([np.array([[[[9, 0.1], [9, 0.2]]]], "float32"), np.zeros(2, "float32")])
+    pruned = tfscalpel.prune(model, sparsity=0.5, group_size=2, global_sparsity=True)
+    tfscalpel.update_pruning(pruned)
+    # one group per filter: 4 groups in all, 2 may go, but every filter's only group is its floor
+    for name in ("c1", "c2"):
+        assert pruned.get_layer(name).pruning_mask.numpy().min() == 1
+
+
 def test_unprunable_layers_listed_in_one_warning():
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.SeparableConv2D(3, 3, name="sep")(inputs)

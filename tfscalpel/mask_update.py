@@ -14,6 +14,15 @@ each epoch.
 Layers with their own schedule are pruned one by one. Layers that share a ``global_group`` are
 ranked together: their block scores are normalised (divided by the RMS of each layer's scores,
 so layers of different scale compete fairly) and one sparsity is applied across all of them.
+Each layer of a global ranking keeps at least its best-scoring block in every output unit
+(column of the ``(n_blocks, units)`` scores), whatever the ranking says: a ranking that empties a
+column of the logits layer deletes a class (its logit becomes the constant bias: LeNet-300-100's
+92 % ranking once kept no fc3 weight for classes 1 and 7, and class 7 was never predicted), and
+an emptied hidden unit is no removed node either (its bias still feeds the next layer, whose
+weights reading it still take the budget; node removal is the gates' job). The floor is at most
+one block per unit, and it counts: the kept blocks, floor included, are the target's
+``1 - sparsity`` share of all blocks, so the achieved sparsity is the target unless the floor
+alone exceeds the budget (then it is ``1 - units / blocks``, which the masks report).
 """
 
 import numpy as np
@@ -128,15 +137,33 @@ def _prune_by_normalised_threshold(layer, threshold):
     layer.apply_block_mask(keep, pruning_boundary(scores, keep), state)
 
 
+def unit_floor(scores):
+    """The blocks a global ranking keeps whatever their rank: the best-scoring block of each
+    output unit, as a boolean array shaped like ``scores`` ``(n_blocks, units)`` (ties: the
+    first block)."""
+    scores = np.asarray(scores)
+    floor = np.zeros(scores.shape, dtype=bool)
+    if scores.size:
+        floor[np.argmax(scores, axis=0), np.arange(scores.shape[1])] = True
+    return floor
+
+
 def _prune_globally(layers, amount):
-    """One ranking across ``layers`` on normalised scores."""
+    """One ranking across ``layers`` on normalised scores; every layer keeps its
+    :func:`unit_floor` (the module docstring says why), which counts towards the kept share."""
     states = [layer._numpy_state() for layer in layers]
     scores = [layer.block_scores(state) for layer, state in zip(layers, states)]
     normalised = [normalise_scores(s) for s in scores]
+    floors = [unit_floor(n) for n in normalised]
     if layers[0].schedule.mode == "threshold":
-        keeps = [n > amount for n in normalised]
+        keeps = [(n > amount) | f for n, f in zip(normalised, floors)]
     else:
-        flat = np.concatenate([n.reshape(-1, 1) for n in normalised])
+        # The floor ranks above everything (+inf), so the sparsity target prunes among the rest;
+        # capped so that it never reaches into the floor.
+        flat = np.concatenate([np.where(f, np.inf, n).reshape(-1, 1)
+                               for n, f in zip(normalised, floors)])
+        n_floor = sum(int(f.sum()) for f in floors)
+        amount = min(float(amount), (flat.size - n_floor) / flat.size)
         keep_flat = layers[0].pattern.keep_blocks(flat, sparsity=amount).ravel()
         bounds = np.cumsum([n.size for n in normalised])[:-1]
         keeps = [k.reshape(n.shape) for k, n in zip(np.split(keep_flat, bounds), normalised)]

@@ -87,7 +87,9 @@ def prune(model, schedule=None, *, sparsity=None, pattern="group", group_size=No
         per_layer: ``{layer_name: {"pattern"|"group_size"|"importance"|"schedule"|"sparsity":
             value}}`` overriding the arguments above for single layers.
         global_sparsity: rank all pruned layers together (normalised scores) and apply one
-            sparsity across them, instead of the same sparsity in each layer.
+            sparsity across them, instead of the same sparsity in each layer. Every layer keeps
+            at least its best block per output unit (a class of the logits layer is never
+            deleted); those blocks count towards the kept share (:mod:`tfscalpel.mask_update`).
         target: a hardware target name or :class:`~tfscalpel.HardwareTarget`: the target
             chooses the method per layer (:func:`tfscalpel.plan`; SIMD groups of its width,
             node pruning with MaskLayer gates, 2:4). Then ``per_layer`` takes ``{"method",
