@@ -1,6 +1,6 @@
 """Scalpel's evaluation in one table: dense vs traditional pruning vs Scalpel, per platform.
 
-    python benchmarks/scalpel_table.py                 # full run (see SETTINGS; ~75 min of training on 2 shared cores)
+    python benchmarks/scalpel_table.py                 # full run (see SETTINGS; ~80 min of training on 2 shared cores)
     python benchmarks/scalpel_table.py --quick         # CI smoke run: subsets, 1-2 epochs
     python benchmarks/scalpel_table.py --only lenet300 --output out/scalpel_table
     python benchmarks/scalpel_table.py --seeds 3 --distill   # mean +- std over seeds 0, 1, 2;
