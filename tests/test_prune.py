@@ -78,30 +78,33 @@ def _two_layer_net():
     return model
 
 
+def _globally_pruned_masks(sparsity):
+    """The masks of ``_two_layer_net`` after one global unstructured ranking at ``sparsity``."""
+    pruned = tfscalpel.prune(_two_layer_net(), sparsity=sparsity, pattern="unstructured",
+                             global_sparsity=True)
+    tfscalpel.update_pruning(pruned)
+    a, out = pruned.layers
+    return a.pruning_mask.numpy(), out.pruning_mask.numpy()
+
+
 def test_global_ranking_keeps_one_block_per_output_unit():
     # 24 weights at 50 %: 12 go. The plain ranking would take out's column 1 (4) and a's 8
     # smallest, deleting class 1; the floor keeps that column's best weight (row 3, 0.03) and
     # a's 9th smallest (9) goes instead, so 12 still go.
-    pruned = tfscalpel.prune(_two_layer_net(), sparsity=0.5, pattern="unstructured",
-                             global_sparsity=True)
-    tfscalpel.update_pruning(pruned)
-    a, out = pruned.layers
-    np.testing.assert_array_equal(out.pruning_mask.numpy(), [[1, 0], [1, 0], [1, 0], [1, 1]])
-    np.testing.assert_array_equal(a.pruning_mask.numpy(),
+    a_mask, out_mask = _globally_pruned_masks(0.5)
+    np.testing.assert_array_equal(out_mask, [[1, 0], [1, 0], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(a_mask,
                                   [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
-    kept = a.pruning_mask.numpy().sum() + out.pruning_mask.numpy().sum()
+    kept = a_mask.sum() + out_mask.sum()
     assert kept == 12  # the floor counts: the achieved sparsity is the target's 50 %
 
 
 def test_global_ranking_floor_when_it_exceeds_the_budget():
     # 95 % of 24 would keep 1 weight; the floor alone is 4 + 2 (one per unit), all kept: the
     # achieved sparsity is 18 / 24, not 95 %.
-    pruned = tfscalpel.prune(_two_layer_net(), sparsity=0.95, pattern="unstructured",
-                             global_sparsity=True)
-    tfscalpel.update_pruning(pruned)
-    a, out = pruned.layers
-    np.testing.assert_array_equal(out.pruning_mask.numpy(), [[1, 0], [0, 0], [0, 0], [0, 1]])
-    np.testing.assert_array_equal(a.pruning_mask.numpy(),
+    a_mask, out_mask = _globally_pruned_masks(0.95)
+    np.testing.assert_array_equal(out_mask, [[1, 0], [0, 0], [0, 0], [0, 1]])
+    np.testing.assert_array_equal(a_mask,
                                   [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
 
 
