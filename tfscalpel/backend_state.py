@@ -21,16 +21,22 @@ def sync_model_state(model):
 
 
 def read_numpy(variable):
-    """``variable``'s value as a NumPy array, read between steps (a mask update, a callback).
+    """``variable``'s value now, as a read-only NumPy array, read between steps (a mask update,
+    a callback).
 
-    On TensorFlow it reads the backing ``tf.Variable`` directly: half the cost of
-    ``keras.ops.convert_to_numpy``, which copies the value a second time. A mask update reads
-    every pruned kernel and mask once per schedule step, inside the timed training loop
-    (``benchmarks/bench_training_step.py``)."""
+    On TensorFlow it is a view of one read of the backing ``tf.Variable``: a snapshot, which
+    later assignments do not change (TensorFlow copies a variable's buffer before updating it
+    in place while a read of it is alive), without ``keras.ops.convert_to_numpy``'s two copies.
+    A mask update reads every pruned kernel and mask once per schedule step, inside the timed
+    training loop (``benchmarks/bench_training_step.py``). Other backends return a copy,
+    read-only too, so no caller can depend on writing to it."""
     backing = _tf_variable(variable)
     if backing is not None:
-        return backing.numpy()
-    return np.asarray(keras.ops.convert_to_numpy(variable))
+        array = np.asarray(backing.read_value())
+    else:
+        array = np.array(keras.ops.convert_to_numpy(variable))
+    array.flags.writeable = False
+    return array
 
 
 def write(variable, value):
@@ -46,7 +52,8 @@ def write(variable, value):
         if array.shape != tuple(variable.shape):
             raise ValueError(f"variable {variable.path!r} has shape {tuple(variable.shape)}; "
                              f"the value written has shape {array.shape}")
-        backing.assign(array, read_value=False)
+        # A scalar goes in as a Python number: converting a 0-d array costs more than the write.
+        backing.assign(array.item() if array.ndim == 0 else array, read_value=False)
     else:
         variable.assign(value)
 

@@ -37,7 +37,12 @@ from tfscalpel.targets import GROUP_SIZES
 def pruning_boundary(scores, keep):
     """The highest score among pruned blocks (0 when nothing is pruned): the threshold that a
     sparsity target amounted to, reported to TensorBoard."""
-    return float(np.max(np.where(keep, 0.0, scores)))
+    scores, keep = np.asarray(scores), np.asarray(keep, dtype=bool)
+    pruned = scores[~keep]
+    boundary = pruned.max() if pruned.size else 0.0
+    # Kept blocks count as 0 (a threshold of 0 prunes nothing): the same as the maximum of the
+    # scores with every kept one replaced by 0, without building that array.
+    return float(max(boundary, 0.0) if pruned.size < keep.size else boundary)
 
 
 def kernel_matrix(kernel, fan_in_ndim=None):
