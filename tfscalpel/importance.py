@@ -16,9 +16,9 @@ _register = registrar(_REGISTRY, "importance_name")
 
 
 def _sum_of_squares(blocks):
-    """sum(w^2) over each block (axis 1), without a squared copy of the kernel: the same
-    float32 sums, in the same order, at about half the time of ``np.sum(np.square(b), 1)``
-    (mask updates run inside the training loop)."""
+    """sum(w^2) over each block (axis 1), without a squared copy of the kernel: about half the
+    time of ``np.sum(np.square(b), 1)`` (mask updates run inside the training loop), whose
+    float32 results it matched exactly for g = 1 to 32 on 300- and 100-unit kernels."""
     return np.einsum("bgu,bgu->bu", blocks, blocks)
 
 
