@@ -5,6 +5,8 @@
     python benchmarks/scalpel_table.py --only lenet300 --output out/scalpel_table
     python benchmarks/scalpel_table.py --seeds 3 --distill   # mean +- std over seeds 0, 1, 2;
                                                              # fine-tuning distilled from dense
+    python benchmarks/scalpel_table.py --validation --only convnet   # tuning: 50,000 / 10,000 of
+                                                             # the training images, never the test set
 
 For LeNet-300-100 and LeNet-5 on MNIST and the ConvNet on Fashion-MNIST:
 
@@ -717,12 +719,18 @@ def main(argv=None):
                              "accuracy +- its standard deviation (default 1)")
     parser.add_argument("--distill", action="store_true",
                         help=f"fine-tune the pruned models from the dense teacher ({DISTILL})")
+    parser.add_argument("--validation", action="store_true",
+                        help=f"tuning: train on the training images but the last {VALIDATION:,} "
+                             "and report on those (never on the test set); own cached models")
     parser.add_argument("--output", default=os.path.join(ROOT, "out", "scalpel_table"))
     parser.add_argument("--cache-dir", default=None,
                         help="trained-model cache (default: tfscalpel's cache dir/scalpel_table)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.validation and args.quick:
+        parser.error("--validation tunes on full data, --quick is a smoke run on subsets: "
+                     "give one of them")
     seeds = list(range(args.seed, args.seed + args.seeds))
     distill = DISTILL if args.distill else None
     cache_dir = args.cache_dir or os.path.join(
@@ -732,7 +740,7 @@ def main(argv=None):
     runs, described = {seed: [] for seed in seeds}, []
     keys = args.only or list(SETTINGS)
     for i, key in enumerate(keys, 1):
-        s = settings_for(key, args.quick)
+        s = settings_for(key, args.quick, args.validation)
         log(f"[{i}/{len(keys)}] {s['title']} on {'Fashion-MNIST' if s['data'] == 'fashion' else 'MNIST'}")
         train, test = load_data(s)
         t, g, gt = s["trad"], s["groups"], s["gates"]
@@ -768,6 +776,8 @@ def main(argv=None):
     print()
     print("data and epochs: " + ("--quick smoke run, numbers are not comparable to the paper; "
                                  if args.quick else "")
+          + (f"--validation: accuracy on the last {VALIDATION:,} training images, not the test "
+             "set; " if args.validation else "")
           + (f"seed {seeds[0]}" if len(seeds) == 1 else
              f"mean of seeds {seeds} (accuracy +- sample std)")
           + ("; fine-tuning distilled from the dense model " + str(DISTILL)

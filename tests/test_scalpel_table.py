@@ -198,3 +198,33 @@ def test_validation_split_holds_out_training_images_under_its_own_keys(tmp_path)
     assert path(val) != path(full)
     with pytest.raises(ValueError, match="validation and quick do not go together"):
         scalpel_table.settings_for("lenet5", True, validation=True)
+
+
+def test_validation_flag_reaches_the_settings_and_refuses_quick(monkeypatch, capsys, tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import scalpel_table
+    from tfscalpel import datasets
+
+    with pytest.raises(SystemExit):
+        scalpel_table.main(["--validation", "--quick"])
+    assert "--validation tunes on full data" in capsys.readouterr().err
+
+    # The split: train on all training images but the last VALIDATION, score on those.
+    s = scalpel_table.settings_for("lenet300", False, validation=True)
+    (x, y), (xv, yv) = scalpel_table.load_data(s)
+    (x_all, y_all), _ = datasets.load_mnist()
+    n = len(x_all) - scalpel_table.VALIDATION
+    assert len(x) == n and len(xv) == scalpel_table.VALIDATION
+    np.testing.assert_array_equal(yv, y_all[n:])
+    np.testing.assert_array_equal(xv, datasets.to_model_inputs(x_all[n:], s["flatten"]))
+
+    seen = []
+
+    def stop(key, quick, validation=False):
+        seen.append((key, quick, validation))
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(scalpel_table, "settings_for", stop)
+    with pytest.raises(RuntimeError, match="stop before training"):
+        scalpel_table.main(["--validation", "--only", "convnet", "--output", str(tmp_path)])
+    assert seen == [("convnet", False, True)]
