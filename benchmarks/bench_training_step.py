@@ -143,15 +143,20 @@ def time_interleaved(configs, dataset, callback_base, args, tag):
             for name, ms in windows.items()}
 
 
+def round_ratios(res, base):
+    """Each round's window time of ``res`` over ``base``'s window in the same round."""
+    return [r / b for r, b in zip(res["windows_ms"], base["windows_ms"])]
+
+
 def paired_ratio(res, base):
-    """The median over rounds of ``res``'s window time over ``base``'s in the same round."""
-    return statistics.median(r / b for r, b in zip(res["windows_ms"], base["windows_ms"]))
+    """The median over rounds of :func:`round_ratios`."""
+    return statistics.median(round_ratios(res, base))
 
 
 def paired_quartiles(res, base):
     """The first and third quartiles of the per-round ratios behind :func:`paired_ratio`: how
     far one round's ratio strays, i.e. how much one run's median can be trusted."""
-    ratios = [r / b for r, b in zip(res["windows_ms"], base["windows_ms"])]
+    ratios = round_ratios(res, base)
     if len(ratios) < 2:
         return ratios[0], ratios[0]
     q1, _, q3 = statistics.quantiles(ratios, n=4)

@@ -216,8 +216,8 @@ class PrunableMixin:
         return self.kernel if training and self._mask_after_step else self.masked_kernel()
 
     def _numpy_state(self):
-        """The kernel and the mask as NumPy arrays: what a mask update reads, once (reading a
-        variable copies it out of the backend, so each is read once per update)."""
+        """The kernel and the mask as read-only NumPy snapshots (:func:`read_numpy`): what a
+        mask update reads, once, and passes on as ``state`` rather than reading them again."""
         return read_numpy(self.kernel), read_numpy(self.pruning_mask)
 
     def _numpy_masked_kernel(self):
